@@ -1,0 +1,32 @@
+"""`python -m crowd COMMAND ...`: the command-line tools. Each command lives in its own module
+and exposes `main(argv) -> int`; this table only dispatches, importing the module on demand."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, what it does)
+    "demo-round": ("crowd.demo", "run one whole round on scripted volunteers"),
+    "export": ("storage.export", "export the labelled data (TRL-ready JSONL, Parquet, card)"),
+    "backup": ("storage.backup", "snapshot the live database and champion adapters"),
+    "restore": ("storage.backup", "bring a snapshot back"),
+    "simulate": ("crowd.sim", "simulations: `simulate convergence` or `simulate grouping`"),
+    "scorer": ("crowd.scoring", "the emotion scorer: `scorer train --data FILE`"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m crowd COMMAND [options]\n\ncommands:")
+        for name, (_, what) in COMMANDS.items():
+            print(f"  {name:<12} {what}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

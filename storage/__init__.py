@@ -1,0 +1,1 @@
+"""Persistence: schema (migrations), queries and export. The only package that writes SQL."""
