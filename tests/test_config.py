@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from crowd.config import PACKAGED_MODEL, ConfigError, check_data_dir, load_settings
+
+
+def test_defaults_need_no_environment():
+    settings = load_settings({})
+    assert settings.data_dir == Path("data")
+    assert settings.model.base_model == PACKAGED_MODEL
+    assert settings.n_groups == 3
+    assert settings.model.device == "auto"
+    assert settings.db_path == Path("data/crowd.db")
+
+
+def test_values_are_read_and_typed():
+    env = {"CROWD_DATA_DIR": "/tmp/x", "CROWD_GROUPS": "5", "CROWD_DEVICE": "CPU",
+           "CROWD_BASE_MODEL": "some/model", "CROWD_WORKER": "false"}
+    settings = load_settings(env)
+    assert (settings.data_dir, settings.n_groups, settings.model.device) == (Path("/tmp/x"), 5, "cpu")
+    assert settings.model.base_model == "some/model" and settings.start_worker is False
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("CROWD_GROUPS", "zero"), ("CROWD_GROUPS", "0"), ("CROWD_GROUPS", "27"),
+     ("CROWD_DEVICE", "tpu"), ("CROWD_PORT", "70000"), ("CROWD_WORKER", "maybe"),
+     ("CROWD_TEMPERATURE", "-1"), ("CROWD_MAX_NEW_TOKENS", "1e3")],
+)
+def test_a_bad_value_names_its_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_unwritable_data_dir_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="CROWD_DATA_DIR"):
+        check_data_dir(blocker / "data")
+    check_data_dir(tmp_path / "ok")
+    assert (tmp_path / "ok").is_dir()

@@ -1,0 +1,114 @@
+"""The generation service on the tiny model: mixed-adapter batches give the same replies as
+one-at-a-time decoding, streaming yields growing text, broken adapters get clear errors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from crowd.config import ModelSettings
+from crowd.generation import BASE, GenerationService, Sampling, generate_texts
+from crowd.models import ModelError, load_base
+
+GREEDY = Sampling(max_new_tokens=8, temperature=0.0)
+CHATS = [
+    [{"role": "user", "content": "Say something kind."}],
+    [{"role": "user", "content": "What is the weather like on the moon today?"}],
+    [{"role": "user", "content": "hi"}],
+]
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) weights, so it changes the model's replies."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 2.0)  # strong enough to change greedy choices
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir: Path, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [make_adapter(tiny_model_dir, root / f"a{i}", seed=i) for i in range(2)]
+
+
+@pytest.fixture
+def service(tiny_model_dir: Path, tmp_path: Path):
+    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
+    svc = GenerationService(loaded, ModelSettings(max_new_tokens=8, batch_window_ms=200))
+    yield svc
+    svc.close()
+
+
+def test_mixed_adapter_batch_matches_one_at_a_time(service, adapters):
+    service.adapters.load("a0", adapters[0])
+    service.adapters.load("a1", adapters[1])
+    names = ["a0", "a1", BASE]
+    alone = [generate_texts(service.loaded, [chat], [name], GREEDY)[0] for chat, name in zip(CHATS, names)]
+    together = generate_texts(service.loaded, CHATS, names, GREEDY)
+    assert together == alone
+    # The adapters really change the replies, so the equality above says something.
+    assert len({generate_texts(service.loaded, [CHATS[0]], [n], GREEDY)[0] for n in names}) > 1
+
+
+def test_concurrent_requests_share_a_batch(service, adapters):
+    service.adapters.load("a0", adapters[0])
+    service.adapters.load("a1", adapters[1])
+    results: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        results[i] = service.reply(CHATS[i % 3], ["a0", "a1"][i % 2], GREEDY)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6
+    assert service.rows_run == 6 and service.batches_run < 6
+    assert results[0] == service.reply(CHATS[0], "a0", GREEDY)
+
+
+def test_stream_yields_growing_text_ending_in_the_reply(service):
+    parts = list(service.stream(CHATS[0], BASE, GREEDY))
+    assert parts, "the model produced no token"
+    assert all(b.startswith(a) for a, b in zip(parts, parts[1:]))
+    assert parts[-1].strip() == service.reply(CHATS[0], BASE, GREEDY)
+
+
+def test_unknown_adapter_is_refused(service):
+    with pytest.raises(ModelError, match="no adapter named 'nope'"):
+        list(service.stream(CHATS[0], "nope", GREEDY))
+
+
+def test_corrupt_adapter_file_is_named(service, adapters, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text((adapters[0] / "adapter_config.json").read_text())
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="corrupt"):
+        service.adapters.load("broken", broken)
+    assert "broken" not in service.adapters.names
+    with pytest.raises(ModelError, match="no adapter_config.json"):
+        service.adapters.load("empty", tmp_path)
+
+
+def test_eight_adapters_share_one_base(service, adapters, tiny_model_dir):
+    base_params = sum(p.numel() for p in service.loaded.model.parameters())
+    for i in range(8):
+        service.adapters.load(f"g{i}", adapters[i % 2])
+    with_adapters = sum(p.numel() for p in service.loaded.model.parameters())
+    lora = with_adapters - base_params
+    assert 0 < lora < 0.2 * base_params  # adapters, not copies of the base
+    assert service.reply(CHATS[0], "g7", GREEDY) == service.reply(CHATS[0], "g1", GREEDY)

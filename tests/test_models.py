@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from crowd.config import PACKAGED_MODEL
+from crowd.generation import BASE, GenerationService, Sampling
+from crowd.models import ModelError, convert_packaged_model, load_base, resolve_base_model
+from crowd.config import ModelSettings
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(ModelError, match="no such folder"):
+        resolve_base_model(str(tmp_path / "missing"), tmp_path)
+
+
+def test_a_folder_without_config_is_named(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_base_model(str(tmp_path), tmp_path)
+
+
+def test_the_tiny_model_loads_in_eval_mode_without_gradients(tiny_model_dir, tmp_path):
+    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
+    assert not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    assert loaded.tokenizer.padding_side == "left"
+
+
+@pytest.mark.slow
+def test_the_default_model_is_converted_once_and_generates(default_model_dir, tmp_path):
+    weights = default_model_dir / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert convert_packaged_model(default_model_dir.parent) == default_model_dir
+    assert weights.stat().st_mtime_ns == stamp, "the second start converted again"
+    loaded = load_base(str(default_model_dir), tmp_path, device="cpu")
+    service = GenerationService(loaded, ModelSettings())
+    try:
+        reply = service.reply([{"role": "user", "content": "What is the capital of France?"}],
+                              BASE, Sampling(max_new_tokens=16, temperature=0.0))
+    finally:
+        service.close()
+    assert "Paris" in reply
+
+
+def test_the_packaged_name_resolves_to_the_converted_folder(default_model_dir):
+    assert resolve_base_model(PACKAGED_MODEL, default_model_dir.parent) == str(default_model_dir)
