@@ -1,0 +1,308 @@
+"""Export the labelled data: TRL-ready JSONL and Parquet, raw events, rounds, points and a card.
+
+One read transaction gives a consistent snapshot while the app keeps writing; corrections are
+streamed row by row, each turned into the records it yields for every file. Everything is written
+to a hidden folder beside the target and renamed into place at the end, so bad input or a crash
+leaves nothing half-written.
+
+Privacy: participants appear under a pseudonym, a salted SHA-256 of their id (the salt is random
+per export and never written), so pseudonyms are stable within one export and unlinkable across
+exports. Names and Hugging Face usernames appear only for people who opted in (share_identity).
+Moderated-out data (hidden corrections, banned participants) is left out; when asked for, it
+appears in events.jsonl (flagged) and points.csv, never in a training file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage.card import render_card
+from storage.export_io import (
+    JSONL_FILES,
+    ExportError,
+    Scope,
+    Sinks,
+    Snapshot,
+    open_snapshot,
+    write_points_csv,
+    write_rounds_csv,
+)
+
+__all__ = ["ExportError", "export_dataset", "export_zip", "main"]
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+
+
+def export_dataset(
+    db_path: Path | str,
+    out_dir: Path | str,
+    *,
+    campaign: int | None = None,
+    rounds: list[int] | None = None,
+    groups: list[int] | None = None,
+    include_hidden: bool = False,
+    include_banned: bool = False,
+    salt: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Write the export of one campaign (default: the latest) into `out_dir`; return row counts.
+
+    `rounds` are round numbers within the campaign, `groups` 0-based group indices. `out_dir`
+    must be new, empty, or a previous export (which is replaced). Raises ExportError, having
+    written nothing, on a missing or unmigrated database, an unknown round or group.
+    """
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    with open_snapshot(Path(db_path), salt) as snap:
+        scope = snap.scope(campaign, rounds, groups, include_hidden, include_banned)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        try:
+            counts, per_group = _write_corrections(snap, scope, staging)
+            counts["rounds"] = write_rounds_csv(snap, scope, per_group, staging / "rounds.csv")
+            counts["points"] = write_points_csv(snap, scope, staging / "points.csv")
+            summary = snap.summary(scope, counts, now or datetime.now(UTC))
+            (staging / "README.md").write_text(render_card(summary), encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    _install(staging, out_dir)
+    return counts
+
+
+def export_zip(db_path: Path | str, zip_path: Path | str, **options: object) -> Path:
+    """The same export as one zip file (the organizer's download button); returns its path."""
+    zip_path = Path(zip_path)
+    with tempfile.TemporaryDirectory(prefix="crowd-export-") as tmp:
+        folder = Path(tmp) / "export"
+        export_dataset(db_path, folder, **options)  # type: ignore[arg-type]
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = zip_path.with_name(zip_path.name + ".partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(folder.iterdir()):
+                archive.write(file, file.name)
+        partial.replace(zip_path)
+    return zip_path
+
+
+# --- corrections -> records ------------------------------------------------------------------
+
+
+def _write_corrections(
+    snap: Snapshot, scope: Scope, folder: Path
+) -> tuple[dict[str, int], Counter[tuple[int, int]]]:
+    """Stream every correction in scope into the five JSONL/Parquet pairs, in one pass.
+
+    Returns the row count of each file and the number of usable corrections per (round, group).
+    """
+    per_group: Counter[tuple[int, int]] = Counter()
+    with Sinks(folder) as sinks:
+        for row in snap.corrections(scope):
+            prompt = _prompt(row)
+            sinks.add("events", _event(row, prompt, snap))
+            if row["undone_at"] or row["hidden_at"] or row["banned_at"]:
+                continue  # withdrawn or moderated out: never training data
+            per_group[(row["round"], row["group_index"])] += 1
+            for name, record in _training_records(row, prompt, snap.pseudonym(row)):
+                sinks.add(name, record)
+        counts = sinks.counts()
+    return counts, per_group
+
+
+def _prompt(row: dict) -> list[Message]:
+    """The chat messages up to the reply, as role/content pairs; a malformed one is an error."""
+    try:
+        messages = json.loads(row["prompt"])
+        prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ExportError(f"correction {row['id']} has a malformed prompt: {exc}") from None
+    if any(m["role"] not in ROLES or not isinstance(m["content"], str) for m in prompt):
+        raise ExportError(f"correction {row['id']} has a prompt message that is not chat text")
+    return prompt
+
+
+def _assistant(text: str) -> list[Message]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _training_records(
+    row: dict, prompt: list[Message], annotator: str
+) -> Iterator[tuple[str, dict]]:
+    """What one usable correction contributes to sft, dpo, kto and emotions (file, record)."""
+    meta = {
+        "source": row["kind"],
+        "split": row["split"],
+        "round": row["round"],
+        "group": row["group_index"],
+        "correction_id": row["id"],
+    }
+    pair = _preference_pair(row)
+    if pair is not None:
+        chosen, rejected = pair
+        yield "sft", {"messages": prompt + _assistant(chosen), **meta}
+        if chosen != rejected:  # an unchanged rewrite endorses the reply but prefers nothing
+            yield "dpo", {
+                "prompt": prompt,
+                "chosen": _assistant(chosen),
+                "rejected": _assistant(rejected),
+                **meta,
+            }
+    for completion, label in _kto_labels(row, pair):
+        completion_message = _assistant(completion)
+        yield "kto", {"prompt": prompt, "completion": completion_message, "label": label, **meta}
+    if row["kind"] == "emotion" and row["emotion"]:
+        label = {"text": row["original"], "label": row["emotion"], "annotator": annotator}
+        yield "emotions", {**label, **meta}
+
+
+def _preference_pair(row: dict) -> tuple[str, str] | None:
+    """(chosen, rejected) texts from a rewrite or an A/B pick; None for tie, both_bad, others."""
+    if row["kind"] == "rewrite" and row["rewrite"] and row["rewrite"].strip():
+        return row["rewrite"], row["original"]
+    if row["kind"] == "choice" and row["other_reply"] is not None:
+        if row["choice"] == "a":
+            return row["original"], row["other_reply"]
+        if row["choice"] == "b":
+            return row["other_reply"], row["original"]
+    return None
+
+
+def _kto_labels(row: dict, pair: tuple[str, str] | None) -> Iterator[tuple[str, bool]]:
+    """Unpaired (completion, desirable) labels: ratings, both sides of a pair, both_bad."""
+    if row["kind"] == "rating" and row["rating"] in (-1, 1):
+        yield row["original"], row["rating"] == 1
+    elif pair is not None:
+        yield pair[0], True
+        if pair[1] != pair[0]:
+            yield pair[1], False
+    elif row["kind"] == "choice" and row["choice"] == "both_bad" and row["other_reply"] is not None:
+        yield row["original"], False
+        yield row["other_reply"], False
+
+
+def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
+    """The raw correction with its provenance; identity fields only for those who opted in."""
+    shared = bool(row["share_identity"])
+    return {
+        "correction_id": row["id"],
+        "kind": row["kind"],
+        "campaign_id": row["campaign_id"],
+        "round": row["round"],
+        "round_id": row["round_id"],
+        "group": row["group_index"],
+        "participant": snap.pseudonym(row),
+        "participant_name": row["display_name"] if shared else None,
+        "hf_username": row["hf_username"] if shared else None,
+        "participant_banned": row["banned_at"] is not None,
+        "model_version_id": row["model_version_id"],
+        "message_id": row["message_id"],
+        "other_message_id": row["other_message_id"],
+        "prompt": prompt,
+        "original": row["original"],
+        "other_reply": row["other_reply"],
+        "rewrite": row["rewrite"],
+        "choice": row["choice"],
+        "emotion": row["emotion"],
+        "rating": row["rating"],
+        "split": row["split"],
+        "hidden": row["hidden_at"] is not None,
+        "hidden_at": row["hidden_at"],
+        "undone": row["undone_at"] is not None,
+        "undone_at": row["undone_at"],
+        "created_at": row["created_at"],
+    }
+
+
+# --- the output folder -----------------------------------------------------------------------
+
+EXPORT_NAMES = frozenset(
+    [f"{name}.{ext}" for name in JSONL_FILES for ext in ("jsonl", "parquet")]
+    + ["rounds.csv", "points.csv", "README.md"]
+)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse a target that is a file or a folder holding anything but a previous export."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_NAMES)
+        if foreign:
+            raise ExportError(
+                f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:3])});"
+                " choose a new or empty folder"
+            )
+
+
+def _install(staging: Path, out_dir: Path) -> None:
+    """Swap the finished export into place; a previous export is removed only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _int_list(raw: str) -> list[int]:
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a comma-separated list of numbers")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crowd export", description="Export the labelled data of a campaign."
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder to write (new or empty)")
+    parser.add_argument("--db", type=Path, help="database file (default: the data dir's)")
+    parser.add_argument("--campaign", type=int, help="campaign id (default: the latest)")
+    parser.add_argument("--rounds", type=_int_list, help="round numbers, e.g. 1,2")
+    parser.add_argument("--groups", type=_int_list, help="group indices from 0, e.g. 0,2")
+    parser.add_argument("--include-hidden", action="store_true", help="hidden ones into events")
+    parser.add_argument("--include-banned", action="store_true", help="banned people's rows too")
+    parser.add_argument("--zip", action="store_true", help="write OUT as one zip file instead")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`python -m crowd export --out DIR [...]`: 0 on success, 2 on bad input (nothing written)."""
+    from crowd.config import ConfigError, load_settings
+
+    try:
+        args = _parser().parse_args(argv[1:])
+    except SystemExit as exc:  # argparse has printed the usage error
+        return int(exc.code or 0)
+    options = dict(
+        campaign=args.campaign,
+        rounds=args.rounds,
+        groups=args.groups,
+        include_hidden=args.include_hidden,
+        include_banned=args.include_banned,
+    )
+    try:
+        db = args.db if args.db else load_settings().db_path
+        if args.zip:
+            print(f"wrote {export_zip(db, args.out, **options)}")
+            return 0
+        counts = export_dataset(db, args.out, **options)
+    except (ExportError, ConfigError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    return 0
