@@ -54,6 +54,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     start_worker: bool = True
+    hf_token: str | None = field(default=None, repr=False)  # CROWD_HF_TOKEN, else HF_TOKEN
+    backup_repo: str | None = None  # private HF dataset repo for pushed backups; None = off
+    backup_every_s: int = 3600  # seconds between pushes to backup_repo
 
     @property
     def db_path(self) -> Path:
@@ -116,6 +119,12 @@ def _flag(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _repo_id(raw: str) -> str:
+    if raw.count("/") != 1 or not all(raw.split("/")):
+        raise ValueError("must be a Hugging Face repo id, OWNER/NAME")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ). Raises ConfigError naming the bad variable."""
     env = os.environ if env is None else env
@@ -144,6 +153,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=_read(env, "CROWD_HOST", str, "127.0.0.1"),
         port=_read(env, "CROWD_PORT", _int_in(1, 65535), 7860),
         start_worker=_read(env, "CROWD_WORKER", _flag, True),
+        hf_token=_read(env, "CROWD_HF_TOKEN", str, None) or _read(env, "HF_TOKEN", str, None),
+        backup_repo=_read(env, "CROWD_BACKUP_REPO", _repo_id, None),
+        backup_every_s=_read(env, "CROWD_BACKUP_EVERY_S", _int_in(60, 7 * 86400), 3600),
     )
 
 
