@@ -30,7 +30,9 @@ ARCHIVE = "backup/crowd-backup.tar.gz"
 class Hub(Protocol):
     """The part of `huggingface_hub.HfApi` a push needs (a local fake implements it too)."""
 
-    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> Any: ...
+    def create_repo(
+        self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool
+    ) -> Any: ...
 
     def repo_info(self, repo_id: str, *, repo_type: str) -> Any: ...  # has `.private`
 
