@@ -177,5 +177,5 @@ def render_card(summary: dict[str, Any]) -> str:
     lines += ["", "## Columns", "", "| column | meaning |", "|---|---|"]
     lines += [f"| `{column}` | {meaning} |" for column, meaning in COLUMNS.items()]
     lines += ["", "## Rounds", "", *_rounds_table(summary["rounds"]), "", USAGE, PRIVACY]
-    lines += [f"## Licence\n\n{campaign['licence']}, as the volunteers agreed when they joined.\n"]
+    lines += [f"## Licence\n\n{campaign['licence']}, the campaign's licence.\n"]
     return "\n".join(lines)
