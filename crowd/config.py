@@ -54,6 +54,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     start_worker: bool = True
+    scorer: str = "default"  # emotion scorer: 'default' (offline), 'hub:<model id>' or a saved head
+    eval_samples: int = 24  # replies sampled per model when judging an emotion round
     hf_token: str | None = field(default=None, repr=False)  # CROWD_HF_TOKEN, else HF_TOKEN
     backup_repo: str | None = None  # private HF dataset repo for pushed backups; None = off
     backup_every_s: int = 3600  # seconds between pushes to backup_repo
@@ -153,6 +155,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=_read(env, "CROWD_HOST", str, "127.0.0.1"),
         port=_read(env, "CROWD_PORT", _int_in(1, 65535), 7860),
         start_worker=_read(env, "CROWD_WORKER", _flag, True),
+        scorer=_read(env, "CROWD_SCORER", str, "default"),
+        eval_samples=_read(env, "CROWD_EVAL_SAMPLES", _int_in(1, 10_000), 24),
         hf_token=_read(env, "CROWD_HF_TOKEN", str, None) or _read(env, "HF_TOKEN", str, None),
         backup_repo=_read(env, "CROWD_BACKUP_REPO", _repo_id, None),
         backup_every_s=_read(env, "CROWD_BACKUP_EVERY_S", _int_in(60, 7 * 86400), 3600),

@@ -1,0 +1,303 @@
+"""The actions the UI calls. Every method re-derives who the caller is from a signed token and
+what they may touch from the database: the page never supplies a participant or group id.
+
+Refusals raise `crowd.limits.Refused` with a message for the person; nothing is stored then.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from crowd import campaigns
+from crowd.campaigns import CampaignSpec, group_colour, group_name, parse_time, utcnow
+from crowd.config import Settings
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.generation import BASE, GenerationService
+from crowd.groups import assign_arrival
+from crowd.identity import Identities, load_secret
+from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
+from storage import queries, rounds as store
+from storage.db import connect, migrate
+
+CHOICES = ("a", "b", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    participant_id: str
+    display_name: str
+    group_index: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One streamed step of a reply; `message_id` is set on the last step, once it is stored."""
+
+    conversation_id: int
+    text: str
+    message_id: int | None = None
+
+
+class CrowdService:
+    def __init__(self, settings: Settings, generation: GenerationService | None,
+                 limits: Limits = Limits(), now: Callable[[], str] = utcnow,
+                 rng: random.Random | None = None, initial_adapter: Path | None = None):
+        self.settings = settings
+        self.generation = generation
+        self.limits = limits
+        self.now = now
+        self.rng = rng or random.Random()
+        self.rate = RateLimiter()
+        migrate(settings.db_path)
+        self.identities = Identities(load_secret(settings.data_dir))
+        self._join_lock = threading.Lock()  # balanced assignment is read-then-write
+        self.ensure_campaign(CampaignSpec(n_groups=settings.n_groups), initial_adapter)
+
+    def db(self):
+        return connect(self.settings.db_path)
+
+    # -- campaign and round context ------------------------------------------------------
+
+    def ensure_campaign(self, spec: CampaignSpec, initial_adapter: Path | None = None) -> int:
+        """The active campaign's id, creating one from `spec` on first start."""
+        with self.db() as db:
+            campaign = store.active_campaign(db)
+            if campaign:
+                return campaign["id"]
+            return campaigns.create_campaign(db, spec, initial_adapter, self.settings.data_dir,
+                                             self.now())
+
+    def context(self) -> tuple[dict, dict]:
+        """(active campaign, its current round)."""
+        with self.db() as db:
+            campaign = store.active_campaign(db)
+            return campaign, store.current_round(db, campaign["id"])
+
+    # -- identity --------------------------------------------------------------------------
+
+    def join(self, display_name: str, consent: bool, hf_username: str | None = None,
+             address: str | None = None) -> Session:
+        """Register a consenting visitor and put them in a group. Nothing is stored without consent."""
+        if consent is not True:
+            raise Refused("Please read the terms and tick the consent box first.")
+        name = clean_name(display_name)
+        self._hit_address(address)
+        with self.db() as db:
+            if hf_username and (known := queries.participant_by_hf(db, hf_username)):
+                return self._session(known["id"])
+            participant_id = Identities.new_id()
+            queries.add_participant(db, participant_id, name, self.now(), hf_username)
+        return self._session(participant_id)
+
+    def resume(self, token: str | None) -> Session:
+        """The session behind a stored token; forged or unknown tokens are refused."""
+        return self._session(self._who(token))
+
+    def _who(self, token: str | None) -> str:
+        participant_id = self.identities.verify(token)
+        if participant_id is None:
+            raise Refused("Your identity could not be verified; please join again.")
+        with self.db() as db:
+            person = queries.get_participant(db, participant_id)
+        if person is None:
+            raise Refused("Your identity could not be verified; please join again.")
+        if person["banned_at"]:
+            raise Refused("This account has been suspended by the organizers.")
+        return participant_id
+
+    def _session(self, participant_id: str) -> Session:
+        with self.db() as db:
+            person = queries.get_participant(db, participant_id)
+        group = self._group_of(participant_id)
+        return Session(self.identities.sign(participant_id), participant_id,
+                       person["display_name"], group)
+
+    def _group_of(self, participant_id: str) -> int:
+        """The participant's group this round; assigned (balanced) on first sight, then sticky."""
+        campaign, round_ = self.context()
+        with self._join_lock, self.db() as db:
+            group = queries.membership(db, round_["id"], participant_id)
+            if group is None:
+                sizes = queries.group_sizes(db, round_["id"], campaign["n_groups"])
+                group = assign_arrival(sizes, self.rng)
+                queries.add_membership(db, round_["id"], participant_id, group, self.now())
+        return group
+
+    def _hit_address(self, address: str | None) -> None:
+        if address:
+            self.rate.hit(f"addr:{address}", self.limits.address_per_minute, "requests")
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def send(self, token: str, conversation_id: int | None, text: str,
+             address: str | None = None) -> Iterator[Reply]:
+        """Store the message, stream the group's model's reply, store the reply."""
+        participant_id = self._who(token)
+        text = clean_text(text, "message", self.limits.max_message_chars)
+        self._hit_address(address)
+        self.rate.hit(f"chat:{participant_id}", self.limits.chats_per_minute, "messages")
+        group = self._group_of(participant_id)
+        _, round_ = self.context()
+        with self.db() as db:
+            conversation_id = self._conversation(db, participant_id, conversation_id, round_, group)
+            history = [{"role": m["role"], "content": m["content"]}
+                       for m in queries.conversation_messages(db, conversation_id)]
+            if sum(m["role"] == "user" for m in history) >= self.limits.max_turns:
+                raise Refused(f"This conversation reached {self.limits.max_turns} turns; "
+                              "start a new one.")
+            queries.add_message(db, conversation_id, "user", text, self.now())
+        chat = history + [{"role": "user", "content": text}]
+        yield from self._reply(conversation_id, chat, round_["champion_id"])
+
+    def _conversation(self, db, participant_id: str, conversation_id: int | None,
+                      round_: dict, group: int) -> int:
+        if conversation_id is not None:
+            conversation = queries.get_conversation(db, int(conversation_id))
+            if (conversation and conversation["participant_id"] == participant_id
+                    and conversation["round_id"] == round_["id"]):
+                return conversation["id"]
+        # A new round (or someone else's id) starts a fresh conversation.
+        return queries.add_conversation(db, participant_id, round_["id"], group, self.now())
+
+    def _reply(self, conversation_id: int, chat: list[dict], version_id: int,
+               alternative_of: int | None = None) -> Iterator[Reply]:
+        if self.generation is None:
+            raise Refused("The model is not loaded on this server.")
+        adapter = self.adapter_for(version_id)
+        text = ""
+        for text in self.generation.stream(chat, adapter):
+            yield Reply(conversation_id, text)
+        text = text.strip() or "…"
+        with self.db() as db:
+            message_id = queries.add_message(db, conversation_id, "assistant", text, self.now(),
+                                             model_version_id=version_id,
+                                             alternative_of=alternative_of)
+        yield Reply(conversation_id, text, message_id)
+
+    def adapter_for(self, version_id: int) -> str:
+        """The generation service's adapter name for a model version, loading it on first use."""
+        with self.db() as db:
+            version = store.get_version(db, version_id)
+        path = version["adapter_path"]
+        return self.generation.adapters.ensure(
+            f"v{version_id}", self.settings.data_dir / path if path else None)
+
+    def another(self, token: str, message_id: int, address: str | None = None) -> Iterator[Reply]:
+        """A second reply to the same turn, for an A/B choice."""
+        participant_id = self._who(token)
+        self._hit_address(address)
+        self.rate.hit(f"chat:{participant_id}", self.limits.chats_per_minute, "messages")
+        message, round_ = self._own_reply(participant_id, message_id)
+        with self.db() as db:
+            chat = queries.prompt_before(db, message)
+        yield from self._reply(message["conversation_id"], chat, round_["champion_id"],
+                               alternative_of=message["id"])
+
+    # -- corrections -----------------------------------------------------------------------
+
+    def _own_reply(self, participant_id: str, message_id: object) -> tuple[dict, dict]:
+        """The reply, if it is the caller's, a model reply, and from the current round."""
+        try:
+            message_id = int(message_id)
+        except (TypeError, ValueError):
+            raise Refused("That reply does not exist.") from None
+        _, round_ = self.context()
+        with self.db() as db:
+            message = queries.get_message(db, message_id)
+        if message is None or message["participant_id"] != participant_id:
+            raise Refused("That reply does not exist.")
+        if message["role"] != "assistant":
+            raise Refused("Only the model's replies can be corrected.")
+        if message["round_id"] != round_["id"]:
+            raise Refused("That reply is from an earlier round; corrections count for the "
+                          "current round only.")
+        return message, round_
+
+    def _submit(self, token: str, message_id: object, address: str | None, **fields) -> int:
+        participant_id = self._who(token)
+        self._hit_address(address)
+        message, round_ = self._own_reply(participant_id, message_id)
+        self.rate.hit(f"submit:{participant_id}", self.limits.submissions_per_minute,
+                      "corrections")
+        group = self._group_of(participant_id)
+        with self.db() as db:
+            return queries.add_correction(
+                db, participant_id=participant_id, round_id=round_["id"], group_index=group,
+                message_id=message["id"], model_version_id=message["model_version_id"],
+                prompt=queries.prompt_before(db, message), original=message["content"],
+                created_at=self.now(), **fields)
+
+    def rewrite(self, token: str, message_id: int, text: str, address: str | None = None) -> int:
+        """A better version of the reply: an SFT target, and with the original a DPO pair."""
+        text = clean_text(text, "rewrite", self.limits.max_rewrite_chars)
+        return self._submit(token, message_id, address, kind="rewrite", rewrite=text)
+
+    def rate_reply(self, token: str, message_id: int, value: int, address: str | None = None) -> int:
+        if value not in (1, -1):
+            raise Refused("A rating is thumbs up or thumbs down.")
+        return self._submit(token, message_id, address, kind="rating", rating=value)
+
+    def label(self, token: str, message_id: int, emotion: str, address: str | None = None) -> int:
+        if emotion not in GOEMOTIONS_LABELS:
+            raise Refused(f"{str(emotion)[:40]!r} is not one of the 28 emotion labels.")
+        return self._submit(token, message_id, address, kind="emotion", emotion=emotion)
+
+    def choose(self, token: str, message_id: int, other_id: int, choice: str,
+               address: str | None = None) -> int:
+        """Pick between reply A (`message_id`) and its second reply B (`other_id`)."""
+        if choice not in CHOICES:
+            raise Refused("Pick A, B, tie or both bad.")
+        participant_id = self._who(token)
+        other, _ = self._own_reply(participant_id, other_id)
+        if other["alternative_of"] != int(message_id):
+            raise Refused("Reply B is not a second reply to reply A.")
+        return self._submit(token, message_id, address, kind="choice", choice=choice,
+                            other_message_id=other["id"])
+
+    def undo(self, token: str, correction_id: int) -> None:
+        """Withdraw one's own correction within the undo window (kept, marked undone)."""
+        participant_id = self._who(token)
+        with self.db() as db:
+            correction = queries.get_correction(db, int(correction_id))
+            if correction is None or correction["participant_id"] != participant_id:
+                raise Refused("That correction does not exist.")
+            age = parse_time(self.now()) - parse_time(correction["created_at"])
+            if age > timedelta(seconds=self.limits.undo_window_s):
+                raise Refused("The undo window for that correction has passed.")
+            _, round_ = self.context()
+            if correction["round_id"] != round_["id"]:
+                raise Refused("That round is closed; its corrections are final.")
+            queries.mark_undone(db, correction["id"], self.now())
+
+    # -- what a volunteer sees ---------------------------------------------------------------
+
+    def banner(self, token: str) -> dict:
+        """Task, target, round, time left (s, or None), my group and its corrections."""
+        participant_id = self._who(token)
+        group = self._group_of(participant_id)
+        campaign, round_ = self.context()
+        with self.db() as db:
+            counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
+            totals = store.points_totals(db, campaign["id"])
+        left = None
+        if round_["closes_at"]:
+            left = max(0, int((parse_time(round_["closes_at"]) - parse_time(self.now()))
+                              .total_seconds()))
+        return {
+            "task": campaign["task"], "target_emotion": campaign["target_emotion"],
+            "round": round_["number"], "state": round_["state"], "seconds_left": left,
+            "group": group, "group_name": group_name(group), "group_colour": group_colour(group),
+            "group_corrections": counts[group], "points": totals.get(participant_id, 0.0),
+            "prompts": json.loads(campaign["prompts"] or "[]"),
+        }
+
+    def adapter_of_round(self) -> str:
+        _, round_ = self.context()
+        return self.adapter_for(round_["champion_id"]) if self.generation else BASE

@@ -1,0 +1,169 @@
+"""Reads and writes for the volunteer-facing side: participants, groups, conversations,
+corrections. Every function takes an open `Database` (one unit of work) and returns plain
+dicts or values; times are ISO-8601 UTC strings passed in by the caller."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlite_utils import Database
+
+
+def get_participant(db: Database, participant_id: str) -> dict | None:
+    rows = list(db["participants"].rows_where("id = ?", [participant_id]))
+    return rows[0] if rows else None
+
+
+def participant_by_hf(db: Database, hf_username: str) -> dict | None:
+    rows = list(db["participants"].rows_where("hf_username = ?", [hf_username]))
+    return rows[0] if rows else None
+
+
+def add_participant(db: Database, participant_id: str, display_name: str, now: str,
+                    hf_username: str | None = None) -> None:
+    db["participants"].insert({
+        "id": participant_id, "display_name": display_name, "hf_username": hf_username,
+        "consented_at": now, "created_at": now,
+    })
+
+
+def ban_participant(db: Database, participant_id: str, reason: str, now: str) -> bool:
+    cursor = db.execute(
+        "UPDATE participants SET banned_at = ?, ban_reason = ? WHERE id = ? AND banned_at IS NULL",
+        [now, reason, participant_id],
+    )
+    return cursor.rowcount == 1
+
+
+def membership(db: Database, round_id: int, participant_id: str) -> int | None:
+    row = db.execute(
+        "SELECT group_index FROM memberships WHERE round_id = ? AND participant_id = ?",
+        [round_id, participant_id],
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def group_sizes(db: Database, round_id: int, n_groups: int) -> list[int]:
+    sizes = [0] * n_groups
+    for group, count in db.execute(
+        "SELECT group_index, count(*) FROM memberships WHERE round_id = ? GROUP BY group_index",
+        [round_id],
+    ):
+        if group < n_groups:
+            sizes[group] = count
+    return sizes
+
+
+def add_membership(db: Database, round_id: int, participant_id: str, group: int, now: str) -> None:
+    db["memberships"].insert({"round_id": round_id, "participant_id": participant_id,
+                              "group_index": group, "assigned_at": now}, ignore=True)
+
+
+def members(db: Database, round_id: int) -> dict[str, int]:
+    rows = db.execute("SELECT participant_id, group_index FROM memberships WHERE round_id = ?",
+                      [round_id])
+    return dict(rows.fetchall())
+
+
+def add_conversation(db: Database, participant_id: str, round_id: int, group: int, now: str) -> int:
+    return db["conversations"].insert({"participant_id": participant_id, "round_id": round_id,
+                                       "group_index": group, "created_at": now}).last_pk
+
+
+def get_conversation(db: Database, conversation_id: int) -> dict | None:
+    rows = list(db["conversations"].rows_where("id = ?", [conversation_id]))
+    return rows[0] if rows else None
+
+
+def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
+    """The main line of a conversation (second replies left out), in order."""
+    return list(db["messages"].rows_where(
+        "conversation_id = ? AND alternative_of IS NULL", [conversation_id], order_by="position"))
+
+
+def add_message(db: Database, conversation_id: int, role: str, content: str, now: str,
+                model_version_id: int | None = None, alternative_of: int | None = None) -> int:
+    position = db.execute("SELECT coalesce(max(position), -1) + 1 FROM messages "
+                          "WHERE conversation_id = ?", [conversation_id]).fetchone()[0]
+    return db["messages"].insert({
+        "conversation_id": conversation_id, "position": position, "role": role,
+        "content": content, "model_version_id": model_version_id,
+        "alternative_of": alternative_of, "created_at": now,
+    }).last_pk
+
+
+def get_message(db: Database, message_id: int) -> dict | None:
+    """A message with its conversation's owner, round and group."""
+    row = db.execute(
+        """SELECT m.*, c.participant_id, c.round_id, c.group_index
+           FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?""",
+        [message_id],
+    ).fetchone()
+    if row is None:
+        return None
+    names = ["id", "conversation_id", "position", "role", "content", "model_version_id",
+             "alternative_of", "created_at", "participant_id", "round_id", "group_index"]
+    return dict(zip(names, row))
+
+
+def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
+    """The chat (role, content) up to, not including, `message`."""
+    rows = db.execute(
+        """SELECT role, content FROM messages WHERE conversation_id = ? AND position < ?
+           AND alternative_of IS NULL ORDER BY position""",
+        [message["conversation_id"], message["position"]],
+    ).fetchall()
+    return [{"role": role, "content": content} for role, content in rows]
+
+
+def add_correction(db: Database, **fields: Any) -> int:
+    if isinstance(fields.get("prompt"), list):
+        fields["prompt"] = json.dumps(fields["prompt"], ensure_ascii=False)
+    return db["corrections"].insert(fields).last_pk
+
+
+def get_correction(db: Database, correction_id: int) -> dict | None:
+    rows = list(db["corrections"].rows_where("id = ?", [correction_id]))
+    return rows[0] if rows else None
+
+
+def mark_undone(db: Database, correction_id: int, now: str) -> bool:
+    cursor = db.execute("UPDATE corrections SET undone_at = ? WHERE id = ? AND undone_at IS NULL",
+                        [now, correction_id])
+    return cursor.rowcount == 1
+
+
+def hide_correction(db: Database, correction_id: int, now: str) -> bool:
+    cursor = db.execute("UPDATE corrections SET hidden_at = ? WHERE id = ? AND hidden_at IS NULL",
+                        [now, correction_id])
+    return cursor.rowcount == 1
+
+
+def group_correction_counts(db: Database, round_id: int, n_groups: int) -> list[int]:
+    """Live corrections per group this round (undone, hidden and banned left out)."""
+    counts = [0] * n_groups
+    for group, count in db.execute(
+        f"""SELECT group_index, count(*) FROM corrections c WHERE round_id = ? AND {LIVE}
+            GROUP BY group_index""",
+        [round_id],
+    ):
+        if group < n_groups:
+            counts[group] = count
+    return counts
+
+
+def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
+    return list(db.query(
+        f"""SELECT c.id, c.kind, c.participant_id, p.display_name, c.round_id, c.group_index,
+                   coalesce(c.rewrite, c.choice, c.emotion, c.rating) AS value, c.original,
+                   c.hidden_at, c.undone_at, c.created_at
+            FROM corrections c JOIN participants p ON p.id = c.participant_id
+            ORDER BY c.id DESC LIMIT ?""",
+        [limit],
+    ))
+
+
+LIVE = ("c.undone_at IS NULL AND c.hidden_at IS NULL AND c.participant_id IN "
+        "(SELECT id FROM participants WHERE banned_at IS NULL)")
+"""SQL condition on `corrections c`: counts for training, evaluation and points."""

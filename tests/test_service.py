@@ -1,0 +1,130 @@
+"""Volunteer actions through the service layer, on the tiny model and a real database."""
+
+from __future__ import annotations
+
+import pytest
+
+from crowd.config import ModelSettings
+from crowd.generation import GenerationService
+from crowd.limits import Limits, Refused
+from crowd.models import load_base
+from crowd.service import CrowdService
+from storage import queries
+from storage.db import connect
+
+
+@pytest.fixture
+def service(settings):
+    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    svc = CrowdService(settings, generation, limits=Limits(chats_per_minute=100))
+    yield svc
+    generation.close()
+
+
+def chat(service, session, text="Hello there", conversation_id=None):
+    steps = list(service.send(session.token, conversation_id, text))
+    assert steps[-1].message_id is not None
+    return steps[-1]
+
+
+def count(service, table: str) -> int:
+    with connect(service.settings.db_path) as db:
+        return db[table].count
+
+
+def test_join_assigns_balanced_groups_and_resume_keeps_them(service):
+    sessions = [service.join(f"Person {i}", consent=True) for i in range(6)]
+    assert sorted(s.group_index for s in sessions) == [0, 0, 1, 1, 2, 2]
+    again = service.resume(sessions[3].token)
+    assert (again.participant_id, again.group_index) == (sessions[3].participant_id,
+                                                         sessions[3].group_index)
+
+
+def test_nothing_is_stored_without_consent_or_with_a_bad_name(service):
+    with pytest.raises(Refused, match="consent"):
+        service.join("Ada", consent=False)
+    for name in ["", "<b>Ada</b>", "x" * 40, "A", "Ada\x07"]:
+        with pytest.raises(Refused):
+            service.join(name, consent=True)
+    assert count(service, "participants") == 0
+
+
+def test_a_forged_or_edited_token_is_refused(service):
+    session = service.join("Ada", consent=True)
+    other = service.identities.sign("someone-else")
+    for token in [session.token[:-2] + "xx", "garbage", other, None]:
+        with pytest.raises(Refused, match="identity"):
+            service.resume(token)
+
+
+def test_chat_stores_both_messages_with_the_model_version(service):
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    with connect(service.settings.db_path) as db:
+        message = queries.get_message(db, reply.message_id)
+    assert message["participant_id"] == session.participant_id
+    assert message["model_version_id"] is not None
+    assert message["content"] == reply.text
+    assert count(service, "messages") == 2
+
+
+def test_corrections_keep_provenance(service):
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    rewrite_id = service.rewrite(session.token, reply.message_id, "A kinder reply.")
+    service.label(session.token, reply.message_id, "joy")
+    service.rate_reply(session.token, reply.message_id, 1)
+    second = list(service.another(session.token, reply.message_id))[-1]
+    service.choose(session.token, reply.message_id, second.message_id, "b")
+    with connect(service.settings.db_path) as db:
+        row = queries.get_correction(db, rewrite_id)
+    assert row["participant_id"] == session.participant_id
+    assert row["group_index"] == session.group_index
+    assert row["model_version_id"] is not None and row["round_id"] is not None
+    assert row["original"] == reply.text and '"Hello there"' in row["prompt"]
+    assert count(service, "corrections") == 4
+
+
+@pytest.mark.parametrize("text", ["", "   ", "x" * 20_000, "hi\x00there", "<script>alert(1)</script>"])
+def test_bad_messages_are_refused_and_store_nothing(service, text):
+    session = service.join("Ada", consent=True)
+    with pytest.raises(Refused):
+        list(service.send(session.token, None, text))
+    assert count(service, "messages") == 0
+
+
+def test_bad_corrections_are_refused_and_store_nothing(service):
+    ada = service.join("Ada", consent=True)
+    bob = service.join("Bob", consent=True)
+    reply = chat(service, ada)
+    with pytest.raises(Refused, match="not one of"):
+        service.label(ada.token, reply.message_id, "hunger")
+    with pytest.raises(Refused, match="does not exist"):
+        service.rewrite(bob.token, reply.message_id, "Mine now")  # someone else's reply
+    with pytest.raises(Refused):
+        service.rewrite(ada.token, reply.message_id, "<img src=x onerror=alert(1)>")
+    with pytest.raises(Refused, match="does not exist"):
+        service.rate_reply(ada.token, 10_000, 1)
+    with pytest.raises(Refused):
+        service.rate_reply(ada.token, reply.message_id, 5)
+    assert count(service, "corrections") == 0
+
+
+def test_undo_marks_the_correction_and_keeps_it(service):
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    correction = service.rewrite(session.token, reply.message_id, "Better.")
+    service.undo(session.token, correction)
+    with connect(service.settings.db_path) as db:
+        assert queries.get_correction(db, correction)["undone_at"] is not None
+    with pytest.raises(Refused):
+        service.undo(service.join("Bob", consent=True).token, correction)
+
+
+def test_rate_limits_say_when_to_retry(settings):
+    svc = CrowdService(settings, None, limits=Limits(submissions_per_minute=1))
+    svc.rate.hit("submit:x", 1, "corrections")
+    with pytest.raises(Refused, match="try again in") as info:
+        svc.rate.hit("submit:x", 1, "corrections")
+    assert info.value.retry_after_s > 0
