@@ -221,6 +221,10 @@ def open_snapshot(db_path: Path, salt: str | None) -> Iterator[Snapshot]:
 # --- writers ---------------------------------------------------------------------------------
 
 
+# One encoder for every line: json.dumps with options would build a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
 class Sinks:
     """One JSONL file per output, written row by row; each gets its Parquet twin on close,
     converted by Arrow's streaming JSON reader (C++, bounded memory) against an explicit schema."""
@@ -231,7 +235,7 @@ class Sinks:
         self._counts: Counter[str] = Counter()
 
     def add(self, name: str, record: dict) -> None:
-        self._jsonl[name].write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._jsonl[name].write(_ENCODE(record) + "\n")
         self._counts[name] += 1
 
     def counts(self) -> dict[str, int]:
