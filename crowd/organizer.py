@@ -1,0 +1,170 @@
+"""Organizer actions: campaign settings, closing rounds, jobs, moderation, export.
+
+Every method takes the organizer key first and checks it; volunteers cannot reach these
+actions even by calling the handlers directly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+from dataclasses import fields
+from pathlib import Path
+
+from crowd.campaigns import CampaignSpec
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.groups import GROUPING_METHODS
+from crowd.limits import Refused, clean_text
+from crowd.rounds import IllegalTransition, close_round
+from crowd.service import CrowdService
+from storage import queries, rounds as store
+
+TASKS = ("emotion", "preference")
+POLICIES = ("manual", "timer", "count")
+TRAINING_MODES = ("sft", "dpo", "sft+dpo")
+POINTS_RULES = ("paper", "shapley")
+
+
+class Organizer:
+    def __init__(self, service: CrowdService, rng: random.Random | None = None):
+        self.service = service
+        self.rng = rng or random.Random()
+
+    def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:
+        """The organizer secret, or membership of the configured Hugging Face organisation."""
+        settings = self.service.settings
+        if settings.organizer_hf_org and hf_orgs and settings.organizer_hf_org in hf_orgs:
+            return True
+        secret = settings.organizer_secret
+        return bool(secret and key and hmac.compare_digest(str(key), secret))
+
+    def _check(self, key: str | None) -> None:
+        if not self.authorized(key):
+            raise Refused("Organizer access only.")
+
+    # -- campaign ----------------------------------------------------------------------------
+
+    def update_campaign(self, key: str, **changes) -> dict:
+        """Validate and apply settings to the active campaign; returns the campaign.
+        The group count applies from the next round on."""
+        self._check(key)
+        clean = validate_campaign(changes)
+        campaign, _ = self.service.context()
+        with self.service.db() as db:
+            store.update_campaign(db, campaign["id"], **clean)
+            return store.get_campaign(db, campaign["id"])
+
+    def add_references(self, key: str, rows: list[dict]) -> int:
+        """Load reference data: {'kind': 'emotion', 'text': ...} or {'kind': 'pair', ...}."""
+        self._check(key)
+        campaign, _ = self.service.context()
+        clean = []
+        for row in rows:
+            if row.get("kind") == "emotion" and isinstance(row.get("text"), str) and row["text"].strip():
+                clean.append({"kind": "emotion", "text": row["text"].strip(), "label": row.get("label")})
+            elif row.get("kind") == "pair" and row.get("chosen") and row.get("rejected"):
+                clean.append({"kind": "pair", "prompt": json.dumps(row.get("prompt") or []),
+                              "chosen": row["chosen"], "rejected": row["rejected"]})
+            else:
+                raise Refused(f"Reference row not understood: {str(row)[:80]}")
+        with self.service.db() as db:
+            return store.add_reference_texts(db, campaign["id"], clean, self.service.now())
+
+    # -- rounds and jobs ---------------------------------------------------------------------
+
+    def close_round(self, key: str) -> int:
+        """Close the current round now; the worker trains and judges it. Returns the job id."""
+        self._check(key)
+        campaign, round_ = self.service.context()
+        with self.service.db() as db:
+            try:
+                return close_round(db, campaign, round_, "organizer", self.service.now(), self.rng)
+            except IllegalTransition:
+                raise Refused("The round is already closed.") from None
+
+    def jobs(self, key: str, limit: int = 10) -> list[dict]:
+        self._check(key)
+        with self.service.db() as db:
+            rows = store.recent_jobs(db, limit)
+        return [{**row, "progress": json.loads(row["progress"] or "{}")} for row in rows]
+
+    def cancel_job(self, key: str, job_id: int) -> bool:
+        self._check(key)
+        with self.service.db() as db:
+            return store.cancel_job(db, int(job_id), self.service.now())
+
+    def retry_job(self, key: str, job_id: int) -> int:
+        """Queue a cancelled or failed round again; it resumes where it stopped."""
+        self._check(key)
+        with self.service.db() as db:
+            job = store.get_job(db, int(job_id))
+            if job is None or job["status"] not in ("cancelled", "failed"):
+                raise Refused("Only a cancelled or failed job can be retried.")
+            return store.add_job(db, job["kind"], job["round_id"], self.service.now())
+
+    # -- moderation --------------------------------------------------------------------------
+
+    def recent_corrections(self, key: str, limit: int = 50) -> list[dict]:
+        self._check(key)
+        with self.service.db() as db:
+            return queries.recent_corrections(db, limit)
+
+    def hide(self, key: str, correction_id: int) -> bool:
+        """Hide a correction: it leaves training, evaluation, points and export."""
+        self._check(key)
+        with self.service.db() as db:
+            if queries.get_correction(db, int(correction_id)) is None:
+                raise Refused(f"There is no correction {correction_id}.")
+            return queries.hide_correction(db, int(correction_id), self.service.now())
+
+    def ban(self, key: str, participant_id: str, reason: str = "") -> bool:
+        """Ban a participant: their data leaves training and export; they cannot act."""
+        self._check(key)
+        with self.service.db() as db:
+            if queries.get_participant(db, str(participant_id)) is None:
+                raise Refused(f"There is no participant {str(participant_id)[:40]}.")
+            return queries.ban_participant(db, str(participant_id), reason[:200],
+                                           self.service.now())
+
+    def export_zip(self, key: str, out_dir: Path) -> Path:
+        self._check(key)
+        from storage.export import export_zip
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return export_zip(self.service.settings.db_path, out_dir / "crowd-export.zip")
+
+
+def validate_campaign(changes: dict) -> dict:
+    """Checked campaign fields, or Refused naming the first bad one."""
+    known = {f.name for f in fields(CampaignSpec)}
+    unknown = set(changes) - known
+    if unknown:
+        raise Refused(f"Unknown campaign setting(s): {', '.join(sorted(unknown))}.")
+    checks = {
+        "task": lambda v: v in TASKS,
+        "target_emotion": lambda v: v is None or v in GOEMOTIONS_LABELS,
+        "n_groups": lambda v: isinstance(v, int) and 1 <= v <= 26,
+        "round_policy": lambda v: v in POLICIES,
+        "round_seconds": lambda v: v is None or (isinstance(v, int) and 10 <= v <= 30 * 86400),
+        "round_corrections": lambda v: v is None or (isinstance(v, int) and 1 <= v <= 100_000),
+        "grouping": lambda v: v in GROUPING_METHODS,
+        "points_rule": lambda v: v in POINTS_RULES,
+        "training_mode": lambda v: v in TRAINING_MODES,
+        "min_corrections": lambda v: isinstance(v, int) and 1 <= v <= 100_000,
+        "heldout_share": lambda v: isinstance(v, (int, float)) and 0 <= v < 0.9,
+        "win_margin": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
+    }
+    clean = dict(changes)
+    for name, value in changes.items():
+        if name in checks and not checks[name](value):
+            raise Refused(f"The campaign setting {name} = {str(value)[:40]!r} is not allowed.")
+    if "prompts" in clean:
+        prompts = clean["prompts"]
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= 100:
+            raise Refused("Prompts are a list of 1-100 texts.")
+        clean["prompts"] = [clean_text(p, "prompt", 500) for p in prompts]
+    for name in ("name", "licence"):
+        if name in clean:
+            clean[name] = clean_text(clean[name], name, 120)
+    return clean

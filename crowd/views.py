@@ -1,0 +1,66 @@
+"""What everyone sees: leaderboards, my points and why, the metric per round and group, and
+what the last round changed. Read-only; plain data for the UI to render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crowd.campaigns import group_name
+from crowd.evaluation import LOWER_IS_BETTER
+from storage import boards, rounds as store
+from storage.db import connect
+
+
+@dataclass(frozen=True)
+class LastRound:
+    number: int
+    improved: bool
+    winner_group: str | None  # None when the champion stayed
+    metric: str | None
+    lower_is_better: bool
+    before: list[str]  # the champion's sample replies on the held-out prompts
+    after: list[str]  # the winner's
+
+
+def leaderboard(db_path, campaign_id: int, limit: int = 20) -> list[dict]:
+    with connect(db_path) as db:
+        rows = boards.people_board(db, campaign_id, limit)
+    return [{"rank": i + 1, "name": r["display_name"], "points": round(r["points"], 2),
+             "rounds": r["rounds"]} for i, r in enumerate(rows)]
+
+
+def group_leaderboard(db_path, campaign_id: int, n_groups: int) -> list[dict]:
+    with connect(db_path) as db:
+        wins = {r["group_index"]: r["wins"] for r in boards.group_board(db, campaign_id)}
+    rows = [{"group": group_name(g), "wins": wins.get(g, 0)} for g in range(n_groups)]
+    return sorted(rows, key=lambda r: -r["wins"])
+
+
+def points_history(db_path, participant_id: str) -> list[dict]:
+    """My ledger: round, amount and the reason the rule gave (group rank, share, ...)."""
+    with connect(db_path) as db:
+        return boards.my_points(db, participant_id)
+
+
+def metric_history(db_path, campaign_id: int) -> list[dict]:
+    """Rows (round, series, value) for a line chart: each group's candidate and the champion."""
+    with connect(db_path) as db:
+        rows = store.evaluations_of(db, campaign_id)
+    return [{"round": r["round"], "value": round(r["value"], 4), "metric": r["metric"],
+             "series": "champion" if r["group_index"] is None else group_name(r["group_index"])}
+            for r in rows]
+
+
+def last_round(db_path, campaign_id: int) -> LastRound | None:
+    with connect(db_path) as db:
+        done = boards.finished_rounds(db, campaign_id)
+        if not done:
+            return None
+        latest = done[-1]
+        metric_row = store.evaluation(db, latest["id"], latest["champion_id"])
+        before = boards.sample_replies(db, latest["id"], latest["champion_id"])
+        after = boards.sample_replies(db, latest["id"], latest["winner_id"])
+    metric = metric_row["metric"] if metric_row else None
+    winner = group_name(latest["winner_group"]) if latest["improved"] else None
+    return LastRound(latest["number"], bool(latest["improved"]), winner, metric,
+                     LOWER_IS_BETTER.get(metric, True), before, after)

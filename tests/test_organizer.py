@@ -1,0 +1,68 @@
+"""Organizer actions: the key is checked on every call; settings are validated; moderation
+takes data out of training without deleting it."""
+
+from __future__ import annotations
+
+import pytest
+
+from crowd.limits import Refused
+from crowd.organizer import Organizer
+from crowd.service import CrowdService
+from storage import queries
+from storage.db import connect
+
+KEY = "organizer-test-secret"
+
+
+@pytest.fixture
+def organizer(settings):
+    return Organizer(CrowdService(settings, None))
+
+
+def test_every_action_checks_the_key(organizer):
+    for bad in [None, "", "wrong", KEY + "x"]:
+        with pytest.raises(Refused, match="Organizer access only"):
+            organizer.close_round(bad)
+        with pytest.raises(Refused):
+            organizer.update_campaign(bad, n_groups=4)
+    assert organizer.authorized(KEY)
+
+
+def test_settings_are_validated_and_applied(organizer):
+    campaign = organizer.update_campaign(KEY, task="preference", n_groups=4, grouping="interleaved",
+                                         prompts=["Hello?", "How are you?"], win_margin=0.01)
+    assert (campaign["task"], campaign["n_groups"], campaign["grouping"]) == ("preference", 4, "interleaved")
+    for bad in [{"task": "jokes"}, {"n_groups": 0}, {"grouping": "alphabetical"},
+                {"target_emotion": "hunger"}, {"prompts": []}, {"prompts": ["<b>x</b>"]},
+                {"color": "red"}, {"heldout_share": 0.95}]:
+        with pytest.raises(Refused):
+            organizer.update_campaign(KEY, **bad)
+    assert organizer.service.context()[0]["task"] == "preference"
+
+
+def test_closing_twice_is_refused(organizer):
+    organizer.close_round(KEY)
+    campaign, current = organizer.service.context()
+    assert current["number"] == 2 and current["state"] == "open"
+    assert [j["status"] for j in organizer.jobs(KEY)] == ["pending"]
+
+
+def test_hide_and_ban_keep_the_rows(organizer):
+    service = organizer.service
+    session = service.join("Ada", consent=True)
+    _, round_ = service.context()
+    with service.db() as db:
+        conversation = queries.add_conversation(db, session.participant_id, round_["id"], 0, "t")
+        queries.add_message(db, conversation, "user", "hi", "t")
+        reply = queries.add_message(db, conversation, "assistant", "hello", "t",
+                                    model_version_id=round_["champion_id"])
+    correction = service.rewrite(session.token, reply, "Hello there, friend!")
+    assert organizer.hide(KEY, correction)
+    with pytest.raises(Refused):
+        organizer.hide(KEY, 999)
+    assert organizer.ban(KEY, session.participant_id, "spam")
+    with pytest.raises(Refused, match="suspended"):
+        service.resume(session.token)
+    with connect(service.settings.db_path) as db:
+        assert db["corrections"].count == 1
+        assert queries.group_correction_counts(db, round_["id"], 3) == [0, 0, 0]
