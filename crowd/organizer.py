@@ -12,9 +12,12 @@ import random
 from dataclasses import fields
 from pathlib import Path
 
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
 from crowd.campaigns import CampaignSpec
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
+from crowd.identity import load_secret
 from crowd.limits import Refused, clean_text
 from crowd.rounds import IllegalTransition, close_round
 from crowd.service import CrowdService
@@ -24,20 +27,43 @@ TASKS = ("emotion", "preference")
 POLICIES = ("manual", "timer", "count")
 TRAINING_MODES = ("sft", "dpo", "sft+dpo")
 POINTS_RULES = ("paper", "shapley")
+PASS_PREFIX = "hf-pass:"
+PASS_MAX_AGE_S = 8 * 3600
 
 
 class Organizer:
     def __init__(self, service: CrowdService, rng: random.Random | None = None):
         self.service = service
         self.rng = rng or random.Random()
+        self._passes = URLSafeTimedSerializer(load_secret(service.settings.data_dir),
+                                              salt="crowd-organizer-pass")
 
     def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:
-        """The organizer secret, or membership of the configured Hugging Face organisation."""
+        """The organizer secret, a pass from `issue_pass`, or membership of the configured
+        Hugging Face organisation."""
         settings = self.service.settings
         if settings.organizer_hf_org and hf_orgs and settings.organizer_hf_org in hf_orgs:
             return True
+        if isinstance(key, str) and key.startswith(PASS_PREFIX):
+            return self._valid_pass(key)
         secret = settings.organizer_secret
         return bool(secret and key and hmac.compare_digest(str(key), secret))
+
+    def issue_pass(self, hf_orgs: list[str] | None) -> str:
+        """A signed organizer pass (valid 8 hours) for a member of the configured Hugging Face
+        organisation, so that every later call can be checked like the secret is."""
+        org = self.service.settings.organizer_hf_org
+        if not (org and hf_orgs and org in hf_orgs):
+            raise Refused("Organizer access only.")
+        return PASS_PREFIX + self._passes.dumps(org)
+
+    def _valid_pass(self, key: str) -> bool:
+        org = self.service.settings.organizer_hf_org
+        try:
+            return bool(org) and self._passes.loads(key[len(PASS_PREFIX):],
+                                                    max_age=PASS_MAX_AGE_S) == org
+        except BadSignature:  # also an expired pass
+            return False
 
     def _check(self, key: str | None) -> None:
         if not self.authorized(key):
@@ -82,6 +108,18 @@ class Organizer:
                 return close_round(db, campaign, round_, "organizer", self.service.now(), self.rng)
             except IllegalTransition:
                 raise Refused("The round is already closed.") from None
+
+    def round_status(self, key: str) -> dict:
+        """The current round: number, state, closing time, and per group its members and live
+        corrections."""
+        self._check(key)
+        campaign, round_ = self.service.context()
+        with self.service.db() as db:
+            counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
+            sizes = queries.group_sizes(db, round_["id"], campaign["n_groups"])
+        return {"campaign": campaign["name"], "round": round_["number"], "state": round_["state"],
+                "closes_at": round_["closes_at"], "policy": campaign["round_policy"],
+                "group_corrections": counts, "group_members": sizes}
 
     def jobs(self, key: str, limit: int = 10) -> list[dict]:
         self._check(key)

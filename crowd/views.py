@@ -64,3 +64,9 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
     winner = group_name(latest["winner_group"]) if latest["improved"] else None
     return LastRound(latest["number"], bool(latest["improved"]), winner, metric,
                      LOWER_IS_BETTER.get(metric, True), before, after)
+
+
+def rounds_done(db_path, campaign_id: int) -> int:
+    """How many rounds have finished: a cheap stamp for open pages to notice a new result."""
+    with connect(db_path) as db:
+        return len(boards.finished_rounds(db, campaign_id))
