@@ -1,0 +1,73 @@
+"""A small HTTP API for programmatic volunteers (scripts, simulated crowds, the load benchmark),
+callable with `gradio_client`. The same service, checks and rate limits as the page; a refusal
+comes back as an error carrying the service's message.
+
+    token = client.predict("Ada", True, api_name="/api_join")
+    reply = client.predict(token, None, "Hi!", api_name="/api_chat")
+    # reply = {"conversation_id": ..., "message_id": ..., "text": ...}
+    correction_id = client.predict(token, reply["message_id"], "Better.",
+                                   api_name="/api_rewrite")
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from crowd.limits import Refused
+from crowd.service import CrowdService
+from crowd.ui.components import address_of
+
+
+class VolunteerApi:
+    def __init__(self, service: CrowdService):
+        self.service = service
+
+    def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
+        """Join (consent required); returns the signed token to pass to every other call."""
+        return self._call(lambda: self.service.join(display_name, consent is True,
+                                                    address=address_of(request)).token)
+
+    def api_chat(self, token: str, conversation_id: int | None, text: str,
+                 request: gr.Request = None) -> dict:
+        """Send a message; returns the stored reply (conversation_id, message_id, text)."""
+        def run() -> dict:
+            last = None
+            for last in self.service.send(token, conversation_id, text, address_of(request)):
+                pass
+            return {"conversation_id": last.conversation_id, "message_id": last.message_id,
+                    "text": last.text}
+        return self._call(run)
+
+    def api_rewrite(self, token: str, message_id: int, text: str,
+                    request: gr.Request = None) -> int:
+        """Rewrite a reply; returns the correction id."""
+        return self._call(lambda: self.service.rewrite(token, message_id, text,
+                                                       address_of(request)))
+
+    def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
+        """Thumbs up (1) or down (-1); returns the correction id."""
+        return self._call(lambda: self.service.rate_reply(token, message_id, value,
+                                                          address_of(request)))
+
+    def api_label(self, token: str, message_id: int, emotion: str,
+                  request: gr.Request = None) -> int:
+        """Label a reply with one of the 28 emotions; returns the correction id."""
+        return self._call(lambda: self.service.label(token, message_id, emotion,
+                                                     address_of(request)))
+
+    def api_undo(self, token: str, correction_id: int) -> bool:
+        """Withdraw one's own correction within the undo window."""
+        return self._call(lambda: self.service.undo(token, correction_id) or True)
+
+    @staticmethod
+    def _call(action):
+        try:
+            return action()
+        except Refused as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    def register(self) -> None:
+        """Expose the endpoints on the Blocks being built."""
+        for fn in (self.api_join, self.api_chat, self.api_rewrite, self.api_rate, self.api_label,
+                   self.api_undo):
+            gr.api(fn, api_name=fn.__name__)

@@ -1,0 +1,217 @@
+"""Organizer handlers: thin adapters from the organizer page to `crowd.organizer.Organizer`.
+
+Every handler passes the key from the page's password box to the Organizer, which checks it on
+every call; the page being visible proves nothing. On a Space with Hugging Face login, a member
+of the configured organisation gets a signed pass in that box instead of typing the secret.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from crowd.campaigns import group_name
+from crowd.limits import Refused
+from crowd.organizer import Organizer
+from crowd.ui.components import ack, table, warn
+
+# The campaign form, in the order the page lays it out.
+FORM_FIELDS = ("name", "task", "target_emotion", "n_groups", "prompts", "round_policy",
+               "round_seconds", "round_corrections", "grouping", "points_rule", "training_mode",
+               "min_corrections", "heldout_share", "win_margin", "licence")
+INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
+OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
+JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
+CORRECTION_COLUMNS = ["id", "kind", "name", "participant", "group", "value", "original", "state",
+                      "created"]
+
+
+def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
+    """The Hugging Face organisations of the logged-in person: from the OAuth profile when the
+    Space asked for them, else from `whoami` with their token. Empty when unknown."""
+    names = [org.get("preferred_username") or org.get("name")
+             for org in (profile or {}).get("orgs", []) if isinstance(org, dict)]
+    if not names and token:
+        from huggingface_hub import whoami
+
+        try:
+            names = [org.get("name") for org in whoami(token).get("orgs", [])]
+        except (OSError, ValueError):  # the Hub is unreachable or the token is stale
+            names = []
+    return [n for n in names if isinstance(n, str)]
+
+
+def form_values(campaign: dict) -> list:
+    """The campaign's settings as the form's values, in FORM_FIELDS order."""
+    values = dict(campaign)
+    values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
+    values["target_emotion"] = campaign.get("target_emotion") or ""
+    return [values.get(name) for name in FORM_FIELDS]
+
+
+def form_changes(values: tuple) -> dict:
+    """The form's values as `Organizer.update_campaign` arguments (it validates them)."""
+    changes = dict(zip(FORM_FIELDS, values))
+    for name in INT_FIELDS:
+        value = changes[name]
+        if isinstance(value, float) and value.is_integer():
+            changes[name] = int(value)
+    for name in OPTIONAL_FIELDS:
+        if changes[name] in ("", None):
+            changes[name] = None
+    changes["prompts"] = [line for line in (changes["prompts"] or "").splitlines() if line.strip()]
+    return changes
+
+
+def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for job in jobs:
+        progress = job["progress"]
+        step = f"{progress['step']}/{progress['steps']}" if "steps" in progress else ""
+        loss = progress.get("loss")
+        rows.append({"id": job["id"], "round": job["round_id"], "status": job["status"],
+                     "stage": progress.get("stage", ""), "step": step,
+                     "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
+                     "eta_s": progress.get("eta_s"), "attempts": job.get("attempts"),
+                     "error": (job.get("error") or "")[:300]})
+    return table(rows, JOB_COLUMNS)
+
+
+def corrections_frame(rows: list[dict]) -> pd.DataFrame:
+    def short(text: object) -> str:
+        text = "" if text is None else str(text)
+        return text if len(text) <= 120 else text[:119] + "…"
+
+    return table([{"id": r["id"], "kind": r["kind"], "name": r["display_name"],
+                   "participant": r["participant_id"], "group": r["group_index"],
+                   "value": short(r["value"]), "original": short(r["original"]),
+                   "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
+                   "created": r["created_at"]} for r in rows], CORRECTION_COLUMNS)
+
+
+def status_text(status: dict) -> str:
+    groups = ", ".join(f"{group_name(i)}: {m} people, {c} corrections"
+                       for i, (m, c) in enumerate(zip(status["group_members"],
+                                                      status["group_corrections"])))
+    closes = f"; closes at {status['closes_at']}" if status["closes_at"] else ""
+    return (f"**{status['campaign']}**: round {status['round']} is {status['state']} "
+            f"(policy: {status['policy']}{closes}). {groups or 'No one has joined yet.'}")
+
+
+class OrganizerHandlers:
+    def __init__(self, organizer: Organizer,
+                 orgs_of: Callable[[dict | None, str | None], list[str]] = hub_orgs):
+        self.organizer = organizer
+        self.orgs_of = orgs_of
+
+    def unlock(self, key: str | None, profile: gr.OAuthProfile | None = None,
+               token: gr.OAuthToken | None = None) -> tuple:
+        """Check the key (or, logged in on a Space, the organisation). Returns
+        (key, panel, status, *campaign form values)."""
+        locked = (gr.skip(), gr.update(visible=False), "Organizer access only.",
+                  *[gr.skip()] * len(FORM_FIELDS))
+        if not key and (profile is not None or token is not None):
+            try:
+                orgs = self.orgs_of(profile, token.token if token else None)
+                key = self.organizer.issue_pass(orgs)
+            except Refused:
+                key = None
+        if not self.organizer.authorized(key):
+            warn(Refused("That is not the organizer key."))
+            return locked
+        campaign, _ = self.organizer.service.context()
+        return (key, gr.update(visible=True), self.status(key), *form_values(campaign))
+
+    def status(self, key: str | None) -> str:
+        try:
+            return status_text(self.organizer.round_status(key))
+        except Refused as exc:
+            return str(exc)
+
+    def save_settings(self, key: str | None, *values) -> str:
+        try:
+            campaign = self.organizer.update_campaign(key, **form_changes(values))
+        except Refused as exc:
+            warn(exc)
+            return gr.skip()
+        ack("Campaign settings saved.")
+        return (f"Settings saved for **{campaign['name']}**. A new group count applies from the "
+                "next round.")
+
+    def close_round(self, key: str | None) -> str:
+        try:
+            job = self.organizer.close_round(key)
+        except Refused as exc:
+            warn(exc)
+            return gr.skip()
+        ack(f"Round closed; training job {job} is queued and the next round is open.")
+        return self.status(key)
+
+    def live(self, key: str | None) -> tuple:
+        """Timer: (status, jobs table). Quiet while the page is locked."""
+        if not self.organizer.authorized(key):
+            return gr.skip(), gr.skip()
+        return self.status(key), jobs_frame(self.organizer.jobs(key))
+
+    def job_action(self, action: str) -> Callable[[str | None, float | None], object]:
+        """A handler that cancels or retries the job whose id is in the box."""
+        def handler(key: str | None, job_id: float | None):
+            try:
+                if job_id is None:
+                    raise Refused("Type the job's id first.")
+                if action == "cancel":
+                    if not self.organizer.cancel_job(key, int(job_id)):
+                        raise Refused(f"Job {int(job_id)} is not pending or running.")
+                    ack(f"Job {int(job_id)} cancelled.")
+                else:
+                    ack(f"Job {int(job_id)} queued again as job "
+                        f"{self.organizer.retry_job(key, int(job_id))}.")
+            except Refused as exc:
+                warn(exc)
+                return gr.skip()
+            return jobs_frame(self.organizer.jobs(key))
+        return handler
+
+    def corrections(self, key: str | None) -> object:
+        try:
+            return corrections_frame(self.organizer.recent_corrections(key))
+        except Refused as exc:
+            warn(exc)
+            return gr.skip()
+
+    def hide(self, key: str | None, correction_id: float | None) -> object:
+        try:
+            if correction_id is None:
+                raise Refused("Type the correction's id first.")
+            self.organizer.hide(key, int(correction_id))
+        except Refused as exc:
+            warn(exc)
+            return gr.skip()
+        ack(f"Correction {int(correction_id)} hidden: it leaves training, points and export.")
+        return self.corrections(key)
+
+    def ban(self, key: str | None, participant_id: str | None, reason: str | None) -> object:
+        try:
+            if not participant_id or not participant_id.strip():
+                raise Refused("Type the participant's id first.")
+            self.organizer.ban(key, participant_id.strip(), (reason or "").strip())
+        except Refused as exc:
+            warn(exc)
+            return gr.skip()
+        ack("Participant banned: their data leaves training and export.")
+        return self.corrections(key)
+
+    def export(self, key: str | None) -> str | None:
+        """Build the export zip in a fresh temporary folder (Gradio serves files from there)."""
+        try:
+            path = self.organizer.export_zip(key, Path(tempfile.mkdtemp(prefix="crowd-export-")))
+        except ValueError as exc:  # Refused, or the export's own error saying why
+            warn(exc)
+            return gr.skip()
+        ack("Export ready.")
+        return str(path)

@@ -1,0 +1,118 @@
+"""The organizer page (its own route, not linked from the volunteer page): unlock with the key,
+then campaign settings, rounds and live jobs, moderation and the export download.
+Layout and wiring only; the handlers live in `organizer.py`."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.groups import GROUPING_METHODS
+from crowd.organizer import POINTS_RULES, POLICIES, TASKS, TRAINING_MODES
+from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
+
+JOBS_TICK_S = 3.0
+
+
+def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
+    """Build the page inside the current Blocks route and wire its events."""
+    gr.Markdown("# Organizer")
+    with gr.Row(equal_height=True):
+        key = gr.Textbox(label="Organizer key", type="password", scale=4, elem_id="org-key")
+        unlock = gr.Button("Unlock", variant="primary", scale=1, elem_id="org-unlock")
+    if oauth:
+        gr.Markdown("Members of the organizing Hugging Face organisation: sign in, then press "
+                    "Unlock with the key box empty.")
+        gr.LoginButton()
+    with gr.Column(visible=False, elem_id="org-panel") as panel:
+        status = gr.Markdown(elem_id="org-status")
+        with gr.Tab("Rounds and jobs"):
+            rounds = _rounds_section()
+        with gr.Tab("Campaign settings"):
+            form, save, saved = _settings_section()
+        with gr.Tab("Moderation"):
+            moderation = _moderation_section()
+        with gr.Tab("Export"):
+            gr.Markdown("TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
+                        "events, rounds and points, and a dataset card, in one zip. Hidden "
+                        "corrections and banned participants are left out.")
+            build = gr.Button("Build the export", elem_id="org-export")
+            download = gr.File(label="Download", interactive=False, elem_id="org-download")
+    timer = gr.Timer(JOBS_TICK_S)
+
+    unlock.click(handlers.unlock, [key], [key, panel, status, *form], api_name="organizer_unlock")
+    key.submit(handlers.unlock, [key], [key, panel, status, *form], api_visibility="private")
+    save.click(handlers.save_settings, [key, *form], [saved], api_name="organizer_settings")
+    rounds["close"].click(handlers.close_round, [key], [status], api_name="organizer_close")
+    timer.tick(handlers.live, [key], [status, rounds["jobs"]], show_progress="hidden",
+               api_visibility="private")
+    for action in ("cancel", "retry"):
+        rounds[action].click(handlers.job_action(action), [key, rounds["job_id"]],
+                             [rounds["jobs"]], api_name=f"organizer_{action}")
+    moderation["refresh"].click(handlers.corrections, [key], [moderation["table"]],
+                                api_name="organizer_corrections")
+    moderation["hide"].click(handlers.hide, [key, moderation["correction_id"]],
+                             [moderation["table"]], api_name="organizer_hide")
+    moderation["ban"].click(handlers.ban, [key, moderation["participant_id"],
+                                           moderation["reason"]],
+                            [moderation["table"]], api_name="organizer_ban")
+    build.click(handlers.export, [key], [download], api_name="organizer_export")
+
+
+def _rounds_section() -> dict:
+    r = {}
+    gr.Markdown("Closing a round opens the next one at once; the worker then trains each "
+                "group's candidate, judges them on the held-out set and crowns the best.")
+    r["close"] = gr.Button("Close the round now", variant="stop", elem_id="org-close")
+    r["jobs"] = gr.Dataframe(headers=JOB_COLUMNS, interactive=False, label="Training jobs "
+                             "(live)", elem_id="org-jobs", wrap=True)
+    with gr.Row(equal_height=True):
+        r["job_id"] = gr.Number(None, label="Job id", precision=0, scale=2)
+        r["cancel"] = gr.Button("Cancel job", scale=1)
+        r["retry"] = gr.Button("Retry job", scale=1)
+    return r
+
+
+def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
+    """The campaign form, components in `FORM_FIELDS` order."""
+    with gr.Row():
+        name = gr.Textbox(label="Campaign name", max_length=120)
+        licence = gr.Textbox(label="Licence of the contributions", max_length=120)
+    with gr.Row():
+        task = gr.Radio(list(TASKS), label="Task")
+        target = gr.Dropdown(["", *GOEMOTIONS_LABELS], label="Target emotion (emotion task)")
+        n_groups = gr.Number(label="Groups (from the next round)", precision=0, minimum=1,
+                             maximum=26)
+    prompts = gr.Textbox(label="Suggested prompts, one per line", lines=4)
+    with gr.Row():
+        policy = gr.Radio(list(POLICIES), label="Round closes")
+        seconds = gr.Number(label="…after seconds (timer)", precision=0)
+        count = gr.Number(label="…after corrections per group (count)", precision=0)
+    with gr.Row():
+        grouping = gr.Dropdown(list(GROUPING_METHODS), label="Regrouping")
+        points = gr.Radio(list(POINTS_RULES), label="Points rule")
+        training = gr.Radio(list(TRAINING_MODES), label="Training")
+    with gr.Row():
+        min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
+        heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
+        margin = gr.Number(label="Win margin (metric units)")
+    save = gr.Button("Save settings", variant="primary", elem_id="org-save")
+    saved = gr.Markdown()
+    form = [name, task, target, n_groups, prompts, policy, seconds, count, grouping, points,
+            training, min_corrections, heldout, margin, licence]
+    return form, save, saved
+
+
+def _moderation_section() -> dict:
+    m = {}
+    m["refresh"] = gr.Button("Show recent corrections", elem_id="org-refresh")
+    m["table"] = gr.Dataframe(headers=CORRECTION_COLUMNS, interactive=False, wrap=True,
+                              label="Recent corrections", elem_id="org-corrections")
+    with gr.Row(equal_height=True):
+        m["correction_id"] = gr.Number(None, label="Correction id", precision=0, scale=2)
+        m["hide"] = gr.Button("Hide correction", scale=1)
+    with gr.Row(equal_height=True):
+        m["participant_id"] = gr.Textbox(label="Participant id", scale=2)
+        m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)
+        m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
+    return m

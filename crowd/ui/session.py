@@ -1,0 +1,139 @@
+"""Arrival and the live page: consent and join, resuming from the browser's signed token, and
+the timer tick that keeps the banner, points, leaderboards and last round's results fresh."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from crowd import views
+from crowd.limits import Refused
+from crowd.service import CrowdService
+from crowd.ui.chat import ChatTab
+from crowd.ui.components import (ack, address_of, banner_html, ledger_table, metric_frame,
+                                 points, samples_table, table, warn)
+
+
+@dataclass(frozen=True)
+class Boards:
+    """Everything under the chat that changes only when a round finishes or points arrive."""
+
+    mine: str
+    ledger: object
+    people: object
+    groups: object
+    last: str
+    chart: object
+    samples: object
+
+    def as_tuple(self) -> tuple:
+        return (self.mine, self.ledger, self.people, self.groups, self.last, self.chart,
+                self.samples)
+
+
+N_BOARDS = 7
+
+
+def screens(joined: bool) -> tuple[dict, dict]:
+    """(join screen, main screen) visibility."""
+    return gr.update(visible=not joined), gr.update(visible=joined)
+
+
+class SessionHandlers:
+    def __init__(self, service: CrowdService):
+        self.service = service
+
+    def enter(self, token: str | None, profile: gr.OAuthProfile | None = None
+              ) -> tuple[str | None, ChatTab, dict, dict, str]:
+        """On page load: resume a stored identity, or show the terms and the join form.
+        Returns (token, tab, join screen, main screen, display name suggestion)."""
+        suggestion = profile.username if profile is not None else ""
+        if not token:
+            return None, ChatTab(), *screens(False), suggestion
+        try:
+            session = self.service.resume(token)
+        except Refused as exc:
+            warn(exc)  # an edited, forged or banned identity goes back to the join screen
+            return None, ChatTab(), *screens(False), suggestion
+        return session.token, ChatTab(), *screens(True), session.display_name
+
+    def join(self, name: str, consent: bool, profile: gr.OAuthProfile | None = None,
+             request: gr.Request = None) -> tuple:
+        """Consent and join. Returns (token, tab, join screen, main screen)."""
+        try:
+            session = self.service.join(name, consent is True,
+                                        hf_username=profile.username if profile else None,
+                                        address=address_of(request))
+        except Refused as exc:
+            warn(exc)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        ack(f"Welcome, {session.display_name}! You are in group "
+            f"{self.service.banner(session.token)['group_name']}.")
+        return session.token, ChatTab(), *screens(True)
+
+    def leave(self) -> tuple:
+        """Forget the identity in this browser (the person's data stays, under their pseudonym)."""
+        return None, ChatTab(), [], *screens(False)
+
+    # -- the live page -----------------------------------------------------------------------
+
+    def tick(self, token: str | None, tab: ChatTab, stamp: tuple | None) -> tuple:
+        """Banner every tick; the chat resets when a new round starts; the boards re-render
+        only when a round finished or my points changed. Returns
+        (banner, chat rows, tab, stamp, *boards)."""
+        skip = gr.skip()
+        try:
+            session = self.service.resume(token)
+            banner = self.service.banner(token)
+        except Refused:
+            return (skip,) * (4 + N_BOARDS)  # the next action says why
+        rows, new_tab = skip, skip
+        if tab is not None and tab.round is not None and tab.round != banner["round"]:
+            rows, new_tab = [], ChatTab(round=banner["round"])
+            ack(f"Round {banner['round']} has started: you are in group {banner['group_name']}.")
+        elif tab is not None and tab.round is None:
+            tab.round, new_tab = banner["round"], tab
+        campaign, _ = self.service.context()
+        now_stamp = (views.rounds_done(self.service.settings.db_path, campaign["id"]),
+                     banner["points"], banner["round"])
+        header = banner_html(session.display_name, banner)
+        if stamp is not None and tuple(stamp) == now_stamp:
+            return (header, rows, new_tab, skip) + (skip,) * N_BOARDS
+        boards = self.boards(session.participant_id, banner["points"], campaign)
+        return (header, rows, new_tab, now_stamp) + boards.as_tuple()
+
+    def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
+        db_path = self.service.settings.db_path
+        ledger = views.points_history(db_path, participant_id)
+        mine = (f"### Your points: {points(total)}\n"
+                + ("Each round your group's model improves, its members earn points; the table "
+                   "says why." if not ledger else f"From {len({r['round'] for r in ledger})} "
+                   "round(s):"))
+        people = views.leaderboard(db_path, campaign["id"])
+        groups = views.group_leaderboard(db_path, campaign["id"], campaign["n_groups"])
+        history = views.metric_history(db_path, campaign["id"])
+        last = views.last_round(db_path, campaign["id"])
+        return Boards(
+            mine=mine, ledger=ledger_table(ledger),
+            people=table(people, ["rank", "name", "points", "rounds"]),
+            groups=table(groups, ["group", "wins"]),
+            last=last_round_text(last, history), chart=metric_frame(history),
+            samples=samples_table(last.before, last.after) if last else samples_table([], []))
+
+
+def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
+    """One paragraph: who won the last finished round and by how much, in the metric's terms."""
+    if last is None:
+        return ("### No round has finished yet\nWhen the organizer closes a round, every group's "
+                "model is retrained on its corrections and judged; the winner appears here.")
+    values = {r["series"]: r["value"] for r in history if r["round"] == last.number}
+    direction = "lower is better" if last.lower_is_better else "higher is better"
+    metric = f"{last.metric} ({direction})" if last.metric else "the metric"
+    if not last.improved:
+        return (f"### Round {last.number}: the champion stayed\nNo group's model beat the "
+                f"current one on {metric}, so no points this round.")
+    before, after = values.get("champion"), values.get(last.winner_group)
+    change = f": {before:.3f} → {after:.3f}" if before is not None and after is not None else ""
+    return (f"### Round {last.number}: group {last.winner_group} won\nIts model beat the "
+            f"champion on {metric}{change}, and now serves every group.")

@@ -1,0 +1,299 @@
+"""The UI's handlers against a real database on the tiny model: what the page shows after each
+action, what is stored, and that refusals become warnings that store nothing."""
+
+from __future__ import annotations
+
+import zipfile
+
+import gradio as gr
+import pytest
+
+from crowd import views
+from crowd.config import ModelSettings
+from crowd.generation import GenerationService
+from crowd.limits import Limits
+from crowd.models import load_base
+from crowd.organizer import Organizer
+from crowd.service import CrowdService
+from crowd.ui import build_app
+from crowd.ui.api import VolunteerApi
+from crowd.ui.chat import ChatHandlers, ChatTab
+from crowd.ui.components import banner_html, reason_text
+from crowd.ui.organizer import FORM_FIELDS, OrganizerHandlers, form_values
+from crowd.ui.session import SessionHandlers
+from storage import queries
+from storage.db import connect
+
+KEY = "organizer-test-secret"
+SKIP = gr.skip()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir, tmp_path_factory):
+    return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
+
+
+@pytest.fixture
+def service(settings, loaded):
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    yield CrowdService(settings, generation, limits=Limits(chats_per_minute=100))
+    generation.close()
+
+
+@pytest.fixture
+def page(service):
+    return SessionHandlers(service), ChatHandlers(service)
+
+
+def rows_in(service, table: str) -> int:
+    with connect(service.settings.db_path) as db:
+        return db[table].count
+
+
+def joined(session: SessionHandlers, name: str = "Ada") -> str:
+    token, tab, join_screen, main_screen = session.join(name, True)
+    assert main_screen == gr.update(visible=True) and join_screen == gr.update(visible=False)
+    return token
+
+
+def chat(chat_handlers: ChatHandlers, token: str, tab: ChatTab, text: str = "Hello", rows=None):
+    steps = list(chat_handlers.send(token, tab, text, rows or []))
+    return steps[-1]
+
+
+def edit(index: int, value: str, previous: str) -> gr.EditData:
+    return gr.EditData(None, {"index": index, "value": value, "previous_value": previous})
+
+
+# -- arrival ----------------------------------------------------------------------------------
+
+
+def test_a_visitor_without_a_token_sees_the_terms_and_nothing_is_stored(page):
+    session, _ = page
+    token, _, join_screen, main_screen, _ = session.enter(None)
+    assert token is None and join_screen == gr.update(visible=True)
+    with pytest.warns(UserWarning, match="consent"):
+        assert session.join("Ada", False) == (SKIP,) * 4
+    with pytest.warns(UserWarning, match="HTML"):
+        session.join("<b>Ada</b>", True)
+    assert rows_in(session.service, "participants") == 0
+
+
+def test_a_reload_resumes_and_a_forged_token_goes_back_to_joining(page):
+    session, _ = page
+    token = joined(session)
+    again, _, _, main_screen, name = session.enter(token)
+    assert (again, name, main_screen) == (token, "Ada", gr.update(visible=True))
+    with pytest.warns(UserWarning, match="identity"):
+        forged, _, join_screen, _, _ = session.enter(token[:-3] + "abc")
+    assert forged is None and join_screen == gr.update(visible=True)
+
+
+# -- chat and corrections ---------------------------------------------------------------------
+
+
+def test_send_streams_and_remembers_which_row_is_which_message(page):
+    session, handlers = page
+    token = joined(session)
+    rows, tab, box = chat(handlers, token, ChatTab())
+    assert [r["role"] for r in rows] == ["user", "assistant"] and box == ""
+    assert tab.message_ids[0] is None and tab.message_ids[1] is not None
+    rows, tab, _ = chat(handlers, token, tab, "And then?", rows)
+    assert len(rows) == 4 and len(tab.message_ids) == 4
+    assert rows_in(session.service, "conversations") == 1
+
+
+def test_a_refused_message_puts_the_page_back_and_stores_nothing(page):
+    session, handlers = page
+    token = joined(session)
+    with pytest.warns(UserWarning, match="HTML"):
+        rows, tab, box = chat(handlers, token, ChatTab(), "<script>alert(1)</script>")
+    assert rows == [] and box == "<script>alert(1)</script>"
+    assert rows_in(session.service, "messages") == 0
+
+
+def test_an_in_place_rewrite_is_stored_and_can_be_undone(page):
+    session, handlers = page
+    token = joined(session)
+    rows, tab, _ = chat(handlers, token, ChatTab())
+    original = rows[1]["content"]
+    rows, tab, ack_text = handlers.edit(token, tab, rows, edit(1, "What a lovely day!", original))
+    assert rows[1]["content"] == "What a lovely day!" and "undo" in ack_text
+    with connect(session.service.settings.db_path) as db:
+        stored = queries.get_correction(db, tab.last.correction_id)
+    assert (stored["kind"], stored["rewrite"], stored["original"]) == (
+        "rewrite", "What a lovely day!", original)
+    rows, tab, _ = handlers.undo(token, tab, rows)
+    assert rows[1]["content"] == original and tab.last is None
+    with connect(session.service.settings.db_path) as db:
+        assert queries.get_correction(db, stored["id"])["undone_at"] is not None
+
+
+def test_rewriting_my_own_message_or_someone_elses_reply_is_refused(page):
+    session, handlers = page
+    ada, bob = joined(session, "Ada"), joined(session, "Bob")
+    rows, tab, _ = chat(handlers, ada, ChatTab())
+    with pytest.warns(UserWarning, match="Only the model"):
+        shown, _, _ = handlers.edit(ada, tab, rows, edit(0, "Edited question", "Hello"))
+    assert shown[0]["content"] == "Hello"
+    with pytest.warns(UserWarning, match="does not exist"):
+        handlers.edit(bob, tab, rows, edit(1, "Mine now", rows[1]["content"]))  # Ada's rows
+    assert rows_in(session.service, "corrections") == 0
+
+
+def test_thumbs_keep_one_rating_per_reply(page):
+    session, handlers = page
+    token = joined(session)
+    _, tab, _ = chat(handlers, token, ChatTab())
+    for liked in (True, False):
+        tab, _ = handlers.like(token, tab, gr.LikeData(None, {"index": 1, "value": "x",
+                                                              "liked": liked}))
+    with connect(session.service.settings.db_path) as db:
+        live = [r for r in db["corrections"].rows if r["undone_at"] is None]
+    assert [(r["kind"], r["rating"]) for r in live] == [("rating", -1)]
+
+
+def test_labels_and_ab_choices(page):
+    session, handlers = page
+    token = joined(session)
+    rows, tab, _ = chat(handlers, token, ChatTab())
+    with pytest.warns(UserWarning, match="not one of"):
+        handlers.label(token, tab, "hunger")
+    tab, _ = handlers.label(token, tab, "joy")
+    with pytest.warns(UserWarning, match="another reply first"):
+        handlers.choose(token, tab, "a")
+    rows, tab, choice_row = list(handlers.another(token, tab, rows))[-1]
+    assert len(rows) == 3 and choice_row == gr.update(visible=True) and tab.pair is not None
+    tab, _, choice_row = handlers.chooser("b")(token, tab)
+    assert choice_row == gr.update(visible=False)
+    with connect(session.service.settings.db_path) as db:
+        kinds = {r["kind"]: r for r in db["corrections"].rows}
+    assert kinds["emotion"]["emotion"] == "joy" and kinds["choice"]["choice"] == "b"
+
+
+# -- the live page ----------------------------------------------------------------------------
+
+
+def test_tick_skips_unchanged_boards_and_resets_the_chat_when_a_round_starts(page):
+    session, handlers = page
+    token = joined(session)
+    rows, tab, _ = chat(handlers, token, ChatTab())
+    first = session.tick(token, tab, None)
+    banner, stamp = first[0], first[3]
+    assert "Ada" in banner and "Round <b>1</b>" in banner and tab.round == 1
+    assert first[4].startswith("### Your points: 0")
+    assert session.tick(token, tab, stamp)[4:] == (SKIP,) * 7
+    Organizer(session.service).close_round(KEY)
+    after = session.tick(token, tab, stamp)
+    assert after[1] == [] and after[2].round == 2 and "Round <b>2</b>" in after[0]
+    assert after[4] != SKIP  # the round number is part of the stamp
+
+
+def test_the_banner_and_reasons_render_as_inert_text():
+    banner = {"task": "emotion", "target_emotion": "<img src=x>", "round": 1,
+              "seconds_left": 75, "group_name": "Blue", "group_colour": "#3b82f6\"><b>",
+              "group_corrections": 1, "points": 2.5}
+    html = banner_html("<script>x</script>", banner)
+    assert "<script>" not in html and "<img" not in html and '"><b>' not in html
+    assert "1:15 left" in html and "1</b> correction " in html
+    assert reason_text({"rank": 1, "share": 0.3333333, "members": ["a"]}) == "rank 1, share 0.333"
+
+
+def test_rounds_done_counts_finished_rounds(service):
+    campaign, _ = service.context()
+    assert views.rounds_done(service.settings.db_path, campaign["id"]) == 0
+
+
+# -- organizer --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def organizer_page(service):
+    return OrganizerHandlers(Organizer(service), orgs_of=lambda profile, token: ["crowd-org"])
+
+
+def test_the_organizer_page_unlocks_only_with_the_key(organizer_page):
+    with pytest.warns(UserWarning, match="not the organizer key"):
+        locked = organizer_page.unlock("wrong")
+    assert locked[1] == gr.update(visible=False) and locked[3:] == (SKIP,) * len(FORM_FIELDS)
+    key, panel, status, *form = organizer_page.unlock(KEY)
+    assert panel == gr.update(visible=True) and "round 1 is open" in status
+    assert dict(zip(FORM_FIELDS, form))["task"] == "emotion"
+
+
+def test_settings_round_trip_and_bad_values_are_refused(organizer_page):
+    campaign, _ = organizer_page.organizer.service.context()
+    values = dict(zip(FORM_FIELDS, form_values(campaign)))
+    values.update(n_groups=4.0, target_emotion="gratitude", prompts="Hi?\n\nHow are you?\n")
+    assert "saved" in organizer_page.save_settings(KEY, *values.values())
+    campaign, _ = organizer_page.organizer.service.context()
+    assert (campaign["n_groups"], campaign["target_emotion"]) == (4, "gratitude")
+    with pytest.warns(UserWarning, match="not allowed"):
+        organizer_page.save_settings(KEY, *{**values, "task": "jokes"}.values())
+    with pytest.warns(UserWarning, match="Organizer access only"):
+        organizer_page.save_settings("wrong", *{**values, "n_groups": 2.0}.values())
+    assert organizer_page.organizer.service.context()[0]["n_groups"] == 4
+
+
+def test_close_round_then_jobs_show_live_and_cancel(organizer_page):
+    with pytest.warns(UserWarning, match="Organizer access only"):
+        organizer_page.close_round(None)
+    status = organizer_page.close_round(KEY)
+    assert "round 2 is open" in status
+    _, jobs = organizer_page.live(KEY)
+    assert list(jobs["status"]) == ["pending"]
+    assert organizer_page.live("wrong") == (SKIP, SKIP)
+    jobs = organizer_page.job_action("cancel")(KEY, float(jobs["id"][0]))
+    assert list(jobs["status"]) == ["cancelled"]
+
+
+def test_moderation_and_export(organizer_page, page):
+    session, handlers = page
+    token = joined(session)
+    rows, tab, _ = chat(handlers, token, ChatTab())
+    handlers.edit(token, tab, rows, edit(1, "A kinder reply.", rows[1]["content"]))
+    table = organizer_page.corrections(KEY)
+    assert list(table["value"]) == ["A kinder reply."] and list(table["state"]) == ["live"]
+    assert list(organizer_page.hide(KEY, float(table["id"][0]))["state"]) == ["hidden"]
+    with pytest.warns(UserWarning, match="no participant"):
+        organizer_page.ban(KEY, "nobody", "")
+    organizer_page.ban(KEY, table["participant"][0], "spam")
+    with pytest.warns(UserWarning, match="suspended"):
+        chat(handlers, token, tab)
+    path = organizer_page.export(KEY)
+    assert zipfile.is_zipfile(path)
+    with pytest.warns(UserWarning, match="Organizer access only"):
+        organizer_page.export("")
+
+
+def test_an_organisation_pass_authorizes_and_a_tampered_one_does_not(service, with_settings):
+    organizer = Organizer(CrowdService(with_settings(service.settings, organizer_hf_org="crowd-org",
+                                                     organizer_secret=None), None))
+    handlers = OrganizerHandlers(organizer, orgs_of=lambda profile, token: ["crowd-org"])
+    key, panel, *_ = handlers.unlock("", profile=gr.OAuthProfile(
+        {"name": "A", "preferred_username": "a", "profile": "", "picture": ""}))
+    assert panel == gr.update(visible=True) and organizer.authorized(key)
+    assert not organizer.authorized(key[:-2] + "xx")
+    outsider = OrganizerHandlers(organizer, orgs_of=lambda profile, token: ["other-org"])
+    with pytest.warns(UserWarning):
+        assert outsider.unlock("", profile=gr.OAuthProfile(
+            {"name": "B", "preferred_username": "b", "profile": "", "picture": ""}))[1] == \
+            gr.update(visible=False)
+
+
+# -- the app and its API ----------------------------------------------------------------------
+
+
+def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service):
+    demo = build_app(service, Organizer(service), oauth=False)
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"join", "send", "label", "undo", "api_chat", "api_rewrite", "organizer_close",
+            "organizer_export"} <= names
+    api = VolunteerApi(service)
+    token = api.api_join("Ada", True)
+    reply = api.api_chat(token, None, "Hello")
+    assert api.api_rewrite(token, reply["message_id"], "Better.") > 0
+    with pytest.raises(gr.Error, match="not one of"):
+        api.api_label(token, reply["message_id"], "hunger")
+    with pytest.raises(gr.Error, match="identity"):
+        api.api_chat("forged", None, "Hello")
