@@ -1,0 +1,254 @@
+"""Fine-tune one LoRA candidate: the Trainer protocol and the product's TRL implementation.
+
+`TRLTrainer` runs TRL's SFTTrainer / DPOTrainer on a PEFT LoRA over its own private copy of the
+base model (crowd.training_base). `TorchLoopTrainer` (crowd.training_loop) is a plain PyTorch loop
+with the same protocol, tokenization and loss: the baseline TRL's speed is measured against
+(bench/train.py). `create_initial_adapter` writes a campaign's first champion.
+
+What TRLTrainer turns off in TRL 1.16 (`_trl_args`, `_plain_lm_head`, `_stage`): gradient
+checkpointing (TRL's default; it recomputes every activation in the backward pass), bf16 on the
+CPU, checkpoint saving, evaluation, reporting integrations, the tqdm and printer callbacks, the
+NaN filter that would hide a NaN loss from us, the per-token entropy / token-accuracy /
+mean-logit metrics that TRL's chunked LM head computes over the whole vocabulary on every step
+(on the CPU, where that head has no Triton kernel), and the full garbage collection
+`Trainer.train()` starts with.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from crowd.config import TrainingSettings
+from crowd.training_base import (
+    DPO_BETA,
+    MAX_GRAD_NORM,
+    LoraHost,
+    Progress,
+    ProgressFn,
+    StepWatch,
+    TrainResult,
+    reply_log_probs,
+    save_adapter,
+)
+from crowd.training_data import (
+    IGNORE,
+    PairExample,
+    SFTExample,
+    TrainingCancelled,
+    TrainingFailed,
+    check_inputs,
+    pair_rows,
+    sft_rows,
+)
+from crowd.training_loop import TorchLoopTrainer
+
+__all__ = [
+    "SFTExample",
+    "PairExample",
+    "Progress",
+    "TrainResult",
+    "TrainingCancelled",
+    "TrainingFailed",
+    "Trainer",
+    "TRLTrainer",
+    "TorchLoopTrainer",
+    "create_initial_adapter",
+]
+
+
+class Trainer(Protocol):
+    def train(
+        self,
+        *,
+        init_adapter: Path | None,
+        sft: Sequence[SFTExample],
+        pairs: Sequence[PairExample],
+        mode: str,
+        out_dir: Path,
+        progress: ProgressFn | None = None,
+    ) -> TrainResult:
+        """Train from `init_adapter` (None: a fresh adapter) in `mode` ('sft', 'dpo' or
+        'sft+dpo': SFT then DPO against the SFT result) and write the adapter to `out_dir`.
+        `progress` is called after every optimizer step; returning False cancels: raises
+        TrainingCancelled and writes nothing. Raises TrainingFailed on bad data or on a NaN or
+        inf loss, FileExistsError when `out_dir` exists."""
+        ...
+
+
+class TRLTrainer(LoraHost):
+    """The product's trainer: TRL's SFTTrainer and DPOTrainer on a PEFT LoRA."""
+
+    def train(
+        self,
+        *,
+        init_adapter: Path | None,
+        sft: Sequence[SFTExample],
+        pairs: Sequence[PairExample],
+        mode: str,
+        out_dir: Path,
+        progress: ProgressFn | None = None,
+    ) -> TrainResult:
+        check_inputs(mode, sft, pairs)
+        stages = []
+        if "sft" in mode:
+            stages.append(lambda model: self._stage("sft", model, sft, progress))
+        if "dpo" in mode:
+            stages.append(lambda model: self._stage("dpo", model, pairs, progress))
+        return self.run(init_adapter, out_dir, stages)
+
+    def _stage(
+        self, stage: str, model: Any, data: Sequence, progress: ProgressFn | None
+    ) -> tuple[int, float]:
+        watch = StepWatch(stage, progress)
+        with tempfile.TemporaryDirectory(prefix="crowd-trl-") as work:
+            trainer = self._trl_trainer(stage, model, data, Path(work))
+            trainer.add_callback(_trl_report(watch))
+            self._run_trainer(trainer)
+            return trainer.state.global_step, watch.loss
+
+    def _run_trainer(self, trainer: Any) -> None:
+        # Trainer.train() starts with a full gc.collect() (accelerate's free_memory), which
+        # walks every Python object of the process; frozen objects are skipped.
+        gc.freeze()
+        try:
+            trainer.train()
+        finally:
+            gc.unfreeze()
+
+    def _replace_lm_head(self, model: Any) -> None:
+        if not _use_triton(self.device):
+            _plain_lm_head(model.get_base_model())  # replaces the head TRL's __init__ patched in
+
+    def _trl_trainer(self, stage: str, model: Any, data: Sequence, work: Path) -> Any:
+        from datasets import Dataset
+        from transformers import PrinterCallback, ProgressCallback
+        from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+        if stage == "sft":
+            # prompt-completion rows: the loss falls on the last (assistant) message only
+            args = SFTConfig(**self._trl_args(work), completion_only_loss=True, packing=False)
+            trainer_cls, rows = SFTTrainer, sft_rows(data)
+        else:
+            args = DPOConfig(**self._trl_args(work), beta=DPO_BETA, loss_type=["sigmoid"])
+            trainer_cls, rows = DPOTrainer, pair_rows(data)
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=self.tokenizer,
+        )
+        trainer.remove_callback(PrinterCallback)  # prints every log line
+        trainer.remove_callback(ProgressCallback)
+        self._replace_lm_head(model)
+        return trainer
+
+    def _trl_args(self, work: Path) -> dict[str, Any]:
+        """Arguments shared by SFTConfig and DPOConfig: our settings, and TRL's extras off."""
+        s = self.settings
+        return dict(
+            output_dir=str(work),  # a temporary folder; nothing is saved there
+            per_device_train_batch_size=s.batch_size,
+            num_train_epochs=s.epochs,
+            learning_rate=s.learning_rate,
+            seed=s.seed,
+            max_length=s.max_length,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=MAX_GRAD_NORM,
+            optim="adamw_torch",
+            bf16=self.device == "cuda",  # TRL defaults to bf16, which the CPU must not use
+            fp16=False,
+            use_cpu=self.device == "cpu",
+            activation_checkpointing=False,  # TRL turns it on; it recomputes every activation
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            logging_strategy="steps",
+            logging_steps=1,  # our progress callback reads each step's loss from the log
+            logging_nan_inf_filter=False,  # the filter would replace a NaN loss by an average
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+            dataset_num_proc=None,
+        )
+
+
+def _use_triton(device: str) -> bool:
+    import torch
+    from trl.kernels.chunked_logprob import _use_triton as trl_uses_triton
+
+    return trl_uses_triton(torch.device(device))
+
+
+def _plain_lm_head(model: Any) -> None:
+    """Give `model` a lean stand-in for TRL's fused LM head (`forward(..., fused_lm_head=True)`).
+
+    TRL 1.16 always patches the model with a chunked LM head that also computes per-token entropy,
+    top-1 accuracy and mean logits over the whole vocabulary, for metrics only; without Triton (on
+    the CPU) it runs as a loop of torch ops that recomputes each logits tile in the backward pass:
+    half of a step's time on the tiny test model. This stand-in computes the log-probabilities
+    with one cross-entropy over the full logits, as the model's own loss does, and returns zeros
+    for the metric-only fields (nobody reads them). Same loss, same gradients.
+    """
+    import types
+
+    import torch
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    original = type(model).forward
+
+    def forward(self, *args, fused_lm_head=False, labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head:
+            extra = {} if labels is None else {"labels": labels}
+            return original(self, *args, **extra, **kwargs)
+        kwargs["use_cache"] = False
+        logits = original(self, *args, **kwargs).logits
+        log_probs = reply_log_probs(logits, labels)  # (batch, seq - 1), zero off the reply
+        mask = labels[:, 1:].to(log_probs.device) != IGNORE
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        zeros = torch.zeros_like(log_probs, requires_grad=False)
+        return FusedCausalLMOutput(
+            loss=-log_probs.sum() / count,
+            log_probs=log_probs,
+            entropy=zeros,
+            mean_logits=zeros,
+            is_top1=zeros.bool(),
+            label_mask=mask,
+        )
+
+    model.forward = types.MethodType(forward, model)
+
+
+def _trl_report(watch: StepWatch) -> Any:
+    """A TrainerCallback that feeds each step's logged loss to `watch`. What `watch` raises
+    propagates out of `Trainer.train()`, which stops training between two steps."""
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            watch.start(state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                watch.after_step(state.global_step, logs["loss"])
+
+    return Report()
+
+
+def create_initial_adapter(base_path: str, settings: TrainingSettings, out_dir: Path) -> Path:
+    """A fresh LoRA adapter for the base at `base_path`, written atomically to `out_dir`.
+
+    PEFT initialises B = 0, so the adapter changes no output: the first champion of a campaign.
+    """
+    if out_dir.exists():
+        raise FileExistsError(f"the output folder {out_dir} already exists")
+    host = LoraHost(base_path, settings, device="cpu")
+    model = host.attach(None)
+    try:
+        return save_adapter(model, out_dir)
+    finally:
+        host.detach(model)
