@@ -1,0 +1,161 @@
+"""Judging a round: every candidate and the champion on the same held-out set.
+
+Emotion task: sample replies to held-out prompts, map them to emotion vectors with the scorer,
+metric = mean L2 distance to the target vector (lower is better).
+Preference task: share of held-out pairs where the model gives the chosen reply the higher
+length-normalised log-likelihood (higher is better); mean held-out loss breaks ties.
+
+All models are decoded in the same batches (peft mixed-adapter batches over one base copy).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crowd.generation import BASE, Sampling, encode_chats, generate_texts
+from crowd.models import LoadedModel
+from crowd.training_data import PairExample
+
+LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """What every model is judged on in one round."""
+
+    task: str  # 'emotion' | 'preference'
+    prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
+    pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
+    target: np.ndarray | None = None  # emotion: the target vector
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float
+    loss: float | None
+    n_items: int
+    detail: dict
+
+    def better_than(self, other: "Score", margin: float = 0.0) -> bool:
+        """Strictly better by more than `margin` (in the metric's units); loss breaks ties."""
+        sign = -1.0 if LOWER_IS_BETTER[self.metric] else 1.0
+        gain = sign * (self.value - other.value)
+        if gain > margin:
+            return True
+        if gain == 0 and margin == 0 and self.loss is not None and other.loss is not None:
+            return self.loss < other.loss
+        return False
+
+    @property
+    def oriented(self) -> float:
+        """The metric with higher = better, for ranking and points."""
+        return -self.value if LOWER_IS_BETTER[self.metric] else self.value
+
+
+class Evaluator:
+    """Scores model versions on an EvalSet using its own copy of the base model."""
+
+    def __init__(self, loaded: LoadedModel, scorer=None, samples: int = 24, max_new_tokens: int = 48,
+                 batch_size: int = 16, seed: int = 0):
+        self.loaded = loaded
+        self.scorer = scorer
+        self.samples = samples
+        self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def load(self, name: str, adapter_dir: Path | None) -> str:
+        """Make adapter `name` available for evaluation; None is the bare base."""
+        from peft import PeftModel
+
+        if adapter_dir is None:
+            return BASE
+        model = self.loaded.model
+        if not isinstance(model, PeftModel):
+            self.loaded.model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
+            self.loaded.model.eval()
+        elif name not in model.peft_config:
+            model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+        return name
+
+    def evaluate(self, eval_set: EvalSet, adapters: Sequence[str]) -> list[Score]:
+        """One Score per adapter name, all on the same items."""
+        if eval_set.task == "emotion":
+            return self._emotion(eval_set, adapters)
+        return self._preference(eval_set.pairs, adapters)
+
+    def _emotion(self, eval_set: EvalSet, adapters: Sequence[str]) -> list[Score]:
+        import torch
+
+        prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(self.samples)]
+        rows = [(name, chat) for name in adapters for chat in prompts]
+        torch.manual_seed(self.seed)  # the same sampling noise for every model and round
+        replies: list[str] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            replies += generate_texts(self.loaded, [c for _, c in chunk], [n for n, _ in chunk],
+                                      self.sampling)
+        vectors = self.scorer.score([r or " " for r in replies])
+        distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
+        scores = []
+        for i, _ in enumerate(adapters):
+            part = slice(i * len(prompts), (i + 1) * len(prompts))
+            scores.append(Score("emotion_l2", float(distances[part].mean()), None, len(prompts),
+                                {"samples": replies[part][:5]}))
+        return scores
+
+    def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:
+        scores = []
+        for name in adapters:
+            chosen = self.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], name)
+            rejected = self.mean_log_likelihood([(p.prompt, p.rejected) for p in pairs], name)
+            wins = [float(c > r) for c, r in zip(chosen, rejected)]
+            scores.append(Score("pref_accuracy", float(np.mean(wins)) if wins else 0.0,
+                                float(-np.mean(chosen)) if chosen else None, len(pairs),
+                                {"margins": [round(c - r, 4) for c, r in zip(chosen, rejected)][:50]}))
+        return scores
+
+    def mean_log_likelihood(self, items: Sequence[tuple[list[dict], str]], adapter: str) -> list[float]:
+        """Per item: the reply's mean log-probability per token given its prompt (nats/token)."""
+        import torch
+
+        out: list[float] = []
+        tokenizer = self.loaded.tokenizer
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            prompt = encode_chats(tokenizer, [p for p, _ in chunk], self.loaded.device)
+            replies = tokenizer([r + tokenizer.eos_token for _, r in chunk], add_special_tokens=False,
+                                return_tensors="pt", padding=True, padding_side="right")
+            ids = torch.cat([prompt["input_ids"], replies["input_ids"].to(self.loaded.device)], 1)
+            mask = torch.cat([prompt["attention_mask"],
+                              replies["attention_mask"].to(self.loaded.device)], 1)
+            kwargs = {"adapter_names": [adapter] * len(chunk)} if hasattr(
+                self.loaded.model, "peft_config") else {}
+            with torch.inference_mode():
+                logits = self.loaded.model(input_ids=ids, attention_mask=mask, **kwargs).logits
+            n_prompt = prompt["input_ids"].shape[1]
+            logp = torch.log_softmax(logits[:, n_prompt - 1:-1].float(), -1)
+            target = ids[:, n_prompt:]
+            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            reply_mask = mask[:, n_prompt:].float()
+            per_item = (token_logp * reply_mask).sum(1) / reply_mask.sum(1).clamp(min=1)
+            out += per_item.tolist()
+        return out
+
+
+def split_heldout(ids_by_group: dict[int, list[int]], share: float, rng: random.Random) -> list[int]:
+    """A fixed share of every group's corrections, drawn per group: the held-out ids."""
+    heldout: list[int] = []
+    for group in sorted(ids_by_group):
+        ids = sorted(ids_by_group[group])
+        k = int(round(share * len(ids)))
+        if len(ids) >= 2:
+            k = min(max(k, 1 if share > 0 else 0), len(ids) - 1)  # keep one to train on
+        heldout += rng.sample(ids, k) if k else []
+    return sorted(heldout)

@@ -1,0 +1,90 @@
+"""The background worker: one thread that closes rounds by their policy and runs round jobs.
+
+Jobs live in SQLite (status pending -> running -> finished | failed | cancelled). Cancel is a
+plain UPDATE that the engine notices between training steps. Jobs left 'running' by a process
+that died are re-queued at start-up; the engine resumes the round from its stored state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from crowd.engine import RoundEngine
+from crowd.rounds import check_auto_close
+from crowd.training import TrainingCancelled
+from storage import rounds as store
+from storage.db import connect
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, db_path: Path, engine_factory: Callable[[], RoundEngine],
+                 now: Callable[[], str], poll_s: float = 1.0, rng: random.Random | None = None):
+        self.db_path = db_path
+        self._engine_factory = engine_factory
+        self._engine: RoundEngine | None = None  # built on the first job: it loads models
+        self.now = now
+        self.poll_s = poll_s
+        self.rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        with connect(db_path) as db:
+            requeued = store.requeue_running_jobs(db)
+        if requeued:
+            log.info("re-queued %d job(s) left running by a previous process", requeued)
+
+    @property
+    def engine(self) -> RoundEngine:
+        if self._engine is None:
+            self._engine = self._engine_factory()
+        return self._engine
+
+    def start(self) -> "Worker":
+        self._thread = threading.Thread(target=self._loop, name="round-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.step()
+            except Exception:  # keep serving: a broken job is recorded, the thread lives on
+                log.exception("worker step failed")
+                worked = False
+            if not worked:
+                self._stop.wait(self.poll_s)
+
+    def step(self) -> bool:
+        """Close a due round, then run one pending job. True if a job ran."""
+        with connect(self.db_path) as db:
+            check_auto_close(db, self.now(), self.rng)
+            job = store.claim_job(db, self.now())
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
+
+    def run_job(self, job: dict) -> None:
+        status, error = "finished", None
+        try:
+            self.engine.run(job)
+        except TrainingCancelled:
+            status = "cancelled"
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("job %s failed:\n%s", job["id"], traceback.format_exc())
+        with connect(self.db_path) as db:
+            if store.job_status(db, job["id"]) != "cancelled":
+                store.update_job(db, job["id"], self.now(), status=status, error=error,
+                                 finished_at=self.now())

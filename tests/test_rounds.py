@@ -1,0 +1,231 @@
+"""A whole round through the service layer and the worker, on the tiny model and real SQLite:
+training, judging, crowning, points, cancel and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crowd.campaigns import utcnow
+from crowd.config import ModelSettings
+from crowd.engine import build_engine
+from crowd.generation import GenerationService
+from crowd.limits import Limits
+from crowd.models import load_base
+from crowd.organizer import Organizer
+from crowd.rounds import IllegalTransition, advance, check_auto_close
+from crowd.service import CrowdService
+from crowd.worker import Worker
+from storage import rounds as store
+from storage.db import connect
+
+KEY = "organizer-test-secret"
+HAPPY = "I am so happy today, what a wonderful day!"
+
+
+@pytest.fixture
+def world(settings):
+    """Service, organizer and worker over one data dir, on the tiny model (greedy replies)."""
+    settings = replace(settings, eval_samples=4)
+    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000,
+                                                               submissions_per_minute=1000))
+    organizer = Organizer(service)
+    worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
+    yield service, organizer, worker
+    generation.close()
+
+
+def crowd_submits(service, people: int = 6, each: int = 3, text: str = HAPPY) -> list:
+    """`people` volunteers each rewrite `each` replies into `text`; returns their sessions."""
+    sessions = [service.join(f"Volunteer {i}", consent=True) for i in range(people)]
+    for session in sessions:
+        for turn in range(each):
+            reply = list(service.send(session.token, None, f"Question {turn}?"))[-1]
+            service.rewrite(session.token, reply.message_id, text)
+    return sessions
+
+
+def round_row(service, number: int) -> dict:
+    campaign, _ = service.context()
+    with service.db() as db:
+        return next(r for r in store.rounds_of(db, campaign["id"]) if r["number"] == number)
+
+
+def run_round(organizer, worker) -> dict:
+    job_id = organizer.close_round(KEY)
+    assert worker.step()
+    return next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
+
+
+def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_dir):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34,
+                              points_rule="paper")
+    crowd_submits(service)
+    job = run_round(organizer, worker)
+    assert job["status"] == "finished", job["error"]
+    done = round_row(service, 1)
+    assert done["state"] == "done"
+    with service.db() as db:
+        candidates = [store.candidate_for(db, done["id"], g) for g in range(3)]
+        evaluations = {e["model_version_id"]: e for e in db.query(
+            "SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])}
+        ledger = store.points_for_round(db, done["id"])
+        following = round_row(service, 2)
+    # Every candidate and the champion were judged on the same items.
+    assert all(c and c["status"] in ("candidate", "champion") for c in candidates)
+    assert set(evaluations) == {done["champion_id"], *(c["id"] for c in candidates)}
+    assert len({e["n_items"] for e in evaluations.values()}) == 1
+    # Learning the chosen replies beats the untrained champion: a winner is crowned...
+    assert done["improved"] == 1 and done["winner_id"] != done["champion_id"]
+    assert following["champion_id"] == done["winner_id"], "round 2 serves the new champion"
+    # ... and its LoRA weights moved while the base stayed put.
+    winner = next(c for c in candidates if c["id"] == done["winner_id"])
+    weights = load_file(service.settings.data_dir / winner["adapter_path"] / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())
+    base_now = load_file(tiny_model_dir / "model.safetensors")
+    base_loaded = load_base(str(tiny_model_dir), service.settings.models_dir, "cpu").model.state_dict()
+    assert all(torch.equal(base_now[k], base_loaded[k]) for k in base_now)
+    # The paper's rule: group rank r of G gives G - r to each contributing member.
+    ranked = sorted(candidates, key=lambda c: evaluations[c["id"]]["value"], reverse=True)
+    expected = {c["group_index"]: 3 - r for r, c in enumerate(ranked)}
+    assert ledger and all(row["amount"] == expected[row["group_index"]] for row in ledger)
+
+
+def test_a_round_that_beats_nobody_keeps_the_champion(world):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=2,
+                              heldout_share=0.34, win_margin=100.0)
+    crowd_submits(service)
+    job = run_round(organizer, worker)
+    assert job["status"] == "finished", job["error"]
+    done = round_row(service, 1)
+    assert done["improved"] == 0 and done["winner_id"] == done["champion_id"]
+    with service.db() as db:
+        metrics = list(db.query("SELECT metric, value FROM evaluations WHERE round_id = ?", [done["id"]]))
+        assert store.points_for_round(db, done["id"]) == []  # no improvement, no points
+    assert len(metrics) == 4 and all(m["metric"] == "emotion_l2" and m["value"] >= 0 for m in metrics)
+    assert round_row(service, 2)["champion_id"] == done["champion_id"]
+
+
+def test_a_group_with_too_few_corrections_sits_out(world):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=5, heldout_share=0.0)
+    crowd_submits(service, people=3, each=2)  # one person per group, two corrections each
+    assert run_round(organizer, worker)["status"] == "finished"
+    done = round_row(service, 1)
+    with service.db() as db:
+        assert all(store.candidate_for(db, done["id"], g) is None for g in range(3))
+    assert done["improved"] == 0
+
+
+def test_a_failed_training_fails_its_candidate_and_the_round_goes_on(world):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
+    crowd_submits(service)
+    # A huge step size makes the second step's loss NaN.
+    bad = replace(service.settings.training, learning_rate=1e30, batch_size=1)
+    worker._engine_factory = lambda: build_engine(replace(service.settings, training=bad), utcnow)
+    assert run_round(organizer, worker)["status"] == "finished"
+    done = round_row(service, 1)
+    with service.db() as db:
+        candidates = [store.candidate_for(db, done["id"], g) for g in range(3)]
+    assert all(c["status"] == "failed" and c["error"] for c in candidates)
+    assert done["state"] == "done" and done["improved"] == 0
+
+
+def test_cancel_stops_between_steps_and_retry_resumes(world):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
+    crowd_submits(service)
+    job_id = organizer.close_round(KEY)
+    organizer.cancel_job(KEY, job_id)  # cancelled before the worker got to it
+    assert worker.step() is False
+    with service.db() as db:
+        job = store.claim_job(db, utcnow())
+    assert job is None
+    retry = organizer.retry_job(KEY, job_id)
+    assert worker.step()
+    assert next(j for j in organizer.jobs(KEY) if j["id"] == retry)["status"] == "finished"
+    assert round_row(service, 1)["state"] == "done"
+
+
+def test_only_legal_transitions(world):
+    service, _, _ = world
+    _, round_ = service.context()
+    with service.db() as db:
+        with pytest.raises(IllegalTransition):
+            advance(db, round_["id"], "training")  # open -> training skips closing
+        advance(db, round_["id"], "closing")
+        with pytest.raises(IllegalTransition):
+            advance(db, round_["id"], "closing")
+
+
+def test_rounds_close_on_count_and_timer(world):
+    service, organizer, _ = world
+    organizer.update_campaign(KEY, round_policy="count", round_corrections=2)
+    crowd_submits(service, people=3, each=1)
+    with service.db() as db:
+        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is None
+    crowd_submits(service, people=3, each=1)
+    with service.db() as db:
+        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is not None
+    assert round_row(service, 1)["closed_by"] == "count"
+    organizer.update_campaign(KEY, round_policy="timer", round_seconds=60)
+    _, current = service.context()
+    with service.db() as db:
+        db["rounds"].update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
+        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is not None
+    assert round_row(service, 2)["closed_by"] == "timer"
+
+
+KILLED_WORKER = """
+import sys, time
+from dataclasses import replace
+from pathlib import Path
+from crowd.campaigns import utcnow
+from crowd.config import Settings, ModelSettings, TrainingSettings
+from crowd.engine import build_engine
+from crowd.worker import Worker
+settings = Settings(data_dir=Path(sys.argv[1]), model=ModelSettings(base_model=sys.argv[2], device="cpu"),
+                    training=TrainingSettings(epochs=400, batch_size=1, max_length=64), eval_samples=2)
+Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
+"""
+
+
+def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_dir):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
+    crowd_submits(service)
+    with service.db() as db:
+        before = db["corrections"].count
+    job_id = organizer.close_round(KEY)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(service.settings.data_dir),
+                              str(tiny_model_dir)], cwd=Path(__file__).parent.parent,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until it is training
+        job = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
+        if job["progress"].get("step", 0) >= 2:
+            break
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert job["status"] == "running" and round_row(service, 1)["state"] == "training"
+    restarted = Worker(service.settings.db_path, worker._engine_factory, utcnow)  # re-queues
+    assert restarted.step()
+    assert round_row(service, 1)["state"] == "done"
+    with service.db() as db:
+        assert db["corrections"].count == before
+        assert store.get_job(db, job_id)["status"] == "finished"
