@@ -3,7 +3,11 @@ action, what is stored, and that refusals become warnings that store nothing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -25,6 +29,7 @@ from storage import queries
 from storage.db import connect
 
 KEY = "organizer-test-secret"
+ROOT = Path(__file__).resolve().parent.parent
 SKIP = gr.skip()
 
 
@@ -82,8 +87,8 @@ def test_a_visitor_without_a_token_sees_the_terms_and_nothing_is_stored(page):
 def test_a_reload_resumes_and_a_forged_token_goes_back_to_joining(page):
     session, _ = page
     token = joined(session)
-    again, _, _, main_screen, name = session.enter(token)
-    assert (again, name, main_screen) == (token, "Ada", gr.update(visible=True))
+    again, _, _, main_screen, _ = session.enter(token)
+    assert (again, main_screen) == (token, gr.update(visible=True))
     with pytest.warns(UserWarning, match="identity"):
         forged, _, join_screen, _, _ = session.enter(token[:-3] + "abc")
     assert forged is None and join_screen == gr.update(visible=True)
@@ -197,6 +202,12 @@ def test_the_banner_and_reasons_render_as_inert_text():
     assert "<script>" not in html and "<img" not in html and '"><b>' not in html
     assert "1:15 left" in html and "1</b> correction " in html
     assert reason_text({"rank": 1, "share": 0.3333333, "members": ["a"]}) == "rank 1, share 0.333"
+    assert reason_text({"rule": "paper", "group_rank": 0, "n_groups": 3, "group_score": 0.5}) == \
+        "Paper rule: your group ranked 1st of 3"
+    assert reason_text({"rule": "shapley", "group_rank": 1, "n_groups": 3, "items": 2,
+                        "share_of_group": 0.25}) == ("Shapley rule: your group ranked 2nd of 3, "
+                                                     "your share of its points 25%, 2 of your "
+                                                     "corrections counted")
 
 
 def test_rounds_done_counts_finished_rounds(service):
@@ -297,3 +308,16 @@ def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service
         api.api_label(token, reply["message_id"], "hunger")
     with pytest.raises(gr.Error, match="identity"):
         api.api_chat("forged", None, "Hello")
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"CROWD_PORT": "eighty"}, "CROWD_PORT"),
+    ({"CROWD_DATA_DIR": "/proc/crowd"}, "CROWD_DATA_DIR"),
+    ({"CROWD_BASE_MODEL": "/nonexistent/model"}, "CROWD_BASE_MODEL"),
+])
+def test_the_app_refuses_a_bad_setting_with_one_line_naming_it(tmp_path, env, variable):
+    env = {**os.environ, "CROWD_DATA_DIR": str(tmp_path / "data"), "CROWD_WORKER": "0", **env}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"crowd: {variable}=")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from matplotlib.figure import Figure
 
+from crowd.campaigns import GROUP_NAMES, group_colour
 from crowd.limits import Refused
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
@@ -90,21 +92,29 @@ def points(value: float) -> str:
     return f"{value:g}" if value == int(value) else f"{value:.2f}"
 
 
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def reason_text(reason: object) -> str:
-    """A ledger reason (the points rule's dict) as one readable line."""
+    """A ledger reason (the points rule's dict) as one readable line: the group's rank, my
+    share of its points, how many of my corrections counted."""
     if not isinstance(reason, dict):
         return str(reason)
-    for key in ("text", "why", "summary"):
-        if isinstance(reason.get(key), str):
-            return reason[key]
     parts = []
-    for key, value in reason.items():
-        if isinstance(value, float):
-            value = f"{value:.3g}"
-        elif isinstance(value, (list, dict)):
-            continue
-        parts.append(f"{key.replace('_', ' ')} {value}")
-    return ", ".join(parts)
+    if isinstance(reason.get("group_rank"), int):  # 0 = the best group
+        of = f" of {reason['n_groups']}" if reason.get("n_groups") else ""
+        parts.append(f"your group ranked {ordinal(reason['group_rank'] + 1)}{of}")
+    if isinstance(reason.get("share_of_group"), (int, float)):
+        parts.append(f"your share of its points {reason['share_of_group']:.0%}")
+    if isinstance(reason.get("items"), int):
+        parts.append(f"{reason['items']} of your corrections counted")
+    if not parts:  # a rule this page does not know: show its fields as they are
+        parts = [f"{k.replace('_', ' ')} {f'{v:.3g}' if isinstance(v, float) else v}"
+                 for k, v in reason.items() if not isinstance(v, (list, dict)) and k != "rule"]
+    rule = {"paper": "Paper rule", "shapley": "Shapley rule"}.get(reason.get("rule"), "")
+    return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
 
 def ledger_table(rows: list[dict]) -> pd.DataFrame:
@@ -119,11 +129,41 @@ def table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
 
 
-def metric_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["round", "value", "metric", "series"])
+def metric_figure(rows: list[dict], lower_is_better: bool = True) -> Figure | None:
+    """The metric per round: one line per group's candidate (in the group's colour) and the
+    champion dashed. Markers, so that a single round shows; None before any round finished.
+    (A Figure, not pyplot: handlers run on many threads.)"""
+    if not rows:
+        return None
+    figure = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for series in sorted({r["series"] for r in rows}, key=lambda s: (s != "champion", s)):
+        points = sorted((r["round"], r["value"]) for r in rows if r["series"] == series)
+        style = ({"color": "#111827", "linestyle": "--", "marker": "s", "markersize": 11,
+                  "markerfacecolor": "none"} if series == "champion"
+                 else {"color": series_colour(series), "marker": "o"})
+        axes.plot(*zip(*points), label=series, linewidth=2, **style)
+    rounds = sorted({r["round"] for r in rows})
+    axes.set_xticks(rounds if len(rounds) <= 12 else rounds[:: len(rounds) // 12 + 1])
+    axes.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
+    axes.set_xlabel("round")
+    axes.set_title("The metric per round: each group's candidate and the champion",
+                   fontsize="medium")
+    better = "lower" if lower_is_better else "higher"
+    axes.set_ylabel(f"{rows[0]['metric']} ({better} is better)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    return figure
 
 
-def samples_table(before: list[str], after: list[str], limit: int = 3) -> pd.DataFrame:
+def series_colour(name: str) -> str:
+    return group_colour(GROUP_NAMES.index(name)) if name in GROUP_NAMES else "#6b7280"
+
+
+def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
+    """The same held-out prompts answered by the old champion and the winner; hidden when the
+    round kept no samples (a preference round is judged on likelihoods, not samples)."""
     rows = [{"before (champion)": b, "after (winner)": a}
             for b, a in list(zip(before, after))[:limit]]
-    return pd.DataFrame(rows, columns=["before (champion)", "after (winner)"])
+    frame = pd.DataFrame(rows, columns=["before (champion)", "after (winner)"])
+    return gr.update(value=frame, visible=bool(rows))

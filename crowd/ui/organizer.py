@@ -75,7 +75,8 @@ def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
         step = f"{progress['step']}/{progress['steps']}" if "steps" in progress else ""
         loss = progress.get("loss")
         rows.append({"id": job["id"], "round": job["round_id"], "status": job["status"],
-                     "stage": progress.get("stage", ""), "step": step,
+                     "stage": "done" if job["status"] == "finished" else progress.get("stage", ""),
+                     "step": step,
                      "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
                      "eta_s": progress.get("eta_s"), "attempts": job.get("attempts"),
                      "error": (job.get("error") or "")[:300]})

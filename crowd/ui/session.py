@@ -11,7 +11,7 @@ from crowd import views
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
-from crowd.ui.components import (ack, address_of, banner_html, ledger_table, metric_frame,
+from crowd.ui.components import (ack, address_of, banner_html, ledger_table, metric_figure,
                                  points, samples_table, table, warn)
 
 
@@ -48,7 +48,9 @@ class SessionHandlers:
               ) -> tuple[str | None, ChatTab, dict, dict, str]:
         """On page load: resume a stored identity, or show the terms and the join form.
         Returns (token, tab, join screen, main screen, display name suggestion)."""
-        suggestion = profile.username if profile is not None else ""
+        # Only a Hugging Face username is suggested: anything else could overwrite what the
+        # visitor has typed while the page loaded.
+        suggestion = profile.username if profile is not None else gr.skip()
         if not token:
             return None, ChatTab(), *screens(False), suggestion
         try:
@@ -56,7 +58,7 @@ class SessionHandlers:
         except Refused as exc:
             warn(exc)  # an edited, forged or banned identity goes back to the join screen
             return None, ChatTab(), *screens(False), suggestion
-        return session.token, ChatTab(), *screens(True), session.display_name
+        return session.token, ChatTab(), *screens(True), gr.skip()
 
     def join(self, name: str, consent: bool, profile: gr.OAuthProfile | None = None,
              request: gr.Request = None) -> tuple:
@@ -118,7 +120,8 @@ class SessionHandlers:
             mine=mine, ledger=ledger_table(ledger),
             people=table(people, ["rank", "name", "points", "rounds"]),
             groups=table(groups, ["group", "wins"]),
-            last=last_round_text(last, history), chart=metric_frame(history),
+            last=last_round_text(last, history),
+            chart=metric_figure(history, last.lower_is_better if last else True),
             samples=samples_table(last.before, last.after) if last else samples_table([], []))
 
 
@@ -134,6 +137,11 @@ def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
         return (f"### Round {last.number}: the champion stayed\nNo group's model beat the "
                 f"current one on {metric}, so no points this round.")
     before, after = values.get("champion"), values.get(last.winner_group)
-    change = f": {before:.3f} → {after:.3f}" if before is not None and after is not None else ""
+    if before is None or after is None:
+        change = ""
+    elif before == after:
+        change = f" (tied at {after:.3f}; its lower held-out loss broke the tie)"
+    else:
+        change = f": {before:.3f} → {after:.3f}"
     return (f"### Round {last.number}: group {last.winner_group} won\nIts model beat the "
             f"champion on {metric}{change}, and now serves every group.")

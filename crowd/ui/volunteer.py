@@ -109,11 +109,10 @@ def _points_tab() -> list:
 
 def _round_tab() -> list:
     last = gr.Markdown(elem_id="last-round")
-    chart = gr.LinePlot(x="round", y="value", color="series", title="Metric per round and group",
-                        x_title="round", y_title="metric", height=280, elem_id="chart")
+    chart = gr.Plot(show_label=False, elem_id="chart", format="png")
     samples = gr.Dataframe(headers=["before (champion)", "after (winner)"], interactive=False,
                            label="Sample replies, before and after", wrap=True,
-                           elem_id="samples")
+                           elem_id="samples", visible=False)
     return [last, chart, samples]
 
 

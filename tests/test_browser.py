@@ -1,0 +1,165 @@
+"""End to end in a real browser: the real app (`app.py`, its worker included) on the tiny model,
+driven by Playwright through Debian's Chromium. A volunteer consents, chats, rewrites a reply in
+place and labels an emotion; an organizer closes the round; the volunteer's open page then shows
+the winner and their points without a reload. Screenshots go to artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from crowd.organizer import Organizer
+from crowd.service import CrowdService
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+KEY = "organizer-test-secret"
+HAPPY = "I am so happy today, what a wonderful day!"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_campaign(settings) -> None:
+    """A preference round small enough to train in seconds: one correction suffices, and the
+    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable."""
+    organizer = Organizer(CrowdService(settings, None))
+    organizer.update_campaign(KEY, task="preference", min_corrections=1, heldout_share=0.0,
+                              training_mode="sft", points_rule="paper")
+    organizer.add_references(KEY, [{"kind": "pair", "prompt": [{"role": "user",
+                                                                "content": "Hello"}],
+                                    "chosen": HAPPY, "rejected": "Go away."}])
+
+
+@pytest.fixture
+def app_url(settings, tmp_path):
+    """The real app in a subprocess, on a free port, with its worker running."""
+    if not CHROMIUM.exists():
+        pytest.skip("no browser: install one with `apt-get install -y chromium` "
+                    "(Debian's package puts it at /usr/bin/chromium)")
+    pytest.importorskip("playwright.sync_api")
+    settings = replace(settings, organizer_secret=KEY)
+    prepare_campaign(settings)
+    port = free_port()
+    env = {**os.environ, "CROWD_DATA_DIR": str(settings.data_dir), "CROWD_PORT": str(port),
+           "CROWD_BASE_MODEL": settings.model.base_model, "CROWD_DEVICE": "cpu",
+           "CROWD_ORGANIZER_SECRET": KEY, "CROWD_MAX_NEW_TOKENS": "12", "CROWD_EPOCHS": "3",
+           "CROWD_LEARNING_RATE": "0.001", "CROWD_EVAL_SAMPLES": "2", "CROWD_WORKER": "1",
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = (tmp_path / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(url, process, tmp_path / "app.log")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+        if process.returncode not in (0, -15):
+            print((tmp_path / "app.log").read_text()[-4000:])
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"the app did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 1000})
+        context.set_default_timeout(30_000)
+        volunteer = context.new_page()
+        try:
+            join_and_correct(volunteer, app_url, expect)
+            close_round_as_organizer(context.new_page(), app_url, expect)
+            see_the_result(volunteer, expect)
+        finally:
+            browser.close()
+
+
+def join_and_correct(page, url: str, expect) -> None:
+    page.goto(url)
+    expect(page.locator("#terms")).to_contain_text("CC BY 4.0")
+    page.locator("#name").locator("input, textarea").first.fill("Ada Lovelace")
+    page.locator("#consent input").check()
+    page.locator("#join").click()
+    expect(page.locator("#banner")).to_contain_text("Ada Lovelace in group")
+    page.reload()  # the signed identity in the browser brings the same person back
+    expect(page.locator("#banner")).to_contain_text("Ada Lovelace in group")
+
+    page.locator("#message textarea").fill("Hello")
+    page.locator("#send").click()
+    buttons = page.locator("#chat .message-buttons-left").last
+    edit = buttons.get_by_role("button", name="Edit")
+    expect(edit).to_be_enabled()  # disabled while the reply streams
+    edit.click()
+    page.locator("textarea.edit-textarea").fill(HAPPY)
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#ack")).to_contain_text("Saved your rewrite")
+    expect(page.locator("#chat")).to_contain_text(HAPPY)
+
+    page.locator("#emotion input").click()
+    page.keyboard.type("joy")
+    page.keyboard.press("Enter")
+    page.locator("#label").click()
+    expect(page.locator("#ack")).to_contain_text("Saved your emotion label")
+    expect(page.locator("#banner")).to_contain_text("2 corrections this round")
+    page.screenshot(path=str(SHOTS / "volunteer-chat.png"), full_page=True)
+
+
+def close_round_as_organizer(page, url: str, expect) -> None:
+    page.goto(url + "organizer")
+    page.locator("#org-key input").fill("not the key")
+    page.locator("#org-unlock").click()
+    expect(page.locator("#org-panel")).to_be_hidden()
+    page.locator("#org-key input").fill(KEY)
+    page.locator("#org-unlock").click()
+    expect(page.locator("#org-status")).to_contain_text("round 1 is open")
+    page.locator("#org-close").click()
+    expect(page.locator("#org-status")).to_contain_text("round 2 is open")
+    expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
+    page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
+
+
+def see_the_result(page, expect) -> None:
+    page.bring_to_front()
+    expect(page.locator("#banner")).to_contain_text("Round 2")
+    expect(page.locator("#banner .crowd-points")).not_to_have_text("0", timeout=20_000)
+    page.get_by_role("tab", name="Last round").click()
+    expect(page.locator("#last-round")).to_contain_text("won")
+    page.screenshot(path=str(SHOTS / "volunteer-last-round.png"), full_page=True)
+    page.get_by_role("tab", name="Points and leaderboard").click()
+    expect(page.locator("#people")).to_contain_text("Ada Lovelace")
+    expect(page.locator("#ledger")).to_contain_text("1")
+    page.screenshot(path=str(SHOTS / "volunteer-points.png"), full_page=True)
