@@ -38,7 +38,8 @@ def test_simulate_grouping_writes_csv_plots_and_a_json_line(tmp_path, capsys) ->
     result = last_json(capsys.readouterr().out)
     assert {"pearson", "spearman", "final_distance"} <= set(result)
     assert -1.0 <= result["pearson"] <= 1.0 and result["final_distance"] > 0
-    for name in ("runs.csv", "settings.csv", "distances.csv", "distance.png", "pearson.png"):
+    for name in ("runs.csv", "settings.csv", "distances.csv", "distance.png", "pearson.png",
+                 "table.md"):
         assert (out / name).stat().st_size > 0
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))

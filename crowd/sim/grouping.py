@@ -31,6 +31,7 @@ from scipy.stats import pearsonr, spearmanr
 from crowd.groups import GROUPING_METHODS, regroup
 from crowd.points import ContributionItem, PointsRule, RoundOutcome, ShapleyRule, get_rule
 from crowd.shapley import METRICS, MeanVectorGame, Stopping, score, shapley
+from crowd.sim.grouping_report import write_outputs
 
 RULE_NAMES = ("paper", "shapley")
 REFERENCE_EXACT_LIMIT = 14
@@ -254,58 +255,6 @@ def sweep(users: np.ndarray, settings: list[Setting], cfg: Config,
     summaries = [summarise(s, setting_rows) for s, (setting_rows, _) in zip(settings, results)]
     curves = {s: curve for s, (_, curve) in zip(settings, results)}
     return rows, summaries, curves, max((err for _, err in refs.values()), default=0.0)
-
-
-def write_outputs(out: Path, rows: list[dict], summaries: list[dict],
-                  curves: dict[Setting, np.ndarray]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "runs.csv", rows)
-    _write_csv(out / "settings.csv", summaries)
-    _write_csv(out / "distances.csv", [
-        {**asdict(s), "round": r, "mean_distance": float(d)}
-        for s, curve in curves.items() for r, d in enumerate(curve)])
-    _plot(out, summaries, curves)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _plot(out: Path, summaries: list[dict], curves: dict[Setting, np.ndarray]) -> None:
-    """distance.png: mean distance to the expert per round; pearson.png: Pearson correlation
-    with the Shapley reference against crowd size (mean over group counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groupings = sorted({s.grouping for s in curves})
-    fig, axes = plt.subplots(1, len(groupings), figsize=(5 * len(groupings), 4), squeeze=False)
-    for ax, grouping in zip(axes[0], groupings):
-        for s, curve in curves.items():
-            if s.grouping == grouping:
-                style = "-" if s.points == "shapley" else "--"
-                ax.plot(curve, style, lw=1, label=f"{s.points} n={s.n_users} G={s.n_groups}")
-        ax.set(title=grouping, xlabel="round", ylabel="mean distance to expert")
-    axes[0][0].legend(fontsize=5, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "distance.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for rule in sorted({s["points"] for s in summaries}):
-        for grouping in groupings:
-            picked = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]
-            sizes = sorted({s["n_users"] for s in picked})
-            means = [np.nanmean([s["pearson"] if s["pearson"] is not None else np.nan
-                                 for s in picked if s["n_users"] == n]) for n in sizes]
-            ax.plot(sizes, means, "o-" if rule == "shapley" else "s--", label=f"{rule}, {grouping}")
-    ax.set(xlabel="users", ylabel="Pearson(points, Shapley)", ylim=(None, 1.02))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "pearson.png", dpi=120)
-    plt.close("all")
 
 
 def _list(kind: type, choices: tuple[str, ...] | None = None):
