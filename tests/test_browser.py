@@ -94,6 +94,7 @@ def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=30_000)  # a shared CI machine can be slow; failures still fail
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                              args=ARGS)

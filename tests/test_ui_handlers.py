@@ -179,19 +179,20 @@ def test_labels_and_ab_choices(page):
 # -- the live page ----------------------------------------------------------------------------
 
 
-def test_tick_skips_unchanged_boards_and_resets_the_chat_when_a_round_starts(page):
+def test_tick_skips_unchanged_boards_and_a_new_round_resets_the_chat(page):
     session, handlers = page
     token = joined(session)
     rows, tab, _ = chat(handlers, token, ChatTab())
-    first = session.tick(token, tab, None)
-    banner, stamp = first[0], first[3]
-    assert "Ada" in banner and "Round <b>1</b>" in banner and tab.round == 1
-    assert first[4].startswith("### Your points: 0")
-    assert session.tick(token, tab, stamp)[4:] == (SKIP,) * 7
+    banner, round_now, stamp, mine, *_ = session.tick(token, None)
+    assert "Ada" in banner and "Round <b>1</b>" in banner and round_now[0] == 1
+    assert mine.startswith("### Your points: 0")
+    assert session.new_round(tab, round_now) == (SKIP, tab) and tab.round == 1
+    assert session.tick(token, stamp)[3:] == (SKIP,) * 7
     Organizer(session.service).close_round(KEY)
-    after = session.tick(token, tab, stamp)
-    assert after[1] == [] and after[2].round == 2 and "Round <b>2</b>" in after[0]
-    assert after[4] != SKIP  # the round number is part of the stamp
+    banner, round_now, _, mine, *_ = session.tick(token, stamp)
+    assert "Round <b>2</b>" in banner and mine != SKIP  # the round is part of the stamp
+    rows, tab = session.new_round(tab, round_now)
+    assert rows == [] and tab.round == 2 and tab.conversation_id is None
 
 
 def test_the_banner_and_reasons_render_as_inert_text():
@@ -265,7 +266,11 @@ def test_moderation_and_export(organizer_page, page):
     handlers.edit(token, tab, rows, edit(1, "A kinder reply.", rows[1]["content"]))
     table = organizer_page.corrections(KEY)
     assert list(table["value"]) == ["A kinder reply."] and list(table["state"]) == ["live"]
-    assert list(organizer_page.hide(KEY, float(table["id"][0]))["state"]) == ["hidden"]
+    row = table.iloc[0].tolist()
+    picked = organizer_page.pick(gr.SelectData(None, {"index": [0, 2], "value": row[2],
+                                                      "row_value": row}))
+    assert picked == (table["id"][0], table["participant"][0])
+    assert list(organizer_page.hide(KEY, float(picked[0]))["state"]) == ["hidden"]
     with pytest.warns(UserWarning, match="no participant"):
         organizer_page.ban(KEY, "nobody", "")
     organizer_page.ban(KEY, table["participant"][0], "spam")

@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 from matplotlib.figure import Figure
 
-from crowd.campaigns import GROUP_NAMES, group_colour
+from crowd.campaigns import GROUP_NAMES, group_colour, group_name
 from crowd.limits import Refused
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
@@ -119,9 +119,9 @@ def reason_text(reason: object) -> str:
 
 def ledger_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"round": r["round"], "points": round(r["amount"], 2), "why": reason_text(r["reason"])}
-         for r in rows],
-        columns=["round", "points", "why"],
+        [{"round": r["round"], "group": group_name(r["group_index"]),
+          "points": round(r["amount"], 2), "why": reason_text(r["reason"])} for r in rows],
+        columns=["round", "group", "points", "why"],
     )
 
 

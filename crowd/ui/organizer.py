@@ -27,8 +27,8 @@ FORM_FIELDS = ("name", "task", "target_emotion", "n_groups", "prompts", "round_p
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
 JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
-CORRECTION_COLUMNS = ["id", "kind", "name", "participant", "group", "value", "original", "state",
-                      "created"]
+CORRECTION_COLUMNS = ["id", "kind", "name", "group", "value", "original", "state", "created",
+                      "participant"]
 
 
 def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
@@ -89,7 +89,7 @@ def corrections_frame(rows: list[dict]) -> pd.DataFrame:
         return text if len(text) <= 120 else text[:119] + "…"
 
     return table([{"id": r["id"], "kind": r["kind"], "name": r["display_name"],
-                   "participant": r["participant_id"], "group": r["group_index"],
+                   "participant": r["participant_id"], "group": group_name(r["group_index"]),
                    "value": short(r["value"]), "original": short(r["original"]),
                    "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
                    "created": r["created_at"]} for r in rows], CORRECTION_COLUMNS)
@@ -184,6 +184,15 @@ class OrganizerHandlers:
         except Refused as exc:
             warn(exc)
             return gr.skip()
+
+    @staticmethod
+    def pick(data: gr.SelectData) -> tuple:
+        """A click on a row of the corrections table fills the id boxes below it.
+        Returns (correction id, participant id)."""
+        row = data.row_value or []
+        if len(row) != len(CORRECTION_COLUMNS):
+            return gr.skip(), gr.skip()
+        return row[CORRECTION_COLUMNS.index("id")], row[CORRECTION_COLUMNS.index("participant")]
 
     def hide(self, key: str | None, correction_id: float | None) -> object:
         try:

@@ -51,6 +51,9 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
                              [rounds["jobs"]], api_name=f"organizer_{action}")
     moderation["refresh"].click(handlers.corrections, [key], [moderation["table"]],
                                 api_name="organizer_corrections")
+    moderation["table"].select(handlers.pick, None, [moderation["correction_id"],
+                                                     moderation["participant_id"]],
+                               api_visibility="private")
     moderation["hide"].click(handlers.hide, [key, moderation["correction_id"]],
                              [moderation["table"]], api_name="organizer_hide")
     moderation["ban"].click(handlers.ban, [key, moderation["participant_id"],
@@ -106,6 +109,7 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
 def _moderation_section() -> dict:
     m = {}
     m["refresh"] = gr.Button("Show recent corrections", elem_id="org-refresh")
+    gr.Markdown("Click a row to fill in its ids below.")
     m["table"] = gr.Dataframe(headers=CORRECTION_COLUMNS, interactive=False, wrap=True,
                               label="Recent corrections", elem_id="org-corrections")
     with gr.Row(equal_height=True):

@@ -80,30 +80,37 @@ class SessionHandlers:
 
     # -- the live page -----------------------------------------------------------------------
 
-    def tick(self, token: str | None, tab: ChatTab, stamp: tuple | None) -> tuple:
-        """Banner every tick; the chat resets when a new round starts; the boards re-render
-        only when a round finished or my points changed. Returns
-        (banner, chat rows, tab, stamp, *boards)."""
+    def tick(self, token: str | None, stamp: tuple | None) -> tuple:
+        """The banner every tick; the boards only when a round finished or my points changed.
+        Returns (banner, (round, my group's name), stamp, *boards). It never writes the chat:
+        an event writing the chatbot disables its edit buttons while it runs."""
         skip = gr.skip()
         try:
             session = self.service.resume(token)
             banner = self.service.banner(token)
         except Refused:
-            return (skip,) * (4 + N_BOARDS)  # the next action says why
-        rows, new_tab = skip, skip
-        if tab is not None and tab.round is not None and tab.round != banner["round"]:
-            rows, new_tab = [], ChatTab(round=banner["round"])
-            ack(f"Round {banner['round']} has started: you are in group {banner['group_name']}.")
-        elif tab is not None and tab.round is None:
-            tab.round, new_tab = banner["round"], tab
+            return (skip,) * (3 + N_BOARDS)  # the next action says why
         campaign, _ = self.service.context()
         now_stamp = (views.rounds_done(self.service.settings.db_path, campaign["id"]),
                      banner["points"], banner["round"])
         header = banner_html(session.display_name, banner)
+        round_now = (banner["round"], banner["group_name"])
         if stamp is not None and tuple(stamp) == now_stamp:
-            return (header, rows, new_tab, skip) + (skip,) * N_BOARDS
+            return (header, round_now, skip) + (skip,) * N_BOARDS
         boards = self.boards(session.participant_id, banner["points"], campaign)
-        return (header, rows, new_tab, now_stamp) + boards.as_tuple()
+        return (header, round_now, now_stamp) + boards.as_tuple()
+
+    def new_round(self, tab: ChatTab, round_now: tuple | None) -> tuple:
+        """When the tick sees another round: a fresh chat (the old round's replies can no
+        longer be corrected). Returns (chat rows, tab)."""
+        if not round_now:
+            return gr.skip(), gr.skip()
+        number, group = round_now
+        if tab.round is None or tab.round == number:
+            tab.round = number
+            return gr.skip(), tab
+        ack(f"Round {number} has started: you are in group {group}.")
+        return [], ChatTab(round=number)
 
     def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
         db_path = self.service.settings.db_path

@@ -24,7 +24,7 @@ def volunteer_page(demo: gr.Blocks, service: CrowdService, browser_secret: str,
     """Build the page inside `demo` and wire its events."""
     session, chat = SessionHandlers(service), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
-    tab, stamp = gr.State(ChatTab()), gr.State(None)
+    tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
 
     with gr.Column(visible=True, elem_id="join-screen") as join_screen:
         gr.Markdown(lambda: terms(*_licence_and_name(service)), elem_id="terms")
@@ -50,9 +50,10 @@ def volunteer_page(demo: gr.Blocks, service: CrowdService, browser_secret: str,
     timer = gr.Timer(TICK_S)
 
     screens = [join_screen, main_screen]
-    tick = dict(fn=session.tick, inputs=[token, tab, stamp],
-                outputs=[banner, c["chatbot"], tab, stamp, *boards],
+    tick = dict(fn=session.tick, inputs=[token, stamp], outputs=[banner, round_now, stamp, *boards],
                 show_progress="hidden", api_visibility="private")
+    round_now.change(session.new_round, [tab, round_now], [c["chatbot"], tab],
+                     show_progress="hidden", api_visibility="private")
     demo.load(session.enter, [token], [token, tab, *screens, name],
               api_visibility="private").then(**tick)
     join.click(session.join, [name, consent], [token, tab, *screens],
@@ -97,7 +98,7 @@ def _chat_tab() -> dict:
 
 def _points_tab() -> list:
     mine = gr.Markdown(elem_id="mine")
-    ledger = gr.Dataframe(headers=["round", "points", "why"], interactive=False,
+    ledger = gr.Dataframe(headers=["round", "group", "points", "why"], interactive=False,
                           show_label=False, elem_id="ledger")
     with gr.Row():
         people = gr.Dataframe(headers=["rank", "name", "points", "rounds"], interactive=False,
@@ -112,6 +113,7 @@ def _round_tab() -> list:
     chart = gr.Plot(show_label=False, elem_id="chart", format="png")
     samples = gr.Dataframe(headers=["before (champion)", "after (winner)"], interactive=False,
                            label="Sample replies, before and after", wrap=True,
+                           column_widths=["50%", "50%"],
                            elem_id="samples", visible=False)
     return [last, chart, samples]
 
