@@ -229,3 +229,27 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
     with service.db() as db:
         assert db["corrections"].count == before
         assert store.get_job(db, job_id)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_short_round_on_the_default_model(settings, default_model_dir):
+    """The real SmolLM2-135M-Instruct: chat, correct, train three candidates, judge, finish."""
+    settings = replace(settings, eval_samples=3,
+                       model=replace(settings.model, base_model=str(default_model_dir)))
+    loaded = load_base(str(default_model_dir), settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=8, temperature=0.0))
+    service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000))
+    organizer = Organizer(service)
+    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=2,
+                              heldout_share=0.34)
+    try:
+        crowd_submits(service, people=3, each=3)
+    finally:
+        generation.close()
+    worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
+    job = run_round(organizer, worker)
+    assert job["status"] == "finished", job["error"]
+    done = round_row(service, 1)
+    with service.db() as db:
+        n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
+    assert done["state"] == "done" and n_evaluations == 4
