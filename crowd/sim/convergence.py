@@ -1,0 +1,341 @@
+"""`python -m crowd simulate convergence`: the paper's experiment 1 through the project's own
+round engine. Does competition between groups beat one model trained on everything?
+
+For each emotion of a neighbourhoods file (see `convergence_data`), in one data dir under --out:
+
+  1. single arm: one campaign, one group, one round whose corrections are the whole pool (each
+     item an SFT pair `user: "write a reddit comment."` -> `assistant: <comment>`); its one
+     LoRA candidate is the single model.
+  2. multi arm: one campaign of --groups groups and one round per generation: the pool is
+     shuffled into one segment per group (--segments items each, per generation), every group
+     trains a candidate from the champion, the engine judges them all by the mean L2 distance of
+     --samples replies to the target vector (the scorer's vector of the target comment, the
+     campaign's reference text) and crowns the best; the winner's segment leaves the pool.
+     --selection best (the paper) always moves to the best candidate; improve (the app's rule)
+     only when it beats the champion.
+  3. both final models are judged together, with the same scorer and seed, by the mean L2
+     distance of --samples replies to the centroid of the pool's scorer vectors;
+     reduction = (single - multi) / single.
+
+Training, judging and crowning are the real worker's (crowd.worker, crowd.engine, TRLTrainer,
+Evaluator), on one loaded base shared by every round. A finished emotion is kept as
+OUT/emotions/EMOTION.json and skipped by a rerun; an interrupted one resumes from the rounds
+stored in OUT/data/crowd.db. Writes OUT/results.csv and OUT/convergence.png, and prints one JSON
+line last. Exit 2 on bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from crowd.sim.convergence_data import (
+    Neighbourhood,
+    StudyInputError,
+    check_protocol,
+    deal,
+    generation_rng,
+    pick_emotions,
+    read_neighbourhoods,
+)
+from crowd.sim.convergence_rounds import (
+    ALWAYS_MOVE,
+    CHAT,
+    Arm,
+    RoundDriver,
+    SimulationError,
+    open_campaign,
+    round_number,
+    round_result,
+    submit_and_close,
+    trained_candidate,
+    version,
+)
+
+SELECTIONS = ("best", "improve")
+PAPER_SEGMENTS = (33, 22, 15)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a run's numbers depend on; a resumed run must ask for the same."""
+
+    data_sha256: str  # the input file's content
+    groups: int
+    segments: tuple[int, ...]  # items per group in generation 1, 2, ...
+    samples: int  # replies per model per judgement
+    scorer: str
+    seed: int
+    selection: str  # 'best' | 'improve'
+    base_model: str
+    epochs: int
+    learning_rate: float
+    max_new_tokens: int
+    batch_size: int  # replies decoded together
+
+
+class Study:
+    """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
+
+    def __init__(self, config: StudyConfig, out: Path, show, device: str = "auto",
+                 models_dir: Path = Path("data/models"), training=None):
+        from crowd.campaigns import utcnow
+        from crowd.config import TrainingSettings
+        from crowd.engine import RoundEngine
+        from crowd.evaluation import Evaluator
+        from crowd.models import load_base, resolve_base_model
+        from crowd.scoring import load_scorer
+        from crowd.training import TRLTrainer
+        from datasets import disable_progress_bars
+        from storage.db import migrate
+
+        disable_progress_bars()  # TRL maps every small dataset with a bar: noise in the log
+        self.config, self.show, self.now = config, show, utcnow
+        self.data_dir = out / "data"
+        self.db_path = self.data_dir / "crowd.db"
+        migrate(self.db_path)
+        show("loading the base model, the trainer's copy and the scorer ...", True)
+        base_path = resolve_base_model(config.base_model, models_dir)
+        judge = load_base(base_path, models_dir, device)
+        training = replace(training or TrainingSettings(), epochs=config.epochs,
+                           learning_rate=config.learning_rate, seed=config.seed)
+        trainer = TRLTrainer(base_path, training, device=judge.device)
+        self.scorer = load_scorer(config.scorer, self.data_dir)
+        evaluator = Evaluator(judge, self.scorer, samples=config.samples,
+                              max_new_tokens=config.max_new_tokens,
+                              batch_size=config.batch_size, seed=config.seed)
+        self.engine = RoundEngine(self.db_path, self.data_dir, trainer, evaluator,
+                                  lambda _campaign: self.scorer, utcnow)
+        self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)
+
+    def run_emotion(self, hood: Neighbourhood) -> dict:
+        """Both arms and the final judgement for one emotion; returns its result record."""
+        started, cpu = time.monotonic(), time.process_time()
+        single = self._single(hood)
+        multi = self._multi(hood)
+        final = self._final(hood, single.pop("version"), multi.pop("version"))
+        return {"emotion": hood.emotion, **final, "pool": len(hood.neighbours),
+                "single_arm": single, "multi_arm": multi,
+                "wall_s": round(time.monotonic() - started, 1),
+                "cpu_s": round(time.process_time() - cpu, 1)}
+
+    def _single(self, hood: Neighbourhood) -> dict:
+        arm = Arm(f"{hood.emotion}/single", hood.emotion, hood.target, 1, ALWAYS_MOVE)
+        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
+        round_ = round_number(self.db_path, campaign, 1)
+        items = list(range(len(hood.neighbours)))
+        if round_["state"] == "open":
+            submit_and_close(self.db_path, campaign, 1, {0: items}, hood.neighbours, self.now(),
+                             random.Random(self.config.seed))
+        label = f"[{hood.emotion}] single model on {len(items)} items"
+        self.driver.finish(round_["id"], label)
+        result = round_result(self.db_path, round_["id"], 1)
+        return {"base_to_target": result["champion"], "to_target": result["candidates"].get("0"),
+                "version": trained_candidate(self.db_path, round_["id"], 0, label)}
+
+    def _multi(self, hood: Neighbourhood) -> dict:
+        c = self.config
+        margin = ALWAYS_MOVE if c.selection == "best" else 0.0
+        arm = Arm(f"{hood.emotion}/multi", hood.emotion, hood.target, c.groups, margin)
+        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
+        pool, generations, result = list(range(len(hood.neighbours))), [], {}
+        for generation, size in enumerate(c.segments, 1):
+            segments = deal(pool, c.groups, size, generation_rng(c.seed, hood.emotion, generation))
+            round_ = round_number(self.db_path, campaign, generation)
+            if round_["state"] == "open":
+                submit_and_close(self.db_path, campaign, generation, segments, hood.neighbours,
+                                 self.now(), random.Random(c.seed))
+            self.driver.finish(round_["id"], f"[{hood.emotion}] generation {generation}/"
+                                             f"{len(c.segments)}: {c.groups} x {size} items")
+            result = round_result(self.db_path, round_["id"], c.groups)
+            generations.append({"generation": generation, "pool": len(pool), "segment": size,
+                                **{k: v for k, v in result.items() if k != "winner_id"}})
+            if result["improved"]:
+                leaving = set(segments[result["winner_group"]])
+                pool = [item for item in pool if item not in leaving]
+        return {"generations": generations, "version": version(self.db_path, result["winner_id"])}
+
+    def _final(self, hood: Neighbourhood, single: dict, multi: dict) -> dict:
+        """Both final models' mean L2 distance to the pool's centroid, on the same samples'
+        seed, in the same batches."""
+        from crowd.evaluation import EvalSet
+        from crowd.scoring import target_vector
+
+        self.show(f"[{hood.emotion}] judging both final models against the pool's centroid",
+                  True)
+        evaluator = self.engine.evaluator
+        names = [evaluator.load(f"v{v['id']}", self.data_dir / v["adapter_path"]
+                                if v["adapter_path"] else None) for v in (single, multi)]
+        evaluator.scorer = self.scorer
+        centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
+        scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid), names)
+        s, m = scores[0].value, scores[1].value
+        return {"single": round(s, 6), "multi": round(m, 6),
+                "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
+                "examples": {"single": scores[0].detail["samples"],
+                             "multi": scores[1].detail["samples"]}}
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m crowd simulate convergence",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="neighbourhoods JSONL")
+    p.add_argument("--emotions", required=True, help="comma-separated, or 'all'")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--groups", type=int, default=3)
+    p.add_argument("--generations", type=int, default=None,
+                   help="default: one per --segments entry (the paper: 3)")
+    p.add_argument("--segments", default=None,
+                   help="items per group, per generation (default 33,22,15)")
+    p.add_argument("--samples", type=int, default=50, help="replies per model per judgement")
+    p.add_argument("--scorer", default=None, help="'default', 'hub:<id>' or a saved head")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--selection", choices=SELECTIONS, default="best",
+                   help="best: always move to the best sub-model (the paper); improve: only "
+                        "when it beats the champion (the app)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the app's setting")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--base-model", default=None, help="default: the app's base model")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=32, help="replies decoded together")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine)")
+    return p
+
+
+def _segments(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.segments is None:
+        count = 3 if args.generations is None else args.generations
+        if not 1 <= count <= len(PAPER_SEGMENTS):
+            raise StudyInputError(f"--generations {count} needs --segments (one size each)")
+        return PAPER_SEGMENTS[:count]
+    try:
+        sizes = tuple(int(s) for s in args.segments.split(","))
+    except ValueError:
+        raise StudyInputError(f"--segments {args.segments!r}: comma-separated integers") from None
+    if args.generations is not None and args.generations != len(sizes):
+        raise StudyInputError(f"--generations {args.generations} but {len(sizes)} --segments")
+    if not sizes or min(sizes) < 1:
+        raise StudyInputError("--segments sizes must be at least 1")
+    return sizes
+
+
+def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
+    for name in ("groups", "samples", "max_new_tokens", "batch_size"):
+        if getattr(args, name) < 1:
+            raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise StudyInputError("--epochs must be at least 1")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        raise StudyInputError("--learning-rate must lie in (0, 1)")
+    return StudyConfig(
+        data_sha256=hashlib.sha256(args.data.read_bytes()).hexdigest(),
+        groups=args.groups, segments=_segments(args), samples=args.samples,
+        scorer=args.scorer or settings.scorer, seed=args.seed, selection=args.selection,
+        base_model=args.base_model or settings.model.base_model,
+        epochs=args.epochs or settings.training.epochs,
+        learning_rate=args.learning_rate or settings.training.learning_rate,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+
+
+def _check_resume(out: Path, config: StudyConfig) -> None:
+    """A run folder holds one configuration; refuse to mix another into it."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise StudyInputError(f"{path} is not a convergence run's settings file")
+    wanted = json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    if changed:
+        raise StudyInputError(f"{out} holds a run with other settings ({', '.join(changed)}); "
+                              "use a new --out or the same settings")
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Atomically: a finished emotion's file is either whole or absent."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1, ensure_ascii=False))
+    partial.replace(path)
+
+
+def _show(line: str, final: bool) -> None:
+    if sys.stdout.isatty():
+        print(f"\r{line:<100}", end="\n" if final else "", flush=True)
+    else:
+        print(line, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    """argv[0] is 'convergence'. Exit 0 on success, 2 on bad input (nothing written), 1 if a
+    round fails (rerun to resume)."""
+    from crowd.config import ConfigError, load_settings
+    from crowd.sim.convergence_report import summary, write_outputs
+
+    args = _parser().parse_args(argv[1:])
+    try:
+        settings = load_settings()
+        hoods = pick_emotions(read_neighbourhoods(args.data),
+                              [e.strip() for e in args.emotions.split(",") if e.strip()],
+                              args.data)
+        config = _checked_config(args, settings)
+        for hood in hoods:
+            check_protocol(hood, config.groups, config.segments)
+        _check_resume(args.out, config)
+        if args.threads is not None and args.threads < 1:
+            raise StudyInputError("--threads must be at least 1")
+        (args.out / "emotions").mkdir(parents=True, exist_ok=True)  # the first write
+    except (StudyInputError, ConfigError, OSError) as exc:
+        print(f"simulate convergence: {exc}", file=sys.stderr)
+        return 2
+    _write_json(args.out / "run.json", asdict(config))
+    _set_threads(args.threads or settings.model.threads)
+    try:
+        results = run(config, hoods, args.out, settings)
+    except SimulationError as exc:
+        print(f"simulate convergence: {exc}", file=sys.stderr)
+        return 1
+    write_outputs(args.out, results, config)
+    print(json.dumps(summary(args.out, results)))
+    return 0
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) -> list[dict]:
+    """Every emotion's result record, running only those not finished before."""
+    study: Study | None = None
+    results = []
+    for hood in hoods:
+        path = out / "emotions" / f"{hood.emotion}.json"
+        if path.exists():
+            _show(f"[{hood.emotion}] finished before: {path}", True)
+            results.append(json.loads(path.read_text()))
+            continue
+        if study is None:  # models load only when there is work
+            study = Study(config, out, _show, settings.model.device, settings.models_dir,
+                          settings.training)
+        result = study.run_emotion(hood)
+        _write_json(path, result)
+        _show(f"[{hood.emotion}] single {result['single']:.4f}  multi {result['multi']:.4f}  "
+              f"reduction {result['reduction_pct']:+.1f}%  ({result['wall_s']:.0f}s)", True)
+        results.append(result)
+    return results

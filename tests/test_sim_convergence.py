@@ -1,0 +1,144 @@
+"""`python -m crowd simulate convergence` end to end on the tiny model and a handful of pool
+items: the real worker and engine train, judge and crown; outputs; resuming; bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from crowd.__main__ import main
+from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
+from storage import rounds as store
+from storage.db import connect
+
+ANGRY = ["This is infuriating, I hate it.", "Stop lying, you absolute clown.",
+         "I'm so mad I could scream.", "What a disgusting, angry mess.", "Furious about this."]
+SCARED = ["I'm terrified of the dark.", "This is so scary, I'm shaking.",
+          "I fear the worst.", "Horror movies freak me out.", "That noise scared me."]
+
+
+def write_hoods(path: Path) -> Path:
+    rows = [{"target": "anger", "role": "target", "text": "I am absolutely furious!"}]
+    rows += [{"target": "anger", "role": "neighbor", "text": t, "scores": {}} for t in ANGRY]
+    rows += [{"target": "fear", "role": "target", "text": "I am so afraid."}]
+    rows += [{"target": "fear", "role": "neighbor", "text": t} for t in SCARED]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def simulate(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return ["simulate", "convergence", "--data", str(data), "--out", str(out),
+            "--base-model", str(model), "--groups", "2", "--segments", "2,1", "--samples", "2",
+            "--epochs", "1", "--max-new-tokens", "6", "--threads", "1", *extra]
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def versions(out: Path) -> int:
+    with connect(out / "data" / "crowd.db") as db:
+        return db["model_versions"].count
+
+
+def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir, capsys):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    argv = simulate(data, out, tiny_model_dir, "--emotions", "anger")
+    assert main(argv) == 0
+    summary = last_json(capsys)
+    result = json.loads((out / "emotions" / "anger.json").read_text())
+    assert summary["reduction_pct"] == {"anger": result["reduction_pct"]}
+    assert summary["median_reduction_pct"] == pytest.approx(result["reduction_pct"])
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["emotion"] for r in rows] == ["anger"] and float(rows[0]["single"]) > 0
+    assert (out / "convergence.png").stat().st_size > 0
+
+    with connect(out / "data" / "crowd.db") as db:
+        multi = next(db["campaigns"].rows_where("name = ?", ["anger/multi"]))
+        first, second = store.rounds_of(db, multi["id"])[:2]
+        # The engine crowned generation 1's best candidate; generation 2 trained from it ...
+        assert first["state"] == second["state"] == "done" and first["improved"] == 1
+        assert second["champion_id"] == first["winner_id"]
+        children = [store.candidate_for(db, second["id"], g) for g in range(2)]
+        assert all(c["parent_id"] == first["winner_id"] for c in children)
+        # ... and the winner's segment left the pool: none of its items came back.
+        winner_group = store.get_version(db, first["winner_id"])["group_index"]
+        won = {c["rewrite"] for c in store.round_corrections(db, first["id"])
+               if c["group_index"] == winner_group}
+        later = {c["rewrite"] for c in store.round_corrections(db, second["id"])}
+        assert len(won) == 2 and len(later) == 2 and not won & later
+    assert [g["segment"] for g in result["multi_arm"]["generations"]] == [2, 1]
+    assert [g["pool"] for g in result["multi_arm"]["generations"]] == [5, 3]
+
+    # Killed after its rounds but before its result was written: the rerun takes the rounds
+    # from the database (no model trained again) and judges the same models the same way.
+    trained = versions(out)
+    (out / "emotions" / "anger.json").unlink()
+    assert main(argv) == 0
+    again = last_json(capsys)
+    assert versions(out) == trained
+    assert again["reduction_pct"] == summary["reduction_pct"]
+
+    # A finished emotion is not redone; a new one in the same run folder is added.
+    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear")) == 0
+    both = last_json(capsys)
+    assert both["reduction_pct"]["anger"] == summary["reduction_pct"]["anger"]
+    assert set(both["reduction_pct"]) == {"anger", "fear"}
+    # fear: each arm's first champion (the base), 1 single and 2 x 2 multi candidates
+    assert versions(out) == trained + 2 + 1 + 4
+
+
+BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": "anger", "role"\n'
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing file", "no such file"),
+    ("emotion not in the file", "has no neighbourhood for 'joy'"),
+    ("not an emotion", "unknown emotion 'happiness'"),
+    ("malformed line", ":2: not JSON"),
+    ("bad role", "'role' must be"),
+    ("pool too small", "generation 2 needs 2 x 2"),
+    ("other settings in the run folder", "holds a run with other settings"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, case, message):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    extra = ["--emotions", "anger"]
+    if case == "missing file":
+        data = tmp_path / "nothing.jsonl"
+    elif case == "emotion not in the file":
+        extra = ["--emotions", "anger,joy"]
+    elif case == "not an emotion":
+        extra = ["--emotions", "happiness"]
+    elif case == "malformed line":
+        data.write_text(BAD_LINE)
+    elif case == "bad role":
+        data.write_text('{"target": "anger", "role": "expert", "text": "x"}\n')
+    elif case == "pool too small":
+        extra += ["--segments", "2,2"]  # 5 items: 2 x 2, then 2 x 2 of the 3 left
+    elif case == "other settings in the run folder":
+        out.mkdir()
+        (out / "run.json").write_text(json.dumps({"samples": 50}))
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert main(simulate(data, out, tiny_model_dir, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+def test_dealing_is_disjoint_sized_and_reproducible():
+    pool = list(range(100))
+    segments = deal(pool, 3, 33, random.Random(1))
+    items = [i for seg in segments.values() for i in seg]
+    assert [len(s) for s in segments.values()] == [33, 33, 33] and len(set(items)) == 99
+    assert deal(pool, 3, 33, random.Random(1)) == segments != deal(pool, 3, 33, random.Random(2))
+
+
+def test_the_paper_protocol_just_fits_a_pool_of_100():
+    hood = Neighbourhood("anger", ["t"], [f"n{i}" for i in range(100)])
+    check_protocol(hood, 3, (33, 22, 15))  # 99 of 100, 66 of 67, 45 of 45
+    hood.neighbours.pop()
+    with pytest.raises(StudyInputError, match="generation 3 needs 3 x 15 = 45"):
+        check_protocol(hood, 3, (33, 22, 15))
