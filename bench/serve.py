@@ -1,0 +1,186 @@
+"""Serving benchmark on the default model: batched multi-adapter service against one-at-a-time.
+
+    .venv/bin/python bench/serve.py [--requests 8] [--groups 4] [--tokens 40] [--repeats 3]
+
+Prints its figures; the last line is one JSON object (memory_ratio, throughput_ratio, ttft_s, ...).
+Both arms run in this one process on the same loaded model, interleaved, so the ratios hold
+even when the machine is busy; absolute seconds do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from crowd.config import ModelSettings  # noqa: E402
+from crowd.generation import GenerationService, Sampling  # noqa: E402
+from crowd.models import convert_packaged_model, load_base  # noqa: E402
+
+PROMPTS = [
+    "Tell me something nice about the sea.",
+    "How do I make a cup of tea?",
+    "Write one sentence about your favourite season.",
+    "What should I do on a rainy afternoon?",
+    "Give me a short piece of advice for an exam.",
+    "Describe a cat in one sentence.",
+    "Why is the sky blue?",
+    "Say something encouraging to a friend.",
+]
+
+
+def rss_mb() -> float:
+    """Current resident set size in MB (from /proc, not the peak)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
+    """n LoRA adapters with random weights, shaped like a trained group adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    peft_model = get_peft_model(model, config)
+    paths = []
+    for i in range(n):
+        torch.manual_seed(i)
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.01)
+        peft_model.save_pretrained(out / f"g{i}")
+        paths.append(out / f"g{i}" )
+    del model, peft_model
+    return paths
+
+
+def run_concurrent(service: GenerationService, jobs: list[tuple[str, str]], sampling: Sampling):
+    """All jobs at once, one thread each; returns (wall seconds, per-request latencies, tokens)."""
+    latencies: list[float] = [0.0] * len(jobs)
+    tokens: list[int] = [0] * len(jobs)
+
+    def one(i: int) -> None:
+        start = time.perf_counter()
+        text = service.reply([{"role": "user", "content": jobs[i][0]}], jobs[i][1], sampling)
+        latencies[i] = time.perf_counter() - start
+        tokens[i] = len(service.loaded.tokenizer(text)["input_ids"])
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start, latencies, sum(tokens)
+
+
+def run_sequential(service: GenerationService, jobs: list[tuple[str, str]], sampling: Sampling):
+    latencies, tokens = [], 0
+    start = time.perf_counter()
+    for prompt, adapter in jobs:
+        t0 = time.perf_counter()
+        text = service.reply([{"role": "user", "content": prompt}], adapter, sampling)
+        latencies.append(time.perf_counter() - t0)
+        tokens += len(service.loaded.tokenizer(text)["input_ids"])
+    return time.perf_counter() - start, latencies, tokens
+
+
+def time_to_first_token(service: GenerationService, adapter: str, sampling: Sampling, n: int = 5):
+    times = []
+    for prompt in PROMPTS[:n]:
+        start = time.perf_counter()
+        stream = service.stream([{"role": "user", "content": prompt}], adapter, sampling)
+        next(stream)
+        times.append(time.perf_counter() - start)
+        for _ in stream:
+            pass
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument("--adapters", type=int, default=8, help="adapters loaded for the memory figure")
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
+    base = convert_packaged_model(cache)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
+
+    loaded = load_base(str(base), cache, device="cpu")
+    service = GenerationService(loaded, ModelSettings(max_batch=args.requests, batch_window_ms=20))
+    # Greedy decoding with a fixed budget: both arms produce exactly the same tokens.
+    sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
+
+    # 1. Memory: one adapter loaded, then all of them; each measured after a generation.
+    service.adapters.load("g0", paths[0])
+    service.reply([{"role": "user", "content": PROMPTS[0]}], "g0", sampling)
+    rss_one = rss_mb()
+    for i in range(1, args.adapters):
+        service.adapters.load(f"g{i}", paths[i])
+    run_concurrent(service, [(PROMPTS[i % 8], f"g{i}") for i in range(args.adapters)], sampling)
+    rss_all = rss_mb()
+    print(f"memory: {rss_one:.0f} MB with 1 adapter, {rss_all:.0f} MB with {args.adapters} "
+          f"-> ratio {rss_all / rss_one:.3f}")
+
+    # 2. Throughput: the same requests over `groups` adapters, batched vs one at a time.
+    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % args.groups}") for i in range(args.requests)]
+    batched, single = [], []
+    for _ in range(args.repeats):
+        batched.append(run_concurrent(service, jobs, sampling))
+        single.append(run_sequential(service, jobs, sampling))
+    tput_b = statistics.median(tok / wall for wall, _, tok in batched)
+    tput_s = statistics.median(tok / wall for wall, _, tok in single)
+    lat_b = statistics.median(l for _, lats, _ in batched for l in lats)
+    lat_s = statistics.median(l for _, lats, _ in single for l in lats)
+    print(f"throughput: batched {tput_b:.1f} tok/s, one-at-a-time {tput_s:.1f} tok/s "
+          f"-> ratio {tput_b / tput_s:.2f}")
+    print(f"median request latency: batched {lat_b:.2f} s, one-at-a-time (incl. queueing "
+          f"in a sequential loop: per call) {lat_s:.2f} s")
+
+    # 3. Time to first streamed token on an idle service.
+    ttft = time_to_first_token(service, "g1", sampling)
+    print(f"time to first token (median of 5): {ttft:.3f} s")
+    service.close()
+    result = {
+        "memory_ratio": round(rss_all / rss_one, 4),
+        "rss_one_adapter_mb": round(rss_one, 1),
+        "rss_all_adapters_mb": round(rss_all, 1),
+        "adapters": args.adapters,
+        "throughput_ratio": round(tput_b / tput_s, 3),
+        "batched_tok_s": round(tput_b, 2),
+        "sequential_tok_s": round(tput_s, 2),
+        "median_latency_batched_s": round(lat_b, 3),
+        "median_latency_sequential_s": round(lat_s, 3),
+        "ttft_s": round(ttft, 4),
+        "requests": args.requests,
+        "groups": args.groups,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""`python -m crowd demo-round`: one whole round on the default model with scripted volunteers.
+
+Creates a fresh campaign (emotion task, target joy, 3 groups) in its own data dir, lets nine
+scripted volunteers chat and submit corrections through the service layer, closes the round,
+trains and judges the candidates with the real worker, and prints a summary. The last line is
+one JSON object: round, each group's metric, the champion's, the winner and the points awarded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from crowd.campaigns import CampaignSpec, utcnow
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+OPENERS = ["Tell me about your day.", "Write a reddit comment.", "What do you think of rain?",
+           "Any plans for the weekend?", "How was the concert?", "What's for dinner?"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m crowd demo-round", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the demo's database and adapters go (default: a new folder "
+                             "under the data dir)")
+    parser.add_argument("--volunteers", type=int, default=9)
+    parser.add_argument("--corrections", type=int, default=36, help="at least 30")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv[1:])
+    from crowd.config import ConfigError, check_data_dir, load_settings
+
+    try:
+        settings = load_settings()
+        data_dir = args.data_dir or settings.data_dir / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+        check_data_dir(data_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = replace(settings, data_dir=data_dir, start_worker=False)
+    print(f"demo data dir: {data_dir}")
+    summary = run_demo(settings, args.volunteers, max(30, args.corrections), args.seed)
+    print(json.dumps(summary))
+    return 0
+
+
+def run_demo(settings, volunteers: int, corrections: int, seed: int) -> dict:
+    """The whole round; returns the summary printed as the last line."""
+    from crowd.engine import build_engine
+    from crowd.generation import GenerationService
+    from crowd.models import load_base
+    from crowd.organizer import Organizer
+    from crowd.service import CrowdService
+    from crowd.worker import Worker
+
+    rng = random.Random(seed)
+    print("loading the base model ...", flush=True)
+    loaded = load_base(settings.model.base_model, settings.models_dir, settings.model.device)
+    generation = GenerationService(loaded, settings.model)
+    service = CrowdService(settings, generation, rng=rng)
+    service.ensure_campaign(CampaignSpec(n_groups=3))
+    key = settings.organizer_secret or "demo"
+    settings = replace(settings, organizer_secret=key)
+    service.settings = settings
+    organizer = Organizer(service, rng)
+    organizer.update_campaign(key, min_corrections=3, heldout_share=0.2, points_rule="paper")
+    submitted = volunteer(service, volunteers, corrections, rng)
+    print(f"{submitted} corrections submitted; closing round 1", flush=True)
+    job_id = organizer.close_round(key)
+    worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow, rng=rng)
+    thread = threading.Thread(target=worker.step)
+    started = time.monotonic()
+    thread.start()
+    while thread.is_alive():
+        show_progress(organizer, key, job_id, time.monotonic() - started)
+        thread.join(1.0)
+    show_progress(organizer, key, job_id, time.monotonic() - started)
+    print()
+    generation.close()
+    return summarize(service, job_id)
+
+
+def volunteer(service, volunteers: int, corrections: int, rng: random.Random) -> int:
+    """Scripted volunteers: each chats, then rewrites replies joyfully, labels and rates them."""
+    rewrites = (ASSETS / "demo_rewrites.txt").read_text().splitlines()
+    sessions = [service.join(f"Volunteer {i + 1}", consent=True) for i in range(volunteers)]
+    done = 0
+    while done < corrections:
+        session = sessions[done % volunteers]
+        reply = list(service.send(session.token, None, rng.choice(OPENERS)))[-1]
+        service.rewrite(session.token, reply.message_id, rewrites[done % len(rewrites)])
+        done += 1
+        if done % 4 == 0:
+            service.label(session.token, reply.message_id, "joy" if "!" in reply.text else "neutral")
+            done += 1
+        print(f"\r  corrections: {done}/{corrections}", end="", flush=True)
+    print()
+    return done
+
+
+def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
+    job = next(j for j in organizer.jobs(key) if j["id"] == job_id)
+    p = job["progress"]
+    bar = ""
+    if p.get("steps"):
+        filled = int(20 * p["step"] / p["steps"])
+        bar = f"[{'#' * filled}{'.' * (20 - filled)}] step {p['step']}/{p['steps']}"
+        if p.get("loss") is not None:
+            bar += f" loss {p['loss']:.3f}"
+        if p.get("eta_s") is not None:
+            bar += f" eta {p['eta_s']:.0f}s"
+    print(f"\r  {elapsed:6.0f}s {job['status']:<9} {p.get('stage', 'queued'):<18} {bar:<60}",
+          end="", flush=True)
+
+
+def summarize(service, job_id: int) -> dict:
+    from crowd.campaigns import group_name
+    from storage import rounds as store
+
+    with service.db() as db:
+        job = store.get_job(db, job_id)
+        round_ = store.get_round(db, job["round_id"])
+        evaluations = list(db.query("SELECT * FROM evaluations WHERE round_id = ?", [round_["id"]]))
+        points = store.points_for_round(db, round_["id"])
+        winner = store.get_version(db, round_["winner_id"]) if round_["winner_id"] else None
+    metrics = {group_name(e["group_index"]): round(e["value"], 4)
+               for e in evaluations if e["group_index"] is not None}
+    champion = next((e["value"] for e in evaluations if e["group_index"] is None), None)
+    print(f"round {round_['number']}: {round_['state']}, job {job['status']}"
+          + (f" ({job['error']})" if job["error"] else ""))
+    for name, value in metrics.items():
+        print(f"  {name:<8} {evaluations[0]['metric']} = {value}")
+    if champion is not None:
+        print(f"  champion {champion:.4f}")
+    improved = bool(round_["improved"])
+    winner_name = group_name(winner["group_index"]) if improved and winner else "champion kept"
+    print(f"winner: {winner_name}; {len(points)} ledger rows, {sum(p['amount'] for p in points):g} points")
+    return {"round": round_["number"], "state": round_["state"], "job": job["status"],
+            "metric": evaluations[0]["metric"] if evaluations else None, "groups": metrics,
+            "champion": champion, "improved": improved, "winner": winner_name,
+            "points": {p["participant_id"][:8]: p["amount"] for p in points}}
