@@ -49,17 +49,19 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
     for action in ("cancel", "retry"):
         rounds[action].click(handlers.job_action(action), [key, rounds["job_id"]],
                              [rounds["jobs"]], api_name=f"organizer_{action}")
-    moderation["refresh"].click(handlers.corrections, [key], [moderation["table"]],
-                                api_name="organizer_corrections")
-    moderation["table"].select(handlers.pick, None, [moderation["correction_id"],
-                                                     moderation["participant_id"]],
-                               api_visibility="private")
-    moderation["hide"].click(handlers.hide, [key, moderation["correction_id"]],
-                             [moderation["table"]], api_name="organizer_hide")
-    moderation["ban"].click(handlers.ban, [key, moderation["participant_id"],
-                                           moderation["reason"]],
-                            [moderation["table"]], api_name="organizer_ban")
+    _wire_moderation(handlers, key, moderation)
     build.click(handlers.export, [key], [download], api_name="organizer_export")
+
+
+def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> None:
+    m["refresh"].click(handlers.corrections, [key], [m["table"]],
+                       api_name="organizer_corrections")
+    m["table"].select(handlers.pick, None, [m["correction_id"], m["participant_id"]],
+                      api_visibility="private")
+    m["hide"].click(handlers.hide, [key, m["correction_id"]], [m["table"]],
+                    api_name="organizer_hide")
+    m["ban"].click(handlers.ban, [key, m["participant_id"], m["reason"]], [m["table"]],
+                   api_name="organizer_ban")
 
 
 def _rounds_section() -> dict:

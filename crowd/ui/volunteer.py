@@ -26,16 +26,7 @@ def volunteer_page(demo: gr.Blocks, service: CrowdService, browser_secret: str,
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
 
-    with gr.Column(visible=True, elem_id="join-screen") as join_screen:
-        gr.Markdown(lambda: terms(*_licence_and_name(service)), elem_id="terms")
-        if oauth:
-            gr.LoginButton()
-        name = gr.Textbox(label="Display name (shown on the leaderboard)", max_length=32,
-                          placeholder="2-32 letters, digits, spaces or . ' - _", elem_id="name")
-        consent = gr.Checkbox(label="I have read the terms above and agree to them",
-                              elem_id="consent")
-        join = gr.Button("Join", variant="primary", elem_id="join")
-
+    join_screen, name, consent, join = _join_screen(service, oauth)
     with gr.Column(visible=False, elem_id="main-screen") as main_screen:
         banner = gr.HTML(elem_id="banner")
         with gr.Tabs():
@@ -62,6 +53,20 @@ def volunteer_page(demo: gr.Blocks, service: CrowdService, browser_secret: str,
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens],
                 api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
+
+
+def _join_screen(service: CrowdService, oauth: bool) -> tuple:
+    """The terms (with the campaign's licence, read at each page load) and the join form."""
+    with gr.Column(visible=True, elem_id="join-screen") as screen:
+        gr.Markdown(lambda: terms(*_licence_and_name(service)), elem_id="terms")
+        if oauth:
+            gr.LoginButton()
+        name = gr.Textbox(label="Display name (shown on the leaderboard)", max_length=32,
+                          placeholder="2-32 letters, digits, spaces or . ' - _", elem_id="name")
+        consent = gr.Checkbox(label="I have read the terms above and agree to them",
+                              elem_id="consent")
+        join = gr.Button("Join", variant="primary", elem_id="join")
+    return screen, name, consent, join
 
 
 def _licence_and_name(service: CrowdService) -> tuple[str, str]:
