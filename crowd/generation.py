@@ -42,10 +42,11 @@ class AdapterRegistry:
     """The LoRA adapters on the one shared base model, by name. Loading an adapter never copies
     the base: the first load wraps the base in a PeftModel, later ones add a few MB each."""
 
-    def __init__(self, loaded: LoadedModel, lock: threading.Lock):
+    def __init__(self, loaded: LoadedModel, lock: threading.Lock, keep: int = 8):
         self._loaded = loaded
         self._lock = lock  # held by the scheduler while it decodes
-        self.paths: dict[str, Path] = {}
+        self.keep = keep  # `ensure` unloads the least recently used beyond this many
+        self.paths: dict[str, Path] = {}  # insertion order = least recently used first
 
     @property
     def names(self) -> list[str]:
@@ -76,7 +77,11 @@ class AdapterRegistry:
         """Load `path` as `name` unless already loaded; None means the bare base."""
         if path is None:
             return BASE
-        if name not in self.paths:
+        if name in self.paths:
+            self.paths[name] = self.paths.pop(name)  # most recently used
+        else:
+            for stale in list(self.paths)[: max(0, len(self.paths) - self.keep + 1)]:
+                self.unload(stale)  # champions of past rounds: a few MB each
             self.load(name, path)
         return name
 

@@ -112,3 +112,13 @@ def test_eight_adapters_share_one_base(service, adapters, tiny_model_dir):
     lora = with_adapters - base_params
     assert 0 < lora < 0.2 * base_params  # adapters, not copies of the base
     assert service.reply(CHATS[0], "g7", GREEDY) == service.reply(CHATS[0], "g1", GREEDY)
+
+
+def test_ensure_keeps_only_the_most_recent_adapters(service, adapters):
+    service.adapters.keep = 2
+    for i in range(4):
+        assert service.adapters.ensure(f"v{i}", adapters[i % 2]) == f"v{i}"
+    service.adapters.ensure("v2", adapters[0])  # used again: now the most recent
+    service.adapters.ensure("v4", adapters[0])
+    assert service.adapters.names == ["v2", "v4"]
+    assert service.adapters.ensure("base", None) == BASE
