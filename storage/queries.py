@@ -108,11 +108,16 @@ def get_message(db: Database, message_id: int) -> dict | None:
 
 
 def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
-    """The chat (role, content) up to, not including, `message`."""
+    """The chat (role, content) up to, not including, `message`. A second reply (B) answers
+    the same turn as the reply it is an alternative of (A), so its prompt stops before A."""
+    position = message["position"]
+    if message.get("alternative_of") is not None:
+        position = db.execute("SELECT position FROM messages WHERE id = ?",
+                              [message["alternative_of"]]).fetchone()[0]
     rows = db.execute(
         """SELECT role, content FROM messages WHERE conversation_id = ? AND position < ?
            AND alternative_of IS NULL ORDER BY position""",
-        [message["conversation_id"], message["position"]],
+        [message["conversation_id"], position],
     ).fetchall()
     return [{"role": role, "content": content} for role, content in rows]
 

@@ -84,6 +84,11 @@ def test_corrections_keep_provenance(service):
     assert row["model_version_id"] is not None and row["round_id"] is not None
     assert row["original"] == reply.text and '"Hello there"' in row["prompt"]
     assert count(service, "corrections") == 4
+    # Reply B answers the same turn as reply A: its prompt must not contain A.
+    b_rewrite = service.rewrite(session.token, second.message_id, "Another kind reply.")
+    with connect(service.settings.db_path) as db:
+        b_prompt = queries.get_correction(db, b_rewrite)["prompt"]
+    assert b_prompt == row["prompt"]
 
 
 @pytest.mark.parametrize("text", ["", "   ", "x" * 20_000, "hi\x00there", "<script>alert(1)</script>"])
