@@ -1,6 +1,6 @@
 """TRLTrainer against the plain PyTorch loop, same examples, same steps, interleaved.
 
-    .venv/bin/python bench/train.py [--steps 16] [--repeats 2] [--mode sft|dpo]
+    .venv/bin/python bench/train.py [--steps 16] [--repeats 3] [--mode sft|dpo] [--ablate]
 
 Loads the real default model (SmolLM2-135M-Instruct, converted once under .venv/test-cache) into
 both trainers, runs one short warm-up each, then alternates the two trainers `repeats` times
@@ -10,7 +10,9 @@ are CPU seconds of this process per optimizer step over whole train() calls (set
 tokenization and saving included); on a shared machine CPU time is far less disturbed by other
 processes than wall time, which is also given (wall_*: totals, the median ratio of paired runs,
 and the ratio of median steady-state steps). Absolute seconds depend on the load; the ratios
-are the result.
+are the result. Torch runs on one thread unless --threads says otherwise: with more, waiting
+threads spin on a busy machine and inflate CPU time. --ablate first prints what one training
+step costs with each TRL default that TRLTrainer turns off put back.
 """
 
 from __future__ import annotations
@@ -36,33 +38,6 @@ from crowd.training_loop import TorchLoopTrainer  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GOEMOTIONS = Path("/work/shared/data/goemotions/goemotions_neighborhoods.jsonl")
 PROMPT = "write a reddit comment."
-
-
-class TRLDefault(TRLTrainer):
-    """TRLTrainer with some of what it turns off in TRL put back, to measure what each costs.
-    Shares the base model of `host` (no second copy)."""
-
-    def __init__(self, host: TRLTrainer, *, checkpointing=False, chunked_head=False, gc=False):
-        self.__dict__.update(host.__dict__)
-        self.checkpointing, self.chunked_head, self.gc = checkpointing, chunked_head, gc
-
-    def _trl_args(self, work: Path) -> dict:
-        return {**super()._trl_args(work), "activation_checkpointing": self.checkpointing}
-
-    def _replace_lm_head(self, model) -> None:
-        if not self.chunked_head:
-            super()._replace_lm_head(model)
-
-    def _run_trainer(self, trainer) -> None:
-        trainer.train() if self.gc else super()._run_trainer(trainer)
-
-
-ABLATIONS = {  # name: what is put back
-    "trl+checkpointing": {"checkpointing": True},
-    "trl+chunked_head": {"chunked_head": True},
-    "trl+gc_collect": {"gc": True},
-    "trl_defaults": {"checkpointing": True, "chunked_head": True, "gc": True},
-}
 
 
 def goemotions_examples(
@@ -111,15 +86,13 @@ def compare(
     mode: str = "sft",
     repeats: int = 3,
     settings: TrainingSettings | None = None,
-    ablate: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Seconds per optimizer step of TRLTrainer and TorchLoopTrainer on the same `steps` steps
     over `examples` (SFT examples for mode 'sft', pairs for 'dpo'), interleaved `repeats` times.
 
     Returns trl_s_per_step, loop_s_per_step (CPU seconds per step, whole train() calls
-    included) and trl_over_loop, plus wall-clock figures (see `_summary`). With `ablate`,
-    also TRL with each of the TRL defaults we turn off put back (ABLATIONS), as ratios to the loop.
+    included) and trl_over_loop, plus wall-clock figures (see `_summary`).
     """
     settings = settings or TrainingSettings(epochs=1)
     settings = TrainingSettings(**{**settings.__dict__, "epochs": 1})
@@ -130,8 +103,6 @@ def compare(
         "trl": TRLTrainer(base_path, settings, device="cpu"),
         "loop": TorchLoopTrainer(base_path, settings, device="cpu"),
     }
-    if ablate:
-        trainers |= {name: TRLDefault(trainers["trl"], **put) for name, put in ABLATIONS.items()}
     runs: dict[str, list[dict]] = {name: [] for name in trainers}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
@@ -156,18 +127,66 @@ def _summary(runs: dict[str, list[dict]]) -> dict:
     steps = {name: sum(r["steps"] for r in rs) for name, rs in runs.items()}
     cpu = {name: sum(r["cpu"] for r in rs) / steps[name] for name, rs in runs.items()}
     wall = {name: sum(r["wall"] for r in rs) / steps[name] for name, rs in runs.items()}
-    paired = [t["wall"] / b["wall"] for t, b in zip(runs["trl"], runs["loop"], strict=True)]
+    pairs = list(zip(runs["trl"], runs["loop"], strict=True))
+    paired = [t["wall"] / b["wall"] for t, b in pairs]
+    paired_cpu = [t["cpu"] / b["cpu"] for t, b in pairs]
     step = {name: statistics.median(g for r in rs for g in r["gaps"]) for name, rs in runs.items()}
     return {
         "trl_s_per_step": round(cpu["trl"], 3),
         "loop_s_per_step": round(cpu["loop"], 3),
         "trl_over_loop": round(cpu["trl"] / cpu["loop"], 3),
+        "cpu_paired_ratios": [round(r, 3) for r in paired_cpu],
         "wall_trl_s_per_step": round(wall["trl"], 3),
         "wall_loop_s_per_step": round(wall["loop"], 3),
         "wall_paired_ratio_median": round(statistics.median(paired), 3),
         "wall_step_median_ratio": round(step["trl"] / step["loop"], 3),
-        **{f"{n}_over_loop": round(cpu[n] / cpu["loop"], 3) for n in ABLATIONS if n in cpu},
     }
+
+
+ABLATIONS = {  # name: (LM head, gradient checkpointing)
+    "ours (plain head)": ("plain", False),
+    "TRL chunked head + metrics": ("chunked+metrics", False),
+    "TRL chunked head": ("chunked", False),
+    "gradient checkpointing": ("plain", True),
+}
+
+
+def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> dict[str, float]:
+    """CPU seconds of one forward+backward step (batch of 4) with each of the TRL defaults that
+    TRLTrainer turns off put back, relative to ours; variants alternate, medians over `rounds`."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from crowd.training import _plain_lm_head
+    from crowd.training_data import collate_sft, encode_sft, sft_rows
+
+    host = TRLTrainer(base_path, TrainingSettings(), device="cpu")
+    model, base = host.attach(None), host.base
+    items = encode_sft(host.tokenizer, sft_rows(examples[:4]), host.settings.max_length)
+    batch = collate_sft(items, host.tokenizer.pad_token_id)
+    seconds: dict[str, list[float]] = {name: [] for name in ABLATIONS}
+    model.train()
+    for _ in range(rounds):
+        for name, (head, checkpointing) in ABLATIONS.items():
+            base.__dict__.pop("forward", None)
+            if head == "plain":
+                _plain_lm_head(base)
+            else:  # what SFTTrainer patches in, with or without its metric outputs
+                extra = ("entropy", "is_top1") if head == "chunked+metrics" else ()
+                add_fused_lm_head(base, outputs=("log_probs", *extra))
+            if checkpointing:
+                base.gradient_checkpointing_enable()
+                model.enable_input_require_grads()
+            started = time.process_time()
+            out = model(**batch, use_cache=False, fused_lm_head=True)
+            (-out.log_probs.sum() / out.label_mask.sum()).backward()
+            seconds[name].append(time.process_time() - started)
+            model.zero_grad()
+            if checkpointing:
+                base.gradient_checkpointing_disable()
+                model.disable_input_require_grads()
+    host.detach(model)
+    ours = statistics.median(seconds["ours (plain head)"])
+    return {name: round(statistics.median(s) / ours, 3) for name, s in seconds.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per trainer, interleaved")
     parser.add_argument("--examples", type=int, default=30)
     parser.add_argument("--mode", choices=("sft", "dpo"), default="sft")
-    parser.add_argument("--ablate", action="store_true", help="also TRL with its defaults back")
+    parser.add_argument(
+        "--ablate", action="store_true", help="first, the per-step cost of TRL's defaults"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -196,9 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sft, pairs = goemotions_examples(args.examples)
     examples = sft if args.mode == "sft" else pairs
     print(f"{args.mode}: {len(examples)} examples, {args.steps} steps x batch 4, on {base.name}")
-    result = compare(
-        str(base), examples, args.steps, mode=args.mode, repeats=args.repeats, ablate=args.ablate
-    )
+    if args.ablate:
+        for name, ratio in ablate(str(base), sft).items():
+            print(f"step with {name:28s}: x{ratio:.3f}")
+    result = compare(str(base), examples, args.steps, mode=args.mode, repeats=args.repeats)
     print(json.dumps(result))
     return 0
 

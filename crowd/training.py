@@ -5,13 +5,16 @@ base model (crowd.training_base). `TorchLoopTrainer` (crowd.training_loop) is a 
 with the same protocol, tokenization and loss: the baseline TRL's speed is measured against
 (bench/train.py). `create_initial_adapter` writes a campaign's first champion.
 
-What TRLTrainer turns off in TRL 1.16 (`_trl_args`, `_plain_lm_head`, `_stage`): gradient
-checkpointing (TRL's default; it recomputes every activation in the backward pass), bf16 on the
-CPU, checkpoint saving, evaluation, reporting integrations, the tqdm and printer callbacks, the
-NaN filter that would hide a NaN loss from us, the per-token entropy / token-accuracy /
-mean-logit metrics that TRL's chunked LM head computes over the whole vocabulary on every step
-(on the CPU, where that head has no Triton kernel), and the full garbage collection
-`Trainer.train()` starts with.
+What TRLTrainer turns off in TRL 1.16, with the per-step cost measured on SmolLM2-135M on the CPU
+(`_trl_args`, `_replace_lm_head`, `_run_trainer`):
+- gradient checkpointing, on by default in TRL: it recomputes every activation (+33 %);
+- TRL's chunked LM head, which TRL always patches in and which also computes the per-token
+  entropy / top-1 accuracy / mean-logit metrics; TRL 1.16 has no switch for those metrics. On the
+  CPU it has no Triton kernel and runs as torch ops that recompute the logits in the backward
+  pass (+15 %, half of a step on the tiny test model); replaced there by a plain cross-entropy;
+- the full gc.collect() that Trainer.train() starts with (accelerate's free_memory);
+- bf16 on the CPU (TRL's default), checkpoint saving, evaluation, reporting integrations, the
+  tqdm and printer callbacks, and the NaN filter that would hide a NaN loss from us.
 """
 
 from __future__ import annotations
@@ -189,10 +192,11 @@ def _plain_lm_head(model: Any) -> None:
 
     TRL 1.16 always patches the model with a chunked LM head that also computes per-token entropy,
     top-1 accuracy and mean logits over the whole vocabulary, for metrics only; without Triton (on
-    the CPU) it runs as a loop of torch ops that recomputes each logits tile in the backward pass:
-    half of a step's time on the tiny test model. This stand-in computes the log-probabilities
-    with one cross-entropy over the full logits, as the model's own loss does, and returns zeros
-    for the metric-only fields (nobody reads them). Same loss, same gradients.
+    the CPU) it runs as a loop of torch ops that recomputes each logits tile in the backward pass.
+    This stand-in computes the log-probabilities with one cross-entropy over the full logits, as
+    the model's own loss does, and returns zeros for the metric-only fields (nobody reads them).
+    Same loss, same gradients. On CUDA, TRL's Triton kernel is kept: it is fast there and never
+    builds the (batch, seq, vocab) logits.
     """
     import types
 

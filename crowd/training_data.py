@@ -60,8 +60,6 @@ def check_inputs(mode: str, sft: Sequence[SFTExample], pairs: Sequence[PairExamp
             raise TrainingFailed(f"pair {index}: the prompt must end with a user message")
         if not pair.chosen.strip() or not pair.rejected.strip():
             raise TrainingFailed(f"pair {index}: the chosen and rejected replies must not be empty")
-        if pair.chosen == pair.rejected:
-            raise TrainingFailed(f"pair {index}: the chosen and rejected replies are identical")
 
 
 def _check_messages(messages: list[Any], where: str) -> None:
