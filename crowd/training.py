@@ -35,6 +35,7 @@ from crowd.training_base import (
     StepWatch,
     TrainResult,
     reply_log_probs,
+    require_examples,
     save_adapter,
 )
 from crowd.training_data import (
@@ -109,6 +110,7 @@ class TRLTrainer(LoraHost):
         watch = StepWatch(stage, progress)
         with tempfile.TemporaryDirectory(prefix="crowd-trl-") as work:
             trainer = self._trl_trainer(stage, model, data, Path(work))
+            require_examples(len(trainer.train_dataset), stage, self.settings.max_length)
             trainer.add_callback(_trl_report(watch))
             self._run_trainer(trainer)
             return trainer.state.global_step, watch.loss

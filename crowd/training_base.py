@@ -164,6 +164,15 @@ class LoraHost:
         return TrainResult(out_dir, steps, loss, time.monotonic() - started)
 
 
+def require_examples(count: int, stage: str, max_length: int) -> None:
+    """Both trainers drop examples whose prompt alone fills max_length (as TRL does)."""
+    if count == 0:
+        raise TrainingFailed(
+            f"no {stage} example fits in max_length={max_length} tokens: each prompt alone is "
+            "that long, leaving no reply token to learn from"
+        )
+
+
 class StepWatch:
     """Checks every step's loss and reports progress: NaN/inf -> failure, False -> cancel."""
 

@@ -24,6 +24,7 @@ from crowd.training_base import (
     TrainResult,
     add_reference,
     reply_log_probs,
+    require_examples,
 )
 from crowd.training_data import (
     EncodedPair,
@@ -58,9 +59,11 @@ class TorchLoopTrainer(LoraHost):
         stages = []
         if "sft" in mode:
             items = encode_sft(self.tokenizer, sft_rows(sft), max_length)
+            require_examples(len(items), "sft", max_length)
             stages.append(lambda model: self._stage("sft", model, items, self._sft_loss, progress))
         if "dpo" in mode:
             duos = encode_pair(self.tokenizer, pair_rows(pairs), max_length)
+            require_examples(len(duos), "dpo", max_length)
             stages.append(lambda model: self._stage("dpo", model, duos, self._dpo_loss, progress))
         return self.run(init_adapter, out_dir, stages)
 

@@ -228,6 +228,19 @@ def test_bad_data_fails_before_training(trainer, tmp_path, mode, sft, pairs, mes
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("mode", ["sft", "dpo"])
+def test_examples_longer_than_max_length_fail_clearly(trainer, tmp_path, with_settings, mode):
+    trainer.settings = with_settings(SETTINGS, max_length=8)  # the chat template alone is longer
+    try:
+        with pytest.raises(TrainingFailed, match=f"no {mode} example fits in max_length=8"):
+            trainer.train(
+                init_adapter=None, sft=SFT, pairs=PAIRS, mode=mode, out_dir=tmp_path / "o"
+            )
+    finally:
+        trainer.settings = SETTINGS
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_arguments_are_refused(trainer, tmp_path):
     with pytest.raises(ValueError, match="mode must be one of"):
         trainer.train(init_adapter=None, sft=SFT, pairs=[], mode="ppo", out_dir=tmp_path / "o")
