@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.identity import load_secret
 from crowd.limits import Refused, clean_text
+from crowd.references import KINDS, clean_references, row_key
 from crowd.rounds import IllegalTransition, close_round
 from crowd.service import CrowdService
 from storage import queries, rounds as store
@@ -81,21 +83,37 @@ class Organizer:
             store.update_campaign(db, campaign["id"], **clean)
             return store.get_campaign(db, campaign["id"])
 
-    def add_references(self, key: str, rows: list[dict]) -> int:
-        """Load reference data: {'kind': 'emotion', 'text': ...} or {'kind': 'pair', ...}."""
+    def add_references(self, key: str, rows: Sequence[object],
+                       places: Sequence[str] | None = None) -> int:
+        """Load reference rows into the held-out set, all or nothing (formats in
+        `crowd.references`). Every row is checked first; a refusal names the first bad one by
+        its place ('line 7') or, without places, as 'row N'. Rows already stored are skipped.
+        Returns how many rows were added."""
+        self._check(key)
+        places = places or [f"row {i}" for i in range(1, len(rows) + 1)]
+        if len(places) != len(rows):
+            raise ValueError("one place per row")
+        clean = clean_references(zip(places, rows))
+        campaign, _ = self.service.context()
+        with self.service.db() as db, db.atomic():
+            stored = {row_key(r) for kind in KINDS
+                      for r in store.reference_texts(db, campaign["id"], kind)}
+            new = []
+            for row in clean:
+                if row_key(row) not in stored:
+                    stored.add(row_key(row))
+                    new.append(row)
+            return store.add_reference_texts(db, campaign["id"], new, self.service.now())
+
+    def reference_counts(self, key: str) -> dict[str, dict[str, int]]:
+        """How many reference rows the active campaign has: kind -> label ('' when none) -> n."""
         self._check(key)
         campaign, _ = self.service.context()
-        clean = []
-        for row in rows:
-            if row.get("kind") == "emotion" and isinstance(row.get("text"), str) and row["text"].strip():
-                clean.append({"kind": "emotion", "text": row["text"].strip(), "label": row.get("label")})
-            elif row.get("kind") == "pair" and row.get("chosen") and row.get("rejected"):
-                clean.append({"kind": "pair", "prompt": json.dumps(row.get("prompt") or []),
-                              "chosen": row["chosen"], "rejected": row["rejected"]})
-            else:
-                raise Refused(f"Reference row not understood: {str(row)[:80]}")
+        counts: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
         with self.service.db() as db:
-            return store.add_reference_texts(db, campaign["id"], clean, self.service.now())
+            for row in store.reference_counts(db, campaign["id"]):
+                counts.setdefault(row["kind"], {})[row["label"] or ""] = row["n"]
+        return counts
 
     # -- rounds and jobs ---------------------------------------------------------------------
 

@@ -128,6 +128,13 @@ def add_reference_texts(db: Database, campaign_id: int, rows: list[dict], now: s
     return len(rows)
 
 
+def reference_counts(db: Database, campaign_id: int) -> list[dict]:
+    """Rows {kind, label, n}: how many reference rows the campaign has per kind and label."""
+    return list(db.query("SELECT kind, label, count(*) AS n FROM reference_texts "
+                         "WHERE campaign_id = ? GROUP BY kind, label ORDER BY kind, n DESC",
+                         [campaign_id]))
+
+
 def evaluation(db: Database, round_id: int, version_id: int) -> dict | None:
     return _one(db, "SELECT * FROM evaluations WHERE round_id = ? AND model_version_id = ?",
                 [round_id, version_id])

@@ -18,6 +18,7 @@ import pandas as pd
 from crowd.campaigns import group_name
 from crowd.limits import Refused
 from crowd.organizer import Organizer
+from crowd.references import read_reference_path
 from crowd.ui.components import ack, table, warn
 
 # The campaign form, in the order the page lays it out.
@@ -95,6 +96,35 @@ def corrections_frame(rows: list[dict]) -> pd.DataFrame:
                    "created": r["created_at"]} for r in rows], CORRECTION_COLUMNS)
 
 
+def parse_id(value: object, what: str) -> int:
+    """The id typed in a box (text; a number from a table click or an API call), or Refused
+    when it is empty or not a whole number above 0."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise Refused(f"Type the {what} id first.")
+    if not text.isdecimal() or int(text) < 1:
+        raise Refused(f"A {what} id is a whole number like 12, not {text[:20]!r}.")
+    return int(text)
+
+
+def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
+    """What reference data the campaign has and what the current task does with it."""
+    emotion, pairs = counts.get("emotion", {}), sum(counts.get("pair", {}).values())
+    labels = ", ".join(f"{label or 'no label'}: {n}" for label, n in emotion.items())
+    texts = f"{sum(emotion.values())} emotion text(s)" + (f" ({labels})" if labels else "")
+    if campaign["task"] == "preference":
+        use = "its pairs join the crowd's held-out pairs"
+    elif emotion:
+        use = "the target vector is the mean scored vector of the emotion texts"
+    else:
+        use = (f"with no emotion texts, the target is the one-hot vector of "
+               f"{campaign['target_emotion'] or 'the target emotion'}")
+    return (f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
+            f"{campaign['task']}: {use}.")
+
+
 def status_text(status: dict) -> str:
     groups = ", ".join(f"{group_name(i)}: {m} people, {c} corrections"
                        for i, (m, c) in enumerate(zip(status["group_members"],
@@ -144,6 +174,32 @@ class OrganizerHandlers:
         return (f"Settings saved for **{campaign['name']}**. A new group count applies from the "
                 "next round.")
 
+    def references(self, key: str | None) -> str:
+        """The reference data summary; quiet while the page is locked."""
+        if not self.organizer.authorized(key):
+            return gr.skip()
+        campaign, _ = self.organizer.service.context()
+        return references_text(self.organizer.reference_counts(key), campaign)
+
+    def load_references(self, key: str | None, path: str | None) -> tuple:
+        """Load an uploaded JSONL or JSON file of reference rows, all or nothing.
+        Returns (reference summary, file box: emptied once loaded)."""
+        try:
+            if not self.organizer.authorized(key):
+                raise Refused("Organizer access only.")
+            if not path:
+                raise Refused("Choose a file of reference rows first.")
+            rows = read_reference_path(path)
+            added = self.organizer.add_references(key, [row for _, row in rows],
+                                                  [place for place, _ in rows])
+        except Refused as exc:
+            warn(Refused(f"Nothing was loaded. {exc}"))
+            return gr.skip(), gr.skip()
+        repeats = len(rows) - added
+        ack(f"{added} reference rows loaded" + (f"; {repeats} were already there." if repeats
+                                                 else "."))
+        return self.references(key), None
+
     def close_round(self, key: str | None) -> str:
         try:
             job = self.organizer.close_round(key)
@@ -159,19 +215,18 @@ class OrganizerHandlers:
             return gr.skip(), gr.skip()
         return self.status(key), jobs_frame(self.organizer.jobs(key))
 
-    def job_action(self, action: str) -> Callable[[str | None, float | None], object]:
+    def job_action(self, action: str) -> Callable[[str | None, str | float | None], object]:
         """A handler that cancels or retries the job whose id is in the box."""
-        def handler(key: str | None, job_id: float | None):
+        def handler(key: str | None, typed_id: str | float | None):
             try:
-                if job_id is None:
-                    raise Refused("Type the job's id first.")
+                job_id = parse_id(typed_id, "job")
                 if action == "cancel":
-                    if not self.organizer.cancel_job(key, int(job_id)):
-                        raise Refused(f"Job {int(job_id)} is not pending or running.")
-                    ack(f"Job {int(job_id)} cancelled.")
+                    if not self.organizer.cancel_job(key, job_id):
+                        raise Refused(f"Job {job_id} is not pending or running.")
+                    ack(f"Job {job_id} cancelled.")
                 else:
-                    ack(f"Job {int(job_id)} queued again as job "
-                        f"{self.organizer.retry_job(key, int(job_id))}.")
+                    ack(f"Job {job_id} queued again as job "
+                        f"{self.organizer.retry_job(key, job_id)}.")
             except Refused as exc:
                 warn(exc)
                 return gr.skip()
@@ -194,15 +249,14 @@ class OrganizerHandlers:
             return gr.skip(), gr.skip()
         return row[CORRECTION_COLUMNS.index("id")], row[CORRECTION_COLUMNS.index("participant")]
 
-    def hide(self, key: str | None, correction_id: float | None) -> object:
+    def hide(self, key: str | None, typed_id: str | float | None) -> object:
         try:
-            if correction_id is None:
-                raise Refused("Type the correction's id first.")
-            self.organizer.hide(key, int(correction_id))
+            correction_id = parse_id(typed_id, "correction")
+            self.organizer.hide(key, correction_id)
         except Refused as exc:
             warn(exc)
             return gr.skip()
-        ack(f"Correction {int(correction_id)} hidden: it leaves training, points and export.")
+        ack(f"Correction {correction_id} hidden: it leaves training, points and export.")
         return self.corrections(key)
 
     def ban(self, key: str | None, participant_id: str | None, reason: str | None) -> object:

@@ -9,9 +9,28 @@ import gradio as gr
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.organizer import POINTS_RULES, POLICIES, TASKS, TRAINING_MODES
+from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
 
 JOBS_TICK_S = 3.0
+REFERENCE_HELP = f"""### Reference data
+Rows that join the held-out set of every later round, next to the crowd's own held-out share.
+A JSONL file (one row per line) or a JSON list of rows, up to {MAX_FILE_BYTES / 1e6:g} MB and
+{MAX_ROWS:,} rows. Every row is checked first: one bad row loads nothing, and the warning names
+its line. Rows already loaded are skipped.
+""" + """
+- **Emotion task**: texts that show the target emotion. The target vector becomes their mean
+  scored vector (with none, the one-hot vector of the target emotion). `label` is optional.
+```
+{"kind": "emotion", "text": "What a lovely surprise, thank you all!", "label": "joy"}
+```
+- **Preference task**: pairs judged like the crowd's held-out pairs. `prompt` is `null` (a
+  default prompt) or the chat the replies answer, its last message the user's:
+  `[{"role": "user", "content": "Any plans today?"}]`.
+```
+{"kind": "pair", "prompt": null, "chosen": "A walk by the sea, then a book.", "rejected": "No."}
+```
+"""
 
 
 def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
@@ -30,6 +49,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             rounds = _rounds_section()
         with gr.Tab("Campaign settings"):
             form, save, saved = _settings_section()
+            references = _references_section()
         with gr.Tab("Moderation"):
             moderation = _moderation_section()
         with gr.Tab("Export"):
@@ -40,9 +60,17 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             download = gr.File(label="Download", interactive=False, elem_id="org-download")
     timer = gr.Timer(JOBS_TICK_S)
 
-    unlock.click(handlers.unlock, [key], [key, panel, status, *form], api_name="organizer_unlock")
-    key.submit(handlers.unlock, [key], [key, panel, status, *form], api_visibility="private")
-    save.click(handlers.save_settings, [key, *form], [saved], api_name="organizer_settings")
+    show_references = dict(fn=handlers.references, inputs=[key], outputs=[references["summary"]],
+                           show_progress="hidden", api_visibility="private")
+    unlock.click(handlers.unlock, [key], [key, panel, status, *form],
+                 api_name="organizer_unlock").then(**show_references)
+    key.submit(handlers.unlock, [key], [key, panel, status, *form],
+               api_visibility="private").then(**show_references)
+    save.click(handlers.save_settings, [key, *form], [saved],
+               api_name="organizer_settings").then(**show_references)
+    references["load"].click(handlers.load_references, [key, references["file"]],
+                             [references["summary"], references["file"]],
+                             api_name="organizer_references")
     rounds["close"].click(handlers.close_round, [key], [status], api_name="organizer_close")
     timer.tick(handlers.live, [key], [status, rounds["jobs"]], show_progress="hidden",
                api_visibility="private")
@@ -72,7 +100,8 @@ def _rounds_section() -> dict:
     r["jobs"] = gr.Dataframe(headers=JOB_COLUMNS, interactive=False, label="Training jobs "
                              "(live)", elem_id="org-jobs", wrap=True)
     with gr.Row(equal_height=True):
-        r["job_id"] = gr.Number(None, label="Job id", precision=0, scale=2)
+        # Textboxes, not Numbers: an empty gr.Number shows (and sends) 0
+        r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)
         r["cancel"] = gr.Button("Cancel job", scale=1)
         r["retry"] = gr.Button("Retry job", scale=1)
     return r
@@ -108,6 +137,16 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
     return form, save, saved
 
 
+def _references_section() -> dict:
+    gr.Markdown(REFERENCE_HELP)
+    r = {}
+    r["file"] = gr.File(label="Reference rows (.jsonl or .json)", file_types=[".jsonl", ".json"],
+                        type="filepath", height=140, elem_id="org-references-file")
+    r["load"] = gr.Button("Load reference rows", elem_id="org-references-load")
+    r["summary"] = gr.Markdown(elem_id="org-references")
+    return r
+
+
 def _moderation_section() -> dict:
     m = {}
     m["refresh"] = gr.Button("Show recent corrections", elem_id="org-refresh")
@@ -115,7 +154,8 @@ def _moderation_section() -> dict:
     m["table"] = gr.Dataframe(headers=CORRECTION_COLUMNS, interactive=False, wrap=True,
                               label="Recent corrections", elem_id="org-corrections")
     with gr.Row(equal_height=True):
-        m["correction_id"] = gr.Number(None, label="Correction id", precision=0, scale=2)
+        m["correction_id"] = gr.Textbox(label="Correction id", placeholder="click a row, or type "
+                                        "its id", max_length=12, scale=2)
         m["hide"] = gr.Button("Hide correction", scale=1)
     with gr.Row(equal_height=True):
         m["participant_id"] = gr.Textbox(label="Participant id", scale=2)
