@@ -56,6 +56,7 @@ def convert_packaged_model(cache_dir: Path) -> Path:
     """
     target = cache_dir / CONVERTED_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        _drop_gguf_quantization(target / "config.json")
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,7 +64,10 @@ def convert_packaged_model(cache_dir: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses GGUF-loaded models: rebuild from the config, then copy weights.
-    fresh = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are de-quantized fp32 now
+    fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(loaded.state_dict())
     partial = cache_dir / (CONVERTED_NAME + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -73,6 +77,14 @@ def convert_packaged_model(cache_dir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def _drop_gguf_quantization(config_path: Path) -> None:
+    """Folders converted by an earlier version kept the GGUF `quantization_config`, which makes
+    transformers treat the fp32 weights as quantized (and refuse to train them)."""
+    config = json.loads(config_path.read_text())
+    if config.pop("quantization_config", None) is not None:
+        config_path.write_text(json.dumps(config, indent=2))
 
 
 def resolve_base_model(name: str, cache_dir: Path) -> str:

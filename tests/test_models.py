@@ -31,6 +31,8 @@ def test_the_default_model_is_converted_once_and_generates(default_model_dir, tm
     stamp = weights.stat().st_mtime_ns
     assert convert_packaged_model(default_model_dir.parent) == default_model_dir
     assert weights.stat().st_mtime_ns == stamp, "the second start converted again"
+    config = (default_model_dir / "config.json").read_text()
+    assert "quantization_config" not in config, "fp32 weights must not be marked quantized"
     loaded = load_base(str(default_model_dir), tmp_path, device="cpu")
     service = GenerationService(loaded, ModelSettings())
     try:
