@@ -174,8 +174,10 @@ class RoundEngine:
                 break
             prompts.append([{"role": "user", "content": text}])
         self.evaluator.scorer = self.scorer_for(campaign["id"])
-        target = target_vector(self.evaluator.scorer, [r["text"] for r in references if r["text"]],
-                               campaign["target_emotion"])
+        # Texts labelled for another emotion (an earlier target) do not shape this target.
+        texts = [r["text"] for r in references
+                 if r["text"] and r["label"] in (None, campaign["target_emotion"])]
+        target = target_vector(self.evaluator.scorer, texts, campaign["target_emotion"])
         return EvalSet("emotion", prompts=prompts or [DEFAULT_PROMPT], target=target)
 
     def _scores(self, eval_set: EvalSet, round_: dict, versions: list[dict],

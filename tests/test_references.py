@@ -189,3 +189,12 @@ def test_the_page_has_the_upload_and_empty_id_boxes(settings):
     assert boxes["Reference rows (.jsonl or .json)"]["type"] == "file"
     for label in ("Job id", "Correction id"):
         assert boxes[label]["type"] == "textbox" and not boxes[label]["props"].get("value")
+
+
+def test_texts_labelled_for_another_emotion_do_not_shape_the_target(handlers, tmp_path):
+    scorer = LexiconScorer()
+    target = handlers.organizer.service.context()[0]["target_emotion"]
+    handlers.load_references(KEY, jsonl(tmp_path, [
+        {"kind": "emotion", "text": JOY[0], "label": target},
+        {"kind": "emotion", "text": "I am furious, this is outrageous!", "label": "anger"}]))
+    assert np.allclose(engine_target(handlers, scorer), target_vector(scorer, JOY[:1], target))
