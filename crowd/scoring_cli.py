@@ -85,7 +85,7 @@ def train(data: Sequence[Path], out: Path, with_seed: bool, config: HeadConfig) 
     scorer = EmbeddingHeadScorer(config)
     scorer.fit(texts, np.concatenate(targets))
     scorer.save(out)
-    return {"out": str(out), "examples": len(texts), "seed": with_seed, **config.__dict__}
+    return {"out": str(out), "examples": len(texts), "with_seed_set": with_seed, **config.__dict__}
 
 
 def evaluate(data: Sequence[Path], scorer: EmotionScorer) -> dict:
