@@ -25,14 +25,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from crowd import scoring_head
+from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.scoring_head import Head, HeadConfig
 
-GOEMOTIONS_LABELS: tuple[str, ...] = (
-    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
-    "curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment",
-    "excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism",
-    "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
-)  # fmt: skip
 SEED_PATH = Path(__file__).resolve().parent.parent / "assets" / "emotion_seed.jsonl"
 
 # A hand label becomes a soft vector on the reference scorer's scale: its top label sits near 0.9
