@@ -1,13 +1,18 @@
-"""Shapley values of cooperative games: exact for small games, sampled for large ones.
+"""Shapley and Owen values of cooperative games: exact for small games, sampled for large ones.
 
 A game has `n_players` and `values(masks)`: the utility of each coalition given as a row of a
 boolean matrix (m, n_players) -> (m,). Games are evaluated in batches because every game this
 project plays (the mean-vector game of the points rule and of the simulation) vectorises.
 
-- `exact_shapley`: every coalition's utility computed exactly once (a bitmask-indexed table),
-  then each player's weighted marginal contributions are read off the table. Cost 2^n utilities.
-- `sampled_shapley`: permutation sampling with antithetic pairs (a permutation and its reverse),
-  a per-player standard error, and a stopping rule on the stated error.
+- `exact_shapley` / `exact_owen`: every coalition's utility computed exactly once into a
+  bitmask-indexed table, then each player's weighted marginal contributions are read off it.
+  Cost 2^n utilities.
+- `sampled_shapley`: permutation sampling, with antithetic pairs (a permutation and its
+  reverse) or stratified by position (the n cyclic shifts of a permutation); `owen` samples
+  orders in which the groups (a priori unions) arrive whole. Both state an error that holds for
+  all players at once and stop when it is small enough (`Stopping`).
+- `MeanVectorGame`: v(S) = closeness of the mean of S's vectors to a target, with a fast path
+  for the prefixes of many permutations (cumulative sums).
 """
 
 from __future__ import annotations

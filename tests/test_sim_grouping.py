@@ -113,3 +113,11 @@ def test_simulate_dispatcher(capsys) -> None:
     if importlib.util.find_spec("crowd.sim.convergence") is None:
         assert crowd_main(["simulate", "convergence"]) == 2
         assert "not available" in capsys.readouterr().out
+
+
+def test_more_groups_than_users_is_refused(tmp_path) -> None:
+    users = write_users(tmp_path / "users.csv")
+    with pytest.raises(SystemExit) as exit_:
+        crowd_main(["simulate", "grouping", "--users", str(users), "--n-users", "4",
+                    "--groups", "5", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and not (tmp_path / "out").exists()

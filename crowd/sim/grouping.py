@@ -293,6 +293,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--rounds, --runs, --jobs and --expert-size must be at least 1")
     if min(args.n_users) < 2 or min(args.groups) < 1:
         p.error("--n-users must be at least 2 and --groups at least 1")
+    if max(args.groups) > min(args.n_users):
+        p.error("every group needs a member: --groups must not exceed --n-users")
     return args
 
 

@@ -65,14 +65,20 @@ def _plot(out: Path, summaries: list[dict], curves: dict[Any, np.ndarray]) -> No
         for grouping in groupings:
             picked = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]
             sizes = sorted({s["n_users"] for s in picked})
-            means = [np.nanmean([s["pearson"] if s["pearson"] is not None else np.nan
-                                 for s in picked if s["n_users"] == n]) for n in sizes]
+            means = [_mean_or_nan([s["pearson"] for s in picked if s["n_users"] == n])
+                     for n in sizes]
             ax.plot(sizes, means, "o-" if rule == "shapley" else "s--", label=f"{rule}, {grouping}")
     ax.set(xlabel="users", ylabel="Pearson(points, Shapley)", ylim=(None, 1.02))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "pearson.png", dpi=120)
     plt.close("all")
+
+
+def _mean_or_nan(values: list[float | None]) -> float:
+    """Mean of the known values; NaN (not a warning) when there are none, e.g. one group."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def _cell(value: float | None, digits: int) -> str:
