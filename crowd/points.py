@@ -166,8 +166,11 @@ class ShapleyRule:
             raise ValueError(f"emotion round {outcome.round_id} has no target vector")
         index = {p: i for i, p in enumerate(players)}
         scored = [it for it in outcome.items if it.vector is not None]
-        vectors = np.array([np.asarray(it.vector, float) for it in scored]).reshape(
-            len(scored), len(outcome.target))
+        vectors = [np.asarray(it.vector, float).ravel() for it in scored]
+        if any(len(v) != len(outcome.target) for v in vectors):
+            raise ValueError(f"round {outcome.round_id}: emotion vectors must have the "
+                             f"target's {len(outcome.target)} dimensions")
+        vectors = np.array(vectors).reshape(len(scored), len(outcome.target))
         owner = np.array([index[it.participant_id] for it in scored], dtype=int)
         game = MeanVectorGame(vectors, owner, len(players), np.asarray(outcome.target, float),
                               self.metric)

@@ -267,6 +267,9 @@ def test_shapley_rule_refuses_bad_outcomes() -> None:
     moved = outcome().items + [ContributionItem("ann", 0, np.ones(3), None)]
     with pytest.raises(ValueError, match="groups"):
         ShapleyRule().award(outcome(items=moved))
+    short = outcome().items + [ContributionItem("fay", 0, np.ones(2), None)]
+    with pytest.raises(ValueError, match="dimensions"):
+        ShapleyRule().award(outcome(items=short))
     with pytest.raises(ValueError, match="metric"):
         ShapleyRule(metric="cosine")
 
