@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from crowd.campaigns import CampaignSpec, utcnow
+from crowd.campaigns import utcnow
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 OPENERS = ["Tell me about your day.", "Write a reddit comment.", "What do you think of rain?",
@@ -64,14 +64,12 @@ def run_demo(settings, volunteers: int, corrections: int, seed: int) -> dict:
     from crowd.worker import Worker
 
     rng = random.Random(seed)
+    key = settings.organizer_secret or "demo"
+    settings = replace(settings, organizer_secret=key, n_groups=3)
     print("loading the base model ...", flush=True)
     loaded = load_base(settings.model.base_model, settings.models_dir, settings.model.device)
     generation = GenerationService(loaded, settings.model)
     service = CrowdService(settings, generation, rng=rng)
-    service.ensure_campaign(CampaignSpec(n_groups=3))
-    key = settings.organizer_secret or "demo"
-    settings = replace(settings, organizer_secret=key)
-    service.settings = settings
     organizer = Organizer(service, rng)
     organizer.update_campaign(key, min_corrections=3, heldout_share=0.2, points_rule="paper")
     submitted = volunteer(service, volunteers, corrections, rng)
