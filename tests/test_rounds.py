@@ -3,7 +3,9 @@ training, judging, crowning, points, cancel and resume."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -177,16 +179,16 @@ def test_rounds_close_on_count_and_timer(world):
     organizer.update_campaign(KEY, round_policy="count", round_corrections=2)
     crowd_submits(service, people=3, each=1)
     with service.db() as db:
-        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is None
+        assert check_auto_close(db, utcnow(), random.Random(0)) is None
     crowd_submits(service, people=3, each=1)
     with service.db() as db:
-        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is not None
+        assert check_auto_close(db, utcnow(), random.Random(0)) is not None
     assert round_row(service, 1)["closed_by"] == "count"
     organizer.update_campaign(KEY, round_policy="timer", round_seconds=60)
     _, current = service.context()
     with service.db() as db:
         db["rounds"].update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
-        assert check_auto_close(db, utcnow(), __import__("random").Random(0)) is not None
+        assert check_auto_close(db, utcnow(), random.Random(0)) is not None
     assert round_row(service, 2)["closed_by"] == "timer"
 
 
@@ -253,3 +255,18 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     with service.db() as db:
         n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
     assert done["state"] == "done" and n_evaluations == 4
+
+
+def test_the_shapley_rule_writes_shares_into_the_ledger(world):
+    service, organizer, worker = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34,
+                              points_rule="shapley")
+    crowd_submits(service)
+    assert run_round(organizer, worker)["status"] == "finished"
+    done = round_row(service, 1)
+    assert done["improved"] == 1
+    with service.db() as db:
+        ledger = store.points_for_round(db, done["id"])
+    assert ledger and all(row["rule"] == "shapley" and row["amount"] > 0 for row in ledger)
+    reasons = [json.loads(row["reason"]) for row in ledger]
+    assert all("share_of_group" in r and "group_rank" in r for r in reasons)
