@@ -135,11 +135,15 @@ class TRLTrainer(LoraHost):
 
         if stage == "sft":
             # prompt-completion rows: the loss falls on the last (assistant) message only
-            args = SFTConfig(**self._trl_args(work), completion_only_loss=True, packing=False)
-            trainer_cls, rows = SFTTrainer, sft_rows(data)
+            rows = sft_rows(data)
+            args = SFTConfig(**self._trl_args(work, len(rows)), completion_only_loss=True,
+                             packing=False)
+            trainer_cls = SFTTrainer
         else:
-            args = DPOConfig(**self._trl_args(work), beta=DPO_BETA, loss_type=["sigmoid"])
-            trainer_cls, rows = DPOTrainer, pair_rows(data)
+            rows = pair_rows(data)
+            args = DPOConfig(**self._trl_args(work, len(rows)), beta=DPO_BETA,
+                             loss_type=["sigmoid"])
+            trainer_cls = DPOTrainer
         trainer = trainer_cls(
             model=model,
             args=args,
@@ -151,13 +155,13 @@ class TRLTrainer(LoraHost):
         self._replace_lm_head(model)
         return trainer
 
-    def _trl_args(self, work: Path) -> dict[str, Any]:
+    def _trl_args(self, work: Path, n_rows: int) -> dict[str, Any]:
         """Arguments shared by SFTConfig and DPOConfig: our settings, and TRL's extras off."""
         s = self.settings
         return dict(
             output_dir=str(work),  # a temporary folder; nothing is saved there
             per_device_train_batch_size=s.batch_size,
-            num_train_epochs=s.epochs,
+            num_train_epochs=s.epochs_for(n_rows),
             learning_rate=s.learning_rate,
             seed=s.seed,
             max_length=s.max_length,

@@ -83,7 +83,8 @@ class TorchLoopTrainer(LoraHost):
             add_reference(model)  # before collecting the trainable parameters: it freezes it
             _disable_dropout(model)  # as TRL's DPOTrainer does (disable_dropout=True)
         params = [p for p in model.parameters() if p.requires_grad]
-        steps = math.ceil(len(items) / s.batch_size) * s.epochs
+        epochs = s.epochs_for(len(items))
+        steps = math.ceil(len(items) / s.batch_size) * epochs
         optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=0.0)
         # linear decay to zero, as transformers' "linear" schedule without warm-up
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
@@ -92,7 +93,7 @@ class TorchLoopTrainer(LoraHost):
         watch.start(steps)
         model.train()
         step = 0
-        for _ in range(s.epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(items), generator=order_rng).tolist()
             for start in range(0, len(order), s.batch_size):
                 batch = [items[i] for i in order[start : start + s.batch_size]]

@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from crowd.config import PACKAGED_MODEL, ConfigError, check_data_dir, load_settings
+from crowd.config import (
+    PACKAGED_MODEL,
+    ConfigError,
+    TrainingSettings,
+    check_data_dir,
+    load_settings,
+)
 
 
 def test_defaults_need_no_environment():
@@ -40,3 +46,12 @@ def test_unwritable_data_dir_is_named(tmp_path):
         check_data_dir(blocker / "data")
     check_data_dir(tmp_path / "ok")
     assert (tmp_path / "ok").is_dir()
+
+
+def test_min_examples_sets_the_epochs_of_small_sets_as_openai_does():
+    rule = TrainingSettings(epochs=3, min_examples=100)
+    assert [rule.epochs_for(n) for n in (100, 34, 33, 22, 15, 1)] == [3, 3, 4, 5, 7, 25]
+    assert TrainingSettings(epochs=3).epochs_for(15) == 3  # off by default
+    assert load_settings({"CROWD_MIN_EXAMPLES": "100"}).training.min_examples == 100
+    with pytest.raises(ConfigError, match="CROWD_MIN_EXAMPLES"):
+        load_settings({"CROWD_MIN_EXAMPLES": "-1"})

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from crowd.__main__ import main
+from crowd.campaigns import utcnow
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
 from storage import rounds as store
-from storage.db import connect
+from crowd.sim.convergence_rounds import ALWAYS_MOVE, Arm, open_campaign, submit_and_close
+from storage.db import connect, migrate
 
 ANGRY = ["This is infuriating, I hate it.", "Stop lying, you absolute clown.",
          "I'm so mad I could scream.", "What a disgusting, angry mess.", "Furious about this."]
@@ -92,6 +94,21 @@ def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir,
     assert versions(out) == trained + 2 + 1 + 4
 
 
+def test_a_job_left_queued_for_another_emotion_runs_first(tmp_path, tiny_model_dir, capsys):
+    # A run killed right after closing fear's single round left its job queued; the rerun
+    # starts with anger, whose job the worker would claim only after fear's.
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    migrate(out / "data" / "crowd.db")
+    arm = Arm("fear/single", "fear", "I am so afraid.", 1, ALWAYS_MOVE)
+    campaign = open_campaign(out / "data" / "crowd.db", out / "data", arm, utcnow())
+    submit_and_close(out / "data" / "crowd.db", campaign, 1, {0: list(range(5))}, SCARED,
+                     utcnow(), random.Random(0))
+    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear")) == 0
+    assert set(last_json(capsys)["reduction_pct"]) == {"anger", "fear"}
+    with connect(out / "data" / "crowd.db") as db:
+        assert {j["status"] for j in db["jobs"].rows} == {"finished"}
+
+
 BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": "anger", "role"\n'
 
 
@@ -103,6 +120,7 @@ BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": 
     ("bad role", "'role' must be"),
     ("pool too small", "generation 2 needs 2 x 2"),
     ("other settings in the run folder", "holds a run with other settings"),
+    ("negative --min-examples", "--min-examples must be 0 or more"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, case, message):
     data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
@@ -119,6 +137,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, 
         data.write_text('{"target": "anger", "role": "expert", "text": "x"}\n')
     elif case == "pool too small":
         extra += ["--segments", "2,2"]  # 5 items: 2 x 2, then 2 x 2 of the 3 left
+    elif case == "negative --min-examples":
+        extra += ["--min-examples", "-1"]
     elif case == "other settings in the run folder":
         out.mkdir()
         (out / "run.json").write_text(json.dumps({"samples": 50}))

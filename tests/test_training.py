@@ -6,6 +6,7 @@ benchmark baseline), so the baseline is held to the same behaviour it is compare
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,15 @@ def test_trl_and_the_loop_compute_the_same_losses(tiny_model_dir, champion, tmp_
     assert len(losses["trl"]) == 2
     assert losses["trl"] == pytest.approx(losses["loop"], rel=1e-4)
     assert losses["trl"][1] < losses["trl"][0]
+
+
+@pytest.mark.parametrize("name", sorted(TRAINERS))
+def test_min_examples_gives_a_small_set_more_epochs(tiny_model_dir, champion, tmp_path, name):
+    # 4 examples, batch 4, 1 epoch: one step; at least 10 examples in all: ceil(10/4) = 3.
+    settings = replace(SETTINGS, min_examples=10)
+    result = TRAINERS[name](str(tiny_model_dir), settings, device="cpu").train(
+        init_adapter=champion, sft=SFT[:4], pairs=[], mode="sft", out_dir=tmp_path / "a")
+    assert result.steps == 3
 
 
 @pytest.mark.slow

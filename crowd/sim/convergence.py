@@ -32,7 +32,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from crowd.sim.convergence_data import (
@@ -78,6 +78,7 @@ class StudyConfig:
     learning_rate: float
     max_new_tokens: int
     batch_size: int  # replies decoded together
+    min_examples: int = 0  # more epochs for small segments (TrainingSettings.min_examples)
 
 
 class Study:
@@ -104,7 +105,8 @@ class Study:
         base_path = resolve_base_model(config.base_model, models_dir)
         judge = load_base(base_path, models_dir, device)
         training = replace(training or TrainingSettings(), epochs=config.epochs,
-                           learning_rate=config.learning_rate, seed=config.seed)
+                           learning_rate=config.learning_rate, seed=config.seed,
+                           min_examples=config.min_examples)
         trainer = TRLTrainer(base_path, training, device=judge.device)
         self.scorer = load_scorer(config.scorer, self.data_dir)
         evaluator = Evaluator(judge, self.scorer, samples=config.samples,
@@ -203,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="best: always move to the best sub-model (the paper); improve: only "
                         "when it beats the champion (the app)")
     p.add_argument("--epochs", type=int, default=None, help="default: the app's setting")
+    p.add_argument("--min-examples", type=int, default=None,
+                   help="train each model on at least this many examples in all, with more "
+                        "epochs for small segments; 100 is the OpenAI fine-tuning API's rule, "
+                        "which the paper used (33 items: 4 epochs, 22: 5, 15: 7); default: the "
+                        "app's setting")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--base-model", default=None, help="default: the app's base model")
     p.add_argument("--max-new-tokens", type=int, default=48)
@@ -235,6 +242,8 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         raise StudyInputError("--epochs must be at least 1")
+    if args.min_examples is not None and args.min_examples < 0:
+        raise StudyInputError("--min-examples must be 0 or more")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise StudyInputError("--learning-rate must lie in (0, 1)")
     return StudyConfig(
@@ -244,7 +253,9 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         base_model=args.base_model or settings.model.base_model,
         epochs=args.epochs or settings.training.epochs,
         learning_rate=args.learning_rate or settings.training.learning_rate,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        min_examples=settings.training.min_examples if args.min_examples is None
+        else args.min_examples)
 
 
 def _check_resume(out: Path, config: StudyConfig) -> None:
@@ -259,7 +270,9 @@ def _check_resume(out: Path, config: StudyConfig) -> None:
     if not isinstance(stored, dict):
         raise StudyInputError(f"{path} is not a convergence run's settings file")
     wanted = json.loads(json.dumps(asdict(config)))
-    changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    defaults = {f.name: f.default for f in fields(StudyConfig) if f.default is not MISSING}
+    # a setting added after a run was started reads as its default there
+    changed = sorted(k for k in wanted if stored.get(k, defaults.get(k)) != wanted[k])
     if changed:
         raise StudyInputError(f"{out} holds a run with other settings ({', '.join(changed)}); "
                               "use a new --out or the same settings")

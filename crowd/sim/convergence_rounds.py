@@ -134,8 +134,11 @@ class RoundDriver:
         errors: list[BaseException] = []
 
         def step() -> None:
+            # Jobs run oldest first: one that a killed run left queued for another emotion
+            # runs before ours (its round is then done when the study comes to it).
             try:
-                self.worker.step()
+                while self._waiting(round_id) and self.worker.step():
+                    pass
             except BaseException as exc:  # re-raised in the calling thread
                 errors.append(exc)
 
@@ -161,6 +164,10 @@ class RoundDriver:
             if p.get("loss") is not None:
                 text += f" loss {p['loss']:.3f}"
         return text
+
+    def _waiting(self, round_id: int) -> bool:
+        job = self._last_job(round_id)
+        return job is not None and job["status"] in ("pending", "running")
 
     def _round(self, round_id: int) -> dict:
         with connect(self.db_path) as db:
