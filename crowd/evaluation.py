@@ -106,8 +106,10 @@ class Evaluator:
         scores = []
         for i, _ in enumerate(adapters):
             part = slice(i * len(prompts), (i + 1) * len(prompts))
-            scores.append(Score("emotion_l2", float(distances[part].mean()), None, len(prompts),
-                                {"samples": replies[part][:5]}))
+            mine = distances[part]
+            sd = float(mine.std(ddof=1)) if len(mine) > 1 else 0.0  # replies differ a lot
+            scores.append(Score("emotion_l2", float(mine.mean()), None, len(prompts),
+                                {"samples": replies[part][:5], "sd": round(sd, 6)}))
         return scores
 
     def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:

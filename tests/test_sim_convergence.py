@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from crowd.__main__ import main
+from crowd.sim.convergence import reduction_se
 from crowd.campaigns import utcnow
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
 from storage import rounds as store
@@ -93,6 +94,16 @@ def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir,
     # fear: each arm's first champion (the base), 1 single and 2 x 2 multi candidates
     assert versions(out) == trained + 2 + 1 + 4
 
+    # More replies in the final judgement: both emotions are judged again, nothing trains.
+    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear",
+                         "--final-samples", "5")) == 0
+    last_json(capsys)
+    assert versions(out) == trained + 2 + 1 + 4
+    rejudged = json.loads((out / "emotions" / "anger.json").read_text())
+    assert rejudged["final_samples"] == 5 and rejudged["reduction_se_pct"] >= 0
+    assert rejudged["multi_arm"] == result["multi_arm"]
+    assert [r["final_samples"] for r in csv.DictReader(open(out / "results.csv"))] == ["5", "5"]
+
 
 def test_a_job_left_queued_for_another_emotion_runs_first(tmp_path, tiny_model_dir, capsys):
     # A run killed right after closing fear's single round left its job queued; the rerun
@@ -121,6 +132,7 @@ BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": 
     ("pool too small", "generation 2 needs 2 x 2"),
     ("other settings in the run folder", "holds a run with other settings"),
     ("negative --min-examples", "--min-examples must be 0 or more"),
+    ("no final samples", "--final-samples must be at least 1"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, case, message):
     data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
@@ -137,6 +149,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, 
         data.write_text('{"target": "anger", "role": "expert", "text": "x"}\n')
     elif case == "pool too small":
         extra += ["--segments", "2,2"]  # 5 items: 2 x 2, then 2 x 2 of the 3 left
+    elif case == "no final samples":
+        extra += ["--final-samples", "0"]
     elif case == "negative --min-examples":
         extra += ["--min-examples", "-1"]
     elif case == "other settings in the run folder":
@@ -162,3 +176,9 @@ def test_the_paper_protocol_just_fits_a_pool_of_100():
     hood.neighbours.pop()
     with pytest.raises(StudyInputError, match="generation 3 needs 3 x 15 = 45"):
         check_protocol(hood, 3, (33, 22, 15))
+
+
+def test_the_reductions_standard_error_follows_both_judgements():
+    assert reduction_se(1.0, 0.8, 0.0, 0.05) == pytest.approx(5.0)
+    assert reduction_se(1.0, 0.8, 0.05, 0.0) == pytest.approx(4.0)  # 100 * 0.8 * 0.05 / 1
+    assert reduction_se(0.0, 0.8, 0.05, 0.05) == 0.0

@@ -14,13 +14,15 @@ For each emotion of a neighbourhoods file (see `convergence_data`), in one data 
      --selection best (the paper) always moves to the best candidate; improve (the app's rule)
      only when it beats the champion.
   3. both final models are judged together, with the same scorer and seed, by the mean L2
-     distance of --samples replies to the centroid of the pool's scorer vectors;
-     reduction = (single - multi) / single.
+     distance of --final-samples replies (default: --samples, the paper's 50) to the centroid
+     of the pool's scorer vectors; reduction = (single - multi) / single, with its standard
+     error from the spread of the replies' distances.
 
 Training, judging and crowning are the real worker's (crowd.worker, crowd.engine, TRLTrainer,
 Evaluator), on one loaded base shared by every round. A finished emotion is kept as
 OUT/emotions/EMOTION.json and skipped by a rerun; an interrupted one resumes from the rounds
-stored in OUT/data/crowd.db. Writes OUT/results.csv and OUT/convergence.png, and prints one JSON
+stored in OUT/data/crowd.db. A rerun with another --final-samples judges the finished emotions'
+final models again, training nothing. Writes OUT/results.csv and OUT/convergence.png, and prints one JSON
 line last. Exit 2 on bad input (nothing written).
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -79,6 +82,11 @@ class StudyConfig:
     max_new_tokens: int
     batch_size: int  # replies decoded together
     min_examples: int = 0  # more epochs for small segments (TrainingSettings.min_examples)
+    final_samples: int = 50  # replies per final model; may change between reruns (JUDGING_ONLY)
+
+
+JUDGING_ONLY = {"final_samples"}
+"""Settings that only the final judgement reads: a rerun may change them and re-judges."""
 
 
 class Study:
@@ -176,12 +184,28 @@ class Study:
                                 if v["adapter_path"] else None) for v in (single, multi)]
         evaluator.scorer = self.scorer
         centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
-        scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid), names)
+        samples, evaluator.samples = evaluator.samples, self.config.final_samples
+        try:
+            scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid),
+                                        names)
+        finally:
+            evaluator.samples = samples
         s, m = scores[0].value, scores[1].value
+        se_s, se_m = (x.detail["sd"] / math.sqrt(x.n_items) for x in scores)
         return {"single": round(s, 6), "multi": round(m, 6),
                 "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
+                "reduction_se_pct": round(reduction_se(s, m, se_s, se_m), 3),
+                "final_samples": self.config.final_samples,
                 "examples": {"single": scores[0].detail["samples"],
                              "multi": scores[1].detail["samples"]}}
+
+
+def reduction_se(single: float, multi: float, se_single: float, se_multi: float) -> float:
+    """Standard error (in %) of 100 * (1 - multi / single) for independent estimates (delta
+    method); 0 when single is 0."""
+    if single <= 0:
+        return 0.0
+    return 100.0 * math.hypot(se_multi / single, multi * se_single / single ** 2)
 
 
 # --- the command line --------------------------------------------------------------------
@@ -198,7 +222,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: one per --segments entry (the paper: 3)")
     p.add_argument("--segments", default=None,
                    help="items per group, per generation (default 33,22,15)")
-    p.add_argument("--samples", type=int, default=50, help="replies per model per judgement")
+    p.add_argument("--samples", type=int, default=50,
+                   help="replies per model when a round picks its winner (the paper: 50)")
+    p.add_argument("--final-samples", type=int, default=None,
+                   help="replies per final model in the single-vs-multi judgement (default: "
+                        "--samples); changing it on a rerun re-judges, training nothing")
     p.add_argument("--scorer", default=None, help="'default', 'hub:<id>' or a saved head")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--selection", choices=SELECTIONS, default="best",
@@ -237,8 +265,8 @@ def _segments(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
-    for name in ("groups", "samples", "max_new_tokens", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("groups", "samples", "final_samples", "max_new_tokens", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         raise StudyInputError("--epochs must be at least 1")
@@ -255,7 +283,7 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         learning_rate=args.learning_rate or settings.training.learning_rate,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         min_examples=settings.training.min_examples if args.min_examples is None
-        else args.min_examples)
+        else args.min_examples, final_samples=args.final_samples or args.samples)
 
 
 def _check_resume(out: Path, config: StudyConfig) -> None:
@@ -272,7 +300,8 @@ def _check_resume(out: Path, config: StudyConfig) -> None:
     wanted = json.loads(json.dumps(asdict(config)))
     defaults = {f.name: f.default for f in fields(StudyConfig) if f.default is not MISSING}
     # a setting added after a run was started reads as its default there
-    changed = sorted(k for k in wanted if stored.get(k, defaults.get(k)) != wanted[k])
+    changed = sorted(k for k in wanted
+                     if k not in JUDGING_ONLY and stored.get(k, defaults.get(k)) != wanted[k])
     if changed:
         raise StudyInputError(f"{out} holds a run with other settings ({', '.join(changed)}); "
                               "use a new --out or the same settings")
@@ -339,16 +368,21 @@ def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) ->
     results = []
     for hood in hoods:
         path = out / "emotions" / f"{hood.emotion}.json"
-        if path.exists():
+        before = json.loads(path.read_text()) if path.exists() else None
+        if before and before.get("final_samples", 50) == config.final_samples:
             _show(f"[{hood.emotion}] finished before: {path}", True)
-            results.append(json.loads(path.read_text()))
+            results.append(before)
             continue
         if study is None:  # models load only when there is work
             study = Study(config, out, _show, settings.model.device, settings.models_dir,
                           settings.training)
         result = study.run_emotion(hood)
+        if before:  # re-judged: the rounds' time is the first run's
+            result.update(wall_s=before["wall_s"], cpu_s=before["cpu_s"],
+                          judge_s=result["wall_s"])
         _write_json(path, result)
         _show(f"[{hood.emotion}] single {result['single']:.4f}  multi {result['multi']:.4f}  "
-              f"reduction {result['reduction_pct']:+.1f}%  ({result['wall_s']:.0f}s)", True)
+              f"reduction {result['reduction_pct']:+.1f}% ± {result['reduction_se_pct']:.1f}  "
+              f"({result['wall_s']:.0f}s)", True)
         results.append(result)
     return results

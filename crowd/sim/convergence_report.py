@@ -11,21 +11,26 @@ PAPER_MEDIAN_PCT = 21.5  # the paper's median reduction over 28 emotions (mean 2
 
 
 def write_outputs(out: Path, results: list[dict], config) -> None:
-    """OUT/results.csv (emotion, single, multi, reduction in %) and OUT/convergence.png."""
+    """OUT/results.csv (emotion, single, multi, reduction in %, its standard error, replies
+    per final model) and OUT/convergence.png."""
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["emotion", "single", "multi", "reduction"])
+        writer.writerow(["emotion", "single", "multi", "reduction", "reduction_se",
+                         "final_samples"])
         for r in results:
+            se = r.get("reduction_se_pct")  # absent in results of runs before it was measured
             writer.writerow([r["emotion"], f"{r['single']:.4f}", f"{r['multi']:.4f}",
-                             f"{r['reduction_pct']:.2f}"])
+                             f"{r['reduction_pct']:.2f}", "" if se is None else f"{se:.2f}",
+                             r.get("final_samples", 50)])
     plot(out / "convergence.png", results, config)
 
 
 def summary(out: Path, results: list[dict]) -> dict:
     """The last line's content: each emotion's reduction (%), their median and mean."""
     reductions = {r["emotion"]: r["reduction_pct"] for r in results}
+    errors = {r["emotion"]: r.get("reduction_se_pct") for r in results}
     values = list(reductions.values())
-    return {"reduction_pct": reductions,
+    return {"reduction_pct": reductions, "reduction_se_pct": errors,
             "median_reduction_pct": round(statistics.median(values), 3) if values else None,
             "mean_reduction_pct": round(statistics.fmean(values), 3) if values else None,
             "paper_median_reduction_pct": PAPER_MEDIAN_PCT,
