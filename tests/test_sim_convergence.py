@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from crowd.__main__ import main
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.scoring import load_scorer
 from crowd.sim.convergence import reduction_se
 from crowd.campaigns import utcnow
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
@@ -36,7 +38,8 @@ def write_hoods(path: Path) -> Path:
 def simulate(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
     return ["simulate", "convergence", "--data", str(data), "--out", str(out),
             "--base-model", str(model), "--groups", "2", "--segments", "2,1", "--samples", "2",
-            "--epochs", "1", "--max-new-tokens", "6", "--threads", "1", *extra]
+            "--epochs", "1", "--min-examples", "0", "--max-new-tokens", "6", "--threads", "1",
+            *extra]
 
 
 def last_json(capsys) -> dict:
@@ -118,6 +121,27 @@ def test_a_job_left_queued_for_another_emotion_runs_first(tmp_path, tiny_model_d
     assert set(last_json(capsys)["reduction_pct"]) == {"anger", "fear"}
     with connect(out / "data" / "crowd.db") as db:
         assert {j["status"] for j in db["jobs"].rows} == {"finished"}
+
+
+def test_a_file_with_reference_scores_trains_the_runs_scorer(tmp_path, tiny_model_dir, capsys):
+    labels = list(GOEMOTIONS_LABELS)
+
+    def scores(label: str) -> dict:
+        return {name: (0.9 if name == label else 0.1 / 27) for name in labels}
+
+    rows = [{"target": "anger", "role": "target", "text": "I am absolutely furious!",
+             "scores": scores("anger")}]
+    rows += [{"target": "anger", "role": "neighbor", "text": t, "scores": scores("anger")}
+             for t in ANGRY]
+    rows += [{"target": "anger", "role": "neighbor", "text": t, "scores": scores("fear")}
+             for t in SCARED[:2]]
+    data, out = tmp_path / "scored.jsonl", tmp_path / "run"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger")) == 0
+    last_json(capsys)
+    assert json.loads((out / "run.json").read_text())["scorer"] == str(out / "scorer.npz")
+    head = load_scorer(str(out / "scorer.npz"))
+    assert head.score(["I am absolutely furious!"])[0].argmax() == labels.index("anger")
 
 
 BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": "anger", "role"\n'

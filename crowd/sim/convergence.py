@@ -19,11 +19,13 @@ For each emotion of a neighbourhoods file (see `convergence_data`), in one data 
      error from the spread of the replies' distances.
 
 Training, judging and crowning are the real worker's (crowd.worker, crowd.engine, TRLTrainer,
-Evaluator), on one loaded base shared by every round. A finished emotion is kept as
+Evaluator), on one loaded base shared by every round. The defaults follow the paper's recipe:
+3 epochs, more for small segments (--min-examples 100, the OpenAI fine-tuning API's rule), and a
+scorer trained on the file's reference scores. A finished emotion is kept as
 OUT/emotions/EMOTION.json and skipped by a rerun; an interrupted one resumes from the rounds
 stored in OUT/data/crowd.db. A rerun with another --final-samples judges the finished emotions'
-final models again, training nothing. Writes OUT/results.csv and OUT/convergence.png, and prints one JSON
-line last. Exit 2 on bad input (nothing written).
+final models again, training nothing. Writes OUT/results.csv and OUT/convergence.png, and
+prints one JSON line last. Exit 2 on bad input (nothing written).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ from crowd.sim.convergence_rounds import (
 
 SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
+PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or more items ...
+PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class StudyConfig:
     final_samples: int = 50  # replies per final model; may change between reruns (JUDGING_ONLY)
 
 
+TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's scores
 JUDGING_ONLY = {"final_samples"}
 """Settings that only the final judgement reads: a rerun may change them and re-judges."""
 
@@ -227,17 +232,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--final-samples", type=int, default=None,
                    help="replies per final model in the single-vs-multi judgement (default: "
                         "--samples); changing it on a rerun re-judges, training nothing")
-    p.add_argument("--scorer", default=None, help="'default', 'hub:<id>' or a saved head")
+    p.add_argument("--scorer", default=None,
+                   help="'default', 'hub:<id>' or a saved head; default: a head trained on "
+                        "--data's reference scores (OUT/scorer.npz), or the app's scorer when "
+                        "the file has none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--selection", choices=SELECTIONS, default="best",
                    help="best: always move to the best sub-model (the paper); improve: only "
                         "when it beats the champion (the app)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the app's setting")
-    p.add_argument("--min-examples", type=int, default=None,
+    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
+                   help="epochs per fine-tune (default 3, the OpenAI fine-tuning API's)")
+    p.add_argument("--min-examples", type=int, default=PAPER_MIN_EXAMPLES,
                    help="train each model on at least this many examples in all, with more "
-                        "epochs for small segments; 100 is the OpenAI fine-tuning API's rule, "
-                        "which the paper used (33 items: 4 epochs, 22: 5, 15: 7); default: the "
-                        "app's setting")
+                        "epochs for small segments: the OpenAI fine-tuning API's rule, which the "
+                        "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
+                        "0 = always --epochs")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--base-model", default=None, help="default: the app's base model")
     p.add_argument("--max-new-tokens", type=int, default=48)
@@ -268,22 +277,35 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
     for name in ("groups", "samples", "final_samples", "max_new_tokens", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.epochs is not None and args.epochs < 1:
+    if args.epochs < 1:
         raise StudyInputError("--epochs must be at least 1")
-    if args.min_examples is not None and args.min_examples < 0:
+    if args.min_examples < 0:
         raise StudyInputError("--min-examples must be 0 or more")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise StudyInputError("--learning-rate must lie in (0, 1)")
     return StudyConfig(
         data_sha256=hashlib.sha256(args.data.read_bytes()).hexdigest(),
         groups=args.groups, segments=_segments(args), samples=args.samples,
-        scorer=args.scorer or settings.scorer, seed=args.seed, selection=args.selection,
-        base_model=args.base_model or settings.model.base_model,
-        epochs=args.epochs or settings.training.epochs,
+        scorer=_scorer(args, settings), seed=args.seed, selection=args.selection,
+        base_model=args.base_model or settings.model.base_model, epochs=args.epochs,
         learning_rate=args.learning_rate or settings.training.learning_rate,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        min_examples=settings.training.min_examples if args.min_examples is None
-        else args.min_examples, final_samples=args.final_samples or args.samples)
+        min_examples=args.min_examples, final_samples=args.final_samples or args.samples)
+
+
+def _scorer(args: argparse.Namespace, settings) -> str:
+    """--scorer; else a head trained on --data's reference `scores` (OUT/scorer.npz), which
+    ranks candidates as the paper's scorer does (docs/results/convergence.md); else, for a file
+    without scores, the app's scorer."""
+    from crowd.scoring_cli import read_scored
+
+    if args.scorer:
+        return args.scorer
+    try:
+        read_scored(args.data)
+    except ValueError:
+        return settings.scorer
+    return str(args.out / TRAINED_SCORER)
 
 
 def _check_resume(out: Path, config: StudyConfig) -> None:
@@ -345,6 +367,9 @@ def main(argv: list[str]) -> int:
         return 2
     _write_json(args.out / "run.json", asdict(config))
     _set_threads(args.threads or settings.model.threads)
+    head = args.out / TRAINED_SCORER
+    if config.scorer == str(head) and not head.exists():
+        _train_scorer(args.data, head)
     try:
         results = run(config, hoods, args.out, settings)
     except SimulationError as exc:
@@ -353,6 +378,18 @@ def main(argv: list[str]) -> int:
     write_outputs(args.out, results, config)
     print(json.dumps(summary(args.out, results)))
     return 0
+
+
+def _train_scorer(data: Path, path: Path) -> None:
+    """The default head (crowd.scoring.DEFAULT_HEAD) fitted on the file's texts and reference
+    vectors plus the seed set: `python -m crowd scorer train --data FILE --out PATH`."""
+    from crowd.scoring import DEFAULT_HEAD
+    from crowd.scoring_cli import train
+
+    _show(f"training the emotion scorer on the reference scores of {data} ...", True)
+    partial = path.with_name(path.stem + ".partial.npz")
+    train([data], partial, True, DEFAULT_HEAD)
+    partial.replace(path)  # a killed run leaves no half-written head behind
 
 
 def _set_threads(threads: int) -> None:
