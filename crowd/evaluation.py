@@ -84,16 +84,18 @@ class Evaluator:
             model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
         return name
 
-    def evaluate(self, eval_set: EvalSet, adapters: Sequence[str]) -> list[Score]:
-        """One Score per adapter name, all on the same items."""
+    def evaluate(self, eval_set: EvalSet, adapters: Sequence[str],
+                 samples: int | None = None) -> list[Score]:
+        """One Score per adapter name, all on the same items; emotion: `samples` replies per
+        model (default: the evaluator's)."""
         if eval_set.task == "emotion":
-            return self._emotion(eval_set, adapters)
+            return self._emotion(eval_set, adapters, samples or self.samples)
         return self._preference(eval_set.pairs, adapters)
 
-    def _emotion(self, eval_set: EvalSet, adapters: Sequence[str]) -> list[Score]:
+    def _emotion(self, eval_set: EvalSet, adapters: Sequence[str], samples: int) -> list[Score]:
         import torch
 
-        prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(self.samples)]
+        prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
         torch.manual_seed(self.seed)  # the same sampling noise for every model and round
         replies: list[str] = []

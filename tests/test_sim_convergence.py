@@ -13,7 +13,7 @@ import pytest
 from crowd.__main__ import main
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.scoring import load_scorer
-from crowd.sim.convergence import reduction_se
+from crowd.sim.convergence_study import reduction_se
 from crowd.campaigns import utcnow
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
 from storage import rounds as store

@@ -19,7 +19,8 @@ For each emotion of a neighbourhoods file (see `convergence_data`), in one data 
      error from the spread of the replies' distances.
 
 Training, judging and crowning are the real worker's (crowd.worker, crowd.engine, TRLTrainer,
-Evaluator), on one loaded base shared by every round. The defaults follow the paper's recipe:
+Evaluator), on one loaded base shared by every round; crowd.sim.convergence_study drives both
+arms, this module is the command line and the resumable loop over emotions. The defaults follow the paper's recipe:
 3 epochs, more for small segments (--min-examples 100, the OpenAI fine-tuning API's rule), and a
 scorer trained on the file's reference scores. A finished emotion is kept as
 OUT/emotions/EMOTION.json and skipped by a rerun; an interrupted one resumes from the rounds
@@ -33,184 +34,25 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
-import random
 import sys
-import time
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 from crowd.sim.convergence_data import (
     Neighbourhood,
     StudyInputError,
     check_protocol,
-    deal,
-    generation_rng,
     pick_emotions,
     read_neighbourhoods,
 )
-from crowd.sim.convergence_rounds import (
-    ALWAYS_MOVE,
-    CHAT,
-    Arm,
-    RoundDriver,
-    SimulationError,
-    open_campaign,
-    round_number,
-    round_result,
-    submit_and_close,
-    trained_candidate,
-    version,
-)
+from crowd.sim.convergence_rounds import SimulationError
+from crowd.sim.convergence_study import JUDGING_ONLY, PAPER_SAMPLES, Study, StudyConfig
 
 SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
 PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or more items ...
 PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Everything a run's numbers depend on; a resumed run must ask for the same."""
-
-    data_sha256: str  # the input file's content
-    groups: int
-    segments: tuple[int, ...]  # items per group in generation 1, 2, ...
-    samples: int  # replies per model per judgement
-    scorer: str
-    seed: int
-    selection: str  # 'best' | 'improve'
-    base_model: str
-    epochs: int
-    learning_rate: float
-    max_new_tokens: int
-    batch_size: int  # replies decoded together
-    min_examples: int = 0  # more epochs for small segments (TrainingSettings.min_examples)
-    final_samples: int = 50  # replies per final model; may change between reruns (JUDGING_ONLY)
-
-
 TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's scores
-JUDGING_ONLY = {"final_samples"}
-"""Settings that only the final judgement reads: a rerun may change them and re-judges."""
-
-
-class Study:
-    """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
-
-    def __init__(self, config: StudyConfig, out: Path, show, device: str = "auto",
-                 models_dir: Path = Path("data/models"), training=None):
-        from crowd.campaigns import utcnow
-        from crowd.config import TrainingSettings
-        from crowd.engine import RoundEngine
-        from crowd.evaluation import Evaluator
-        from crowd.models import load_base, resolve_base_model
-        from crowd.scoring import load_scorer
-        from crowd.training import TRLTrainer
-        from datasets import disable_progress_bars
-        from storage.db import migrate
-
-        disable_progress_bars()  # TRL maps every small dataset with a bar: noise in the log
-        self.config, self.show, self.now = config, show, utcnow
-        self.data_dir = out / "data"
-        self.db_path = self.data_dir / "crowd.db"
-        migrate(self.db_path)
-        show("loading the base model, the trainer's copy and the scorer ...", True)
-        base_path = resolve_base_model(config.base_model, models_dir)
-        judge = load_base(base_path, models_dir, device)
-        training = replace(training or TrainingSettings(), epochs=config.epochs,
-                           learning_rate=config.learning_rate, seed=config.seed,
-                           min_examples=config.min_examples)
-        trainer = TRLTrainer(base_path, training, device=judge.device)
-        self.scorer = load_scorer(config.scorer, self.data_dir)
-        evaluator = Evaluator(judge, self.scorer, samples=config.samples,
-                              max_new_tokens=config.max_new_tokens,
-                              batch_size=config.batch_size, seed=config.seed)
-        self.engine = RoundEngine(self.db_path, self.data_dir, trainer, evaluator,
-                                  lambda _campaign: self.scorer, utcnow)
-        self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)
-
-    def run_emotion(self, hood: Neighbourhood) -> dict:
-        """Both arms and the final judgement for one emotion; returns its result record."""
-        started, cpu = time.monotonic(), time.process_time()
-        single = self._single(hood)
-        multi = self._multi(hood)
-        final = self._final(hood, single.pop("version"), multi.pop("version"))
-        return {"emotion": hood.emotion, **final, "pool": len(hood.neighbours),
-                "single_arm": single, "multi_arm": multi,
-                "wall_s": round(time.monotonic() - started, 1),
-                "cpu_s": round(time.process_time() - cpu, 1)}
-
-    def _single(self, hood: Neighbourhood) -> dict:
-        arm = Arm(f"{hood.emotion}/single", hood.emotion, hood.target, 1, ALWAYS_MOVE)
-        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
-        round_ = round_number(self.db_path, campaign, 1)
-        items = list(range(len(hood.neighbours)))
-        if round_["state"] == "open":
-            submit_and_close(self.db_path, campaign, 1, {0: items}, hood.neighbours, self.now(),
-                             random.Random(self.config.seed))
-        label = f"[{hood.emotion}] single model on {len(items)} items"
-        self.driver.finish(round_["id"], label)
-        result = round_result(self.db_path, round_["id"], 1)
-        return {"base_to_target": result["champion"], "to_target": result["candidates"].get("0"),
-                "version": trained_candidate(self.db_path, round_["id"], 0, label)}
-
-    def _multi(self, hood: Neighbourhood) -> dict:
-        c = self.config
-        margin = ALWAYS_MOVE if c.selection == "best" else 0.0
-        arm = Arm(f"{hood.emotion}/multi", hood.emotion, hood.target, c.groups, margin)
-        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
-        pool, generations, result = list(range(len(hood.neighbours))), [], {}
-        for generation, size in enumerate(c.segments, 1):
-            segments = deal(pool, c.groups, size, generation_rng(c.seed, hood.emotion, generation))
-            round_ = round_number(self.db_path, campaign, generation)
-            if round_["state"] == "open":
-                submit_and_close(self.db_path, campaign, generation, segments, hood.neighbours,
-                                 self.now(), random.Random(c.seed))
-            self.driver.finish(round_["id"], f"[{hood.emotion}] generation {generation}/"
-                                             f"{len(c.segments)}: {c.groups} x {size} items")
-            result = round_result(self.db_path, round_["id"], c.groups)
-            generations.append({"generation": generation, "pool": len(pool), "segment": size,
-                                **{k: v for k, v in result.items() if k != "winner_id"}})
-            if result["improved"]:
-                leaving = set(segments[result["winner_group"]])
-                pool = [item for item in pool if item not in leaving]
-        return {"generations": generations, "version": version(self.db_path, result["winner_id"])}
-
-    def _final(self, hood: Neighbourhood, single: dict, multi: dict) -> dict:
-        """Both final models' mean L2 distance to the pool's centroid, on the same samples'
-        seed, in the same batches."""
-        from crowd.evaluation import EvalSet
-        from crowd.scoring import target_vector
-
-        self.show(f"[{hood.emotion}] judging both final models against the pool's centroid",
-                  True)
-        evaluator = self.engine.evaluator
-        names = [evaluator.load(f"v{v['id']}", self.data_dir / v["adapter_path"]
-                                if v["adapter_path"] else None) for v in (single, multi)]
-        evaluator.scorer = self.scorer
-        centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
-        samples, evaluator.samples = evaluator.samples, self.config.final_samples
-        try:
-            scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid),
-                                        names)
-        finally:
-            evaluator.samples = samples
-        s, m = scores[0].value, scores[1].value
-        se_s, se_m = (x.detail["sd"] / math.sqrt(x.n_items) for x in scores)
-        return {"single": round(s, 6), "multi": round(m, 6),
-                "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
-                "reduction_se_pct": round(reduction_se(s, m, se_s, se_m), 3),
-                "final_samples": self.config.final_samples,
-                "examples": {"single": scores[0].detail["samples"],
-                             "multi": scores[1].detail["samples"]}}
-
-
-def reduction_se(single: float, multi: float, se_single: float, se_multi: float) -> float:
-    """Standard error (in %) of 100 * (1 - multi / single) for independent estimates (delta
-    method); 0 when single is 0."""
-    if single <= 0:
-        return 0.0
-    return 100.0 * math.hypot(se_multi / single, multi * se_single / single ** 2)
 
 
 # --- the command line --------------------------------------------------------------------
@@ -227,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: one per --segments entry (the paper: 3)")
     p.add_argument("--segments", default=None,
                    help="items per group, per generation (default 33,22,15)")
-    p.add_argument("--samples", type=int, default=50,
+    p.add_argument("--samples", type=int, default=PAPER_SAMPLES,
                    help="replies per model when a round picks its winner (the paper: 50)")
     p.add_argument("--final-samples", type=int, default=None,
                    help="replies per final model in the single-vs-multi judgement (default: "
@@ -406,7 +248,7 @@ def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) ->
     for hood in hoods:
         path = out / "emotions" / f"{hood.emotion}.json"
         before = json.loads(path.read_text()) if path.exists() else None
-        if before and before.get("final_samples", 50) == config.final_samples:
+        if before and before.get("final_samples", PAPER_SAMPLES) == config.final_samples:
             _show(f"[{hood.emotion}] finished before: {path}", True)
             results.append(before)
             continue

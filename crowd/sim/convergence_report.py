@@ -7,6 +7,8 @@ import math
 import statistics
 from pathlib import Path
 
+from crowd.sim.convergence_study import PAPER_SAMPLES
+
 PAPER_MEDIAN_PCT = 21.5  # the paper's median reduction over 28 emotions (mean 28.5 %)
 
 
@@ -21,7 +23,7 @@ def write_outputs(out: Path, results: list[dict], config) -> None:
             se = r.get("reduction_se_pct")  # absent in results of runs before it was measured
             writer.writerow([r["emotion"], f"{r['single']:.4f}", f"{r['multi']:.4f}",
                              f"{r['reduction_pct']:.2f}", "" if se is None else f"{se:.2f}",
-                             r.get("final_samples", 50)])
+                             r.get("final_samples", PAPER_SAMPLES)])
     plot(out / "convergence.png", results, config)
 
 

@@ -1,0 +1,166 @@
+"""One emotion of the convergence study: both arms through the project's own rounds, then
+the final judgement (see crowd.sim.convergence for the protocol and the command line)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from crowd.sim.convergence_data import Neighbourhood, deal, generation_rng
+from crowd.sim.convergence_rounds import (
+    ALWAYS_MOVE,
+    CHAT,
+    Arm,
+    RoundDriver,
+    open_campaign,
+    round_number,
+    round_result,
+    submit_and_close,
+    trained_candidate,
+    version,
+)
+
+
+PAPER_SAMPLES = 50  # replies per model per judgement in the paper
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a run's numbers depend on; a resumed run must ask for the same."""
+
+    data_sha256: str  # the input file's content
+    groups: int
+    segments: tuple[int, ...]  # items per group in generation 1, 2, ...
+    samples: int  # replies per model when a round picks its winner
+    scorer: str
+    seed: int
+    selection: str  # 'best' | 'improve'
+    base_model: str
+    epochs: int
+    learning_rate: float
+    max_new_tokens: int
+    batch_size: int  # replies decoded together
+    min_examples: int = 0  # more epochs for small segments (TrainingSettings.min_examples)
+    final_samples: int = PAPER_SAMPLES  # replies per final model; may change between reruns
+
+
+JUDGING_ONLY = {"final_samples"}
+"""Settings that only the final judgement reads: a rerun may change them and re-judges."""
+
+
+class Study:
+    """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
+
+    def __init__(self, config: StudyConfig, out: Path, show, device: str = "auto",
+                 models_dir: Path = Path("data/models"), training=None):
+        from crowd.campaigns import utcnow
+        from crowd.config import TrainingSettings
+        from crowd.engine import RoundEngine
+        from crowd.evaluation import Evaluator
+        from crowd.models import load_base, resolve_base_model
+        from crowd.scoring import load_scorer
+        from crowd.training import TRLTrainer
+        from datasets import disable_progress_bars
+        from storage.db import migrate
+
+        disable_progress_bars()  # TRL maps every small dataset with a bar: noise in the log
+        self.config, self.show, self.now = config, show, utcnow
+        self.data_dir = out / "data"
+        self.db_path = self.data_dir / "crowd.db"
+        migrate(self.db_path)
+        show("loading the base model, the trainer's copy and the scorer ...", True)
+        base_path = resolve_base_model(config.base_model, models_dir)
+        judge = load_base(base_path, models_dir, device)
+        training = replace(training or TrainingSettings(), epochs=config.epochs,
+                           learning_rate=config.learning_rate, seed=config.seed,
+                           min_examples=config.min_examples)
+        trainer = TRLTrainer(base_path, training, device=judge.device)
+        self.scorer = load_scorer(config.scorer, self.data_dir)
+        evaluator = Evaluator(judge, self.scorer, samples=config.samples,
+                              max_new_tokens=config.max_new_tokens,
+                              batch_size=config.batch_size, seed=config.seed)
+        self.engine = RoundEngine(self.db_path, self.data_dir, trainer, evaluator,
+                                  lambda _campaign: self.scorer, utcnow)
+        self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)
+
+    def run_emotion(self, hood: Neighbourhood) -> dict:
+        """Both arms and the final judgement for one emotion; returns its result record."""
+        started, cpu = time.monotonic(), time.process_time()
+        single = self._single(hood)
+        multi = self._multi(hood)
+        final = self._final(hood, single.pop("version"), multi.pop("version"))
+        return {"emotion": hood.emotion, **final, "pool": len(hood.neighbours),
+                "single_arm": single, "multi_arm": multi,
+                "wall_s": round(time.monotonic() - started, 1),
+                "cpu_s": round(time.process_time() - cpu, 1)}
+
+    def _single(self, hood: Neighbourhood) -> dict:
+        arm = Arm(f"{hood.emotion}/single", hood.emotion, hood.target, 1, ALWAYS_MOVE)
+        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
+        round_ = round_number(self.db_path, campaign, 1)
+        items = list(range(len(hood.neighbours)))
+        if round_["state"] == "open":
+            submit_and_close(self.db_path, campaign, 1, {0: items}, hood.neighbours, self.now(),
+                             random.Random(self.config.seed))
+        label = f"[{hood.emotion}] single model on {len(items)} items"
+        self.driver.finish(round_["id"], label)
+        result = round_result(self.db_path, round_["id"], 1)
+        return {"base_to_target": result["champion"], "to_target": result["candidates"].get("0"),
+                "version": trained_candidate(self.db_path, round_["id"], 0, label)}
+
+    def _multi(self, hood: Neighbourhood) -> dict:
+        c = self.config
+        margin = ALWAYS_MOVE if c.selection == "best" else 0.0
+        arm = Arm(f"{hood.emotion}/multi", hood.emotion, hood.target, c.groups, margin)
+        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
+        pool, generations, result = list(range(len(hood.neighbours))), [], {}
+        for generation, size in enumerate(c.segments, 1):
+            segments = deal(pool, c.groups, size, generation_rng(c.seed, hood.emotion, generation))
+            round_ = round_number(self.db_path, campaign, generation)
+            if round_["state"] == "open":
+                submit_and_close(self.db_path, campaign, generation, segments, hood.neighbours,
+                                 self.now(), random.Random(c.seed))
+            self.driver.finish(round_["id"], f"[{hood.emotion}] generation {generation}/"
+                                             f"{len(c.segments)}: {c.groups} x {size} items")
+            result = round_result(self.db_path, round_["id"], c.groups)
+            generations.append({"generation": generation, "pool": len(pool), "segment": size,
+                                **{k: v for k, v in result.items() if k != "winner_id"}})
+            if result["improved"]:
+                leaving = set(segments[result["winner_group"]])
+                pool = [item for item in pool if item not in leaving]
+        return {"generations": generations, "version": version(self.db_path, result["winner_id"])}
+
+    def _final(self, hood: Neighbourhood, single: dict, multi: dict) -> dict:
+        """Both final models' mean L2 distance to the pool's centroid, on the same samples'
+        seed, in the same batches."""
+        from crowd.evaluation import EvalSet
+        from crowd.scoring import target_vector
+
+        self.show(f"[{hood.emotion}] judging both final models against the pool's centroid",
+                  True)
+        evaluator = self.engine.evaluator
+        names = [evaluator.load(f"v{v['id']}", self.data_dir / v["adapter_path"]
+                                if v["adapter_path"] else None) for v in (single, multi)]
+        evaluator.scorer = self.scorer
+        centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
+        scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid), names,
+                                    samples=self.config.final_samples)
+        s, m = scores[0].value, scores[1].value
+        se_s, se_m = (x.detail["sd"] / math.sqrt(x.n_items) for x in scores)
+        return {"single": round(s, 6), "multi": round(m, 6),
+                "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
+                "reduction_se_pct": round(reduction_se(s, m, se_s, se_m), 3),
+                "final_samples": self.config.final_samples,
+                "examples": {"single": scores[0].detail["samples"],
+                             "multi": scores[1].detail["samples"]}}
+
+
+def reduction_se(single: float, multi: float, se_single: float, se_multi: float) -> float:
+    """Standard error (in %) of 100 * (1 - multi / single) for independent estimates (delta
+    method); 0 when single is 0."""
+    if single <= 0:
+        return 0.0
+    return 100.0 * math.hypot(se_multi / single, multi * se_single / single ** 2)
