@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install lint bench clean
 
-$(STAMP): requirements.txt scripts/install.sh
+$(STAMP): requirements.txt scripts/install.sh pyproject.toml
 	scripts/install.sh $(VENV)
 	touch $(STAMP)
 
@@ -16,6 +16,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and format), mypy on crowd/ and storage/, and the import-linter contracts in
+# pyproject.toml (the layers ui -> service -> rounds -> domain -> storage).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/serve.py

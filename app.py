@@ -37,8 +37,8 @@ def build(settings: Settings):
     service = CrowdService(settings, generation)
     worker = None
     if settings.start_worker:
-        from crowd.engine import build_engine
-        from crowd.worker import Worker
+        from crowd.rounds.engine import build_engine
+        from crowd.rounds.worker import Worker
 
         worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).start()
     return build_app(service, Organizer(service)), service, worker
@@ -67,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.organizer_secret and not settings.organizer_hf_org:
         log.info("organizer view locked: set CROWD_ORGANIZER_SECRET to open /organizer")
     demo.queue(default_concurrency_limit=None).launch(
-        server_name=settings.host, server_port=settings.port, max_threads=QUEUE_THREADS,
-        **launch_options())
+        server_name=settings.host,
+        server_port=settings.port,
+        max_threads=QUEUE_THREADS,
+        **launch_options(),
+    )
     return 0
 
 

@@ -16,12 +16,9 @@ import json
 import random
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage.db import migrate  # noqa: E402
 from storage.export import export_dataset  # noqa: E402
@@ -38,20 +35,31 @@ def _text(rng: random.Random, n_words: int) -> str:
 def _correction(i: int, rng: random.Random, n_people: int, n_messages: int) -> tuple:
     """One correction row; the prompt is a two-turn chat, the reply 20-40 words."""
     kind = KINDS[i % len(KINDS)]
-    prompt = json.dumps([
-        {"role": "user", "content": _text(rng, 12)},
-        {"role": "assistant", "content": _text(rng, 25)},
-        {"role": "user", "content": _text(rng, 10)},
-    ])
+    prompt = json.dumps(
+        [
+            {"role": "user", "content": _text(rng, 12)},
+            {"role": "assistant", "content": _text(rng, 25)},
+            {"role": "user", "content": _text(rng, 10)},
+        ]
+    )
     message = 2 * rng.randrange(n_messages // 2) + 1
     return (
-        kind, f"p{rng.randrange(n_people)}", 1 + i % 5, i % 3, message,
-        message + 1 if kind == "choice" else None, 1, prompt, _text(rng, rng.randint(20, 40)),
+        kind,
+        f"p{rng.randrange(n_people)}",
+        1 + i % 5,
+        i % 3,
+        message,
+        message + 1 if kind == "choice" else None,
+        1,
+        prompt,
+        _text(rng, rng.randint(20, 40)),
         _text(rng, 30) if kind == "rewrite" else None,
         rng.choice(("a", "b", "tie", "both_bad")) if kind == "choice" else None,
         "joy" if kind == "emotion" else None,
         rng.choice((-1, 1)) if kind == "rating" else None,
-        "heldout" if i % 5 == 0 else "train", T0 if i % 50 == 0 else None, T0,
+        "heldout" if i % 5 == 0 else "train",
+        T0 if i % 50 == 0 else None,
+        T0,
     )
 
 
@@ -62,25 +70,40 @@ def build(db_path: Path, n: int, seed: int = 0) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute(
         "INSERT INTO campaigns (id, name, task, target_emotion, n_groups, created_at)"
-        " VALUES (1, 'bench', 'emotion', 'joy', 3, ?)", [T0])
-    conn.execute("INSERT INTO model_versions (id, campaign_id, status, created_at)"
-                 " VALUES (1, 1, 'champion', ?)", [T0])
-    conn.executemany("INSERT INTO rounds (id, campaign_id, number, champion_id, opened_at)"
-                     " VALUES (?, 1, ?, 1, ?)", [(r, r, T0) for r in range(1, 6)])
-    conn.executemany("INSERT INTO participants (id, display_name, consented_at, created_at)"
-                     " VALUES (?, ?, ?, ?)", [(f"p{k}", f"P {k}", T0, T0) for k in range(500)])
-    conn.execute("INSERT INTO conversations (id, participant_id, round_id, group_index,"
-                 " created_at) VALUES (1, 'p0', 1, 0, ?)", [T0])
+        " VALUES (1, 'bench', 'emotion', 'joy', 3, ?)",
+        [T0],
+    )
+    conn.execute(
+        "INSERT INTO model_versions (id, campaign_id, status, created_at)"
+        " VALUES (1, 1, 'champion', ?)",
+        [T0],
+    )
+    conn.executemany(
+        "INSERT INTO rounds (id, campaign_id, number, champion_id, opened_at)"
+        " VALUES (?, 1, ?, 1, ?)",
+        [(r, r, T0) for r in range(1, 6)],
+    )
+    conn.executemany(
+        "INSERT INTO participants (id, display_name, consented_at, created_at) VALUES (?, ?, ?, ?)",
+        [(f"p{k}", f"P {k}", T0, T0) for k in range(500)],
+    )
+    conn.execute(
+        "INSERT INTO conversations (id, participant_id, round_id, group_index,"
+        " created_at) VALUES (1, 'p0', 1, 0, ?)",
+        [T0],
+    )
     n_messages = 2000
     conn.executemany(
         "INSERT INTO messages (id, conversation_id, position, role, content, created_at)"
         " VALUES (?, 1, ?, 'assistant', ?, ?)",
-        [(m, m, _text(rng, 30), T0) for m in range(1, n_messages + 1)])
+        [(m, m, _text(rng, 30), T0) for m in range(1, n_messages + 1)],
+    )
     conn.executemany(
         "INSERT INTO corrections (kind, participant_id, round_id, group_index, message_id,"
         " other_message_id, model_version_id, prompt, original, rewrite, choice, emotion,"
         " rating, split, undone_at, created_at) VALUES (" + ",".join("?" * 16) + ")",
-        (_correction(i, rng, 500, n_messages) for i in range(n)))
+        (_correction(i, rng, 500, n_messages) for i in range(n)),
+    )
     conn.commit()
     conn.close()
 
@@ -118,15 +141,23 @@ def main() -> None:
             ours.append(time.perf_counter() - start)
             ours_cpu.append(time.process_time() - start_cpu)
             base.append(timed(baseline, db, Path(tmp) / "baseline.jsonl"))
-            print(f"repeat {rep}: export {ours[-1]:.2f} s (cpu {ours_cpu[-1]:.2f} s),"
-                  f" baseline {base[-1]:.2f} s")
+            print(
+                f"repeat {rep}: export {ours[-1]:.2f} s (cpu {ours_cpu[-1]:.2f} s),"
+                f" baseline {base[-1]:.2f} s"
+            )
     export_s, baseline_s = statistics.median(ours), statistics.median(base)
-    print(json.dumps({
-        "export_s": round(export_s, 3), "export_cpu_s": round(statistics.median(ours_cpu), 3),
-        "baseline_s": round(baseline_s, 3),
-        "ratio": round(export_s / baseline_s, 2), "corrections": args.corrections,
-        "rows": counts,
-    }))
+    print(
+        json.dumps(
+            {
+                "export_s": round(export_s, 3),
+                "export_cpu_s": round(statistics.median(ours_cpu), 3),
+                "baseline_s": round(baseline_s, 3),
+                "ratio": round(export_s / baseline_s, 2),
+                "corrections": args.corrections,
+                "rows": counts,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,15 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from storage import queries, rounds as store  # noqa: E402
+from storage import queries  # noqa: E402
+from storage import rounds as store  # noqa: E402
 from storage.db import connect  # noqa: E402
 
 KEY = "bench-organizer-key"
 CYCLE_S = 6.0  # one chat per volunteer per 6 s at most: under the 12 chats/minute limit
-PROMPTS = ["Tell me about your day.", "What do you think of rainy weekends?",
-           "Give me some advice about a new job.", "Write a reddit comment about cats."]
+PROMPTS = [
+    "Tell me about your day.",
+    "What do you think of rainy weekends?",
+    "Give me some advice about a new job.",
+    "Write a reddit comment about cats.",
+]
 HAPPY = "What a joyful thing to hear, I am so happy for you!"
 
 
@@ -62,8 +66,11 @@ class Tally:
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
         else values[0]
+    )
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -75,19 +82,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(data_dir: Path, port: int, tokens: int, base_model: str | None,
-              log: Path) -> subprocess.Popen:
+def start_app(
+    data_dir: Path, port: int, tokens: int, base_model: str | None, log: Path
+) -> subprocess.Popen:
     cached = ROOT / ".venv" / "test-cache" / "models"
     if cached.is_dir():  # reuse the converted default model rather than convert it again
         (data_dir / "models").symlink_to(cached, target_is_directory=True)
-    env = {**os.environ, "CROWD_DATA_DIR": str(data_dir), "CROWD_PORT": str(port),
-           "CROWD_ORGANIZER_SECRET": KEY, "CROWD_MAX_NEW_TOKENS": str(tokens),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "CROWD_DATA_DIR": str(data_dir),
+        "CROWD_PORT": str(port),
+        "CROWD_ORGANIZER_SECRET": KEY,
+        "CROWD_MAX_NEW_TOKENS": str(tokens),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     env.pop("CROWD_BASE_MODEL", None)  # unset: the packaged default, SmolLM2-135M-Instruct
     if base_model:
         env["CROWD_BASE_MODEL"] = base_model
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -103,8 +122,13 @@ def start_app(data_dir: Path, port: int, tokens: int, base_model: str | None,
 def client(url: str, address: str):
     from gradio_client import Client
 
-    return Client(url, verbose=False, headers={"X-Forwarded-For": address},
-                  analytics_enabled=False, download_files=False)
+    return Client(
+        url,
+        verbose=False,
+        headers={"X-Forwarded-For": address},
+        analytics_enabled=False,
+        download_files=False,
+    )
 
 
 # -- volunteers -----------------------------------------------------------------------------
@@ -116,14 +140,16 @@ def join(url: str, index: int):
     return api, api.predict(f"Volunteer {index}", True, api_name="/api_join")
 
 
-def volunteer(api, token: str, index: int, until: float, tally: Tally,
-              rng: random.Random) -> None:
+def volunteer(api, token: str, index: int, until: float, tally: Tally, rng: random.Random) -> None:
     """Chat, then rewrite or rate or label the reply, one cycle per CYCLE_S, until `until`."""
     conversation, n = None, 0
     while time.monotonic() < until:
         start = time.monotonic()
-        reply = timed(tally, tally.replies, lambda: api.predict(
-            token, conversation, rng.choice(PROMPTS), api_name="/api_chat"))
+        reply = timed(
+            tally,
+            tally.replies,
+            lambda c=conversation: api.predict(token, c, rng.choice(PROMPTS), api_name="/api_chat"),
+        )
         if reply is not None:
             conversation, n = reply["conversation_id"], n + 1
             submit(api, token, reply["message_id"], f"{index}-{n}", n, tally)
@@ -132,10 +158,14 @@ def volunteer(api, token: str, index: int, until: float, tally: Tally,
 
 def submit(api, token: str, message_id: int, marker: str, n: int, tally: Tally) -> None:
     """One correction; what the server confirmed is remembered, to be found in the database."""
-    kind, value, endpoint = [("rewrite", f"{HAPPY} [{marker}]", "/api_rewrite"),
-                             ("rating", 1, "/api_rate"), ("emotion", "joy", "/api_label")][n % 3]
-    correction_id = timed(tally, tally.submissions,
-                          lambda: api.predict(token, message_id, value, api_name=endpoint))
+    kind, value, endpoint = [
+        ("rewrite", f"{HAPPY} [{marker}]", "/api_rewrite"),
+        ("rating", 1, "/api_rate"),
+        ("emotion", "joy", "/api_label"),
+    ][n % 3]
+    correction_id = timed(
+        tally, tally.submissions, lambda: api.predict(token, message_id, value, api_name=endpoint)
+    )
     if correction_id is not None:
         with tally.lock:
             tally.confirmed.append((int(correction_id), kind, value))
@@ -188,6 +218,7 @@ def keep_training(url: str, db_path: Path, until: float, tally: Tally, closed: l
 
 def seed(url: str, people: int, rewrites: int) -> None:
     """Rewrites in every group (in parallel, untimed), so that the first round trains long."""
+
     def one(i: int) -> None:
         api = client(url, f"10.8.0.{i}")
         token = api.predict(f"Seed {i}", True, api_name="/api_join")
@@ -202,18 +233,21 @@ def seed(url: str, people: int, rewrites: int) -> None:
         thread.join()
 
 
-def run_arm(url: str, db_path: Path, arm: int, volunteers: int, seconds: float,
-            closed: list) -> Tally:
+def run_arm(
+    url: str, db_path: Path, arm: int, volunteers: int, seconds: float, closed: list
+) -> Tally:
     """`volunteers` new volunteers (joined before the clock starts) for `seconds`."""
     tally = Tally()
     ids = [100 * arm + i for i in range(volunteers)]
     joined = [join(url, i) for i in ids]
     until = time.monotonic() + seconds
-    threads = [threading.Thread(target=volunteer,
-                                args=(api, token, i, until, tally, random.Random(i)))
-               for i, (api, token) in zip(ids, joined)]
-    threads.append(threading.Thread(target=keep_training,
-                                    args=(url, db_path, until, tally, closed)))
+    threads = [
+        threading.Thread(target=volunteer, args=(api, token, i, until, tally, random.Random(i)))
+        for i, (api, token) in zip(ids, joined)
+    ]
+    threads.append(
+        threading.Thread(target=keep_training, args=(url, db_path, until, tally, closed))
+    )
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -227,30 +261,43 @@ def run_arm(url: str, db_path: Path, arm: int, volunteers: int, seconds: float,
 def lost(db_path: Path, confirmed: list[tuple[int, str, object]]) -> int:
     """Corrections the server confirmed that the database lacks (or holds with other content)."""
     with connect(db_path) as db:
-        stored = {row[0]: row[1:] for row in db.execute(
-            "SELECT id, kind, rewrite, rating, emotion FROM corrections")}
+        stored = {
+            row[0]: row[1:]
+            for row in db.execute("SELECT id, kind, rewrite, rating, emotion FROM corrections")
+        }
     fields = {"rewrite": 1, "rating": 2, "emotion": 3}
-    return sum(cid not in stored or stored[cid][0] != kind or stored[cid][fields[kind]] != value
-               for cid, kind, value in confirmed)
+    return sum(
+        cid not in stored or stored[cid][0] != kind or stored[cid][fields[kind]] != value
+        for cid, kind, value in confirmed
+    )
 
 
 def summary(arm: Tally) -> dict:
     def r(x):
         return None if x is None else round(x, 3)
 
-    return {"replies": len(arm.replies), "submissions": len(arm.submissions),
-            "reply_p50_s": r(percentile(arm.replies, 50)),
-            "reply_p95_s": r(percentile(arm.replies, 95)),
-            "submit_p50_s": r(percentile(arm.submissions, 50)),
-            "submit_p95_s": r(percentile(arm.submissions, 95)),
-            "refused": arm.refused, "errors": len(arm.errors),
-            "training_busy_share": r(sum(arm.busy) / len(arm.busy)) if arm.busy else None}
+    return {
+        "replies": len(arm.replies),
+        "submissions": len(arm.submissions),
+        "reply_p50_s": r(percentile(arm.replies, 50)),
+        "reply_p95_s": r(percentile(arm.replies, 95)),
+        "submit_p50_s": r(percentile(arm.submissions, 50)),
+        "submit_p95_s": r(percentile(arm.submissions, 95)),
+        "refused": arm.refused,
+        "errors": len(arm.errors),
+        "training_busy_share": r(sum(arm.busy) / len(arm.busy)) if arm.busy else None,
+    }
 
 
 def pooled(a: Tally, b: Tally) -> Tally:
-    return Tally(a.replies + b.replies, a.submissions + b.submissions, a.confirmed + b.confirmed,
-                 {k: a.refused.get(k, 0) + b.refused.get(k, 0) for k in {*a.refused, *b.refused}},
-                 a.errors + b.errors, a.busy + b.busy)
+    return Tally(
+        a.replies + b.replies,
+        a.submissions + b.submissions,
+        a.confirmed + b.confirmed,
+        {k: a.refused.get(k, 0) + b.refused.get(k, 0) for k in {*a.refused, *b.refused}},
+        a.errors + b.errors,
+        a.busy + b.busy,
+    )
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -265,8 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=48, help="max new tokens per reply")
     parser.add_argument("--seed-people", type=int, default=9)
     parser.add_argument("--seed-rewrites", type=int, default=4, help="per seed volunteer")
-    parser.add_argument("--base-model", default=None,
-                        help="a model folder instead of the default (for a quick smoke run)")
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="a model folder instead of the default (for a quick smoke run)",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="crowd-load-"))
     data_dir, port = work / "data", free_port()
@@ -295,10 +345,14 @@ def report(args, loaded: Tally, baseline: Tally, missing: int, rounds_closed: in
     for error in (loaded.errors + baseline.errors)[:5]:
         print("error:", error)
     result = {
-        "volunteers": args.volunteers, "seconds": args.seconds, "tokens": args.tokens,
+        "volunteers": args.volunteers,
+        "seconds": args.seconds,
+        "tokens": args.tokens,
         "submissions_confirmed": len(loaded.confirmed) + len(baseline.confirmed),
-        "submissions_lost": missing, "rounds_closed_during_run": rounds_closed,
-        "loaded": heavy, "baseline": light,
+        "submissions_lost": missing,
+        "rounds_closed_during_run": rounds_closed,
+        "loaded": heavy,
+        "baseline": light,
         "reply_p50_ratio": ratio(heavy["reply_p50_s"], light["reply_p50_s"]),
         "reply_p95_ratio": ratio(heavy["reply_p95_s"], light["reply_p95_s"]),
         "submit_p50_ratio": ratio(heavy["submit_p50_s"], light["submit_p50_s"]),

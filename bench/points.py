@@ -23,8 +23,13 @@ from crowd.points import ContributionItem, PaperRule, RoundOutcome, ShapleyRule
 DIMENSIONS = 28  # GoEmotions labels
 
 
-def emotion_round(n_contributors: int, n_groups: int, per_person: int,
-                  rng: np.random.Generator, task: str = "emotion") -> RoundOutcome:
+def emotion_round(
+    n_contributors: int,
+    n_groups: int,
+    per_person: int,
+    rng: np.random.Generator,
+    task: str = "emotion",
+) -> RoundOutcome:
     items, members = [], {g: [] for g in range(n_groups)}
     for i in range(n_contributors):
         person, g = f"volunteer-{i}", i % n_groups
@@ -35,8 +40,9 @@ def emotion_round(n_contributors: int, n_groups: int, per_person: int,
             items.append(ContributionItem(person, g, vector, margin))
     scores = {g: float(-rng.random()) for g in range(n_groups)}
     target = rng.dirichlet(np.full(DIMENSIONS, 0.3)) if task == "emotion" else None
-    return RoundOutcome(int(rng.integers(1 << 30)), task, True, n_groups, scores, members, items,
-                        target)
+    return RoundOutcome(
+        int(rng.integers(1 << 30)), task, True, n_groups, scores, members, items, target
+    )
 
 
 def timed(rule, outcome: RoundOutcome) -> float:
@@ -53,15 +59,21 @@ def bench_case(name: str, outcomes: list[RoundOutcome], target_s: float) -> dict
     for outcome in outcomes:
         ours.append(timed(shapley, outcome))
         base.append(timed(paper, outcome))
-    result = {"case": name, "shapley_s": statistics.median(ours),
-              "shapley_max_s": max(ours), "paper_s": statistics.median(base),
-              "target_s": target_s}
+    result = {
+        "case": name,
+        "shapley_s": statistics.median(ours),
+        "shapley_max_s": max(ours),
+        "paper_s": statistics.median(base),
+        "target_s": target_s,
+    }
     result["ratio"] = result["shapley_s"] / result["paper_s"]
     result["meets_target"] = result["shapley_max_s"] < target_s
-    print(f"{name:<28} shapley {result['shapley_s'] * 1e3:8.1f} ms (max "
-          f"{result['shapley_max_s'] * 1e3:.1f})  paper {result['paper_s'] * 1e3:7.3f} ms  "
-          f"ratio {result['ratio']:8.0f}x  target < {target_s:g} s: "
-          f"{'met' if result['meets_target'] else 'MISSED'}")
+    print(
+        f"{name:<28} shapley {result['shapley_s'] * 1e3:8.1f} ms (max "
+        f"{result['shapley_max_s'] * 1e3:.1f})  paper {result['paper_s'] * 1e3:7.3f} ms  "
+        f"ratio {result['ratio']:8.0f}x  target < {target_s:g} s: "
+        f"{'met' if result['meets_target'] else 'MISSED'}"
+    )
     return result
 
 
@@ -73,12 +85,21 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     cases = [
         ("group of 12 (exact)", [emotion_round(12, 1, 3, rng) for _ in range(args.repeats)], 1.0),
-        ("3 groups of 12 (sampled)", [emotion_round(36, 3, 3, rng) for _ in range(args.repeats)],
-         5.0),
-        ("100 contributors (sampled)", [emotion_round(100, 5, 3, rng)
-                                        for _ in range(args.repeats)], 5.0),
-        ("100 contributors, preference", [emotion_round(100, 5, 3, rng, "preference")
-                                          for _ in range(args.repeats)], 5.0),
+        (
+            "3 groups of 12 (sampled)",
+            [emotion_round(36, 3, 3, rng) for _ in range(args.repeats)],
+            5.0,
+        ),
+        (
+            "100 contributors (sampled)",
+            [emotion_round(100, 5, 3, rng) for _ in range(args.repeats)],
+            5.0,
+        ),
+        (
+            "100 contributors, preference",
+            [emotion_round(100, 5, 3, rng, "preference") for _ in range(args.repeats)],
+            5.0,
+        ),
     ]
     results = [bench_case(name, outcomes, target) for name, outcomes, target in cases]
     print("absolute times depend on machine load; compare the ratios, taken in one run")

@@ -20,20 +20,19 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from crowd.campaigns import utcnow  # noqa: E402
 from crowd.config import load_settings  # noqa: E402
-from crowd.engine import build_engine  # noqa: E402
 from crowd.generation import GenerationService  # noqa: E402
 from crowd.limits import Limits  # noqa: E402
 from crowd.models import load_base  # noqa: E402
 from crowd.organizer import Organizer  # noqa: E402
-from crowd.round_data import group_data  # noqa: E402
+from crowd.rounds.data import group_data  # noqa: E402
+from crowd.rounds.engine import build_engine  # noqa: E402
+from crowd.rounds.worker import Worker  # noqa: E402
 from crowd.service import CrowdService  # noqa: E402
-from crowd.worker import Worker  # noqa: E402
 from storage import rounds as store  # noqa: E402
 
 KEY = "bench"
@@ -49,8 +48,14 @@ def submit(service: CrowdService, people: int, per_group: int) -> int:
 
     def one_person(session, n: int) -> None:
         for turn in range(n):
-            reply = list(service.send(session.token, None, f"Tell me something, please ({turn})."))[-1]
-            service.rewrite(session.token, reply.message_id, REWRITES[(turn * 7 + hash(session.participant_id)) % len(REWRITES)])
+            reply = list(service.send(session.token, None, f"Tell me something, please ({turn})."))[
+                -1
+            ]
+            service.rewrite(
+                session.token,
+                reply.message_id,
+                REWRITES[(turn * 7 + hash(session.participant_id)) % len(REWRITES)],
+            )
             count[0] += 1
 
     threads = []
@@ -65,8 +70,9 @@ def submit(service: CrowdService, people: int, per_group: int) -> int:
     return count[0]
 
 
-def chat_latency(service: CrowdService, adapter: str, stop: threading.Event | None = None,
-                 n: int = 5) -> list[float]:
+def chat_latency(
+    service: CrowdService, adapter: str, stop: threading.Event | None = None, n: int = 5
+) -> list[float]:
     """Seconds for a whole 40-token reply, repeated n times or until `stop` is set."""
     times = []
     while (stop is None and len(times) < n) or (stop is not None and not stop.is_set()):
@@ -90,7 +96,9 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
     prober = threading.Thread(target=lambda: busy.extend(chat_latency(service, adapter, stop)))
     prober.start()
     while thread.is_alive():
-        stage = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)["progress"].get("stage", "")
+        stage = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)["progress"].get(
+            "stage", ""
+        )
         marks.setdefault(stage.split(" ")[0], time.monotonic() - start)
         thread.join(0.2)
     stop.set()
@@ -98,9 +106,14 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
     total = time.monotonic() - start
     job = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
     evaluating = marks.get("evaluating", total)
-    return {"job": job["status"], "error": job["error"], "round_s": total,
-            "training_s": evaluating - marks.get("training", 0.0), "evaluation_s": total - evaluating,
-            "busy_latencies": busy}
+    return {
+        "job": job["status"],
+        "error": job["error"],
+        "round_s": total,
+        "training_s": evaluating - marks.get("training", 0.0),
+        "evaluation_s": total - evaluating,
+        "busy_latencies": busy,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_base(settings.model.base_model, cache, "cpu")
     settings = replace(settings, model=replace(settings.model, base_model=str(loaded.path)))
     generation = GenerationService(loaded, replace(settings.model, max_new_tokens=40))
-    service = CrowdService(settings, generation, limits=Limits(chats_per_minute=10_000,
-                                                               submissions_per_minute=10_000))
+    service = CrowdService(
+        settings, generation, limits=Limits(chats_per_minute=10_000, submissions_per_minute=10_000)
+    )
     organizer = Organizer(service)
-    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=3,
-                              heldout_share=0.2)
+    organizer.update_campaign(
+        KEY, task="emotion", target_emotion="joy", min_corrections=3, heldout_share=0.2
+    )
     t0 = time.monotonic()
     submitted = submit(service, 9, args.per_group)
     print(f"{submitted} corrections from 9 volunteers in {time.monotonic() - t0:.0f} s")
@@ -130,27 +145,35 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
     result = run_round(organizer, worker, service, adapter)
     busy = result.pop("busy_latencies")
-    print(f"round: {result['round_s']:.0f} s (training {result['training_s']:.0f} s, "
-          f"evaluation {result['evaluation_s']:.0f} s), job {result['job']}")
+    print(
+        f"round: {result['round_s']:.0f} s (training {result['training_s']:.0f} s, "
+        f"evaluation {result['evaluation_s']:.0f} s), job {result['job']}"
+    )
     ratio = statistics.median(busy) / statistics.median(idle) if busy else None
-    print(f"chat reply (40 tokens): idle median {statistics.median(idle):.2f} s, while the round "
-          f"runs median {statistics.median(busy) if busy else float('nan'):.2f} s over {len(busy)} "
-          f"replies -> ratio {ratio:.2f}")
+    print(
+        f"chat reply (40 tokens): idle median {statistics.median(idle):.2f} s, while the round "
+        f"runs median {statistics.median(busy) if busy else float('nan'):.2f} s over {len(busy)} "
+        f"replies -> ratio {ratio:.2f}"
+    )
     generation.close()
-    summary = {**result, "corrections": submitted, "eval_samples": args.eval_samples,
-               "chat_idle_s": round(statistics.median(idle), 3),
-               "chat_busy_s": round(statistics.median(busy), 3) if busy else None,
-               "chat_busy_over_idle": round(ratio, 3) if ratio else None}
+    summary = {
+        **result,
+        "corrections": submitted,
+        "eval_samples": args.eval_samples,
+        "chat_idle_s": round(statistics.median(idle), 3),
+        "chat_busy_s": round(statistics.median(busy), 3) if busy else None,
+        "chat_busy_over_idle": round(ratio, 3) if ratio else None,
+    }
     if not args.skip_compare:
-        sys.path.insert(0, str(ROOT / "bench"))
         from train import compare
 
         campaign, _ = service.context()
         with service.db() as db:
             first = store.rounds_of(db, campaign["id"])[0]
             data = group_data(db, store.round_corrections(db, first["id"]), "emotion", "joy")
-        cmp = compare(str(loaded.path), data[0].sft, args.compare_steps, repeats=2,
-                      settings=settings.training)
+        cmp = compare(
+            str(loaded.path), data[0].sft, args.compare_steps, repeats=2, settings=settings.training
+        )
         summary.update({k: cmp[k] for k in ("trl_s_per_step", "loop_s_per_step", "trl_over_loop")})
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0

@@ -28,18 +28,16 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from crowd import scoring_head  # noqa: E402
-from crowd.scoring import (  # noqa: E402
+from crowd.scoring import head as scoring_head  # noqa: E402
+from crowd.scoring.cli import agreement, read_scored  # noqa: E402
+from crowd.scoring.head import HeadConfig  # noqa: E402
+from crowd.scoring.scorers import (  # noqa: E402
     DEFAULT_HEAD,
     EmbeddingHeadScorer,
     mean_l2,
     read_seed,
     target_vector,
 )
-from crowd.scoring_cli import agreement, read_scored  # noqa: E402
-from crowd.scoring_head import HeadConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name: head config; "default" is what the app ships (linear, l2=1e-4, softmax T=0.5)

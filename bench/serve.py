@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch  # noqa: E402
 
 from crowd.config import ModelSettings  # noqa: E402
@@ -54,8 +52,12 @@ def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
     peft_model = get_peft_model(model, config)
     paths = []
     for i in range(n):
@@ -64,7 +66,7 @@ def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
             if "lora_B" in name:
                 param.data.normal_(0, 0.01)
         peft_model.save_pretrained(out / f"g{i}")
-        paths.append(out / f"g{i}" )
+        paths.append(out / f"g{i}")
     del model, peft_model
     return paths
 
@@ -116,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--groups", type=int, default=4)
-    parser.add_argument("--adapters", type=int, default=8, help="adapters loaded for the memory figure")
+    parser.add_argument(
+        "--adapters", type=int, default=8, help="adapters loaded for the memory figure"
+    )
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
@@ -141,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         service.adapters.load(f"g{i}", paths[i])
     run_concurrent(service, [(PROMPTS[i % 8], f"g{i}") for i in range(args.adapters)], sampling)
     rss_all = rss_mb()
-    print(f"memory: {rss_one:.0f} MB with 1 adapter, {rss_all:.0f} MB with {args.adapters} "
-          f"-> ratio {rss_all / rss_one:.3f}")
+    print(
+        f"memory: {rss_one:.0f} MB with 1 adapter, {rss_all:.0f} MB with {args.adapters} "
+        f"-> ratio {rss_all / rss_one:.3f}"
+    )
 
     # 2. Throughput: the same requests over `groups` adapters, batched vs one at a time.
     jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % args.groups}") for i in range(args.requests)]
@@ -152,12 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         single.append(run_sequential(service, jobs, sampling))
     tput_b = statistics.median(tok / wall for wall, _, tok in batched)
     tput_s = statistics.median(tok / wall for wall, _, tok in single)
-    lat_b = statistics.median(l for _, lats, _ in batched for l in lats)
-    lat_s = statistics.median(l for _, lats, _ in single for l in lats)
-    print(f"throughput: batched {tput_b:.1f} tok/s, one-at-a-time {tput_s:.1f} tok/s "
-          f"-> ratio {tput_b / tput_s:.2f}")
-    print(f"median request latency: batched {lat_b:.2f} s, one-at-a-time (incl. queueing "
-          f"in a sequential loop: per call) {lat_s:.2f} s")
+    lat_b = statistics.median(x for _, lats, _ in batched for x in lats)
+    lat_s = statistics.median(x for _, lats, _ in single for x in lats)
+    print(
+        f"throughput: batched {tput_b:.1f} tok/s, one-at-a-time {tput_s:.1f} tok/s "
+        f"-> ratio {tput_b / tput_s:.2f}"
+    )
+    print(
+        f"median request latency: batched {lat_b:.2f} s, one-at-a-time (incl. queueing "
+        f"in a sequential loop: per call) {lat_s:.2f} s"
+    )
 
     # 3. Time to first streamed token on an idle service.
     ttft = time_to_first_token(service, "g1", sampling)

@@ -21,19 +21,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from crowd.config import TrainingSettings  # noqa: E402
-from crowd.training import PairExample, Progress, SFTExample, TRLTrainer  # noqa: E402
-from crowd.training_loop import TorchLoopTrainer  # noqa: E402
+from crowd.training.base import Progress  # noqa: E402
+from crowd.training.data import PairExample, SFTExample  # noqa: E402
+from crowd.training.loop import TorchLoopTrainer  # noqa: E402
+from crowd.training.trainer import TRLTrainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOEMOTIONS = Path("/work/shared/data/goemotions/goemotions_neighborhoods.jsonl")
@@ -156,8 +156,8 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
     TRLTrainer turns off put back, relative to ours; variants alternate, medians over `rounds`."""
     from trl.trainer.utils import add_fused_lm_head
 
-    from crowd.training import _plain_lm_head
-    from crowd.training_data import collate_sft, encode_sft, sft_rows
+    from crowd.training.data import collate_sft, encode_sft, sft_rows
+    from crowd.training.trainer import _plain_lm_head
 
     host = TRLTrainer(base_path, TrainingSettings(), device="cpu")
     model, base = host.attach(None), host.base

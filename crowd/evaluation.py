@@ -19,7 +19,7 @@ import numpy as np
 
 from crowd.generation import BASE, Sampling, encode_chats, generate_texts
 from crowd.models import LoadedModel
-from crowd.training_data import PairExample
+from crowd.training.data import PairExample
 
 LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
 
@@ -42,7 +42,7 @@ class Score:
     n_items: int
     detail: dict
 
-    def better_than(self, other: "Score", margin: float = 0.0) -> bool:
+    def better_than(self, other: Score, margin: float = 0.0) -> bool:
         """Strictly better by more than `margin` (in the metric's units); loss breaks ties."""
         sign = -1.0 if LOWER_IS_BETTER[self.metric] else 1.0
         gain = sign * (self.value - other.value)
@@ -61,8 +61,15 @@ class Score:
 class Evaluator:
     """Scores model versions on an EvalSet using its own copy of the base model."""
 
-    def __init__(self, loaded: LoadedModel, scorer=None, samples: int = 24, max_new_tokens: int = 48,
-                 batch_size: int = 16, seed: int = 0):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        scorer=None,
+        samples: int = 24,
+        max_new_tokens: int = 48,
+        batch_size: int = 16,
+        seed: int = 0,
+    ):
         self.loaded = loaded
         self.scorer = scorer
         self.samples = samples
@@ -78,14 +85,17 @@ class Evaluator:
             return BASE
         model = self.loaded.model
         if not isinstance(model, PeftModel):
-            self.loaded.model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
+            self.loaded.model = PeftModel.from_pretrained(
+                model, str(adapter_dir), adapter_name=name
+            )
             self.loaded.model.eval()
         elif name not in model.peft_config:
             model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
         return name
 
-    def evaluate(self, eval_set: EvalSet, adapters: Sequence[str],
-                 samples: int | None = None) -> list[Score]:
+    def evaluate(
+        self, eval_set: EvalSet, adapters: Sequence[str], samples: int | None = None
+    ) -> list[Score]:
         """One Score per adapter name, all on the same items; emotion: `samples` replies per
         model (default: the evaluator's)."""
         if eval_set.task == "emotion":
@@ -100,9 +110,10 @@ class Evaluator:
         torch.manual_seed(self.seed)  # the same sampling noise for every model and round
         replies: list[str] = []
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            replies += generate_texts(self.loaded, [c for _, c in chunk], [n for n, _ in chunk],
-                                      self.sampling)
+            chunk = rows[start : start + self.batch_size]
+            replies += generate_texts(
+                self.loaded, [c for _, c in chunk], [n for n, _ in chunk], self.sampling
+            )
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
         scores = []
@@ -110,8 +121,15 @@ class Evaluator:
             part = slice(i * len(prompts), (i + 1) * len(prompts))
             mine = distances[part]
             sd = float(mine.std(ddof=1)) if len(mine) > 1 else 0.0  # replies differ a lot
-            scores.append(Score("emotion_l2", float(mine.mean()), None, len(prompts),
-                                {"samples": replies[part][:5], "sd": round(sd, 6)}))
+            scores.append(
+                Score(
+                    "emotion_l2",
+                    float(mine.mean()),
+                    None,
+                    len(prompts),
+                    {"samples": replies[part][:5], "sd": round(sd, 6)},
+                )
+            )
         return scores
 
     def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:
@@ -120,31 +138,48 @@ class Evaluator:
             chosen = self.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], name)
             rejected = self.mean_log_likelihood([(p.prompt, p.rejected) for p in pairs], name)
             wins = [float(c > r) for c, r in zip(chosen, rejected)]
-            scores.append(Score("pref_accuracy", float(np.mean(wins)) if wins else 0.0,
-                                float(-np.mean(chosen)) if chosen else None, len(pairs),
-                                {"margins": [round(c - r, 4) for c, r in zip(chosen, rejected)][:50]}))
+            scores.append(
+                Score(
+                    "pref_accuracy",
+                    float(np.mean(wins)) if wins else 0.0,
+                    float(-np.mean(chosen)) if chosen else None,
+                    len(pairs),
+                    {"margins": [round(c - r, 4) for c, r in zip(chosen, rejected)][:50]},
+                )
+            )
         return scores
 
-    def mean_log_likelihood(self, items: Sequence[tuple[list[dict], str]], adapter: str) -> list[float]:
+    def mean_log_likelihood(
+        self, items: Sequence[tuple[list[dict], str]], adapter: str
+    ) -> list[float]:
         """Per item: the reply's mean log-probability per token given its prompt (nats/token)."""
         import torch
 
         out: list[float] = []
         tokenizer = self.loaded.tokenizer
         for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
+            chunk = items[start : start + self.batch_size]
             prompt = encode_chats(tokenizer, [p for p, _ in chunk], self.loaded.device)
-            replies = tokenizer([r + tokenizer.eos_token for _, r in chunk], add_special_tokens=False,
-                                return_tensors="pt", padding=True, padding_side="right")
+            replies = tokenizer(
+                [r + tokenizer.eos_token for _, r in chunk],
+                add_special_tokens=False,
+                return_tensors="pt",
+                padding=True,
+                padding_side="right",
+            )
             ids = torch.cat([prompt["input_ids"], replies["input_ids"].to(self.loaded.device)], 1)
-            mask = torch.cat([prompt["attention_mask"],
-                              replies["attention_mask"].to(self.loaded.device)], 1)
-            kwargs = {"adapter_names": [adapter] * len(chunk)} if hasattr(
-                self.loaded.model, "peft_config") else {}
+            mask = torch.cat(
+                [prompt["attention_mask"], replies["attention_mask"].to(self.loaded.device)], 1
+            )
+            kwargs = (
+                {"adapter_names": [adapter] * len(chunk)}
+                if hasattr(self.loaded.model, "peft_config")
+                else {}
+            )
             with torch.inference_mode():
                 logits = self.loaded.model(input_ids=ids, attention_mask=mask, **kwargs).logits
             n_prompt = prompt["input_ids"].shape[1]
-            logp = torch.log_softmax(logits[:, n_prompt - 1:-1].float(), -1)
+            logp = torch.log_softmax(logits[:, n_prompt - 1 : -1].float(), -1)
             target = ids[:, n_prompt:]
             token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             reply_mask = mask[:, n_prompt:].float()
@@ -153,7 +188,9 @@ class Evaluator:
         return out
 
 
-def split_heldout(ids_by_group: dict[int, list[int]], share: float, rng: random.Random) -> list[int]:
+def split_heldout(
+    ids_by_group: dict[int, list[int]], share: float, rng: random.Random
+) -> list[int]:
     """A fixed share of every group's corrections, drawn per group: the held-out ids."""
     heldout: list[int] = []
     for group in sorted(ids_by_group):

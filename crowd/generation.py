@@ -241,10 +241,12 @@ class GenerationService:
                 raise item
             yield item
 
-    def reply(self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None) -> str:
+    def reply(
+        self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
+    ) -> str:
         """The whole reply, for callers that do not stream."""
         text = ""
-        for text in self.stream(chat, adapter, sampling):
+        for text in self.stream(chat, adapter, sampling):  # noqa: B007 (keeps the last)
             pass
         return text.strip()
 
@@ -285,7 +287,11 @@ class GenerationService:
         try:
             with self._lock:
                 generate_texts(
-                    self.loaded, [r.chat for r in batch], [r.adapter for r in batch], sampling, streamer
+                    self.loaded,
+                    [r.chat for r in batch],
+                    [r.adapter for r in batch],
+                    sampling,
+                    streamer,
                 )
         except Exception as exc:  # the error goes to every waiting caller, the thread lives on
             for request in batch:

@@ -39,8 +39,9 @@ def _cut(order: Sequence[str], n_groups: int) -> dict[str, int]:
     return groups
 
 
-def _by_points(participants: Sequence[str], points: Mapping[str, float],
-               rng: random.Random) -> list[str]:
+def _by_points(
+    participants: Sequence[str], points: Mapping[str, float], rng: random.Random
+) -> list[str]:
     """Participants in ascending order of points; equal points in random order."""
     shuffled = list(participants)
     rng.shuffle(shuffled)
@@ -53,16 +54,23 @@ def _random(participants: Sequence[str], n_groups: int, rng: random.Random) -> d
     return _cut(order, n_groups)
 
 
-def _epsilon_greedy(participants: Sequence[str], points: Mapping[str, float], n_groups: int,
-                    round_number: int, total_rounds: int, rng: random.Random) -> dict[str, int]:
+def _epsilon_greedy(
+    participants: Sequence[str],
+    points: Mapping[str, float],
+    n_groups: int,
+    round_number: int,
+    total_rounds: int,
+    rng: random.Random,
+) -> dict[str, int]:
     explore = max(EPSILON_FLOOR, 1.0 - round_number / max(total_rounds, 1))
     if rng.random() < explore:
         return _random(participants, n_groups, rng)
     return _cut(_by_points(participants, points, rng), n_groups)
 
 
-def _interleaved(participants: Sequence[str], points: Mapping[str, float], n_groups: int,
-                 rng: random.Random) -> dict[str, int]:
+def _interleaved(
+    participants: Sequence[str], points: Mapping[str, float], n_groups: int, rng: random.Random
+) -> dict[str, int]:
     ranked = _by_points(participants, points, rng)
     half = len(ranked) // 2
     bottom, top = ranked[:half], ranked[half:]
@@ -73,17 +81,24 @@ def _interleaved(participants: Sequence[str], points: Mapping[str, float], n_gro
     return {p: i % n_groups for i, p in enumerate(top + bottom)}
 
 
-def regroup(participants: Sequence[str], points: Mapping[str, float], n_groups: int,
-            method: str, round_number: int, total_rounds: int,
-            rng: random.Random) -> dict[str, int]:
+def regroup(
+    participants: Sequence[str],
+    points: Mapping[str, float],
+    n_groups: int,
+    method: str,
+    round_number: int,
+    total_rounds: int,
+    rng: random.Random,
+) -> dict[str, int]:
     """Participant -> group index in [0, n_groups), sizes differing by at most one.
 
     `points` are current totals (missing participants count as 0); `round_number` is 0-based
     out of `total_rounds` (it only matters to epsilon_greedy's exploration schedule).
     """
     if method not in GROUPING_METHODS:
-        raise ValueError(f"unknown grouping method {method!r}; "
-                         f"expected one of {', '.join(GROUPING_METHODS)}")
+        raise ValueError(
+            f"unknown grouping method {method!r}; expected one of {', '.join(GROUPING_METHODS)}"
+        )
     if n_groups < 1:
         raise ValueError(f"n_groups must be at least 1, got {n_groups}")
     if len(set(participants)) != len(participants):

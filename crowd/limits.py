@@ -43,7 +43,9 @@ def clean_text(text: object, field: str, max_chars: int) -> str:
         raise Refused(f"The {field} is empty.")
     if len(text) > max_chars:
         raise Refused(f"The {field} is {len(text):,} characters long; the limit is {max_chars:,}.")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in "\n\t" for ch in text):
+    if any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in "\n\t" for ch in text
+    ):
         raise Refused(f"The {field} contains control characters; please remove them.")
     if _TAG.search(text):
         raise Refused(f"The {field} contains HTML markup (<...>); please write plain text.")
@@ -75,6 +77,8 @@ class RateLimiter:
                 events.popleft()
             if len(events) >= per_minute:
                 wait = 60 - (now - events[0])
-                raise Refused(f"Too many {what} in a minute (limit {per_minute}); "
-                              f"try again in {wait:.0f} s.", retry_after_s=wait)
+                raise Refused(
+                    f"Too many {what} in a minute (limit {per_minute}); try again in {wait:.0f} s.",
+                    retry_after_s=wait,
+                )
             events.append(now)

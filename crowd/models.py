@@ -135,7 +135,7 @@ def load_base(name: str, cache_dir: Path, device: str = "auto") -> LoadedModel:
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the base model {name!r} ({path}): {exc}") from exc
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, path=Path(path), device=device)
 

@@ -21,14 +21,12 @@ from crowd.groups import GROUPING_METHODS
 from crowd.identity import load_secret
 from crowd.limits import Refused, clean_text
 from crowd.references import KINDS, clean_references, row_key
-from crowd.rounds import IllegalTransition, close_round
+from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService
-from storage import queries, rounds as store
+from storage import queries
+from storage import rounds as store
+from storage.vocabulary import MAX_GROUPS, POINTS_RULES, ROUND_POLICIES, TASKS, TRAINING_MODES
 
-TASKS = ("emotion", "preference")
-POLICIES = ("manual", "timer", "count")
-TRAINING_MODES = ("sft", "dpo", "sft+dpo")
-POINTS_RULES = ("paper", "shapley")
 PASS_PREFIX = "hf-pass:"
 PASS_MAX_AGE_S = 8 * 3600
 
@@ -37,8 +35,9 @@ class Organizer:
     def __init__(self, service: CrowdService, rng: random.Random | None = None):
         self.service = service
         self.rng = rng or random.Random()
-        self._passes = URLSafeTimedSerializer(load_secret(service.settings.data_dir),
-                                              salt="crowd-organizer-pass")
+        self._passes = URLSafeTimedSerializer(
+            load_secret(service.settings.data_dir), salt="crowd-organizer-pass"
+        )
 
     def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:
         """The organizer secret, a pass from `issue_pass`, or membership of the configured
@@ -62,8 +61,10 @@ class Organizer:
     def _valid_pass(self, key: str) -> bool:
         org = self.service.settings.organizer_hf_org
         try:
-            return bool(org) and self._passes.loads(key[len(PASS_PREFIX):],
-                                                    max_age=PASS_MAX_AGE_S) == org
+            return (
+                bool(org)
+                and self._passes.loads(key[len(PASS_PREFIX) :], max_age=PASS_MAX_AGE_S) == org
+            )
         except BadSignature:  # also an expired pass
             return False
 
@@ -83,8 +84,9 @@ class Organizer:
             store.update_campaign(db, campaign["id"], **clean)
             return store.get_campaign(db, campaign["id"])
 
-    def add_references(self, key: str, rows: Sequence[object],
-                       places: Sequence[str] | None = None) -> int:
+    def add_references(
+        self, key: str, rows: Sequence[object], places: Sequence[str] | None = None
+    ) -> int:
         """Load reference rows into the held-out set, all or nothing (formats in
         `crowd.references`). Every row is checked first; a refusal names the first bad one by
         its place ('line 7') or, without places, as 'row N'. Rows already stored are skipped.
@@ -96,8 +98,11 @@ class Organizer:
         clean = clean_references(zip(places, rows))
         campaign, _ = self.service.context()
         with self.service.db() as db, db.atomic():
-            stored = {row_key(r) for kind in KINDS
-                      for r in store.reference_texts(db, campaign["id"], kind)}
+            stored = {
+                row_key(r)
+                for kind in KINDS
+                for r in store.reference_texts(db, campaign["id"], kind)
+            }
             new = []
             for row in clean:
                 if row_key(row) not in stored:
@@ -135,9 +140,15 @@ class Organizer:
         with self.service.db() as db:
             counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
             sizes = queries.group_sizes(db, round_["id"], campaign["n_groups"])
-        return {"campaign": campaign["name"], "round": round_["number"], "state": round_["state"],
-                "closes_at": round_["closes_at"], "policy": campaign["round_policy"],
-                "group_corrections": counts, "group_members": sizes}
+        return {
+            "campaign": campaign["name"],
+            "round": round_["number"],
+            "state": round_["state"],
+            "closes_at": round_["closes_at"],
+            "policy": campaign["round_policy"],
+            "group_corrections": counts,
+            "group_members": sizes,
+        }
 
     def jobs(self, key: str, limit: int = 10) -> list[dict]:
         self._check(key)
@@ -180,8 +191,9 @@ class Organizer:
         with self.service.db() as db:
             if queries.get_participant(db, str(participant_id)) is None:
                 raise Refused(f"There is no participant {str(participant_id)[:40]}.")
-            return queries.ban_participant(db, str(participant_id), reason[:200],
-                                           self.service.now())
+            return queries.ban_participant(
+                db, str(participant_id), reason[:200], self.service.now()
+            )
 
     def export_zip(self, key: str, out_dir: Path) -> Path:
         self._check(key)
@@ -200,8 +212,8 @@ def validate_campaign(changes: dict) -> dict:
     checks = {
         "task": lambda v: v in TASKS,
         "target_emotion": lambda v: v is None or v in GOEMOTIONS_LABELS,
-        "n_groups": lambda v: isinstance(v, int) and 1 <= v <= 26,
-        "round_policy": lambda v: v in POLICIES,
+        "n_groups": lambda v: isinstance(v, int) and 1 <= v <= MAX_GROUPS,
+        "round_policy": lambda v: v in ROUND_POLICIES,
         "round_seconds": lambda v: v is None or (isinstance(v, int) and 10 <= v <= 30 * 86400),
         "round_corrections": lambda v: v is None or (isinstance(v, int) and 1 <= v <= 100_000),
         "grouping": lambda v: v in GROUPING_METHODS,

@@ -23,8 +23,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from crowd.shapley import EXACT_LIMIT, METRICS, Estimate, MeanVectorGame, Stopping, owen
-
-TASKS = ("emotion", "preference")
+from storage.vocabulary import TASKS
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ class Award:
 
 
 class PointsRule(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def award(self, outcome: RoundOutcome) -> list[Award]: ...
 
@@ -81,8 +81,12 @@ class PaperRule:
         ranks = group_ranks(outcome.group_scores)
         awards = []
         for g, rank in sorted(ranks.items(), key=lambda item: item[1]):
-            reason = {"rule": self.name, "group_rank": rank, "n_groups": outcome.n_groups,
-                      "group_score": float(outcome.group_scores[g])}
+            reason = {
+                "rule": self.name,
+                "group_rank": rank,
+                "n_groups": outcome.n_groups,
+                "group_score": float(outcome.group_scores[g]),
+            }
             amount = float(outcome.n_groups - rank)
             awards += [Award(p, g, amount, dict(reason)) for p in outcome.members.get(g, [])]
         return awards
@@ -95,8 +99,10 @@ def _contributors(outcome: RoundOutcome) -> tuple[list[str], np.ndarray]:
     for item in outcome.items:
         known = group_of.setdefault(item.participant_id, item.group_index)
         if known != item.group_index:
-            raise ValueError(f"participant {item.participant_id!r} has items in groups "
-                             f"{known} and {item.group_index} of round {outcome.round_id}")
+            raise ValueError(
+                f"participant {item.participant_id!r} has items in groups "
+                f"{known} and {item.group_index} of round {outcome.round_id}"
+            )
     return list(group_of), np.array(list(group_of.values()))
 
 
@@ -160,20 +166,26 @@ class ShapleyRule:
     def values(self, outcome: RoundOutcome, players: list[str], groups: np.ndarray) -> Estimate:
         """Each contributor's Owen value in the task's game (see the class docstring)."""
         if outcome.task == "preference":
-            return Estimate(self._pair_credit(outcome, players), np.zeros(len(players)), 0,
-                            "exact")
+            return Estimate(self._pair_credit(outcome, players), np.zeros(len(players)), 0, "exact")
         if outcome.target is None:
             raise ValueError(f"emotion round {outcome.round_id} has no target vector")
         index = {p: i for i, p in enumerate(players)}
         scored = [it for it in outcome.items if it.vector is not None]
         vectors = [np.asarray(it.vector, float).ravel() for it in scored]
         if any(len(v) != len(outcome.target) for v in vectors):
-            raise ValueError(f"round {outcome.round_id}: emotion vectors must have the "
-                             f"target's {len(outcome.target)} dimensions")
-        vectors = np.array(vectors).reshape(len(scored), len(outcome.target))
+            raise ValueError(
+                f"round {outcome.round_id}: emotion vectors must have the "
+                f"target's {len(outcome.target)} dimensions"
+            )
+        matrix = np.array(vectors).reshape(len(scored), len(outcome.target))
         owner = np.array([index[it.participant_id] for it in scored], dtype=int)
-        game = MeanVectorGame(vectors, owner, len(players), np.asarray(outcome.target, float),
-                              self.metric)
+        game = MeanVectorGame(
+            matrix,
+            owner,
+            len(players),
+            np.asarray(outcome.target, float),
+            self.metric,  # type: ignore[arg-type]
+        )
         rng = np.random.default_rng([self.seed, abs(outcome.round_id)])
         return owen(game, groups, rng, exact_limit=self.exact_limit, stopping=self.stopping)
 
@@ -186,8 +198,15 @@ class ShapleyRule:
                 credit[index[item.participant_id]] += s * np.tanh(max(item.margin, 0.0) / s)
         return credit
 
-    def _awards(self, outcome: RoundOutcome, players: list[str], groups: np.ndarray,
-                estimate: Estimate, shares: np.ndarray, pot: float) -> list[Award]:
+    def _awards(
+        self,
+        outcome: RoundOutcome,
+        players: list[str],
+        groups: np.ndarray,
+        estimate: Estimate,
+        shares: np.ndarray,
+        pot: float,
+    ) -> list[Award]:
         ranks = group_ranks(outcome.group_scores)
         n_items = {p: 0 for p in players}
         for item in outcome.items:
@@ -197,15 +216,19 @@ class ShapleyRule:
             group_share = float(shares[groups == g].sum())
             group_score = outcome.group_scores.get(g)
             reason = {
-                "rule": self.name, "task": outcome.task, "method": estimate.method,
-                "group_rank": ranks.get(g), "n_groups": outcome.n_groups,
+                "rule": self.name,
+                "task": outcome.task,
+                "method": estimate.method,
+                "group_rank": ranks.get(g),
+                "n_groups": outcome.n_groups,
                 "group_score": None if group_score is None else float(group_score),
                 "round_points": round(pot, 6),
                 "group_points": round(pot * group_share, 6),
                 "share_of_round": round(float(shares[i]), 6),
                 "share_of_group": round(float(shares[i]) / group_share, 6) if group_share else 0.0,
                 "value": round(float(estimate.values[i]), 6),
-                "value_error": round(float(estimate.error[i]), 6), "items": n_items[player],
+                "value_error": round(float(estimate.error[i]), 6),
+                "items": n_items[player],
             }
             awards.append(Award(player, g, float(pot * shares[i]), reason))
         return awards

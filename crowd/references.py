@@ -20,13 +20,13 @@ from pathlib import Path
 
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.limits import Refused, clean_text
+from storage.vocabulary import CHAT_ROLES
 
 MAX_FILE_BYTES = 5_000_000
 MAX_ROWS = 10_000
 MAX_TEXT_CHARS = 4000  # as a volunteer's rewrite
 MAX_PROMPT_TURNS = 20
 KINDS = ("emotion", "pair")
-ROLES = ("system", "user", "assistant")
 FIELDS = {"emotion": {"kind", "text", "label"}, "pair": {"kind", "prompt", "chosen", "rejected"}}
 
 
@@ -43,8 +43,7 @@ def read_reference_file(data: bytes) -> list[tuple[str, object]]:
     if not rows:
         raise Refused("The file has no rows.")
     if len(rows) > MAX_ROWS:
-        raise Refused(f"The file has more than {MAX_ROWS:,} rows, the limit per file; "
-                      "split it.")
+        raise Refused(f"The file has more than {MAX_ROWS:,} rows, the limit per file; split it.")
     return rows
 
 
@@ -60,8 +59,9 @@ def read_reference_path(path: str | Path) -> list[tuple[str, object]]:
 
 def _check_size(n_bytes: int) -> None:
     if n_bytes > MAX_FILE_BYTES:
-        raise Refused(f"The file is {n_bytes / 1e6:.1f} MB; the limit is "
-                      f"{MAX_FILE_BYTES / 1e6:g} MB.")
+        raise Refused(
+            f"The file is {n_bytes / 1e6:.1f} MB; the limit is {MAX_FILE_BYTES / 1e6:g} MB."
+        )
 
 
 def _json_list(text: str) -> list[tuple[str, object]]:
@@ -109,27 +109,33 @@ def clean_reference(row: object) -> dict:
     """One row as stored in `reference_texts` (a pair's prompt as JSON text, or None for the
     default prompt), or Refused saying what is wrong with it."""
     if not isinstance(row, dict):
-        raise Refused("A row is a JSON object like {\"kind\": \"emotion\", \"text\": ...}.")
+        raise Refused('A row is a JSON object like {"kind": "emotion", "text": ...}.')
     kind = row.get("kind")
     if kind not in KINDS:
-        raise Refused(f"The kind is {str(kind)[:20]!r}; it must be \"emotion\" or \"pair\".")
+        raise Refused(f'The kind is {str(kind)[:20]!r}; it must be "emotion" or "pair".')
     unknown = set(row) - FIELDS[kind]
     if unknown:
         raise Refused(f"Unknown field(s) for a {kind} row: {', '.join(sorted(unknown))[:80]}.")
     if kind == "emotion":
         label = row.get("label")
         if label is not None and label not in GOEMOTIONS_LABELS:
-            raise Refused(f"The label {str(label)[:30]!r} is not one of the 28 GoEmotions "
-                          "labels.")
-        return {"kind": "emotion", "text": clean_text(row.get("text"), "text", MAX_TEXT_CHARS),
-                "label": label}
+            raise Refused(f"The label {str(label)[:30]!r} is not one of the 28 GoEmotions labels.")
+        return {
+            "kind": "emotion",
+            "text": clean_text(row.get("text"), "text", MAX_TEXT_CHARS),
+            "label": label,
+        }
     chosen = clean_text(row.get("chosen"), "chosen reply", MAX_TEXT_CHARS)
     rejected = clean_text(row.get("rejected"), "rejected reply", MAX_TEXT_CHARS)
     if chosen == rejected:
         raise Refused("The chosen and rejected replies are the same.")
     prompt = clean_prompt(row.get("prompt"))
-    return {"kind": "pair", "prompt": None if prompt is None else json.dumps(
-        prompt, ensure_ascii=False), "chosen": chosen, "rejected": rejected}
+    return {
+        "kind": "pair",
+        "prompt": None if prompt is None else json.dumps(prompt, ensure_ascii=False),
+        "chosen": chosen,
+        "rejected": rejected,
+    }
 
 
 def clean_prompt(prompt: object) -> list[dict] | None:
@@ -138,17 +144,26 @@ def clean_prompt(prompt: object) -> list[dict] | None:
     if prompt is None:
         return None
     if not isinstance(prompt, list) or not 1 <= len(prompt) <= MAX_PROMPT_TURNS:
-        raise Refused(f"The prompt is a list of 1-{MAX_PROMPT_TURNS} chat messages "
-                      "[{\"role\": \"user\", \"content\": ...}], or null.")
+        raise Refused(
+            f"The prompt is a list of 1-{MAX_PROMPT_TURNS} chat messages "
+            '[{"role": "user", "content": ...}], or null.'
+        )
     messages = []
     for message in prompt:
-        if (not isinstance(message, dict) or set(message) != {"role", "content"}
-                or message["role"] not in ROLES):
-            raise Refused("Each prompt message is {\"role\": \"system\" | \"user\" | "
-                          "\"assistant\", \"content\": ...}.")
-        messages.append({"role": message["role"],
-                         "content": clean_text(message["content"], "prompt message",
-                                               MAX_TEXT_CHARS)})
+        if (
+            not isinstance(message, dict)
+            or set(message) != {"role", "content"}
+            or message["role"] not in CHAT_ROLES
+        ):
+            raise Refused(
+                'Each prompt message is {"role": "system" | "user" | "assistant", "content": ...}.'
+            )
+        messages.append(
+            {
+                "role": message["role"],
+                "content": clean_text(message["content"], "prompt message", MAX_TEXT_CHARS),
+            }
+        )
     if messages[-1]["role"] != "user":
         raise Refused("The prompt's last message must be the user's.")
     return messages
@@ -156,6 +171,11 @@ def clean_prompt(prompt: object) -> list[dict] | None:
 
 def row_key(row: dict) -> tuple:
     """What makes two stored rows the same reference: loading a file twice adds nothing."""
-    return (row["kind"], row.get("text"), row.get("label"), row.get("prompt"),
-            row.get("chosen"), row.get("rejected"))
-
+    return (
+        row["kind"],
+        row.get("text"),
+        row.get("label"),
+        row.get("prompt"),
+        row.get("chosen"),
+        row.get("rejected"),
+    )

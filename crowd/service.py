@@ -22,7 +22,8 @@ from crowd.generation import BASE, GenerationService
 from crowd.groups import assign_arrival
 from crowd.identity import Identities, load_secret
 from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
-from storage import queries, rounds as store
+from storage import queries
+from storage import rounds as store
 from storage.db import connect, migrate
 
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -46,9 +47,15 @@ class Reply:
 
 
 class CrowdService:
-    def __init__(self, settings: Settings, generation: GenerationService | None,
-                 limits: Limits = Limits(), now: Callable[[], str] = utcnow,
-                 rng: random.Random | None = None, initial_adapter: Path | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        generation: GenerationService | None,
+        limits: Limits = Limits(),  # noqa: B008 (frozen)
+        now: Callable[[], str] = utcnow,
+        rng: random.Random | None = None,
+        initial_adapter: Path | None = None,
+    ):
         self.settings = settings
         self.generation = generation
         self.limits = limits
@@ -71,8 +78,9 @@ class CrowdService:
             campaign = store.active_campaign(db)
             if campaign:
                 return campaign["id"]
-            return campaigns.create_campaign(db, spec, initial_adapter, self.settings.data_dir,
-                                             self.now())
+            return campaigns.create_campaign(
+                db, spec, initial_adapter, self.settings.data_dir, self.now()
+            )
 
     def context(self) -> tuple[dict, dict]:
         """(active campaign, its current round)."""
@@ -82,8 +90,13 @@ class CrowdService:
 
     # -- identity --------------------------------------------------------------------------
 
-    def join(self, display_name: str, consent: bool, hf_username: str | None = None,
-             address: str | None = None) -> Session:
+    def join(
+        self,
+        display_name: str,
+        consent: bool,
+        hf_username: str | None = None,
+        address: str | None = None,
+    ) -> Session:
         """Register a consenting visitor and put them in a group. Nothing is stored without consent."""
         if consent is not True:
             raise Refused("Please read the terms and tick the consent box first.")
@@ -116,8 +129,9 @@ class CrowdService:
         with self.db() as db:
             person = queries.get_participant(db, participant_id)
         group = self._group_of(participant_id)
-        return Session(self.identities.sign(participant_id), participant_id,
-                       person["display_name"], group)
+        return Session(
+            self.identities.sign(participant_id), participant_id, person["display_name"], group
+        )
 
     def _group_of(self, participant_id: str) -> int:
         """The participant's group this round; assigned (balanced) on first sight, then sticky."""
@@ -136,8 +150,9 @@ class CrowdService:
 
     # -- chat ------------------------------------------------------------------------------
 
-    def send(self, token: str, conversation_id: int | None, text: str,
-             address: str | None = None) -> Iterator[Reply]:
+    def send(
+        self, token: str, conversation_id: int | None, text: str, address: str | None = None
+    ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
         participant_id = self._who(token)
         text = clean_text(text, "message", self.limits.max_message_chars)
@@ -147,27 +162,39 @@ class CrowdService:
         _, round_ = self.context()
         with self.db() as db:
             conversation_id = self._conversation(db, participant_id, conversation_id, round_, group)
-            history = [{"role": m["role"], "content": m["content"]}
-                       for m in queries.conversation_messages(db, conversation_id)]
+            history = [
+                {"role": m["role"], "content": m["content"]}
+                for m in queries.conversation_messages(db, conversation_id)
+            ]
             if sum(m["role"] == "user" for m in history) >= self.limits.max_turns:
-                raise Refused(f"This conversation reached {self.limits.max_turns} turns; "
-                              "start a new one.")
+                raise Refused(
+                    f"This conversation reached {self.limits.max_turns} turns; start a new one."
+                )
             queries.add_message(db, conversation_id, "user", text, self.now())
         chat = history + [{"role": "user", "content": text}]
         yield from self._reply(conversation_id, chat, round_["champion_id"])
 
-    def _conversation(self, db, participant_id: str, conversation_id: int | None,
-                      round_: dict, group: int) -> int:
+    def _conversation(
+        self, db, participant_id: str, conversation_id: int | None, round_: dict, group: int
+    ) -> int:
         if conversation_id is not None:
             conversation = queries.get_conversation(db, int(conversation_id))
-            if (conversation and conversation["participant_id"] == participant_id
-                    and conversation["round_id"] == round_["id"]):
+            if (
+                conversation
+                and conversation["participant_id"] == participant_id
+                and conversation["round_id"] == round_["id"]
+            ):
                 return conversation["id"]
         # A new round (or someone else's id) starts a fresh conversation.
         return queries.add_conversation(db, participant_id, round_["id"], group, self.now())
 
-    def _reply(self, conversation_id: int, chat: list[dict], version_id: int,
-               alternative_of: int | None = None) -> Iterator[Reply]:
+    def _reply(
+        self,
+        conversation_id: int,
+        chat: list[dict],
+        version_id: int,
+        alternative_of: int | None = None,
+    ) -> Iterator[Reply]:
         if self.generation is None:
             raise Refused("The model is not loaded on this server.")
         adapter = self.adapter_for(version_id)
@@ -176,9 +203,15 @@ class CrowdService:
             yield Reply(conversation_id, text)
         text = text.strip() or "…"
         with self.db() as db:
-            message_id = queries.add_message(db, conversation_id, "assistant", text, self.now(),
-                                             model_version_id=version_id,
-                                             alternative_of=alternative_of)
+            message_id = queries.add_message(
+                db,
+                conversation_id,
+                "assistant",
+                text,
+                self.now(),
+                model_version_id=version_id,
+                alternative_of=alternative_of,
+            )
         yield Reply(conversation_id, text, message_id)
 
     def adapter_for(self, version_id: int) -> str:
@@ -187,7 +220,8 @@ class CrowdService:
             version = store.get_version(db, version_id)
         path = version["adapter_path"]
         return self.generation.adapters.ensure(
-            f"v{version_id}", self.settings.data_dir / path if path else None)
+            f"v{version_id}", self.settings.data_dir / path if path else None
+        )
 
     def another(self, token: str, message_id: int, address: str | None = None) -> Iterator[Reply]:
         """A second reply to the same turn, for an A/B choice."""
@@ -197,49 +231,59 @@ class CrowdService:
         message, round_ = self._own_reply(participant_id, message_id)
         with self.db() as db:
             chat = queries.prompt_before(db, message)
-        yield from self._reply(message["conversation_id"], chat, round_["champion_id"],
-                               alternative_of=message["id"])
+        yield from self._reply(
+            message["conversation_id"], chat, round_["champion_id"], alternative_of=message["id"]
+        )
 
     # -- corrections -----------------------------------------------------------------------
 
     def _own_reply(self, participant_id: str, message_id: object) -> tuple[dict, dict]:
         """The reply, if it is the caller's, a model reply, and from the current round."""
         try:
-            message_id = int(message_id)
+            message_id = int(message_id)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise Refused("That reply does not exist.") from None
         _, round_ = self.context()
         with self.db() as db:
-            message = queries.get_message(db, message_id)
+            message = queries.get_message(db, message_id)  # type: ignore[arg-type]
         if message is None or message["participant_id"] != participant_id:
             raise Refused("That reply does not exist.")
         if message["role"] != "assistant":
             raise Refused("Only the model's replies can be corrected.")
         if message["round_id"] != round_["id"]:
-            raise Refused("That reply is from an earlier round; corrections count for the "
-                          "current round only.")
+            raise Refused(
+                "That reply is from an earlier round; corrections count for the current round only."
+            )
         return message, round_
 
     def _submit(self, token: str, message_id: object, address: str | None, **fields) -> int:
         participant_id = self._who(token)
         self._hit_address(address)
         message, round_ = self._own_reply(participant_id, message_id)
-        self.rate.hit(f"submit:{participant_id}", self.limits.submissions_per_minute,
-                      "corrections")
+        self.rate.hit(f"submit:{participant_id}", self.limits.submissions_per_minute, "corrections")
         group = self._group_of(participant_id)
         with self.db() as db:
             return queries.add_correction(
-                db, participant_id=participant_id, round_id=round_["id"], group_index=group,
-                message_id=message["id"], model_version_id=message["model_version_id"],
-                prompt=queries.prompt_before(db, message), original=message["content"],
-                created_at=self.now(), **fields)
+                db,
+                participant_id=participant_id,
+                round_id=round_["id"],
+                group_index=group,
+                message_id=message["id"],
+                model_version_id=message["model_version_id"],
+                prompt=queries.prompt_before(db, message),
+                original=message["content"],
+                created_at=self.now(),
+                **fields,
+            )
 
     def rewrite(self, token: str, message_id: int, text: str, address: str | None = None) -> int:
         """A better version of the reply: an SFT target, and with the original a DPO pair."""
         text = clean_text(text, "rewrite", self.limits.max_rewrite_chars)
         return self._submit(token, message_id, address, kind="rewrite", rewrite=text)
 
-    def rate_reply(self, token: str, message_id: int, value: int, address: str | None = None) -> int:
+    def rate_reply(
+        self, token: str, message_id: int, value: int, address: str | None = None
+    ) -> int:
         if value not in (1, -1):
             raise Refused("A rating is thumbs up or thumbs down.")
         return self._submit(token, message_id, address, kind="rating", rating=value)
@@ -249,8 +293,9 @@ class CrowdService:
             raise Refused(f"{str(emotion)[:40]!r} is not one of the 28 emotion labels.")
         return self._submit(token, message_id, address, kind="emotion", emotion=emotion)
 
-    def choose(self, token: str, message_id: int, other_id: int, choice: str,
-               address: str | None = None) -> int:
+    def choose(
+        self, token: str, message_id: int, other_id: int, choice: str, address: str | None = None
+    ) -> int:
         """Pick between reply A (`message_id`) and its second reply B (`other_id`)."""
         if choice not in CHOICES:
             raise Refused("Pick A, B, tie or both bad.")
@@ -258,8 +303,9 @@ class CrowdService:
         other, _ = self._own_reply(participant_id, other_id)
         if other["alternative_of"] != int(message_id):
             raise Refused("Reply B is not a second reply to reply A.")
-        return self._submit(token, message_id, address, kind="choice", choice=choice,
-                            other_message_id=other["id"])
+        return self._submit(
+            token, message_id, address, kind="choice", choice=choice, other_message_id=other["id"]
+        )
 
     def undo(self, token: str, correction_id: int) -> None:
         """Withdraw one's own correction within the undo window (kept, marked undone)."""
@@ -288,13 +334,20 @@ class CrowdService:
             totals = store.points_totals(db, campaign["id"])
         left = None
         if round_["closes_at"]:
-            left = max(0, int((parse_time(round_["closes_at"]) - parse_time(self.now()))
-                              .total_seconds()))
+            left = max(
+                0, int((parse_time(round_["closes_at"]) - parse_time(self.now())).total_seconds())
+            )
         return {
-            "task": campaign["task"], "target_emotion": campaign["target_emotion"],
-            "round": round_["number"], "state": round_["state"], "seconds_left": left,
-            "group": group, "group_name": group_name(group), "group_colour": group_colour(group),
-            "group_corrections": counts[group], "points": totals.get(participant_id, 0.0),
+            "task": campaign["task"],
+            "target_emotion": campaign["target_emotion"],
+            "round": round_["number"],
+            "state": round_["state"],
+            "seconds_left": left,
+            "group": group,
+            "group_name": group_name(group),
+            "group_colour": group_colour(group),
+            "group_corrections": counts[group],
+            "points": totals.get(participant_id, 0.0),
             "prompts": json.loads(campaign["prompts"] or "[]"),
         }
 

@@ -31,7 +31,8 @@ _CHUNK = 1 << 15  # coalitions evaluated per batch of the exact table, bounds me
 
 
 class Game(Protocol):
-    n_players: int
+    @property
+    def n_players(self) -> int: ...
 
     def values(self, masks: np.ndarray) -> np.ndarray:
         """Utility of each coalition; masks is bool (m, n_players), result float (m,)."""
@@ -76,10 +77,14 @@ class MeanVectorGame:
     metric: str = "l2"
 
     @classmethod
-    def one_each(cls, vectors: np.ndarray, target: np.ndarray, metric: str = "l2") -> MeanVectorGame:
+    def one_each(
+        cls, vectors: np.ndarray, target: np.ndarray, metric: str = "l2"
+    ) -> MeanVectorGame:
         """The game where player i owns exactly vectors[i]."""
         vectors = np.asarray(vectors, dtype=float)
-        return cls(vectors, np.arange(len(vectors)), len(vectors), np.asarray(target, float), metric)
+        return cls(
+            vectors, np.arange(len(vectors)), len(vectors), np.asarray(target, float), metric
+        )
 
     def _player_sums(self) -> tuple[np.ndarray, np.ndarray]:
         sums = np.zeros((self.n_players, self.vectors.shape[1]))
@@ -108,8 +113,9 @@ class MeanVectorGame:
         """Utilities of every prefix of each permutation: (m, n) -> (m, n + 1), by cumulative
         sums, O(m n d) instead of O(m n^2 d) through `values`."""
         sums, counts = self._player_sums()
-        inner = self._score_in_place(np.cumsum(sums[perms], axis=1),
-                                     np.cumsum(counts[perms], axis=1))
+        inner = self._score_in_place(
+            np.cumsum(sums[perms], axis=1), np.cumsum(counts[perms], axis=1)
+        )
         empty = self._score_in_place(np.zeros((1, sums.shape[1])), np.zeros(1))
         return np.concatenate([np.broadcast_to(empty, (len(perms), 1)), inner], axis=1)
 
@@ -252,8 +258,13 @@ def _mean_units(game: Game, rng: np.random.Generator, draw: UnitSampler, count: 
     return sums.reshape(count, n) / units.shape[1]
 
 
-def sample_values(game: Game, rng: np.random.Generator, draw: UnitSampler, method: str,
-                  stopping: Stopping = Stopping()) -> Estimate:
+def sample_values(
+    game: Game,
+    rng: np.random.Generator,
+    draw: UnitSampler,
+    method: str,
+    stopping: Stopping = Stopping(),
+) -> Estimate:
     """Mean marginal contributions over independent units, drawn in batches that double the
     sample each pass, until `stopping` says so. Efficiency holds exactly: each permutation's
     marginals sum to v(N) - v(empty), hence so does every average of them."""
@@ -276,14 +287,24 @@ def sample_values(game: Game, rng: np.random.Generator, draw: UnitSampler, metho
         batch = min(units, batch_cap, max_units - units)
 
 
-def sampled_shapley(game: Game, rng: np.random.Generator, *, method: str = "stratified",
-                    stopping: Stopping = Stopping()) -> Estimate:
+def sampled_shapley(
+    game: Game,
+    rng: np.random.Generator,
+    *,
+    method: str = "stratified",
+    stopping: Stopping = Stopping(),
+) -> Estimate:
     """Permutation-sampling Shapley values (antithetic or stratified) with a stopping rule."""
     return sample_values(game, rng, shapley_units(game.n_players, method), method, stopping)
 
 
-def shapley(game: Game, rng: np.random.Generator, *, exact_limit: int = EXACT_LIMIT,
-            stopping: Stopping = Stopping()) -> Estimate:
+def shapley(
+    game: Game,
+    rng: np.random.Generator,
+    *,
+    exact_limit: int = EXACT_LIMIT,
+    stopping: Stopping = Stopping(),
+) -> Estimate:
     """Exact values when the game has at most `exact_limit` players, else stratified sampling."""
     if game.n_players <= exact_limit:
         return Estimate(exact_shapley(game), np.zeros(game.n_players), 0, "exact")
@@ -314,19 +335,25 @@ def exact_owen(game: Game, groups: np.ndarray) -> np.ndarray:
     table = coalition_table(game)
     group_mask = [int(sum(1 << i for i in np.flatnonzero(label == k))) for k in range(len(size))]
     phi = np.zeros(game.n_players)
-    for k, mask_k in enumerate(group_mask):
+    for k in range(len(group_mask)):
         unions, n_groups = _subset_table([g for j, g in enumerate(group_mask) if j != k])
         union_w = _order_weight(n_groups, len(size))
         for i in np.flatnonzero(label == k):
-            mates, n_mates = _subset_table([1 << j for j in np.flatnonzero(label == k) if j != i])
+            mates, n_mates = _subset_table([1 << j for j in np.flatnonzero(label == k) if j != i])  # type: ignore[misc]
             before = unions[:, None] | mates[None, :]
             weight = union_w[:, None] * _order_weight(n_mates, int(size[k]))[None, :]
             phi[i] = (weight * (table[before | (1 << int(i))] - table[before])).sum()
     return phi
 
 
-def owen(game: Game, groups: np.ndarray, rng: np.random.Generator, *,
-         exact_limit: int = EXACT_LIMIT, stopping: Stopping = Stopping()) -> Estimate:
+def owen(
+    game: Game,
+    groups: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    exact_limit: int = EXACT_LIMIT,
+    stopping: Stopping = Stopping(),
+) -> Estimate:
     """Owen values: exact up to `exact_limit` players, else stratified sampling."""
     if len(groups) != game.n_players:
         raise ValueError(f"{len(groups)} group labels for {game.n_players} players")

@@ -10,7 +10,6 @@ logged and retried with exponential backoff; nothing here ever stops the app.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from crowd.config import Settings
 from storage.backup import DB_NAME, make_backup
+from storage.db import has_participants
 from storage.export import ExportError, export_dataset
 
 log = logging.getLogger("crowd.sync")
@@ -45,26 +45,17 @@ class SyncRefused(RuntimeError):
     """A push that must not happen (the repo is public); retrying would not help."""
 
 
-def _has_participants(db_path: Path) -> bool:
-    """False for a missing or empty database: a fresh start must not push over a good backup."""
-    if not db_path.is_file():
-        return False
-    conn = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT count(*) FROM participants").fetchone()[0] > 0
-    except sqlite3.DatabaseError:
-        return False
-    finally:
-        conn.close()
-
-
 def push_once(
-    data_dir: Path, repo_id: str, hub: Hub, *, last_db_sha: str | None = None,
+    data_dir: Path,
+    repo_id: str,
+    hub: Hub,
+    *,
+    last_db_sha: str | None = None,
     now: datetime | None = None,
 ) -> str | None:
     """Push one snapshot and export; return the database's SHA-256, or None if nothing was
     pushed (no participants yet, or the database is unchanged since `last_db_sha`)."""
-    if not _has_participants(data_dir / DB_NAME):
+    if not has_participants(data_dir / DB_NAME):
         log.info("backup push skipped: no participants yet")
         return None
     hub.create_repo(repo_id, repo_type=REPO_TYPE, private=True, exist_ok=True)
@@ -83,7 +74,9 @@ def push_once(
             log.info("backup push skipped: nothing changed since the last push")
             return None
         hub.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type=REPO_TYPE,
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type=REPO_TYPE,
             commit_message=f"Crowd-SFT backup {stamp}",
         )
     log.info("backup pushed to %s (%s)", repo_id, stamp)
@@ -91,7 +84,10 @@ def push_once(
 
 
 def push_with_retry(
-    push: Callable[[], object], *, attempts: int, first_delay_s: float,
+    push: Callable[[], object],
+    *,
+    attempts: int,
+    first_delay_s: float,
     wait: Callable[[float], bool],
 ) -> bool:
     """Call `push` until it succeeds, at most `attempts` times, waiting first_delay_s, then
@@ -107,11 +103,19 @@ def push_with_retry(
             return False
         except Exception as exc:  # network, auth, Hub outage, full disk: logged, never fatal
             if attempt == attempts:
-                log.error("backup push failed %d times; next try at the next scheduled push: %s",
-                          attempts, exc)
+                log.error(
+                    "backup push failed %d times; next try at the next scheduled push: %s",
+                    attempts,
+                    exc,
+                )
                 return False
-            log.warning("backup push failed (attempt %d of %d), retrying in %.0f s: %s",
-                        attempt, attempts, delay, exc)
+            log.warning(
+                "backup push failed (attempt %d of %d), retrying in %.0f s: %s",
+                attempt,
+                attempts,
+                delay,
+                exc,
+            )
             if wait(delay):
                 return False
             delay *= 2
@@ -122,7 +126,13 @@ class BackupSync(threading.Thread):
     """A daemon thread pushing right away, then every `every_s` seconds, until `stop()`."""
 
     def __init__(
-        self, data_dir: Path, repo_id: str, hub: Hub, *, every_s: float, attempts: int = 5,
+        self,
+        data_dir: Path,
+        repo_id: str,
+        hub: Hub,
+        *,
+        every_s: float,
+        attempts: int = 5,
         first_delay_s: float = 30.0,
     ) -> None:
         super().__init__(name="crowd-backup-sync", daemon=True)
@@ -137,8 +147,12 @@ class BackupSync(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            push_with_retry(self._push, attempts=self.attempts,
-                            first_delay_s=self.first_delay_s, wait=self._halt.wait)
+            push_with_retry(
+                self._push,
+                attempts=self.attempts,
+                first_delay_s=self.first_delay_s,
+                wait=self._halt.wait,
+            )
             self._halt.wait(self.every_s)
 
     def stop(self, timeout: float | None = None) -> None:

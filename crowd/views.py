@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from crowd.campaigns import group_name
 from crowd.evaluation import LOWER_IS_BETTER
-from storage import boards, rounds as store
+from storage import boards
+from storage import rounds as store
 from storage.db import connect
 
 
@@ -25,8 +26,15 @@ class LastRound:
 def leaderboard(db_path, campaign_id: int, limit: int = 20) -> list[dict]:
     with connect(db_path) as db:
         rows = boards.people_board(db, campaign_id, limit)
-    return [{"rank": i + 1, "name": r["display_name"], "points": round(r["points"], 2),
-             "rounds": r["rounds"]} for i, r in enumerate(rows)]
+    return [
+        {
+            "rank": i + 1,
+            "name": r["display_name"],
+            "points": round(r["points"], 2),
+            "rounds": r["rounds"],
+        }
+        for i, r in enumerate(rows)
+    ]
 
 
 def group_leaderboard(db_path, campaign_id: int, n_groups: int) -> list[dict]:
@@ -46,9 +54,15 @@ def metric_history(db_path, campaign_id: int) -> list[dict]:
     """Rows (round, series, value) for a line chart: each group's candidate and the champion."""
     with connect(db_path) as db:
         rows = store.evaluations_of(db, campaign_id)
-    return [{"round": r["round"], "value": round(r["value"], 4), "metric": r["metric"],
-             "series": "champion" if r["group_index"] is None else group_name(r["group_index"])}
-            for r in rows]
+    return [
+        {
+            "round": r["round"],
+            "value": round(r["value"], 4),
+            "metric": r["metric"],
+            "series": "champion" if r["group_index"] is None else group_name(r["group_index"]),
+        }
+        for r in rows
+    ]
 
 
 def last_round(db_path, campaign_id: int) -> LastRound | None:
@@ -62,8 +76,15 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
         after = boards.sample_replies(db, latest["id"], latest["winner_id"])
     metric = metric_row["metric"] if metric_row else None
     winner = group_name(latest["winner_group"]) if latest["improved"] else None
-    return LastRound(latest["number"], bool(latest["improved"]), winner, metric,
-                     LOWER_IS_BETTER.get(metric, True), before, after)
+    return LastRound(
+        latest["number"],
+        bool(latest["improved"]),
+        winner,
+        metric,
+        LOWER_IS_BETTER.get(metric, True),
+        before,
+        after,
+    )
 
 
 def rounds_done(db_path, campaign_id: int) -> int:

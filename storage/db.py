@@ -60,3 +60,16 @@ def migrate(path: Path | str) -> None:
             MIGRATIONS.apply(db)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot migrate database {path}: {exc}") from exc
+
+
+def has_participants(db_path: Path) -> bool:
+    """False for a missing or empty database: a fresh start must not push over a good backup."""
+    if not db_path.is_file():
+        return False
+    conn = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM participants").fetchone()[0] > 0
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()

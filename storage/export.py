@@ -14,10 +14,8 @@ appears in events.jsonl (flagged) and points.csv, never in a training file.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import tempfile
 import zipfile
 from collections import Counter
@@ -36,11 +34,11 @@ from storage.export_io import (
     write_points_csv,
     write_rounds_csv,
 )
+from storage.vocabulary import CHAT_ROLES
 
-__all__ = ["ExportError", "export_dataset", "export_zip", "main"]
+__all__ = ["ExportError", "export_dataset", "export_zip"]
 
 Message = dict[str, str]
-ROLES = ("system", "user", "assistant")
 
 
 def export_dataset(
@@ -126,7 +124,7 @@ def _prompt(row: dict) -> list[Message]:
         prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
     except (ValueError, TypeError, KeyError) as exc:
         raise ExportError(f"correction {row['id']} has a malformed prompt: {exc}") from None
-    if any(m["role"] not in ROLES or not isinstance(m["content"], str) for m in prompt):
+    if any(m["role"] not in CHAT_ROLES or not isinstance(m["content"], str) for m in prompt):
         raise ExportError(f"correction {row['id']} has a prompt message that is not chat text")
     return prompt
 
@@ -151,18 +149,21 @@ def _training_records(
         chosen, rejected = pair
         yield "sft", {"messages": prompt + _assistant(chosen), **meta}
         if chosen != rejected:  # an unchanged rewrite endorses the reply but prefers nothing
-            yield "dpo", {
-                "prompt": prompt,
-                "chosen": _assistant(chosen),
-                "rejected": _assistant(rejected),
-                **meta,
-            }
+            yield (
+                "dpo",
+                {
+                    "prompt": prompt,
+                    "chosen": _assistant(chosen),
+                    "rejected": _assistant(rejected),
+                    **meta,
+                },
+            )
     for completion, label in _kto_labels(row, pair):
         completion_message = _assistant(completion)
         yield "kto", {"prompt": prompt, "completion": completion_message, "label": label, **meta}
     if row["kind"] == "emotion" and row["emotion"]:
-        label = {"text": row["original"], "label": row["emotion"], "annotator": annotator}
-        yield "emotions", {**label, **meta}
+        label = {"text": row["original"], "label": row["emotion"], "annotator": annotator}  # type: ignore[assignment]
+        yield "emotions", {**label, **meta}  # type: ignore[dict-item]
 
 
 def _preference_pair(row: dict) -> tuple[str, str] | None:
@@ -253,56 +254,3 @@ def _install(staging: Path, out_dir: Path) -> None:
     staging.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-# --- command line ----------------------------------------------------------------------------
-
-
-def _int_list(raw: str) -> list[int]:
-    try:
-        return [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a comma-separated list of numbers")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m crowd export", description="Export the labelled data of a campaign."
-    )
-    parser.add_argument("--out", required=True, type=Path, help="folder to write (new or empty)")
-    parser.add_argument("--db", type=Path, help="database file (default: the data dir's)")
-    parser.add_argument("--campaign", type=int, help="campaign id (default: the latest)")
-    parser.add_argument("--rounds", type=_int_list, help="round numbers, e.g. 1,2")
-    parser.add_argument("--groups", type=_int_list, help="group indices from 0, e.g. 0,2")
-    parser.add_argument("--include-hidden", action="store_true", help="hidden ones into events")
-    parser.add_argument("--include-banned", action="store_true", help="banned people's rows too")
-    parser.add_argument("--zip", action="store_true", help="write OUT as one zip file instead")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """`python -m crowd export --out DIR [...]`: 0 on success, 2 on bad input (nothing written)."""
-    from crowd.config import ConfigError, load_settings
-
-    try:
-        args = _parser().parse_args(argv[1:])
-    except SystemExit as exc:  # argparse has printed the usage error
-        return int(exc.code or 0)
-    options = dict(
-        campaign=args.campaign,
-        rounds=args.rounds,
-        groups=args.groups,
-        include_hidden=args.include_hidden,
-        include_banned=args.include_banned,
-    )
-    try:
-        db = args.db if args.db else load_settings().db_path
-        if args.zip:
-            print(f"wrote {export_zip(db, args.out, **options)}")
-            return 0
-        counts = export_dataset(db, args.out, **options)
-    except (ExportError, ConfigError) as exc:
-        print(f"export: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
-    return 0

@@ -106,9 +106,13 @@ class Snapshot:
     ) -> Scope:
         """Check the filters against the database; raise ExportError naming what is unknown."""
         chosen = _campaign(self, campaign)
-        known = {r["number"]: r["id"] for r in self.rows(
-            "SELECT id, number FROM rounds WHERE campaign_id = ? ORDER BY number", [chosen["id"]]
-        )}
+        known = {
+            r["number"]: r["id"]
+            for r in self.rows(
+                "SELECT id, number FROM rounds WHERE campaign_id = ? ORDER BY number",
+                [chosen["id"]],
+            )
+        }
         unknown = sorted(set(rounds or []) - set(known))
         if unknown:
             have = ", ".join(map(str, known)) or "none yet"
@@ -149,12 +153,15 @@ class Snapshot:
         """What the dataset card needs: campaign, filters, counts, and the rounds' outcomes."""
         ids = list(scope.round_ids)
         marks = ",".join("?" * len(ids))
-        rounds = list(self.rows(
-            "SELECT r.number, r.state, r.improved, r.opened_at, r.finished_at,"
-            " w.group_index AS winner_group FROM rounds r"
-            " LEFT JOIN model_versions w ON w.id = r.winner_id"
-            f" WHERE r.id IN ({marks}) ORDER BY r.number", ids,
-        ))
+        rounds = list(
+            self.rows(
+                "SELECT r.number, r.state, r.improved, r.opened_at, r.finished_at,"
+                " w.group_index AS winner_group FROM rounds r"
+                " LEFT JOIN model_versions w ON w.id = r.winner_id"
+                f" WHERE r.id IN ({marks}) ORDER BY r.number",
+                ids,
+            )
+        )
         return {
             "campaign": scope.campaign,
             "rounds": rounds,
@@ -196,8 +203,9 @@ def _where(scope: Scope, alias: str, keep_no_group: bool = False) -> tuple[str, 
 @contextmanager
 def open_snapshot(db_path: Path, salt: str | None) -> Iterator[Snapshot]:
     """A read-only snapshot of a migrated database; ExportError if it is missing or not ours."""
-    from storage.schema import MIGRATIONS
     from sqlite_utils import Database
+
+    from storage.schema import MIGRATIONS
 
     if not db_path.is_file():
         raise ExportError(f"no database at {db_path}")
@@ -271,8 +279,19 @@ def to_parquet(jsonl: Path, schema: pa.Schema, rows: int) -> None:
 
 
 ROUND_COLUMNS = [
-    "round", "round_id", "state", "group", "role", "model_version_id", "status",
-    "metric", "value", "loss", "n_items", "winner", "corrections",
+    "round",
+    "round_id",
+    "state",
+    "group",
+    "role",
+    "model_version_id",
+    "status",
+    "metric",
+    "value",
+    "loss",
+    "n_items",
+    "winner",
+    "corrections",
 ]
 
 
@@ -282,14 +301,17 @@ def write_rounds_csv(
     """One row per round and evaluated model (champion, then groups); groups that sat out a
     round (no evaluation) still get a row with their correction count. Returns the row count."""
     where, params = _where(scope, "e", keep_no_group=True)
-    rows = list(snap.rows(
-        "SELECT r.number AS round, r.id AS round_id, r.state, e.group_index AS 'group',"
-        " e.model_version_id, m.status, e.metric, e.value, e.loss, e.n_items,"
-        " (e.model_version_id = r.winner_id) AS winner"
-        " FROM evaluations e JOIN rounds r ON r.id = e.round_id"
-        " JOIN model_versions m ON m.id = e.model_version_id"
-        f" WHERE {where}", params,
-    ))
+    rows = list(
+        snap.rows(
+            "SELECT r.number AS round, r.id AS round_id, r.state, e.group_index AS 'group',"
+            " e.model_version_id, m.status, e.metric, e.value, e.loss, e.n_items,"
+            " (e.model_version_id = r.winner_id) AS winner"
+            " FROM evaluations e JOIN rounds r ON r.id = e.round_id"
+            " JOIN model_versions m ON m.id = e.model_version_id"
+            f" WHERE {where}",
+            params,
+        )
+    )
     for row in rows:
         row["role"] = "champion" if row["group"] is None else "candidate"
         row["corrections"] = per_group.get((row["round"], row["group"]), "")
@@ -299,8 +321,17 @@ def write_rounds_csv(
     for (number, group), n in per_group.items():
         if (number, group) not in evaluated:
             rid = numbers[number]
-            rows.append({"round": number, "round_id": rid, "state": states[rid], "group": group,
-                         "role": "group", "winner": 0, "corrections": n})
+            rows.append(
+                {
+                    "round": number,
+                    "round_id": rid,
+                    "state": states[rid],
+                    "group": group,
+                    "role": "group",
+                    "winner": 0,
+                    "corrections": n,
+                }
+            )
     rows.sort(key=lambda r: (r["round"], -1 if r["group"] is None else r["group"]))
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, ROUND_COLUMNS, restval="")
@@ -310,8 +341,15 @@ def write_rounds_csv(
 
 
 POINT_COLUMNS = [
-    "point_id", "round", "participant", "participant_name", "group", "amount", "rule",
-    "reason", "created_at",
+    "point_id",
+    "round",
+    "participant",
+    "participant_name",
+    "group",
+    "amount",
+    "rule",
+    "reason",
+    "created_at",
 ]
 
 
@@ -323,23 +361,26 @@ def write_points_csv(snap: Snapshot, scope: Scope, path: Path) -> int:
     rows = snap.rows(
         "SELECT x.*, r.number AS round, p.display_name, p.share_identity FROM points x"
         " JOIN rounds r ON r.id = x.round_id JOIN participants p ON p.id = x.participant_id"
-        f" WHERE {where} ORDER BY x.id", params,
+        f" WHERE {where} ORDER BY x.id",
+        params,
     )
     n = 0
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, POINT_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({
-                "point_id": row["id"],
-                "round": row["round"],
-                "participant": snap.pseudonym(row),
-                "participant_name": row["display_name"] if row["share_identity"] else "",
-                "group": "" if row["group_index"] is None else row["group_index"],
-                "amount": row["amount"],
-                "rule": row["rule"],
-                "reason": row["reason"],
-                "created_at": row["created_at"],
-            })
+            writer.writerow(
+                {
+                    "point_id": row["id"],
+                    "round": row["round"],
+                    "participant": snap.pseudonym(row),
+                    "participant_name": row["display_name"] if row["share_identity"] else "",
+                    "group": "" if row["group_index"] is None else row["group_index"],
+                    "amount": row["amount"],
+                    "rule": row["rule"],
+                    "reason": row["reason"],
+                    "created_at": row["created_at"],
+                }
+            )
             n += 1
     return n

@@ -20,12 +20,18 @@ def participant_by_hf(db: Database, hf_username: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def add_participant(db: Database, participant_id: str, display_name: str, now: str,
-                    hf_username: str | None = None) -> None:
-    db["participants"].insert({
-        "id": participant_id, "display_name": display_name, "hf_username": hf_username,
-        "consented_at": now, "created_at": now,
-    })
+def add_participant(
+    db: Database, participant_id: str, display_name: str, now: str, hf_username: str | None = None
+) -> None:
+    db.table("participants").insert(
+        {
+            "id": participant_id,
+            "display_name": display_name,
+            "hf_username": hf_username,
+            "consented_at": now,
+            "created_at": now,
+        }
+    )
 
 
 def ban_participant(db: Database, participant_id: str, reason: str, now: str) -> bool:
@@ -56,19 +62,37 @@ def group_sizes(db: Database, round_id: int, n_groups: int) -> list[int]:
 
 
 def add_membership(db: Database, round_id: int, participant_id: str, group: int, now: str) -> None:
-    db["memberships"].insert({"round_id": round_id, "participant_id": participant_id,
-                              "group_index": group, "assigned_at": now}, ignore=True)
+    db.table("memberships").insert(
+        {
+            "round_id": round_id,
+            "participant_id": participant_id,
+            "group_index": group,
+            "assigned_at": now,
+        },
+        ignore=True,
+    )
 
 
 def members(db: Database, round_id: int) -> dict[str, int]:
-    rows = db.execute("SELECT participant_id, group_index FROM memberships WHERE round_id = ?",
-                      [round_id])
+    rows = db.execute(
+        "SELECT participant_id, group_index FROM memberships WHERE round_id = ?", [round_id]
+    )
     return dict(rows.fetchall())
 
 
 def add_conversation(db: Database, participant_id: str, round_id: int, group: int, now: str) -> int:
-    return db["conversations"].insert({"participant_id": participant_id, "round_id": round_id,
-                                       "group_index": group, "created_at": now}).last_pk
+    return (
+        db["conversations"]  # type: ignore[union-attr]
+        .insert(
+            {
+                "participant_id": participant_id,
+                "round_id": round_id,
+                "group_index": group,
+                "created_at": now,
+            }
+        )
+        .last_pk
+    )
 
 
 def get_conversation(db: Database, conversation_id: int) -> dict | None:
@@ -78,19 +102,41 @@ def get_conversation(db: Database, conversation_id: int) -> dict | None:
 
 def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
     """The main line of a conversation (second replies left out), in order."""
-    return list(db["messages"].rows_where(
-        "conversation_id = ? AND alternative_of IS NULL", [conversation_id], order_by="position"))
+    return list(
+        db["messages"].rows_where(
+            "conversation_id = ? AND alternative_of IS NULL", [conversation_id], order_by="position"
+        )
+    )
 
 
-def add_message(db: Database, conversation_id: int, role: str, content: str, now: str,
-                model_version_id: int | None = None, alternative_of: int | None = None) -> int:
-    position = db.execute("SELECT coalesce(max(position), -1) + 1 FROM messages "
-                          "WHERE conversation_id = ?", [conversation_id]).fetchone()[0]
-    return db["messages"].insert({
-        "conversation_id": conversation_id, "position": position, "role": role,
-        "content": content, "model_version_id": model_version_id,
-        "alternative_of": alternative_of, "created_at": now,
-    }).last_pk
+def add_message(
+    db: Database,
+    conversation_id: int,
+    role: str,
+    content: str,
+    now: str,
+    model_version_id: int | None = None,
+    alternative_of: int | None = None,
+) -> int:
+    position = db.execute(
+        "SELECT coalesce(max(position), -1) + 1 FROM messages WHERE conversation_id = ?",
+        [conversation_id],
+    ).fetchone()[0]
+    return (
+        db["messages"]  # type: ignore[union-attr]
+        .insert(
+            {
+                "conversation_id": conversation_id,
+                "position": position,
+                "role": role,
+                "content": content,
+                "model_version_id": model_version_id,
+                "alternative_of": alternative_of,
+                "created_at": now,
+            }
+        )
+        .last_pk
+    )
 
 
 def get_message(db: Database, message_id: int) -> dict | None:
@@ -102,8 +148,19 @@ def get_message(db: Database, message_id: int) -> dict | None:
     ).fetchone()
     if row is None:
         return None
-    names = ["id", "conversation_id", "position", "role", "content", "model_version_id",
-             "alternative_of", "created_at", "participant_id", "round_id", "group_index"]
+    names = [
+        "id",
+        "conversation_id",
+        "position",
+        "role",
+        "content",
+        "model_version_id",
+        "alternative_of",
+        "created_at",
+        "participant_id",
+        "round_id",
+        "group_index",
+    ]
     return dict(zip(names, row))
 
 
@@ -112,8 +169,9 @@ def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
     the same turn as the reply it is an alternative of (A), so its prompt stops before A."""
     position = message["position"]
     if message.get("alternative_of") is not None:
-        position = db.execute("SELECT position FROM messages WHERE id = ?",
-                              [message["alternative_of"]]).fetchone()[0]
+        position = db.execute(
+            "SELECT position FROM messages WHERE id = ?", [message["alternative_of"]]
+        ).fetchone()[0]
     rows = db.execute(
         """SELECT role, content FROM messages WHERE conversation_id = ? AND position < ?
            AND alternative_of IS NULL ORDER BY position""",
@@ -125,7 +183,7 @@ def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
 def add_correction(db: Database, **fields: Any) -> int:
     if isinstance(fields.get("prompt"), list):
         fields["prompt"] = json.dumps(fields["prompt"], ensure_ascii=False)
-    return db["corrections"].insert(fields).last_pk
+    return db.table("corrections").insert(fields).last_pk
 
 
 def get_correction(db: Database, correction_id: int) -> dict | None:
@@ -134,14 +192,18 @@ def get_correction(db: Database, correction_id: int) -> dict | None:
 
 
 def mark_undone(db: Database, correction_id: int, now: str) -> bool:
-    cursor = db.execute("UPDATE corrections SET undone_at = ? WHERE id = ? AND undone_at IS NULL",
-                        [now, correction_id])
+    cursor = db.execute(
+        "UPDATE corrections SET undone_at = ? WHERE id = ? AND undone_at IS NULL",
+        [now, correction_id],
+    )
     return cursor.rowcount == 1
 
 
 def hide_correction(db: Database, correction_id: int, now: str) -> bool:
-    cursor = db.execute("UPDATE corrections SET hidden_at = ? WHERE id = ? AND hidden_at IS NULL",
-                        [now, correction_id])
+    cursor = db.execute(
+        "UPDATE corrections SET hidden_at = ? WHERE id = ? AND hidden_at IS NULL",
+        [now, correction_id],
+    )
     return cursor.rowcount == 1
 
 
@@ -159,16 +221,20 @@ def group_correction_counts(db: Database, round_id: int, n_groups: int) -> list[
 
 
 def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
-    return list(db.query(
-        f"""SELECT c.id, c.kind, c.participant_id, p.display_name, c.round_id, c.group_index,
+    return list(
+        db.query(
+            """SELECT c.id, c.kind, c.participant_id, p.display_name, c.round_id, c.group_index,
                    coalesce(c.rewrite, c.choice, c.emotion, c.rating) AS value, c.original,
                    c.hidden_at, c.undone_at, c.created_at
             FROM corrections c JOIN participants p ON p.id = c.participant_id
             ORDER BY c.id DESC LIMIT ?""",
-        [limit],
-    ))
+            [limit],
+        )
+    )
 
 
-LIVE = ("c.undone_at IS NULL AND c.hidden_at IS NULL AND c.participant_id IN "
-        "(SELECT id FROM participants WHERE banned_at IS NULL)")
+LIVE = (
+    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.participant_id IN "
+    "(SELECT id FROM participants WHERE banned_at IS NULL)"
+)
 """SQL condition on `corrections c`: counts for training, evaluation and points."""

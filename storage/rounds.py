@@ -11,9 +11,21 @@ from sqlite_utils import Database
 from storage.queries import LIVE
 
 CAMPAIGN_FIELDS = (
-    "name", "task", "target_emotion", "n_groups", "prompts", "round_policy", "round_seconds",
-    "round_corrections", "grouping", "points_rule", "training_mode", "min_corrections",
-    "heldout_share", "win_margin", "licence",
+    "name",
+    "task",
+    "target_emotion",
+    "n_groups",
+    "prompts",
+    "round_policy",
+    "round_seconds",
+    "round_corrections",
+    "grouping",
+    "points_rule",
+    "training_mode",
+    "min_corrections",
+    "heldout_share",
+    "win_margin",
+    "licence",
 )
 
 
@@ -26,6 +38,10 @@ def active_campaign(db: Database) -> dict | None:
     return _one(db, "SELECT * FROM campaigns WHERE active = 1 ORDER BY id DESC LIMIT 1", [])
 
 
+def campaign_named(db: Database, name: str) -> dict | None:
+    return _one(db, "SELECT * FROM campaigns WHERE name = ? ORDER BY id LIMIT 1", [name])
+
+
 def get_campaign(db: Database, campaign_id: int) -> dict | None:
     return _one(db, "SELECT * FROM campaigns WHERE id = ?", [campaign_id])
 
@@ -34,22 +50,41 @@ def add_campaign(db: Database, now: str, **fields: Any) -> int:
     if isinstance(fields.get("prompts"), list):
         fields["prompts"] = json.dumps(fields["prompts"], ensure_ascii=False)
     db.execute("UPDATE campaigns SET active = 0")
-    return db["campaigns"].insert({**fields, "active": 1, "created_at": now}).last_pk
+    return db.table("campaigns").insert({**fields, "active": 1, "created_at": now}).last_pk
 
 
 def update_campaign(db: Database, campaign_id: int, **fields: Any) -> None:
     if isinstance(fields.get("prompts"), list):
         fields["prompts"] = json.dumps(fields["prompts"], ensure_ascii=False)
-    db["campaigns"].update(campaign_id, fields)
+    db.table("campaigns").update(campaign_id, fields)
 
 
-def add_version(db: Database, campaign_id: int, now: str, *, adapter_path: str | None,
-                status: str, round_id: int | None = None, group_index: int | None = None,
-                parent_id: int | None = None) -> int:
-    return db["model_versions"].insert({
-        "campaign_id": campaign_id, "round_id": round_id, "group_index": group_index,
-        "parent_id": parent_id, "adapter_path": adapter_path, "status": status, "created_at": now,
-    }).last_pk
+def add_version(
+    db: Database,
+    campaign_id: int,
+    now: str,
+    *,
+    adapter_path: str | None,
+    status: str,
+    round_id: int | None = None,
+    group_index: int | None = None,
+    parent_id: int | None = None,
+) -> int:
+    return (
+        db["model_versions"]  # type: ignore[union-attr]
+        .insert(
+            {
+                "campaign_id": campaign_id,
+                "round_id": round_id,
+                "group_index": group_index,
+                "parent_id": parent_id,
+                "adapter_path": adapter_path,
+                "status": status,
+                "created_at": now,
+            }
+        )
+        .last_pk
+    )
 
 
 def get_version(db: Database, version_id: int) -> dict | None:
@@ -57,108 +92,157 @@ def get_version(db: Database, version_id: int) -> dict | None:
 
 
 def candidate_for(db: Database, round_id: int, group: int) -> dict | None:
-    return _one(db, "SELECT * FROM model_versions WHERE round_id = ? AND group_index = ? "
-                    "ORDER BY id DESC LIMIT 1", [round_id, group])
+    return _one(
+        db,
+        "SELECT * FROM model_versions WHERE round_id = ? AND group_index = ? "
+        "ORDER BY id DESC LIMIT 1",
+        [round_id, group],
+    )
 
 
-def set_version_status(db: Database, version_id: int, status: str, error: str | None = None) -> None:
-    db["model_versions"].update(version_id, {"status": status, "error": error})
+def set_version_status(
+    db: Database, version_id: int, status: str, error: str | None = None
+) -> None:
+    db.table("model_versions").update(version_id, {"status": status, "error": error})
 
 
 def current_round(db: Database, campaign_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number DESC LIMIT 1",
-                [campaign_id])
+    return _one(
+        db, "SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number DESC LIMIT 1", [campaign_id]
+    )
 
 
 def get_round(db: Database, round_id: int) -> dict | None:
     return _one(db, "SELECT * FROM rounds WHERE id = ?", [round_id])
 
 
-def add_round(db: Database, campaign_id: int, number: int, champion_id: int, now: str,
-              closes_at: str | None) -> int:
-    return db["rounds"].insert({"campaign_id": campaign_id, "number": number, "state": "open",
-                                "champion_id": champion_id, "opened_at": now,
-                                "closes_at": closes_at}).last_pk
+def add_round(
+    db: Database, campaign_id: int, number: int, champion_id: int, now: str, closes_at: str | None
+) -> int:
+    return (
+        db["rounds"]  # type: ignore[union-attr]
+        .insert(
+            {
+                "campaign_id": campaign_id,
+                "number": number,
+                "state": "open",
+                "champion_id": champion_id,
+                "opened_at": now,
+                "closes_at": closes_at,
+            }
+        )
+        .last_pk
+    )
 
 
 def move_round(db: Database, round_id: int, old: str, new: str, **fields: Any) -> bool:
     """Compare-and-set: move from `old` to `new` only if the round is still in `old`."""
     sets = ", ".join(["state = ?"] + [f"{key} = ?" for key in fields])
-    cursor = db.execute(f"UPDATE rounds SET {sets} WHERE id = ? AND state = ?",
-                        [new, *fields.values(), round_id, old])
+    cursor = db.execute(
+        f"UPDATE rounds SET {sets} WHERE id = ? AND state = ?",
+        [new, *fields.values(), round_id, old],
+    )
     return cursor.rowcount == 1
 
 
+def set_round_champion(db: Database, round_id: int, version_id: int) -> None:
+    db.execute("UPDATE rounds SET champion_id = ? WHERE id = ?", [version_id, round_id])
+
+
 def rounds_of(db: Database, campaign_id: int) -> list[dict]:
-    return list(db.query("SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number",
-                         [campaign_id]))
+    return list(
+        db.query("SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number", [campaign_id])
+    )
 
 
 def round_corrections(db: Database, round_id: int) -> list[dict]:
     """Live corrections of a round, oldest first."""
-    return list(db.query(f"SELECT c.* FROM corrections c WHERE c.round_id = ? AND {LIVE} "
-                         "ORDER BY c.id", [round_id]))
+    return list(
+        db.query(
+            f"SELECT c.* FROM corrections c WHERE c.round_id = ? AND {LIVE} ORDER BY c.id",
+            [round_id],
+        )
+    )
 
 
 def set_split(db: Database, correction_ids: list[int], split: str) -> None:
     for start in range(0, len(correction_ids), 500):
-        chunk = correction_ids[start:start + 500]
+        chunk = correction_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         db.execute(f"UPDATE corrections SET split = ? WHERE id IN ({marks})", [split, *chunk])
 
 
 def heldout_corrections(db: Database, campaign_id: int, up_to_round: int) -> list[dict]:
     """Every live held-out correction of the campaign up to and including `up_to_round`."""
-    return list(db.query(
-        f"""SELECT c.* FROM corrections c JOIN rounds r ON r.id = c.round_id
+    return list(
+        db.query(
+            f"""SELECT c.* FROM corrections c JOIN rounds r ON r.id = c.round_id
             WHERE r.campaign_id = ? AND r.number <= ? AND c.split = 'heldout' AND {LIVE}
             ORDER BY c.id""",
-        [campaign_id, up_to_round],
-    ))
+            [campaign_id, up_to_round],
+        )
+    )
 
 
 def reference_texts(db: Database, campaign_id: int, kind: str) -> list[dict]:
-    return list(db.query("SELECT * FROM reference_texts WHERE campaign_id = ? AND kind = ?",
-                         [campaign_id, kind]))
+    return list(
+        db.query(
+            "SELECT * FROM reference_texts WHERE campaign_id = ? AND kind = ?", [campaign_id, kind]
+        )
+    )
 
 
 def add_reference_texts(db: Database, campaign_id: int, rows: list[dict], now: str) -> int:
-    db["reference_texts"].insert_all({**row, "campaign_id": campaign_id, "created_at": now}
-                                     for row in rows)
+    db.table("reference_texts").insert_all(
+        {**row, "campaign_id": campaign_id, "created_at": now} for row in rows
+    )
     return len(rows)
 
 
 def reference_counts(db: Database, campaign_id: int) -> list[dict]:
     """Rows {kind, label, n}: how many reference rows the campaign has per kind and label."""
-    return list(db.query("SELECT kind, label, count(*) AS n FROM reference_texts "
-                         "WHERE campaign_id = ? GROUP BY kind, label ORDER BY kind, n DESC",
-                         [campaign_id]))
+    return list(
+        db.query(
+            "SELECT kind, label, count(*) AS n FROM reference_texts "
+            "WHERE campaign_id = ? GROUP BY kind, label ORDER BY kind, n DESC",
+            [campaign_id],
+        )
+    )
 
 
 def evaluation(db: Database, round_id: int, version_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM evaluations WHERE round_id = ? AND model_version_id = ?",
-                [round_id, version_id])
+    return _one(
+        db,
+        "SELECT * FROM evaluations WHERE round_id = ? AND model_version_id = ?",
+        [round_id, version_id],
+    )
+
+
+def round_evaluations(db: Database, round_id: int) -> list[dict]:
+    return list(db.query("SELECT * FROM evaluations WHERE round_id = ? ORDER BY id", [round_id]))
 
 
 def add_evaluation(db: Database, now: str, **fields: Any) -> None:
     if not isinstance(fields.get("detail"), (str, type(None))):
         fields["detail"] = json.dumps(fields["detail"], ensure_ascii=False)
-    db["evaluations"].insert({**fields, "created_at": now}, replace=True)
+    db.table("evaluations").insert({**fields, "created_at": now}, replace=True)
 
 
 def evaluations_of(db: Database, campaign_id: int) -> list[dict]:
-    return list(db.query(
-        """SELECT r.number AS round, e.group_index, e.metric, e.value, e.loss, e.n_items,
+    return list(
+        db.query(
+            """SELECT r.number AS round, e.group_index, e.metric, e.value, e.loss, e.n_items,
                   e.model_version_id, v.status
            FROM evaluations e JOIN rounds r ON r.id = e.round_id
            JOIN model_versions v ON v.id = e.model_version_id
            WHERE r.campaign_id = ? ORDER BY r.number, e.group_index""",
-        [campaign_id],
-    ))
+            [campaign_id],
+        )
+    )
 
 
 def add_points(db: Database, rows: list[dict], now: str) -> None:
-    db["points"].insert_all(
+    db.table("points").insert_all(
         {**row, "reason": json.dumps(row["reason"], ensure_ascii=False), "created_at": now}
         for row in rows
     )
@@ -171,15 +255,21 @@ def points_for_round(db: Database, round_id: int) -> list[dict]:
 def points_totals(db: Database, campaign_id: int) -> dict[str, float]:
     rows = db.execute(
         """SELECT p.participant_id, sum(p.amount) FROM points p JOIN rounds r ON r.id = p.round_id
-           WHERE r.campaign_id = ? GROUP BY p.participant_id""", [campaign_id])
+           WHERE r.campaign_id = ? GROUP BY p.participant_id""",
+        [campaign_id],
+    )
     return {pid: total for pid, total in rows.fetchall()}
 
 
 # Jobs: a queue in a table (status pending -> running -> finished | failed | cancelled).
 
+
 def add_job(db: Database, kind: str, round_id: int, now: str) -> int:
-    return db["jobs"].insert({"kind": kind, "round_id": round_id, "status": "pending",
-                              "created_at": now}).last_pk
+    return (
+        db["jobs"]  # type: ignore[union-attr]
+        .insert({"kind": kind, "round_id": round_id, "status": "pending", "created_at": now})
+        .last_pk
+    )
 
 
 def claim_job(db: Database, now: str) -> dict | None:
@@ -188,13 +278,20 @@ def claim_job(db: Database, now: str) -> dict | None:
         job = _one(db, "SELECT * FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1", [])
         if job is None:
             return None
-        db.execute("UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, "
-                   "attempts = attempts + 1 WHERE id = ?", [now, now, job["id"]])
+        db.execute(
+            "UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, "
+            "attempts = attempts + 1 WHERE id = ?",
+            [now, now, job["id"]],
+        )
     return get_job(db, job["id"])
 
 
 def get_job(db: Database, job_id: int) -> dict | None:
     return _one(db, "SELECT * FROM jobs WHERE id = ?", [job_id])
+
+
+def last_job_of_round(db: Database, round_id: int) -> dict | None:
+    return _one(db, "SELECT * FROM jobs WHERE round_id = ? ORDER BY id DESC LIMIT 1", [round_id])
 
 
 def job_status(db: Database, job_id: int) -> str | None:
@@ -205,7 +302,7 @@ def job_status(db: Database, job_id: int) -> str | None:
 def update_job(db: Database, job_id: int, now: str, **fields: Any) -> None:
     if "progress" in fields and not isinstance(fields["progress"], str):
         fields["progress"] = json.dumps(fields["progress"])
-    db["jobs"].update(job_id, {**fields, "heartbeat_at": now})
+    db.table("jobs").update(job_id, {**fields, "heartbeat_at": now})
 
 
 def requeue_running_jobs(db: Database) -> int:
@@ -214,8 +311,11 @@ def requeue_running_jobs(db: Database) -> int:
 
 
 def cancel_job(db: Database, job_id: int, now: str) -> bool:
-    cursor = db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? "
-                        "AND status IN ('pending', 'running')", [now, job_id])
+    cursor = db.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? "
+        "AND status IN ('pending', 'running')",
+        [now, job_id],
+    )
     return cursor.rowcount == 1
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.backup import BackupError, make_backup, restore_backup, main
+from crowd.cli.backup import main
+from storage.backup import BackupError, make_backup, restore_backup
 from storage.db import connect, migrate
 
 T0 = "2026-11-02T10:00:00+00:00"
@@ -21,14 +22,34 @@ T0 = "2026-11-02T10:00:00+00:00"
 def seed_versions(db_path: Path, data_dir: Path) -> None:
     """A campaign whose round 1 crowned adapters/r1-g1; adapters/r1-g0 lost (retired)."""
     with connect(db_path) as db:
-        db["campaigns"].insert({"id": 1, "name": "c", "task": "emotion", "n_groups": 2,
-                                "created_at": T0})
-        for mv, path, status in ((1, None, "retired"), (2, "adapters/r1-g0", "retired"),
-                                 (3, "adapters/r1-g1", "champion")):
-            db["model_versions"].insert({"id": mv, "campaign_id": 1, "adapter_path": path,
-                                         "status": status, "created_at": T0})
-        db["rounds"].insert({"id": 1, "campaign_id": 1, "number": 1, "state": "done",
-                             "champion_id": 1, "winner_id": 3, "opened_at": T0})
+        db["campaigns"].insert(
+            {"id": 1, "name": "c", "task": "emotion", "n_groups": 2, "created_at": T0}
+        )
+        for mv, path, status in (
+            (1, None, "retired"),
+            (2, "adapters/r1-g0", "retired"),
+            (3, "adapters/r1-g1", "champion"),
+        ):
+            db["model_versions"].insert(
+                {
+                    "id": mv,
+                    "campaign_id": 1,
+                    "adapter_path": path,
+                    "status": status,
+                    "created_at": T0,
+                }
+            )
+        db["rounds"].insert(
+            {
+                "id": 1,
+                "campaign_id": 1,
+                "number": 1,
+                "state": "done",
+                "champion_id": 1,
+                "winner_id": 3,
+                "opened_at": T0,
+            }
+        )
     for name in ("r1-g0", "r1-g1"):
         folder = data_dir / "adapters" / name
         folder.mkdir(parents=True)
@@ -40,7 +61,8 @@ def fingerprint(folder: Path) -> dict[str, str]:
     """Every file under `folder` with the SHA-256 of its bytes."""
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -58,15 +80,19 @@ class Writer(threading.Thread):
             n = 0
             while not self.stop.is_set():
                 pid = f"w{n:06d}"
-                db.execute("INSERT INTO participants (id, display_name, consented_at, created_at)"
-                           " VALUES (?, ?, ?, ?)", [pid, "x" * 200, T0, T0])
+                db.execute(
+                    "INSERT INTO participants (id, display_name, consented_at, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [pid, "x" * 200, T0, T0],
+                )
                 db.conn.commit()
                 self.committed.append(pid)
                 n += 1
 
 
-def test_backup_while_the_app_writes_restores_every_row_committed_before_it(settings, db_path,
-                                                                            tmp_path):
+def test_backup_while_the_app_writes_restores_every_row_committed_before_it(
+    settings, db_path, tmp_path
+):
     seed_versions(db_path, settings.data_dir)
     writer = Writer(db_path)
     writer.start()
@@ -123,14 +149,16 @@ def truncated(data: bytes) -> bytes:
 
 def flipped(data: bytes) -> bytes:
     middle = len(data) // 2
-    return data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:]
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
 def tampered(data: bytes) -> bytes:
     """A well-formed archive whose database no longer matches the manifest's checksum."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as source, \
-            tarfile.open(fileobj=out, mode="w:gz") as target:
+    with (
+        tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as source,
+        tarfile.open(fileobj=out, mode="w:gz") as target,
+    ):
         for member in source:
             content = source.extractfile(member).read()
             if member.name == "crowd.db":
@@ -144,12 +172,15 @@ def not_ours(data: bytes) -> bytes:
     return gzip.compress(b"hello")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (truncated, "corrupt or truncated"),
-    (flipped, "corrupt or truncated|checksums"),
-    (tampered, "checksums"),
-    (not_ours, "corrupt or truncated|not a Crowd-SFT backup"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (truncated, "corrupt or truncated"),
+        (flipped, "corrupt or truncated|checksums"),
+        (tampered, "checksums"),
+        (not_ours, "corrupt or truncated|not a Crowd-SFT backup"),
+    ],
+)
 def test_a_damaged_backup_is_refused_and_the_live_database_is_untouched(
     settings, db_path, tmp_path, damage, message
 ):
@@ -165,8 +196,9 @@ def test_a_damaged_backup_is_refused_and_the_live_database_is_untouched(
     assert sorted(settings.data_dir.iterdir()) == names  # no staging folder left behind
 
 
-def test_cli_backup_and_restore_with_clear_refusals(settings, db_path, tmp_path, capsys,
-                                                    monkeypatch):
+def test_cli_backup_and_restore_with_clear_refusals(
+    settings, db_path, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("CROWD_DATA_DIR", str(settings.data_dir))
     seed_versions(db_path, settings.data_dir)
     assert main(["backup", "--out", str(tmp_path / "b.tar.gz")]) == 0
@@ -174,8 +206,12 @@ def test_cli_backup_and_restore_with_clear_refusals(settings, db_path, tmp_path,
     assert "--force" in capsys.readouterr().err
     assert main(["restore", str(tmp_path / "missing.tar.gz"), "--force"]) == 2
     assert "no backup at" in capsys.readouterr().err
-    assert main(["backup", "--out", str(tmp_path / "x.tar.gz"),
-                 "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            ["backup", "--out", str(tmp_path / "x.tar.gz"), "--data-dir", str(tmp_path / "nowhere")]
+        )
+        == 2
+    )
     assert "no database" in capsys.readouterr().err
     assert not (tmp_path / "x.tar.gz").exists()
     target = tmp_path / "elsewhere"

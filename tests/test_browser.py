@@ -24,8 +24,14 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
 
@@ -40,31 +46,58 @@ def prepare_campaign(settings) -> None:
     """A preference round small enough to train in seconds: one correction suffices, and the
     organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable."""
     organizer = Organizer(CrowdService(settings, None))
-    organizer.update_campaign(KEY, task="preference", min_corrections=1, heldout_share=0.0,
-                              training_mode="sft", points_rule="paper")
-    organizer.add_references(KEY, [{"kind": "pair", "prompt": [{"role": "user",
-                                                                "content": "Hello"}],
-                                    "chosen": HAPPY, "rejected": "Go away."}])
+    organizer.update_campaign(
+        KEY,
+        task="preference",
+        min_corrections=1,
+        heldout_share=0.0,
+        training_mode="sft",
+        points_rule="paper",
+    )
+    organizer.add_references(
+        KEY,
+        [
+            {
+                "kind": "pair",
+                "prompt": [{"role": "user", "content": "Hello"}],
+                "chosen": HAPPY,
+                "rejected": "Go away.",
+            }
+        ],
+    )
 
 
 @pytest.fixture
 def app_url(settings, tmp_path):
     """The real app in a subprocess, on a free port, with its worker running."""
     if not CHROMIUM.exists():
-        pytest.skip("no browser: install one with `apt-get install -y chromium` "
-                    "(Debian's package puts it at /usr/bin/chromium)")
+        pytest.skip(
+            "no browser: install one with `apt-get install -y chromium` "
+            "(Debian's package puts it at /usr/bin/chromium)"
+        )
     pytest.importorskip("playwright.sync_api")
     settings = replace(settings, organizer_secret=KEY)
     prepare_campaign(settings)
     port = free_port()
-    env = {**os.environ, "CROWD_DATA_DIR": str(settings.data_dir), "CROWD_PORT": str(port),
-           "CROWD_BASE_MODEL": settings.model.base_model, "CROWD_DEVICE": "cpu",
-           "CROWD_ORGANIZER_SECRET": KEY, "CROWD_MAX_NEW_TOKENS": "12", "CROWD_EPOCHS": "3",
-           "CROWD_LEARNING_RATE": "0.001", "CROWD_EVAL_SAMPLES": "2", "CROWD_WORKER": "1",
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "CROWD_DATA_DIR": str(settings.data_dir),
+        "CROWD_PORT": str(port),
+        "CROWD_BASE_MODEL": settings.model.base_model,
+        "CROWD_DEVICE": "cpu",
+        "CROWD_ORGANIZER_SECRET": KEY,
+        "CROWD_MAX_NEW_TOKENS": "12",
+        "CROWD_EPOCHS": "3",
+        "CROWD_LEARNING_RATE": "0.001",
+        "CROWD_EVAL_SAMPLES": "2",
+        "CROWD_WORKER": "1",
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     log = (tmp_path / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, process, tmp_path / "app.log")
@@ -96,8 +129,9 @@ def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(
     SHOTS.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=30_000)  # a shared CI machine can be slow; failures still fail
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
         context = browser.new_context(viewport={"width": 1200, "height": 1000})
         context.set_default_timeout(30_000)
         volunteer = context.new_page()

@@ -7,7 +7,9 @@ from crowd.config import (
     ConfigError,
     TrainingSettings,
     check_data_dir,
+    declared,
     load_settings,
+    settings_table,
 )
 
 
@@ -21,18 +23,34 @@ def test_defaults_need_no_environment():
 
 
 def test_values_are_read_and_typed():
-    env = {"CROWD_DATA_DIR": "/tmp/x", "CROWD_GROUPS": "5", "CROWD_DEVICE": "CPU",
-           "CROWD_BASE_MODEL": "some/model", "CROWD_WORKER": "false"}
+    env = {
+        "CROWD_DATA_DIR": "/tmp/x",
+        "CROWD_GROUPS": "5",
+        "CROWD_DEVICE": "CPU",
+        "CROWD_BASE_MODEL": "some/model",
+        "CROWD_WORKER": "false",
+    }
     settings = load_settings(env)
-    assert (settings.data_dir, settings.n_groups, settings.model.device) == (Path("/tmp/x"), 5, "cpu")
+    assert (settings.data_dir, settings.n_groups, settings.model.device) == (
+        Path("/tmp/x"),
+        5,
+        "cpu",
+    )
     assert settings.model.base_model == "some/model" and settings.start_worker is False
 
 
 @pytest.mark.parametrize(
     "name,value",
-    [("CROWD_GROUPS", "zero"), ("CROWD_GROUPS", "0"), ("CROWD_GROUPS", "27"),
-     ("CROWD_DEVICE", "tpu"), ("CROWD_PORT", "70000"), ("CROWD_WORKER", "maybe"),
-     ("CROWD_TEMPERATURE", "-1"), ("CROWD_MAX_NEW_TOKENS", "1e3")],
+    [
+        ("CROWD_GROUPS", "zero"),
+        ("CROWD_GROUPS", "0"),
+        ("CROWD_GROUPS", "27"),
+        ("CROWD_DEVICE", "tpu"),
+        ("CROWD_PORT", "70000"),
+        ("CROWD_WORKER", "maybe"),
+        ("CROWD_TEMPERATURE", "-1"),
+        ("CROWD_MAX_NEW_TOKENS", "1e3"),
+    ],
 )
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -55,3 +73,20 @@ def test_min_examples_sets_the_epochs_of_small_sets_as_openai_does():
     assert load_settings({"CROWD_MIN_EXAMPLES": "100"}).training.min_examples == 100
     with pytest.raises(ConfigError, match="CROWD_MIN_EXAMPLES"):
         load_settings({"CROWD_MIN_EXAMPLES": "-1"})
+
+
+def test_the_readme_table_is_the_declared_settings():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<!-- settings:")
+    table = readme[readme.index("\n", start) + 1 : readme.index("<!-- /settings -->")]
+    assert table == settings_table(), "regenerate it with `python -m crowd settings`"
+
+
+@pytest.mark.parametrize("name,meta", [(n, m) for n, _, m in declared()], ids=lambda v: str(v))
+def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
+    allowed = getattr(meta["parse"], "range", "")
+    if not allowed or allowed == "OWNER/NAME":
+        pytest.skip("free text")
+    bad = "-99999999" if "-" in allowed and allowed[0].isdigit() else "not-an-option"
+    with pytest.raises(ConfigError, match=meta["env"][0]):
+        load_settings({meta["env"][0]: bad})

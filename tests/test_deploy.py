@@ -41,7 +41,7 @@ def recipe(target_prefix: str) -> list[str]:
     for i, line in enumerate(lines):
         if line.startswith(target_prefix) and ":" in line:
             body = []
-            for command in lines[i + 1:]:
+            for command in lines[i + 1 :]:
                 if not command.startswith("\t"):
                     break
                 body.append(command.strip())
@@ -72,7 +72,7 @@ def test_what_install_reads_is_copied_before_it_runs(docker):
     for keyword, args in docker[:install_at]:
         if keyword == "COPY":
             copied.update(a for a in shlex.split(args)[:-1] if not a.startswith("--"))
-    needed = set(re.findall(r'\$here/([\w./-]+)', (ROOT / INSTALL).read_text()))
+    needed = set(re.findall(r"\$here/([\w./-]+)", (ROOT / INSTALL).read_text()))
     assert needed and needed | {INSTALL} <= copied
     for name in copied:
         assert (ROOT / name).exists(), f"the Dockerfile copies {name}, which does not exist"
@@ -107,7 +107,8 @@ def test_it_starts_the_same_entry_point_as_make_run(docker):
 
 def test_dockerignore_keeps_local_state_out_but_not_the_code():
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for private in (".venv", "data/", ".git"):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from sqlite_utils import Database
 
-from storage.export import ExportError, export_dataset, export_zip, main
+from crowd.cli.export import main
+from storage.export import ExportError, export_dataset, export_zip
 
 T0 = "2026-11-02T10:00:00+00:00"
 JSONL = ("sft", "dpo", "kto", "emotions", "events")
@@ -26,8 +27,15 @@ class Seed:
         self.db = Database(db_path)
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db["campaigns"].insert(
-            {"id": 1, "name": "Joyful replies", "task": "emotion", "target_emotion": "joy",
-             "n_groups": 3, "licence": "CC-BY-4.0", "created_at": T0}
+            {
+                "id": 1,
+                "name": "Joyful replies",
+                "task": "emotion",
+                "target_emotion": "joy",
+                "n_groups": 3,
+                "licence": "CC-BY-4.0",
+                "created_at": T0,
+            }
         )
         self.db["model_versions"].insert(
             {"id": 1, "campaign_id": 1, "status": "champion", "created_at": T0}
@@ -37,38 +45,93 @@ class Seed:
 
     def round(self, number: int, state: str) -> None:
         self.db["rounds"].insert(
-            {"id": number, "campaign_id": 1, "number": number, "state": state,
-             "champion_id": 1, "opened_at": T0}
+            {
+                "id": number,
+                "campaign_id": 1,
+                "number": number,
+                "state": state,
+                "champion_id": 1,
+                "opened_at": T0,
+            }
         )
 
     def person(self, pid: str, name: str, hf: str | None, share: int = 0, banned: bool = False):
         self.db["participants"].insert(
-            {"id": pid, "display_name": name, "hf_username": hf, "share_identity": share,
-             "consented_at": T0, "banned_at": T0 if banned else None, "created_at": T0}
+            {
+                "id": pid,
+                "display_name": name,
+                "hf_username": hf,
+                "share_identity": share,
+                "consented_at": T0,
+                "banned_at": T0 if banned else None,
+                "created_at": T0,
+            }
         )
 
     def correction(self, kind: str, pid: str, round_id: int = 1, group: int = 0, **fields) -> int:
         """A conversation with a user turn, reply A and reply B, and one correction of reply A."""
-        conv = self.db["conversations"].insert(
-            {"participant_id": pid, "round_id": round_id, "group_index": group, "created_at": T0}
-        ).last_pk
+        conv = (
+            self.db["conversations"]
+            .insert(
+                {
+                    "participant_id": pid,
+                    "round_id": round_id,
+                    "group_index": group,
+                    "created_at": T0,
+                }
+            )
+            .last_pk
+        )
         user = fields.pop("user", f"Say something, {kind}")
         reply_a = fields.pop("original", f"Reply A to {user}")
         reply_b = fields.pop("reply_b", f"Reply B to {user}")
         messages = self.db["messages"]
-        messages.insert({"conversation_id": conv, "position": 0, "role": "user",
-                         "content": user, "created_at": T0})
-        a = messages.insert({"conversation_id": conv, "position": 1, "role": "assistant",
-                             "content": reply_a, "model_version_id": 1, "created_at": T0}).last_pk
-        b = messages.insert({"conversation_id": conv, "position": 1, "role": "assistant",
-                             "content": reply_b, "model_version_id": 1, "alternative_of": a,
-                             "created_at": T0}).last_pk
-        prompt = json.dumps([{"role": "system", "content": "Be kind."},
-                             {"role": "user", "content": user}])
-        row = {"kind": kind, "participant_id": pid, "round_id": round_id, "group_index": group,
-               "message_id": a, "other_message_id": b if kind == "choice" else None,
-               "model_version_id": 1, "prompt": prompt, "original": reply_a,
-               "created_at": T0, **fields}
+        messages.insert(
+            {
+                "conversation_id": conv,
+                "position": 0,
+                "role": "user",
+                "content": user,
+                "created_at": T0,
+            }
+        )
+        a = messages.insert(
+            {
+                "conversation_id": conv,
+                "position": 1,
+                "role": "assistant",
+                "content": reply_a,
+                "model_version_id": 1,
+                "created_at": T0,
+            }
+        ).last_pk
+        b = messages.insert(
+            {
+                "conversation_id": conv,
+                "position": 1,
+                "role": "assistant",
+                "content": reply_b,
+                "model_version_id": 1,
+                "alternative_of": a,
+                "created_at": T0,
+            }
+        ).last_pk
+        prompt = json.dumps(
+            [{"role": "system", "content": "Be kind."}, {"role": "user", "content": user}]
+        )
+        row = {
+            "kind": kind,
+            "participant_id": pid,
+            "round_id": round_id,
+            "group_index": group,
+            "message_id": a,
+            "other_message_id": b if kind == "choice" else None,
+            "model_version_id": 1,
+            "prompt": prompt,
+            "original": reply_a,
+            "created_at": T0,
+            **fields,
+        }
         return self.db["corrections"].insert(row).last_pk
 
 
@@ -94,18 +157,41 @@ def seeded(db_path: Path) -> Seed:
     evaluations = s.db["evaluations"]
     for mv, group, value in ((1, None, 0.9), (2, 0, 0.7), (3, 1, 0.5)):
         if mv > 1:
-            s.db["model_versions"].insert({"id": mv, "campaign_id": 1, "round_id": 1,
-                                           "group_index": group, "parent_id": 1,
-                                           "status": "champion" if mv == 3 else "retired",
-                                           "created_at": T0})
-        evaluations.insert({"round_id": 1, "model_version_id": mv, "group_index": group,
-                            "metric": "emotion_l2", "value": value, "n_items": 10,
-                            "created_at": T0})
+            s.db["model_versions"].insert(
+                {
+                    "id": mv,
+                    "campaign_id": 1,
+                    "round_id": 1,
+                    "group_index": group,
+                    "parent_id": 1,
+                    "status": "champion" if mv == 3 else "retired",
+                    "created_at": T0,
+                }
+            )
+        evaluations.insert(
+            {
+                "round_id": 1,
+                "model_version_id": mv,
+                "group_index": group,
+                "metric": "emotion_l2",
+                "value": value,
+                "n_items": 10,
+                "created_at": T0,
+            }
+        )
     s.db.execute("UPDATE rounds SET winner_id = 3, improved = 1 WHERE id = 1")
     for pid, amount in (("alice", 2.0), ("bob", 1.0), ("carol", 1.0)):
-        s.db["points"].insert({"round_id": 1, "participant_id": pid, "group_index": 0,
-                               "amount": amount, "rule": "paper", "reason": "{}",
-                               "created_at": T0})
+        s.db["points"].insert(
+            {
+                "round_id": 1,
+                "participant_id": pid,
+                "group_index": 0,
+                "amount": amount,
+                "rule": "paper",
+                "reason": "{}",
+                "created_at": T0,
+            }
+        )
     s.db.conn.commit()
     return s
 
@@ -122,7 +208,11 @@ def test_every_jsonl_loads_with_datasets_and_holds_the_right_rows(seeded, db_pat
     counts = export_dataset(db_path, out, salt="fixed")
     rows = {name: load(out, name) for name in JSONL}
     assert {name: len(rows[name]) for name in JSONL} == {
-        "sft": 5, "dpo": 4, "kto": 13, "emotions": 1, "events": 11,
+        "sft": 5,
+        "dpo": 4,
+        "kto": 13,
+        "emotions": 1,
+        "events": 11,
     }
     assert {name: counts[name] for name in JSONL} == {n: len(r) for n, r in rows.items()}
     by_text = {r["messages"][-1]["content"]: r for r in rows["sft"]}
@@ -190,7 +280,9 @@ def test_filters_by_round_and_group(seeded, db_path, tmp_path):
     assert sorted({(e["round"], e["group"]) for e in events}) == [(1, 1), (1, 2)]
     rounds = list(csv.DictReader((out / "rounds.csv").open()))
     assert [(r["group"], r["role"], r["winner"]) for r in rounds] == [
-        ("", "champion", "0"), ("1", "candidate", "1"), ("2", "group", "0"),
+        ("", "champion", "0"),
+        ("1", "candidate", "1"),
+        ("2", "group", "0"),
     ]
     assert rounds[1]["metric"] == "emotion_l2" and rounds[1]["corrections"] == "2"
 
@@ -241,9 +333,7 @@ def test_bad_input_is_refused_with_exit_code_2_and_writes_nothing(
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_an_existing_export_is_replaced_but_a_foreign_folder_is_refused(
-    seeded, db_path, tmp_path
-):
+def test_an_existing_export_is_replaced_but_a_foreign_folder_is_refused(seeded, db_path, tmp_path):
     out = tmp_path / "export"
     export_dataset(db_path, out, rounds=[2])
     export_dataset(db_path, out)
@@ -274,16 +364,27 @@ def test_one_step_of_trl_sft_and_dpo_on_the_export(seeded, db_path, tmp_path, ti
     out = tmp_path / "export"
     export_dataset(db_path, out)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    common = dict(max_steps=1, per_device_train_batch_size=2, bf16=False, report_to=[],
-                  save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0)
+    common = dict(
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
     for trainer_cls, config_cls, name in (
-        (SFTTrainer, SFTConfig, "sft"), (DPOTrainer, DPOConfig, "dpo")
+        (SFTTrainer, SFTConfig, "sft"),
+        (DPOTrainer, DPOConfig, "dpo"),
     ):
         data = load_dataset("json", data_files=str(out / f"{name}.jsonl"), split="train")
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         before = next(model.parameters()).detach().clone()
         trainer = trainer_cls(
-            model=model, processing_class=tokenizer, train_dataset=data,
+            model=model,
+            processing_class=tokenizer,
+            train_dataset=data,
             args=config_cls(output_dir=str(tmp_path / name), max_length=128, **common),
         )
         result = trainer.train()

@@ -55,7 +55,10 @@ def test_mixed_adapter_batch_matches_one_at_a_time(service, adapters):
     service.adapters.load("a0", adapters[0])
     service.adapters.load("a1", adapters[1])
     names = ["a0", "a1", BASE]
-    alone = [generate_texts(service.loaded, [chat], [name], GREEDY)[0] for chat, name in zip(CHATS, names)]
+    alone = [
+        generate_texts(service.loaded, [chat], [name], GREEDY)[0]
+        for chat, name in zip(CHATS, names)
+    ]
     together = generate_texts(service.loaded, CHATS, names, GREEDY)
     assert together == alone
     # The adapters really change the replies, so the equality above says something.

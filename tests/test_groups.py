@@ -51,8 +51,9 @@ def test_regroup_is_deterministic_given_the_rng() -> None:
 
 def test_random_grouping_varies_between_rounds() -> None:
     rng = random.Random(1)
-    seen = {tuple(sorted(regroup(people(12), {}, 3, "random", r, 10, rng).items()))
-            for r in range(10)}
+    seen = {
+        tuple(sorted(regroup(people(12), {}, 3, "random", r, 10, rng).items())) for r in range(10)
+    }
     assert len(seen) > 5
 
 
@@ -67,8 +68,9 @@ def test_epsilon_greedy_exploits_more_as_rounds_pass() -> None:
     rng = random.Random(2)
 
     def sorted_share(round_number: int) -> float:
-        trials = [regroup(crowd, points, 3, "epsilon_greedy", round_number, 100, rng)
-                  for _ in range(400)]
+        trials = [
+            regroup(crowd, points, 3, "epsilon_greedy", round_number, 100, rng) for _ in range(400)
+        ]
         return sum(is_sorted_partition(t, points) for t in trials) / len(trials)
 
     assert sorted_share(0) < 0.02  # round 0 always explores

@@ -1,11 +1,8 @@
-from pathlib import Path
-
 import pytest
 
-from crowd.config import PACKAGED_MODEL
+from crowd.config import PACKAGED_MODEL, ModelSettings
 from crowd.generation import BASE, GenerationService, Sampling
 from crowd.models import ModelError, convert_packaged_model, load_base, resolve_base_model
-from crowd.config import ModelSettings
 
 
 def test_a_missing_folder_is_named(tmp_path):
@@ -36,8 +33,11 @@ def test_the_default_model_is_converted_once_and_generates(default_model_dir, tm
     loaded = load_base(str(default_model_dir), tmp_path, device="cpu")
     service = GenerationService(loaded, ModelSettings())
     try:
-        reply = service.reply([{"role": "user", "content": "What is the capital of France?"}],
-                              BASE, Sampling(max_new_tokens=16, temperature=0.0))
+        reply = service.reply(
+            [{"role": "user", "content": "What is the capital of France?"}],
+            BASE,
+            Sampling(max_new_tokens=16, temperature=0.0),
+        )
     finally:
         service.close()
     assert "Paris" in reply

@@ -29,12 +29,29 @@ def test_every_action_checks_the_key(organizer):
 
 
 def test_settings_are_validated_and_applied(organizer):
-    campaign = organizer.update_campaign(KEY, task="preference", n_groups=4, grouping="interleaved",
-                                         prompts=["Hello?", "How are you?"], win_margin=0.01)
-    assert (campaign["task"], campaign["n_groups"], campaign["grouping"]) == ("preference", 4, "interleaved")
-    for bad in [{"task": "jokes"}, {"n_groups": 0}, {"grouping": "alphabetical"},
-                {"target_emotion": "hunger"}, {"prompts": []}, {"prompts": ["<b>x</b>"]},
-                {"color": "red"}, {"heldout_share": 0.95}]:
+    campaign = organizer.update_campaign(
+        KEY,
+        task="preference",
+        n_groups=4,
+        grouping="interleaved",
+        prompts=["Hello?", "How are you?"],
+        win_margin=0.01,
+    )
+    assert (campaign["task"], campaign["n_groups"], campaign["grouping"]) == (
+        "preference",
+        4,
+        "interleaved",
+    )
+    for bad in [
+        {"task": "jokes"},
+        {"n_groups": 0},
+        {"grouping": "alphabetical"},
+        {"target_emotion": "hunger"},
+        {"prompts": []},
+        {"prompts": ["<b>x</b>"]},
+        {"color": "red"},
+        {"heldout_share": 0.95},
+    ]:
         with pytest.raises(Refused):
             organizer.update_campaign(KEY, **bad)
     assert organizer.service.context()[0]["task"] == "preference"
@@ -54,8 +71,9 @@ def test_hide_and_ban_keep_the_rows(organizer):
     with service.db() as db:
         conversation = queries.add_conversation(db, session.participant_id, round_["id"], 0, "t")
         queries.add_message(db, conversation, "user", "hi", "t")
-        reply = queries.add_message(db, conversation, "assistant", "hello", "t",
-                                    model_version_id=round_["champion_id"])
+        reply = queries.add_message(
+            db, conversation, "assistant", "hello", "t", model_version_id=round_["champion_id"]
+        )
     correction = service.rewrite(session.token, reply, "Hello there, friend!")
     assert organizer.hide(KEY, correction)
     with pytest.raises(Refused):

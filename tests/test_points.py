@@ -8,10 +8,24 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from crowd.points import (ContributionItem, PaperRule, RoundOutcome, ShapleyRule, get_rule,
-                          group_ranks)
-from crowd.shapley import (FunctionGame, MeanVectorGame, Stopping, exact_owen, exact_shapley,
-                           owen, sampled_shapley, shapley)
+from crowd.points import (
+    ContributionItem,
+    PaperRule,
+    RoundOutcome,
+    ShapleyRule,
+    get_rule,
+    group_ranks,
+)
+from crowd.shapley import (
+    FunctionGame,
+    MeanVectorGame,
+    Stopping,
+    exact_owen,
+    exact_shapley,
+    owen,
+    sampled_shapley,
+    shapley,
+)
 
 
 def airport_game(costs: list[float]) -> FunctionGame:
@@ -23,7 +37,9 @@ def airport_shapley(costs: list[float]) -> np.ndarray:
     """Closed form (Littlechild-Owen): each runway segment is shared by the planes using it."""
     c = [0.0, *sorted(costs)]
     n = len(costs)
-    shares = [sum((c[k] - c[k - 1]) / (n - k + 1) for k in range(1, i + 1)) for i in range(1, n + 1)]
+    shares = [
+        sum((c[k] - c[k - 1]) / (n - k + 1) for k in range(1, i + 1)) for i in range(1, n + 1)
+    ]
     order = np.argsort(costs, kind="stable")
     phi = np.empty(n)
     phi[order] = shares
@@ -42,6 +58,7 @@ def grand_minus_empty(game) -> float:
 
 
 # -- exact values on games with known Shapley values ------------------------------------------
+
 
 def test_symmetric_voting_game_gives_everyone_one_nth() -> None:
     game = FunctionGame(7, lambda s: 1.0 if len(s) >= 4 else 0.0)
@@ -73,6 +90,7 @@ def test_dot_game_matches_closed_form_even_when_sampled() -> None:
 
 
 # -- axioms -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("metric", ["l2", "l1", "dot"])
 def test_efficiency_exact_and_sampled(metric: str) -> None:
@@ -116,13 +134,15 @@ def test_each_coalition_is_evaluated_once() -> None:
 
 # -- sampling estimators ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["stratified", "antithetic"])
 @pytest.mark.parametrize("seed", range(4))
 def test_sampling_is_within_its_stated_error_on_random_10_player_games(method, seed) -> None:
     game = random_vector_game(10, seed=seed)
     exact = exact_shapley(game)
-    estimate = sampled_shapley(game, np.random.default_rng(seed), method=method,
-                               stopping=Stopping(relative=0.05))
+    estimate = sampled_shapley(
+        game, np.random.default_rng(seed), method=method, stopping=Stopping(relative=0.05)
+    )
     assert estimate.error.max() <= 0.05 * np.ptp(estimate.values) + 1e-12
     assert np.all(np.abs(estimate.values - exact) <= estimate.error)
 
@@ -141,16 +161,19 @@ def test_unknown_sampling_method_is_refused() -> None:
 
 # -- Owen values (Shapley with the groups as a priori unions) ---------------------------------
 
+
 def owen_by_enumeration(game: MeanVectorGame, groups: list[list[int]]) -> np.ndarray:
     phi, count = np.zeros(game.n_players), 0
     for group_order in permutations(range(len(groups))):
+
         def orders(k: int):
-            if k == len(group_order):
+            if k == len(group_order):  # noqa: B023 (used within this iteration)
                 yield []
                 return
-            for inner in permutations(groups[group_order[k]]):
+            for inner in permutations(groups[group_order[k]]):  # noqa: B023
                 for rest in orders(k + 1):
                     yield [*inner, *rest]
+
         for order in orders(0):
             perm = np.array(order)
             phi[perm] += np.diff(game.prefix_values(perm[None])[0])
@@ -163,8 +186,9 @@ def test_exact_owen_matches_enumeration_and_sampling_is_within_error() -> None:
     labels = np.array([5, 5, 5, 1, 1, 2, 2])  # labels need not be 0..m-1
     expected = owen_by_enumeration(game, [[0, 1, 2], [3, 4], [5, 6]])
     np.testing.assert_allclose(exact_owen(game, labels), expected)
-    sampled = owen(game, labels, np.random.default_rng(1), exact_limit=0,
-                   stopping=Stopping(relative=0.02))
+    sampled = owen(
+        game, labels, np.random.default_rng(1), exact_limit=0, stopping=Stopping(relative=0.02)
+    )
     assert np.all(np.abs(sampled.values - expected) <= sampled.error)
 
 
@@ -175,17 +199,30 @@ def test_owen_with_one_group_is_shapley() -> None:
 
 # -- the paper's rule -------------------------------------------------------------------------
 
+
 def outcome(improved: bool = True, task: str = "emotion", **kw) -> RoundOutcome:
     """Hand-worked round: 3 groups; group 1 scored best, then group 2, then group 0."""
     target = np.array([1.0, 0.0, 0.0])
-    vectors = {"ann": [1, 0, 0], "bob": [0, 1, 0], "cy": [0.8, 0.2, 0], "dee": [0, 0, 1],
-               "eve": [0.9, 0, 0.1]}
+    vectors = {
+        "ann": [1, 0, 0],
+        "bob": [0, 1, 0],
+        "cy": [0.8, 0.2, 0],
+        "dee": [0, 0, 1],
+        "eve": [0.9, 0, 0.1],
+    }
     groups = {"ann": 1, "bob": 0, "cy": 2, "dee": 2, "eve": 1}
     items = [ContributionItem(p, g, np.array(vectors[p], float), None) for p, g in groups.items()]
     members = {0: ["bob"], 1: ["ann", "eve"], 2: ["cy", "dee"]}
-    base = dict(round_id=7, task=task, improved=improved, n_groups=3,
-                group_scores={0: -0.9, 1: -0.1, 2: -0.5}, members=members, items=items,
-                target=target)
+    base = dict(
+        round_id=7,
+        task=task,
+        improved=improved,
+        n_groups=3,
+        group_scores={0: -0.9, 1: -0.1, 2: -0.5},
+        members=members,
+        items=items,
+        target=target,
+    )
     return RoundOutcome(**{**base, **kw})
 
 
@@ -198,19 +235,33 @@ def test_paper_rule_reproduces_its_definition() -> None:
     awards = {a.participant_id: a for a in PaperRule().award(outcome())}
     # G = 3: rank 0 (group 1) earns 3, rank 1 (group 2) earns 2, rank 2 (group 0) earns 1.
     assert {p: a.amount for p, a in awards.items()} == {
-        "ann": 3.0, "eve": 3.0, "cy": 2.0, "dee": 2.0, "bob": 1.0}
-    assert awards["cy"].reason == {"rule": "paper", "group_rank": 1, "n_groups": 3,
-                                   "group_score": -0.5}
+        "ann": 3.0,
+        "eve": 3.0,
+        "cy": 2.0,
+        "dee": 2.0,
+        "bob": 1.0,
+    }
+    assert awards["cy"].reason == {
+        "rule": "paper",
+        "group_rank": 1,
+        "n_groups": 3,
+        "group_score": -0.5,
+    }
     assert PaperRule().award(outcome(improved=False)) == []
 
 
 def test_paper_rule_skips_groups_without_a_candidate() -> None:
     awards = PaperRule().award(outcome(group_scores={1: -0.1, 2: -0.5}))
     assert {a.participant_id: a.amount for a in awards} == {
-        "ann": 3.0, "eve": 3.0, "cy": 2.0, "dee": 2.0}
+        "ann": 3.0,
+        "eve": 3.0,
+        "cy": 2.0,
+        "dee": 2.0,
+    }
 
 
 # -- the project's rule -----------------------------------------------------------------------
+
 
 def test_shapley_rule_splits_the_round_by_owen_shares() -> None:
     rule = ShapleyRule()
@@ -225,7 +276,8 @@ def test_shapley_rule_splits_the_round_by_owen_shares() -> None:
     reason = json.loads(json.dumps(awards["cy"].reason))
     assert reason["group_rank"] == 1 and reason["method"] == "exact"
     assert reason["share_of_group"] + json.loads(json.dumps(awards["dee"].reason))[
-        "share_of_group"] == pytest.approx(1.0)
+        "share_of_group"
+    ] == pytest.approx(1.0)
     assert rule.award(outcome(improved=False)) == []
 
 
@@ -240,8 +292,9 @@ def test_shapley_rule_is_reproducible_when_sampling() -> None:
     rng = np.random.default_rng(8)
     items = [ContributionItem(f"p{i}", i % 3, rng.random(5), None) for i in range(40)]
     members = {g: [f"p{i}" for i in range(40) if i % 3 == g] for g in range(3)}
-    big = RoundOutcome(3, "emotion", True, 3, {0: 0.1, 1: 0.2, 2: 0.3}, members, items,
-                       rng.random(5))
+    big = RoundOutcome(
+        3, "emotion", True, 3, {0: 0.1, 1: 0.2, 2: 0.3}, members, items, rng.random(5)
+    )
     first, again = ShapleyRule().award(big), ShapleyRule().award(big)
     assert [a.amount for a in first] == [a.amount for a in again]
     assert first[0].reason["method"] == "stratified"
@@ -249,10 +302,15 @@ def test_shapley_rule_is_reproducible_when_sampling() -> None:
 
 
 def test_shapley_rule_preference_credits_learned_pairs() -> None:
-    items = [ContributionItem("ann", 0, None, 0.4), ContributionItem("ann", 0, None, 0.1),
-             ContributionItem("bob", 0, None, -0.3), ContributionItem("cy", 1, None, 0.2)]
-    pref = RoundOutcome(1, "preference", True, 2, {0: 0.6, 1: 0.5},
-                        {0: ["ann", "bob"], 1: ["cy"]}, items, None)
+    items = [
+        ContributionItem("ann", 0, None, 0.4),
+        ContributionItem("ann", 0, None, 0.1),
+        ContributionItem("bob", 0, None, -0.3),
+        ContributionItem("cy", 1, None, 0.2),
+    ]
+    pref = RoundOutcome(
+        1, "preference", True, 2, {0: 0.6, 1: 0.5}, {0: ["ann", "bob"], 1: ["cy"]}, items, None
+    )
     awards = {a.participant_id: a.amount for a in ShapleyRule().award(pref)}
     credit = {"ann": np.tanh(0.4) + np.tanh(0.1), "bob": 0.0, "cy": np.tanh(0.2)}
     total = sum(credit.values())

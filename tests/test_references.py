@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.engine import RoundEngine
 from crowd.evaluation import Evaluator
 from crowd.limits import Refused
 from crowd.organizer import Organizer
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
-from crowd.scoring import one_hot, target_vector
+from crowd.rounds.engine import RoundEngine
+from crowd.scoring.scorers import one_hot, target_vector
 from crowd.service import CrowdService
 from crowd.ui import build_app
 from crowd.ui.organizer import OrganizerHandlers
@@ -28,8 +28,12 @@ from storage.db import connect
 KEY = "organizer-test-secret"
 SKIP = gr.skip()
 JOY = ["What a wonderful day, I am so happy!", "Thank you, this made me so happy."]
-PAIR = {"kind": "pair", "prompt": [{"role": "user", "content": "Any plans today?"}],
-        "chosen": "A walk by the sea, then a good book.", "rejected": "No."}
+PAIR = {
+    "kind": "pair",
+    "prompt": [{"role": "user", "content": "Any plans today?"}],
+    "chosen": "A walk by the sea, then a good book.",
+    "rejected": "No.",
+}
 
 
 class LexiconScorer:
@@ -68,9 +72,14 @@ def engine_target(handlers: OrganizerHandlers, scorer: LexiconScorer) -> np.ndar
     """The emotion target the round engine judges the current round against."""
     service = handlers.organizer.service
     campaign, round_ = service.context()
-    engine = RoundEngine(service.settings.db_path, service.settings.data_dir, trainer=None,
-                         evaluator=Evaluator(None), scorer_for=lambda campaign_id: scorer,
-                         now=service.now)
+    engine = RoundEngine(
+        service.settings.db_path,
+        service.settings.data_dir,
+        trainer=None,
+        evaluator=Evaluator(None),
+        scorer_for=lambda campaign_id: scorer,
+        now=service.now,
+    )
     return engine._eval_set(campaign, round_).target
 
 
@@ -78,8 +87,15 @@ def test_a_good_file_loads_and_becomes_the_engines_emotion_target(handlers, tmp_
     scorer = LexiconScorer()
     target = handlers.organizer.service.context()[0]["target_emotion"]
     assert np.array_equal(engine_target(handlers, scorer), one_hot(target))
-    path = jsonl(tmp_path, [{"kind": "emotion", "text": JOY[0], "label": "joy"}, "",
-                            {"kind": "emotion", "text": f"  {JOY[1]}  "}, PAIR])
+    path = jsonl(
+        tmp_path,
+        [
+            {"kind": "emotion", "text": JOY[0], "label": "joy"},
+            "",
+            {"kind": "emotion", "text": f"  {JOY[1]}  "},
+            PAIR,
+        ],
+    )
     summary, file_box = handlers.load_references(KEY, path)
     assert file_box is None
     assert "2 emotion text(s) (joy: 1, no label: 1), 1 preference pair(s)" in summary
@@ -104,20 +120,23 @@ def test_loading_the_same_rows_again_adds_nothing(handlers, tmp_path):
     assert handlers.organizer.add_references(KEY, [PAIR, PAIR]) == 0
 
 
-@pytest.mark.parametrize("bad, message", [
-    ('{"kind": "emotion", "text": "Joy!"', "not valid JSON"),
-    ({"kind": "sarcasm", "text": "Sure."}, "must be \"emotion\" or \"pair\""),
-    ({"kind": "emotion"}, "text must be text"),
-    ({"kind": "emotion", "text": "   "}, "text is empty"),
-    ({"kind": "emotion", "text": "Yay", "label": "glee"}, "not one of the 28"),
-    ({"kind": "emotion", "text": "Yay", "labels": ["joy"]}, "Unknown field"),
-    ({**PAIR, "chosen": ""}, "chosen reply is empty"),
-    ({**PAIR, "rejected": PAIR["chosen"]}, "are the same"),
-    ({**PAIR, "prompt": "Any plans today?"}, "list of 1-20 chat messages"),
-    ({**PAIR, "prompt": [{"role": "bot", "content": "Hi"}]}, "Each prompt message"),
-    ({**PAIR, "prompt": [{"role": "assistant", "content": "Hi"}]}, "last message"),
-    (["emotion", "Yay"], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"kind": "emotion", "text": "Joy!"', "not valid JSON"),
+        ({"kind": "sarcasm", "text": "Sure."}, 'must be "emotion" or "pair"'),
+        ({"kind": "emotion"}, "text must be text"),
+        ({"kind": "emotion", "text": "   "}, "text is empty"),
+        ({"kind": "emotion", "text": "Yay", "label": "glee"}, "not one of the 28"),
+        ({"kind": "emotion", "text": "Yay", "labels": ["joy"]}, "Unknown field"),
+        ({**PAIR, "chosen": ""}, "chosen reply is empty"),
+        ({**PAIR, "rejected": PAIR["chosen"]}, "are the same"),
+        ({**PAIR, "prompt": "Any plans today?"}, "list of 1-20 chat messages"),
+        ({**PAIR, "prompt": [{"role": "bot", "content": "Hi"}]}, "Each prompt message"),
+        ({**PAIR, "prompt": [{"role": "assistant", "content": "Hi"}]}, "last message"),
+        (["emotion", "Yay"], "JSON object"),
+    ],
+)
 def test_a_bad_line_anywhere_stores_nothing_and_is_named(handlers, tmp_path, bad, message):
     good = {"kind": "emotion", "text": JOY[0]}
     path = jsonl(tmp_path, [good, PAIR, "", bad, good])
@@ -194,7 +213,14 @@ def test_the_page_has_the_upload_and_empty_id_boxes(settings):
 def test_texts_labelled_for_another_emotion_do_not_shape_the_target(handlers, tmp_path):
     scorer = LexiconScorer()
     target = handlers.organizer.service.context()[0]["target_emotion"]
-    handlers.load_references(KEY, jsonl(tmp_path, [
-        {"kind": "emotion", "text": JOY[0], "label": target},
-        {"kind": "emotion", "text": "I am furious, this is outrageous!", "label": "anger"}]))
+    handlers.load_references(
+        KEY,
+        jsonl(
+            tmp_path,
+            [
+                {"kind": "emotion", "text": JOY[0], "label": target},
+                {"kind": "emotion", "text": "I am furious, this is outrageous!", "label": "anger"},
+            ],
+        ),
+    )
     assert np.allclose(engine_target(handlers, scorer), target_vector(scorer, JOY[:1], target))

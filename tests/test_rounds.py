@@ -19,16 +19,15 @@ from safetensors.torch import load_file
 
 from crowd.campaigns import utcnow
 from crowd.config import ModelSettings
-from crowd.engine import build_engine
 from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
-from crowd.rounds import IllegalTransition, advance, check_auto_close
+from crowd.rounds.engine import build_engine
+from crowd.rounds.state import IllegalTransition, advance, check_auto_close
+from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
-from crowd.worker import Worker
 from storage import rounds as store
-from storage.db import connect
 
 KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
@@ -40,8 +39,9 @@ def world(settings):
     settings = replace(settings, eval_samples=4)
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
     generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
-    service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000,
-                                                               submissions_per_minute=1000))
+    service = CrowdService(
+        settings, generation, limits=Limits(chats_per_minute=1000, submissions_per_minute=1000)
+    )
     organizer = Organizer(service)
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
     yield service, organizer, worker
@@ -72,8 +72,9 @@ def run_round(organizer, worker) -> dict:
 
 def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_dir):
     service, organizer, worker = world
-    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34,
-                              points_rule="paper")
+    organizer.update_campaign(
+        KEY, task="preference", min_corrections=2, heldout_share=0.34, points_rule="paper"
+    )
     crowd_submits(service)
     job = run_round(organizer, worker)
     assert job["status"] == "finished", job["error"]
@@ -81,8 +82,10 @@ def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_di
     assert done["state"] == "done"
     with service.db() as db:
         candidates = [store.candidate_for(db, done["id"], g) for g in range(3)]
-        evaluations = {e["model_version_id"]: e for e in db.query(
-            "SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])}
+        evaluations = {
+            e["model_version_id"]: e
+            for e in db.query("SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])
+        }
         ledger = store.points_for_round(db, done["id"])
         following = round_row(service, 2)
     # Every candidate and the champion were judged on the same items.
@@ -94,10 +97,14 @@ def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_di
     assert following["champion_id"] == done["winner_id"], "round 2 serves the new champion"
     # ... and its LoRA weights moved while the base stayed put.
     winner = next(c for c in candidates if c["id"] == done["winner_id"])
-    weights = load_file(service.settings.data_dir / winner["adapter_path"] / "adapter_model.safetensors")
+    weights = load_file(
+        service.settings.data_dir / winner["adapter_path"] / "adapter_model.safetensors"
+    )
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())
     base_now = load_file(tiny_model_dir / "model.safetensors")
-    base_loaded = load_base(str(tiny_model_dir), service.settings.models_dir, "cpu").model.state_dict()
+    base_loaded = load_base(
+        str(tiny_model_dir), service.settings.models_dir, "cpu"
+    ).model.state_dict()
     assert all(torch.equal(base_now[k], base_loaded[k]) for k in base_now)
     # The paper's rule: group rank r of G gives G - r to each contributing member.
     ranked = sorted(candidates, key=lambda c: evaluations[c["id"]]["value"], reverse=True)
@@ -107,17 +114,27 @@ def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_di
 
 def test_a_round_that_beats_nobody_keeps_the_champion(world):
     service, organizer, worker = world
-    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=2,
-                              heldout_share=0.34, win_margin=100.0)
+    organizer.update_campaign(
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=2,
+        heldout_share=0.34,
+        win_margin=100.0,
+    )
     crowd_submits(service)
     job = run_round(organizer, worker)
     assert job["status"] == "finished", job["error"]
     done = round_row(service, 1)
     assert done["improved"] == 0 and done["winner_id"] == done["champion_id"]
     with service.db() as db:
-        metrics = list(db.query("SELECT metric, value FROM evaluations WHERE round_id = ?", [done["id"]]))
+        metrics = list(
+            db.query("SELECT metric, value FROM evaluations WHERE round_id = ?", [done["id"]])
+        )
         assert store.points_for_round(db, done["id"]) == []  # no improvement, no points
-    assert len(metrics) == 4 and all(m["metric"] == "emotion_l2" and m["value"] >= 0 for m in metrics)
+    assert len(metrics) == 4 and all(
+        m["metric"] == "emotion_l2" and m["value"] >= 0 for m in metrics
+    )
     assert round_row(service, 2)["champion_id"] == done["champion_id"]
 
 
@@ -198,8 +215,8 @@ from dataclasses import replace
 from pathlib import Path
 from crowd.campaigns import utcnow
 from crowd.config import Settings, ModelSettings, TrainingSettings
-from crowd.engine import build_engine
-from crowd.worker import Worker
+from crowd.rounds.engine import build_engine
+from crowd.rounds.worker import Worker
 settings = Settings(data_dir=Path(sys.argv[1]), model=ModelSettings(base_model=sys.argv[2], device="cpu"),
                     training=TrainingSettings(epochs=400, batch_size=1, max_length=64), eval_samples=2)
 Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
@@ -213,9 +230,11 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
     with service.db() as db:
         before = db["corrections"].count
     job_id = organizer.close_round(KEY)
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(service.settings.data_dir),
-                              str(tiny_model_dir)], cwd=Path(__file__).parent.parent,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, str(service.settings.data_dir), str(tiny_model_dir)],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until it is training
         job = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
@@ -236,14 +255,16 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
 @pytest.mark.slow
 def test_a_short_round_on_the_default_model(settings, default_model_dir):
     """The real SmolLM2-135M-Instruct: chat, correct, train three candidates, judge, finish."""
-    settings = replace(settings, eval_samples=3,
-                       model=replace(settings.model, base_model=str(default_model_dir)))
+    settings = replace(
+        settings, eval_samples=3, model=replace(settings.model, base_model=str(default_model_dir))
+    )
     loaded = load_base(str(default_model_dir), settings.models_dir, device="cpu")
     generation = GenerationService(loaded, ModelSettings(max_new_tokens=8, temperature=0.0))
     service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000))
     organizer = Organizer(service)
-    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=2,
-                              heldout_share=0.34)
+    organizer.update_campaign(
+        KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
+    )
     try:
         crowd_submits(service, people=3, each=3)
     finally:
@@ -259,8 +280,9 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
 
 def test_the_shapley_rule_writes_shares_into_the_ledger(world):
     service, organizer, worker = world
-    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34,
-                              points_rule="shapley")
+    organizer.update_campaign(
+        KEY, task="preference", min_corrections=2, heldout_share=0.34, points_rule="shapley"
+    )
     crowd_submits(service)
     assert run_round(organizer, worker)["status"] == "finished"
     done = round_row(service, 1)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crowd.scoring import (
-    GOEMOTIONS_LABELS,
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.scoring.head import HeadConfig
+from crowd.scoring.scorers import (
     EmbeddingHeadScorer,
     EmotionScorer,
     HubScorer,
@@ -21,7 +22,6 @@ from crowd.scoring import (
     one_hot,
     target_vector,
 )
-from crowd.scoring_head import HeadConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".venv" / "test-cache"
@@ -154,7 +154,7 @@ def tiny_classifier(folder: Path, names: list[str]) -> Path:
     """A 1-layer BERT text classifier with the given label names, built and saved locally."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from crowd.scoring_head import embedding_model
+    from crowd.scoring.head import embedding_model
 
     tokenizer, _ = embedding_model()
     config = BertConfig(

@@ -37,8 +37,10 @@ def test_join_assigns_balanced_groups_and_resume_keeps_them(service):
     sessions = [service.join(f"Person {i}", consent=True) for i in range(6)]
     assert sorted(s.group_index for s in sessions) == [0, 0, 1, 1, 2, 2]
     again = service.resume(sessions[3].token)
-    assert (again.participant_id, again.group_index) == (sessions[3].participant_id,
-                                                         sessions[3].group_index)
+    assert (again.participant_id, again.group_index) == (
+        sessions[3].participant_id,
+        sessions[3].group_index,
+    )
 
 
 def test_nothing_is_stored_without_consent_or_with_a_bad_name(service):
@@ -91,7 +93,9 @@ def test_corrections_keep_provenance(service):
     assert b_prompt == row["prompt"]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "x" * 20_000, "hi\x00there", "<script>alert(1)</script>"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "x" * 20_000, "hi\x00there", "<script>alert(1)</script>"]
+)
 def test_bad_messages_are_refused_and_store_nothing(service, text):
     session = service.join("Ada", consent=True)
     with pytest.raises(Refused):

@@ -11,19 +11,29 @@ from pathlib import Path
 import pytest
 
 from crowd.__main__ import main
-from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.scoring import load_scorer
-from crowd.sim.convergence_study import reduction_se
 from crowd.campaigns import utcnow
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.scoring.scorers import load_scorer
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
-from storage import rounds as store
 from crowd.sim.convergence_rounds import ALWAYS_MOVE, Arm, open_campaign, submit_and_close
+from crowd.sim.convergence_study import reduction_se
+from storage import rounds as store
 from storage.db import connect, migrate
 
-ANGRY = ["This is infuriating, I hate it.", "Stop lying, you absolute clown.",
-         "I'm so mad I could scream.", "What a disgusting, angry mess.", "Furious about this."]
-SCARED = ["I'm terrified of the dark.", "This is so scary, I'm shaking.",
-          "I fear the worst.", "Horror movies freak me out.", "That noise scared me."]
+ANGRY = [
+    "This is infuriating, I hate it.",
+    "Stop lying, you absolute clown.",
+    "I'm so mad I could scream.",
+    "What a disgusting, angry mess.",
+    "Furious about this.",
+]
+SCARED = [
+    "I'm terrified of the dark.",
+    "This is so scary, I'm shaking.",
+    "I fear the worst.",
+    "Horror movies freak me out.",
+    "That noise scared me.",
+]
 
 
 def write_hoods(path: Path) -> Path:
@@ -36,10 +46,31 @@ def write_hoods(path: Path) -> Path:
 
 
 def simulate(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return ["simulate", "convergence", "--data", str(data), "--out", str(out),
-            "--base-model", str(model), "--groups", "2", "--segments", "2,1", "--samples", "2",
-            "--epochs", "1", "--min-examples", "0", "--max-new-tokens", "6", "--threads", "1",
-            *extra]
+    return [
+        "simulate",
+        "convergence",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--base-model",
+        str(model),
+        "--groups",
+        "2",
+        "--segments",
+        "2,1",
+        "--samples",
+        "2",
+        "--epochs",
+        "1",
+        "--min-examples",
+        "0",
+        "--max-new-tokens",
+        "6",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def last_json(capsys) -> dict:
@@ -73,8 +104,11 @@ def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir,
         assert all(c["parent_id"] == first["winner_id"] for c in children)
         # ... and the winner's segment left the pool: none of its items came back.
         winner_group = store.get_version(db, first["winner_id"])["group_index"]
-        won = {c["rewrite"] for c in store.round_corrections(db, first["id"])
-               if c["group_index"] == winner_group}
+        won = {
+            c["rewrite"]
+            for c in store.round_corrections(db, first["id"])
+            if c["group_index"] == winner_group
+        }
         later = {c["rewrite"] for c in store.round_corrections(db, second["id"])}
         assert len(won) == 2 and len(later) == 2 and not won & later
     assert [g["segment"] for g in result["multi_arm"]["generations"]] == [2, 1]
@@ -98,8 +132,12 @@ def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir,
     assert versions(out) == trained + 2 + 1 + 4
 
     # More replies in the final judgement: both emotions are judged again, nothing trains.
-    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear",
-                         "--final-samples", "5")) == 0
+    assert (
+        main(
+            simulate(data, out, tiny_model_dir, "--emotions", "anger,fear", "--final-samples", "5")
+        )
+        == 0
+    )
     last_json(capsys)
     assert versions(out) == trained + 2 + 1 + 4
     rejudged = json.loads((out / "emotions" / "anger.json").read_text())
@@ -115,8 +153,15 @@ def test_a_job_left_queued_for_another_emotion_runs_first(tmp_path, tiny_model_d
     migrate(out / "data" / "crowd.db")
     arm = Arm("fear/single", "fear", "I am so afraid.", 1, ALWAYS_MOVE)
     campaign = open_campaign(out / "data" / "crowd.db", out / "data", arm, utcnow())
-    submit_and_close(out / "data" / "crowd.db", campaign, 1, {0: list(range(5))}, SCARED,
-                     utcnow(), random.Random(0))
+    submit_and_close(
+        out / "data" / "crowd.db",
+        campaign,
+        1,
+        {0: list(range(5))},
+        SCARED,
+        utcnow(),
+        random.Random(0),
+    )
     assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear")) == 0
     assert set(last_json(capsys)["reduction_pct"]) == {"anger", "fear"}
     with connect(out / "data" / "crowd.db") as db:
@@ -129,12 +174,21 @@ def test_a_file_with_reference_scores_trains_the_runs_scorer(tmp_path, tiny_mode
     def scores(label: str) -> dict:
         return {name: (0.9 if name == label else 0.1 / 27) for name in labels}
 
-    rows = [{"target": "anger", "role": "target", "text": "I am absolutely furious!",
-             "scores": scores("anger")}]
-    rows += [{"target": "anger", "role": "neighbor", "text": t, "scores": scores("anger")}
-             for t in ANGRY]
-    rows += [{"target": "anger", "role": "neighbor", "text": t, "scores": scores("fear")}
-             for t in SCARED[:2]]
+    rows = [
+        {
+            "target": "anger",
+            "role": "target",
+            "text": "I am absolutely furious!",
+            "scores": scores("anger"),
+        }
+    ]
+    rows += [
+        {"target": "anger", "role": "neighbor", "text": t, "scores": scores("anger")} for t in ANGRY
+    ]
+    rows += [
+        {"target": "anger", "role": "neighbor", "text": t, "scores": scores("fear")}
+        for t in SCARED[:2]
+    ]
     data, out = tmp_path / "scored.jsonl", tmp_path / "run"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger")) == 0
@@ -147,17 +201,20 @@ def test_a_file_with_reference_scores_trains_the_runs_scorer(tmp_path, tiny_mode
 BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": "anger", "role"\n'
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing file", "no such file"),
-    ("emotion not in the file", "has no neighbourhood for 'joy'"),
-    ("not an emotion", "unknown emotion 'happiness'"),
-    ("malformed line", ":2: not JSON"),
-    ("bad role", "'role' must be"),
-    ("pool too small", "generation 2 needs 2 x 2"),
-    ("other settings in the run folder", "holds a run with other settings"),
-    ("negative --min-examples", "--min-examples must be 0 or more"),
-    ("no final samples", "--final-samples must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing file", "no such file"),
+        ("emotion not in the file", "has no neighbourhood for 'joy'"),
+        ("not an emotion", "unknown emotion 'happiness'"),
+        ("malformed line", ":2: not JSON"),
+        ("bad role", "'role' must be"),
+        ("pool too small", "generation 2 needs 2 x 2"),
+        ("other settings in the run folder", "holds a run with other settings"),
+        ("negative --min-examples", "--min-examples must be 0 or more"),
+        ("no final samples", "--final-samples must be at least 1"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, case, message):
     data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
     extra = ["--emotions", "anger"]

@@ -14,23 +14,48 @@ def test_migrate_is_idempotent_and_uses_wal(db_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert not MIGRATIONS.pending(db)
-        assert {"participants", "corrections", "points", "jobs", "model_versions"} <= set(db.table_names())
+        assert {"participants", "corrections", "points", "jobs", "model_versions"} <= set(
+            db.table_names()
+        )
 
 
 def test_foreign_keys_are_enforced(db_path):
     with connect(db_path) as db, pytest.raises(sqlite3.IntegrityError):
-        db["memberships"].insert({"round_id": 99, "participant_id": "ghost", "group_index": 0,
-                                  "assigned_at": NOW})
+        db["memberships"].insert(
+            {"round_id": 99, "participant_id": "ghost", "group_index": 0, "assigned_at": NOW}
+        )
 
 
 def test_points_ledger_is_append_only(db_path):
     with connect(db_path) as db:
-        db["participants"].insert({"id": "p1", "display_name": "Ada", "consented_at": NOW, "created_at": NOW})
-        cid = db["campaigns"].insert({"name": "c", "task": "emotion", "n_groups": 2, "created_at": NOW}).last_pk
-        vid = db["model_versions"].insert({"campaign_id": cid, "status": "champion", "created_at": NOW}).last_pk
-        rid = db["rounds"].insert({"campaign_id": cid, "number": 1, "champion_id": vid, "opened_at": NOW}).last_pk
-        db["points"].insert({"round_id": rid, "participant_id": "p1", "amount": 2, "rule": "paper",
-                             "reason": "{}", "created_at": NOW})
+        db["participants"].insert(
+            {"id": "p1", "display_name": "Ada", "consented_at": NOW, "created_at": NOW}
+        )
+        cid = (
+            db["campaigns"]
+            .insert({"name": "c", "task": "emotion", "n_groups": 2, "created_at": NOW})
+            .last_pk
+        )
+        vid = (
+            db["model_versions"]
+            .insert({"campaign_id": cid, "status": "champion", "created_at": NOW})
+            .last_pk
+        )
+        rid = (
+            db["rounds"]
+            .insert({"campaign_id": cid, "number": 1, "champion_id": vid, "opened_at": NOW})
+            .last_pk
+        )
+        db["points"].insert(
+            {
+                "round_id": rid,
+                "participant_id": "p1",
+                "amount": 2,
+                "rule": "paper",
+                "reason": "{}",
+                "created_at": NOW,
+            }
+        )
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("UPDATE points SET amount = 100")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):

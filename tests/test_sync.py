@@ -33,8 +33,7 @@ class FolderHub:
     def repo_info(self, repo_id: str, *, repo_type: str):
         return SimpleNamespace(id=repo_id, private=self.private[repo_id])
 
-    def upload_folder(self, *, repo_id: str, folder_path: str, repo_type: str,
-                      commit_message: str):
+    def upload_folder(self, *, repo_id: str, folder_path: str, repo_type: str, commit_message: str):
         if self.fail_uploads > 0:
             self.fail_uploads -= 1
             raise ConnectionError("the Hub is unreachable")
@@ -50,14 +49,18 @@ class FolderHub:
 def add_volunteer(db_path: Path, pid: str) -> None:
     with connect(db_path) as db:
         if not db["campaigns"].count:
-            db["campaigns"].insert({"id": 1, "name": "c", "task": "preference", "n_groups": 2,
-                                    "created_at": T0})
-            db["model_versions"].insert({"id": 1, "campaign_id": 1, "status": "champion",
-                                         "created_at": T0})
-            db["rounds"].insert({"id": 1, "campaign_id": 1, "number": 1, "champion_id": 1,
-                                 "opened_at": T0})
-        db["participants"].insert({"id": pid, "display_name": pid, "consented_at": T0,
-                                   "created_at": T0})
+            db["campaigns"].insert(
+                {"id": 1, "name": "c", "task": "preference", "n_groups": 2, "created_at": T0}
+            )
+            db["model_versions"].insert(
+                {"id": 1, "campaign_id": 1, "status": "champion", "created_at": T0}
+            )
+            db["rounds"].insert(
+                {"id": 1, "campaign_id": 1, "number": 1, "champion_id": 1, "opened_at": T0}
+            )
+        db["participants"].insert(
+            {"id": pid, "display_name": pid, "consented_at": T0, "created_at": T0}
+        )
 
 
 def test_sync_is_off_unless_token_and_repo_are_set(settings, tmp_path):
@@ -94,15 +97,23 @@ def test_a_failed_push_is_retried_with_backoff_and_logged(settings, db_path, tmp
     hub = FolderHub(tmp_path / "hub", fail_uploads=2)
     waits: list[float] = []
     with caplog.at_level(logging.WARNING, logger="crowd.sync"):
-        ok = push_with_retry(lambda: push_once(settings.data_dir, "me/b", hub), attempts=4,
-                             first_delay_s=5, wait=lambda s: waits.append(s) or False)
+        ok = push_with_retry(
+            lambda: push_once(settings.data_dir, "me/b", hub),
+            attempts=4,
+            first_delay_s=5,
+            wait=lambda s: waits.append(s) or False,
+        )
     assert ok and waits == [5, 10] and len(hub.commits) == 1
     assert [r.levelname for r in caplog.records].count("WARNING") == 2
 
     hub.fail_uploads = 100
     caplog.clear()
-    ok = push_with_retry(lambda: push_once(settings.data_dir, "me/b", hub), attempts=3,
-                         first_delay_s=1, wait=lambda s: False)
+    ok = push_with_retry(
+        lambda: push_once(settings.data_dir, "me/b", hub),
+        attempts=3,
+        first_delay_s=1,
+        wait=lambda s: False,
+    )
     assert not ok and len(hub.commits) == 1  # gave up, and raised nothing
     assert "failed 3 times" in caplog.records[-1].getMessage()
 
@@ -111,8 +122,12 @@ def test_a_public_repo_is_refused_without_retrying(settings, db_path, tmp_path, 
     add_volunteer(db_path, "alice")
     hub = FolderHub(tmp_path / "hub", public=True)
     waits: list[float] = []
-    ok = push_with_retry(lambda: push_once(settings.data_dir, "me/open", hub), attempts=5,
-                         first_delay_s=1, wait=lambda s: waits.append(s) or False)
+    ok = push_with_retry(
+        lambda: push_once(settings.data_dir, "me/open", hub),
+        attempts=5,
+        first_delay_s=1,
+        wait=lambda s: waits.append(s) or False,
+    )
     assert not ok and waits == [] and hub.commits == []
     assert "public" in caplog.text
 
@@ -130,4 +145,3 @@ def test_the_thread_survives_failures_and_stops_when_asked(settings, db_path, tm
     finally:
         sync.stop(timeout=20)
     assert not sync.is_alive()
-

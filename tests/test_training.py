@@ -14,17 +14,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from crowd.config import TrainingSettings
-from crowd.training import (
+from crowd.training.base import Progress
+from crowd.training.data import (
     PairExample,
-    Progress,
     SFTExample,
     TrainingCancelled,
     TrainingFailed,
-    TorchLoopTrainer,
-    TRLTrainer,
-    create_initial_adapter,
+    encode_pair,
+    encode_sft,
+    pair_rows,
+    sft_rows,
 )
-from crowd.training_data import encode_pair, encode_sft, pair_rows, sft_rows
+from crowd.training.loop import TorchLoopTrainer
+from crowd.training.trainer import TRLTrainer, create_initial_adapter
 
 SETTINGS = TrainingSettings(epochs=1, batch_size=4, max_length=64, learning_rate=1e-2, seed=0)
 TRAINERS = {"trl": TRLTrainer, "loop": TorchLoopTrainer}
@@ -316,7 +318,8 @@ def test_min_examples_gives_a_small_set_more_epochs(tiny_model_dir, champion, tm
     # 4 examples, batch 4, 1 epoch: one step; at least 10 examples in all: ceil(10/4) = 3.
     settings = replace(SETTINGS, min_examples=10)
     result = TRAINERS[name](str(tiny_model_dir), settings, device="cpu").train(
-        init_adapter=champion, sft=SFT[:4], pairs=[], mode="sft", out_dir=tmp_path / "a")
+        init_adapter=champion, sft=SFT[:4], pairs=[], mode="sft", out_dir=tmp_path / "a"
+    )
     assert result.steps == 3
 
 

@@ -127,7 +127,10 @@ def test_an_in_place_rewrite_is_stored_and_can_be_undone(page):
     with connect(session.service.settings.db_path) as db:
         stored = queries.get_correction(db, tab.last.correction_id)
     assert (stored["kind"], stored["rewrite"], stored["original"]) == (
-        "rewrite", "What a lovely day!", original)
+        "rewrite",
+        "What a lovely day!",
+        original,
+    )
     rows, tab, _ = handlers.undo(token, tab, rows)
     assert rows[1]["content"] == original and tab.last is None
     with connect(session.service.settings.db_path) as db:
@@ -151,8 +154,9 @@ def test_thumbs_keep_one_rating_per_reply(page):
     token = joined(session)
     _, tab, _ = chat(handlers, token, ChatTab())
     for liked in (True, False):
-        tab, _ = handlers.like(token, tab, gr.LikeData(None, {"index": 1, "value": "x",
-                                                              "liked": liked}))
+        tab, _ = handlers.like(
+            token, tab, gr.LikeData(None, {"index": 1, "value": "x", "liked": liked})
+        )
     with connect(session.service.settings.db_path) as db:
         live = [r for r in db["corrections"].rows if r["undone_at"] is None]
     assert [(r["kind"], r["rating"]) for r in live] == [("rating", -1)]
@@ -196,19 +200,31 @@ def test_tick_skips_unchanged_boards_and_a_new_round_resets_the_chat(page):
 
 
 def test_the_banner_and_reasons_render_as_inert_text():
-    banner = {"task": "emotion", "target_emotion": "<img src=x>", "round": 1,
-              "seconds_left": 75, "group_name": "Blue", "group_colour": "#3b82f6\"><b>",
-              "group_corrections": 1, "points": 2.5}
+    banner = {
+        "task": "emotion",
+        "target_emotion": "<img src=x>",
+        "round": 1,
+        "seconds_left": 75,
+        "group_name": "Blue",
+        "group_colour": '#3b82f6"><b>',
+        "group_corrections": 1,
+        "points": 2.5,
+    }
     html = banner_html("<script>x</script>", banner)
     assert "<script>" not in html and "<img" not in html and '"><b>' not in html
     assert "1:15 left" in html and "1</b> correction " in html
     assert reason_text({"rank": 1, "share": 0.3333333, "members": ["a"]}) == "rank 1, share 0.333"
-    assert reason_text({"rule": "paper", "group_rank": 0, "n_groups": 3, "group_score": 0.5}) == \
-        "Paper rule: your group ranked 1st of 3"
-    assert reason_text({"rule": "shapley", "group_rank": 1, "n_groups": 3, "items": 2,
-                        "share_of_group": 0.25}) == ("Shapley rule: your group ranked 2nd of 3, "
-                                                     "your share of its points 25%, 2 of your "
-                                                     "corrections counted")
+    assert (
+        reason_text({"rule": "paper", "group_rank": 0, "n_groups": 3, "group_score": 0.5})
+        == "Paper rule: your group ranked 1st of 3"
+    )
+    assert reason_text(
+        {"rule": "shapley", "group_rank": 1, "n_groups": 3, "items": 2, "share_of_group": 0.25}
+    ) == (
+        "Shapley rule: your group ranked 2nd of 3, "
+        "your share of its points 25%, 2 of your "
+        "corrections counted"
+    )
 
 
 def test_rounds_done_counts_finished_rounds(service):
@@ -267,8 +283,9 @@ def test_moderation_and_export(organizer_page, page):
     table = organizer_page.corrections(KEY)
     assert list(table["value"]) == ["A kinder reply."] and list(table["state"]) == ["live"]
     row = table.iloc[0].tolist()
-    picked = organizer_page.pick(gr.SelectData(None, {"index": [0, 2], "value": row[2],
-                                                      "row_value": row}))
+    picked = organizer_page.pick(
+        gr.SelectData(None, {"index": [0, 2], "value": row[2], "row_value": row})
+    )
     assert picked == (table["id"][0], table["participant"][0])
     assert list(organizer_page.hide(KEY, float(picked[0]))["state"]) == ["hidden"]
     with pytest.warns(UserWarning, match="no participant"):
@@ -283,18 +300,29 @@ def test_moderation_and_export(organizer_page, page):
 
 
 def test_an_organisation_pass_authorizes_and_a_tampered_one_does_not(service, with_settings):
-    organizer = Organizer(CrowdService(with_settings(service.settings, organizer_hf_org="crowd-org",
-                                                     organizer_secret=None), None))
+    organizer = Organizer(
+        CrowdService(
+            with_settings(service.settings, organizer_hf_org="crowd-org", organizer_secret=None),
+            None,
+        )
+    )
     handlers = OrganizerHandlers(organizer, orgs_of=lambda profile, token: ["crowd-org"])
-    key, panel, *_ = handlers.unlock("", profile=gr.OAuthProfile(
-        {"name": "A", "preferred_username": "a", "profile": "", "picture": ""}))
+    key, panel, *_ = handlers.unlock(
+        "",
+        profile=gr.OAuthProfile(
+            {"name": "A", "preferred_username": "a", "profile": "", "picture": ""}
+        ),
+    )
     assert panel == gr.update(visible=True) and organizer.authorized(key)
     assert not organizer.authorized(key[:-2] + "xx")
     outsider = OrganizerHandlers(organizer, orgs_of=lambda profile, token: ["other-org"])
     with pytest.warns(UserWarning):
-        assert outsider.unlock("", profile=gr.OAuthProfile(
-            {"name": "B", "preferred_username": "b", "profile": "", "picture": ""}))[1] == \
-            gr.update(visible=False)
+        assert outsider.unlock(
+            "",
+            profile=gr.OAuthProfile(
+                {"name": "B", "preferred_username": "b", "profile": "", "picture": ""}
+            ),
+        )[1] == gr.update(visible=False)
 
 
 # -- the app and its API ----------------------------------------------------------------------
@@ -303,8 +331,16 @@ def test_an_organisation_pass_authorizes_and_a_tampered_one_does_not(service, wi
 def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service):
     demo = build_app(service, Organizer(service), oauth=False)
     names = {fn.api_name for fn in demo.fns.values()}
-    assert {"join", "send", "label", "undo", "api_chat", "api_rewrite", "organizer_close",
-            "organizer_export"} <= names
+    assert {
+        "join",
+        "send",
+        "label",
+        "undo",
+        "api_chat",
+        "api_rewrite",
+        "organizer_close",
+        "organizer_export",
+    } <= names
     api = VolunteerApi(service)
     token = api.api_join("Ada", True)
     reply = api.api_chat(token, None, "Hello")
@@ -315,14 +351,18 @@ def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service
         api.api_chat("forged", None, "Hello")
 
 
-@pytest.mark.parametrize("env, variable", [
-    ({"CROWD_PORT": "eighty"}, "CROWD_PORT"),
-    ({"CROWD_DATA_DIR": "/proc/crowd"}, "CROWD_DATA_DIR"),
-    ({"CROWD_BASE_MODEL": "/nonexistent/model"}, "CROWD_BASE_MODEL"),
-])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"CROWD_PORT": "eighty"}, "CROWD_PORT"),
+        ({"CROWD_DATA_DIR": "/proc/crowd"}, "CROWD_DATA_DIR"),
+        ({"CROWD_BASE_MODEL": "/nonexistent/model"}, "CROWD_BASE_MODEL"),
+    ],
+)
 def test_the_app_refuses_a_bad_setting_with_one_line_naming_it(tmp_path, env, variable):
     env = {**os.environ, "CROWD_DATA_DIR": str(tmp_path / "data"), "CROWD_WORKER": "0", **env}
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"crowd: {variable}=")

@@ -59,42 +59,75 @@ TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m crowd simulate convergence",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m crowd simulate convergence", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--data", type=Path, required=True, help="neighbourhoods JSONL")
     p.add_argument("--emotions", required=True, help="comma-separated, or 'all'")
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
     p.add_argument("--groups", type=int, default=3)
-    p.add_argument("--generations", type=int, default=None,
-                   help="default: one per --segments entry (the paper: 3)")
-    p.add_argument("--segments", default=None,
-                   help="items per group, per generation (default 33,22,15)")
-    p.add_argument("--samples", type=int, default=PAPER_SAMPLES,
-                   help="replies per model when a round picks its winner (the paper: 50)")
-    p.add_argument("--final-samples", type=int, default=None,
-                   help="replies per final model in the single-vs-multi judgement (default: "
-                        "--samples); changing it on a rerun re-judges, training nothing")
-    p.add_argument("--scorer", default=None,
-                   help="'default', 'hub:<id>' or a saved head; default: a head trained on "
-                        "--data's reference scores (OUT/scorer.npz), or the app's scorer when "
-                        "the file has none")
+    p.add_argument(
+        "--generations",
+        type=int,
+        default=None,
+        help="default: one per --segments entry (the paper: 3)",
+    )
+    p.add_argument(
+        "--segments", default=None, help="items per group, per generation (default 33,22,15)"
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=PAPER_SAMPLES,
+        help="replies per model when a round picks its winner (the paper: 50)",
+    )
+    p.add_argument(
+        "--final-samples",
+        type=int,
+        default=None,
+        help="replies per final model in the single-vs-multi judgement (default: "
+        "--samples); changing it on a rerun re-judges, training nothing",
+    )
+    p.add_argument(
+        "--scorer",
+        default=None,
+        help="'default', 'hub:<id>' or a saved head; default: a head trained on "
+        "--data's reference scores (OUT/scorer.npz), or the app's scorer when "
+        "the file has none",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--selection", choices=SELECTIONS, default="best",
-                   help="best: always move to the best sub-model (the paper); improve: only "
-                        "when it beats the champion (the app)")
-    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
-                   help="epochs per fine-tune (default 3, the OpenAI fine-tuning API's)")
-    p.add_argument("--min-examples", type=int, default=PAPER_MIN_EXAMPLES,
-                   help="train each model on at least this many examples in all, with more "
-                        "epochs for small segments: the OpenAI fine-tuning API's rule, which the "
-                        "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
-                        "0 = always --epochs")
+    p.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default="best",
+        help="best: always move to the best sub-model (the paper); improve: only "
+        "when it beats the champion (the app)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=PAPER_EPOCHS,
+        help="epochs per fine-tune (default 3, the OpenAI fine-tuning API's)",
+    )
+    p.add_argument(
+        "--min-examples",
+        type=int,
+        default=PAPER_MIN_EXAMPLES,
+        help="train each model on at least this many examples in all, with more "
+        "epochs for small segments: the OpenAI fine-tuning API's rule, which the "
+        "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
+        "0 = always --epochs",
+    )
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--base-model", default=None, help="default: the app's base model")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32, help="replies decoded together")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is fastest on a busy machine)",
+    )
     return p
 
 
@@ -127,19 +160,27 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         raise StudyInputError("--learning-rate must lie in (0, 1)")
     return StudyConfig(
         data_sha256=hashlib.sha256(args.data.read_bytes()).hexdigest(),
-        groups=args.groups, segments=_segments(args), samples=args.samples,
-        scorer=_scorer(args, settings), seed=args.seed, selection=args.selection,
-        base_model=args.base_model or settings.model.base_model, epochs=args.epochs,
+        groups=args.groups,
+        segments=_segments(args),
+        samples=args.samples,
+        scorer=_scorer(args, settings),
+        seed=args.seed,
+        selection=args.selection,
+        base_model=args.base_model or settings.model.base_model,
+        epochs=args.epochs,
         learning_rate=args.learning_rate or settings.training.learning_rate,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        min_examples=args.min_examples, final_samples=args.final_samples or args.samples)
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        min_examples=args.min_examples,
+        final_samples=args.final_samples or args.samples,
+    )
 
 
 def _scorer(args: argparse.Namespace, settings) -> str:
     """--scorer; else a head trained on --data's reference `scores` (OUT/scorer.npz), which
     ranks candidates as the paper's scorer does (docs/results/convergence.md); else, for a file
     without scores, the app's scorer."""
-    from crowd.scoring_cli import read_scored
+    from crowd.scoring.cli import read_scored
 
     if args.scorer:
         return args.scorer
@@ -164,11 +205,14 @@ def _check_resume(out: Path, config: StudyConfig) -> None:
     wanted = json.loads(json.dumps(asdict(config)))
     defaults = {f.name: f.default for f in fields(StudyConfig) if f.default is not MISSING}
     # a setting added after a run was started reads as its default there
-    changed = sorted(k for k in wanted
-                     if k not in JUDGING_ONLY and stored.get(k, defaults.get(k)) != wanted[k])
+    changed = sorted(
+        k for k in wanted if k not in JUDGING_ONLY and stored.get(k, defaults.get(k)) != wanted[k]
+    )
     if changed:
-        raise StudyInputError(f"{out} holds a run with other settings ({', '.join(changed)}); "
-                              "use a new --out or the same settings")
+        raise StudyInputError(
+            f"{out} holds a run with other settings ({', '.join(changed)}); "
+            "use a new --out or the same settings"
+        )
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -194,9 +238,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv[1:])
     try:
         settings = load_settings()
-        hoods = pick_emotions(read_neighbourhoods(args.data),
-                              [e.strip() for e in args.emotions.split(",") if e.strip()],
-                              args.data)
+        hoods = pick_emotions(
+            read_neighbourhoods(args.data),
+            [e.strip() for e in args.emotions.split(",") if e.strip()],
+            args.data,
+        )
         config = _checked_config(args, settings)
         for hood in hoods:
             check_protocol(hood, config.groups, config.segments)
@@ -225,8 +271,8 @@ def main(argv: list[str]) -> int:
 def _train_scorer(data: Path, path: Path) -> None:
     """The default head (crowd.scoring.DEFAULT_HEAD) fitted on the file's texts and reference
     vectors plus the seed set: `python -m crowd scorer train --data FILE --out PATH`."""
-    from crowd.scoring import DEFAULT_HEAD
-    from crowd.scoring_cli import train
+    from crowd.scoring.cli import train
+    from crowd.scoring.scorers import DEFAULT_HEAD
 
     _show(f"training the emotion scorer on the reference scores of {data} ...", True)
     partial = path.with_name(path.stem + ".partial.npz")
@@ -253,15 +299,18 @@ def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) ->
             results.append(before)
             continue
         if study is None:  # models load only when there is work
-            study = Study(config, out, _show, settings.model.device, settings.models_dir,
-                          settings.training)
+            study = Study(
+                config, out, _show, settings.model.device, settings.models_dir, settings.training
+            )
         result = study.run_emotion(hood)
         if before:  # re-judged: the rounds' time is the first run's
-            result.update(wall_s=before["wall_s"], cpu_s=before["cpu_s"],
-                          judge_s=result["wall_s"])
+            result.update(wall_s=before["wall_s"], cpu_s=before["cpu_s"], judge_s=result["wall_s"])
         _write_json(path, result)
-        _show(f"[{hood.emotion}] single {result['single']:.4f}  multi {result['multi']:.4f}  "
-              f"reduction {result['reduction_pct']:+.1f}% ± {result['reduction_se_pct']:.1f}  "
-              f"({result['wall_s']:.0f}s)", True)
+        _show(
+            f"[{hood.emotion}] single {result['single']:.4f}  multi {result['multi']:.4f}  "
+            f"reduction {result['reduction_pct']:+.1f}% ± {result['reduction_se_pct']:.1f}  "
+            f"({result['wall_s']:.0f}s)",
+            True,
+        )
         results.append(result)
     return results

@@ -63,32 +63,40 @@ def _record(line: str, where: str) -> tuple[str, str, str]:
         raise StudyInputError(f"{where}: a record must be a JSON object")
     emotion, role, text = record.get("target"), record.get("role"), record.get("text")
     if emotion not in GOEMOTIONS_LABELS:
-        raise StudyInputError(f"{where}: 'target' must be one of the 28 GoEmotions labels, "
-                              f"not {str(emotion)[:40]!r}")
+        raise StudyInputError(
+            f"{where}: 'target' must be one of the 28 GoEmotions labels, not {str(emotion)[:40]!r}"
+        )
     if role not in ROLES:
-        raise StudyInputError(f"{where}: 'role' must be 'target' or 'neighbor', "
-                              f"not {str(role)[:40]!r}")
+        raise StudyInputError(
+            f"{where}: 'role' must be 'target' or 'neighbor', not {str(role)[:40]!r}"
+        )
     if not isinstance(text, str) or not text.strip():
         raise StudyInputError(f"{where}: 'text' must be a non-empty string")
     return emotion, role, text.strip()
 
 
-def pick_emotions(hoods: dict[str, Neighbourhood], wanted: Sequence[str], path: Path
-                  ) -> list[Neighbourhood]:
+def pick_emotions(
+    hoods: dict[str, Neighbourhood], wanted: Sequence[str], path: Path
+) -> list[Neighbourhood]:
     """The requested neighbourhoods, in the order asked ('all': every one in the file)."""
     names = sorted(hoods) if list(wanted) == ["all"] else list(dict.fromkeys(wanted))
     if not names:
         raise StudyInputError("--emotions is empty")
     for name in names:
         if name not in GOEMOTIONS_LABELS:
-            raise StudyInputError(f"unknown emotion {name!r}; the GoEmotions labels are: "
-                                  f"{', '.join(GOEMOTIONS_LABELS)}")
+            raise StudyInputError(
+                f"unknown emotion {name!r}; the GoEmotions labels are: "
+                f"{', '.join(GOEMOTIONS_LABELS)}"
+            )
         if name not in hoods:
-            raise StudyInputError(f"{path} has no neighbourhood for {name!r}; it has: "
-                                  f"{', '.join(sorted(hoods))}")
+            raise StudyInputError(
+                f"{path} has no neighbourhood for {name!r}; it has: {', '.join(sorted(hoods))}"
+            )
         if len(hoods[name].targets) != 1:
-            raise StudyInputError(f"{path}: {name!r} needs exactly one 'target' record, "
-                                  f"found {len(hoods[name].targets)}")
+            raise StudyInputError(
+                f"{path}: {name!r} needs exactly one 'target' record, "
+                f"found {len(hoods[name].targets)}"
+            )
     return [hoods[name] for name in names]
 
 
@@ -101,7 +109,8 @@ def check_protocol(hood: Neighbourhood, groups: int, segments: Sequence[int]) ->
             raise StudyInputError(
                 f"{hood.emotion}: generation {generation} needs {groups} x {size} = "
                 f"{groups * size} pool items but only {left} are left of "
-                f"{len(hood.neighbours)} neighbours; use smaller --segments or fewer --groups")
+                f"{len(hood.neighbours)} neighbours; use smaller --segments or fewer --groups"
+            )
         left -= size
 
 
@@ -109,7 +118,7 @@ def deal(pool: Sequence[int], groups: int, size: int, rng: random.Random) -> dic
     """Shuffle the pool (item indices) and deal `groups` disjoint segments of `size` items."""
     order = sorted(pool)
     rng.shuffle(order)
-    return {group: sorted(order[group * size:(group + 1) * size]) for group in range(groups)}
+    return {group: sorted(order[group * size : (group + 1) * size]) for group in range(groups)}
 
 
 def generation_rng(seed: int, emotion: str, generation: int) -> random.Random:

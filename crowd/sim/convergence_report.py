@@ -17,13 +17,21 @@ def write_outputs(out: Path, results: list[dict], config) -> None:
     per final model) and OUT/convergence.png."""
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["emotion", "single", "multi", "reduction", "reduction_se",
-                         "final_samples"])
+        writer.writerow(
+            ["emotion", "single", "multi", "reduction", "reduction_se", "final_samples"]
+        )
         for r in results:
             se = r.get("reduction_se_pct")  # absent in results of runs before it was measured
-            writer.writerow([r["emotion"], f"{r['single']:.4f}", f"{r['multi']:.4f}",
-                             f"{r['reduction_pct']:.2f}", "" if se is None else f"{se:.2f}",
-                             r.get("final_samples", PAPER_SAMPLES)])
+            writer.writerow(
+                [
+                    r["emotion"],
+                    f"{r['single']:.4f}",
+                    f"{r['multi']:.4f}",
+                    f"{r['reduction_pct']:.2f}",
+                    "" if se is None else f"{se:.2f}",
+                    r.get("final_samples", PAPER_SAMPLES),
+                ]
+            )
     plot(out / "convergence.png", results, config)
 
 
@@ -32,12 +40,16 @@ def summary(out: Path, results: list[dict]) -> dict:
     reductions = {r["emotion"]: r["reduction_pct"] for r in results}
     errors = {r["emotion"]: r.get("reduction_se_pct") for r in results}
     values = list(reductions.values())
-    return {"reduction_pct": reductions, "reduction_se_pct": errors,
-            "median_reduction_pct": round(statistics.median(values), 3) if values else None,
-            "mean_reduction_pct": round(statistics.fmean(values), 3) if values else None,
-            "paper_median_reduction_pct": PAPER_MEDIAN_PCT,
-            "beats_paper_median": [e for e, v in reductions.items() if v > PAPER_MEDIAN_PCT],
-            "results": str(out / "results.csv"), "plot": str(out / "convergence.png")}
+    return {
+        "reduction_pct": reductions,
+        "reduction_se_pct": errors,
+        "median_reduction_pct": round(statistics.median(values), 3) if values else None,
+        "mean_reduction_pct": round(statistics.fmean(values), 3) if values else None,
+        "paper_median_reduction_pct": PAPER_MEDIAN_PCT,
+        "beats_paper_median": [e for e, v in reductions.items() if v > PAPER_MEDIAN_PCT],
+        "results": str(out / "results.csv"),
+        "plot": str(out / "convergence.png"),
+    }
 
 
 def plot(path: Path, results: list[dict], config) -> None:
@@ -53,11 +65,14 @@ def plot(path: Path, results: list[dict], config) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, result in zip(axes.flat, results):
         _panel(ax, result)
-    for ax in list(axes.flat)[len(results):]:
+    for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
-    fig.suptitle(f"Distance to the target comment's vector per generation "
-                 f"({config.groups} groups, segments {','.join(map(str, config.segments))}, "
-                 f"{config.samples} samples, selection '{config.selection}')", fontsize=10)
+    fig.suptitle(
+        f"Distance to the target comment's vector per generation "
+        f"({config.groups} groups, segments {','.join(map(str, config.segments))}, "
+        f"{config.samples} samples, selection '{config.selection}')",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -69,18 +84,32 @@ def _panel(ax, result: dict) -> None:
     path_x, path_y = [0], [base]
     for g in gens:
         groups = sorted(g["candidates"], key=int)
-        ax.scatter([g["generation"]] * len(groups), [g["candidates"][k] for k in groups],
-                   c=[f"C{int(k)}" for k in groups], s=22, alpha=0.8, zorder=3)
+        ax.scatter(
+            [g["generation"]] * len(groups),
+            [g["candidates"][k] for k in groups],
+            c=[f"C{int(k)}" for k in groups],
+            s=22,
+            alpha=0.8,
+            zorder=3,
+        )
         winner = g["winner_group"]
         crowned = g["candidates"][str(winner)] if winner is not None else g["champion"]
         path_x.append(g["generation"])
         path_y.append(crowned)
     ax.plot(path_x, path_y, "k-", lw=1.2, label="champion (multi)")
     if result["single_arm"]["to_target"] is not None:
-        ax.axhline(result["single_arm"]["to_target"], color="grey", ls="--", lw=1,
-                   label=f"single ({result['pool']} items)")
-    ax.set_title(f"{result['emotion']}: to centroid {result['single']:.3f} -> "
-                 f"{result['multi']:.3f} ({result['reduction_pct']:+.1f}%)", fontsize=9)
+        ax.axhline(
+            result["single_arm"]["to_target"],
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"single ({result['pool']} items)",
+        )
+    ax.set_title(
+        f"{result['emotion']}: to centroid {result['single']:.3f} -> "
+        f"{result['multi']:.3f} ({result['reduction_pct']:+.1f}%)",
+        fontsize=9,
+    )
     ax.set_xlabel("generation (0 = base)", fontsize=8)
     ax.set_ylabel("mean L2 to target", fontsize=8)
     ax.set_xticks(range(len(gens) + 1))

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crowd.campaigns import CampaignSpec, create_campaign
-from crowd.engine import RoundEngine
-from crowd.rounds import close_round
-from crowd.worker import Worker
-from storage import queries, rounds as store
+from crowd.rounds.engine import RoundEngine
+from crowd.rounds.state import close_round
+from crowd.rounds.worker import Worker
+from storage import queries
+from storage import rounds as store
 from storage.db import connect
 
 PROMPT = "write a reddit comment."
@@ -53,17 +54,30 @@ def open_campaign(db_path: Path, data_dir: Path, arm: Arm, now: str) -> int:
     """The arm's campaign id, creating it (first champion = the bare base, round 1 open, the
     target comment as its one reference text) on first use."""
     with connect(db_path) as db:
-        found = list(db["campaigns"].rows_where("name = ?", [arm.name], limit=1))
+        found = store.campaign_named(db, arm.name)
         if found:
-            return found[0]["id"]
-        spec = CampaignSpec(name=arm.name, task="emotion", target_emotion=arm.emotion,
-                            n_groups=arm.groups, prompts=[PROMPT], round_policy="manual",
-                            points_rule="paper", training_mode="sft", min_corrections=1,
-                            heldout_share=0.0, win_margin=arm.win_margin)
+            return found["id"]
+        spec = CampaignSpec(
+            name=arm.name,
+            task="emotion",
+            target_emotion=arm.emotion,
+            n_groups=arm.groups,
+            prompts=[PROMPT],
+            round_policy="manual",
+            points_rule="paper",
+            training_mode="sft",
+            min_corrections=1,
+            heldout_share=0.0,
+            win_margin=arm.win_margin,
+        )
         with db.atomic():
             campaign_id = create_campaign(db, spec, None, data_dir, now)
-            store.add_reference_texts(db, campaign_id, [
-                {"kind": "emotion", "text": arm.target_text, "label": arm.emotion}], now)
+            store.add_reference_texts(
+                db,
+                campaign_id,
+                [{"kind": "emotion", "text": arm.target_text, "label": arm.emotion}],
+                now,
+            )
         return campaign_id
 
 
@@ -72,9 +86,15 @@ def round_number(db_path: Path, campaign_id: int, number: int) -> dict:
         return next(r for r in store.rounds_of(db, campaign_id) if r["number"] == number)
 
 
-def submit_and_close(db_path: Path, campaign_id: int, number: int,
-                     segments: dict[int, list[int]], texts: Sequence[str], now: str,
-                     rng: random.Random) -> None:
+def submit_and_close(
+    db_path: Path,
+    campaign_id: int,
+    number: int,
+    segments: dict[int, list[int]],
+    texts: Sequence[str],
+    now: str,
+    rng: random.Random,
+) -> None:
     """Every segment item as a rewrite by its volunteer in its group, then the organizer
     closes round `number` (which queues its job): one transaction, so a crash leaves the round
     either untouched or closed with all its corrections."""
@@ -87,26 +107,42 @@ def submit_and_close(db_path: Path, campaign_id: int, number: int,
         close_round(db, campaign, round_, "organizer", now, rng)
 
 
-def _rewrite(db, campaign_id: int, round_: dict, group: int, item: int, text: str,
-             now: str) -> None:
+def _rewrite(
+    db, campaign_id: int, round_: dict, group: int, item: int, text: str, now: str
+) -> None:
     participant = f"sim-c{campaign_id}-n{item:03d}"
     if queries.get_participant(db, participant) is None:
         queries.add_participant(db, participant, f"neighbour {item}", now)
     conversation = queries.add_conversation(db, participant, round_["id"], group, now)
     queries.add_message(db, conversation, "user", PROMPT, now)
-    reply = queries.add_message(db, conversation, "assistant", NO_REPLY, now,
-                                model_version_id=round_["champion_id"])
-    queries.add_correction(db, kind="rewrite", participant_id=participant, round_id=round_["id"],
-                           group_index=group, message_id=reply,
-                           model_version_id=round_["champion_id"], prompt=CHAT,
-                           original=NO_REPLY, rewrite=text, created_at=now)
+    reply = queries.add_message(
+        db, conversation, "assistant", NO_REPLY, now, model_version_id=round_["champion_id"]
+    )
+    queries.add_correction(
+        db,
+        kind="rewrite",
+        participant_id=participant,
+        round_id=round_["id"],
+        group_index=group,
+        message_id=reply,
+        model_version_id=round_["champion_id"],
+        prompt=CHAT,
+        original=NO_REPLY,
+        rewrite=text,
+        created_at=now,
+    )
 
 
 class RoundDriver:
     """Runs closed rounds to 'done' with the real worker, showing the job's progress."""
 
-    def __init__(self, db_path: Path, engine: RoundEngine, now: Callable[[], str],
-                 show: Callable[[str, bool], None]):
+    def __init__(
+        self,
+        db_path: Path,
+        engine: RoundEngine,
+        now: Callable[[], str],
+        show: Callable[[str, bool], None],
+    ):
         self.db_path = db_path
         self.now = now
         self.show = show  # (line, final): a progress line; final lines end a stage
@@ -126,8 +162,10 @@ class RoundDriver:
         self._step_with_progress(round_id, label)
         job, round_ = self._last_job(round_id), self._round(round_id)
         if job["status"] != "finished" or round_["state"] != "done":
-            raise SimulationError(f"{label}: the round job {job['status']} in state "
-                                  f"{round_['state']}: {job['error'] or 'no error recorded'}")
+            raise SimulationError(
+                f"{label}: the round job {job['status']} in state "
+                f"{round_['state']}: {job['error'] or 'no error recorded'}"
+            )
         return round_
 
     def _step_with_progress(self, round_id: int, label: str) -> None:
@@ -147,8 +185,9 @@ class RoundDriver:
         thread.start()
         while thread.is_alive():
             thread.join(1.0 if sys.stdout.isatty() else 15.0)
-            self.show(f"{label}: {self._progress(round_id)} ({time.monotonic() - started:.0f}s)",
-                      False)
+            self.show(
+                f"{label}: {self._progress(round_id)} ({time.monotonic() - started:.0f}s)", False
+            )
         self.show(f"{label}: done in {time.monotonic() - started:.0f}s", True)
         if errors:
             raise errors[0]
@@ -175,9 +214,7 @@ class RoundDriver:
 
     def _last_job(self, round_id: int) -> dict | None:
         with connect(self.db_path) as db:
-            rows = list(db["jobs"].rows_where("round_id = ?", [round_id], order_by="id desc",
-                                              limit=1))
-        return rows[0] if rows else None
+            return store.last_job_of_round(db, round_id)
 
 
 def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
@@ -193,10 +230,14 @@ def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
             if scored:
                 candidates[str(group)] = scored["value"]  # str: the same after a JSON trip
         winner = store.get_version(db, round_["winner_id"])
-    return {"round": round_["number"], "champion": champion["value"] if champion else None,
-            "candidates": candidates, "improved": bool(round_["improved"]),
-            "winner_group": winner["group_index"] if round_["improved"] else None,
-            "winner_id": winner["id"]}
+    return {
+        "round": round_["number"],
+        "champion": champion["value"] if champion else None,
+        "candidates": candidates,
+        "improved": bool(round_["improved"]),
+        "winner_group": winner["group_index"] if round_["improved"] else None,
+        "winner_id": winner["id"],
+    }
 
 
 def version(db_path: Path, version_id: int) -> dict:

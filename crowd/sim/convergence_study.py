@@ -23,7 +23,6 @@ from crowd.sim.convergence_rounds import (
     version,
 )
 
-
 PAPER_SAMPLES = 50  # replies per model per judgement in the paper
 
 
@@ -54,16 +53,24 @@ JUDGING_ONLY = {"final_samples"}
 class Study:
     """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
 
-    def __init__(self, config: StudyConfig, out: Path, show, device: str = "auto",
-                 models_dir: Path = Path("data/models"), training=None):
+    def __init__(
+        self,
+        config: StudyConfig,
+        out: Path,
+        show,
+        device: str = "auto",
+        models_dir: Path = Path("data/models"),
+        training=None,
+    ):
+        from datasets import disable_progress_bars
+
         from crowd.campaigns import utcnow
         from crowd.config import TrainingSettings
-        from crowd.engine import RoundEngine
         from crowd.evaluation import Evaluator
         from crowd.models import load_base, resolve_base_model
-        from crowd.scoring import load_scorer
-        from crowd.training import TRLTrainer
-        from datasets import disable_progress_bars
+        from crowd.rounds.engine import RoundEngine
+        from crowd.scoring.scorers import load_scorer
+        from crowd.training.trainer import TRLTrainer
         from storage.db import migrate
 
         disable_progress_bars()  # TRL maps every small dataset with a bar: noise in the log
@@ -74,16 +81,26 @@ class Study:
         show("loading the base model, the trainer's copy and the scorer ...", True)
         base_path = resolve_base_model(config.base_model, models_dir)
         judge = load_base(base_path, models_dir, device)
-        training = replace(training or TrainingSettings(), epochs=config.epochs,
-                           learning_rate=config.learning_rate, seed=config.seed,
-                           min_examples=config.min_examples)
+        training = replace(
+            training or TrainingSettings(),
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            min_examples=config.min_examples,
+        )
         trainer = TRLTrainer(base_path, training, device=judge.device)
         self.scorer = load_scorer(config.scorer, self.data_dir)
-        evaluator = Evaluator(judge, self.scorer, samples=config.samples,
-                              max_new_tokens=config.max_new_tokens,
-                              batch_size=config.batch_size, seed=config.seed)
-        self.engine = RoundEngine(self.db_path, self.data_dir, trainer, evaluator,
-                                  lambda _campaign: self.scorer, utcnow)
+        evaluator = Evaluator(
+            judge,
+            self.scorer,
+            samples=config.samples,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        self.engine = RoundEngine(
+            self.db_path, self.data_dir, trainer, evaluator, lambda _campaign: self.scorer, utcnow
+        )
         self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)
 
     def run_emotion(self, hood: Neighbourhood) -> dict:
@@ -92,10 +109,15 @@ class Study:
         single = self._single(hood)
         multi = self._multi(hood)
         final = self._final(hood, single.pop("version"), multi.pop("version"))
-        return {"emotion": hood.emotion, **final, "pool": len(hood.neighbours),
-                "single_arm": single, "multi_arm": multi,
-                "wall_s": round(time.monotonic() - started, 1),
-                "cpu_s": round(time.process_time() - cpu, 1)}
+        return {
+            "emotion": hood.emotion,
+            **final,
+            "pool": len(hood.neighbours),
+            "single_arm": single,
+            "multi_arm": multi,
+            "wall_s": round(time.monotonic() - started, 1),
+            "cpu_s": round(time.process_time() - cpu, 1),
+        }
 
     def _single(self, hood: Neighbourhood) -> dict:
         arm = Arm(f"{hood.emotion}/single", hood.emotion, hood.target, 1, ALWAYS_MOVE)
@@ -103,13 +125,23 @@ class Study:
         round_ = round_number(self.db_path, campaign, 1)
         items = list(range(len(hood.neighbours)))
         if round_["state"] == "open":
-            submit_and_close(self.db_path, campaign, 1, {0: items}, hood.neighbours, self.now(),
-                             random.Random(self.config.seed))
+            submit_and_close(
+                self.db_path,
+                campaign,
+                1,
+                {0: items},
+                hood.neighbours,
+                self.now(),
+                random.Random(self.config.seed),
+            )
         label = f"[{hood.emotion}] single model on {len(items)} items"
         self.driver.finish(round_["id"], label)
         result = round_result(self.db_path, round_["id"], 1)
-        return {"base_to_target": result["champion"], "to_target": result["candidates"].get("0"),
-                "version": trained_candidate(self.db_path, round_["id"], 0, label)}
+        return {
+            "base_to_target": result["champion"],
+            "to_target": result["candidates"].get("0"),
+            "version": trained_candidate(self.db_path, round_["id"], 0, label),
+        }
 
     def _multi(self, hood: Neighbourhood) -> dict:
         c = self.config
@@ -121,13 +153,29 @@ class Study:
             segments = deal(pool, c.groups, size, generation_rng(c.seed, hood.emotion, generation))
             round_ = round_number(self.db_path, campaign, generation)
             if round_["state"] == "open":
-                submit_and_close(self.db_path, campaign, generation, segments, hood.neighbours,
-                                 self.now(), random.Random(c.seed))
-            self.driver.finish(round_["id"], f"[{hood.emotion}] generation {generation}/"
-                                             f"{len(c.segments)}: {c.groups} x {size} items")
+                submit_and_close(
+                    self.db_path,
+                    campaign,
+                    generation,
+                    segments,
+                    hood.neighbours,
+                    self.now(),
+                    random.Random(c.seed),
+                )
+            self.driver.finish(
+                round_["id"],
+                f"[{hood.emotion}] generation {generation}/"
+                f"{len(c.segments)}: {c.groups} x {size} items",
+            )
             result = round_result(self.db_path, round_["id"], c.groups)
-            generations.append({"generation": generation, "pool": len(pool), "segment": size,
-                                **{k: v for k, v in result.items() if k != "winner_id"}})
+            generations.append(
+                {
+                    "generation": generation,
+                    "pool": len(pool),
+                    "segment": size,
+                    **{k: v for k, v in result.items() if k != "winner_id"},
+                }
+            )
             if result["improved"]:
                 leaving = set(segments[result["winner_group"]])
                 pool = [item for item in pool if item not in leaving]
@@ -137,25 +185,36 @@ class Study:
         """Both final models' mean L2 distance to the pool's centroid, on the same samples'
         seed, in the same batches."""
         from crowd.evaluation import EvalSet
-        from crowd.scoring import target_vector
+        from crowd.scoring.scorers import target_vector
 
-        self.show(f"[{hood.emotion}] judging both final models against the pool's centroid",
-                  True)
+        self.show(f"[{hood.emotion}] judging both final models against the pool's centroid", True)
         evaluator = self.engine.evaluator
-        names = [evaluator.load(f"v{v['id']}", self.data_dir / v["adapter_path"]
-                                if v["adapter_path"] else None) for v in (single, multi)]
+        names = [
+            evaluator.load(
+                f"v{v['id']}", self.data_dir / v["adapter_path"] if v["adapter_path"] else None
+            )
+            for v in (single, multi)
+        ]
         evaluator.scorer = self.scorer
         centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
-        scores = evaluator.evaluate(EvalSet("emotion", prompts=[CHAT], target=centroid), names,
-                                    samples=self.config.final_samples)
+        scores = evaluator.evaluate(
+            EvalSet("emotion", prompts=[CHAT], target=centroid),
+            names,
+            samples=self.config.final_samples,
+        )
         s, m = scores[0].value, scores[1].value
         se_s, se_m = (x.detail["sd"] / math.sqrt(x.n_items) for x in scores)
-        return {"single": round(s, 6), "multi": round(m, 6),
-                "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
-                "reduction_se_pct": round(reduction_se(s, m, se_s, se_m), 3),
-                "final_samples": self.config.final_samples,
-                "examples": {"single": scores[0].detail["samples"],
-                             "multi": scores[1].detail["samples"]}}
+        return {
+            "single": round(s, 6),
+            "multi": round(m, 6),
+            "reduction_pct": round(100.0 * (s - m) / s, 3) if s > 0 else 0.0,
+            "reduction_se_pct": round(reduction_se(s, m, se_s, se_m), 3),
+            "final_samples": self.config.final_samples,
+            "examples": {
+                "single": scores[0].detail["samples"],
+                "multi": scores[1].detail["samples"],
+            },
+        }
 
 
 def reduction_se(single: float, multi: float, se_single: float, se_multi: float) -> float:
@@ -163,4 +222,4 @@ def reduction_se(single: float, multi: float, se_single: float, se_multi: float)
     method); 0 when single is 0."""
     if single <= 0:
         return 0.0
-    return 100.0 * math.hypot(se_multi / single, multi * se_single / single ** 2)
+    return 100.0 * math.hypot(se_multi / single, multi * se_single / single**2)

@@ -79,8 +79,9 @@ def load_users(path: Path) -> np.ndarray:
     values = []
     for line, row in enumerate(rows, start=2):
         if len(row) != len(rows[0]) or not all(_is_number(v) for v in row[1:]):
-            raise ValueError(f"{path}: row {line} is not an id followed by "
-                             f"{len(rows[0]) - 1} numbers")
+            raise ValueError(
+                f"{path}: row {line} is not an id followed by {len(rows[0]) - 1} numbers"
+            )
         values.append([float(v) for v in row[1:]])
     return np.array(values)
 
@@ -106,11 +107,14 @@ def users_from_jsonl(sources: list[Path], out: Path) -> int:
     return len(records)
 
 
-def draw_world(users: np.ndarray, n_users: int, expert_size: int,
-               rng: np.random.Generator) -> World:
+def draw_world(
+    users: np.ndarray, n_users: int, expert_size: int, rng: np.random.Generator
+) -> World:
     if n_users + expert_size > len(users):
-        raise ValueError(f"{n_users} users and an expert of {expert_size} need "
-                         f"{n_users + expert_size} rows; the file has {len(users)}")
+        raise ValueError(
+            f"{n_users} users and an expert of {expert_size} need "
+            f"{n_users + expert_size} rows; the file has {len(users)}"
+        )
     rows = users[rng.choice(len(users), n_users + expert_size, replace=False)]
     crowd, experts = rows[expert_size:], rows[:expert_size]
     start = rng.uniform(crowd.min(axis=0), crowd.max(axis=0))
@@ -120,8 +124,12 @@ def draw_world(users: np.ndarray, n_users: int, expert_size: int,
 def reference(world: World, metric: str, relative: float, seed: int) -> tuple[np.ndarray, float]:
     """Shapley values of the users and their largest stated error (fraction of the spread)."""
     game = MeanVectorGame.one_each(world.users, world.expert, metric)
-    estimate = shapley(game, np.random.default_rng(seed), exact_limit=REFERENCE_EXACT_LIMIT,
-                       stopping=Stopping(relative=relative))
+    estimate = shapley(
+        game,
+        np.random.default_rng(seed),
+        exact_limit=REFERENCE_EXACT_LIMIT,
+        stopping=Stopping(relative=relative),
+    )
     spread = float(np.ptp(estimate.values)) or 1.0
     return estimate.values, float(estimate.error.max()) / spread
 
@@ -132,18 +140,34 @@ def _rule(setting: Setting, seed: int) -> PointsRule:
     return get_rule(setting.points)
 
 
-def _outcome(round_id: int, groups: np.ndarray, scores: np.ndarray, improved: bool,
-             world: World, ids: list[str]) -> RoundOutcome:
+def _outcome(
+    round_id: int,
+    groups: np.ndarray,
+    scores: np.ndarray,
+    improved: bool,
+    world: World,
+    ids: list[str],
+) -> RoundOutcome:
     n_groups = len(scores)
     members = {g: [ids[i] for i in np.flatnonzero(groups == g)] for g in range(n_groups)}
-    items = [ContributionItem(ids[i], int(groups[i]), world.users[i], None)
-             for i in range(len(ids))]
-    return RoundOutcome(round_id, "emotion", improved, n_groups,
-                        {g: float(s) for g, s in enumerate(scores)}, members, items, world.expert)
+    items = [
+        ContributionItem(ids[i], int(groups[i]), world.users[i], None) for i in range(len(ids))
+    ]
+    return RoundOutcome(
+        round_id,
+        "emotion",
+        improved,
+        n_groups,
+        {g: float(s) for g, s in enumerate(scores)},
+        members,
+        items,
+        world.expert,
+    )
 
 
-def simulate(world: World, setting: Setting, cfg: Config,
-             seed: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def simulate(
+    world: World, setting: Setting, cfg: Config, seed: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One run: final points (n,), the model's distance to the expert per round (R + 1,) and
     the final model (d,)."""
     rng, prng = np.random.default_rng(seed), random.Random("-".join(map(str, seed)))
@@ -153,8 +177,15 @@ def simulate(world: World, setting: Setting, cfg: Config,
     points, model = np.ones(setting.n_users), world.start.copy()
     distances = [float(np.linalg.norm(model - world.expert))]
     for r in range(cfg.rounds):
-        assignment = regroup(ids, dict(zip(ids, points.tolist())), setting.n_groups,
-                             setting.grouping, r, cfg.rounds, prng)
+        assignment = regroup(
+            ids,
+            dict(zip(ids, points.tolist())),
+            setting.n_groups,
+            setting.grouping,
+            r,
+            cfg.rounds,
+            prng,
+        )
         groups = np.array([assignment[p] for p in ids])
         weights = np.zeros((setting.n_groups, setting.n_users))
         weights[groups, np.arange(setting.n_users)] = points**2
@@ -181,8 +212,9 @@ def _correlations(points: np.ndarray, values: np.ndarray) -> tuple[float, float]
     return float(pearsonr(points, values)[0]), float(spearmanr(points, values)[0])
 
 
-def run_setting(setting: Setting, cfg: Config, worlds: list[World],
-                references: list[np.ndarray]) -> tuple[list[dict], np.ndarray]:
+def run_setting(
+    setting: Setting, cfg: Config, worlds: list[World], references: list[np.ndarray]
+) -> tuple[list[dict], np.ndarray]:
     """Every run of one setting: a row per run, and the mean distance per round."""
     rows, curves = [], []
     code = [GROUPING_METHODS.index(setting.grouping), METRICS.index(setting.metric)]
@@ -192,34 +224,49 @@ def run_setting(setting: Setting, cfg: Config, worlds: list[World],
         pearson, spearman = _correlations(points, ref)
         reached = np.flatnonzero(distances <= cfg.within * distances[0])
         final_score = float(score(model, world.expert, setting.metric))
-        rows.append({**asdict(setting), "run": run, "pearson": pearson, "spearman": spearman,
-                     "final_distance": distances[-1], "final_score": final_score,
-                     "start_distance": distances[0],
-                     "rounds_to_within": int(reached[0]) if reached.size else None})
+        rows.append(
+            {
+                **asdict(setting),
+                "run": run,
+                "pearson": pearson,
+                "spearman": spearman,
+                "final_distance": distances[-1],
+                "final_score": final_score,
+                "start_distance": distances[0],
+                "rounds_to_within": int(reached[0]) if reached.size else None,
+            }
+        )
         curves.append(distances)
     return rows, np.mean(curves, axis=0)
 
 
 def summarise(setting: Setting, rows: list[dict]) -> dict:
     """Mean figures of a setting over its runs (NaN-safe; None when no run has a figure)."""
+
     def mean(key: str) -> float | None:
         vals = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
         return round(float(np.mean(vals)), 4) if vals else None
 
     reached = [r["rounds_to_within"] for r in rows if r["rounds_to_within"] is not None]
-    return {**asdict(setting), "runs": len(rows), "pearson": mean("pearson"),
-            "spearman": mean("spearman"), "final_distance": mean("final_distance"),
-            "final_score": mean("final_score"),
-            "rounds_to_within": round(float(np.mean(reached)), 1) if reached else None,
-            "reached_within": round(len(reached) / len(rows), 3) if rows else None}
+    return {
+        **asdict(setting),
+        "runs": len(rows),
+        "pearson": mean("pearson"),
+        "spearman": mean("spearman"),
+        "final_distance": mean("final_distance"),
+        "final_score": mean("final_score"),
+        "rounds_to_within": round(float(np.mean(reached)), 1) if reached else None,
+        "reached_within": round(len(reached) / len(rows), 3) if rows else None,
+    }
 
 
 def _reference_task(args: tuple[World, str, float, int]) -> tuple[np.ndarray, float]:
     return reference(*args)
 
 
-def _setting_task(args: tuple[Setting, Config, list[World], list[np.ndarray]]
-                  ) -> tuple[list[dict], np.ndarray]:
+def _setting_task(
+    args: tuple[Setting, Config, list[World], list[np.ndarray]],
+) -> tuple[list[dict], np.ndarray]:
     return run_setting(*args)
 
 
@@ -236,20 +283,33 @@ class _InProcess:
         return map(fn, items)
 
 
-def sweep(users: np.ndarray, settings: list[Setting], cfg: Config,
-          jobs: int) -> tuple[list[dict], list[dict], dict[Setting, np.ndarray], float]:
+def sweep(
+    users: np.ndarray, settings: list[Setting], cfg: Config, jobs: int
+) -> tuple[list[dict], list[dict], dict[Setting, np.ndarray], float]:
     """All settings: per-run rows, per-setting summaries, mean distance curves, and the largest
     stated error of the Shapley references (fraction of their spread)."""
     sizes = sorted({s.n_users for s in settings})
     metrics = sorted({s.metric for s in settings})
-    worlds = {n: [draw_world(users, n, cfg.expert_size, np.random.default_rng([cfg.seed, n, r]))
-                  for r in range(cfg.runs)] for n in sizes}
+    worlds = {
+        n: [
+            draw_world(users, n, cfg.expert_size, np.random.default_rng([cfg.seed, n, r]))
+            for r in range(cfg.runs)
+        ]
+        for n in sizes
+    }
     keys = [(n, m, r) for n in sizes for m in metrics for r in range(cfg.runs)]
     ref_args = [(worlds[n][r], m, cfg.reference_error, cfg.seed + r) for n, m, r in keys]
     with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _InProcess() as pool:
         refs = dict(zip(keys, pool.map(_reference_task, ref_args)))
-        tasks = [(s, cfg, worlds[s.n_users],
-                  [refs[(s.n_users, s.metric, r)][0] for r in range(cfg.runs)]) for s in settings]
+        tasks = [
+            (
+                s,
+                cfg,
+                worlds[s.n_users],
+                [refs[(s.n_users, s.metric, r)][0] for r in range(cfg.runs)],
+            )
+            for s in settings
+        ]
         results = list(pool.map(_setting_task, tasks))
     rows = [row for setting_rows, _ in results for row in setting_rows]
     summaries = [summarise(s, setting_rows) for s, (setting_rows, _) in zip(settings, results)]
@@ -264,15 +324,24 @@ def _list(kind: type, choices: tuple[str, ...] | None = None):
         if not values or bad:
             raise argparse.ArgumentTypeError(f"expected a comma list of {choices or kind.__name__}")
         return values
+
     return parse
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m crowd simulate grouping", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m crowd simulate grouping",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--users", type=Path, required=True, help="CSV of user vectors (id, dims...)")
-    p.add_argument("--users-from", type=Path, nargs="+", metavar="JSONL",
-                   help="first write --users from these JSONL records' `scores`")
+    p.add_argument(
+        "--users-from",
+        type=Path,
+        nargs="+",
+        metavar="JSONL",
+        help="first write --users from these JSONL records' `scores`",
+    )
     p.add_argument("--n-users", type=_list(int), default=[100], help="comma list, e.g. 10,100")
     p.add_argument("--groups", type=_list(int), default=[5], help="comma list, e.g. 2,3,4,5")
     p.add_argument("--grouping", type=_list(str, GROUPING_METHODS), default=["random"])
@@ -282,10 +351,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--expert-size", type=int, default=1, help="users averaged into the expert")
-    p.add_argument("--within", type=float, default=0.5,
-                   help="report rounds until the distance is this fraction of the start")
-    p.add_argument("--reference-error", type=float, default=0.02,
-                   help="sampled Shapley reference: stated error as a fraction of the spread")
+    p.add_argument(
+        "--within",
+        type=float,
+        default=0.5,
+        help="report rounds until the distance is this fraction of the start",
+    )
+    p.add_argument(
+        "--reference-error",
+        type=float,
+        default=0.02,
+        help="sampled Shapley reference: stated error as a fraction of the spread",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -308,10 +385,22 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as error:
         print(f"error: {error}")
         return 2
-    cfg = Config(args.rounds, args.runs, args.seed, args.expert_size, within=args.within,
-                 reference_error=args.reference_error)
-    settings = [Setting(n, g, grouping, metric, rule) for n in args.n_users for g in args.groups
-                for grouping in args.grouping for metric in args.metric for rule in args.points]
+    cfg = Config(
+        args.rounds,
+        args.runs,
+        args.seed,
+        args.expert_size,
+        within=args.within,
+        reference_error=args.reference_error,
+    )
+    settings = [
+        Setting(n, g, grouping, metric, rule)
+        for n in args.n_users
+        for g in args.groups
+        for grouping in args.grouping
+        for metric in args.metric
+        for rule in args.points
+    ]
     try:
         rows, summaries, curves, ref_error = sweep(users, settings, cfg, args.jobs)
     except ValueError as error:
@@ -319,12 +408,16 @@ def main(argv: list[str]) -> int:
         return 2
     write_outputs(args.out, rows, summaries, curves)
     for s in summaries:
-        print(f"n={s['n_users']:<4} G={s['n_groups']} {s['grouping']:<15} {s['metric']:<3} "
-              f"{s['points']:<8} pearson {s['pearson']}  spearman {s['spearman']}  "
-              f"final distance {s['final_distance']}  rounds to within {args.within:g} of "
-              f"start {s['rounds_to_within']} ({s['reached_within']:.0%} of runs)")
-    print(f"Shapley reference: exact up to {REFERENCE_EXACT_LIMIT} users, else sampled; "
-          f"largest stated error {ref_error:.2%} of the values' spread; outputs in {args.out}")
+        print(
+            f"n={s['n_users']:<4} G={s['n_groups']} {s['grouping']:<15} {s['metric']:<3} "
+            f"{s['points']:<8} pearson {s['pearson']}  spearman {s['spearman']}  "
+            f"final distance {s['final_distance']}  rounds to within {args.within:g} of "
+            f"start {s['rounds_to_within']} ({s['reached_within']:.0%} of runs)"
+        )
+    print(
+        f"Shapley reference: exact up to {REFERENCE_EXACT_LIMIT} users, else sampled; "
+        f"largest stated error {ref_error:.2%} of the values' spread; outputs in {args.out}"
+    )
     print(json.dumps(_last_line(summaries, ref_error)))
     return 0
 
@@ -337,8 +430,9 @@ def _last_line(summaries: list[dict], ref_error: float) -> dict:
     for rule in sorted({s["points"] for s in summaries}):
         picked = [s for s in summaries if s["points"] == rule]
         by_rule[rule] = {k: _mean(s[k] for s in picked) for k in keys}
-        by_rule[rule]["min_pearson"] = min((s["pearson"] for s in picked
-                                            if s["pearson"] is not None), default=None)
+        by_rule[rule]["min_pearson"] = min(
+            (s["pearson"] for s in picked if s["pearson"] is not None), default=None
+        )
     return {"settings": len(summaries), "by_rule": by_rule, "reference_error": round(ref_error, 5)}
 
 

@@ -17,15 +17,21 @@ from typing import Any
 import numpy as np
 
 
-def write_outputs(out: Path, rows: list[dict], summaries: list[dict],
-                  curves: dict[Any, np.ndarray]) -> None:
+def write_outputs(
+    out: Path, rows: list[dict], summaries: list[dict], curves: dict[Any, np.ndarray]
+) -> None:
     """Write every output file under `out` (created if missing)."""
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "runs.csv", rows)
     _write_csv(out / "settings.csv", summaries)
-    _write_csv(out / "distances.csv", [
-        {**asdict(s), "round": r, "mean_distance": float(d)}
-        for s, curve in curves.items() for r, d in enumerate(curve)])
+    _write_csv(
+        out / "distances.csv",
+        [
+            {**asdict(s), "round": r, "mean_distance": float(d)}
+            for s, curve in curves.items()
+            for r, d in enumerate(curve)
+        ],
+    )
     _plot(out, summaries, curves)
     (out / "table.md").write_text(side_by_side(summaries))
 
@@ -54,8 +60,12 @@ def _plot(out: Path, summaries: list[dict], curves: dict[Any, np.ndarray]) -> No
             for curve in picked:  # each setting faint, their mean bold
                 ax.plot(curve, color=colour, lw=0.5, alpha=0.3)
             if picked:
-                ax.plot(np.mean(picked, axis=0), color=colour, lw=2,
-                        label=f"{rule} (mean of {len(picked)} settings)")
+                ax.plot(
+                    np.mean(picked, axis=0),
+                    color=colour,
+                    lw=2,
+                    label=f"{rule} (mean of {len(picked)} settings)",
+                )
         ax.set(title=grouping, xlabel="round", ylabel="mean distance to expert")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -63,10 +73,12 @@ def _plot(out: Path, summaries: list[dict], curves: dict[Any, np.ndarray]) -> No
     fig, ax = plt.subplots(figsize=(6, 4))
     for rule in sorted({s["points"] for s in summaries}):
         for grouping in groupings:
-            picked = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]
+            picked = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]  # type: ignore[misc]
             sizes = sorted({s["n_users"] for s in picked})
-            means = [_mean_or_nan([s["pearson"] for s in picked if s["n_users"] == n])
-                     for n in sizes]
+            means = [
+                _mean_or_nan([s["pearson"] for s in picked if s["n_users"] == n])  # type: ignore[misc]
+                for n in sizes
+            ]
             ax.plot(sizes, means, "o-" if rule == "shapley" else "s--", label=f"{rule}, {grouping}")
     ax.set(xlabel="users", ylabel="Pearson(points, Shapley)", ylim=(None, 1.02))
     ax.legend(fontsize=7)
@@ -92,14 +104,17 @@ def side_by_side(summaries: list[dict]) -> str:
     for s in summaries:
         key = (s["n_users"], s["n_groups"], s["grouping"], s["metric"])
         by_key.setdefault(key, {})[s["points"]] = s
-    lines = ["| users | groups | grouping | metric | Pearson paper | Pearson shapley "
-             "| Spearman paper | Spearman shapley | final dist. paper | final dist. shapley |",
-             "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| users | groups | grouping | metric | Pearson paper | Pearson shapley "
+        "| Spearman paper | Spearman shapley | final dist. paper | final dist. shapley |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for key in sorted(by_key):
         rules = by_key[key]
         cells = [f"{k}" for k in key]
         for figure, digits in (("pearson", 3), ("spearman", 3), ("final_distance", 4)):
-            cells += [_cell(rules.get(rule, {}).get(figure), digits)
-                      for rule in ("paper", "shapley")]
+            cells += [
+                _cell(rules.get(rule, {}).get(figure), digits) for rule in ("paper", "shapley")
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -27,8 +27,11 @@ def oauth_available() -> bool:
     offers anonymous identities only, rather than Gradio's local login mock."""
     from gradio import oauth, utils
 
-    return (utils.get_space() is not None and oauth.OAUTH_CLIENT_ID is not None
-            and importlib.util.find_spec("authlib") is not None)
+    return (
+        utils.get_space() is not None
+        and oauth.OAUTH_CLIENT_ID is not None
+        and importlib.util.find_spec("authlib") is not None
+    )
 
 
 def browser_secret(service: CrowdService) -> str:

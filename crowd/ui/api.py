@@ -24,40 +24,54 @@ class VolunteerApi:
 
     def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
         """Join (consent required); returns the signed token to pass to every other call."""
-        return self._call(lambda: self.service.join(display_name, consent is True,
-                                                    address=address_of(request)).token)
+        return self._call(
+            lambda: (
+                self.service.join(display_name, consent is True, address=address_of(request)).token
+            )
+        )
 
-    def api_chat(self, token: str, conversation_id: int | None, text: str,
-                 request: gr.Request = None) -> dict:
+    def api_chat(
+        self, token: str, conversation_id: int | None, text: str, request: gr.Request = None
+    ) -> dict:
         """Send a message; returns the stored reply (conversation_id, message_id, text)."""
+
         def run() -> dict:
             last = None
-            for last in self.service.send(token, conversation_id, text, address_of(request)):
+            for last in self.service.send(token, conversation_id, text, address_of(request)):  # noqa: B007
                 pass
-            return {"conversation_id": last.conversation_id, "message_id": last.message_id,
-                    "text": last.text}
+            return {
+                "conversation_id": last.conversation_id,
+                "message_id": last.message_id,
+                "text": last.text,
+            }
+
         return self._call(run)
 
-    def api_rewrite(self, token: str, message_id: int, text: str,
-                    request: gr.Request = None) -> int:
+    def api_rewrite(
+        self, token: str, message_id: int, text: str, request: gr.Request = None
+    ) -> int:
         """Rewrite a reply; returns the correction id."""
-        return self._call(lambda: self.service.rewrite(token, message_id, text,
-                                                       address_of(request)))
+        return self._call(
+            lambda: self.service.rewrite(token, message_id, text, address_of(request))
+        )
 
     def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
         """Thumbs up (1) or down (-1); returns the correction id."""
-        return self._call(lambda: self.service.rate_reply(token, message_id, value,
-                                                          address_of(request)))
+        return self._call(
+            lambda: self.service.rate_reply(token, message_id, value, address_of(request))
+        )
 
-    def api_label(self, token: str, message_id: int, emotion: str,
-                  request: gr.Request = None) -> int:
+    def api_label(
+        self, token: str, message_id: int, emotion: str, request: gr.Request = None
+    ) -> int:
         """Label a reply with one of the 28 emotions; returns the correction id."""
-        return self._call(lambda: self.service.label(token, message_id, emotion,
-                                                     address_of(request)))
+        return self._call(
+            lambda: self.service.label(token, message_id, emotion, address_of(request))
+        )
 
     def api_undo(self, token: str, correction_id: int) -> bool:
         """Withdraw one's own correction within the undo window."""
-        return self._call(lambda: self.service.undo(token, correction_id) or True)
+        return self._call(lambda: self.service.undo(token, correction_id) or True)  # type: ignore[func-returns-value]
 
     @staticmethod
     def _call(action):
@@ -68,6 +82,12 @@ class VolunteerApi:
 
     def register(self) -> None:
         """Expose the endpoints on the Blocks being built."""
-        for fn in (self.api_join, self.api_chat, self.api_rewrite, self.api_rate, self.api_label,
-                   self.api_undo):
+        for fn in (
+            self.api_join,
+            self.api_chat,
+            self.api_rewrite,
+            self.api_rate,
+            self.api_label,
+            self.api_undo,
+        ):
             gr.api(fn, api_name=fn.__name__)

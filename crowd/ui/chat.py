@@ -63,8 +63,10 @@ def plain(history: list | None) -> list[dict]:
 def ack_line(last: LastCorrection | None, window_s: float) -> str:
     if last is None:
         return ""
-    return (f"Saved your {WHAT.get(last.kind, last.kind)}. You can undo it for "
-            f"{int(window_s // 60)} minutes.")
+    return (
+        f"Saved your {WHAT.get(last.kind, last.kind)}. You can undo it for "
+        f"{int(window_s // 60)} minutes."
+    )
 
 
 class ChatHandlers:
@@ -77,8 +79,14 @@ class ChatHandlers:
 
     # -- chat ------------------------------------------------------------------------------
 
-    def send(self, token: str | None, tab: ChatTab, text: str, history: list | None,
-             request: gr.Request = None) -> Iterator[tuple[list, ChatTab, str]]:
+    def send(
+        self,
+        token: str | None,
+        tab: ChatTab,
+        text: str,
+        history: list | None,
+        request: gr.Request = None,
+    ) -> Iterator[tuple[list, ChatTab, str]]:
         """Stream the group model's reply. Yields (chat rows, tab, message box)."""
         before = plain(history)
         rows = before + [user_row(text), bot_row("")]
@@ -92,15 +100,16 @@ class ChatHandlers:
                 tab.conversation_id = step.conversation_id
                 rows[-1] = bot_row(step.text)
                 if step.message_id is not None:
-                    tab.message_ids = tab.message_ids[:len(rows) - 2] + [None, step.message_id]
+                    tab.message_ids = tab.message_ids[: len(rows) - 2] + [None, step.message_id]
                     tab.pair = None
                 yield rows, tab, ""
         except Refused as exc:
             warn(exc)
             yield before, tab, text  # as it was, with the message back in the box
 
-    def another(self, token: str | None, tab: ChatTab, history: list | None,
-                request: gr.Request = None) -> Iterator[tuple[list, ChatTab, dict]]:
+    def another(
+        self, token: str | None, tab: ChatTab, history: list | None, request: gr.Request = None
+    ) -> Iterator[tuple[list, ChatTab, dict]]:
         """A second reply (B) to the last turn, for an A/B choice.
         Yields (rows, tab, choice row)."""
         before = plain(history)
@@ -114,7 +123,7 @@ class ChatHandlers:
             for step in self.service.another(token, first, address_of(request)):
                 rows[-1] = bot_row(step.text)
                 if step.message_id is not None:
-                    tab.message_ids = tab.message_ids[:len(rows) - 1] + [step.message_id]
+                    tab.message_ids = tab.message_ids[: len(rows) - 1] + [step.message_id]
                     tab.pair = (first, step.message_id)
                 yield rows, tab, gr.update(visible=tab.pair is not None)
         except Refused as exc:
@@ -126,8 +135,14 @@ class ChatHandlers:
 
     # -- corrections -------------------------------------------------------------------------
 
-    def edit(self, token: str | None, tab: ChatTab, history: list | None, data: gr.EditData,
-             request: gr.Request = None) -> tuple[list, ChatTab, str]:
+    def edit(
+        self,
+        token: str | None,
+        tab: ChatTab,
+        history: list | None,
+        data: gr.EditData,
+        request: gr.Request = None,
+    ) -> tuple[list, ChatTab, str]:
         """An in-place rewrite of a reply. Returns (rows, tab, acknowledgement)."""
         rows = plain(history)
         index = data.index if isinstance(data.index, int) else data.index[0]
@@ -141,14 +156,15 @@ class ChatHandlers:
             warn(exc)
             if previous is not None and 0 <= index < len(rows):
                 rows[index]["content"] = previous
-            return rows, tab, gr.update()
+            return rows, tab, gr.update()  # type: ignore[return-value]
         rows[index]["content"] = str(data.value).strip()
         tab.last = LastCorrection(correction, "rewrite", index, previous)
         ack("Thanks: your rewrite is saved.")
         return rows, tab, ack_line(tab.last, self.window_s)
 
-    def like(self, token: str | None, tab: ChatTab, data: gr.LikeData,
-             request: gr.Request = None) -> tuple[ChatTab, str]:
+    def like(
+        self, token: str | None, tab: ChatTab, data: gr.LikeData, request: gr.Request = None
+    ) -> tuple[ChatTab, str]:
         """Thumbs up or down on a reply; a second click on the same thumb withdraws it."""
         index = data.index if isinstance(data.index, int) else data.index[0]
         message_id = tab.message_ids[index] if 0 <= index < len(tab.message_ids) else None
@@ -160,17 +176,19 @@ class ChatHandlers:
             if data.liked not in (True, False):
                 return tab, "Rating withdrawn."
             value = 1 if data.liked else -1
-            tab.ratings[message_id] = self.service.rate_reply(token, message_id, value,
-                                                              address_of(request))
+            tab.ratings[message_id] = self.service.rate_reply(
+                token, message_id, value, address_of(request)
+            )
         except Refused as exc:
             warn(exc)
-            return tab, gr.update()
+            return tab, gr.update()  # type: ignore[return-value]
         tab.last = LastCorrection(tab.ratings[message_id], "rating")
         ack("Thanks: your rating is saved.")
         return tab, ack_line(tab.last, self.window_s)
 
-    def label(self, token: str | None, tab: ChatTab, emotion: str | None,
-              request: gr.Request = None) -> tuple[ChatTab, str]:
+    def label(
+        self, token: str | None, tab: ChatTab, emotion: str | None, request: gr.Request = None
+    ) -> tuple[ChatTab, str]:
         """Label the last reply with one of the 28 emotions."""
         try:
             message_id = tab.last_reply()
@@ -181,24 +199,26 @@ class ChatHandlers:
             correction = self.service.label(token, message_id, emotion, address_of(request))
         except Refused as exc:
             warn(exc)
-            return tab, gr.update()
+            return tab, gr.update()  # type: ignore[return-value]
         tab.last = LastCorrection(correction, "emotion")
         ack(f"Thanks: the last reply is labelled {emotion}.")
         return tab, ack_line(tab.last, self.window_s)
 
-    def choose(self, token: str | None, tab: ChatTab, choice: str,
-               request: gr.Request = None) -> tuple[ChatTab, str, dict]:
+    def choose(
+        self, token: str | None, tab: ChatTab, choice: str, request: gr.Request = None
+    ) -> tuple[ChatTab, str, dict]:
         """A / B / tie / both bad between the last reply and its second reply."""
         try:
             if tab.pair is None:
                 raise Refused("Ask for another reply first, then compare the two.")
             if choice not in CHOICES:
                 raise Refused("Pick A, B, tie or both bad.")
-            correction = self.service.choose(token, tab.pair[0], tab.pair[1], choice,
-                                             address_of(request))
+            correction = self.service.choose(
+                token, tab.pair[0], tab.pair[1], choice, address_of(request)
+            )
         except Refused as exc:
             warn(exc)
-            return tab, gr.update(), gr.update()
+            return tab, gr.update(), gr.update()  # type: ignore[return-value]
         tab.pair = None
         tab.last = LastCorrection(correction, "choice")
         ack(f"Thanks: you picked {CHOICE_WORDS[choice]}.")
@@ -206,13 +226,17 @@ class ChatHandlers:
 
     def chooser(self, choice: str):
         """The handler of one choice button (Gradio needs a function per button)."""
-        def choose(token: str | None, tab: ChatTab,
-                   request: gr.Request = None) -> tuple[ChatTab, str, dict]:
+
+        def choose(
+            token: str | None, tab: ChatTab, request: gr.Request = None
+        ) -> tuple[ChatTab, str, dict]:
             return self.choose(token, tab, choice, request)
+
         return choose
 
-    def undo(self, token: str | None, tab: ChatTab,
-             history: list | None) -> tuple[list, ChatTab, str]:
+    def undo(
+        self, token: str | None, tab: ChatTab, history: list | None
+    ) -> tuple[list, ChatTab, str]:
         """Withdraw the last correction; an undone rewrite shows the model's reply again."""
         rows = plain(history)
         last = tab.last
@@ -222,9 +246,13 @@ class ChatHandlers:
             self.service.undo(token, last.correction_id)
         except Refused as exc:
             warn(exc)
-            return rows, tab, gr.update()
-        if last.kind == "rewrite" and last.row is not None and last.previous is not None \
-                and last.row < len(rows):
+            return rows, tab, gr.update()  # type: ignore[return-value]
+        if (
+            last.kind == "rewrite"
+            and last.row is not None
+            and last.previous is not None
+            and last.row < len(rows)
+        ):
             rows[last.row]["content"] = last.previous
         tab.ratings = {m: c for m, c in tab.ratings.items() if c != last.correction_id}
         tab.last = None

@@ -4,16 +4,15 @@ or tables, and reading the copy in `assets/`. Everything a person typed is escap
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 from matplotlib.figure import Figure
 
 from crowd.campaigns import GROUP_NAMES, group_colour, group_name
+from crowd.config import ASSETS
 from crowd.limits import Refused
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 CSS_FILE = ASSETS / "style.css"
 TERMS_FILE = ASSETS / "terms.md"
 
@@ -80,9 +79,9 @@ def banner_html(name: str, banner: dict) -> str:
         f'<b class="crowd-group">{e(banner["group_name"])}</b></div>'
         f'<div class="crowd-task">Task: {task}</div>'
         f'<div class="crowd-facts"><span>Round <b>{int(banner["round"])}</b>, '
-        f'{e(duration(banner["seconds_left"]))}</span>'
-        f'<span>Your group: <b>{int(corrections)}</b> correction{"s" * (corrections != 1)} '
-        f'this round</span>'
+        f"{e(duration(banner['seconds_left']))}</span>"
+        f"<span>Your group: <b>{int(corrections)}</b> correction{'s' * (corrections != 1)} "
+        f"this round</span>"
         f'<span>Your points: <b class="crowd-points">{points(banner["points"])}</b></span>'
         f"</div></div>"
     )
@@ -111,16 +110,26 @@ def reason_text(reason: object) -> str:
     if isinstance(reason.get("items"), int):
         parts.append(f"{reason['items']} of your corrections counted")
     if not parts:  # a rule this page does not know: show its fields as they are
-        parts = [f"{k.replace('_', ' ')} {f'{v:.3g}' if isinstance(v, float) else v}"
-                 for k, v in reason.items() if not isinstance(v, (list, dict)) and k != "rule"]
+        parts = [
+            f"{k.replace('_', ' ')} {f'{v:.3g}' if isinstance(v, float) else v}"
+            for k, v in reason.items()
+            if not isinstance(v, (list, dict)) and k != "rule"
+        ]
     rule = {"paper": "Paper rule", "shapley": "Shapley rule"}.get(reason.get("rule"), "")
     return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
 
 def ledger_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"round": r["round"], "group": group_name(r["group_index"]),
-          "points": round(r["amount"], 2), "why": reason_text(r["reason"])} for r in rows],
+        [
+            {
+                "round": r["round"],
+                "group": group_name(r["group_index"]),
+                "points": round(r["amount"], 2),
+                "why": reason_text(r["reason"]),
+            }
+            for r in rows
+        ],
         columns=["round", "group", "points", "why"],
     )
 
@@ -139,16 +148,25 @@ def metric_figure(rows: list[dict], lower_is_better: bool = True) -> Figure | No
     axes = figure.add_subplot()
     for series in sorted({r["series"] for r in rows}, key=lambda s: (s != "champion", s)):
         points = sorted((r["round"], r["value"]) for r in rows if r["series"] == series)
-        style = ({"color": "#111827", "linestyle": "--", "marker": "s", "markersize": 11,
-                  "markerfacecolor": "none"} if series == "champion"
-                 else {"color": series_colour(series), "marker": "o"})
+        style = (
+            {
+                "color": "#111827",
+                "linestyle": "--",
+                "marker": "s",
+                "markersize": 11,
+                "markerfacecolor": "none",
+            }
+            if series == "champion"
+            else {"color": series_colour(series), "marker": "o"}
+        )
         axes.plot(*zip(*points), label=series, linewidth=2, **style)
     rounds = sorted({r["round"] for r in rows})
     axes.set_xticks(rounds if len(rounds) <= 12 else rounds[:: len(rounds) // 12 + 1])
     axes.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
     axes.set_xlabel("round")
-    axes.set_title("The metric per round: each group's candidate and the champion",
-                   fontsize="medium")
+    axes.set_title(
+        "The metric per round: each group's candidate and the champion", fontsize="medium"
+    )
     better = "lower" if lower_is_better else "higher"
     axes.set_ylabel(f"{rows[0]['metric']} ({better} is better)")
     axes.grid(alpha=0.3)
@@ -163,7 +181,8 @@ def series_colour(name: str) -> str:
 def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
     """The same held-out prompts answered by the old champion and the winner; hidden when the
     round kept no samples (a preference round is judged on likelihoods, not samples)."""
-    rows = [{"before (champion)": b, "after (winner)": a}
-            for b, a in list(zip(before, after))[:limit]]
+    rows = [
+        {"before (champion)": b, "after (winner)": a} for b, a in list(zip(before, after))[:limit]
+    ]
     frame = pd.DataFrame(rows, columns=["before (champion)", "after (winner)"])
     return gr.update(value=frame, visible=bool(rows))

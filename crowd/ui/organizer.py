@@ -22,21 +22,47 @@ from crowd.references import read_reference_path
 from crowd.ui.components import ack, table, warn
 
 # The campaign form, in the order the page lays it out.
-FORM_FIELDS = ("name", "task", "target_emotion", "n_groups", "prompts", "round_policy",
-               "round_seconds", "round_corrections", "grouping", "points_rule", "training_mode",
-               "min_corrections", "heldout_share", "win_margin", "licence")
+FORM_FIELDS = (
+    "name",
+    "task",
+    "target_emotion",
+    "n_groups",
+    "prompts",
+    "round_policy",
+    "round_seconds",
+    "round_corrections",
+    "grouping",
+    "points_rule",
+    "training_mode",
+    "min_corrections",
+    "heldout_share",
+    "win_margin",
+    "licence",
+)
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
 JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
-CORRECTION_COLUMNS = ["id", "kind", "name", "group", "value", "original", "state", "created",
-                      "participant"]
+CORRECTION_COLUMNS = [
+    "id",
+    "kind",
+    "name",
+    "group",
+    "value",
+    "original",
+    "state",
+    "created",
+    "participant",
+]
 
 
 def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
     """The Hugging Face organisations of the logged-in person: from the OAuth profile when the
     Space asked for them, else from `whoami` with their token. Empty when unknown."""
-    names = [org.get("preferred_username") or org.get("name")
-             for org in (profile or {}).get("orgs", []) if isinstance(org, dict)]
+    names = [
+        org.get("preferred_username") or org.get("name")
+        for org in (profile or {}).get("orgs", [])
+        if isinstance(org, dict)
+    ]
     if not names and token:
         from huggingface_hub import whoami
 
@@ -75,12 +101,19 @@ def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
         progress = job["progress"]
         step = f"{progress['step']}/{progress['steps']}" if "steps" in progress else ""
         loss = progress.get("loss")
-        rows.append({"id": job["id"], "round": job["round_id"], "status": job["status"],
-                     "stage": "done" if job["status"] == "finished" else progress.get("stage", ""),
-                     "step": step,
-                     "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
-                     "eta_s": progress.get("eta_s"), "attempts": job.get("attempts"),
-                     "error": (job.get("error") or "")[:300]})
+        rows.append(
+            {
+                "id": job["id"],
+                "round": job["round_id"],
+                "status": job["status"],
+                "stage": "done" if job["status"] == "finished" else progress.get("stage", ""),
+                "step": step,
+                "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
+                "eta_s": progress.get("eta_s"),
+                "attempts": job.get("attempts"),
+                "error": (job.get("error") or "")[:300],
+            }
+        )
     return table(rows, JOB_COLUMNS)
 
 
@@ -89,11 +122,23 @@ def corrections_frame(rows: list[dict]) -> pd.DataFrame:
         text = "" if text is None else str(text)
         return text if len(text) <= 120 else text[:119] + "…"
 
-    return table([{"id": r["id"], "kind": r["kind"], "name": r["display_name"],
-                   "participant": r["participant_id"], "group": group_name(r["group_index"]),
-                   "value": short(r["value"]), "original": short(r["original"]),
-                   "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
-                   "created": r["created_at"]} for r in rows], CORRECTION_COLUMNS)
+    return table(
+        [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "name": r["display_name"],
+                "participant": r["participant_id"],
+                "group": group_name(r["group_index"]),
+                "value": short(r["value"]),
+                "original": short(r["original"]),
+                "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
+                "created": r["created_at"],
+            }
+            for r in rows
+        ],
+        CORRECTION_COLUMNS,
+    )
 
 
 def parse_id(value: object, what: str) -> int:
@@ -119,33 +164,51 @@ def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
     elif emotion:
         use = "the target vector is the mean scored vector of the emotion texts"
     else:
-        use = (f"with no emotion texts, the target is the one-hot vector of "
-               f"{campaign['target_emotion'] or 'the target emotion'}")
-    return (f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
-            f"{campaign['task']}: {use}.")
+        use = (
+            f"with no emotion texts, the target is the one-hot vector of "
+            f"{campaign['target_emotion'] or 'the target emotion'}"
+        )
+    return (
+        f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
+        f"{campaign['task']}: {use}."
+    )
 
 
 def status_text(status: dict) -> str:
-    groups = ", ".join(f"{group_name(i)}: {m} people, {c} corrections"
-                       for i, (m, c) in enumerate(zip(status["group_members"],
-                                                      status["group_corrections"])))
+    groups = ", ".join(
+        f"{group_name(i)}: {m} people, {c} corrections"
+        for i, (m, c) in enumerate(zip(status["group_members"], status["group_corrections"]))
+    )
     closes = f"; closes at {status['closes_at']}" if status["closes_at"] else ""
-    return (f"**{status['campaign']}**: round {status['round']} is {status['state']} "
-            f"(policy: {status['policy']}{closes}). {groups or 'No one has joined yet.'}")
+    return (
+        f"**{status['campaign']}**: round {status['round']} is {status['state']} "
+        f"(policy: {status['policy']}{closes}). {groups or 'No one has joined yet.'}"
+    )
 
 
 class OrganizerHandlers:
-    def __init__(self, organizer: Organizer,
-                 orgs_of: Callable[[dict | None, str | None], list[str]] = hub_orgs):
+    def __init__(
+        self,
+        organizer: Organizer,
+        orgs_of: Callable[[dict | None, str | None], list[str]] = hub_orgs,
+    ):
         self.organizer = organizer
         self.orgs_of = orgs_of
 
-    def unlock(self, key: str | None, profile: gr.OAuthProfile | None = None,
-               token: gr.OAuthToken | None = None) -> tuple:
+    def unlock(
+        self,
+        key: str | None,
+        profile: gr.OAuthProfile | None = None,
+        token: gr.OAuthToken | None = None,
+    ) -> tuple:
         """Check the key (or, logged in on a Space, the organisation). Returns
         (key, panel, status, *campaign form values)."""
-        locked = (gr.skip(), gr.update(visible=False), "Organizer access only.",
-                  *[gr.skip()] * len(FORM_FIELDS))
+        locked = (
+            gr.skip(),
+            gr.update(visible=False),
+            "Organizer access only.",
+            *[gr.skip()] * len(FORM_FIELDS),
+        )
         if not key and (profile is not None or token is not None):
             try:
                 orgs = self.orgs_of(profile, token.token if token else None)
@@ -171,8 +234,10 @@ class OrganizerHandlers:
             warn(exc)
             return gr.skip()
         ack("Campaign settings saved.")
-        return (f"Settings saved for **{campaign['name']}**. A new group count applies from the "
-                "next round.")
+        return (
+            f"Settings saved for **{campaign['name']}**. A new group count applies from the "
+            "next round."
+        )
 
     def references(self, key: str | None) -> str:
         """The reference data summary; quiet while the page is locked."""
@@ -190,14 +255,17 @@ class OrganizerHandlers:
             if not path:
                 raise Refused("Choose a file of reference rows first.")
             rows = read_reference_path(path)
-            added = self.organizer.add_references(key, [row for _, row in rows],
-                                                  [place for place, _ in rows])
+            added = self.organizer.add_references(
+                key, [row for _, row in rows], [place for place, _ in rows]
+            )
         except Refused as exc:
             warn(Refused(f"Nothing was loaded. {exc}"))
             return gr.skip(), gr.skip()
         repeats = len(rows) - added
-        ack(f"{added} reference rows loaded" + (f"; {repeats} were already there." if repeats
-                                                 else "."))
+        ack(
+            f"{added} reference rows loaded"
+            + (f"; {repeats} were already there." if repeats else ".")
+        )
         return self.references(key), None
 
     def close_round(self, key: str | None) -> str:
@@ -217,6 +285,7 @@ class OrganizerHandlers:
 
     def job_action(self, action: str) -> Callable[[str | None, str | float | None], object]:
         """A handler that cancels or retries the job whose id is in the box."""
+
         def handler(key: str | None, typed_id: str | float | None):
             try:
                 job_id = parse_id(typed_id, "job")
@@ -225,12 +294,14 @@ class OrganizerHandlers:
                         raise Refused(f"Job {job_id} is not pending or running.")
                     ack(f"Job {job_id} cancelled.")
                 else:
-                    ack(f"Job {job_id} queued again as job "
-                        f"{self.organizer.retry_job(key, job_id)}.")
+                    ack(
+                        f"Job {job_id} queued again as job {self.organizer.retry_job(key, job_id)}."
+                    )
             except Refused as exc:
                 warn(exc)
                 return gr.skip()
             return jobs_frame(self.organizer.jobs(key))
+
         return handler
 
     def corrections(self, key: str | None) -> object:

@@ -8,17 +8,20 @@ import gradio as gr
 
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
-from crowd.organizer import POINTS_RULES, POLICIES, TASKS, TRAINING_MODES
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
+from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
+from storage.vocabulary import ROUND_POLICIES as POLICIES
 
 JOBS_TICK_S = 3.0
-REFERENCE_HELP = f"""### Reference data
+REFERENCE_HELP = (
+    f"""### Reference data
 Rows that join the held-out set of every later round, next to the crowd's own held-out share.
 A JSONL file (one row per line) or a JSON list of rows, up to {MAX_FILE_BYTES / 1e6:g} MB and
 {MAX_ROWS:,} rows. Every row is checked first: one bad row loads nothing, and the warning names
 its line. Rows already loaded are skipped.
-""" + """
+"""
+    + """
 - **Emotion task**: texts that show the target emotion. The target vector becomes their mean
   scored vector (with none, the one-hot vector of the target emotion). `label` is optional.
 ```
@@ -31,6 +34,7 @@ its line. Rows already loaded are skipped.
 {"kind": "pair", "prompt": null, "chosen": "A walk by the sea, then a book.", "rejected": "No."}
 ```
 """
+)
 
 
 def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
@@ -40,8 +44,10 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         key = gr.Textbox(label="Organizer key", type="password", scale=4, elem_id="org-key")
         unlock = gr.Button("Unlock", variant="primary", scale=1, elem_id="org-unlock")
     if oauth:
-        gr.Markdown("Members of the organizing Hugging Face organisation: sign in, then press "
-                    "Unlock with the key box empty.")
+        gr.Markdown(
+            "Members of the organizing Hugging Face organisation: sign in, then press "
+            "Unlock with the key box empty."
+        )
         gr.LoginButton()
     with gr.Column(visible=False, elem_id="org-panel") as panel:
         status = gr.Markdown(elem_id="org-status")
@@ -53,55 +59,89 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         with gr.Tab("Moderation"):
             moderation = _moderation_section()
         with gr.Tab("Export"):
-            gr.Markdown("TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
-                        "events, rounds and points, and a dataset card, in one zip. Hidden "
-                        "corrections and banned participants are left out.")
+            gr.Markdown(
+                "TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
+                "events, rounds and points, and a dataset card, in one zip. Hidden "
+                "corrections and banned participants are left out."
+            )
             build = gr.Button("Build the export", elem_id="org-export")
             download = gr.File(label="Download", interactive=False, elem_id="org-download")
     timer = gr.Timer(JOBS_TICK_S)
 
-    show_references = dict(fn=handlers.references, inputs=[key], outputs=[references["summary"]],
-                           show_progress="hidden", api_visibility="private")
-    unlock.click(handlers.unlock, [key], [key, panel, status, *form],
-                 api_name="organizer_unlock").then(**show_references)
-    key.submit(handlers.unlock, [key], [key, panel, status, *form],
-               api_visibility="private").then(**show_references)
-    save.click(handlers.save_settings, [key, *form], [saved],
-               api_name="organizer_settings").then(**show_references)
-    references["load"].click(handlers.load_references, [key, references["file"]],
-                             [references["summary"], references["file"]],
-                             api_name="organizer_references")
+    show_references = dict(
+        fn=handlers.references,
+        inputs=[key],
+        outputs=[references["summary"]],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    unlock.click(
+        handlers.unlock, [key], [key, panel, status, *form], api_name="organizer_unlock"
+    ).then(**show_references)
+    key.submit(handlers.unlock, [key], [key, panel, status, *form], api_visibility="private").then(
+        **show_references
+    )
+    save.click(handlers.save_settings, [key, *form], [saved], api_name="organizer_settings").then(
+        **show_references
+    )
+    references["load"].click(
+        handlers.load_references,
+        [key, references["file"]],
+        [references["summary"], references["file"]],
+        api_name="organizer_references",
+    )
     rounds["close"].click(handlers.close_round, [key], [status], api_name="organizer_close")
-    timer.tick(handlers.live, [key], [status, rounds["jobs"]], show_progress="hidden",
-               api_visibility="private")
+    timer.tick(
+        handlers.live,
+        [key],
+        [status, rounds["jobs"]],
+        show_progress="hidden",
+        api_visibility="private",
+    )
     for action in ("cancel", "retry"):
-        rounds[action].click(handlers.job_action(action), [key, rounds["job_id"]],
-                             [rounds["jobs"]], api_name=f"organizer_{action}")
+        rounds[action].click(
+            handlers.job_action(action),
+            [key, rounds["job_id"]],
+            [rounds["jobs"]],
+            api_name=f"organizer_{action}",
+        )
     _wire_moderation(handlers, key, moderation)
     build.click(handlers.export, [key], [download], api_name="organizer_export")
 
 
 def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> None:
-    m["refresh"].click(handlers.corrections, [key], [m["table"]],
-                       api_name="organizer_corrections")
-    m["table"].select(handlers.pick, None, [m["correction_id"], m["participant_id"]],
-                      api_visibility="private")
-    m["hide"].click(handlers.hide, [key, m["correction_id"]], [m["table"]],
-                    api_name="organizer_hide")
-    m["ban"].click(handlers.ban, [key, m["participant_id"], m["reason"]], [m["table"]],
-                   api_name="organizer_ban")
+    m["refresh"].click(handlers.corrections, [key], [m["table"]], api_name="organizer_corrections")
+    m["table"].select(
+        handlers.pick, None, [m["correction_id"], m["participant_id"]], api_visibility="private"
+    )
+    m["hide"].click(
+        handlers.hide, [key, m["correction_id"]], [m["table"]], api_name="organizer_hide"
+    )
+    m["ban"].click(
+        handlers.ban,
+        [key, m["participant_id"], m["reason"]],
+        [m["table"]],
+        api_name="organizer_ban",
+    )
 
 
 def _rounds_section() -> dict:
     r = {}
-    gr.Markdown("Closing a round opens the next one at once; the worker then trains each "
-                "group's candidate, judges them on the held-out set and crowns the best.")
+    gr.Markdown(
+        "Closing a round opens the next one at once; the worker then trains each "
+        "group's candidate, judges them on the held-out set and crowns the best."
+    )
     r["close"] = gr.Button("Close the round now", variant="stop", elem_id="org-close")
-    r["jobs"] = gr.Dataframe(headers=JOB_COLUMNS, interactive=False, label="Training jobs "
-                             "(live)", elem_id="org-jobs", wrap=True)
+    r["jobs"] = gr.Dataframe(  # type: ignore[assignment]
+        headers=JOB_COLUMNS,
+        interactive=False,
+        label="Training jobs (live)",
+        elem_id="org-jobs",
+        wrap=True,
+    )
     with gr.Row(equal_height=True):
         # Textboxes, not Numbers: an empty gr.Number shows (and sends) 0
-        r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)
+        r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)  # type: ignore[assignment]
         r["cancel"] = gr.Button("Cancel job", scale=1)
         r["retry"] = gr.Button("Retry job", scale=1)
     return r
@@ -115,8 +155,9 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
     with gr.Row():
         task = gr.Radio(list(TASKS), label="Task")
         target = gr.Dropdown(["", *GOEMOTIONS_LABELS], label="Target emotion (emotion task)")
-        n_groups = gr.Number(label="Groups (from the next round)", precision=0, minimum=1,
-                             maximum=26)
+        n_groups = gr.Number(
+            label="Groups (from the next round)", precision=0, minimum=1, maximum=MAX_GROUPS
+        )
     prompts = gr.Textbox(label="Suggested prompts, one per line", lines=4)
     with gr.Row():
         policy = gr.Radio(list(POLICIES), label="Round closes")
@@ -132,18 +173,38 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         margin = gr.Number(label="Win margin (metric units)")
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
-    form = [name, task, target, n_groups, prompts, policy, seconds, count, grouping, points,
-            training, min_corrections, heldout, margin, licence]
+    form = [
+        name,
+        task,
+        target,
+        n_groups,
+        prompts,
+        policy,
+        seconds,
+        count,
+        grouping,
+        points,
+        training,
+        min_corrections,
+        heldout,
+        margin,
+        licence,
+    ]
     return form, save, saved
 
 
 def _references_section() -> dict:
     gr.Markdown(REFERENCE_HELP)
     r = {}
-    r["file"] = gr.File(label="Reference rows (.jsonl or .json)", file_types=[".jsonl", ".json"],
-                        type="filepath", height=140, elem_id="org-references-file")
-    r["load"] = gr.Button("Load reference rows", elem_id="org-references-load")
-    r["summary"] = gr.Markdown(elem_id="org-references")
+    r["file"] = gr.File(
+        label="Reference rows (.jsonl or .json)",
+        file_types=[".jsonl", ".json"],
+        type="filepath",
+        height=140,
+        elem_id="org-references-file",
+    )
+    r["load"] = gr.Button("Load reference rows", elem_id="org-references-load")  # type: ignore[assignment]
+    r["summary"] = gr.Markdown(elem_id="org-references")  # type: ignore[assignment]
     return r
 
 
@@ -151,14 +212,20 @@ def _moderation_section() -> dict:
     m = {}
     m["refresh"] = gr.Button("Show recent corrections", elem_id="org-refresh")
     gr.Markdown("Click a row to fill in its ids below.")
-    m["table"] = gr.Dataframe(headers=CORRECTION_COLUMNS, interactive=False, wrap=True,
-                              label="Recent corrections", elem_id="org-corrections")
+    m["table"] = gr.Dataframe(  # type: ignore[assignment]
+        headers=CORRECTION_COLUMNS,
+        interactive=False,
+        wrap=True,
+        label="Recent corrections",
+        elem_id="org-corrections",
+    )
     with gr.Row(equal_height=True):
-        m["correction_id"] = gr.Textbox(label="Correction id", placeholder="click a row, or type "
-                                        "its id", max_length=12, scale=2)
+        m["correction_id"] = gr.Textbox(  # type: ignore[assignment]
+            label="Correction id", placeholder="click a row, or type its id", max_length=12, scale=2
+        )
         m["hide"] = gr.Button("Hide correction", scale=1)
     with gr.Row(equal_height=True):
-        m["participant_id"] = gr.Textbox(label="Participant id", scale=2)
-        m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)
+        m["participant_id"] = gr.Textbox(label="Participant id", scale=2)  # type: ignore[assignment]
+        m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)  # type: ignore[assignment]
         m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
     return m

@@ -11,8 +11,17 @@ from crowd import views
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
-from crowd.ui.components import (ack, address_of, banner_html, ledger_table, metric_figure,
-                                 points, samples_table, table, warn)
+from crowd.ui.components import (
+    ack,
+    address_of,
+    banner_html,
+    ledger_table,
+    metric_figure,
+    points,
+    samples_table,
+    table,
+    warn,
+)
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,15 @@ class Boards:
     samples: object
 
     def as_tuple(self) -> tuple:
-        return (self.mine, self.ledger, self.people, self.groups, self.last, self.chart,
-                self.samples)
+        return (
+            self.mine,
+            self.ledger,
+            self.people,
+            self.groups,
+            self.last,
+            self.chart,
+            self.samples,
+        )
 
 
 N_BOARDS = 7
@@ -44,8 +60,9 @@ class SessionHandlers:
     def __init__(self, service: CrowdService):
         self.service = service
 
-    def enter(self, token: str | None, profile: gr.OAuthProfile | None = None
-              ) -> tuple[str | None, ChatTab, dict, dict, str]:
+    def enter(
+        self, token: str | None, profile: gr.OAuthProfile | None = None
+    ) -> tuple[str | None, ChatTab, dict, dict, str]:
         """On page load: resume a stored identity, or show the terms and the join form.
         Returns (token, tab, join screen, main screen, display name suggestion)."""
         # Only a Hugging Face username is suggested: anything else could overwrite what the
@@ -60,18 +77,28 @@ class SessionHandlers:
             return None, ChatTab(), *screens(False), suggestion
         return session.token, ChatTab(), *screens(True), gr.skip()
 
-    def join(self, name: str, consent: bool, profile: gr.OAuthProfile | None = None,
-             request: gr.Request = None) -> tuple:
+    def join(
+        self,
+        name: str,
+        consent: bool,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
+    ) -> tuple:
         """Consent and join. Returns (token, tab, join screen, main screen)."""
         try:
-            session = self.service.join(name, consent is True,
-                                        hf_username=profile.username if profile else None,
-                                        address=address_of(request))
+            session = self.service.join(
+                name,
+                consent is True,
+                hf_username=profile.username if profile else None,
+                address=address_of(request),
+            )
         except Refused as exc:
             warn(exc)
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        ack(f"Welcome, {session.display_name}! You are in group "
-            f"{self.service.banner(session.token)['group_name']}.")
+        ack(
+            f"Welcome, {session.display_name}! You are in group "
+            f"{self.service.banner(session.token)['group_name']}."
+        )
         return session.token, ChatTab(), *screens(True)
 
     def leave(self) -> tuple:
@@ -91,8 +118,11 @@ class SessionHandlers:
         except Refused:
             return (skip,) * (3 + N_BOARDS)  # the next action says why
         campaign, _ = self.service.context()
-        now_stamp = (views.rounds_done(self.service.settings.db_path, campaign["id"]),
-                     banner["points"], banner["round"])
+        now_stamp = (
+            views.rounds_done(self.service.settings.db_path, campaign["id"]),
+            banner["points"],
+            banner["round"],
+        )
         header = banner_html(session.display_name, banner)
         round_now = (banner["round"], banner["group_name"])
         if stamp is not None and tuple(stamp) == now_stamp:
@@ -115,34 +145,41 @@ class SessionHandlers:
     def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
         db_path = self.service.settings.db_path
         ledger = views.points_history(db_path, participant_id)
-        mine = (f"### Your points: {points(total)}\n"
-                + ("Each round your group's model improves, its members earn points; the table "
-                   "says why." if not ledger else f"From {len({r['round'] for r in ledger})} "
-                   "round(s):"))
+        mine = f"### Your points: {points(total)}\n" + (
+            "Each round your group's model improves, its members earn points; the table says why."
+            if not ledger
+            else f"From {len({r['round'] for r in ledger})} round(s):"
+        )
         people = views.leaderboard(db_path, campaign["id"])
         groups = views.group_leaderboard(db_path, campaign["id"], campaign["n_groups"])
         history = views.metric_history(db_path, campaign["id"])
         last = views.last_round(db_path, campaign["id"])
         return Boards(
-            mine=mine, ledger=ledger_table(ledger),
+            mine=mine,
+            ledger=ledger_table(ledger),
             people=table(people, ["rank", "name", "points", "rounds"]),
             groups=table(groups, ["group", "wins"]),
             last=last_round_text(last, history),
             chart=metric_figure(history, last.lower_is_better if last else True),
-            samples=samples_table(last.before, last.after) if last else samples_table([], []))
+            samples=samples_table(last.before, last.after) if last else samples_table([], []),
+        )
 
 
 def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
     """One paragraph: who won the last finished round and by how much, in the metric's terms."""
     if last is None:
-        return ("### No round has finished yet\nWhen the organizer closes a round, every group's "
-                "model is retrained on its corrections and judged; the winner appears here.")
+        return (
+            "### No round has finished yet\nWhen the organizer closes a round, every group's "
+            "model is retrained on its corrections and judged; the winner appears here."
+        )
     values = {r["series"]: r["value"] for r in history if r["round"] == last.number}
     direction = "lower is better" if last.lower_is_better else "higher is better"
     metric = f"{last.metric} ({direction})" if last.metric else "the metric"
     if not last.improved:
-        return (f"### Round {last.number}: the champion stayed\nNo group's model beat the "
-                f"current one on {metric}, so no points this round.")
+        return (
+            f"### Round {last.number}: the champion stayed\nNo group's model beat the "
+            f"current one on {metric}, so no points this round."
+        )
     before, after = values.get("champion"), values.get(last.winner_group)
     if before is None or after is None:
         change = ""
@@ -150,5 +187,7 @@ def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
         change = f" (tied at {after:.3f}; its lower held-out loss broke the tie)"
     else:
         change = f": {before:.3f} → {after:.3f}"
-    return (f"### Round {last.number}: group {last.winner_group} won\nIts model beat the "
-            f"champion on {metric}{change}, and now serves every group.")
+    return (
+        f"### Round {last.number}: group {last.winner_group} won\nIts model beat the "
+        f"champion on {metric}{change}, and now serves every group."
+    )

@@ -22,10 +22,12 @@ import numpy as np
 
 from crowd.evaluation import EvalSet, Evaluator, Score, split_heldout
 from crowd.points import ContributionItem, RoundOutcome, get_rule
-from crowd.round_data import GroupData, group_data, heldout_items
-from crowd.scoring import target_vector
-from crowd.rounds import advance
-from crowd.training import PairExample, Progress, Trainer, TrainingCancelled, TrainingFailed
+from crowd.rounds.data import GroupData, group_data, heldout_items
+from crowd.rounds.state import advance
+from crowd.scoring.scorers import target_vector
+from crowd.training.base import Progress
+from crowd.training.data import PairExample, TrainingCancelled, TrainingFailed
+from crowd.training.trainer import Trainer
 from storage import rounds as store
 from storage.db import connect
 
@@ -73,16 +75,21 @@ class RoundEngine:
 
     def _train_groups(self, job: dict, campaign: dict, round_: dict) -> None:
         with connect(self.db_path) as db:
-            data = group_data(db, store.round_corrections(db, round_["id"]), campaign["task"],
-                              campaign["target_emotion"])
+            data = group_data(
+                db,
+                store.round_corrections(db, round_["id"]),
+                campaign["task"],
+                campaign["target_emotion"],
+            )
             champion = store.get_version(db, round_["champion_id"])
         for group in range(campaign["n_groups"]):
             self._train_group(job, campaign, round_, champion, group, data.get(group, GroupData()))
         with connect(self.db_path) as db:
             advance(db, round_["id"], "evaluating")
 
-    def _train_group(self, job: dict, campaign: dict, round_: dict, champion: dict, group: int,
-                     data: GroupData) -> None:
+    def _train_group(
+        self, job: dict, campaign: dict, round_: dict, champion: dict, group: int, data: GroupData
+    ) -> None:
         with connect(self.db_path) as db:
             existing = store.candidate_for(db, round_["id"], group)
         if existing and existing["status"] in ("candidate", "failed"):
@@ -98,8 +105,14 @@ class RoundEngine:
         progress = self._progress_reporter(job["id"], group)
         status, error = "candidate", None
         try:
-            self.trainer.train(init_adapter=init, sft=data.sft, pairs=data.pairs, mode=mode,
-                               out_dir=out_dir, progress=progress)
+            self.trainer.train(
+                init_adapter=init,
+                sft=data.sft,
+                pairs=data.pairs,
+                mode=mode,
+                out_dir=out_dir,
+                progress=progress,
+            )
         except TrainingFailed as exc:
             status, error = "failed", str(exc)
         except TrainingCancelled:
@@ -107,10 +120,16 @@ class RoundEngine:
         except Exception as exc:  # any other crash fails this candidate, not the round
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         with connect(self.db_path) as db:
-            version = store.add_version(db, campaign["id"], self.now(),
-                                        adapter_path=str(relative) if status == "candidate" else None,
-                                        status=status, round_id=round_["id"], group_index=group,
-                                        parent_id=champion["id"])
+            version = store.add_version(
+                db,
+                campaign["id"],
+                self.now(),
+                adapter_path=str(relative) if status == "candidate" else None,
+                status=status,
+                round_id=round_["id"],
+                group_index=group,
+                parent_id=champion["id"],
+            )
             if error:
                 store.set_version_status(db, version, "failed", error)
 
@@ -123,9 +142,19 @@ class RoundEngine:
                     return False
                 if time.monotonic() - last[0] > 0.5 or p.step == p.steps:
                     last[0] = time.monotonic()
-                    store.update_job(db, job_id, self.now(), progress={
-                        "stage": f"training group {group}", "group": group, "step": p.step,
-                        "steps": p.steps, "loss": p.loss, "eta_s": p.eta_s})
+                    store.update_job(
+                        db,
+                        job_id,
+                        self.now(),
+                        progress={
+                            "stage": f"training group {group}",
+                            "group": group,
+                            "step": p.step,
+                            "steps": p.steps,
+                            "loss": p.loss,
+                            "eta_s": p.eta_s,
+                        },
+                    )
             return True
 
         return report
@@ -136,38 +165,60 @@ class RoundEngine:
         eval_set = self._eval_set(campaign, round_)
         with connect(self.db_path) as db:
             champion = store.get_version(db, round_["champion_id"])
-            candidates = [v for g in range(campaign["n_groups"])
-                          if (v := store.candidate_for(db, round_["id"], g))
-                          and v["status"] == "candidate"]
+            candidates = [
+                v
+                for g in range(campaign["n_groups"])
+                if (v := store.candidate_for(db, round_["id"], g)) and v["status"] == "candidate"
+            ]
         store_job_progress(self.db_path, job["id"], self.now(), "evaluating")
-        names = {v["id"]: self.evaluator.load(f"v{v['id']}", self.data_dir / v["adapter_path"]
-                                              if v["adapter_path"] else None)
-                 for v in [champion, *candidates]}
+        names = {
+            v["id"]: self.evaluator.load(
+                f"v{v['id']}", self.data_dir / v["adapter_path"] if v["adapter_path"] else None
+            )
+            for v in [champion, *candidates]
+        }
         scores = self._scores(eval_set, round_, [champion, *candidates], names)
         best = max(candidates, key=lambda v: scores[v["id"]].oriented, default=None)
         improved = best is not None and scores[best["id"]].better_than(
-            scores[champion["id"]], campaign["win_margin"])
+            scores[champion["id"]], campaign["win_margin"]
+        )
         with connect(self.db_path) as db:
-            data = group_data(db, store.round_corrections(db, round_["id"]), campaign["task"],
-                              campaign["target_emotion"])
-        items = self._contributions(campaign, data, names[champion["id"]],
-                                    names[best["id"]] if best else None)
+            data = group_data(
+                db,
+                store.round_corrections(db, round_["id"]),
+                campaign["task"],
+                campaign["target_emotion"],
+            )
+        items = self._contributions(
+            campaign, data, names[champion["id"]], names[best["id"]] if best else None
+        )
         outcome = RoundOutcome(
-            round_id=round_["id"], task=campaign["task"], improved=improved,
+            round_id=round_["id"],
+            task=campaign["task"],
+            improved=improved,
             n_groups=campaign["n_groups"],
             group_scores={v["group_index"]: scores[v["id"]].oriented for v in candidates},
-            members=_members(items), items=items, target=eval_set.target)
+            members=_members(items),
+            items=items,
+            target=eval_set.target,
+        )
         self._crown(campaign, round_, champion, best if improved else None, outcome)
 
     def _eval_set(self, campaign: dict, round_: dict) -> EvalSet:
         with connect(self.db_path) as db:
             heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-            prompts, pairs = heldout_items(db, heldout, campaign["task"], campaign["target_emotion"])
+            prompts, pairs = heldout_items(
+                db, heldout, campaign["task"], campaign["target_emotion"]
+            )
             kind = "emotion" if campaign["task"] == "emotion" else "pair"
             references = store.reference_texts(db, campaign["id"], kind)
         if campaign["task"] == "preference":
-            pairs += [PairExample(json.loads(r["prompt"] or "[]") or DEFAULT_PROMPT,
-                                  r["chosen"], r["rejected"]) for r in references]
+            pairs += [
+                PairExample(
+                    json.loads(r["prompt"] or "[]") or DEFAULT_PROMPT, r["chosen"], r["rejected"]
+                )
+                for r in references
+            ]
             return EvalSet("preference", pairs=pairs)
         for text in json.loads(campaign["prompts"] or "[]"):
             if len(prompts) >= MIN_EVAL_PROMPTS:
@@ -175,64 +226,107 @@ class RoundEngine:
             prompts.append([{"role": "user", "content": text}])
         self.evaluator.scorer = self.scorer_for(campaign["id"])
         # Texts labelled for another emotion (an earlier target) do not shape this target.
-        texts = [r["text"] for r in references
-                 if r["text"] and r["label"] in (None, campaign["target_emotion"])]
+        texts = [
+            r["text"]
+            for r in references
+            if r["text"] and r["label"] in (None, campaign["target_emotion"])
+        ]
         target = target_vector(self.evaluator.scorer, texts, campaign["target_emotion"])
         return EvalSet("emotion", prompts=prompts or [DEFAULT_PROMPT], target=target)
 
-    def _scores(self, eval_set: EvalSet, round_: dict, versions: list[dict],
-                names: dict[int, str]) -> dict[int, Score]:
+    def _scores(
+        self, eval_set: EvalSet, round_: dict, versions: list[dict], names: dict[int, str]
+    ) -> dict[int, Score]:
         """Every version on the same items, stored; returns scores by version id."""
         results = self.evaluator.evaluate(eval_set, [names[v["id"]] for v in versions])
         with connect(self.db_path) as db, db.atomic():
             for version, score in zip(versions, results):
-                store.add_evaluation(db, self.now(), round_id=round_["id"],
-                                     model_version_id=version["id"],
-                                     group_index=version["group_index"], metric=score.metric,
-                                     value=score.value, loss=score.loss, n_items=score.n_items,
-                                     detail=score.detail)
+                store.add_evaluation(
+                    db,
+                    self.now(),
+                    round_id=round_["id"],
+                    model_version_id=version["id"],
+                    group_index=version["group_index"],
+                    metric=score.metric,
+                    value=score.value,
+                    loss=score.loss,
+                    n_items=score.n_items,
+                    detail=score.detail,
+                )
         return {v["id"]: s for v, s in zip(versions, results)}
 
-    def _contributions(self, campaign: dict, data: dict[int, GroupData], champion: str,
-                       best: str | None) -> list[ContributionItem]:
+    def _contributions(
+        self, campaign: dict, data: dict[int, GroupData], champion: str, best: str | None
+    ) -> list[ContributionItem]:
         """Each accepted correction as a points contribution: its target text's emotion vector
         (emotion task) or how much more the best candidate prefers its pair's chosen reply than
         the champion did (preference task)."""
-        rows = [(g, pid, text, pair) for g, d in sorted(data.items())
-                for pid, text, pair in d.contributions]
+        rows = [
+            (g, pid, text, pair)
+            for g, d in sorted(data.items())
+            for pid, text, pair in d.contributions
+        ]
         if campaign["task"] == "emotion":
             vectors = self.evaluator.scorer.score([t for _, _, t, _ in rows]) if rows else []
-            return [ContributionItem(pid, g, vec, None) for (g, pid, _, _), vec in zip(rows, vectors)]
+            return [
+                ContributionItem(pid, g, vec, None) for (g, pid, _, _), vec in zip(rows, vectors)
+            ]
         margins = {}
         with_pairs = [(i, r[3]) for i, r in enumerate(rows) if r[3] is not None]
         if best is not None and with_pairs:
             gains = np.array(self._margins([p for _, p in with_pairs], best)) - np.array(
-                self._margins([p for _, p in with_pairs], champion))
+                self._margins([p for _, p in with_pairs], champion)
+            )
             margins = {i: float(gain) for (i, _), gain in zip(with_pairs, gains)}
-        return [ContributionItem(pid, g, None, margins.get(i)) for i, (g, pid, _, _) in enumerate(rows)]
+        return [
+            ContributionItem(pid, g, None, margins.get(i)) for i, (g, pid, _, _) in enumerate(rows)
+        ]
 
     def _margins(self, pairs: list[PairExample], adapter: str) -> list[float]:
         chosen = self.evaluator.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], adapter)
-        rejected = self.evaluator.mean_log_likelihood([(p.prompt, p.rejected) for p in pairs], adapter)
+        rejected = self.evaluator.mean_log_likelihood(
+            [(p.prompt, p.rejected) for p in pairs], adapter
+        )
         return [c - r for c, r in zip(chosen, rejected)]
 
-    def _crown(self, campaign: dict, round_: dict, champion: dict, winner: dict | None,
-               outcome: RoundOutcome) -> None:
+    def _crown(
+        self,
+        campaign: dict,
+        round_: dict,
+        champion: dict,
+        winner: dict | None,
+        outcome: RoundOutcome,
+    ) -> None:
         """Crown `winner` (None keeps the champion), write the points, finish the round."""
         rule = get_rule(campaign["points_rule"])
-        awards = [{"round_id": round_["id"], "participant_id": a.participant_id,
-                   "group_index": a.group_index, "amount": float(a.amount), "rule": rule.name,
-                   "reason": a.reason} for a in rule.award(outcome) if a.amount]
+        awards = [
+            {
+                "round_id": round_["id"],
+                "participant_id": a.participant_id,
+                "group_index": a.group_index,
+                "amount": float(a.amount),
+                "rule": rule.name,
+                "reason": a.reason,
+            }
+            for a in rule.award(outcome)
+            if a.amount
+        ]
         with connect(self.db_path) as db, db.atomic():
             if winner is not None:
                 store.set_version_status(db, champion["id"], "retired")
                 store.set_version_status(db, winner["id"], "champion")
                 following = store.current_round(db, campaign["id"])
                 if following["number"] == round_["number"] + 1 and following["state"] == "open":
-                    db["rounds"].update(following["id"], {"champion_id": winner["id"]})
+                    store.set_round_champion(db, following["id"], winner["id"])
             store.add_points(db, awards, self.now())
-            advance(db, round_["id"], "done", winner_id=(winner or champion)["id"],
-                    improved=int(winner is not None), finished_at=self.now())
+            advance(
+                db,
+                round_["id"],
+                "done",
+                winner_id=(winner or champion)["id"],
+                improved=int(winner is not None),
+                finished_at=self.now(),
+            )
 
 
 def _members(items: list[ContributionItem]) -> dict[int, list[str]]:
@@ -257,14 +351,20 @@ def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
     """The worker's engine: its own copies of the base model, for training and for judging,
     so the serving model never enters train mode."""
     from crowd.models import load_base, resolve_base_model
-    from crowd.training import TRLTrainer
+    from crowd.training.trainer import TRLTrainer
 
     base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
     judge = load_base(base_path, settings.models_dir, settings.model.device)
     trainer = TRLTrainer(base_path, settings.training, device=judge.device)
     evaluator = Evaluator(judge, samples=settings.eval_samples)
-    return RoundEngine(settings.db_path, settings.data_dir, trainer, evaluator,
-                       ScorerCache(settings.scorer, settings.data_dir, settings.db_path), now)
+    return RoundEngine(
+        settings.db_path,
+        settings.data_dir,
+        trainer,
+        evaluator,
+        ScorerCache(settings.scorer, settings.data_dir, settings.db_path),
+        now,
+    )
 
 
 class ScorerCache:
@@ -277,16 +377,17 @@ class ScorerCache:
         self._tuned: dict[tuple[int, int], object] = {}
 
     def __call__(self, campaign_id: int):
-        from crowd.scoring import load_scorer
+        from crowd.scoring.scorers import load_scorer
 
         if self._base is None:
-            self._base = load_scorer(self.spec, self.data_dir)
+            self._base = load_scorer(self.spec, self.data_dir)  # type: ignore[assignment]
         with connect(self.db_path) as db:
             labels = store.emotion_labels(db, campaign_id)
         if not labels or not hasattr(self._base, "with_labels"):
             return self._base
         key = (campaign_id, len(labels))
         if key not in self._tuned:
-            self._tuned = {key: self._base.with_labels([t for t, _ in labels],
-                                                       [lab for _, lab in labels])}
+            self._tuned = {
+                key: self._base.with_labels([t for t, _ in labels], [lab for _, lab in labels])  # type: ignore[attr-defined]
+            }
         return self._tuned[key]

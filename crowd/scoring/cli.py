@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from crowd.scoring import (
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.scoring.head import HeadConfig
+from crowd.scoring.scorers import (
     DEFAULT_HEAD,
-    GOEMOTIONS_LABELS,
     EmbeddingHeadScorer,
     EmotionScorer,
     load_scorer,
     read_seed,
 )
-from crowd.scoring_head import HeadConfig
 
 
 def read_scored(path: Path) -> tuple[list[str], np.ndarray]:

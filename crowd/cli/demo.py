@@ -19,17 +19,26 @@ from datetime import datetime
 from pathlib import Path
 
 from crowd.campaigns import utcnow
+from crowd.config import ASSETS
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-OPENERS = ["Tell me about your day.", "Write a reddit comment.", "What do you think of rain?",
-           "Any plans for the weekend?", "How was the concert?", "What's for dinner?"]
+OPENERS = [
+    "Tell me about your day.",
+    "Write a reddit comment.",
+    "What do you think of rain?",
+    "Any plans for the weekend?",
+    "How was the concert?",
+    "What's for dinner?",
+]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m crowd demo-round", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where the demo's database and adapters go (default: a new folder "
-                             "under the data dir)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the demo's database and adapters go (default: a new folder under the data dir)",
+    )
     parser.add_argument("--volunteers", type=int, default=9)
     parser.add_argument("--corrections", type=int, default=36, help="at least 30")
     parser.add_argument("--seed", type=int, default=0)
@@ -56,12 +65,12 @@ def main(argv: list[str]) -> int:
 
 def run_demo(settings, volunteers: int, corrections: int, seed: int) -> dict:
     """The whole round; returns the summary printed as the last line."""
-    from crowd.engine import build_engine
     from crowd.generation import GenerationService
     from crowd.models import load_base
     from crowd.organizer import Organizer
+    from crowd.rounds.engine import build_engine
+    from crowd.rounds.worker import Worker
     from crowd.service import CrowdService
-    from crowd.worker import Worker
 
     rng = random.Random(seed)
     key = settings.organizer_secret or "demo"
@@ -99,7 +108,9 @@ def volunteer(service, volunteers: int, corrections: int, rng: random.Random) ->
         service.rewrite(session.token, reply.message_id, rewrites[done % len(rewrites)])
         done += 1
         if done % 4 == 0:
-            service.label(session.token, reply.message_id, "joy" if "!" in reply.text else "neutral")
+            service.label(
+                session.token, reply.message_id, "joy" if "!" in reply.text else "neutral"
+            )
             done += 1
         print(f"\r  corrections: {done}/{corrections}", end="", flush=True)
     print()
@@ -117,8 +128,11 @@ def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
             bar += f" loss {p['loss']:.3f}"
         if p.get("eta_s") is not None:
             bar += f" eta {p['eta_s']:.0f}s"
-    print(f"\r  {elapsed:6.0f}s {job['status']:<9} {p.get('stage', 'queued'):<18} {bar:<60}",
-          end="", flush=True)
+    print(
+        f"\r  {elapsed:6.0f}s {job['status']:<9} {p.get('stage', 'queued'):<18} {bar:<60}",
+        end="",
+        flush=True,
+    )
 
 
 def summarize(service, job_id: int) -> dict:
@@ -128,22 +142,36 @@ def summarize(service, job_id: int) -> dict:
     with service.db() as db:
         job = store.get_job(db, job_id)
         round_ = store.get_round(db, job["round_id"])
-        evaluations = list(db.query("SELECT * FROM evaluations WHERE round_id = ?", [round_["id"]]))
+        evaluations = store.round_evaluations(db, round_["id"])
         points = store.points_for_round(db, round_["id"])
         winner = store.get_version(db, round_["winner_id"]) if round_["winner_id"] else None
-    metrics = {group_name(e["group_index"]): round(e["value"], 4)
-               for e in evaluations if e["group_index"] is not None}
+    metrics = {
+        group_name(e["group_index"]): round(e["value"], 4)
+        for e in evaluations
+        if e["group_index"] is not None
+    }
     champion = next((e["value"] for e in evaluations if e["group_index"] is None), None)
-    print(f"round {round_['number']}: {round_['state']}, job {job['status']}"
-          + (f" ({job['error']})" if job["error"] else ""))
+    print(
+        f"round {round_['number']}: {round_['state']}, job {job['status']}"
+        + (f" ({job['error']})" if job["error"] else "")
+    )
     for name, value in metrics.items():
         print(f"  {name:<8} {evaluations[0]['metric']} = {value}")
     if champion is not None:
         print(f"  champion {champion:.4f}")
     improved = bool(round_["improved"])
     winner_name = group_name(winner["group_index"]) if improved and winner else "champion kept"
-    print(f"winner: {winner_name}; {len(points)} ledger rows, {sum(p['amount'] for p in points):g} points")
-    return {"round": round_["number"], "state": round_["state"], "job": job["status"],
-            "metric": evaluations[0]["metric"] if evaluations else None, "groups": metrics,
-            "champion": champion, "improved": improved, "winner": winner_name,
-            "points": {p["participant_id"][:8]: p["amount"] for p in points}}
+    print(
+        f"winner: {winner_name}; {len(points)} ledger rows, {sum(p['amount'] for p in points):g} points"
+    )
+    return {
+        "round": round_["number"],
+        "state": round_["state"],
+        "job": job["status"],
+        "metric": evaluations[0]["metric"] if evaluations else None,
+        "groups": metrics,
+        "champion": champion,
+        "improved": improved,
+        "winner": winner_name,
+        "points": {p["participant_id"][:8]: p["amount"] for p in points},
+    }

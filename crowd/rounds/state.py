@@ -12,7 +12,8 @@ import random
 from sqlite_utils import Database
 
 from crowd.campaigns import open_next_round, parse_time
-from storage import queries, rounds as store
+from storage import queries
+from storage import rounds as store
 
 STATES = ("open", "closing", "training", "evaluating", "done")
 NEXT = {"open": "closing", "closing": "training", "training": "evaluating", "evaluating": "done"}
@@ -28,8 +29,9 @@ def advance(db: Database, round_id: int, to: str, **fields) -> None:
     current = store.get_round(db, round_id)
     if current is None:
         raise IllegalTransition(f"round {round_id} does not exist")
-    if NEXT.get(current["state"]) != to or not store.move_round(db, round_id, current["state"],
-                                                                 to, **fields):
+    if NEXT.get(current["state"]) != to or not store.move_round(
+        db, round_id, current["state"], to, **fields
+    ):
         raise IllegalTransition(f"round {round_id} cannot go from {current['state']} to {to}")
 
 
@@ -38,7 +40,11 @@ def close_reason(campaign: dict, round_: dict, counts: list[int], now: str) -> s
     if round_["state"] != "open":
         return None
     policy = campaign["round_policy"]
-    if policy == "timer" and round_["closes_at"] and parse_time(now) >= parse_time(round_["closes_at"]):
+    if (
+        policy == "timer"
+        and round_["closes_at"]
+        and parse_time(now) >= parse_time(round_["closes_at"])
+    ):
         return "timer"
     if policy == "count" and campaign["round_corrections"]:
         if counts and min(counts) >= campaign["round_corrections"]:
@@ -46,8 +52,9 @@ def close_reason(campaign: dict, round_: dict, counts: list[int], now: str) -> s
     return None
 
 
-def close_round(db: Database, campaign: dict, round_: dict, by: str, now: str,
-                rng: random.Random) -> int:
+def close_round(
+    db: Database, campaign: dict, round_: dict, by: str, now: str, rng: random.Random
+) -> int:
     """Close `round_`, open the next one, queue the round job. Returns the job id."""
     if by not in CLOSE_REASONS:
         raise ValueError(f"unknown close reason {by!r}")

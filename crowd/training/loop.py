@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from crowd.training_base import (
+from crowd.training.base import (
     DPO_BETA,
     MAX_GRAD_NORM,
     REFERENCE,
@@ -26,7 +26,7 @@ from crowd.training_base import (
     reply_log_probs,
     require_examples,
 )
-from crowd.training_data import (
+from crowd.training.data import (
     EncodedPair,
     EncodedSFT,
     PairExample,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from crowd.config import TrainingSettings
-from crowd.training_base import (
+from crowd.training.base import (
     DPO_BETA,
     MAX_GRAD_NORM,
     LoraHost,
@@ -38,7 +38,7 @@ from crowd.training_base import (
     require_examples,
     save_adapter,
 )
-from crowd.training_data import (
+from crowd.training.data import (
     IGNORE,
     PairExample,
     SFTExample,
@@ -48,7 +48,7 @@ from crowd.training_data import (
     pair_rows,
     sft_rows,
 )
-from crowd.training_loop import TorchLoopTrainer
+from crowd.training.loop import TorchLoopTrainer
 
 __all__ = [
     "SFTExample",
@@ -136,14 +136,16 @@ class TRLTrainer(LoraHost):
         if stage == "sft":
             # prompt-completion rows: the loss falls on the last (assistant) message only
             rows = sft_rows(data)
-            args = SFTConfig(**self._trl_args(work, len(rows)), completion_only_loss=True,
-                             packing=False)
+            args = SFTConfig(
+                **self._trl_args(work, len(rows)), completion_only_loss=True, packing=False
+            )
             trainer_cls = SFTTrainer
         else:
             rows = pair_rows(data)
-            args = DPOConfig(**self._trl_args(work, len(rows)), beta=DPO_BETA,
-                             loss_type=["sigmoid"])
-            trainer_cls = DPOTrainer
+            args = DPOConfig(  # type: ignore[assignment]
+                **self._trl_args(work, len(rows)), beta=DPO_BETA, loss_type=["sigmoid"]
+            )
+            trainer_cls = DPOTrainer  # type: ignore[assignment]
         trainer = trainer_cls(
             model=model,
             args=args,

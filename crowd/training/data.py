@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-MODES = ("sft", "dpo", "sft+dpo")
-ROLES = ("system", "user", "assistant")
+from storage.vocabulary import CHAT_ROLES, TRAINING_MODES
+
 IGNORE = -100  # label of a token that carries no loss
 
 
@@ -44,8 +44,8 @@ class PairExample:
 
 def check_inputs(mode: str, sft: Sequence[SFTExample], pairs: Sequence[PairExample]) -> None:
     """Raise ValueError for an unknown mode, TrainingFailed for missing or malformed data."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode must be one of {', '.join(TRAINING_MODES)}, not {mode!r}")
     if "sft" in mode and not sft:
         raise TrainingFailed(f"mode {mode!r} needs SFT examples, and none were given")
     if "dpo" in mode and not pairs:
@@ -66,8 +66,10 @@ def _check_messages(messages: list[Any], where: str) -> None:
     if not messages:
         raise TrainingFailed(f"{where}: no messages")
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise TrainingFailed(f"{where}: each message needs a role among {', '.join(ROLES)}")
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+            raise TrainingFailed(
+                f"{where}: each message needs a role among {', '.join(CHAT_ROLES)}"
+            )
         content = message.get("content")
         if not isinstance(content, str) or not content.strip():
             raise TrainingFailed(f"{where}: a {message['role']} message has no text")

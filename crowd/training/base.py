@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crowd.config import TrainingSettings
-from crowd.training_data import IGNORE, TrainingCancelled, TrainingFailed
+from crowd.training.data import IGNORE, TrainingCancelled, TrainingFailed
 
 DPO_BETA = 0.1  # strength of the pull towards the reference (TRL's default); both trainers use it
 MAX_GRAD_NORM = 1.0  # gradient clipping, TRL's default; both trainers use it
@@ -118,7 +118,7 @@ class LoraHost:
             # its weights are plain tensors; transformers' Trainer refuses "quantized" models.
             del config.quantization_config
         self.base = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=self.dtype)
-        self.base.to(self.device).requires_grad_(False)
+        self.base.to(self.device).requires_grad_(False)  # type: ignore[arg-type]
 
     def attach(self, init_adapter: Path | None) -> Any:
         """The base wrapped in a trainable TRAINED adapter: init_adapter's weights, or fresh."""

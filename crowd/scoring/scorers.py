@@ -24,11 +24,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from crowd import scoring_head
+from crowd.config import ASSETS
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.scoring_head import Head, HeadConfig
+from crowd.scoring import head as scoring_head
+from crowd.scoring.head import Head, HeadConfig
 
-SEED_PATH = Path(__file__).resolve().parent.parent / "assets" / "emotion_seed.jsonl"
+SEED_PATH = ASSETS / "emotion_seed.jsonl"
 
 # A hand label becomes a soft vector on the reference scorer's scale: its top label sits near 0.9
 # and unrelated labels near 0.005. Secondary labels of a multi-label seed line get 0.4.
@@ -260,9 +261,9 @@ class HubScorer:
         )
         for row, result in enumerate(results):
             for item in result:
-                label = str(item["label"]).lower()
+                label = str(item["label"]).lower()  # type: ignore[index]
                 if label in GOEMOTIONS_LABELS:
-                    out[row, GOEMOTIONS_LABELS.index(label)] = item["score"]
+                    out[row, GOEMOTIONS_LABELS.index(label)] = item["score"]  # type: ignore[index]
         return out
 
 
@@ -282,10 +283,3 @@ def load_scorer(spec: str, data_dir: Path | None = None) -> EmotionScorer:
         f"unknown scorer {spec!r}: use 'default', 'hub:<model id>' "
         "(e.g. hub:SamLowe/roberta-base-go_emotions) or the path of a saved head (.npz)"
     )
-
-
-def main(argv: list[str]) -> int:
-    """`python -m crowd scorer train|eval ...`; see crowd.scoring_cli."""
-    from crowd import scoring_cli
-
-    return scoring_cli.main(argv)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
-from crowd.training_data import PairExample, SFTExample
+from crowd.training.data import PairExample, SFTExample
 from storage import queries
 
 
@@ -23,8 +23,9 @@ class GroupData:
     contributions: list[tuple[str, str, PairExample | None]] = field(default_factory=list)
 
 
-def target_and_pair(db: Database, correction: dict, task: str,
-                    target_emotion: str | None) -> tuple[str | None, PairExample | None]:
+def target_and_pair(
+    db: Database, correction: dict, task: str, target_emotion: str | None
+) -> tuple[str | None, PairExample | None]:
     """What a correction teaches: an SFT target text and/or a (chosen, rejected) pair.
 
     rewrite -> the rewrite, and (rewrite, original); A/B -> the chosen reply, and the pair
@@ -47,8 +48,9 @@ def target_and_pair(db: Database, correction: dict, task: str,
     return None, None
 
 
-def group_data(db: Database, corrections: list[dict], task: str,
-               target_emotion: str | None) -> dict[int, GroupData]:
+def group_data(
+    db: Database, corrections: list[dict], task: str, target_emotion: str | None
+) -> dict[int, GroupData]:
     """Training material per group from a round's live, train-split corrections."""
     groups: dict[int, GroupData] = defaultdict(GroupData)
     for correction in corrections:
@@ -66,8 +68,9 @@ def group_data(db: Database, corrections: list[dict], task: str,
     return dict(groups)
 
 
-def heldout_items(db: Database, corrections: list[dict], task: str,
-                  target_emotion: str | None) -> tuple[list[list[dict]], list[PairExample]]:
+def heldout_items(
+    db: Database, corrections: list[dict], task: str, target_emotion: str | None
+) -> tuple[list[list[dict]], list[PairExample]]:
     """Held-out prompts (for sampling) and pairs (for preference accuracy)."""
     prompts: dict[str, list[dict]] = {}
     pairs: list[PairExample] = []

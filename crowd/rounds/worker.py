@@ -14,9 +14,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from crowd.engine import RoundEngine
-from crowd.rounds import check_auto_close
-from crowd.training import TrainingCancelled
+from crowd.rounds.engine import RoundEngine
+from crowd.rounds.state import check_auto_close
+from crowd.training.data import TrainingCancelled
 from storage import rounds as store
 from storage.db import connect
 
@@ -24,8 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, db_path: Path, engine_factory: Callable[[], RoundEngine],
-                 now: Callable[[], str], poll_s: float = 1.0, rng: random.Random | None = None):
+    def __init__(
+        self,
+        db_path: Path,
+        engine_factory: Callable[[], RoundEngine],
+        now: Callable[[], str],
+        poll_s: float = 1.0,
+        rng: random.Random | None = None,
+    ):
         self.db_path = db_path
         self._engine_factory = engine_factory
         self._engine: RoundEngine | None = None  # built on the first job: it loads models
@@ -45,7 +51,7 @@ class Worker:
             self._engine = self._engine_factory()
         return self._engine
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self._thread = threading.Thread(target=self._loop, name="round-worker", daemon=True)
         self._thread.start()
         return self
@@ -86,5 +92,6 @@ class Worker:
             log.error("job %s failed:\n%s", job["id"], traceback.format_exc())
         with connect(self.db_path) as db:
             if store.job_status(db, job["id"]) != "cancelled":
-                store.update_job(db, job["id"], self.now(), status=status, error=error,
-                                 finished_at=self.now())
+                store.update_job(
+                    db, job["id"], self.now(), status=status, error=error, finished_at=self.now()
+                )
