@@ -86,6 +86,29 @@ def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
 
+def _key(min_chars: int) -> Callable[[str], str]:
+    """A secret typed by a person or made by a tool: at least `min_chars` characters (compared
+    as UTF-8 bytes wherever it is checked, so any text works)."""
+
+    def parse(raw: str) -> str:
+        if len(raw) < min_chars:
+            raise ValueError(f"must be at least {min_chars} characters (openssl rand -hex 32)")
+        raw.encode("utf-8")  # a lone surrogate cannot be compared as bytes: refuse it here
+        return raw
+
+    parse.range = f">= {min_chars} characters"  # type: ignore[attr-defined]
+    return parse
+
+
+def _folder(raw: str) -> Path:
+    if "://" in raw and not raw.startswith("file://"):
+        raise ValueError(
+            "must be a folder (e.g. the storage bucket's mount); URLs such as s3://"
+            " are not supported yet"
+        )
+    return Path(raw.removeprefix("file://")).expanduser()
+
+
 def setting(
     env: str | tuple[str, ...],
     default: Any,
@@ -182,7 +205,11 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     organizer_secret: str | None = setting(
-        "CROWD_ORGANIZER_SECRET", None, "unlocks the organizer view; unset = view off", secret=True
+        "CROWD_ORGANIZER_SECRET",
+        None,
+        "unlocks the organizer view; unset = view off",
+        _key(16),
+        secret=True,
     )
     organizer_hf_org: str | None = setting(
         "CROWD_ORGANIZER_HF_ORG", None, "on Spaces: members of this HF organisation organize"
@@ -216,6 +243,44 @@ class Settings:
         "CROWD_BACKUP_EVERY_S",
         3600,
         "seconds between pushes to the backup repo",
+        _int_in(60, 7 * 86400),
+    )
+
+    identity_secret: str | None = setting(
+        "CROWD_IDENTITY_SECRET",
+        None,
+        "signs volunteers' tokens; unset = a key file in the data dir (set it on a Space, so a"
+        " recovery keeps every token valid)",
+        _key(32),
+        secret=True,
+    )
+    backup_key: str | None = setting(
+        "CROWD_BACKUP_KEY",
+        None,
+        "signs and checks backup manifests; unset = the identity secret (or key file)",
+        _key(32),
+        secret=True,
+    )
+    replica: Path | None = setting(
+        "CROWD_REPLICA",
+        None,
+        "a folder (e.g. the storage bucket's mount) Litestream streams the database to, with"
+        " the adapters; the app restores from it when the local database is missing; unset = off",
+        _folder,
+    )
+    replica_sync_ms: int = setting(
+        "CROWD_REPLICA_SYNC_MS",
+        1000,
+        "how often Litestream looks for new commits and ships them to the replica (ms)",
+        _int_in(100, 60_000),
+    )
+    max_upload_mb: int = setting(
+        "CROWD_MAX_UPLOAD_MB", 5, "the largest file a visitor may upload (MB)", _int_in(1, 1024)
+    )
+    upload_ttl_s: int = setting(
+        "CROWD_UPLOAD_TTL_S",
+        3600,
+        "uploaded and generated files are deleted after this many seconds",
         _int_in(60, 7 * 86400),
     )
 

@@ -36,7 +36,8 @@ class Organizer:
         self.service = service
         self.rng = rng or random.Random()
         self._passes = URLSafeTimedSerializer(
-            load_secret(service.settings.data_dir), salt="crowd-organizer-pass"
+            load_secret(service.settings.data_dir, service.settings.identity_secret),
+            salt="crowd-organizer-pass",
         )
 
     def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:

@@ -63,7 +63,7 @@ class CrowdService:
         self.rng = rng or random.Random()
         self.rate = RateLimiter()
         migrate(settings.db_path)
-        self.identities = Identities(load_secret(settings.data_dir))
+        self.identities = Identities(load_secret(settings.data_dir, settings.identity_secret))
         self._join_lock = threading.Lock()  # balanced assignment is read-then-write
         self.ensure_campaign(CampaignSpec(n_groups=settings.n_groups), initial_adapter)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from crowd.config import Settings
+from crowd.identity import backup_signer, key_file
 from storage.backup import DB_NAME, make_backup
 from storage.db import has_participants
 from storage.export import ExportError, export_dataset
@@ -46,7 +47,7 @@ class SyncRefused(RuntimeError):
 
 
 def push_once(
-    data_dir: Path,
+    settings: Settings,
     repo_id: str,
     hub: Hub,
     *,
@@ -55,6 +56,7 @@ def push_once(
 ) -> str | None:
     """Push one snapshot and export; return the database's SHA-256, or None if nothing was
     pushed (no participants yet, or the database is unchanged since `last_db_sha`)."""
+    data_dir = settings.data_dir
     if not has_participants(data_dir / DB_NAME):
         log.info("backup push skipped: no participants yet")
         return None
@@ -68,7 +70,14 @@ def push_once(
             export_dataset(data_dir / DB_NAME, folder)
         except ExportError as exc:  # e.g. no campaign yet: the backup alone still matters
             log.info("backup push without an export: %s", exc)
-        manifest = make_backup(data_dir, folder / ARCHIVE)
+        secret, signed_with = backup_signer(settings)
+        manifest = make_backup(
+            data_dir,
+            folder / ARCHIVE,
+            secret=secret,
+            signed_with=signed_with,
+            key_file=key_file(settings),
+        )
         db_sha = manifest["files"][DB_NAME]["sha256"]
         if db_sha == last_db_sha:
             log.info("backup push skipped: nothing changed since the last push")
@@ -127,7 +136,7 @@ class BackupSync(threading.Thread):
 
     def __init__(
         self,
-        data_dir: Path,
+        settings: Settings,
         repo_id: str,
         hub: Hub,
         *,
@@ -136,13 +145,13 @@ class BackupSync(threading.Thread):
         first_delay_s: float = 30.0,
     ) -> None:
         super().__init__(name="crowd-backup-sync", daemon=True)
-        self.data_dir, self.repo_id, self.hub = Path(data_dir), repo_id, hub
+        self.settings, self.repo_id, self.hub = settings, repo_id, hub
         self.every_s, self.attempts, self.first_delay_s = every_s, attempts, first_delay_s
         self.last_db_sha: str | None = None
         self._halt = threading.Event()
 
     def _push(self) -> None:
-        sha = push_once(self.data_dir, self.repo_id, self.hub, last_db_sha=self.last_db_sha)
+        sha = push_once(self.settings, self.repo_id, self.hub, last_db_sha=self.last_db_sha)
         self.last_db_sha = sha or self.last_db_sha
 
     def run(self) -> None:
@@ -171,7 +180,7 @@ def start_sync(settings: Settings, hub: Hub | None = None) -> BackupSync | None:
         from huggingface_hub import HfApi
 
         hub = HfApi(token=settings.hf_token)
-    sync = BackupSync(settings.data_dir, settings.backup_repo, hub, every_s=settings.backup_every_s)
+    sync = BackupSync(settings, settings.backup_repo, hub, every_s=settings.backup_every_s)
     sync.start()
     log.info("backup push on: %s every %d s", settings.backup_repo, settings.backup_every_s)
     return sync

@@ -90,3 +90,15 @@ def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
     bad = "-99999999" if "-" in allowed and allowed[0].isdigit() else "not-an-option"
     with pytest.raises(ConfigError, match=meta["env"][0]):
         load_settings({meta["env"][0]: bad})
+
+
+def test_secrets_are_long_enough_and_any_text_and_replicas_are_folders():
+    with pytest.raises(ConfigError, match="CROWD_ORGANIZER_SECRET.*at least 16"):
+        load_settings({"CROWD_ORGANIZER_SECRET": "x"})
+    assert load_settings({"CROWD_ORGANIZER_SECRET": "clé-d'été-très-sûre"}).organizer_secret
+    with pytest.raises(ConfigError, match="CROWD_IDENTITY_SECRET"):
+        load_settings({"CROWD_IDENTITY_SECRET": "short"})
+    with pytest.raises(ConfigError, match="CROWD_REPLICA.*not supported"):
+        load_settings({"CROWD_REPLICA": "s3://bucket/crowd"})
+    assert load_settings({"CROWD_REPLICA": "file:///mnt/b"}).replica == Path("/mnt/b")
+    assert "secret" not in repr(load_settings({"CROWD_BACKUP_KEY": "secret" * 6}))

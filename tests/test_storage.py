@@ -1,4 +1,5 @@
 import sqlite3
+import stat
 
 import pytest
 
@@ -82,3 +83,18 @@ def test_an_unwritable_data_dir_is_named(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StorageError, match="data directory"):
         migrate(blocker / "sub" / "crowd.db")
+
+
+def test_the_database_is_private_and_commits_are_durable(tmp_path):
+    """Created 0600 (its -wal and -shm follow it); synchronous=FULL on every connection."""
+    path = tmp_path / "data" / "crowd.db"
+    migrate(path)
+    with connect(path) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        db.execute(
+            "INSERT INTO participants (id, display_name, consented_at, created_at)"
+            " VALUES ('p', 'P', 't', 't')"
+        )
+        db.conn.commit()
+        for name in ("crowd.db", "crowd.db-wal", "crowd.db-shm"):
+            assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name

@@ -9,9 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from crowd.identity import backup_keys
 from crowd.sync import ARCHIVE, BackupSync, push_once, push_with_retry, start_sync
-from storage.backup import restore_backup
 from storage.db import connect
+from storage.restore import restore_backup
 
 T0 = "2026-11-02T10:00:00+00:00"
 
@@ -74,21 +75,21 @@ def test_a_push_uploads_the_export_and_a_restorable_backup_to_a_private_repo(
     settings, db_path, tmp_path
 ):
     hub = FolderHub(tmp_path / "hub")
-    assert push_once(settings.data_dir, "me/backup", hub) is None  # nobody yet: nothing pushed
+    assert push_once(settings, "me/backup", hub) is None  # nobody yet: nothing pushed
     assert hub.commits == []
     add_volunteer(db_path, "alice")
-    sha = push_once(settings.data_dir, "me/backup", hub)
+    sha = push_once(settings, "me/backup", hub)
     assert sha and len(hub.commits) == 1 and hub.private["me/backup"] is True
     repo = hub.repo("me/backup")
     assert (repo / "README.md").read_text().startswith("---\nlicense: cc-by-4.0")
     assert (repo / "sft.parquet").is_file()
-    restore_backup(repo / ARCHIVE, tmp_path / "restored")
+    restore_backup(repo / ARCHIVE, tmp_path / "restored", keys=backup_keys(settings))
     with connect(tmp_path / "restored" / "crowd.db") as db:
         assert [row["id"] for row in db["participants"].rows] == ["alice"]
 
-    assert push_once(settings.data_dir, "me/backup", hub, last_db_sha=sha) is None  # unchanged
+    assert push_once(settings, "me/backup", hub, last_db_sha=sha) is None  # unchanged
     add_volunteer(db_path, "bob")
-    assert push_once(settings.data_dir, "me/backup", hub, last_db_sha=sha) not in (None, sha)
+    assert push_once(settings, "me/backup", hub, last_db_sha=sha) not in (None, sha)
     assert len(hub.commits) == 2
 
 
@@ -98,7 +99,7 @@ def test_a_failed_push_is_retried_with_backoff_and_logged(settings, db_path, tmp
     waits: list[float] = []
     with caplog.at_level(logging.WARNING, logger="crowd.sync"):
         ok = push_with_retry(
-            lambda: push_once(settings.data_dir, "me/b", hub),
+            lambda: push_once(settings, "me/b", hub),
             attempts=4,
             first_delay_s=5,
             wait=lambda s: waits.append(s) or False,
@@ -109,7 +110,7 @@ def test_a_failed_push_is_retried_with_backoff_and_logged(settings, db_path, tmp
     hub.fail_uploads = 100
     caplog.clear()
     ok = push_with_retry(
-        lambda: push_once(settings.data_dir, "me/b", hub),
+        lambda: push_once(settings, "me/b", hub),
         attempts=3,
         first_delay_s=1,
         wait=lambda s: False,
@@ -123,7 +124,7 @@ def test_a_public_repo_is_refused_without_retrying(settings, db_path, tmp_path, 
     hub = FolderHub(tmp_path / "hub", public=True)
     waits: list[float] = []
     ok = push_with_retry(
-        lambda: push_once(settings.data_dir, "me/open", hub),
+        lambda: push_once(settings, "me/open", hub),
         attempts=5,
         first_delay_s=1,
         wait=lambda s: waits.append(s) or False,
@@ -135,7 +136,7 @@ def test_a_public_repo_is_refused_without_retrying(settings, db_path, tmp_path, 
 def test_the_thread_survives_failures_and_stops_when_asked(settings, db_path, tmp_path):
     add_volunteer(db_path, "alice")
     hub = FolderHub(tmp_path / "hub", fail_uploads=1)
-    sync = BackupSync(settings.data_dir, "me/b", hub, every_s=0.05, first_delay_s=0.01)
+    sync = BackupSync(settings, "me/b", hub, every_s=0.05, first_delay_s=0.01)
     sync.start()
     try:
         deadline = time.monotonic() + 20

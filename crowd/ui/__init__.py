@@ -38,7 +38,7 @@ def browser_secret(service: CrowdService) -> str:
     """A stable key for the browser-side encryption of the stored token, derived one-way from
     the identity secret, so stored identities survive a server restart. Gradio sends it to the
     page: it is not a secret, and the token it wraps is signed on the server anyway."""
-    secret = load_secret(service.settings.data_dir)
+    secret = load_secret(service.settings.data_dir, service.settings.identity_secret)
     return hashlib.sha256(f"browser-state:{secret}".encode()).hexdigest()[:32]
 
 
