@@ -1,6 +1,8 @@
 """Crowd-SFT entry point (`make run`, the Docker image's CMD): settings from the environment,
-migrate the database, load the base model once, start the generation scheduler and the round
-worker, build the UI and serve it.
+restore from the replica when the local database is missing, migrate the database, start
+replicating, load the base model once, start the generation scheduler and the round worker,
+build the UI and serve it. SIGTERM (what a Space restart sends) stops the server, then flushes
+the replica before the process exits.
 
 A bad setting prints one line naming the environment variable and exits with status 2.
 """
@@ -8,6 +10,8 @@ A bad setting prints one line naming the environment variable and exits with sta
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 
 from crowd.config import ConfigError, Settings, check_data_dir, load_settings
@@ -17,8 +21,9 @@ log = logging.getLogger("crowd.app")
 QUEUE_THREADS = 64  # Gradio worker threads: every streaming chat holds one while it waits
 
 
-def build(settings: Settings):
-    """Everything but the web server: (Gradio Blocks, service, worker or None)."""
+def build(settings: Settings, on_migrated=lambda: None):
+    """Everything but the web server: (Gradio Blocks, service, worker or None).
+    `on_migrated` runs once the database is migrated, before the model loads."""
     from crowd.campaigns import utcnow
     from crowd.generation import GenerationService
     from crowd.models import load_base
@@ -28,6 +33,7 @@ def build(settings: Settings):
     from storage.db import migrate
 
     migrate(settings.db_path)
+    on_migrated()
     if settings.model.threads:
         import torch
 
@@ -44,19 +50,41 @@ def build(settings: Settings):
     return build_app(service, Organizer(service)), service, worker
 
 
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl+C: Gradio then closes its server and `launch` returns, so the
+    `finally` in `main` runs and the replica is flushed."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.umask(0o077)  # the database, adapters, key file and exports: the app's user only
+    from crowd import replication
+
     try:
         settings = load_settings()
         check_data_dir(settings.data_dir)
-    except ConfigError as exc:
+        replica = replication.prepare(settings)
+    except (ConfigError, replication.ReplicaRefused) as exc:
         print(f"crowd: {exc}", file=sys.stderr)
         return 2
+    _stop_on_sigterm()
+    replicators = []
+    try:
+        return _serve(settings, lambda: replicators.append(replication.start(settings, replica)))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for replicator in filter(None, replicators):
+            replicator.stop()
+
+
+def _serve(settings: Settings, on_migrated) -> int:
     from crowd.models import ModelError
     from storage.db import StorageError
 
     try:
-        demo, _, _ = build(settings)
+        demo, _, _ = build(settings, on_migrated)
     except (ModelError, StorageError) as exc:
         print(f"crowd: {exc}", file=sys.stderr)
         return 2

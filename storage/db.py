@@ -84,3 +84,22 @@ def has_participants(db_path: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+def database_id(path: Path) -> str | None:
+    """An id that tells this database from every other one: when its first migration ran, to
+    the microsecond. It travels with the database through backups and replicas, so a replica
+    can tell whose it is. None when `path` is not a migrated database."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.DatabaseError:
+        return None
+    try:
+        row = conn.execute(
+            "SELECT migration_set || ':' || applied_at FROM _sqlite_migrations ORDER BY id LIMIT 1"
+        ).fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+    return row[0] if row else None
