@@ -90,22 +90,24 @@ class Replicator(threading.Thread):
         self._finish()
 
     def _restart(self, config: Path, backoff: float) -> float:
-        if self.process is not None:
+        """(Re)start Litestream, after `backoff` seconds when it died; returns the next one."""
+        died = self.process is not None
+        if died:
             log.error(
                 "LITESTREAM EXITED (status %s): the replica is not being updated; "
                 "restarting it in %.0f s",
-                self.process.returncode,
+                self.process.returncode if self.process else None,
                 backoff,
             )
             if self._halt.wait(backoff):
                 return backoff
-            self.restarts += 1
-            backoff = min(backoff * 2, 300.0)
         try:
             self.process = self._spawn(config)
         except OSError as exc:
             log.error("LITESTREAM CANNOT START: %s; the replica is not being updated", exc)
-        return backoff
+        if died:
+            self.restarts += 1
+        return min(backoff * 2, 300.0) if died else backoff
 
     def _spawn(self, config: Path) -> subprocess.Popen:
         binary = self.replica.binary

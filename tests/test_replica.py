@@ -290,3 +290,25 @@ def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
     replication.prepare(replicated)
     assert fingerprint(replicated.data_dir / "adapters") == fingerprint(saved)
     assert load_secret(replicated.data_dir) == secret
+
+
+def test_litestream_dying_is_loud_never_fatal_and_it_comes_back(replicated, caplog):
+    replica = replication.prepare(replicated)
+    replicator = replication.start(replicated, replica)
+    try:
+        deadline = time.monotonic() + 20
+        while replicator.process is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = replicator.process
+        first.kill()
+        while replicator.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert replicator.restarts == 1 and replicator.process is not first
+        assert "LITESTREAM EXITED" in caplog.text
+        add_people(replicated.db_path, "grace")
+        time.sleep(1.0)
+    finally:
+        assert replicator.stop()
+    shutil.rmtree(replicated.data_dir)
+    replication.prepare(replicated)
+    assert people(replicated.db_path) == {"ada", "grace"}
