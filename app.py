@@ -98,7 +98,7 @@ def _serve(settings: Settings, on_migrated) -> int:
         server_name=settings.host,
         server_port=settings.port,
         max_threads=QUEUE_THREADS,
-        **launch_options(),
+        **launch_options(settings),
     )
     return 0
 

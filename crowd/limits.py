@@ -8,6 +8,7 @@ import time
 import unicodedata
 from collections import defaultdict, deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -82,3 +83,58 @@ class RateLimiter:
                     retry_after_s=wait,
                 )
             events.append(now)
+
+
+CALLER: ContextVar[str | None] = ContextVar("crowd_caller_address", default=None)
+"""The network address of the request being handled, set by the UI around a handler, so that
+checks deep in the domain (the organizer key) can back off per address."""
+
+
+class KeyGuard:
+    """Back-off after wrong keys, per address and overall: after `free` failures in a row, each
+    further one locks that address (or, past `free_overall`, everyone) for twice as long as the
+    last, up to `cap_s`. While locked every attempt is refused, right or wrong, so guessing
+    gains nothing by hurrying. A success clears its address; 15 quiet minutes clear the rest.
+    Not persisted: a restart forgives everyone."""
+
+    def __init__(
+        self,
+        free: int = 5,
+        free_overall: int = 50,
+        cap_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.free, self.free_overall, self.cap_s, self._clock = free, free_overall, cap_s, clock
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, locked until)
+        self._lock = threading.Lock()
+
+    def wait_s(self, address: str | None) -> float:
+        """Seconds until `address` may try again (0 when it may now)."""
+        now = self._clock()
+        with self._lock:
+            until = max(self._failures.get(k, (0, 0.0))[1] for k in self._keys(address))
+        return max(0.0, until - now)
+
+    def record(self, address: str | None, ok: bool) -> None:
+        now = self._clock()
+        with self._lock:
+            if ok:
+                self._failures.pop(f"address:{address}", None)
+                return
+            for key in self._keys(address):
+                count, until = self._failures.get(key, (0, 0.0))
+                if now - until > FORGET_AFTER_S:
+                    count = 0
+                count += 1
+                free = self.free_overall if key == OVERALL else self.free
+                if count > free:
+                    until = now + min(self.cap_s, 2.0 ** (count - free - 1))
+                self._failures[key] = (count, max(until, now))
+
+    @staticmethod
+    def _keys(address: str | None) -> list[str]:
+        return [OVERALL] + ([f"address:{address}"] if address else [])
+
+
+OVERALL = "overall"
+FORGET_AFTER_S = 900.0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hmac
 import json
 import random
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from crowd.campaigns import CampaignSpec
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.identity import load_secret
-from crowd.limits import Refused, clean_text
+from crowd.limits import CALLER, KeyGuard, Refused, clean_text
 from crowd.references import KINDS, clean_references, row_key
 from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService
@@ -39,17 +41,28 @@ class Organizer:
             load_secret(service.settings.data_dir, service.settings.identity_secret),
             salt="crowd-organizer-pass",
         )
+        self.guard = KeyGuard()
 
     def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:
         """The organizer secret, a pass from `issue_pass`, or membership of the configured
-        Hugging Face organisation."""
+        Hugging Face organisation. Wrong secrets back off, per caller address (`CALLER`) and
+        overall: while backed off, every secret is refused."""
         settings = self.service.settings
         if settings.organizer_hf_org and hf_orgs and settings.organizer_hf_org in hf_orgs:
             return True
         if isinstance(key, str) and key.startswith(PASS_PREFIX):
-            return self._valid_pass(key)
+            return self._valid_pass(key)  # signed: guessing one is hopeless anyway
         secret = settings.organizer_secret
-        return bool(secret and key and hmac.compare_digest(str(key), secret))
+        if not (secret and key):
+            return False
+        address = CALLER.get()
+        if self.guard.wait_s(address) > 0:
+            return False
+        # As UTF-8 bytes: compare_digest refuses non-ASCII str, and any text is a fine key.
+        typed = str(key).encode("utf-8", "surrogatepass")
+        ok = hmac.compare_digest(typed, secret.encode("utf-8"))
+        self.guard.record(address, ok)
+        return ok
 
     def issue_pass(self, hf_orgs: list[str] | None) -> str:
         """A signed organizer pass (valid 8 hours) for a member of the configured Hugging Face
@@ -69,8 +82,15 @@ class Organizer:
         except BadSignature:  # also an expired pass
             return False
 
-    def _check(self, key: str | None) -> None:
+    def check_key(self, key: str | None) -> None:
+        """Refused unless `key` is the organizer's (see `authorized`), saying when to retry."""
         if not self.authorized(key):
+            wait = self.guard.wait_s(CALLER.get())
+            if wait > 0:
+                raise Refused(
+                    f"Too many wrong organizer keys; try again in {wait:.0f} s.",
+                    retry_after_s=wait,
+                )
             raise Refused("Organizer access only.")
 
     # -- campaign ----------------------------------------------------------------------------
@@ -78,7 +98,7 @@ class Organizer:
     def update_campaign(self, key: str, **changes) -> dict:
         """Validate and apply settings to the active campaign; returns the campaign.
         The group count applies from the next round on."""
-        self._check(key)
+        self.check_key(key)
         clean = validate_campaign(changes)
         campaign, _ = self.service.context()
         with self.service.db() as db:
@@ -92,7 +112,7 @@ class Organizer:
         `crowd.references`). Every row is checked first; a refusal names the first bad one by
         its place ('line 7') or, without places, as 'row N'. Rows already stored are skipped.
         Returns how many rows were added."""
-        self._check(key)
+        self.check_key(key)
         places = places or [f"row {i}" for i in range(1, len(rows) + 1)]
         if len(places) != len(rows):
             raise ValueError("one place per row")
@@ -113,7 +133,7 @@ class Organizer:
 
     def reference_counts(self, key: str) -> dict[str, dict[str, int]]:
         """How many reference rows the active campaign has: kind -> label ('' when none) -> n."""
-        self._check(key)
+        self.check_key(key)
         campaign, _ = self.service.context()
         counts: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
         with self.service.db() as db:
@@ -125,7 +145,7 @@ class Organizer:
 
     def close_round(self, key: str) -> int:
         """Close the current round now; the worker trains and judges it. Returns the job id."""
-        self._check(key)
+        self.check_key(key)
         campaign, round_ = self.service.context()
         with self.service.db() as db:
             try:
@@ -136,7 +156,7 @@ class Organizer:
     def round_status(self, key: str) -> dict:
         """The current round: number, state, closing time, and per group its members and live
         corrections."""
-        self._check(key)
+        self.check_key(key)
         campaign, round_ = self.service.context()
         with self.service.db() as db:
             counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
@@ -152,19 +172,19 @@ class Organizer:
         }
 
     def jobs(self, key: str, limit: int = 10) -> list[dict]:
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             rows = store.recent_jobs(db, limit)
         return [{**row, "progress": json.loads(row["progress"] or "{}")} for row in rows]
 
     def cancel_job(self, key: str, job_id: int) -> bool:
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             return store.cancel_job(db, int(job_id), self.service.now())
 
     def retry_job(self, key: str, job_id: int) -> int:
         """Queue a cancelled or failed round again; it resumes where it stopped."""
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             job = store.get_job(db, int(job_id))
             if job is None or job["status"] not in ("cancelled", "failed"):
@@ -174,13 +194,13 @@ class Organizer:
     # -- moderation --------------------------------------------------------------------------
 
     def recent_corrections(self, key: str, limit: int = 50) -> list[dict]:
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             return queries.recent_corrections(db, limit)
 
     def hide(self, key: str, correction_id: int) -> bool:
         """Hide a correction: it leaves training, evaluation, points and export."""
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             if queries.get_correction(db, int(correction_id)) is None:
                 raise Refused(f"There is no correction {correction_id}.")
@@ -188,7 +208,7 @@ class Organizer:
 
     def ban(self, key: str, participant_id: str, reason: str = "") -> bool:
         """Ban a participant: their data leaves training and export; they cannot act."""
-        self._check(key)
+        self.check_key(key)
         with self.service.db() as db:
             if queries.get_participant(db, str(participant_id)) is None:
                 raise Refused(f"There is no participant {str(participant_id)[:40]}.")
@@ -196,12 +216,15 @@ class Organizer:
                 db, str(participant_id), reason[:200], self.service.now()
             )
 
-    def export_zip(self, key: str, out_dir: Path) -> Path:
-        self._check(key)
+    @contextmanager
+    def export_zip(self, key: str | None) -> Iterator[Path]:
+        """The export zip, in a private temporary folder that is removed when the block ends
+        (once the download is handed over). Checks the key before creating anything."""
+        self.check_key(key)
         from storage.export import export_zip
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return export_zip(self.service.settings.db_path, out_dir / "crowd-export.zip")
+        with tempfile.TemporaryDirectory(prefix="crowd-export-") as tmp:
+            yield export_zip(self.service.settings.db_path, Path(tmp) / "crowd-export.zip")
 
 
 def validate_campaign(changes: dict) -> dict:

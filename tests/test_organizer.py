@@ -3,9 +3,11 @@ takes data out of training without deleting it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from crowd.limits import Refused
+from crowd.limits import CALLER, KeyGuard, Refused
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from storage import queries
@@ -84,3 +86,48 @@ def test_hide_and_ban_keep_the_rows(organizer):
     with connect(service.settings.db_path) as db:
         assert db["corrections"].count == 1
         assert queries.group_correction_counts(db, round_["id"], 3) == [0, 0, 0]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def as_caller(address: str, action):
+    token = CALLER.set(address)
+    try:
+        return action()
+    finally:
+        CALLER.reset(token)
+
+
+def test_wrong_keys_back_off_per_address_then_for_everyone(organizer):
+    clock = Clock()
+    organizer.guard = KeyGuard(free=5, free_overall=12, clock=clock)
+    for _ in range(5):
+        assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess"))
+    assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess again"))  # locked now
+    assert not as_caller("10.0.0.1", lambda: organizer.authorized(KEY))  # even the right key
+    with pytest.raises(Refused, match="Too many wrong organizer keys; try again in 1 s"):
+        as_caller("10.0.0.1", lambda: organizer.close_round("guess"))
+    assert as_caller("10.0.0.2", lambda: organizer.authorized(KEY))  # another address is fine
+    for wait in (2, 4, 8):  # each wrong key after a wait doubles the next wait
+        clock.now += organizer.guard.wait_s("10.0.0.1")
+        assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess"))
+        assert organizer.guard.wait_s("10.0.0.1") == wait
+    for n in range(8):  # guesses spread over many addresses hit the overall limit
+        as_caller(f"10.9.0.{n}", lambda: organizer.authorized("guess"))
+    assert not as_caller("10.0.0.3", lambda: organizer.authorized(KEY))
+    clock.now += 901  # quiet for 15 minutes: forgiven
+    assert as_caller("10.0.0.1", lambda: organizer.authorized(KEY))
+
+
+def test_the_key_is_compared_as_utf8_bytes(settings):
+    key = "clé-d'été-très-sûre"
+    organizer = Organizer(CrowdService(replace(settings, organizer_secret=key), None))
+    assert organizer.authorized(key)
+    assert not organizer.authorized("é" * 20)  # a TypeError before
+    assert not organizer.authorized("\ud800" * 20)  # a lone surrogate from a JSON body

@@ -4,9 +4,13 @@ action, what is stored, and that refusals become warnings that store nothing."""
 from __future__ import annotations
 
 import os
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
+from dataclasses import replace as with_settings_replace
 from pathlib import Path
 
 import gradio as gr
@@ -19,7 +23,7 @@ from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
-from crowd.ui import build_app
+from crowd.ui import build_app, launch_options
 from crowd.ui.api import VolunteerApi
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import banner_html, reason_text
@@ -293,10 +297,50 @@ def test_moderation_and_export(organizer_page, page):
     organizer_page.ban(KEY, table["participant"][0], "spam")
     with pytest.warns(UserWarning, match="suspended"):
         chat(handlers, token, tab)
-    path = organizer_page.export(KEY)
-    assert zipfile.is_zipfile(path)
+    download = organizer_page.export(KEY)
+    path = Path(next(download))  # Gradio copies it into its cache, then asks for more
+    assert zipfile.is_zipfile(path) and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with pytest.raises(StopIteration):
+        next(download)
+    assert not path.parent.exists()  # the export's folder is gone once handed over
+    folders = set(Path(tempfile.gettempdir()).glob("crowd-export-*"))
     with pytest.warns(UserWarning, match="Organizer access only"):
-        organizer_page.export("")
+        assert next(organizer_page.export("")) == SKIP
+    assert set(Path(tempfile.gettempdir()).glob("crowd-export-*")) == folders  # none made
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_uploads_are_capped_and_expire_and_wrong_keys_back_off_per_address(service):
+    """An anonymous upload larger than CROWD_MAX_UPLOAD_MB is refused (413) and nothing of it
+    is kept; a smaller one is tracked for deletion after CROWD_UPLOAD_TTL_S. Wrong organizer
+    keys sent through the HTTP API back off the address that sent them."""
+    import httpx
+    from gradio_client import Client
+
+    settings = service.settings
+    organizer = Organizer(service)
+    demo = build_app(service, organizer, oauth=False)
+    assert demo.delete_cache == (360, settings.upload_ttl_s)
+    options = {**launch_options(with_settings_replace(settings, max_upload_mb=1))}
+    demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True, **options)
+    try:
+        url = f"{demo.local_url}gradio_api/upload"
+        big = httpx.post(url, files={"files": ("big.bin", bytes(2 << 20))}, timeout=30)
+        assert big.status_code == 413 and not demo.upload_file_set
+        small = httpx.post(url, files={"files": ("small.txt", b"hello")}, timeout=30)
+        assert small.status_code == 200
+        assert set(small.json()) == demo.upload_file_set  # what delete_cache will expire
+        guesser = Client(demo.local_url, verbose=False, headers={"X-Forwarded-For": "10.6.6.6"})
+        for n in range(6):
+            guesser.predict(f"guess-{n}", api_name="/organizer_unlock")
+        assert organizer.guard.wait_s("10.6.6.6") > 0 and organizer.guard.wait_s("10.7.7.7") == 0
+    finally:
+        demo.close()
 
 
 def test_an_organisation_pass_authorizes_and_a_tampered_one_does_not(service, with_settings):

@@ -9,6 +9,7 @@ import importlib.util
 
 import gradio as gr
 
+from crowd.config import Settings
 from crowd.identity import load_secret
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
@@ -44,7 +45,10 @@ def browser_secret(service: CrowdService) -> str:
 
 def build_app(service: CrowdService, organizer: Organizer, oauth: bool | None = None) -> gr.Blocks:
     oauth = oauth_available() if oauth is None else oauth
-    with gr.Blocks(title=TITLE) as demo:
+    ttl = service.settings.upload_ttl_s
+    # Uploads and the files handlers return live in Gradio's cache: delete them once they are
+    # `ttl` old, checking every tenth of that (Gradio also empties the cache on a clean stop).
+    with gr.Blocks(title=TITLE, delete_cache=(max(60, ttl // 10), ttl)) as demo:
         gr.Markdown(f"# {TITLE}: teach a model together", elem_id="title")
         volunteer_page(demo, service, browser_secret(service), oauth)
         VolunteerApi(service).register()
@@ -53,6 +57,12 @@ def build_app(service: CrowdService, organizer: Organizer, oauth: bool | None = 
     return demo
 
 
-def launch_options() -> dict:
-    """Arguments for `Blocks.launch` shared by app.py and the tests."""
-    return {"css": css(), "theme": gr.themes.Soft(primary_hue="indigo")}
+def launch_options(settings: Settings | None = None) -> dict:
+    """Arguments for `Blocks.launch` shared by app.py and the tests: the look, and the largest
+    upload anyone may send (`/gradio_api/upload` is open to every visitor)."""
+    max_mb = (settings or Settings()).max_upload_mb
+    return {
+        "css": css(),
+        "theme": gr.themes.Soft(primary_hue="indigo"),
+        "max_file_size": max_mb * 1024 * 1024,
+    }

@@ -7,19 +7,19 @@ of the configured organisation gets a signed pass in that box instead of typing 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
 
 from crowd.campaigns import group_name
-from crowd.limits import Refused
+from crowd.limits import CALLER, Refused
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
-from crowd.ui.components import ack, table, warn
+from crowd.ui.components import ack, address_of, table, warn
 
 # The campaign form, in the order the page lays it out.
 FORM_FIELDS = (
@@ -186,6 +186,27 @@ def status_text(status: dict) -> str:
     )
 
 
+def from_address(handler: Callable) -> Callable:
+    """`handler` as the page wires it: Gradio hands the caller's request to a first parameter
+    annotated `gr.Request`; the wrapper runs `handler` with the caller's address in `CALLER`,
+    so the Organizer backs off wrong keys per address as well as overall."""
+
+    @functools.wraps(handler)
+    def wrapper(request: gr.Request, *args, **kwargs):
+        token = CALLER.set(address_of(request))
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            CALLER.reset(token)
+
+    first = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [first, *inspect.signature(handler).parameters.values()]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**handler.__annotations__, "request": "gr.Request"}
+    del wrapper.__wrapped__  # Gradio and typing must see the wrapper's own signature
+    return wrapper
+
+
 class OrganizerHandlers:
     def __init__(
         self,
@@ -341,12 +362,24 @@ class OrganizerHandlers:
         ack("Participant banned: their data leaves training and export.")
         return self.corrections(key)
 
-    def export(self, key: str | None) -> str | None:
-        """Build the export zip in a fresh temporary folder (Gradio serves files from there)."""
+    def export(self, key: str | None, request: gr.Request = None) -> Iterator[object]:
+        """Build the export zip in a private temporary folder, hand it to Gradio (which copies
+        it into its own cache, expired after CROWD_UPLOAD_TTL_S), then remove the folder: a
+        generator, so the removal runs when Gradio asks for the next value, after the copy.
+        A refused export creates nothing."""
+        token = CALLER.set(address_of(request))
         try:
-            path = self.organizer.export_zip(key, Path(tempfile.mkdtemp(prefix="crowd-export-")))
-        except ValueError as exc:  # Refused, or the export's own error saying why
+            self.organizer.check_key(key)
+        except Refused as exc:
             warn(exc)
-            return gr.skip()
-        ack("Export ready.")
-        return str(path)
+            yield gr.skip()
+            return
+        finally:
+            CALLER.reset(token)
+        try:
+            with self.organizer.export_zip(key) as path:
+                ack("Export ready.")
+                yield str(path)
+        except ValueError as exc:  # the export's own error saying why
+            warn(exc)
+            yield gr.skip()

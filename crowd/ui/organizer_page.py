@@ -9,7 +9,7 @@ import gradio as gr
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
-from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
+from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers, from_address
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
 
@@ -69,30 +69,35 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
     timer = gr.Timer(JOBS_TICK_S)
 
     show_references = dict(
-        fn=handlers.references,
+        fn=from_address(handlers.references),
         inputs=[key],
         outputs=[references["summary"]],
         show_progress="hidden",
         api_visibility="private",
     )
     unlock.click(
-        handlers.unlock, [key], [key, panel, status, *form], api_name="organizer_unlock"
+        from_address(handlers.unlock),
+        [key],
+        [key, panel, status, *form],
+        api_name="organizer_unlock",
     ).then(**show_references)
-    key.submit(handlers.unlock, [key], [key, panel, status, *form], api_visibility="private").then(
-        **show_references
-    )
-    save.click(handlers.save_settings, [key, *form], [saved], api_name="organizer_settings").then(
-        **show_references
-    )
+    key.submit(
+        from_address(handlers.unlock), [key], [key, panel, status, *form], api_visibility="private"
+    ).then(**show_references)
+    save.click(
+        from_address(handlers.save_settings), [key, *form], [saved], api_name="organizer_settings"
+    ).then(**show_references)
     references["load"].click(
-        handlers.load_references,
+        from_address(handlers.load_references),
         [key, references["file"]],
         [references["summary"], references["file"]],
         api_name="organizer_references",
     )
-    rounds["close"].click(handlers.close_round, [key], [status], api_name="organizer_close")
+    rounds["close"].click(
+        from_address(handlers.close_round), [key], [status], api_name="organizer_close"
+    )
     timer.tick(
-        handlers.live,
+        from_address(handlers.live),
         [key],
         [status, rounds["jobs"]],
         show_progress="hidden",
@@ -100,7 +105,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
     )
     for action in ("cancel", "retry"):
         rounds[action].click(
-            handlers.job_action(action),
+            from_address(handlers.job_action(action)),
             [key, rounds["job_id"]],
             [rounds["jobs"]],
             api_name=f"organizer_{action}",
@@ -110,15 +115,20 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
 
 
 def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> None:
-    m["refresh"].click(handlers.corrections, [key], [m["table"]], api_name="organizer_corrections")
+    m["refresh"].click(
+        from_address(handlers.corrections), [key], [m["table"]], api_name="organizer_corrections"
+    )
     m["table"].select(
         handlers.pick, None, [m["correction_id"], m["participant_id"]], api_visibility="private"
     )
     m["hide"].click(
-        handlers.hide, [key, m["correction_id"]], [m["table"]], api_name="organizer_hide"
+        from_address(handlers.hide),
+        [key, m["correction_id"]],
+        [m["table"]],
+        api_name="organizer_hide",
     )
     m["ban"].click(
-        handlers.ban,
+        from_address(handlers.ban),
         [key, m["participant_id"], m["reason"]],
         [m["table"]],
         api_name="organizer_ban",
