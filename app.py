@@ -22,11 +22,13 @@ QUEUE_THREADS = 64  # Gradio worker threads: every streaming chat holds one whil
 
 
 def build(settings: Settings, on_migrated=lambda: None):
-    """Everything but the web server: (Gradio Blocks, service, worker or None).
-    `on_migrated` runs once the database is migrated, before the model loads."""
+    """Everything but the web server: (Gradio Blocks, service, worker or None). The model
+    loads in the background (the page says it is warming up); a wrong model folder or device
+    still stops start-up at once. `on_migrated` runs once the database is migrated."""
     from crowd.campaigns import utcnow
+    from crowd.config import PACKAGED_MODEL
     from crowd.generation import GenerationService
-    from crowd.models import load_base
+    from crowd.models import load_base, pick_device, resolve_base_model
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
     from crowd.ui import build_app
@@ -38,9 +40,17 @@ def build(settings: Settings, on_migrated=lambda: None):
         import torch
 
         torch.set_num_threads(settings.model.threads)
-    loaded = load_base(settings.model.base_model, settings.models_dir, settings.model.device)
-    generation = GenerationService(loaded, settings.model)
-    service = CrowdService(settings, generation)
+    from crowd.warmup import WarmingGeneration
+
+    if settings.model.base_model != PACKAGED_MODEL:  # quick: a folder's config.json, a Hub id
+        resolve_base_model(settings.model.base_model, settings.models_dir)
+    device = pick_device(settings.model.device)
+    generation = WarmingGeneration(
+        lambda: GenerationService(
+            load_base(settings.model.base_model, settings.models_dir, device), settings.model
+        )
+    )
+    service = CrowdService(settings, generation)  # type: ignore[arg-type]
     worker = None
     if settings.start_worker:
         from crowd.rounds.engine import build_engine

@@ -50,11 +50,32 @@ def build_app(service: CrowdService, organizer: Organizer, oauth: bool | None = 
     # `ttl` old, checking every tenth of that (Gradio also empties the cache on a clean stop).
     with gr.Blocks(title=TITLE, delete_cache=(max(60, ttl // 10), ttl)) as demo:
         gr.Markdown(f"# {TITLE}: teach a model together", elem_id="title")
+        warming_notice(demo, service)
         volunteer_page(demo, service, browser_secret(service), oauth)
         VolunteerApi(service).register()
     with demo.route("Organizer", "/organizer", show_in_navbar=False):
         organizer_page(OrganizerHandlers(organizer), oauth)
     return demo
+
+
+WARMING = (
+    "**The model is warming up.** You can join and look around; a chat sent now is answered "
+    "as soon as it is ready (the first start of a server takes about a minute)."
+)
+
+
+def warming_notice(demo: gr.Blocks, service: CrowdService) -> None:
+    """A line at the top of the page while the model loads; a timer hides it once it is ready
+    and then stops."""
+
+    def check() -> tuple:
+        ready = getattr(service.generation, "ready", True)
+        return gr.update(visible=not ready), gr.Timer(active=not ready)
+
+    notice = gr.Markdown(WARMING, elem_id="warming")
+    timer = gr.Timer(3.0)
+    for event in (demo.load, timer.tick):
+        event(check, None, [notice, timer], show_progress="hidden", api_visibility="private")
 
 
 def launch_options(settings: Settings | None = None) -> dict:
