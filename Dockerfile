@@ -6,12 +6,14 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     CROWD_DATA_DIR=/data \
+    CROWD_MODELS_DIR=/home/user/models \
     CROWD_HOST=0.0.0.0 \
     CROWD_PORT=7860 \
     HF_HOME=/home/user/.cache/huggingface
 
-# Spaces run containers as uid 1000. /data is where the storage bucket is mounted; creating it
-# here, owned by that user, lets the app also start (with ephemeral data) when none is mounted.
+# Spaces run containers as uid 1000. /data is the container's own (local, ephemeral) disk for the
+# live database; the storage bucket is mounted elsewhere and named by CROWD_REPLICA, where
+# Litestream streams every commit (docs/deploy.md).
 RUN useradd --create-home --uid 1000 user \
     && mkdir -p /data \
     && chown user:user /data
@@ -20,12 +22,16 @@ WORKDIR /home/user/app
 
 # The one install recipe, shared with `make` (scripts/install.sh). Only what it reads is copied
 # first, so editing the code does not reinstall the dependencies.
-COPY --chown=user requirements.txt ./
+# The image installs the app's requirements only (make adds requirements-test.txt).
+COPY --chown=user requirements.txt pyproject.toml ./
 COPY --chown=user scripts/install.sh scripts/install.sh
 RUN scripts/install.sh .venv
 ENV PATH=/home/user/app/.venv/bin:$PATH
 
 COPY --chown=user . .
+# The default model, converted once here into CROWD_MODELS_DIR (outside the data dir), so a
+# Space never converts it at start.
+RUN python -m crowd models
 
 EXPOSE 7860
 # The same entry point as `make run`.

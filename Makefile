@@ -5,8 +5,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install lint bench clean
 
-$(STAMP): requirements.txt scripts/install.sh pyproject.toml
-	scripts/install.sh $(VENV)
+$(STAMP): requirements.txt requirements-test.txt scripts/install.sh pyproject.toml
+	scripts/install.sh $(VENV) requirements-test.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -274,6 +274,13 @@ class Settings:
         "how often Litestream looks for new commits and ships them to the replica (ms)",
         _int_in(100, 60_000),
     )
+    models_cache: Path | None = setting(
+        "CROWD_MODELS_DIR",
+        None,
+        "where converted base models are kept (the Space image converts the default one at build"
+        " time into /home/user/models); unset = the data dir's models/",
+        _path,
+    )
     max_upload_mb: int = setting(
         "CROWD_MAX_UPLOAD_MB", 5, "the largest file a visitor may upload (MB)", _int_in(1, 1024)
     )
@@ -295,7 +302,7 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         """Converted base models (the GGUF, as safetensors) are cached here."""
-        return self.data_dir / "models"
+        return self.models_cache or self.data_dir / "models"
 
 
 # --- reading and documenting ------------------------------------------------------------------

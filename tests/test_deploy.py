@@ -72,7 +72,10 @@ def test_what_install_reads_is_copied_before_it_runs(docker):
     for keyword, args in docker[:install_at]:
         if keyword == "COPY":
             copied.update(a for a in shlex.split(args)[:-1] if not a.startswith("--"))
-    needed = set(re.findall(r"\$here/([\w./-]+)", (ROOT / INSTALL).read_text()))
+    script = (ROOT / INSTALL).read_text()
+    needed = set(re.findall(r"\$here/([\w./-]+)", script))
+    if '-e "$here"' in script:
+        needed.add("pyproject.toml")  # what the editable install of the project reads
     assert needed and needed | {INSTALL} <= copied
     for name in copied:
         assert (ROOT / name).exists(), f"the Dockerfile copies {name}, which does not exist"
@@ -115,3 +118,29 @@ def test_dockerignore_keeps_local_state_out_but_not_the_code():
         assert private in patterns
     for needed in ("requirements.txt", INSTALL, "crowd", "storage", "app.py", "assets"):
         assert not any(Path(needed).match(p.rstrip("/")) for p in patterns), needed
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return dict(line.split("==", 1) for line in lines if line)
+
+
+def test_test_only_packages_stay_out_of_the_image_and_make_installs_both(docker):
+    runtime, tests = pins(ROOT / "requirements.txt"), pins(ROOT / "requirements-test.txt")
+    assert runtime and tests and not set(runtime) & set(tests)  # every line pinned (==)
+    assert not {"pytest", "playwright", "ruff", "mypy"} & set(runtime)
+    install = next(args for keyword, args in docker if keyword == "RUN" and INSTALL in args)
+    assert shlex.split(install) == [INSTALL, ".venv"]  # the image: the app's requirements only
+    make = next(line for line in recipe("$(STAMP)") if line.split()[0] == INSTALL)
+    assert make.split()[2:] == ["requirements-test.txt"]
+
+
+def test_the_image_carries_the_converted_model_outside_the_data_dir(docker):
+    settings = load_settings(env(docker))
+    assert settings.models_dir == Path("/home/user/models")
+    assert not settings.models_dir.is_relative_to(settings.data_dir)
+    steps = [(k, a) for k, a in docker if k in ("COPY", "RUN")]
+    code_at = max(
+        i for i, (k, a) in enumerate(steps) if k == "COPY" and a.split()[-2:] == [".", "."]
+    )
+    assert ("RUN", "python -m crowd models") in steps[code_at:]
