@@ -234,7 +234,8 @@ def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
 
 
 LIVE = (
-    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.participant_id IN "
-    "(SELECT id FROM participants WHERE banned_at IS NULL)"
+    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.replaced_at IS NULL AND c.participant_id IN "
+    "(SELECT id FROM participants WHERE banned_at IS NULL AND hidden_at IS NULL)"
 )
-"""SQL condition on `corrections c`: counts for training, evaluation and points."""
+"""SQL condition on `corrections c`: counts for training, evaluation and points. Leaves out what
+its author undid or replaced, what a moderator hid, and everything of a banned or hidden person."""
