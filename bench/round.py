@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     organizer = Organizer(service)
     organizer.update_campaign(
-        KEY, task="emotion", target_emotion="joy", min_corrections=3, heldout_share=0.2
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=3,
+        heldout_share=0.2,
+        reviews_on=False,  # timing the round's stages: every correction trains and judges
+        person_cap=1.0,
     )
     t0 = time.monotonic()
     submitted = submit(service, 9, args.per_group)

@@ -105,6 +105,12 @@ class CampaignSpec:
     heldout_share: float = 0.2
     win_margin: float = 0.0
     licence: str = "CC-BY-4.0"
+    # Trust in the crowd's data (crowd.trust); a new campaign starts defended.
+    reviews_on: bool = True  # peer review decides what trains (not rejected) and judges (trusted)
+    min_reviews: int = 2  # reviews before a verdict
+    person_cap: float = (
+        0.25  # most of a group's training (and of the held-out set) one person gives
+    )
 
 
 def group_name(index: int) -> str:

@@ -54,3 +54,70 @@ def rule_of(campaign: dict) -> TrustRule:
     return TrustRule(
         on=bool(campaign.get("reviews_on")), min_reviews=campaign.get("min_reviews") or 2
     )
+
+
+def capped(owners: list[str], share: float) -> list[bool]:
+    """Which of a group's items (by owner, oldest first) count, so that no owner supplies more
+    than `share` of what counts, or more than the other owners' median when the group is too
+    small for that share to leave anyone a full voice. The excess is the owner's newest items;
+    they are kept in the database, just not used. share >= 1 keeps everything."""
+    if share >= 1:
+        return [True] * len(owners)
+    counts: dict[str, int] = {}
+    for owner in owners:
+        counts[owner] = counts.get(owner, 0) + 1
+    allowed = {owner: _allowance(owner, counts, share) for owner in counts}
+    seen: dict[str, int] = {}
+    keep = []
+    for owner in owners:
+        seen[owner] = seen.get(owner, 0) + 1
+        keep.append(seen[owner] <= allowed[owner])
+    return keep
+
+
+def _allowance(owner: str, counts: dict[str, int], share: float) -> int:
+    """The most items `owner` may supply: k with k <= share * (others + k), or the others'
+    median count if that is more; everything when nobody else contributed."""
+    others = sorted(n for o, n in counts.items() if o != owner)
+    if not others:
+        return counts[owner]
+    by_share = int(share * sum(others) / (1 - share))
+    mid = len(others) // 2
+    median = others[mid] if len(others) % 2 else (others[mid - 1] + others[mid]) // 2
+    return max(1, by_share, median)
+
+
+NO_REVIEWS = (0, 0)
+
+
+def training_corrections(
+    corrections: list[dict], counts: dict[int, tuple[int, int]], rule: TrustRule, share: float
+) -> list[dict]:
+    """The train-split corrections a round trains on and pays points for: those the rule lets
+    train (not rejected by review), within each group's per-person cap. `counts` maps a
+    correction id to its (endorsements, rejections); oldest first in, oldest first out."""
+    allowed = [
+        c
+        for c in corrections
+        if c["split"] == "train" and rule.trains(*counts.get(c["id"], NO_REVIEWS))
+    ]
+    by_group: dict[int, list[dict]] = {}
+    for correction in allowed:
+        by_group.setdefault(correction["group_index"], []).append(correction)
+    used = {
+        c["id"]
+        for items in by_group.values()
+        for c, keep in zip(items, capped([c["participant_id"] for c in items], share))
+        if keep
+    }
+    return [c for c in allowed if c["id"] in used]
+
+
+def judging_corrections(
+    heldout: list[dict], counts: dict[int, tuple[int, int]], rule: TrustRule, share: float
+) -> list[dict]:
+    """The held-out corrections that judge every group: trusted ones (all, with reviews off),
+    no person supplying more than `share` of them."""
+    allowed = [c for c in heldout if rule.judges(*counts.get(c["id"], NO_REVIEWS))]
+    keep = capped([c["participant_id"] for c in allowed], share)
+    return [c for c, k in zip(allowed, keep) if k]

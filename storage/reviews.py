@@ -53,20 +53,35 @@ def review_counts(db: Database, correction_ids: list[int]) -> dict[int, tuple[in
     return counts
 
 
-def reviewable(db: Database, round_ids: list[int], reviewer: str, limit: int) -> list[dict]:
-    """Live corrections of `round_ids` that `reviewer` did not write and has not reviewed,
+def reviewable(
+    db: Database, round_ids: list[int], reviewer: str, limit: int, kinds: tuple[str, ...]
+) -> list[dict]:
+    """Live corrections of `kinds` in `round_ids` that `reviewer` did not write and has not reviewed,
     fewest reviews first, then spread over groups (round-robin by group), oldest first."""
     marks = ",".join("?" * len(round_ids))
     return list(
         db.query(
-            f"""SELECT c.*, (SELECT count(*) FROM reviews r WHERE r.correction_id = c.id) AS n_reviews,
+            f"""SELECT c.*, b.content AS other_reply,
+                   (SELECT count(*) FROM reviews r WHERE r.correction_id = c.id) AS n_reviews,
                    row_number() OVER (PARTITION BY c.group_index ORDER BY c.id) AS in_group
-                FROM corrections c
+                FROM corrections c LEFT JOIN messages b ON b.id = c.other_message_id
                 WHERE c.round_id IN ({marks}) AND {LIVE} AND c.participant_id != ?
+                  AND c.kind IN ({",".join("?" * len(kinds))})
                   AND NOT EXISTS (SELECT 1 FROM reviews r
                                   WHERE r.correction_id = c.id AND r.participant_id = ?)
                 ORDER BY n_reviews, in_group, c.group_index, c.id
                 LIMIT ?""",
-            [*round_ids, reviewer, reviewer, limit],
+            [*round_ids, reviewer, *kinds, reviewer, limit],
+        )
+    )
+
+
+def reviews_given_in(db: Database, round_id: int) -> list[dict]:
+    """Reviews given while `round_id` was the current round, by reviewers still in good standing."""
+    return list(
+        db.query(
+            """SELECT r.* FROM reviews r JOIN participants p ON p.id = r.participant_id
+               WHERE r.round_id = ? AND p.banned_at IS NULL AND p.hidden_at IS NULL ORDER BY r.id""",
+            [round_id],
         )
     )

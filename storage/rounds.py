@@ -26,6 +26,10 @@ CAMPAIGN_FIELDS = (
     "heldout_share",
     "win_margin",
     "licence",
+    "reviews_on",
+    "min_reviews",
+    "person_cap",
+    "require_login",
 )
 
 

@@ -1,13 +1,19 @@
 """From a round's stored corrections to each group's training examples, the held-out items and
-the points contributions. What each correction teaches is `crowd.lessons`' one definition."""
+the points contributions. What each correction teaches is `crowd.lessons`' one definition; which
+corrections count (review, per-person cap) is `crowd.trust`'s."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from sqlite_utils import Database
+
 from crowd.lessons import lesson
 from crowd.training.data import PairExample, SFTExample
+from crowd.trust import judging_corrections, rule_of, training_corrections
+from storage import reviews
+from storage import rounds as store
 
 
 @dataclass
@@ -54,3 +60,28 @@ def heldout_items(
         if taught.pair is not None:
             pairs.append(PairExample(taught.prompt, *taught.pair))
     return list(prompts.values()), pairs
+
+
+def training_material(
+    db: Database, campaign: dict, round_: dict
+) -> tuple[dict[int, GroupData], dict]:
+    """Each group's training material for `round_` under the campaign's trust rule and cap,
+    and per person (used, not used) counts of their train-split corrections, for the ledger."""
+    live = store.round_corrections(db, round_["id"])
+    counts = reviews.review_counts(db, [c["id"] for c in live])
+    used = training_corrections(live, counts, rule_of(campaign), campaign["person_cap"])
+    data = group_data(used, campaign["task"], campaign["target_emotion"])
+    usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    used_ids = {c["id"] for c in used}
+    for correction in live:
+        if correction["split"] == "train":
+            usage[correction["participant_id"]][correction["id"] not in used_ids] += 1
+    return data, dict(usage)
+
+
+def judging_material(db: Database, campaign: dict, round_: dict) -> list[dict]:
+    """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
+    history up to it, trusted ones only when reviews are on, capped per person."""
+    heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
+    counts = reviews.review_counts(db, [c["id"] for c in heldout])
+    return judging_corrections(heldout, counts, rule_of(campaign), campaign["person_cap"])

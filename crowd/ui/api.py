@@ -7,6 +7,8 @@ comes back as an error carrying the service's message.
     # reply = {"conversation_id": ..., "message_id": ..., "text": ...}
     correction_id = client.predict(token, reply["message_id"], "Better.",
                                    api_name="/api_rewrite")
+    items = client.predict(token, api_name="/api_review_queue")  # others' corrections
+    review_id = client.predict(token, items[0]["correction_id"], "endorse", api_name="/api_review")
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import gradio as gr
 
 from crowd.limits import Refused
+from crowd.review import Reviews
 from crowd.service import CrowdService
 from crowd.ui.components import address_of
 
@@ -21,6 +24,7 @@ from crowd.ui.components import address_of
 class VolunteerApi:
     def __init__(self, service: CrowdService):
         self.service = service
+        self.reviews = Reviews(service)
 
     def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
         """Join (consent required); returns the signed token to pass to every other call."""
@@ -73,6 +77,16 @@ class VolunteerApi:
         """Withdraw one's own correction within the undo window."""
         return self._call(lambda: self.service.undo(token, correction_id) or True)  # type: ignore[func-returns-value]
 
+    def api_review_queue(self, token: str) -> list[dict]:
+        """Corrections by others to review: items with correction_id, kind, prompt, original,
+        rewrite / other_reply and choice / emotion, and how many reviews each has."""
+        return self._call(lambda: self.reviews.queue(token))
+
+    def api_review(self, token: str, correction_id: int, verdict: str) -> int:
+        """Endorse or reject someone else's correction ('endorse' / 'reject'); returns the
+        review id. One review per person and correction; never one's own."""
+        return self._call(lambda: self.reviews.review(token, correction_id, verdict))
+
     @staticmethod
     def _call(action):
         try:
@@ -89,5 +103,7 @@ class VolunteerApi:
             self.api_rate,
             self.api_label,
             self.api_undo,
+            self.api_review_queue,
+            self.api_review,
         ):
             gr.api(fn, api_name=fn.__name__)

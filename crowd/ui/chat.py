@@ -165,15 +165,16 @@ class ChatHandlers:
     def like(
         self, token: str | None, tab: ChatTab, data: gr.LikeData, request: gr.Request = None
     ) -> tuple[ChatTab, str]:
-        """Thumbs up or down on a reply; a second click on the same thumb withdraws it."""
+        """Thumbs up or down on a reply; the other thumb replaces the rating (the service keeps
+        one per reply), a second click on the same thumb withdraws it."""
         index = data.index if isinstance(data.index, int) else data.index[0]
         message_id = tab.message_ids[index] if 0 <= index < len(tab.message_ids) else None
         try:
             if message_id is None:
                 raise Refused("That reply is not part of this conversation any more.")
-            if message_id in tab.ratings:  # one rating per reply: replace the earlier one
-                self.service.undo(token, tab.ratings.pop(message_id))
-            if data.liked not in (True, False):
+            if data.liked not in (True, False):  # the same thumb clicked again: withdraw
+                if message_id in tab.ratings:
+                    self.service.undo(token, tab.ratings.pop(message_id))
                 return tab, "Rating withdrawn."
             value = 1 if data.liked else -1
             tab.ratings[message_id] = self.service.rate_reply(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import gradio as gr
 
 from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.review import Reviews
 from crowd.service import CrowdService
+from crowd.ui import review as ui_review
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
 from crowd.ui.session import SessionHandlers
@@ -35,6 +37,8 @@ def volunteer_page(
         with gr.Tabs():
             with gr.Tab("Chat and correct", id="chat-tab"):
                 c = _chat_tab()
+            with gr.Tab("Review", id="review-tab") as review_tab:
+                r = ui_review.review_tab()
             with gr.Tab("Points and leaderboard", id="points-tab"):
                 boards = _points_tab()
             with gr.Tab("Last round", id="round-tab"):
@@ -66,6 +70,7 @@ def volunteer_page(
     timer.tick(**tick)  # type: ignore[arg-type]
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
+    ui_review.wire_review(ui_review.ReviewHandlers(Reviews(service)), token, r, review_tab.select)
 
 
 def _join_screen(service: CrowdService, oauth: bool) -> tuple:
