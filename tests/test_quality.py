@@ -209,3 +209,70 @@ def test_trolls_top_the_suspicion_queue(db_path):
         assert troll.signals[name] > honest.signals[name], name
     assert all(0 <= s.score <= 1 for s in report.suspects)
     assert alpha_of(report, "review").alpha > 0  # honest reviewers outvote the trolls
+
+
+# -- the organizer's actions --------------------------------------------------------------------
+
+KEY = "organizer-test-secret"
+
+
+@pytest.fixture
+def organizer(settings):
+    from crowd.organizer import Organizer
+    from crowd.service import CrowdService
+
+    return Organizer(CrowdService(settings, None))
+
+
+def test_organizer_hides_and_shows_a_person_and_the_view_follows(organizer):
+    from crowd import views
+    from crowd.limits import Refused
+
+    service = organizer.service
+    campaign, round_ = service.context()
+    with service.db() as db:
+        tiny = Tiny.__new__(Tiny)
+        tiny.db, tiny.campaign, tiny.round, tiny.clock = db, campaign["id"], round_["id"], 0
+        for person in ("ann", "bob", "cat"):
+            queries.add_participant(db, person, person.title(), "t")
+        spam = tiny.correct("ann", tiny.reply("ann"))
+        tiny.correct("bob", tiny.reply("bob"))
+        for reviewer in ("bob", "cat"):
+            tiny.review(spam, reviewer, "reject")
+        store.add_points(
+            db,
+            [
+                dict(
+                    round_id=round_["id"],
+                    participant_id="ann",
+                    group_index=0,
+                    amount=5.0,
+                    rule="paper",
+                    reason="{}",
+                )
+            ],
+            "t",
+        )
+    for bad in (None, "", "wrong"):
+        with pytest.raises(Refused, match="Organizer access only"):
+            organizer.quality(bad)
+        with pytest.raises(Refused, match="Organizer access only"):
+            organizer.hide_person(bad, "ann")
+    with pytest.raises(Refused, match="no participant"):
+        organizer.hide_person(KEY, "nobody")
+    report = organizer.quality(KEY)
+    assert report.suspects[0].participant_id == "ann"
+    assert report.coverage[0].live == 2
+
+    assert organizer.hide_person(KEY, "ann") and not organizer.hide_person(KEY, "ann")
+    with service.db() as db:
+        assert queries.group_correction_counts(db, round_["id"], 3) == [1, 0, 0]
+    assert [r["name"] for r in views.leaderboard(service.settings.db_path, campaign["id"])] == []
+    hidden = organizer.quality(KEY)
+    assert hidden.coverage[0].live == 1
+    assert next(s for s in hidden.suspects if s.participant_id == "ann").hidden
+
+    assert organizer.unhide_person(KEY, "ann") and not organizer.unhide_person(KEY, "ann")
+    with service.db() as db:
+        assert queries.group_correction_counts(db, round_["id"], 3) == [2, 0, 0]
+    assert organizer.quality(KEY).coverage[0].live == 2
