@@ -276,3 +276,38 @@ def test_organizer_hides_and_shows_a_person_and_the_view_follows(organizer):
     with service.db() as db:
         assert queries.group_correction_counts(db, round_["id"], 3) == [2, 0, 0]
     assert organizer.quality(KEY).coverage[0].live == 2
+
+
+def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer):
+    import gradio as gr
+
+    from crowd.ui.quality import QUEUE_COLUMNS, QualityHandlers
+
+    with organizer.service.db() as db:  # the synthetic campaign becomes the active one
+        crowd = seed_crowd(db, 600, n_honest=12, n_trolls=1, rng=random.Random(3))
+    handlers = QualityHandlers(organizer)
+    with pytest.warns(UserWarning, match="Organizer access only"):
+        assert handlers.view("wrong") == (gr.skip(),) * 3
+    summary, alpha, queue = handlers.view(KEY)
+    assert "Review coverage" in summary and "0.35 × disagreement" in summary
+    assert list(alpha["labels"][:1]) == ["emotion labels"] and alpha["round"][0] == "all"
+    assert queue["participant"][0] == crowd.trolls[0] and queue["state"][0] == "shown"
+    row = queue.iloc[0].tolist()
+    picked = handlers.pick(
+        gr.SelectData(None, {"index": [0, 0], "value": row[0], "row_value": row})
+    )
+    assert picked == crowd.trolls[0] and len(row) == len(QUEUE_COLUMNS)
+
+    _, _, queue = handlers.act("hide")(KEY, picked)
+    assert queue["state"][list(queue["participant"]).index(picked)] == "hidden"
+    for typed, why in [
+        ("", "Click a row"),
+        (picked, "already hidden"),
+        ("nobody", "no participant"),
+    ]:
+        with pytest.warns(UserWarning, match=why):
+            assert handlers.act("hide")(KEY, typed) == (gr.skip(),) * 3
+    _, _, queue = handlers.act("unhide")(KEY, picked)
+    assert queue["state"][list(queue["participant"]).index(picked)] == "shown"
+    _, _, queue = handlers.act("ban")(KEY, picked, "spam")
+    assert picked not in list(queue["participant"])  # banned: out of the queue
