@@ -311,3 +311,40 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
     assert queue["state"][list(queue["participant"]).index(picked)] == "shown"
     _, _, queue = handlers.act("ban")(KEY, picked, "spam")
     assert picked not in list(queue["participant"])  # banned: out of the queue
+
+
+# -- the volunteer's review record ----------------------------------------------------------------
+
+
+def test_my_review_record_counts_statuses_and_agreement_with_the_verdict(tiny, db_path):
+    from crowd import views
+    from crowd.ui.session import review_text
+
+    trusted, rejected, pending, _alone = (tiny.correct("ann", tiny.reply()) for _ in range(4))
+    undone = tiny.correct("ann", tiny.reply())
+    queries.mark_undone(tiny.db, undone, "t")  # withdrawn: not in the record
+    for correction, verdict in [(trusted, "endorse"), (rejected, "reject")]:
+        tiny.review(correction, "bob", verdict)
+        tiny.review(correction, "cat", verdict)
+    tiny.review(pending, "bob", "endorse")
+    tiny.review(pending, "eve", "endorse")  # eve is hidden below: her review does not count
+    agreed, outvoted, still_open = (tiny.correct("bob", tiny.reply()) for _ in range(3))
+    tiny.review(agreed, "ann", "endorse")
+    tiny.review(agreed, "cat", "endorse")
+    tiny.review(outvoted, "ann", "endorse")
+    tiny.review(outvoted, "cat", "reject")
+    tiny.review(outvoted, "dan", "reject")
+    tiny.review(still_open, "ann", "reject")
+    tiny.db.execute("UPDATE participants SET hidden_at = 't' WHERE id = 'eve'")
+    tiny.db.conn.commit()
+    campaign = store.get_campaign(tiny.db, tiny.campaign)
+
+    record = views.review_record(db_path, "ann", campaign)
+    assert record.statuses == {"trusted": 1, "rejected": 1, "pending": 1, "unreviewed": 1}
+    assert (record.reviews, record.decided, record.agreed) == (3, 2, 1)
+    text = review_text(record)
+    assert "1 endorsed, 1 rejected, 0 contested, 2 waiting for reviews" in text
+    assert "3 given; 1 of the 2 decided so far agreed with the final verdict (1 still open)" in text
+    newcomer = views.review_record(db_path, "dan", campaign)
+    assert newcomer.statuses == {} and review_text(newcomer).startswith("**Your reviews**: 1 given")
+    assert review_text(views.review_record(db_path, "nobody", campaign)) == ""
