@@ -29,9 +29,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from crowd import quality
+from crowd.export import export_dataset
 from crowd.sim.trolls import seed_crowd
 from storage.db import connect, migrate
-from storage.export import export_dataset
 
 
 def view(db_path: Path, campaign_id: int) -> quality.QualityReport:

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         campaign, _ = service.context()
         with service.db() as db:
             first = store.rounds_of(db, campaign["id"])[0]
-            data = group_data(db, store.round_corrections(db, first["id"]), "emotion", "joy")
+            data = group_data(store.round_corrections(db, first["id"]), "emotion", "joy")
         cmp = compare(
             str(loaded.path), data[0].sft, args.compare_steps, repeats=2, settings=settings.training
         )

@@ -225,7 +225,7 @@ class Organizer:
 
     def export_zip(self, key: str, out_dir: Path) -> Path:
         self._check(key)
-        from storage.export import export_zip
+        from crowd.export import export_zip
 
         out_dir.mkdir(parents=True, exist_ok=True)
         return export_zip(self.service.settings.db_path, out_dir / "crowd-export.zip")

@@ -1,5 +1,5 @@
 """The export's plumbing: a read-only snapshot of the database, the scope of an export, and the
-writers (JSONL + Parquet side by side, CSV). The record shapes live in storage.export."""
+writers (JSONL + Parquet side by side, CSV). The record shapes live in crowd.export."""
 
 from __future__ import annotations
 

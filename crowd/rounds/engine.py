@@ -76,7 +76,6 @@ class RoundEngine:
     def _train_groups(self, job: dict, campaign: dict, round_: dict) -> None:
         with connect(self.db_path) as db:
             data = group_data(
-                db,
                 store.round_corrections(db, round_["id"]),
                 campaign["task"],
                 campaign["target_emotion"],
@@ -184,7 +183,6 @@ class RoundEngine:
         )
         with connect(self.db_path) as db:
             data = group_data(
-                db,
                 store.round_corrections(db, round_["id"]),
                 campaign["task"],
                 campaign["target_emotion"],
@@ -207,9 +205,7 @@ class RoundEngine:
     def _eval_set(self, campaign: dict, round_: dict) -> EvalSet:
         with connect(self.db_path) as db:
             heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-            prompts, pairs = heldout_items(
-                db, heldout, campaign["task"], campaign["target_emotion"]
-            )
+            prompts, pairs = heldout_items(heldout, campaign["task"], campaign["target_emotion"])
             kind = "emotion" if campaign["task"] == "emotion" else "pair"
             references = store.reference_texts(db, campaign["id"], kind)
         if campaign["task"] == "preference":

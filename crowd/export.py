@@ -14,7 +14,6 @@ appears in events.jsonl (flagged) and points.csv, never in a training file.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crowd.lessons import Lesson, MalformedCorrection, lesson
 from storage.card import render_card
 from storage.export_io import (
     JSONL_FILES,
@@ -34,7 +34,6 @@ from storage.export_io import (
     write_points_csv,
     write_rounds_csv,
 )
-from storage.vocabulary import CHAT_ROLES
 
 __all__ = ["ExportError", "export_dataset", "export_zip"]
 
@@ -105,38 +104,29 @@ def _write_corrections(
     """
     per_group: Counter[tuple[int, int]] = Counter()
     with Sinks(folder) as sinks:
+        task, target = scope.campaign["task"], scope.campaign["target_emotion"]
         for row in snap.corrections(scope):
-            prompt = _prompt(row)
-            sinks.add("events", _event(row, prompt, snap))
+            try:
+                taught = lesson(row, task, target)
+            except MalformedCorrection as exc:
+                raise ExportError(str(exc)) from None
+            sinks.add("events", _event(row, taught.prompt, snap))
             if row["undone_at"] or row["hidden_at"] or row["banned_at"] or row["person_hidden_at"]:
                 continue  # withdrawn or moderated out: never training data
             per_group[(row["round"], row["group_index"])] += 1
-            for name, record in _training_records(row, prompt, snap.pseudonym(row)):
+            for name, record in _training_records(row, taught, snap.pseudonym(row)):
                 sinks.add(name, record)
         counts = sinks.counts()
     return counts, per_group
-
-
-def _prompt(row: dict) -> list[Message]:
-    """The chat messages up to the reply, as role/content pairs; a malformed one is an error."""
-    try:
-        messages = json.loads(row["prompt"])
-        prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ExportError(f"correction {row['id']} has a malformed prompt: {exc}") from None
-    if any(m["role"] not in CHAT_ROLES or not isinstance(m["content"], str) for m in prompt):
-        raise ExportError(f"correction {row['id']} has a prompt message that is not chat text")
-    return prompt
 
 
 def _assistant(text: str) -> list[Message]:
     return [{"role": "assistant", "content": text}]
 
 
-def _training_records(
-    row: dict, prompt: list[Message], annotator: str
-) -> Iterator[tuple[str, dict]]:
-    """What one usable correction contributes to sft, dpo, kto and emotions (file, record)."""
+def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tuple[str, dict]]:
+    """What one usable correction contributes to sft, dpo, kto and emotions (file, record):
+    exactly its lesson (crowd.lessons), the same one a round trains on."""
     meta = {
         "source": row["kind"],
         "split": row["split"],
@@ -144,51 +134,28 @@ def _training_records(
         "group": row["group_index"],
         "correction_id": row["id"],
     }
-    pair = _preference_pair(row)
-    if pair is not None:
-        chosen, rejected = pair
-        yield "sft", {"messages": prompt + _assistant(chosen), **meta}
-        if chosen != rejected:  # an unchanged rewrite endorses the reply but prefers nothing
-            yield (
-                "dpo",
-                {
-                    "prompt": prompt,
-                    "chosen": _assistant(chosen),
-                    "rejected": _assistant(rejected),
-                    **meta,
-                },
-            )
-    for completion, label in _kto_labels(row, pair):
-        completion_message = _assistant(completion)
-        yield "kto", {"prompt": prompt, "completion": completion_message, "label": label, **meta}
-    if row["kind"] == "emotion" and row["emotion"]:
-        label = {"text": row["original"], "label": row["emotion"], "annotator": annotator}  # type: ignore[assignment]
-        yield "emotions", {**label, **meta}  # type: ignore[dict-item]
-
-
-def _preference_pair(row: dict) -> tuple[str, str] | None:
-    """(chosen, rejected) texts from a rewrite or an A/B pick; None for tie, both_bad, others."""
-    if row["kind"] == "rewrite" and row["rewrite"] and row["rewrite"].strip():
-        return row["rewrite"], row["original"]
-    if row["kind"] == "choice" and row["other_reply"] is not None:
-        if row["choice"] == "a":
-            return row["original"], row["other_reply"]
-        if row["choice"] == "b":
-            return row["other_reply"], row["original"]
-    return None
-
-
-def _kto_labels(row: dict, pair: tuple[str, str] | None) -> Iterator[tuple[str, bool]]:
-    """Unpaired (completion, desirable) labels: ratings, both sides of a pair, both_bad."""
-    if row["kind"] == "rating" and row["rating"] in (-1, 1):
-        yield row["original"], row["rating"] == 1
-    elif pair is not None:
-        yield pair[0], True
-        if pair[1] != pair[0]:
-            yield pair[1], False
-    elif row["kind"] == "choice" and row["choice"] == "both_bad" and row["other_reply"] is not None:
-        yield row["original"], False
-        yield row["other_reply"], False
+    prompt = taught.prompt
+    if taught.sft_target is not None:
+        yield "sft", {"messages": taught.sft_messages(), **meta}
+    if taught.pair is not None:
+        chosen, rejected = taught.pair
+        yield (
+            "dpo",
+            {
+                "prompt": prompt,
+                "chosen": _assistant(chosen),
+                "rejected": _assistant(rejected),
+                **meta,
+            },
+        )
+    for completion, label in taught.kto:
+        yield (
+            "kto",
+            {"prompt": prompt, "completion": _assistant(completion), "label": label, **meta},
+        )
+    if taught.emotion is not None:
+        text, emotion = taught.emotion
+        yield "emotions", {"text": text, "label": emotion, "annotator": annotator, **meta}
 
 
 def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
