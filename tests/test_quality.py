@@ -22,9 +22,9 @@ class Tiny:
     """A campaign in a real database with people, one reply per item, and helpers that write
     corrections and reviews the way the service stores them."""
 
-    def __init__(self, db, people=("ann", "bob", "cat", "dan")):
+    def __init__(self, db, people=("ann", "bob", "cat", "dan"), campaign: int | None = None):
         self.db = db
-        self.campaign = create_campaign(db, CampaignSpec(), None, None, "2026-01-05T09:00:00+00:00")
+        self.campaign = campaign or create_campaign(db, CampaignSpec(), None, None, "2026-01-05")
         self.round = store.current_round(db, self.campaign)["id"]
         for person in people:
             queries.add_participant(db, person, person.title(), "2026-01-05T09:00:00+00:00")
@@ -231,10 +231,7 @@ def test_organizer_hides_and_shows_a_person_and_the_view_follows(organizer):
     service = organizer.service
     campaign, round_ = service.context()
     with service.db() as db:
-        tiny = Tiny.__new__(Tiny)
-        tiny.db, tiny.campaign, tiny.round, tiny.clock = db, campaign["id"], round_["id"], 0
-        for person in ("ann", "bob", "cat"):
-            queries.add_participant(db, person, person.title(), "t")
+        tiny = Tiny(db, ("ann", "bob", "cat"), campaign=campaign["id"])
         spam = tiny.correct("ann", tiny.reply("ann"))
         tiny.correct("bob", tiny.reply("bob"))
         for reviewer in ("bob", "cat"):
