@@ -51,6 +51,12 @@ def review_record(db_path, participant_id: str, campaign: dict) -> ReviewRecord:
     return ReviewRecord(dict(statuses), len(given), len(decided), sum(v == c for v, c in decided))
 
 
+def review_stamp(db_path, participant_id: str) -> tuple[int, int]:
+    """Changes when my review record may: part of the stamp an open page polls."""
+    with connect(db_path) as db:
+        return quality_store.review_stamp(db, participant_id)
+
+
 def leaderboard(db_path, campaign_id: int, limit: int = 20) -> list[dict]:
     with connect(db_path) as db:
         rows = boards.people_board(db, campaign_id, limit)

@@ -126,6 +126,18 @@ def my_reviews(db: Database, participant_id: str, campaign_id: int) -> list[tupl
     ).fetchall()
 
 
+def review_stamp(db: Database, participant_id: str) -> tuple[int, int]:
+    """(reviews of my corrections, reviews I gave): cheap, and it changes whenever my review
+    record may, so an open page knows when to redraw it."""
+    row = db.execute(
+        """SELECT (SELECT count(*) FROM reviews v JOIN corrections c ON c.id = v.correction_id
+                   WHERE c.participant_id = ?),
+                  (SELECT count(*) FROM reviews WHERE participant_id = ?)""",
+        [participant_id, participant_id],
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
 def set_hidden(db: Database, participant_id: str, now: str | None) -> bool:
     """Hide (`now` given) or show again (`now` None) all of a person's data; False when the
     person is unknown or already in that state."""

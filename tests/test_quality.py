@@ -345,3 +345,25 @@ def test_my_review_record_counts_statuses_and_agreement_with_the_verdict(tiny, d
     newcomer = views.review_record(db_path, "dan", campaign)
     assert newcomer.statuses == {} and review_text(newcomer).startswith("**Your reviews**: 1 given")
     assert review_text(views.review_record(db_path, "nobody", campaign)) == ""
+
+
+def test_an_open_page_redraws_my_record_when_a_review_arrives(settings):
+    import gradio as gr
+
+    from crowd.service import CrowdService
+    from crowd.ui.session import SessionHandlers
+
+    session = SessionHandlers(CrowdService(settings, None))
+    me = session.service.join("Ada", consent=True)
+    campaign, _ = session.service.context()
+    with session.service.db() as db:
+        tiny = Tiny(db, ("bob", "cat"), campaign=campaign["id"])
+        mine = tiny.correct(me.participant_id, tiny.reply(me.participant_id))
+    _, _, stamp, text, *_ = session.tick(me.token, None)
+    assert "1 waiting for reviews" in text
+    assert session.tick(me.token, stamp)[3] == gr.skip()  # nothing new: boards skipped
+    with session.service.db() as db:
+        for reviewer in ("bob", "cat"):
+            add_review(db, mine, reviewer, "endorse", tiny.round, "2026-01-05T11:00:00+00:00")
+    _, _, stamp, text, *_ = session.tick(me.token, stamp)
+    assert "1 endorsed" in text and "0 waiting" in text

@@ -108,7 +108,8 @@ class SessionHandlers:
     # -- the live page -----------------------------------------------------------------------
 
     def tick(self, token: str | None, stamp: tuple | None) -> tuple:
-        """The banner every tick; the boards only when a round finished or my points changed.
+        """The banner every tick; the boards only when a round finished, my points changed or a
+        review of mine (or of my corrections) arrived.
         Returns (banner, (round, my group's name), stamp, *boards). It never writes the chat:
         an event writing the chatbot disables its edit buttons while it runs."""
         skip = gr.skip()
@@ -122,6 +123,7 @@ class SessionHandlers:
             views.rounds_done(self.service.settings.db_path, campaign["id"]),
             banner["points"],
             banner["round"],
+            *views.review_stamp(self.service.settings.db_path, session.participant_id),
         )
         header = banner_html(session.display_name, banner)
         round_now = (banner["round"], banner["group_name"])
