@@ -124,7 +124,9 @@ def nominal_alpha(items: dict[str, dict[str, str]]) -> Agreement:
         for value in values.values():
             counts[row, index[value]] += 1
     alpha = float(krippendorff.alpha(value_counts=counts, level_of_measurement="nominal"))
-    return Agreement("", None, alpha if math.isfinite(alpha) else None, len(pairable), n_labels)
+    if not math.isfinite(alpha):  # no expected disagreement to compare with
+        return Agreement("", None, None, len(pairable), n_labels, "not defined for these labels")
+    return Agreement("", None, alpha, len(pairable), n_labels)
 
 
 def _by_item(labels: Iterable[Label]) -> dict[tuple[str, int, str], dict[str, str]]:
