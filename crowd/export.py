@@ -8,7 +8,7 @@ leaves nothing half-written.
 Privacy: participants appear under a pseudonym, a salted SHA-256 of their id (the salt is random
 per export and never written), so pseudonyms are stable within one export and unlinkable across
 exports. Names and Hugging Face usernames appear only for people who opted in (share_identity).
-Moderated-out data (hidden corrections, banned participants) is left out; when asked for, it
+Moderated-out data (hidden corrections, banned or hidden participants) is left out; when asked, it
 appears in events.jsonl (flagged) and points.csv, never in a training file.
 """
 
@@ -111,7 +111,7 @@ def _write_corrections(
             except MalformedCorrection as exc:
                 raise ExportError(str(exc)) from None
             sinks.add("events", _event(row, taught.prompt, snap))
-            if row["undone_at"] or row["hidden_at"] or row["banned_at"]:
+            if row["undone_at"] or row["hidden_at"] or row["banned_at"] or row["person_hidden_at"]:
                 continue  # withdrawn or moderated out: never training data
             per_group[(row["round"], row["group_index"])] += 1
             for name, record in _training_records(row, taught, snap.pseudonym(row)):

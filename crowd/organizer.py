@@ -20,9 +20,12 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.identity import load_secret
 from crowd.limits import Refused, clean_text
+from crowd.quality import QualityReport, quality_report
+from crowd.quality import load as load_quality
 from crowd.references import KINDS, clean_references, row_key
 from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService, context_of
+from storage import quality as quality_store
 from storage import queries
 from storage import rounds as store
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, ROUND_POLICIES, TASKS, TRAINING_MODES
@@ -194,6 +197,31 @@ class Organizer:
             return queries.ban_participant(
                 db, str(participant_id), reason[:200], self.service.now()
             )
+
+    # -- data quality ------------------------------------------------------------------------
+
+    def quality(self, key: str) -> QualityReport:
+        """The active campaign's Data quality view: agreement, review coverage, and everyone
+        who acted, most suspicious first (see `crowd.quality`)."""
+        self._check(key)
+        campaign, _ = self.service.context()
+        with self.service.db() as db:
+            data = load_quality(db, campaign["id"])
+        return quality_report(data, campaign["min_reviews"] or 2)
+
+    def hide_person(self, key: str, participant_id: str, hidden: bool = True) -> bool:
+        """Hide all of a person's data (it leaves training, evaluation, points and export;
+        they can still act), or with `hidden=False` show it again. False when nothing changed."""
+        self._check(key)
+        with self.service.db() as db:
+            if queries.get_participant(db, str(participant_id)) is None:
+                raise Refused(f"There is no participant {str(participant_id)[:40]}.")
+            now = self.service.now() if hidden else None
+            return quality_store.set_hidden(db, str(participant_id), now)
+
+    def unhide_person(self, key: str, participant_id: str) -> bool:
+        """Show a hidden person's data again."""
+        return self.hide_person(key, participant_id, hidden=False)
 
     def export_zip(self, key: str, out_dir: Path) -> Path:
         self._check(key)

@@ -137,11 +137,12 @@ class Snapshot:
         where, params = _where(scope, "c")
         if not scope.include_hidden:
             where += " AND c.hidden_at IS NULL"
-        if not scope.include_banned:
-            where += " AND p.banned_at IS NULL"
+        if not scope.include_banned:  # a hidden person's data is out like a banned one's
+            where += " AND p.banned_at IS NULL AND p.hidden_at IS NULL"
         return self.rows(
             "SELECT c.*, r.number AS round, r.campaign_id, p.display_name, p.hf_username,"
-            " p.share_identity, p.banned_at, b.content AS other_reply"
+            " p.share_identity, p.banned_at, p.hidden_at AS person_hidden_at,"
+            " b.content AS other_reply"
             " FROM corrections c JOIN rounds r ON r.id = c.round_id"
             " JOIN participants p ON p.id = c.participant_id"
             " LEFT JOIN messages b ON b.id = c.other_message_id"
@@ -357,7 +358,7 @@ def write_points_csv(snap: Snapshot, scope: Scope, path: Path) -> int:
     """The points ledger in scope, participants pseudonymised; returns the row count."""
     where, params = _where(scope, "x")
     if not scope.include_banned:
-        where += " AND p.banned_at IS NULL"
+        where += " AND p.banned_at IS NULL AND p.hidden_at IS NULL"
     rows = snap.rows(
         "SELECT x.*, r.number AS round, p.display_name, p.share_identity FROM points x"
         " JOIN rounds r ON r.id = x.round_id JOIN participants p ON p.id = x.participant_id"

@@ -257,6 +257,24 @@ def test_undone_corrections_are_events_only_and_moderated_ones_are_left_out(
     assert len(list(csv.DictReader((out / "points.csv").open()))) == 3
 
 
+def test_a_hidden_person_is_left_out_like_a_banned_one(seeded, db_path, tmp_path):
+    seeded.db.execute("UPDATE participants SET hidden_at = ? WHERE id = 'alice'", [T0])
+    seeded.db.conn.commit()
+    out = tmp_path / "export"
+    export_dataset(db_path, out)
+    everything = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".jsonl", ".csv"))
+    assert "What a lovely day!" not in everything and "Round two joy" not in everything
+    assert "Same." in (out / "sft.jsonl").read_text()  # bob's data stays
+    assert len(list(csv.DictReader((out / "points.csv").open()))) == 1  # bob's alone
+
+    export_dataset(db_path, out, include_banned=True)
+    events = [e["rewrite"] for e in load(out, "events")]
+    assert "What a lovely day!" in events  # an event, flagged by its absence from training
+    training = "".join((out / f"{n}.jsonl").read_text() for n in ("sft", "dpo", "kto"))
+    assert "What a lovely day!" not in training
+    assert len(list(csv.DictReader((out / "points.csv").open()))) == 3
+
+
 def test_participants_are_pseudonymous_unless_they_opted_in(seeded, db_path, tmp_path):
     export_dataset(db_path, tmp_path / "one", salt="salt-1", include_banned=True)
     export_dataset(db_path, tmp_path / "two", salt="salt-2")

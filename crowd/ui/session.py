@@ -108,7 +108,8 @@ class SessionHandlers:
     # -- the live page -----------------------------------------------------------------------
 
     def tick(self, token: str | None, stamp: tuple | None) -> tuple:
-        """The banner every tick; the boards only when a round finished or my points changed.
+        """The banner every tick; the boards only when a round finished, my points changed or a
+        review of mine (or of my corrections) arrived.
         Returns (banner, (round, my group's name), stamp, *boards). It never writes the chat:
         an event writing the chatbot disables its edit buttons while it runs."""
         skip = gr.skip()
@@ -122,6 +123,7 @@ class SessionHandlers:
             views.rounds_done(self.service.settings.db_path, campaign["id"]),
             banner["points"],
             banner["round"],
+            *views.review_stamp(self.service.settings.db_path, session.participant_id),
         )
         header = banner_html(session.display_name, banner)
         round_now = (banner["round"], banner["group_name"])
@@ -145,10 +147,15 @@ class SessionHandlers:
     def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
         db_path = self.service.settings.db_path
         ledger = views.points_history(db_path, participant_id)
-        mine = f"### Your points: {points(total)}\n" + (
-            "Each round your group's model improves, its members earn points; the table says why."
-            if not ledger
-            else f"From {len({r['round'] for r in ledger})} round(s):"
+        reviewed = review_text(views.review_record(db_path, participant_id, campaign))
+        mine = (
+            f"### Your points: {points(total)}\n"
+            + (f"{reviewed}\n\n" if reviewed else "")
+            + (
+                "Each round your group's model improves, its members earn points; the table says why."
+                if not ledger
+                else f"From {len({r['round'] for r in ledger})} round(s):"
+            )
         )
         people = views.leaderboard(db_path, campaign["id"])
         groups = views.group_leaderboard(db_path, campaign["id"], campaign["n_groups"])
@@ -163,6 +170,33 @@ class SessionHandlers:
             chart=metric_figure(history, last.lower_is_better if last else True),
             samples=samples_table(last.before, last.after) if last else samples_table([], []),
         )
+
+
+def review_text(record: views.ReviewRecord) -> str:
+    """One or two lines: how my corrections fared in review, how my reviews agreed."""
+    lines = []
+    s = record.statuses
+    if s:
+        waiting = s.get("unreviewed", 0) + s.get("pending", 0)
+        parts = [
+            f"{s.get('trusted', 0)} endorsed",
+            f"{s.get('rejected', 0)} rejected",
+            f"{s.get('contested', 0)} contested",
+            f"{waiting} waiting for reviews",
+        ]
+        lines.append("**Your corrections in review**: " + ", ".join(parts) + ".")
+    if record.reviews:
+        open_ = record.reviews - record.decided
+        agreed = (
+            f"{record.agreed} of the {record.decided} decided so far agreed with the final verdict"
+            if record.decided
+            else "none decided yet"
+        )
+        lines.append(
+            f"**Your reviews**: {record.reviews} given; {agreed}"
+            + (f" ({open_} still open)." if open_ and record.decided else ".")
+        )
+    return "  \n".join(lines)
 
 
 def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
