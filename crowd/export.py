@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crowd.lessons import Lesson, MalformedCorrection, lesson
+from crowd.trust import rule_of, training_corrections
 from storage.card import render_card
 from storage.export_io import (
     JSONL_FILES,
@@ -100,9 +101,10 @@ def _write_corrections(
 ) -> tuple[dict[str, int], Counter[tuple[int, int]]]:
     """Stream every correction in scope into the five JSONL/Parquet pairs, in one pass.
 
-    Returns the row count of each file and the number of usable corrections per (round, group).
+    Returns the row count of each file and the number of used corrections per (round, group).
     """
     per_group: Counter[tuple[int, int]] = Counter()
+    used = _used_ids(snap, scope)
     with Sinks(folder) as sinks:
         task, target = scope.campaign["task"], scope.campaign["target_emotion"]
         for row in snap.corrections(scope):
@@ -110,14 +112,32 @@ def _write_corrections(
                 taught = lesson(row, task, target)
             except MalformedCorrection as exc:
                 raise ExportError(str(exc)) from None
-            sinks.add("events", _event(row, taught.prompt, snap))
-            if row["undone_at"] or row["hidden_at"] or row["banned_at"] or row["person_hidden_at"]:
-                continue  # withdrawn or moderated out: never training data
+            sinks.add("events", _event(row, taught.prompt, snap, row["id"] in used))
+            if row["id"] not in used:
+                continue  # withdrawn, replaced, moderated out, rejected or over the cap
             per_group[(row["round"], row["group_index"])] += 1
             for name, record in _training_records(row, taught, snap.pseudonym(row)):
                 sinks.add(name, record)
         counts = sinks.counts()
     return counts, per_group
+
+
+def _used_ids(snap: Snapshot, scope: Scope) -> set[int]:
+    """Ids of the corrections the training files hold: live ones the campaign's trust rule
+    uses, the train split within each round's per-person cap (crowd.trust, as rounds train),
+    the held-out split unless rejected."""
+    rule, cap = rule_of(scope.campaign), scope.campaign["person_cap"]
+    by_round: dict[int, list[dict]] = {}
+    for row in snap.corrections(scope):
+        if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
+            if not (row["banned_at"] or row["person_hidden_at"]):
+                by_round.setdefault(row["round"], []).append(row)
+    used: set[int] = set()
+    for rows in by_round.values():
+        counts = {r["id"]: (r["endorsements"], r["rejections"]) for r in rows}
+        used |= {c["id"] for c in training_corrections(rows, counts, rule, cap)}
+        used |= {r["id"] for r in rows if r["split"] == "heldout" and rule.trains(*counts[r["id"]])}
+    return used
 
 
 def _assistant(text: str) -> list[Message]:
@@ -158,7 +178,7 @@ def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tup
         yield "emotions", {"text": text, "label": emotion, "annotator": annotator, **meta}
 
 
-def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
+def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool) -> dict:
     """The raw correction with its provenance; identity fields only for those who opted in."""
     shared = bool(row["share_identity"])
     return {
@@ -188,6 +208,11 @@ def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
         "undone": row["undone_at"] is not None,
         "undone_at": row["undone_at"],
         "created_at": row["created_at"],
+        "participant_hidden": row["person_hidden_at"] is not None,
+        "replaced_at": row["replaced_at"],
+        "endorsements": row["endorsements"],
+        "rejections": row["rejections"],
+        "used": used,
     }
 
 

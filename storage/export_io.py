@@ -59,6 +59,8 @@ SCHEMAS = {
         + [("rating", pa.int64()), ("split", pa.string())]
         + [("hidden", pa.bool_()), ("hidden_at", pa.string())]
         + [("undone", pa.bool_()), ("undone_at", pa.string()), ("created_at", pa.string())]
+        + [("participant_hidden", pa.bool_()), ("replaced_at", pa.string())]
+        + [("endorsements", pa.int64()), ("rejections", pa.int64()), ("used", pa.bool_())]
     ),
 }
 
@@ -72,6 +74,15 @@ class Scope:
     groups: tuple[int, ...] | None  # None = every group
     include_hidden: bool
     include_banned: bool
+
+
+_VERDICTS = (
+    "SELECT r.correction_id, sum(r.verdict = 'endorse') AS endorsements,"
+    " sum(r.verdict = 'reject') AS rejections FROM reviews r"
+    " JOIN participants q ON q.id = r.participant_id"
+    " WHERE q.banned_at IS NULL AND q.hidden_at IS NULL GROUP BY r.correction_id"
+)
+"""Review counts per correction, by reviewers in good standing (as storage.reviews counts them)."""
 
 
 class Snapshot:
@@ -142,10 +153,12 @@ class Snapshot:
         return self.rows(
             "SELECT c.*, r.number AS round, r.campaign_id, p.display_name, p.hf_username,"
             " p.share_identity, p.banned_at, p.hidden_at AS person_hidden_at,"
-            " b.content AS other_reply"
+            " b.content AS other_reply,"
+            " coalesce(v.endorsements, 0) AS endorsements, coalesce(v.rejections, 0) AS rejections"
             " FROM corrections c JOIN rounds r ON r.id = c.round_id"
             " JOIN participants p ON p.id = c.participant_id"
             " LEFT JOIN messages b ON b.id = c.other_message_id"
+            f" LEFT JOIN ({_VERDICTS}) v ON v.correction_id = c.id"
             f" WHERE {where} ORDER BY c.id",
             params,
         )

@@ -141,3 +141,29 @@ def test_no_person_supplies_more_than_the_cap_of_a_groups_training(world):
     assert flood / len(texts) <= 0.25 and flood == 2  # 6 honest: at most 2 of 8
     assert usage[service.resume(flooder).participant_id] == [2, 18]  # the excess is kept
     assert counts[group[flooder]] == 26, "nothing was deleted"
+
+
+def test_the_export_holds_what_counts_and_flags_the_rest(world, tmp_path):
+    import json
+
+    from crowd.export import export_dataset
+
+    service, reviews, _ = world
+    author, *others = people(service, 3)
+    kept, rejected = rewrite(service, author, "Good!"), rewrite(service, author, "Spam spam.")
+    replaced = rewrite(service, author, "First try.")
+    with connect(service.settings.db_path) as db:
+        message_id = queries.get_correction(db, replaced)["message_id"]
+    newer = service.rewrite(author, message_id, "Second try.")
+    for token in others:
+        reviews.review(token, rejected, "reject")
+    export_dataset(service.settings.db_path, tmp_path / "out")
+    sft = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text().splitlines()]
+    assert sorted(r["correction_id"] for r in sft) == sorted([kept, newer])
+    events = {
+        e["correction_id"]: e
+        for e in map(json.loads, (tmp_path / "out" / "events.jsonl").read_text().splitlines())
+    }
+    assert events[rejected]["used"] is False and events[rejected]["rejections"] == 2
+    assert events[replaced]["used"] is False and events[replaced]["replaced_at"]
+    assert events[kept]["used"] is True
