@@ -105,6 +105,7 @@ class CrowdService:
         with self.db() as db:
             if hf_username and (known := queries.participant_by_hf(db, hf_username)):
                 return self._session(known["id"])
+            self._hit_joins(address)
             participant_id = Identities.new_id()
             queries.add_participant(db, participant_id, name, self.now(), hf_username)
         return self._session(participant_id)
@@ -143,6 +144,13 @@ class CrowdService:
                 group = assign_arrival(sizes, self.rng)
                 queries.add_membership(db, round_["id"], participant_id, group, self.now())
         return group
+
+    def _hit_joins(self, address: str | None) -> None:
+        # Per hour, not minute: a classroom behind one router fits, a script minting
+        # identities does not. A returning Hugging Face user is not a new volunteer.
+        if address and self.settings.joins_per_hour:
+            what = "new volunteers from your network"
+            self.rate.hit(f"join:{address}", self.settings.joins_per_hour, what, window_s=3600)
 
     def _hit_address(self, address: str | None) -> None:
         if address:

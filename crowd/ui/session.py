@@ -59,6 +59,7 @@ def screens(joined: bool) -> tuple[dict, dict]:
 class SessionHandlers:
     def __init__(self, service: CrowdService):
         self.service = service
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     def enter(
         self, token: str | None, profile: gr.OAuthProfile | None = None
@@ -90,7 +91,7 @@ class SessionHandlers:
                 name,
                 consent is True,
                 hf_username=profile.username if profile else None,
-                address=address_of(request),
+                address=address_of(request, self.proxies),
             )
         except Refused as exc:
             warn(exc)
