@@ -105,6 +105,16 @@ class CampaignSpec:
     heldout_share: float = 0.2
     win_margin: float = 0.0
     licence: str = "CC-BY-4.0"
+    require_login: bool = False  # corrections only from people signed in with Hugging Face
+
+
+SIGN_IN_FIRST = "This campaign asks contributors to sign in with Hugging Face first."
+
+
+def may_correct(campaign: dict, participant: dict) -> bool:
+    """Whether `participant` may correct in `campaign`: anyone, unless the campaign requires a
+    Hugging Face login and they joined without one (they may still chat)."""
+    return not campaign.get("require_login") or bool(participant.get("hf_username"))
 
 
 def group_name(index: int) -> str:

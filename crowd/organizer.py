@@ -222,6 +222,7 @@ def validate_campaign(changes: dict) -> dict:
         "min_corrections": lambda v: isinstance(v, int) and 1 <= v <= 100_000,
         "heldout_share": lambda v: isinstance(v, (int, float)) and 0 <= v < 0.9,
         "win_margin": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
+        "require_login": lambda v: isinstance(v, bool),
     }
     clean = dict(changes)
     for name, value in changes.items():
