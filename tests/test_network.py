@@ -3,12 +3,18 @@ from the right), CROWD_TRUSTED_PROXIES, and the sliding windows the per-address 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from crowd.config import ConfigError, load_settings
 from crowd.limits import RateLimiter, Refused
 from crowd.network import PRIVATE_NETWORKS, client_address, parse_address, parse_proxies
 
+ROOT = Path(__file__).resolve().parent.parent
 PROXY = parse_proxies("10.0.0.0/8, 2001:db8:1::/48")
 
 
@@ -129,3 +135,13 @@ def test_a_refused_hit_is_not_recorded_and_the_minute_window_reads_as_before():
             rate.hit("k", 1, "messages")
     clock.now += 60
     rate.hit("k", 1, "messages")
+
+
+def test_the_app_refuses_to_start_with_a_malformed_trusted_proxies(tmp_path):
+    env = {**os.environ, "CROWD_DATA_DIR": str(tmp_path), "CROWD_TRUSTED_PROXIES": "10.0.0.0/8,x"}
+    done = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "CROWD_TRUSTED_PROXIES='10.0.0.0/8,x' is not valid: 'x' is not an IP" in done.stderr
+    assert not (tmp_path / "crowd.db").exists()  # refused before anything was written
