@@ -253,6 +253,7 @@ def validate_campaign(changes: dict) -> dict:
         "reviews_on": lambda v: isinstance(v, bool),
         "min_reviews": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
         "person_cap": lambda v: isinstance(v, (int, float)) and 0.05 <= v <= 1,
+        "require_login": lambda v: isinstance(v, bool),
     }
     clean = dict(changes)
     for name, value in changes.items():

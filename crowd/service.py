@@ -18,7 +18,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from crowd import campaigns
-from crowd.campaigns import CampaignSpec, group_colour, group_name, parse_time, utcnow
+from crowd.campaigns import (
+    SIGN_IN_FIRST,
+    CampaignSpec,
+    group_colour,
+    group_name,
+    may_correct,
+    parse_time,
+    utcnow,
+)
 from crowd.config import Settings
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.generation import BASE, GenerationService
@@ -112,6 +120,7 @@ class CrowdService:
             known = hf_username and queries.participant_by_hf(db, hf_username)
             if known:
                 return self._session(db, known)
+            self._hit_joins(address)
             participant_id = Identities.new_id()
             queries.add_participant(db, participant_id, name, self.now(), hf_username)
             return self._session(db, queries.get_participant(db, participant_id))
@@ -147,6 +156,13 @@ class CrowdService:
             group = assign_arrival(sizes, self.rng)
             queries.add_membership(db, round_["id"], participant_id, group, self.now())
         return group
+
+    def _hit_joins(self, address: str | None) -> None:
+        # Per hour, not minute: a classroom behind one router fits, a script minting
+        # identities does not. A returning Hugging Face user is not a new volunteer.
+        if address and self.settings.joins_per_hour:
+            what = "new volunteers from your network"
+            self.rate.hit(f"join:{address}", self.settings.joins_per_hour, what, window_s=3600)
 
     def _hit_address(self, address: str | None) -> None:
         if address:
@@ -270,8 +286,8 @@ class CrowdService:
             if other_id is not None:
                 fields["other_message_id"] = self._second_reply(db, person, message, other_id)
             campaign, _ = context_of(db)
-            if campaign["require_login"] and not person["hf_username"]:
-                raise Refused(LOGIN_FIRST)
+            if not may_correct(campaign, person):
+                raise Refused(SIGN_IN_FIRST)
             self.rate.hit(
                 f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
@@ -379,7 +395,6 @@ class CrowdService:
 ROUND_CLOSED = (
     "That reply is from a round that has closed; corrections count for the current round only."
 )
-LOGIN_FIRST = "This campaign asks contributors to sign in with Hugging Face first."
 
 
 def context_of(db) -> tuple[dict, dict]:

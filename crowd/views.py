@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from crowd.campaigns import group_name
+from crowd.campaigns import group_name, may_correct
 from crowd.evaluation import LOWER_IS_BETTER
 from crowd.trust import consensus, rule_of
-from storage import boards
+from storage import boards, queries
 from storage import quality as quality_store
 from storage import rounds as store
 from storage.db import connect
@@ -125,3 +125,12 @@ def rounds_done(db_path, campaign_id: int) -> int:
     """How many rounds have finished: a cheap stamp for open pages to notice a new result."""
     with connect(db_path) as db:
         return len(boards.finished_rounds(db, campaign_id))
+
+
+def sign_in_needed(db_path, participant_id: str) -> bool:
+    """Whether the active campaign wants a Hugging Face sign-in before this participant (who
+    joined without one) may correct; they may still chat."""
+    with connect(db_path) as db:
+        campaign = store.active_campaign(db)
+        person = queries.get_participant(db, participant_id)
+    return bool(campaign and person) and not may_correct(campaign, person)

@@ -25,12 +25,15 @@ class VolunteerApi:
     def __init__(self, service: CrowdService):
         self.service = service
         self.reviews = Reviews(service)
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
         """Join (consent required); returns the signed token to pass to every other call."""
         return self._call(
             lambda: (
-                self.service.join(display_name, consent is True, address=address_of(request)).token
+                self.service.join(
+                    display_name, consent is True, address=address_of(request, self.proxies)
+                ).token
             )
         )
 
@@ -40,8 +43,8 @@ class VolunteerApi:
         """Send a message; returns the stored reply (conversation_id, message_id, text)."""
 
         def run() -> dict:
-            last = None
-            for last in self.service.send(token, conversation_id, text, address_of(request)):  # noqa: B007
+            last, address = None, address_of(request, self.proxies)
+            for last in self.service.send(token, conversation_id, text, address):  # noqa: B007
                 pass
             return {
                 "conversation_id": last.conversation_id,
@@ -56,13 +59,15 @@ class VolunteerApi:
     ) -> int:
         """Rewrite a reply; returns the correction id."""
         return self._call(
-            lambda: self.service.rewrite(token, message_id, text, address_of(request))
+            lambda: self.service.rewrite(token, message_id, text, address_of(request, self.proxies))
         )
 
     def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
         """Thumbs up (1) or down (-1); returns the correction id."""
         return self._call(
-            lambda: self.service.rate_reply(token, message_id, value, address_of(request))
+            lambda: self.service.rate_reply(
+                token, message_id, value, address_of(request, self.proxies)
+            )
         )
 
     def api_label(
@@ -70,7 +75,9 @@ class VolunteerApi:
     ) -> int:
         """Label a reply with one of the 28 emotions; returns the correction id."""
         return self._call(
-            lambda: self.service.label(token, message_id, emotion, address_of(request))
+            lambda: self.service.label(
+                token, message_id, emotion, address_of(request, self.proxies)
+            )
         )
 
     def api_undo(self, token: str, correction_id: int) -> bool:

@@ -196,6 +196,11 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
         heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
         margin = gr.Number(label="Win margin (metric units)")
+    require_login = gr.Checkbox(
+        label="Corrections need a Hugging Face sign-in (anyone may still chat; works on a Space "
+        "with hf_oauth)",
+        elem_id="org-require-login",
+    )
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
     form = [
@@ -214,6 +219,7 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         heldout,
         margin,
         licence,
+        require_login,
     ]
     return form, save, saved
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd import views
+from crowd.campaigns import SIGN_IN_FIRST
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
@@ -56,9 +57,18 @@ def screens(joined: bool) -> tuple[dict, dict]:
     return gr.update(visible=not joined), gr.update(visible=joined)
 
 
+SIGN_IN_HOW = (
+    "To correct replies, choose **Not you? Forget me in this browser** below, then **Sign in "
+    "with Hugging Face** and join again."
+)
+SIGN_IN_UNAVAILABLE = "Sign-in is not available on this server, so only chatting is open."
+
+
 class SessionHandlers:
-    def __init__(self, service: CrowdService):
+    def __init__(self, service: CrowdService, oauth: bool = False):
         self.service = service
+        self.oauth = oauth  # whether this page offers Hugging Face sign-in
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     def enter(
         self, token: str | None, profile: gr.OAuthProfile | None = None
@@ -90,7 +100,7 @@ class SessionHandlers:
                 name,
                 consent is True,
                 hf_username=profile.username if profile else None,
-                address=address_of(request),
+                address=address_of(request, self.proxies),
             )
         except Refused as exc:
             warn(exc)
@@ -100,6 +110,21 @@ class SessionHandlers:
             f"{self.service.banner(session.token)['group_name']}."
         )
         return session.token, ChatTab(), *screens(True)
+
+    def sign_in_gate(self, token: str | None) -> tuple[dict, dict]:
+        """When the campaign wants a Hugging Face sign-in to correct and this visitor joined
+        without one: a notice over the chat and a label button that says so (the service
+        refuses their corrections either way). Returns (notice, label button)."""
+        try:
+            session = self.service.resume(token)
+        except Refused:
+            return gr.skip(), gr.skip()
+        db_path = self.service.settings.db_path
+        if not views.sign_in_needed(db_path, session.participant_id):
+            return gr.update(visible=False), gr.update(value="Label it")
+        how = SIGN_IN_HOW if self.oauth else SIGN_IN_UNAVAILABLE
+        notice = f"**{SIGN_IN_FIRST}** You can chat with the model. {how}"
+        return gr.update(value=notice, visible=True), gr.update(value="Sign in to label")
 
     def leave(self) -> tuple:
         """Forget the identity in this browser (the person's data stays, under their pseudonym)."""

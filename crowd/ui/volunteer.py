@@ -27,7 +27,7 @@ def volunteer_page(
     demo: gr.Blocks, service: CrowdService, browser_secret: str, oauth: bool
 ) -> None:
     """Build the page inside `demo` and wire its events."""
-    session, chat = SessionHandlers(service), ChatHandlers(service)
+    session, chat = SessionHandlers(service, oauth), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
 
@@ -63,10 +63,19 @@ def volunteer_page(
         show_progress="hidden",
         api_visibility="private",
     )
+    gate = dict(
+        fn=session.sign_in_gate,
+        inputs=[token],
+        outputs=[c["sign_in"], c["label"]],
+        show_progress="hidden",
+        api_visibility="private",
+    )
     demo.load(session.enter, [token], [token, tab, *screens, name], api_visibility="private").then(
         **tick
-    )
-    join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(**tick)
+    ).then(**gate)
+    join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(
+        **tick
+    ).then(**gate)
     timer.tick(**tick)  # type: ignore[arg-type]
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
@@ -98,7 +107,8 @@ def _licence_and_name(service: CrowdService) -> tuple[str, str]:
 
 
 def _chat_tab() -> dict:
-    c = {}
+    c: dict = {}
+    c["sign_in"] = gr.Markdown(visible=False, elem_id="sign-in-notice")  # see sign_in_gate
     c["chatbot"] = gr.Chatbot(
         elem_id="chat",
         editable="all",
