@@ -167,3 +167,44 @@ def test_the_export_holds_what_counts_and_flags_the_rest(world, tmp_path):
     assert events[rejected]["used"] is False and events[rejected]["rejections"] == 2
     assert events[replaced]["used"] is False and events[replaced]["replaced_at"]
     assert events[kept]["used"] is True
+
+
+def test_points_follow_the_ledger_rule_used_corrections_and_agreeing_reviews(world):
+    import json
+    from dataclasses import replace
+
+    from crowd.campaigns import utcnow
+    from crowd.points import review_awards
+    from crowd.rounds.engine import build_engine
+    from crowd.rounds.worker import Worker
+
+    service, reviews, organizer = world
+    organizer.update_campaign(KEY, task="emotion", target_emotion="joy", min_corrections=1)
+    tokens = people(service, 6)
+    ids = {t: service.resume(t).participant_id for t in tokens}
+    troll, honest = tokens[0], tokens[1:]
+    spam = [rewrite(service, troll, f"Buy cheap pills {i}") for i in range(2)]
+    for token in honest:
+        rewrite(service, token, "What a joyful day!")
+    for token in honest[:3]:  # three reject the spam; the third review comes after the verdict
+        for cid in spam:
+            reviews.review(token, cid, "reject")
+    reviews.review(honest[3], spam[0], "endorse")  # one disagrees with the crowd
+    organizer.close_round(KEY)
+    settings = replace(service.settings, eval_samples=2)
+    worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
+    assert worker.step()
+    with connect(settings.db_path) as db:
+        ledger = [
+            {**r, "reason": json.loads(r["reason"])} for r in db.query("SELECT * FROM points")
+        ]
+    by_rule = {(r["participant_id"], r["rule"]): r for r in ledger}
+    assert not any(r["participant_id"] == ids[troll] for r in ledger), "rejected work earns nothing"
+    for token in honest[:3]:
+        row = by_rule[(ids[token], "review")]
+        assert row["amount"] == pytest.approx(0.2) and row["reason"]["agreeing_reviews"] == 2
+    assert (ids[honest[3]], "review") not in by_rule  # its one review disagreed
+    for row in ledger:
+        if row["rule"] != "review":
+            assert row["reason"]["corrections_used"] == 1
+    assert review_awards([("a", "endorse", None)]) == []  # no verdict yet: nothing either way
