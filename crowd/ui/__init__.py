@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 
 import gradio as gr
 
@@ -78,9 +79,19 @@ def warming_notice(demo: gr.Blocks, service: CrowdService) -> None:
         event(check, None, [notice, timer], show_progress="hidden", api_visibility="private")
 
 
+def peer_is_the_socket() -> None:
+    """Switch off uvicorn's own X-Forwarded-For handling (read when `launch` builds its
+    config). By default it believes the header from 127.0.0.1 and ::1 and overwrites the
+    request's client with a hop, so a forged header from a local peer would count as another
+    address. Our rule (`crowd.network`, with CROWD_TRUSTED_PROXIES) needs the real peer."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ""  # trust no one: uvicorn keeps the socket's peer
+
+
 def launch_options(settings: Settings | None = None) -> dict:
     """Arguments for `Blocks.launch` shared by app.py and the tests: the look, and the largest
-    upload anyone may send (`/gradio_api/upload` is open to every visitor)."""
+    upload anyone may send (`/gradio_api/upload` is open to every visitor). Also leaves
+    X-Forwarded-For to `crowd.network` alone (`peer_is_the_socket`)."""
+    peer_is_the_socket()
     max_mb = (settings or Settings()).max_upload_mb
     return {
         "css": css(),

@@ -38,6 +38,7 @@ FORM_FIELDS = (
     "heldout_share",
     "win_margin",
     "licence",
+    "require_login",
 )
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
@@ -78,6 +79,7 @@ def form_values(campaign: dict) -> list:
     values = dict(campaign)
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
+    values["require_login"] = bool(campaign.get("require_login"))  # stored as 0/1
     return [values.get(name) for name in FORM_FIELDS]
 
 
@@ -186,14 +188,15 @@ def status_text(status: dict) -> str:
     )
 
 
-def from_address(handler: Callable) -> Callable:
+def from_address(handler: Callable, trusted: tuple = ()) -> Callable:
     """`handler` as the page wires it: Gradio hands the caller's request to a first parameter
-    annotated `gr.Request`; the wrapper runs `handler` with the caller's address in `CALLER`,
-    so the Organizer backs off wrong keys per address as well as overall."""
+    annotated `gr.Request`; the wrapper runs `handler` with the caller's address (behind the
+    `trusted` proxies) in `CALLER`, so the Organizer backs off wrong keys per address as well
+    as overall."""
 
     @functools.wraps(handler)
     def wrapper(request: gr.Request, *args, **kwargs):
-        token = CALLER.set(address_of(request))
+        token = CALLER.set(address_of(request, trusted))
         try:
             return handler(*args, **kwargs)
         finally:
@@ -215,6 +218,11 @@ class OrganizerHandlers:
     ):
         self.organizer = organizer
         self.orgs_of = orgs_of
+        self.proxies = organizer.service.settings.trusted_proxies  # whose X-Forwarded-For counts
+
+    def wired(self, handler: Callable) -> Callable:
+        """`handler` with the caller's address known to the Organizer (`from_address`)."""
+        return from_address(handler, self.proxies)
 
     def unlock(
         self,
@@ -367,7 +375,7 @@ class OrganizerHandlers:
         it into its own cache, expired after CROWD_UPLOAD_TTL_S), then remove the folder: a
         generator, so the removal runs when Gradio asks for the next value, after the copy.
         A refused export creates nothing."""
-        token = CALLER.set(address_of(request))
+        token = CALLER.set(address_of(request, self.proxies))
         try:
             self.organizer.check_key(key)
         except Refused as exc:
