@@ -14,10 +14,10 @@ def versions_of(db: Database, campaign_id: int) -> list[dict]:
 
 def evaluations_by_round(db: Database, campaign_id: int) -> list[dict]:
     """Every evaluation of the campaign with its round's number: round_id, model_version_id,
-    metric, value, n_items."""
+    metric, value, loss, n_items."""
     return list(
         db.query(
-            """SELECT e.round_id, r.number, e.model_version_id, e.metric, e.value, e.n_items
+            """SELECT e.round_id, r.number, e.model_version_id, e.metric, e.value, e.loss, e.n_items
                FROM evaluations e JOIN rounds r ON r.id = e.round_id
                WHERE r.campaign_id = ? ORDER BY r.number, e.model_version_id""",
             [campaign_id],

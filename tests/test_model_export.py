@@ -308,3 +308,37 @@ def test_no_finished_round_and_a_bare_base_champion_are_refused(
     refused(["--out", str(out)], "bare base model", capsys)
     refused(["--out", str(out), "--round", "1"], "bare base model", capsys)
     assert not out.exists()
+
+
+# -- the organizer page's button --------------------------------------------------------------
+
+
+def test_the_organizer_button_downloads_the_same_export_as_a_zip(crowned, tmp_path):
+    import gradio as gr
+
+    from crowd.ui.organizer import OrganizerHandlers
+
+    settings, service, done = crowned
+    handlers = OrganizerHandlers(Organizer(service))
+    path = handlers.export_model(KEY, "", False)
+    names = set(zipfile.ZipFile(path).namelist())
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= names
+    assert "data/sft.jsonl" in names and "model.safetensors" not in names
+    card = zipfile.ZipFile(path).read("README.md").decode()
+    assert f"version v{done['winner_id']}, the champion after round 1" in card
+    export_model(settings, tmp_path / "cli")
+    assert names == {
+        p.relative_to(tmp_path / "cli").as_posix()
+        for p in (tmp_path / "cli").rglob("*")
+        if p.is_file()
+    }
+    before = set(Path(path).parent.parent.glob("crowd-model-*"))
+    for key, typed, message in (
+        ("wrong", "", "Organizer access only"),
+        (KEY, "7", "unknown round 7"),
+        (KEY, "2", "not finished"),
+        (KEY, "two", "whole number"),
+    ):
+        with pytest.warns(UserWarning, match=message):
+            assert handlers.export_model(key, typed, False) == gr.skip()
+    assert set(Path(path).parent.parent.glob("crowd-model-*")) == before  # no folder left

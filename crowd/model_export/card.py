@@ -71,21 +71,31 @@ def _fmt(value: float | None) -> str:
 
 
 def rounds_table(facts: CardFacts) -> list[str]:
-    """One row per judged model per round: the incumbent champion and each group's candidate."""
-    lines = ["| round | model | version | held-out metric | outcome |", "|---|---|---|---|---|"]
+    """One row per judged model per round: the incumbent champion and each group's candidate,
+    with the held-out loss (the preference task's tie-breaker) where it was measured."""
+    lines = [
+        "| round | model | version | held-out metric | held-out loss | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in facts.rounds:
         for e in r["entries"]:
             model = (
                 "champion (incumbent)" if e["group"] is None else f"group {e['group']} candidate"
             )
-            if e["version_id"] == r["winner_id"]:
-                outcome = "crowned" if r["improved"] else "kept"
-            else:
-                outcome = "failed to train" if e["status"] == "failed" else ""
+            value = _fmt(e["value"])
+            if e["metric"] not in (None, facts.metric):  # the campaign's task changed since
+                value += f" ({e['metric']})"
             lines.append(
-                f"| {r['number']} | {model} | v{e['version_id']} | {_fmt(e['value'])} | {outcome} |"
+                f"| {r['number']} | {model} | v{e['version_id']} | {value} | {_fmt(e['loss'])} |"
+                f" {_outcome(r, e)} |"
             )
     return lines
+
+
+def _outcome(round_: dict[str, Any], entry: dict[str, Any]) -> str:
+    if entry["version_id"] == round_["winner_id"]:
+        return "crowned" if round_["improved"] else "kept"
+    return "failed to train" if entry["status"] == "failed" else ""
 
 
 def lineage_table(facts: CardFacts) -> list[str]:
@@ -185,13 +195,16 @@ def render_model_card(facts: CardFacts) -> str:
     return "\n".join(lines)
 
 
-def metric_chart_svg(facts: CardFacts, width: int = 560, height: int = 260) -> str:
+def metric_chart_svg(facts: CardFacts, width: int = 560, height: int = 280) -> str:
     """A small self-contained SVG: every judged model's metric per round (dots) and the champion
     after each round (line). No plotting library, so the export needs nothing extra."""
     points = [
-        (r["number"], e) for r in facts.rounds for e in r["entries"] if e["value"] is not None
+        (r["number"], e)
+        for r in facts.rounds
+        for e in r["entries"]
+        if e["value"] is not None and e["metric"] == facts.metric
     ]
-    left, right, top, bottom = 56, 16, 28, 36
+    left, right, top, bottom = 56, 16, 48, 36
     if not points:
         return _svg(width, height, ['<text x="20" y="40">no evaluations</text>'])
     values = [e["value"] for _, e in points]
@@ -226,9 +239,11 @@ def _axes(facts, x, y, low, high, width, height, left, bottom) -> list[str]:
     base = height - bottom
     parts = [
         f'<text x="{left}" y="18" font-size="13">{facts.metric or "metric"} per round '
-        f"({better} is better): line = champion after the round, orange = candidates</text>",
+        f"({better} is better)</text>",
+        f'<text x="{left}" y="34" font-size="11">blue line: the champion after each round; '
+        "orange dots: the groups' candidates</text>",
         f'<line x1="{left}" y1="{base}" x2="{width - 16}" y2="{base}" stroke="#555"/>',
-        f'<line x1="{left}" y1="28" x2="{left}" y2="{base}" stroke="#555"/>',
+        f'<line x1="{left}" y1="44" x2="{left}" y2="{base}" stroke="#555"/>',
         f'<text x="4" y="{y(high) + 4:.1f}" font-size="11">{high:.3g}</text>',
         f'<text x="4" y="{y(low) + 4:.1f}" font-size="11">{low:.3g}</text>',
     ]

@@ -120,7 +120,10 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
         done = [r for r in store.rounds_of(db, campaign["id"]) if r["state"] == "done"]
         rounds = [_round_entries(r, versions, values) for r in done if r["number"] <= last]
         lineage = _lineage(db, campaign, versions, champion.version)
-    metric = next((e["metric"] for e in values.values()), None)
+    # The exported round's metric; a campaign whose task changed has other metrics before.
+    metric = next(
+        (e["metric"] for (rid, _), e in values.items() if rid == champion.round["id"]), None
+    )
     people = {pid for v in lineage for pid in v.pop("people")}
     return CardFacts(
         campaign=campaign,
@@ -165,6 +168,8 @@ def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dic
                 "version_id": v["id"],
                 "group": group,
                 "value": evaluation["value"] if evaluation else None,
+                "loss": evaluation["loss"] if evaluation else None,
+                "metric": evaluation["metric"] if evaluation else None,
                 "status": v["status"],
             }
         )
