@@ -130,69 +130,58 @@ tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER_OR_REPO")  # with the cha
 
 
 def render_model_card(facts: CardFacts) -> str:
-    """The README.md of a model export."""
-    c = facts.campaign
-    metric = METRIC_TEXT.get(facts.metric or "", facts.metric or "no metric recorded")
-    kind = (
-        "The full model, the LoRA adapter merged into the base"
-        if facts.merged
-        else ("A LoRA adapter (PEFT)")
-    )
-    lines = [
-        front_matter(facts),
-        f"# Crowd-SFT: {c['name']}, round {facts.round_number} champion",
-        "",
-        f"{kind} for `{facts.base_model}`, aligned live by volunteers in competing groups. Each "
+    """The README.md of a model export: front matter, what it is, the campaign, who made it,
+    the rounds (chart and table), training, use, the matching data, licence."""
+    sections = [
+        front_matter(facts) + _intro(facts),
+        "## Campaign\n\n" + _campaign(facts),
+        "## Who made it\n\n" + _people(facts),
+        "## Rounds\n\n"
+        f"![{facts.metric or 'metric'} per round]({CHART_NAME})\n\n"
+        + "\n".join(rounds_table(facts)),
+        "## Training\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in facts.training.items()),
+        "## Use\n\n" + _usage(facts),
+        "## Data\n\nThe corrections of the same campaign and rounds are in [the matching data "
+        "export](data/README.md) (`data/`), TRL-ready, with their own card. To make it again: "
+        f"`{facts.data_command}`.",
+        f"## Licence\n\nThe volunteers' contributions are under {facts.campaign['licence']}, the "
+        "campaign's licence; the base model keeps its own licence.\n\n"
+        f"Exported {facts.generated_at} by Crowd-SFT.",
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _intro(facts: CardFacts) -> str:
+    kind = "The full model, a LoRA adapter merged into" if facts.merged else "A LoRA adapter for"
+    return (
+        f"# Crowd-SFT: {facts.campaign['name']}, round {facts.round_number} champion\n\n"
+        f"{kind} `{facts.base_model}`, aligned live by volunteers in competing groups. Each "
         "round every group's corrections fine-tuned a LoRA candidate from the champion; all "
         "candidates and the champion were judged on the same held-out set, and a candidate "
-        "replaced the champion only if it beat it.",
-        "",
-        "## Campaign",
-        "",
-        f"- {c['name']} (id {c['id']}): task **{c['task']}**, aiming for {_goal(c)}.",
+        "replaced the champion only if it beat it."
+    )
+
+
+def _campaign(facts: CardFacts) -> str:
+    c = facts.campaign
+    metric = METRIC_TEXT.get(facts.metric or "", facts.metric or "no metric recorded")
+    return (
+        f"- {c['name']} (id {c['id']}): task **{c['task']}**, aiming for {_goal(c)}.\n"
         f"- {c['n_groups']} groups; training mode `{c['training_mode']}`; "
-        f"{c['heldout_share']:.0%} of each round's corrections held out for judging.",
+        f"{c['heldout_share']:.0%} of each round's corrections held out for judging.\n"
         f"- This is model version v{facts.version_id}, the champion after round "
-        f"{facts.round_number}.",
-        f"- Held-out metric: {metric}.",
-        "",
-        "## Who made it",
-        "",
+        f"{facts.round_number}.\n"
+        f"- Held-out metric: {metric}."
+    )
+
+
+def _people(facts: CardFacts) -> str:
+    return (
         f"{facts.volunteers} volunteers and {facts.corrections} corrections trained the crowned "
-        "versions this model descends from (counts only; live corrections of the training "
-        "split that taught something in the campaign's training mode):",
-        "",
-        *lineage_table(facts),
-        "",
-        "## Rounds",
-        "",
-        f"![{facts.metric or 'metric'} per round]({CHART_NAME})",
-        "",
-        *rounds_table(facts),
-        "",
-        "## Training",
-        "",
-        *[f"- {name}: `{value}`" for name, value in facts.training.items()],
-        "",
-        "## Use",
-        "",
-        _usage(facts),
-        "",
-        "## Data",
-        "",
-        "The corrections of the same campaign and rounds are in "
-        "[the matching data export](data/README.md) (`data/`), TRL-ready, with their own "
-        f"card. To make it again: `{facts.data_command}`.",
-        "",
-        "## Licence",
-        "",
-        f"The volunteers' contributions are under {c['licence']}, the campaign's licence; the "
-        "base model keeps its own licence.",
-        "",
-        f"Exported {facts.generated_at} by Crowd-SFT.",
-        "",
-    ]
-    return "\n".join(lines)
+        "versions this model descends from (counts only, no names: live corrections of the "
+        "training split that taught something in the campaign's training mode):\n\n"
+        + "\n".join(lineage_table(facts))
+    )
 
 
 def metric_chart_svg(facts: CardFacts, width: int = 560, height: int = 280) -> str:
