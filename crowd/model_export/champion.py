@@ -124,7 +124,7 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
     metric = next(
         (e["metric"] for (rid, _), e in values.items() if rid == champion.round["id"]), None
     )
-    people = {pid for v in lineage for pid in v.pop("people")}
+    people = set().union(*(v.pop("people") for v in lineage))
     return CardFacts(
         campaign=campaign,
         round_number=last,
@@ -145,11 +145,9 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
 
 
 def _base_label(base_model: str) -> str:
-    return (
-        f"{PACKAGED_HUB_ID} (packaged GGUF, converted)"
-        if base_model == PACKAGED_MODEL
-        else (base_model)
-    )
+    if base_model == PACKAGED_MODEL:
+        return f"{PACKAGED_HUB_ID} (the packaged GGUF, converted)"
+    return base_model
 
 
 def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dict:
@@ -177,36 +175,40 @@ def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dic
 
 
 def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) -> list[dict]:
-    """The crowned versions the export descends from, oldest first, each with the volunteers and
-    corrections that trained it (what `crowd.rounds.data.group_data` calls teaching)."""
-    from crowd.rounds.data import group_data
-
+    """The crowned versions the export descends from, oldest first, each with the people
+    (`people`, a set of ids for counting only) and corrections that trained it."""
     chain: list[dict] = []
     current: dict | None = version
     while current is not None:
-        if current["round_id"] is not None:
+        if current["round_id"] is not None:  # the campaign's first version was not trained
             round_ = store.get_round(db, current["round_id"])
-            data = group_data(
-                db,
-                store.round_corrections(db, round_["id"]),
-                campaign["task"],
-                campaign["target_emotion"],
-            ).get(current["group_index"])
-            taught = [c for c in (data.contributions if data else [])]
-            if campaign["training_mode"] == "dpo":
-                taught = [c for c in taught if c[2] is not None]
+            people, corrections = _trained_by(db, campaign, round_["id"], current["group_index"])
             chain.append(
                 {
                     "round": round_["number"],
                     "group": current["group_index"],
                     "version_id": current["id"],
-                    "people": {pid for pid, _, _ in taught},
-                    "volunteers": len({pid for pid, _, _ in taught}),
-                    "corrections": len(taught),
+                    "people": people,
+                    "volunteers": len(people),
+                    "corrections": corrections,
                 }
             )
         current = versions.get(current["parent_id"]) if current["parent_id"] else None
     return chain[::-1]
+
+
+def _trained_by(db: Any, campaign: dict, round_id: int, group: int) -> tuple[set[str], int]:
+    """(participant ids, number of corrections) behind a group's candidate of a round: its live
+    training-split corrections that taught something (`crowd.rounds.data.group_data`), only
+    the pairs under DPO. Hidden or banned since then no longer count."""
+    from crowd.rounds.data import group_data
+
+    corrections = store.round_corrections(db, round_id)
+    data = group_data(db, corrections, campaign["task"], campaign["target_emotion"]).get(group)
+    taught = data.contributions if data else []
+    if campaign["training_mode"] == "dpo":
+        taught = [c for c in taught if c[2] is not None]
+    return {pid for pid, _, _ in taught}, len(taught)
 
 
 def _training(settings: Settings, campaign: dict, adapter_dir: Path) -> dict[str, Any]:
