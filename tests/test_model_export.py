@@ -21,7 +21,7 @@ from crowd.generation import GenerationService, Sampling
 from crowd.limits import Limits
 from crowd.model_export.card import front_matter
 from crowd.model_export.folder import export_model, export_model_zip
-from crowd.models import load_base
+from crowd.models import build_tiny_model, load_base
 from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
@@ -255,6 +255,12 @@ def test_bad_input_is_refused_with_a_message_and_nothing_written(
     refused(["--out", str(out), "--campaign", "9"], "unknown campaign 9", capsys)
     refused(["--out", str(out), "--push-to-hub", "me/joy"], "set HF_TOKEN", capsys)
     refused(["--out", str(out), "--public"], "--public only applies", capsys)
+    other = build_tiny_model(tmp_path / "other-base", str(tiny_model_dir), seed=1)
+    cli_env.setenv("CROWD_BASE_MODEL", str(other))
+    refused(["--out", str(out)], "the champion was trained on", capsys)
+    cli_env.setenv("CROWD_BASE_MODEL", str(tmp_path / "no-such-model"))
+    refused(["--out", str(out)], "no such folder", capsys)
+    cli_env.setenv("CROWD_BASE_MODEL", str(tiny_model_dir))
     cli_env.setenv("HF_TOKEN", "hf_test")
     refused(["--out", str(out), "--push-to-hub", "not a repo"], "OWNER/NAME", capsys)
     public = FolderHub(tmp_path / "hub", public=True)
@@ -278,7 +284,7 @@ def test_bad_input_is_refused_with_a_message_and_nothing_written(
         code=1,
     )
     assert public.commits == private.commits == broken.commits == []
-    assert not out.exists() and not list((tmp_path / "out").glob(".*"))
+    assert not out.exists() and not any((tmp_path / "out").iterdir())  # no staging left
     out.mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     refused(["--out", str(out)], "not empty", capsys)

@@ -94,6 +94,24 @@ def _finished_round(rounds: list[dict], number: int | None) -> dict:
     return match[0]
 
 
+def check_base(champion: Champion, base_path: str) -> None:
+    """Refuse a base other than the one the champion was trained on (as its adapter_config.json
+    records it), when that one can still be told apart: the adapter would load into the wrong
+    model. A recorded folder that no longer exists (a moved data dir) is not held against it."""
+    config = json.loads((champion.adapter_dir / "adapter_config.json").read_text())
+    trained_on = config.get("base_model_name_or_path") or ""
+    if not trained_on or trained_on == base_path:
+        return
+    trained, configured = Path(trained_on), Path(base_path)
+    if trained.exists() and configured.exists() and trained.samefile(configured):
+        return
+    if trained.exists() or base_hub_id(trained_on):
+        raise ModelExportError(
+            f"the champion was trained on {trained_on}, but the base model configured here is "
+            f"{base_path}: set CROWD_BASE_MODEL to the campaign's base model"
+        )
+
+
 # --- what the card says --------------------------------------------------------------------
 
 

@@ -10,16 +10,18 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crowd.config import Settings
+from crowd.config import PACKAGED_MODEL, Settings
 from crowd.model_export.card import CHART_NAME, CardFacts, metric_chart_svg, render_model_card
 from crowd.model_export.champion import (
     ADAPTER_FILES,
     Champion,
     ModelExportError,
+    check_base,
     find_champion,
     gather_facts,
 )
 from crowd.model_export.hub import PushTarget, prepare_repo, upload
+from crowd.models import CONVERTED_NAME, ModelError, resolve_base_model
 
 MANIFEST = "crowd-export.json"
 ADAPTER_SUBFOLDER = "adapter"  # where a merged export keeps the adapter alone
@@ -50,6 +52,7 @@ def export_model(
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     champion = find_champion(settings, campaign, round_number)
+    check_base(champion, base_path_of(settings))
     if push is not None:
         prepare_repo(push)
     stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
@@ -69,6 +72,17 @@ def export_model(
     return facts
 
 
+def base_path_of(settings: Settings) -> str:
+    """Where the configured base model is, without converting the packaged one (which
+    `write_folder` does, once, if it is not cached yet)."""
+    if settings.model.base_model == PACKAGED_MODEL:
+        return str(settings.models_dir / CONVERTED_NAME)
+    try:
+        return resolve_base_model(settings.model.base_model, settings.models_dir)
+    except ModelError as exc:
+        raise ModelExportError(str(exc)) from None
+
+
 def commit_message(facts: CardFacts) -> str:
     return (
         f"Crowd-SFT: {facts.campaign['name']}, champion after round {facts.round_number} "
@@ -78,7 +92,6 @@ def commit_message(facts: CardFacts) -> str:
 
 def write_folder(settings: Settings, champion: Champion, facts: CardFacts, folder: Path) -> None:
     """Everything an export holds, into `folder` (which exists and is empty)."""
-    from crowd.models import resolve_base_model
     from storage.export import export_dataset
 
     base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
