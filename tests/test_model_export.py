@@ -19,7 +19,7 @@ from crowd.cli.export_model import main
 from crowd.config import PACKAGED_MODEL, ModelSettings, Settings, TrainingSettings
 from crowd.generation import GenerationService, Sampling
 from crowd.limits import Limits
-from crowd.model_export.card import front_matter
+from crowd.model_export.card import front_matter, render_model_card
 from crowd.model_export.folder import export_model, export_model_zip
 from crowd.models import build_tiny_model, load_base
 from crowd.organizer import Organizer
@@ -189,6 +189,7 @@ def test_the_packaged_base_is_named_by_its_hub_id(crowned, tmp_path):
     facts = gather_facts(packaged, find_champion(settings), merged=False, now=utcnow())
     meta = yaml.safe_load(front_matter(facts).strip("-\n"))
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "de-quantized" in render_model_card(facts)  # trained on the GGUF's weights
 
 
 def test_the_zip_holds_the_same_files(crowned, tmp_path):

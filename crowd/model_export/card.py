@@ -32,6 +32,7 @@ class CardFacts:
     version_id: int
     base_model: str  # what the adapter was trained on: a Hub id or a local folder
     base_hub_id: str | None  # the Hub id, when known (front matter `base_model`)
+    base_note: str  # what differs from that base ('' when nothing)
     merged: bool
     metric: str | None
     lower_is_better: bool
@@ -159,6 +160,7 @@ def _intro(facts: CardFacts) -> str:
         "round every group's corrections fine-tuned a LoRA candidate from the champion; all "
         "candidates and the champion were judged on the same held-out set, and a candidate "
         "replaced the champion only if it beat it."
+        + (f" {facts.base_note}" if facts.base_note else "")
     )
 
 

