@@ -94,6 +94,8 @@ def start_app(
         "CROWD_PORT": str(port),
         "CROWD_ORGANIZER_SECRET": KEY,
         "CROWD_MAX_NEW_TOKENS": str(tokens),
+        # The benchmark plays a proxy on loopback: each client's X-Forwarded-For is its address.
+        "CROWD_TRUSTED_PROXIES": "127.0.0.1, ::1",
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }

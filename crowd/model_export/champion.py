@@ -205,7 +205,7 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
     while current is not None:
         if current["round_id"] is not None:  # the campaign's first version was not trained
             round_ = store.get_round(db, current["round_id"])
-            people, corrections = _trained_by(db, campaign, round_["id"], current["group_index"])
+            people, corrections = _trained_by(db, campaign, round_, current["group_index"])
             chain.append(
                 {
                     "round": round_["number"],
@@ -220,14 +220,14 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
     return chain[::-1]
 
 
-def _trained_by(db: Any, campaign: dict, round_id: int, group: int) -> tuple[set[str], int]:
-    """(participant ids, number of corrections) behind a group's candidate of a round: its live
-    training-split corrections that taught something (`crowd.rounds.data.group_data`), only
-    the pairs under DPO. Hidden or banned since then no longer count."""
-    from crowd.rounds.data import group_data
+def _trained_by(db: Any, campaign: dict, round_: dict, group: int) -> tuple[set[str], int]:
+    """(participant ids, number of corrections) behind a group's candidate of a round: the
+    training material the engine draws (`crowd.rounds.data.training_material`: live, train
+    split, the campaign's trust rule and per-person cap) that taught something; only the pairs
+    under DPO. Corrections hidden or rejected since the round no longer count."""
+    from crowd.rounds.data import training_material
 
-    corrections = store.round_corrections(db, round_id)
-    data = group_data(db, corrections, campaign["task"], campaign["target_emotion"]).get(group)
+    data = training_material(db, campaign, round_)[0].get(group)
     taught = data.contributions if data else []
     if campaign["training_mode"] == "dpo":
         taught = [c for c in taught if c[2] is not None]

@@ -92,7 +92,7 @@ def commit_message(facts: CardFacts) -> str:
 
 def write_folder(settings: Settings, champion: Champion, facts: CardFacts, folder: Path) -> None:
     """Everything an export holds, into `folder` (which exists and is empty)."""
-    from storage.export import export_dataset
+    from crowd.export import export_dataset
 
     base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
     adapter = folder / ADAPTER_SUBFOLDER if facts.merged else folder
