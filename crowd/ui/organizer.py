@@ -8,6 +8,7 @@ of the configured organisation gets a signed pass in that box instead of typing 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -351,4 +352,19 @@ class OrganizerHandlers:
             warn(exc)
             return gr.skip()
         ack("Export ready.")
+        return str(path)
+
+    def export_model(self, key: str | None, typed_round: str | None, merged: bool) -> object:
+        """Build the model export zip: the champion after the typed round (empty: the last
+        finished one), as an adapter or merged. A refusal leaves no folder behind."""
+        folder = Path(tempfile.mkdtemp(prefix="crowd-model-"))
+        try:
+            text = "" if typed_round is None else str(typed_round).strip()
+            number = parse_id(text, "round") if text else None
+            path = self.organizer.export_model_zip(key, folder, number, bool(merged))
+        except ValueError as exc:  # Refused, or the export's own reason (no finished round, ...)
+            shutil.rmtree(folder, ignore_errors=True)
+            warn(exc)
+            return gr.skip()
+        ack("Model export ready.")
         return str(path)
