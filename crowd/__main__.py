@@ -10,6 +10,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, what it does)
     "demo-round": ("crowd.cli.demo", "run one whole round on scripted volunteers"),
     "export": ("crowd.cli.export", "export the labelled data (TRL-ready JSONL, Parquet, card)"),
+    "export-model": (
+        "crowd.cli.export_model",
+        "export the champion model (PEFT adapter or merged) with a model card",
+    ),
     "backup": ("crowd.cli.backup", "snapshot the live database and champion adapters"),
     "restore": ("crowd.cli.backup", "bring a snapshot back"),
     "simulate": ("crowd.sim", "simulations: `simulate convergence` or `simulate grouping`"),

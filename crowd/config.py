@@ -246,7 +246,10 @@ class Settings:
         _int_in(1, 10_000),
     )
     hf_token: str | None = setting(
-        ("CROWD_HF_TOKEN", "HF_TOKEN"), None, "a write token, for pushed backups", secret=True
+        ("CROWD_HF_TOKEN", "HF_TOKEN"),
+        None,
+        "a write token, for pushed backups and `export-model --push-to-hub`",
+        secret=True,
     )
     backup_repo: str | None = setting(
         "CROWD_BACKUP_REPO",

@@ -254,6 +254,20 @@ class Organizer:
         with tempfile.TemporaryDirectory(prefix="crowd-export-") as tmp:
             yield export_zip(self.service.settings.db_path, Path(tmp) / "crowd-export.zip")
 
+    def export_model_zip(
+        self, key: str, out_dir: Path, round_number: int | None = None, merged: bool = False
+    ) -> Path:
+        """The champion after a finished round (default: the last) as one zip: what
+        `python -m crowd export-model` writes. ModelExportError (a ValueError) says why not."""
+        self.check_key(key)
+        from crowd.model_export.folder import export_model_zip
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = "crowd-model-merged.zip" if merged else "crowd-model.zip"
+        return export_model_zip(
+            self.service.settings, out_dir / name, round_number=round_number, merged=merged
+        )
+
 
 def validate_campaign(changes: dict) -> dict:
     """Checked campaign fields, or Refused naming the first bad one."""

@@ -205,6 +205,14 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
     page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
+    export_the_model(page, expect)
+
+
+def export_the_model(page, expect) -> None:
+    """The crowned adapter as a zip, from the organizer page's Export tab."""
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#org-export-model").click()
+    expect(page.locator("#org-model-file")).to_contain_text("crowd-model")  # the name, then .zip
 
 
 def see_the_result(page, expect) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -391,3 +394,18 @@ class OrganizerHandlers:
         except ValueError as exc:  # the export's own error saying why
             warn(exc)
             yield gr.skip()
+
+    def export_model(self, key: str | None, typed_round: str | None, merged: bool) -> object:
+        """Build the model export zip: the champion after the typed round (empty: the last
+        finished one), as an adapter or merged. A refusal leaves no folder behind."""
+        folder = Path(tempfile.mkdtemp(prefix="crowd-model-"))
+        try:
+            text = "" if typed_round is None else str(typed_round).strip()
+            number = parse_id(text, "round") if text else None
+            path = self.organizer.export_model_zip(key, folder, number, bool(merged))
+        except ValueError as exc:  # Refused, or the export's own reason (no finished round, ...)
+            shutil.rmtree(folder, ignore_errors=True)
+            warn(exc)
+            return gr.skip()
+        ack("Model export ready.")
+        return str(path)

@@ -71,6 +71,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             )
             build = gr.Button("Build the export", elem_id="org-export")
             download = gr.File(label="Download", interactive=False, elem_id="org-download")
+            model = _model_export_section()
     timer = gr.Timer(JOBS_TICK_S)
 
     show_references = dict(
@@ -121,6 +122,12 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
     _wire_moderation(handlers, key, moderation)
     _wire_quality(QualityHandlers(handlers.organizer), key, quality)
     build.click(handlers.export, [key], [download], api_name="organizer_export")
+    model["build"].click(
+        handlers.export_model,
+        [key, model["round"], model["merged"]],
+        [model["download"]],
+        api_name="organizer_export_model",
+    )
 
 
 def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> None:
@@ -272,6 +279,27 @@ def _moderation_section() -> dict:
         m["participant_id"] = gr.Textbox(label="Participant id", scale=2)  # type: ignore[assignment]
         m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)  # type: ignore[assignment]
         m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
+    return m
+
+
+def _model_export_section() -> dict[str, Any]:
+    m: dict[str, Any] = {}
+    gr.Markdown(
+        "### The champion model\nThe champion after a finished round as a PEFT LoRA adapter (or "
+        "merged into the base model), with its tokenizer and chat template, a model card (how "
+        "it was made, round by round) and the matching data export, in one zip: what `python "
+        "-m crowd export-model` writes."
+    )
+    with gr.Row(equal_height=True):
+        m["round"] = gr.Textbox(
+            label="Round (empty: the last finished)",
+            max_length=6,
+            scale=2,
+            elem_id="org-model-round",
+        )
+        m["merged"] = gr.Checkbox(label="Merged full model (larger)", scale=1)
+        m["build"] = gr.Button("Build the model export", scale=1, elem_id="org-export-model")
+    m["download"] = gr.File(label="Download the model", interactive=False, elem_id="org-model-file")
     return m
 
 
