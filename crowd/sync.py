@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 from crowd.config import Settings
 from crowd.export import export_dataset
+from crowd.hub import Hub
 from crowd.identity import backup_signer, key_file
 from storage.backup import DB_NAME, make_backup
 from storage.db import has_participants
@@ -27,20 +27,6 @@ from storage.export_io import ExportError
 log = logging.getLogger("crowd.sync")
 REPO_TYPE = "dataset"
 ARCHIVE = "backup/crowd-backup.tar.gz"
-
-
-class Hub(Protocol):
-    """The part of `huggingface_hub.HfApi` a push needs (a local fake implements it too)."""
-
-    def create_repo(
-        self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool
-    ) -> Any: ...
-
-    def repo_info(self, repo_id: str, *, repo_type: str) -> Any: ...  # has `.private`
-
-    def upload_folder(
-        self, *, repo_id: str, folder_path: str, repo_type: str, commit_message: str
-    ) -> Any: ...
 
 
 class SyncRefused(RuntimeError):

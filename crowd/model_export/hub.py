@@ -12,26 +12,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
+from crowd.hub import Hub
 from crowd.model_export.champion import ModelExportError
 
 REPO_TYPE = "model"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
-class Hub(Protocol):
-    """The part of `huggingface_hub.HfApi` a push needs (`crowd.sync.Hub` has the same calls)."""
-
-    def create_repo(
-        self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool
-    ) -> Any: ...
-
-    def repo_info(self, repo_id: str, *, repo_type: str) -> Any: ...  # has `.private`
-
-    def upload_folder(
-        self, *, repo_id: str, folder_path: str, repo_type: str, commit_message: str
-    ) -> Any: ...
 
 
 class PushFailed(RuntimeError):
