@@ -25,6 +25,7 @@ def build(settings: Settings):
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
     from crowd.ui import build_app
+    from crowd.vllm_engine import VLLMGeneration
     from storage.db import migrate
 
     migrate(settings.db_path)
@@ -32,8 +33,12 @@ def build(settings: Settings):
         import torch
 
         torch.set_num_threads(settings.model.threads)
-    loaded = load_base(settings.model.base_model, settings.models_dir, settings.model.device)
-    generation = GenerationService(loaded, settings.model)
+    generation: GenerationService | VLLMGeneration
+    if settings.model.serving == "vllm":  # replies from the operator's vLLM server
+        generation = VLLMGeneration(settings.model)
+    else:
+        loaded = load_base(settings.model.base_model, settings.models_dir, settings.model.device)
+        generation = GenerationService(loaded, settings.model)
     service = CrowdService(settings, generation)
     worker = None
     if settings.start_worker:

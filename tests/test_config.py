@@ -50,6 +50,9 @@ def test_values_are_read_and_typed():
         ("CROWD_WORKER", "maybe"),
         ("CROWD_TEMPERATURE", "-1"),
         ("CROWD_MAX_NEW_TOKENS", "1e3"),
+        ("CROWD_SCHEDULER", "dynamic"),
+        ("CROWD_SERVING", "tgi"),
+        ("CROWD_VLLM_URL", "localhost:8000"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):
@@ -90,3 +93,16 @@ def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
     bad = "-99999999" if "-" in allowed and allowed[0].isdigit() else "not-an-option"
     with pytest.raises(ConfigError, match=meta["env"][0]):
         load_settings({meta["env"][0]: bad})
+
+
+def test_vllm_serving_needs_the_server_address():
+    with pytest.raises(ConfigError, match="CROWD_SERVING=vllm needs CROWD_VLLM_URL"):
+        load_settings({"CROWD_SERVING": "vllm"})
+    model = load_settings(
+        {"CROWD_SERVING": "vllm", "CROWD_VLLM_URL": "http://127.0.0.1:8000/"}
+    ).model
+    assert (model.serving, model.vllm_url, model.scheduler) == (
+        "vllm",
+        "http://127.0.0.1:8000",
+        "continuous",
+    )
