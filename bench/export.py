@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from crowd.export import export_dataset  # noqa: E402
 from storage.db import migrate  # noqa: E402
-from storage.export import export_dataset  # noqa: E402
 
 T0 = "2026-11-02T10:00:00+00:00"
 KINDS = ("rewrite", "choice", "emotion", "rating")

@@ -96,6 +96,8 @@ def start_app(
         "CROWD_ORGANIZER_SECRET": KEY,
         "CROWD_MAX_NEW_TOKENS": str(tokens),
         "CROWD_SCHEDULER": scheduler,
+        # The benchmark plays a proxy on loopback: each client's X-Forwarded-For is its address.
+        "CROWD_TRUSTED_PROXIES": "127.0.0.1, ::1",
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PYTHONPATH": str(ROOT),  # this checkout's crowd/, whatever the venv has installed

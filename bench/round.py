@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     organizer = Organizer(service)
     organizer.update_campaign(
-        KEY, task="emotion", target_emotion="joy", min_corrections=3, heldout_share=0.2
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=3,
+        heldout_share=0.2,
+        reviews_on=False,  # timing the round's stages: every correction trains and judges
+        person_cap=1.0,
     )
     t0 = time.monotonic()
     submitted = submit(service, 9, args.per_group)
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         campaign, _ = service.context()
         with service.db() as db:
             first = store.rounds_of(db, campaign["id"])[0]
-            data = group_data(db, store.round_corrections(db, first["id"]), "emotion", "joy")
+            data = group_data(store.round_corrections(db, first["id"]), "emotion", "joy")
         cmp = compare(
             str(loaded.path), data[0].sft, args.compare_steps, repeats=2, settings=settings.training
         )

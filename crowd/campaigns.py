@@ -105,6 +105,20 @@ class CampaignSpec:
     heldout_share: float = 0.2
     win_margin: float = 0.0
     licence: str = "CC-BY-4.0"
+    require_login: bool = False  # corrections only from people signed in with Hugging Face
+    # Trust in the crowd's data (crowd.trust); a new campaign starts defended.
+    reviews_on: bool = True  # peer review decides what trains (not rejected) and judges (trusted)
+    min_reviews: int = 2  # reviews before a verdict
+    person_cap: float = 0.25  # most of a group's training (and held-out set) one person gives
+
+
+SIGN_IN_FIRST = "This campaign asks contributors to sign in with Hugging Face first."
+
+
+def may_correct(campaign: dict, participant: dict) -> bool:
+    """Whether `participant` may correct in `campaign`: anyone, unless the campaign requires a
+    Hugging Face login and they joined without one (they may still chat)."""
+    return not campaign.get("require_login") or bool(participant.get("hf_username"))
 
 
 def group_name(index: int) -> str:

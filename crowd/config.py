@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from crowd.network import SPACES, Network, parse_proxies
 from storage.vocabulary import MAX_GROUPS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -228,6 +229,20 @@ class Settings:
     )
     host: str = setting("CROWD_HOST", "127.0.0.1", "address the app listens on")
     port: int = setting("CROWD_PORT", 7860, "port the app listens on", _int_in(1, 65535))
+    trusted_proxies: tuple[Network, ...] = setting(
+        "CROWD_TRUSTED_PROXIES",
+        (),
+        "reverse proxies whose `X-Forwarded-For` hop is believed, comma-separated; `spaces` = "
+        "the Hugging Face Spaces proxy; unset = the socket's peer is the client",
+        parse_proxies,
+        shown="unset; `spaces` on a Space",
+    )
+    joins_per_hour: int = setting(
+        "CROWD_JOINS_PER_HOUR",
+        20,
+        "new volunteers per network address per hour (a classroom shares one); 0 = no limit",
+        _int_in(0, 1_000_000),
+    )
     start_worker: bool = setting(
         "CROWD_WORKER", True, "run the round worker in this process", _flag
     )
@@ -310,7 +325,16 @@ def _nested(cls: type, name: str) -> type:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ). Raises ConfigError naming the bad variable."""
-    return _from_env(Settings, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    return _on_a_space(_from_env(Settings, env), env)
+
+
+def _on_a_space(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """On a Space (SPACE_ID set) every visitor arrives through the platform's proxy: unless
+    CROWD_TRUSTED_PROXIES says otherwise, believe its hop, or all would share one address."""
+    if env.get("SPACE_ID") and not env.get("CROWD_TRUSTED_PROXIES", "").strip():
+        return replace(settings, trusted_proxies=parse_proxies(SPACES))
+    return settings
 
 
 def declared(cls: type = Settings) -> Iterator[tuple[str, Any, dict]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -61,24 +62,43 @@ def clean_name(name: object) -> str:
 
 
 class RateLimiter:
-    """Sliding one-minute windows per key. Not persisted: a restart forgives everyone."""
+    """Sliding windows per key (one minute unless a call says otherwise; a key keeps its
+    window). Not persisted: a restart forgives everyone."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._events: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def hit(self, key: str, per_minute: int, what: str) -> None:
-        """Record one event for `key`, or raise Refused saying when to retry."""
+    def hit(self, key: str, limit: int, what: str, window_s: float = 60.0) -> None:
+        """Record one event for `key`, or raise Refused saying when to retry; nothing is
+        recorded then. At most `limit` events in any `window_s` seconds."""
         now = self._clock()
         with self._lock:
             events = self._events[key]
-            while events and now - events[0] >= 60:
+            while events and now - events[0] >= window_s:
                 events.popleft()
-            if len(events) >= per_minute:
-                wait = 60 - (now - events[0])
+            if len(events) >= limit:
+                wait = window_s - (now - events[0])
                 raise Refused(
-                    f"Too many {what} in a minute (limit {per_minute}); try again in {wait:.0f} s.",
+                    f"Too many {what} in {_span(window_s)} (limit {limit}); "
+                    f"try again in {_wait(wait)}.",
                     retry_after_s=wait,
                 )
             events.append(now)
+
+
+def _span(seconds: float) -> str:
+    """60 -> 'a minute', 3600 -> 'an hour', 300 -> '5 minutes'."""
+    if seconds == 3600:
+        return "an hour"
+    if seconds == 60:
+        return "a minute"
+    return f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} s"
+
+
+def _wait(seconds: float) -> str:
+    """Seconds up to two minutes, then whole minutes rounded up (never 'try again in 0')."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{math.ceil(seconds / 60)} minutes"

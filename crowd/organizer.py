@@ -20,9 +20,12 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.identity import load_secret
 from crowd.limits import Refused, clean_text
+from crowd.quality import QualityReport, quality_report
+from crowd.quality import load as load_quality
 from crowd.references import KINDS, clean_references, row_key
 from crowd.rounds.state import IllegalTransition, close_round
-from crowd.service import CrowdService
+from crowd.service import CrowdService, context_of
+from storage import quality as quality_store
 from storage import queries
 from storage import rounds as store
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, ROUND_POLICIES, TASKS, TRAINING_MODES
@@ -79,8 +82,8 @@ class Organizer:
         The group count applies from the next round on."""
         self._check(key)
         clean = validate_campaign(changes)
-        campaign, _ = self.service.context()
-        with self.service.db() as db:
+        with self.service.action() as db:
+            campaign, _ = context_of(db)
             store.update_campaign(db, campaign["id"], **clean)
             return store.get_campaign(db, campaign["id"])
 
@@ -96,8 +99,8 @@ class Organizer:
         if len(places) != len(rows):
             raise ValueError("one place per row")
         clean = clean_references(zip(places, rows))
-        campaign, _ = self.service.context()
-        with self.service.db() as db, db.atomic():
+        with self.service.action() as db:
+            campaign, _ = context_of(db)
             stored = {
                 row_key(r)
                 for kind in KINDS
@@ -125,8 +128,8 @@ class Organizer:
     def close_round(self, key: str) -> int:
         """Close the current round now; the worker trains and judges it. Returns the job id."""
         self._check(key)
-        campaign, round_ = self.service.context()
-        with self.service.db() as db:
+        with self.service.action() as db:
+            campaign, round_ = context_of(db)
             try:
                 return close_round(db, campaign, round_, "organizer", self.service.now(), self.rng)
             except IllegalTransition:
@@ -158,13 +161,13 @@ class Organizer:
 
     def cancel_job(self, key: str, job_id: int) -> bool:
         self._check(key)
-        with self.service.db() as db:
+        with self.service.action() as db:
             return store.cancel_job(db, int(job_id), self.service.now())
 
     def retry_job(self, key: str, job_id: int) -> int:
         """Queue a cancelled or failed round again; it resumes where it stopped."""
         self._check(key)
-        with self.service.db() as db:
+        with self.service.action() as db:
             job = store.get_job(db, int(job_id))
             if job is None or job["status"] not in ("cancelled", "failed"):
                 raise Refused("Only a cancelled or failed job can be retried.")
@@ -180,7 +183,7 @@ class Organizer:
     def hide(self, key: str, correction_id: int) -> bool:
         """Hide a correction: it leaves training, evaluation, points and export."""
         self._check(key)
-        with self.service.db() as db:
+        with self.service.action() as db:
             if queries.get_correction(db, int(correction_id)) is None:
                 raise Refused(f"There is no correction {correction_id}.")
             return queries.hide_correction(db, int(correction_id), self.service.now())
@@ -188,16 +191,41 @@ class Organizer:
     def ban(self, key: str, participant_id: str, reason: str = "") -> bool:
         """Ban a participant: their data leaves training and export; they cannot act."""
         self._check(key)
-        with self.service.db() as db:
+        with self.service.action() as db:
             if queries.get_participant(db, str(participant_id)) is None:
                 raise Refused(f"There is no participant {str(participant_id)[:40]}.")
             return queries.ban_participant(
                 db, str(participant_id), reason[:200], self.service.now()
             )
 
+    # -- data quality ------------------------------------------------------------------------
+
+    def quality(self, key: str) -> QualityReport:
+        """The active campaign's Data quality view: agreement, review coverage, and everyone
+        who acted, most suspicious first (see `crowd.quality`)."""
+        self._check(key)
+        campaign, _ = self.service.context()
+        with self.service.db() as db:
+            data = load_quality(db, campaign["id"])
+        return quality_report(data, campaign["min_reviews"] or 2)
+
+    def hide_person(self, key: str, participant_id: str, hidden: bool = True) -> bool:
+        """Hide all of a person's data (it leaves training, evaluation, points and export;
+        they can still act), or with `hidden=False` show it again. False when nothing changed."""
+        self._check(key)
+        with self.service.db() as db:
+            if queries.get_participant(db, str(participant_id)) is None:
+                raise Refused(f"There is no participant {str(participant_id)[:40]}.")
+            now = self.service.now() if hidden else None
+            return quality_store.set_hidden(db, str(participant_id), now)
+
+    def unhide_person(self, key: str, participant_id: str) -> bool:
+        """Show a hidden person's data again."""
+        return self.hide_person(key, participant_id, hidden=False)
+
     def export_zip(self, key: str, out_dir: Path) -> Path:
         self._check(key)
-        from storage.export import export_zip
+        from crowd.export import export_zip
 
         out_dir.mkdir(parents=True, exist_ok=True)
         return export_zip(self.service.settings.db_path, out_dir / "crowd-export.zip")
@@ -222,6 +250,10 @@ def validate_campaign(changes: dict) -> dict:
         "min_corrections": lambda v: isinstance(v, int) and 1 <= v <= 100_000,
         "heldout_share": lambda v: isinstance(v, (int, float)) and 0 <= v < 0.9,
         "win_margin": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
+        "reviews_on": lambda v: isinstance(v, bool),
+        "min_reviews": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
+        "person_cap": lambda v: isinstance(v, (int, float)) and 0.05 <= v <= 1,
+        "require_login": lambda v: isinstance(v, bool),
     }
     clean = dict(changes)
     for name, value in changes.items():

@@ -51,7 +51,7 @@ class RoundOutcome:
 @dataclass(frozen=True)
 class Award:
     participant_id: str
-    group_index: int
+    group_index: int | None  # None: not for a group's work (a review award)
     amount: float
     reason: dict = field(default_factory=dict)  # JSON-serialisable; shown to the volunteer
 
@@ -242,3 +242,28 @@ def get_rule(name: str) -> PointsRule:
     if name not in RULES:
         raise ValueError(f"unknown points rule {name!r}; expected one of {', '.join(RULES)}")
     return RULES[name]
+
+
+REVIEW_POINT = 0.1  # per review that agrees with the crowd's final verdict
+REVIEW_POINTS_MAX = 1.0  # per reviewer per round: reviewing is worth less than correcting
+
+
+def review_awards(reviews: list[tuple[str, str, str | None]]) -> list[Award]:
+    """Points for the reviews given in a round: `REVIEW_POINT` for each one whose verdict
+    matches the consensus its correction has reached (None: no consensus yet, nothing either
+    way), at most `REVIEW_POINTS_MAX` per reviewer. `reviews`: (reviewer, verdict, consensus)."""
+    tally: dict[str, list[int]] = {}
+    for reviewer, verdict, consensus in reviews:
+        if consensus is not None:
+            agreed, decided = tally.setdefault(reviewer, [0, 0])
+            tally[reviewer] = [agreed + (verdict == consensus), decided + 1]
+    return [
+        Award(
+            reviewer,
+            None,
+            min(REVIEW_POINTS_MAX, REVIEW_POINT * agreed),
+            {"rule": "review", "agreeing_reviews": agreed, "decided_reviews": decided},
+        )
+        for reviewer, (agreed, decided) in tally.items()
+        if agreed
+    ]

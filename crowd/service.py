@@ -1,7 +1,11 @@
 """The actions the UI calls. Every method re-derives who the caller is from a signed token and
 what they may touch from the database: the page never supplies a participant or group id.
 
-Refusals raise `crowd.limits.Refused` with a message for the person; nothing is stored then.
+Each action is one unit of work: one connection and one write transaction (storage.db.transaction),
+so its checks and its writes see the same data. Refusals raise `crowd.limits.Refused` with a
+message for the person, and the transaction rolls back: nothing is stored then. Streaming a reply
+is the one exception: the question is stored, the model streams outside any transaction, then the
+reply is stored.
 """
 
 from __future__ import annotations
@@ -9,14 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from crowd import campaigns
-from crowd.campaigns import CampaignSpec, group_colour, group_name, parse_time, utcnow
+from crowd.campaigns import (
+    SIGN_IN_FIRST,
+    CampaignSpec,
+    group_colour,
+    group_name,
+    may_correct,
+    parse_time,
+    utcnow,
+)
 from crowd.config import Settings
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.generation import BASE, GenerationService
@@ -26,7 +37,7 @@ from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
 from crowd.models import ModelError, ModelUnavailable
 from storage import queries
 from storage import rounds as store
-from storage.db import connect, migrate
+from storage.db import connect, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +79,21 @@ class CrowdService:
         self.rate = RateLimiter()
         migrate(settings.db_path)
         self.identities = Identities(load_secret(settings.data_dir))
-        self._join_lock = threading.Lock()  # balanced assignment is read-then-write
         self.ensure_campaign(CampaignSpec(n_groups=settings.n_groups), initial_adapter)
 
     def db(self):
+        """A read connection (one unit of work that writes nothing)."""
         return connect(self.settings.db_path)
+
+    def action(self):
+        """One volunteer action: one connection, one write transaction."""
+        return transaction(self.settings.db_path)
 
     # -- campaign and round context ------------------------------------------------------
 
     def ensure_campaign(self, spec: CampaignSpec, initial_adapter: Path | None = None) -> int:
         """The active campaign's id, creating one from `spec` on first start."""
-        with self.db() as db:
+        with self.action() as db:
             campaign = store.active_campaign(db)
             if campaign:
                 return campaign["id"]
@@ -89,8 +104,7 @@ class CrowdService:
     def context(self) -> tuple[dict, dict]:
         """(active campaign, its current round)."""
         with self.db() as db:
-            campaign = store.active_campaign(db)
-            return campaign, store.current_round(db, campaign["id"])
+            return context_of(db)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -106,47 +120,53 @@ class CrowdService:
             raise Refused("Please read the terms and tick the consent box first.")
         name = clean_name(display_name)
         self._hit_address(address)
-        with self.db() as db:
-            if hf_username and (known := queries.participant_by_hf(db, hf_username)):
-                return self._session(known["id"])
+        with self.action() as db:
+            known = hf_username and queries.participant_by_hf(db, hf_username)
+            if known:
+                return self._session(db, known)
+            self._hit_joins(address)
             participant_id = Identities.new_id()
             queries.add_participant(db, participant_id, name, self.now(), hf_username)
-        return self._session(participant_id)
+            return self._session(db, queries.get_participant(db, participant_id))
 
     def resume(self, token: str | None) -> Session:
         """The session behind a stored token; forged or unknown tokens are refused."""
-        return self._session(self._who(token))
+        with self.action() as db:
+            return self._session(db, self.who(db, token))
 
-    def _who(self, token: str | None) -> str:
+    def who(self, db, token: str | None) -> dict:
+        """The participant behind `token`, or Refused (forged, unknown or banned)."""
         participant_id = self.identities.verify(token)
-        if participant_id is None:
-            raise Refused("Your identity could not be verified; please join again.")
-        with self.db() as db:
-            person = queries.get_participant(db, participant_id)
-        if person is None:
+        person = participant_id and queries.get_participant(db, participant_id)
+        if not person:
             raise Refused("Your identity could not be verified; please join again.")
         if person["banned_at"]:
             raise Refused("This account has been suspended by the organizers.")
-        return participant_id
+        return person
 
-    def _session(self, participant_id: str) -> Session:
-        with self.db() as db:
-            person = queries.get_participant(db, participant_id)
-        group = self._group_of(participant_id)
+    def _session(self, db, person: dict) -> Session:
+        campaign, round_ = context_of(db)
+        group = self._group_of(db, person["id"], campaign, round_)
         return Session(
-            self.identities.sign(participant_id), participant_id, person["display_name"], group
+            self.identities.sign(person["id"]), person["id"], person["display_name"], group
         )
 
-    def _group_of(self, participant_id: str) -> int:
-        """The participant's group this round; assigned (balanced) on first sight, then sticky."""
-        campaign, round_ = self.context()
-        with self._join_lock, self.db() as db:
-            group = queries.membership(db, round_["id"], participant_id)
-            if group is None:
-                sizes = queries.group_sizes(db, round_["id"], campaign["n_groups"])
-                group = assign_arrival(sizes, self.rng)
-                queries.add_membership(db, round_["id"], participant_id, group, self.now())
+    def _group_of(self, db, participant_id: str, campaign: dict, round_: dict) -> int:
+        """The participant's group this round; assigned (balanced) on first sight, then sticky.
+        The caller's write transaction makes the read-then-write of group sizes safe."""
+        group = queries.membership(db, round_["id"], participant_id)
+        if group is None:
+            sizes = queries.group_sizes(db, round_["id"], campaign["n_groups"])
+            group = assign_arrival(sizes, self.rng)
+            queries.add_membership(db, round_["id"], participant_id, group, self.now())
         return group
+
+    def _hit_joins(self, address: str | None) -> None:
+        # Per hour, not minute: a classroom behind one router fits, a script minting
+        # identities does not. A returning Hugging Face user is not a new volunteer.
+        if address and self.settings.joins_per_hour:
+            what = "new volunteers from your network"
+            self.rate.hit(f"join:{address}", self.settings.joins_per_hour, what, window_s=3600)
 
     def _hit_address(self, address: str | None) -> None:
         if address:
@@ -158,14 +178,14 @@ class CrowdService:
         self, token: str, conversation_id: int | None, text: str, address: str | None = None
     ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
-        participant_id = self._who(token)
         text = clean_text(text, "message", self.limits.max_message_chars)
         self._hit_address(address)
-        self.rate.hit(f"chat:{participant_id}", self.limits.chats_per_minute, "messages")
-        group = self._group_of(participant_id)
-        _, round_ = self.context()
-        with self.db() as db:
-            conversation_id = self._conversation(db, participant_id, conversation_id, round_, group)
+        with self.action() as db:
+            person = self.who(db, token)
+            self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
+            campaign, round_ = context_of(db)
+            group = self._group_of(db, person["id"], campaign, round_)
+            conversation_id = self._conversation(db, person["id"], conversation_id, round_, group)
             history = [
                 {"role": m["role"], "content": m["content"]}
                 for m in queries.conversation_messages(db, conversation_id)
@@ -214,7 +234,7 @@ class CrowdService:
                 "This group's model cannot be loaded right now; try again later."
             ) from None
         text = text.strip() or "…"
-        with self.db() as db:
+        with self.action() as db:
             message_id = queries.add_message(
                 db,
                 conversation_id,
@@ -237,11 +257,11 @@ class CrowdService:
 
     def another(self, token: str, message_id: int, address: str | None = None) -> Iterator[Reply]:
         """A second reply to the same turn, for an A/B choice."""
-        participant_id = self._who(token)
         self._hit_address(address)
-        self.rate.hit(f"chat:{participant_id}", self.limits.chats_per_minute, "messages")
-        message, round_ = self._own_reply(participant_id, message_id)
-        with self.db() as db:
+        with self.action() as db:
+            person = self.who(db, token)
+            self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
+            message, round_ = self._own_reply(db, person, message_id)
             chat = queries.prompt_before(db, message)
         yield from self._reply(
             message["conversation_id"], chat, round_["champion_id"], alternative_of=message["id"]
@@ -249,44 +269,62 @@ class CrowdService:
 
     # -- corrections -----------------------------------------------------------------------
 
-    def _own_reply(self, participant_id: str, message_id: object) -> tuple[dict, dict]:
+    def _own_reply(self, db, person: dict, message_id: object) -> tuple[dict, dict]:
         """The reply, if it is the caller's, a model reply, and from the current round."""
         try:
             message_id = int(message_id)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise Refused("That reply does not exist.") from None
-        _, round_ = self.context()
-        with self.db() as db:
-            message = queries.get_message(db, message_id)  # type: ignore[arg-type]
-        if message is None or message["participant_id"] != participant_id:
+        message = queries.get_message(db, message_id)  # type: ignore[arg-type]
+        if message is None or message["participant_id"] != person["id"]:
             raise Refused("That reply does not exist.")
         if message["role"] != "assistant":
             raise Refused("Only the model's replies can be corrected.")
+        _, round_ = context_of(db)
         if message["round_id"] != round_["id"]:
-            raise Refused(
-                "That reply is from an earlier round; corrections count for the current round only."
-            )
+            raise Refused(ROUND_CLOSED)
         return message, round_
 
-    def _submit(self, token: str, message_id: object, address: str | None, **fields) -> int:
-        participant_id = self._who(token)
+    def _submit(
+        self, token: str, message_id: object, address: str | None, other_id: object = None, **fields
+    ) -> int:
+        """Store one correction of the caller's own reply (and, for an A/B pick, its second
+        reply `other_id`), replacing their earlier one of the same kind (kept, marked replaced).
+        Checks and writes are one transaction."""
         self._hit_address(address)
-        message, round_ = self._own_reply(participant_id, message_id)
-        self.rate.hit(f"submit:{participant_id}", self.limits.submissions_per_minute, "corrections")
-        group = self._group_of(participant_id)
-        with self.db() as db:
-            return queries.add_correction(
-                db,
-                participant_id=participant_id,
-                round_id=round_["id"],
-                group_index=group,
-                message_id=message["id"],
-                model_version_id=message["model_version_id"],
-                prompt=queries.prompt_before(db, message),
-                original=message["content"],
-                created_at=self.now(),
-                **fields,
+        with self.action() as db:
+            person = self.who(db, token)
+            message, round_ = self._own_reply(db, person, message_id)
+            if other_id is not None:
+                fields["other_message_id"] = self._second_reply(db, person, message, other_id)
+            campaign, _ = context_of(db)
+            if not may_correct(campaign, person):
+                raise Refused(SIGN_IN_FIRST)
+            self.rate.hit(
+                f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
+            correction = {
+                "participant_id": person["id"],
+                "round_id": message["round_id"],
+                "group_index": message["group_index"],
+                "message_id": message["id"],
+                "model_version_id": message["model_version_id"],
+                "prompt": queries.prompt_before(db, message),
+                "original": message["content"],
+                "created_at": self.now(),
+                **fields,
+            }
+            correction["id"] = queries.add_correction(db, **correction)
+            if correction["id"] is None:
+                raise Refused(ROUND_CLOSED)
+            queries.replace_earlier(db, correction, self.now())
+            return correction["id"]
+
+    def _second_reply(self, db, person: dict, message: dict, other_id: object) -> int:
+        other, _ = self._own_reply(db, person, other_id)
+        if other["alternative_of"] != message["id"]:
+            raise Refused("Reply B is not a second reply to reply A.")
+        return other["id"]
 
     def rewrite(self, token: str, message_id: int, text: str, address: str | None = None) -> int:
         """A better version of the reply: an SFT target, and with the original a DPO pair."""
@@ -296,6 +334,7 @@ class CrowdService:
     def rate_reply(
         self, token: str, message_id: int, value: int, address: str | None = None
     ) -> int:
+        """Thumbs up (1) or down (-1); a new rating of the same reply replaces the earlier one."""
         if value not in (1, -1):
             raise Refused("A rating is thumbs up or thumbs down.")
         return self._submit(token, message_id, address, kind="rating", rating=value)
@@ -311,25 +350,21 @@ class CrowdService:
         """Pick between reply A (`message_id`) and its second reply B (`other_id`)."""
         if choice not in CHOICES:
             raise Refused("Pick A, B, tie or both bad.")
-        participant_id = self._who(token)
-        other, _ = self._own_reply(participant_id, other_id)
-        if other["alternative_of"] != int(message_id):
-            raise Refused("Reply B is not a second reply to reply A.")
-        return self._submit(
-            token, message_id, address, kind="choice", choice=choice, other_message_id=other["id"]
-        )
+        return self._submit(token, message_id, address, other_id, kind="choice", choice=choice)
 
     def undo(self, token: str, correction_id: int) -> None:
         """Withdraw one's own correction within the undo window (kept, marked undone)."""
-        participant_id = self._who(token)
-        with self.db() as db:
-            correction = queries.get_correction(db, int(correction_id))
-            if correction is None or correction["participant_id"] != participant_id:
+        with self.action() as db:
+            person = self.who(db, token)
+            correction = queries.get_correction(db, _as_int(correction_id))
+            if correction is None or correction["participant_id"] != person["id"]:
                 raise Refused("That correction does not exist.")
+            if correction["replaced_at"]:
+                raise Refused("That correction was already replaced by your newer one.")
             age = parse_time(self.now()) - parse_time(correction["created_at"])
             if age > timedelta(seconds=self.limits.undo_window_s):
                 raise Refused("The undo window for that correction has passed.")
-            _, round_ = self.context()
+            _, round_ = context_of(db)
             if correction["round_id"] != round_["id"]:
                 raise Refused("That round is closed; its corrections are final.")
             queries.mark_undone(db, correction["id"], self.now())
@@ -338,10 +373,10 @@ class CrowdService:
 
     def banner(self, token: str) -> dict:
         """Task, target, round, time left (s, or None), my group and its corrections."""
-        participant_id = self._who(token)
-        group = self._group_of(participant_id)
-        campaign, round_ = self.context()
-        with self.db() as db:
+        with self.action() as db:
+            person = self.who(db, token)
+            campaign, round_ = context_of(db)
+            group = self._group_of(db, person["id"], campaign, round_)
             counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
             totals = store.points_totals(db, campaign["id"])
         left = None
@@ -359,10 +394,29 @@ class CrowdService:
             "group_name": group_name(group),
             "group_colour": group_colour(group),
             "group_corrections": counts[group],
-            "points": totals.get(participant_id, 0.0),
+            "points": totals.get(person["id"], 0.0),
             "prompts": json.loads(campaign["prompts"] or "[]"),
+            "require_login": bool(campaign["require_login"]),
         }
 
     def adapter_of_round(self) -> str:
         _, round_ = self.context()
         return self.adapter_for(round_["champion_id"]) if self.generation else BASE
+
+
+ROUND_CLOSED = (
+    "That reply is from a round that has closed; corrections count for the current round only."
+)
+
+
+def context_of(db) -> tuple[dict, dict]:
+    """(active campaign, its current round) as `db` sees them."""
+    campaign = store.active_campaign(db)
+    return campaign, store.current_round(db, campaign["id"])
+
+
+def _as_int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise Refused("That item does not exist.") from None

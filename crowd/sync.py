@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from crowd.config import Settings
+from crowd.export import export_dataset
 from storage.backup import DB_NAME, make_backup
 from storage.db import has_participants
-from storage.export import ExportError, export_dataset
+from storage.export_io import ExportError
 
 log = logging.getLogger("crowd.sync")
 REPO_TYPE = "dataset"

@@ -3,13 +3,17 @@ what the last round changed. Read-only; plain data for the UI to render."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
-from crowd.campaigns import group_name
+from crowd.campaigns import group_name, may_correct
 from crowd.evaluation import LOWER_IS_BETTER
-from storage import boards
+from crowd.trust import consensus, rule_of
+from storage import boards, queries
+from storage import quality as quality_store
 from storage import rounds as store
 from storage.db import connect
+from storage.reviews import review_counts
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,36 @@ class LastRound:
     lower_is_better: bool
     before: list[str]  # the champion's sample replies on the held-out prompts
     after: list[str]  # the winner's
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """How a volunteer's corrections fared in review, and how their own reviews agreed."""
+
+    statuses: dict[str, int]  # trust status (crowd.trust.STATUSES) -> their corrections
+    reviews: int  # reviews they gave
+    decided: int  # of those, on corrections the crowd has a verdict on (trusted or rejected)
+    agreed: int  # of those, the ones matching that verdict
+
+
+def review_record(db_path, participant_id: str, campaign: dict) -> ReviewRecord:
+    """My corrections in the campaign by trust status under its rule, and my reviews against the
+    final consensus (`crowd.trust.consensus`; my own review counts towards it, as for points)."""
+    rule = rule_of(campaign)
+    with connect(db_path) as db:
+        mine = quality_store.my_corrections(db, participant_id, campaign["id"])
+        given = quality_store.my_reviews(db, participant_id, campaign["id"])
+        counts = review_counts(db, [r["id"] for r in mine] + [cid for cid, _ in given])
+    statuses = Counter(rule.status(*counts.get(r["id"], (0, 0))) for r in mine)
+    verdicts = [consensus(rule.status(*counts.get(cid, (0, 0)))) for cid, _ in given]
+    decided = [(v, c) for (_, v), c in zip(given, verdicts) if c is not None]
+    return ReviewRecord(dict(statuses), len(given), len(decided), sum(v == c for v, c in decided))
+
+
+def review_stamp(db_path, participant_id: str) -> tuple[int, int]:
+    """Changes when my review record may: part of the stamp an open page polls."""
+    with connect(db_path) as db:
+        return quality_store.review_stamp(db, participant_id)
 
 
 def leaderboard(db_path, campaign_id: int, limit: int = 20) -> list[dict]:
@@ -91,3 +125,12 @@ def rounds_done(db_path, campaign_id: int) -> int:
     """How many rounds have finished: a cheap stamp for open pages to notice a new result."""
     with connect(db_path) as db:
         return len(boards.finished_rounds(db, campaign_id))
+
+
+def sign_in_needed(db_path, participant_id: str) -> bool:
+    """Whether the active campaign wants a Hugging Face sign-in before this participant (who
+    joined without one) may correct; they may still chat."""
+    with connect(db_path) as db:
+        campaign = store.active_campaign(db)
+        person = queries.get_participant(db, participant_id)
+    return bool(campaign and person) and not may_correct(campaign, person)

@@ -8,13 +8,13 @@ from sqlite_utils import Database
 
 
 def people_board(db: Database, campaign_id: int, limit: int = 20) -> list[dict]:
-    """Participants by total points (banned left out)."""
+    """Participants by total points (banned and hidden people left out)."""
     return list(
         db.query(
             """SELECT p.id AS participant_id, p.display_name, sum(l.amount) AS points,
                   count(DISTINCT l.round_id) AS rounds
            FROM points l JOIN rounds r ON r.id = l.round_id JOIN participants p ON p.id = l.participant_id
-           WHERE r.campaign_id = ? AND p.banned_at IS NULL
+           WHERE r.campaign_id = ? AND p.banned_at IS NULL AND p.hidden_at IS NULL
            GROUP BY p.id ORDER BY points DESC, p.display_name LIMIT ?""",
             [campaign_id, limit],
         )

@@ -48,6 +48,21 @@ def connect(path: Path | str) -> Iterator[Database]:
         db.close()
 
 
+@contextmanager
+def transaction(path: Path | str) -> Iterator[Database]:
+    """One unit of work as one write transaction. BEGIN IMMEDIATE takes SQLite's write lock
+    before the first read, so what the checks read cannot change before the writes commit;
+    an exception rolls everything back."""
+    with connect(path) as db:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.rollback()
+            raise
+        db.conn.commit()
+
+
 def migrate(path: Path | str) -> None:
     """Create or upgrade the schema at `path`; a failed migration leaves the file unchanged."""
     path = Path(path)

@@ -1,5 +1,5 @@
 """The export's plumbing: a read-only snapshot of the database, the scope of an export, and the
-writers (JSONL + Parquet side by side, CSV). The record shapes live in storage.export."""
+writers (JSONL + Parquet side by side, CSV). The record shapes live in crowd.export."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ SCHEMAS = {
         + [("rating", pa.int64()), ("split", pa.string())]
         + [("hidden", pa.bool_()), ("hidden_at", pa.string())]
         + [("undone", pa.bool_()), ("undone_at", pa.string()), ("created_at", pa.string())]
+        + [("participant_hidden", pa.bool_()), ("replaced_at", pa.string())]
+        + [("endorsements", pa.int64()), ("rejections", pa.int64()), ("used", pa.bool_())]
     ),
 }
 
@@ -72,6 +74,15 @@ class Scope:
     groups: tuple[int, ...] | None  # None = every group
     include_hidden: bool
     include_banned: bool
+
+
+_VERDICTS = (
+    "SELECT r.correction_id, sum(r.verdict = 'endorse') AS endorsements,"
+    " sum(r.verdict = 'reject') AS rejections FROM reviews r"
+    " JOIN participants q ON q.id = r.participant_id"
+    " WHERE q.banned_at IS NULL AND q.hidden_at IS NULL GROUP BY r.correction_id"
+)
+"""Review counts per correction, by reviewers in good standing (as storage.reviews counts them)."""
 
 
 class Snapshot:
@@ -137,14 +148,17 @@ class Snapshot:
         where, params = _where(scope, "c")
         if not scope.include_hidden:
             where += " AND c.hidden_at IS NULL"
-        if not scope.include_banned:
-            where += " AND p.banned_at IS NULL"
+        if not scope.include_banned:  # a hidden person's data is out like a banned one's
+            where += " AND p.banned_at IS NULL AND p.hidden_at IS NULL"
         return self.rows(
             "SELECT c.*, r.number AS round, r.campaign_id, p.display_name, p.hf_username,"
-            " p.share_identity, p.banned_at, b.content AS other_reply"
+            " p.share_identity, p.banned_at, p.hidden_at AS person_hidden_at,"
+            " b.content AS other_reply,"
+            " coalesce(v.endorsements, 0) AS endorsements, coalesce(v.rejections, 0) AS rejections"
             " FROM corrections c JOIN rounds r ON r.id = c.round_id"
             " JOIN participants p ON p.id = c.participant_id"
             " LEFT JOIN messages b ON b.id = c.other_message_id"
+            f" LEFT JOIN ({_VERDICTS}) v ON v.correction_id = c.id"
             f" WHERE {where} ORDER BY c.id",
             params,
         )
@@ -357,7 +371,7 @@ def write_points_csv(snap: Snapshot, scope: Scope, path: Path) -> int:
     """The points ledger in scope, participants pseudonymised; returns the row count."""
     where, params = _where(scope, "x")
     if not scope.include_banned:
-        where += " AND p.banned_at IS NULL"
+        where += " AND p.banned_at IS NULL AND p.hidden_at IS NULL"
     rows = snap.rows(
         "SELECT x.*, r.number AS round, p.display_name, p.share_identity FROM points x"
         " JOIN rounds r ON r.id = x.round_id JOIN participants p ON p.id = x.participant_id"

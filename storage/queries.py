@@ -34,6 +34,11 @@ def add_participant(
     )
 
 
+def participant_ids(db: Database) -> list[str]:
+    """Every participant's id, in order of arrival."""
+    return [row[0] for row in db.execute("SELECT id FROM participants ORDER BY created_at, rowid")]
+
+
 def ban_participant(db: Database, participant_id: str, reason: str, now: str) -> bool:
     cursor = db.execute(
         "UPDATE participants SET banned_at = ?, ban_reason = ? WHERE id = ? AND banned_at IS NULL",
@@ -141,27 +146,13 @@ def add_message(
 
 def get_message(db: Database, message_id: int) -> dict | None:
     """A message with its conversation's owner, round and group."""
-    row = db.execute(
-        """SELECT m.*, c.participant_id, c.round_id, c.group_index
+    rows = db.query(
+        """SELECT m.*, c.participant_id AS participant_id, c.round_id AS round_id,
+                  c.group_index AS group_index
            FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?""",
         [message_id],
-    ).fetchone()
-    if row is None:
-        return None
-    names = [
-        "id",
-        "conversation_id",
-        "position",
-        "role",
-        "content",
-        "model_version_id",
-        "alternative_of",
-        "created_at",
-        "participant_id",
-        "round_id",
-        "group_index",
-    ]
-    return dict(zip(names, row))
+    )
+    return next(iter(rows), None)
 
 
 def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
@@ -180,10 +171,38 @@ def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
     return [{"role": role, "content": content} for role, content in rows]
 
 
-def add_correction(db: Database, **fields: Any) -> int:
+def add_correction(db: Database, **fields: Any) -> int | None:
+    """Insert a correction, but only while its round is open (checked by the INSERT itself, so
+    a round closed a moment earlier refuses it); returns its id, or None when refused."""
     if isinstance(fields.get("prompt"), list):
         fields["prompt"] = json.dumps(fields["prompt"], ensure_ascii=False)
-    return db.table("corrections").insert(fields).last_pk
+    names = list(fields)
+    cursor = db.execute(
+        f"""INSERT INTO corrections ({", ".join(names)})
+            SELECT {", ".join("?" * len(names))}
+            WHERE (SELECT state FROM rounds WHERE id = ?) = 'open'""",
+        [*fields.values(), fields["round_id"]],
+    )
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+def replace_earlier(db: Database, correction: dict, now: str) -> int:
+    """Mark the person's earlier live correction of the same kind of the same reply as replaced
+    by `correction` (kept, never deleted); returns how many were replaced (0 or 1)."""
+    cursor = db.execute(
+        """UPDATE corrections SET replaced_at = ?, replaced_by = ?
+           WHERE message_id = ? AND participant_id = ? AND kind = ? AND id != ?
+             AND replaced_at IS NULL AND undone_at IS NULL""",
+        [
+            now,
+            correction["id"],
+            correction["message_id"],
+            correction["participant_id"],
+            correction["kind"],
+            correction["id"],
+        ],
+    )
+    return cursor.rowcount
 
 
 def get_correction(db: Database, correction_id: int) -> dict | None:
@@ -220,6 +239,18 @@ def group_correction_counts(db: Database, round_id: int, n_groups: int) -> list[
     return counts
 
 
+def group_person_counts(db: Database, round_id: int) -> list[tuple[int, str, int]]:
+    """(group, participant, live corrections) for each contributor of a round."""
+    return [
+        (group, person, n)
+        for group, person, n in db.execute(
+            f"""SELECT group_index, participant_id, count(*) FROM corrections c
+                WHERE round_id = ? AND {LIVE} GROUP BY group_index, participant_id""",
+            [round_id],
+        )
+    ]
+
+
 def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
     return list(
         db.query(
@@ -234,7 +265,8 @@ def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
 
 
 LIVE = (
-    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.participant_id IN "
-    "(SELECT id FROM participants WHERE banned_at IS NULL)"
+    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.replaced_at IS NULL AND c.participant_id IN "
+    "(SELECT id FROM participants WHERE banned_at IS NULL AND hidden_at IS NULL)"
 )
-"""SQL condition on `corrections c`: counts for training, evaluation and points."""
+"""SQL condition on `corrections c`: counts for training, evaluation and points. Leaves out what
+its author undid or replaced, what a moderator hid, and everything of a banned or hidden person."""

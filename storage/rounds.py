@@ -26,6 +26,10 @@ CAMPAIGN_FIELDS = (
     "heldout_share",
     "win_margin",
     "licence",
+    "reviews_on",
+    "min_reviews",
+    "person_cap",
+    "require_login",
 )
 
 
@@ -156,10 +160,12 @@ def rounds_of(db: Database, campaign_id: int) -> list[dict]:
 
 
 def round_corrections(db: Database, round_id: int) -> list[dict]:
-    """Live corrections of a round, oldest first."""
+    """Live corrections of a round, oldest first, with reply B's text as `other_reply`."""
     return list(
         db.query(
-            f"SELECT c.* FROM corrections c WHERE c.round_id = ? AND {LIVE} ORDER BY c.id",
+            f"""SELECT c.*, b.content AS other_reply FROM corrections c
+            LEFT JOIN messages b ON b.id = c.other_message_id
+            WHERE c.round_id = ? AND {LIVE} ORDER BY c.id""",
             [round_id],
         )
     )
@@ -176,7 +182,8 @@ def heldout_corrections(db: Database, campaign_id: int, up_to_round: int) -> lis
     """Every live held-out correction of the campaign up to and including `up_to_round`."""
     return list(
         db.query(
-            f"""SELECT c.* FROM corrections c JOIN rounds r ON r.id = c.round_id
+            f"""SELECT c.*, b.content AS other_reply FROM corrections c
+            JOIN rounds r ON r.id = c.round_id LEFT JOIN messages b ON b.id = c.other_message_id
             WHERE r.campaign_id = ? AND r.number <= ? AND c.split = 'heldout' AND {LIVE}
             ORDER BY c.id""",
             [campaign_id, up_to_round],

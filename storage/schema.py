@@ -192,3 +192,39 @@ def m001_initial(db: Database) -> None:
     for statement in _INITIAL.split(";\n"):
         if statement.strip():
             db.execute(statement)
+
+
+_TRUST = """
+-- a newer correction of the same kind, by the same person, of the same reply replaced this one
+ALTER TABLE corrections ADD COLUMN replaced_at TEXT;
+ALTER TABLE corrections ADD COLUMN replaced_by INTEGER REFERENCES corrections(id);
+CREATE INDEX corrections_message ON corrections(message_id, participant_id, kind);
+-- all of a person's data moderated out, without a ban
+ALTER TABLE participants ADD COLUMN hidden_at TEXT;
+-- the campaign's trust settings; these defaults keep an existing campaign as it was
+ALTER TABLE campaigns ADD COLUMN reviews_on INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE campaigns ADD COLUMN min_reviews INTEGER NOT NULL DEFAULT 2;
+ALTER TABLE campaigns ADD COLUMN person_cap REAL NOT NULL DEFAULT 1.0;
+ALTER TABLE campaigns ADD COLUMN require_login INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY,
+    correction_id INTEGER NOT NULL REFERENCES corrections(id),
+    participant_id TEXT NOT NULL REFERENCES participants(id),   -- the reviewer, never the author
+    verdict TEXT NOT NULL CHECK (verdict IN ('endorse', 'reject')),
+    round_id INTEGER NOT NULL REFERENCES rounds(id),             -- the round it was given in
+    created_at TEXT NOT NULL,
+    UNIQUE (correction_id, participant_id)
+);
+CREATE INDEX reviews_participant ON reviews(participant_id)
+"""
+
+
+@MIGRATIONS()
+def m002_trust(db: Database) -> None:
+    """Issue 12: one live correction per person, kind and reply; peer review; per-person caps.
+
+    Existing campaigns keep today's behaviour (reviews off, no cap); new campaigns get the
+    defended defaults from crowd.campaigns.CampaignSpec."""
+    for statement in _TRUST.split(";\n"):
+        if statement.strip():
+            db.execute(statement)

@@ -137,6 +137,8 @@ def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(
         volunteer = context.new_page()
         try:
             join_and_correct(volunteer, app_url, expect)
+            second = browser.new_context(viewport={"width": 1200, "height": 1000})
+            review_as_another_volunteer(second.new_page(), app_url, expect)
             close_round_as_organizer(context.new_page(), app_url, expect)
             see_the_result(volunteer, expect)
         finally:
@@ -171,6 +173,24 @@ def join_and_correct(page, url: str, expect) -> None:
     expect(page.locator("#ack")).to_contain_text("Saved your emotion label")
     expect(page.locator("#banner")).to_contain_text("2 corrections this round")
     page.screenshot(path=str(SHOTS / "volunteer-chat.png"), full_page=True)
+
+
+def review_as_another_volunteer(page, url: str, expect) -> None:
+    """A second person endorses the first one's rewrite and label in the Review tab."""
+    page.goto(url)
+    page.locator("#name").locator("input, textarea").first.fill("Bob Reviewer")
+    page.locator("#consent input").check()
+    page.locator("#join").click()
+    expect(page.locator("#banner")).to_contain_text("Bob Reviewer in group")
+    page.get_by_role("tab", name="Review").click()
+    item = page.locator("#review-item")
+    expect(item).to_contain_text("Their rewrite")
+    expect(item).to_contain_text(HAPPY)
+    page.screenshot(path=str(SHOTS / "volunteer-review.png"), full_page=True)
+    page.locator("#review-endorse").click()
+    expect(item).to_contain_text("They labelled its emotion: joy")
+    page.locator("#review-endorse").click()
+    expect(item).to_contain_text("Nothing to review")
 
 
 def close_round_as_organizer(page, url: str, expect) -> None:

@@ -14,7 +14,7 @@ import yaml
 from sqlite_utils import Database
 
 from crowd.cli.export import main
-from storage.export import ExportError, export_dataset, export_zip
+from crowd.export import ExportError, export_dataset, export_zip
 
 T0 = "2026-11-02T10:00:00+00:00"
 JSONL = ("sft", "dpo", "kto", "emotions", "events")
@@ -147,8 +147,8 @@ def seeded(db_path: Path) -> Seed:
     s.correction("choice", "alice", group=1, choice="b", user="pick b")  # sft, dpo, kto x2
     s.correction("choice", "alice", choice="tie")  # nothing but events
     s.correction("choice", "bob", group=1, choice="both_bad")  # kto x2
-    s.correction("emotion", "bob", emotion="joy")  # emotions
-    s.correction("rating", "alice", rating=1)  # kto
+    s.correction("emotion", "bob", emotion="joy")  # emotions, and sft: joy is the target
+    s.correction("rating", "alice", rating=1)  # kto, and sft: a thumbs-up teaches the reply
     s.correction("rating", "bob", group=2, rating=-1)  # kto
     s.correction("rewrite", "bob", rewrite="withdrawn", undone_at=T0)  # events only
     s.correction("rewrite", "bob", rewrite="spam spam", hidden_at=T0)  # left out
@@ -207,8 +207,10 @@ def test_every_jsonl_loads_with_datasets_and_holds_the_right_rows(seeded, db_pat
     out = tmp_path / "export"
     counts = export_dataset(db_path, out, salt="fixed")
     rows = {name: load(out, name) for name in JSONL}
+    # sft holds what a round trains on (crowd.lessons): since issue 11 that includes the
+    # thumbs-up reply and the reply labelled with the target emotion (5 before).
     assert {name: len(rows[name]) for name in JSONL} == {
-        "sft": 5,
+        "sft": 7,
         "dpo": 4,
         "kto": 13,
         "emotions": 1,
@@ -252,6 +254,24 @@ def test_undone_corrections_are_events_only_and_moderated_ones_are_left_out(
     assert any(e["participant_banned"] for e in events)
     training = "".join((out / f"{n}.jsonl").read_text() for n in ("sft", "dpo", "kto"))
     assert "spam spam" not in training and "banned person" not in training
+    assert len(list(csv.DictReader((out / "points.csv").open()))) == 3
+
+
+def test_a_hidden_person_is_left_out_like_a_banned_one(seeded, db_path, tmp_path):
+    seeded.db.execute("UPDATE participants SET hidden_at = ? WHERE id = 'alice'", [T0])
+    seeded.db.conn.commit()
+    out = tmp_path / "export"
+    export_dataset(db_path, out)
+    everything = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".jsonl", ".csv"))
+    assert "What a lovely day!" not in everything and "Round two joy" not in everything
+    assert "Same." in (out / "sft.jsonl").read_text()  # bob's data stays
+    assert len(list(csv.DictReader((out / "points.csv").open()))) == 1  # bob's alone
+
+    export_dataset(db_path, out, include_banned=True)
+    events = [e["rewrite"] for e in load(out, "events")]
+    assert "What a lovely day!" in events  # an event, flagged by its absence from training
+    training = "".join((out / f"{n}.jsonl").read_text() for n in ("sft", "dpo", "kto"))
+    assert "What a lovely day!" not in training
     assert len(list(csv.DictReader((out / "points.csv").open()))) == 3
 
 

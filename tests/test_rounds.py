@@ -43,6 +43,9 @@ def world(settings):
         settings, generation, limits=Limits(chats_per_minute=1000, submissions_per_minute=1000)
     )
     organizer = Organizer(service)
+    # These tests are about the round's mechanics: the loop as it was before peer review (no
+    # reviews, no per-person cap); tests/test_review.py covers what review changes.
+    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0)
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
     yield service, organizer, worker
     generation.close()

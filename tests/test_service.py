@@ -137,3 +137,73 @@ def test_rate_limits_say_when_to_retry(settings):
     with pytest.raises(Refused, match="try again in") as info:
         svc.rate.hit("submit:x", 1, "corrections")
     assert info.value.retry_after_s > 0
+
+
+def test_a_correction_is_refused_when_the_round_closes_between_check_and_insert(settings):
+    """The round's state is checked by the INSERT itself, inside the action's transaction: a
+    close that lands right after the service's own checks still refuses the correction."""
+    from crowd.rounds.state import close_round
+    from crowd.service import context_of
+
+    class OrganizerClosesMidway(CrowdService):  # a real service, closing the round after checking
+        def _own_reply(self, db, person, message_id):
+            checked = super()._own_reply(db, person, message_id)
+            campaign, round_ = context_of(db)
+            close_round(db, campaign, round_, "organizer", self.now(), self.rng)
+            return checked
+
+    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    service = OrganizerClosesMidway(settings, generation)
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    with pytest.raises(Refused, match="round that has closed"):
+        service.rewrite(session.token, reply.message_id, "Better.")
+    generation.close()
+    assert count(service, "corrections") == 0
+    with connect(settings.db_path) as db:  # the whole action rolled back, the close with it
+        assert [r["state"] for r in db.query("SELECT state FROM rounds")] == ["open"]
+
+
+def test_one_voice_per_kind_a_flood_of_rewrites_leaves_one_live(service):
+    service.limits = Limits(chats_per_minute=100, submissions_per_minute=100)
+    session = service.join("Flooder", consent=True)
+    reply = chat(service, session)
+    ids = [service.rewrite(session.token, reply.message_id, f"Rewrite {i}") for i in range(30)]
+    label = service.label(session.token, reply.message_id, "joy")  # another kind: stays live
+    with connect(service.settings.db_path) as db:
+        rows = {c["id"]: c for c in db.query("SELECT * FROM corrections")}
+        live = [c for c in rows.values() if c["replaced_at"] is None]
+        assert sorted(c["id"] for c in live) == [ids[-1], label]
+        assert all(rows[ids[i]]["replaced_by"] == ids[i + 1] for i in range(29))  # kept, chained
+        assert (
+            queries.group_correction_counts(db, rows[label]["round_id"], 3)[session.group_index]
+            == 2
+        )
+
+
+def test_a_changed_rating_replaces_the_old_one_even_after_the_undo_window(settings):
+    clock = iter(f"2026-01-01T00:{m:02d}:00+00:00" for m in range(60))
+    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    service = CrowdService(settings, generation, now=lambda: next(clock))
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    up = service.rate_reply(session.token, reply.message_id, 1)
+    down = service.rate_reply(session.token, reply.message_id, -1)  # minutes later
+    generation.close()
+    with connect(settings.db_path) as db:
+        live = list(db.query(f"SELECT * FROM corrections c WHERE {queries.LIVE}"))
+    assert [(c["id"], c["rating"]) for c in live] == [(down, -1)]
+    with pytest.raises(Refused, match="replaced"):
+        service.undo(session.token, up)
+
+
+def test_get_message_reads_columns_by_name(service):
+    with connect(service.settings.db_path) as db:
+        db.execute("ALTER TABLE messages ADD COLUMN extra TEXT DEFAULT 'x'")
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    with connect(service.settings.db_path) as db:
+        message = queries.get_message(db, reply.message_id)
+    assert message["participant_id"] == session.participant_id and message["extra"] == "x"

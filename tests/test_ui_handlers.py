@@ -158,7 +158,7 @@ def test_thumbs_keep_one_rating_per_reply(page):
             token, tab, gr.LikeData(None, {"index": 1, "value": "x", "liked": liked})
         )
     with connect(session.service.settings.db_path) as db:
-        live = [r for r in db["corrections"].rows if r["undone_at"] is None]
+        live = [r for r in db["corrections"].rows if not (r["undone_at"] or r["replaced_at"])]
     assert [(r["kind"], r["rating"]) for r in live] == [("rating", -1)]
 
 

@@ -82,7 +82,8 @@ def run_demo(settings, volunteers: int, corrections: int, seed: int) -> dict:
     organizer = Organizer(service, rng)
     organizer.update_campaign(key, min_corrections=3, heldout_share=0.2, points_rule="paper")
     submitted = volunteer(service, volunteers, corrections, rng)
-    print(f"{submitted} corrections submitted; closing round 1", flush=True)
+    reviewed = review(service)
+    print(f"{submitted} corrections and {reviewed} reviews; closing round 1", flush=True)
     job_id = organizer.close_round(key)
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow, rng=rng)
     thread = threading.Thread(target=worker.step)
@@ -115,6 +116,29 @@ def volunteer(service, volunteers: int, corrections: int, rng: random.Random) ->
         print(f"\r  corrections: {done}/{corrections}", end="", flush=True)
     print()
     return done
+
+
+def review(service, each: int = 6) -> int:
+    """Every volunteer reviews up to `each` others' corrections from their queue: joyful
+    rewrites and 'joy' labels are endorsed, the rest rejected."""
+    from crowd.review import Reviews
+
+    reviews = Reviews(service)
+    tokens = [service.identities.sign(pid) for pid in service_participants(service)]
+    done = 0
+    for token in tokens:
+        for item in reviews.queue(token, limit=each):
+            joyful = "!" in (item["rewrite"] or "") or item["emotion"] == "joy"
+            reviews.review(token, item["correction_id"], "endorse" if joyful else "reject")
+            done += 1
+    return done
+
+
+def service_participants(service) -> list[str]:
+    from storage import queries
+
+    with service.db() as db:
+        return queries.participant_ids(db)
 
 
 def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:

@@ -1,4 +1,4 @@
-"""`python -m crowd export`: the command line over `storage.export`."""
+"""`python -m crowd export`: the command line over `crowd.export`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from crowd.config import ConfigError, load_settings
-from storage.export import ExportError, export_dataset, export_zip
+from crowd.export import ExportError, export_dataset, export_zip
 
 
 def _int_list(raw: str) -> list[int]:

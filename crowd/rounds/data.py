@@ -1,15 +1,19 @@
-"""From stored corrections to training examples, held-out items and points contributions."""
+"""From a round's stored corrections to each group's training examples, the held-out items and
+the points contributions. What each correction teaches is `crowd.lessons`' one definition; which
+corrections count (review, per-person cap) is `crowd.trust`'s."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
+from crowd.lessons import lesson
 from crowd.training.data import PairExample, SFTExample
-from storage import queries
+from crowd.trust import judging_corrections, rule_of, training_corrections
+from storage import reviews
+from storage import rounds as store
 
 
 @dataclass
@@ -23,60 +27,61 @@ class GroupData:
     contributions: list[tuple[str, str, PairExample | None]] = field(default_factory=list)
 
 
-def target_and_pair(
-    db: Database, correction: dict, task: str, target_emotion: str | None
-) -> tuple[str | None, PairExample | None]:
-    """What a correction teaches: an SFT target text and/or a (chosen, rejected) pair.
-
-    rewrite -> the rewrite, and (rewrite, original); A/B -> the chosen reply, and the pair
-    (tie and both-bad teach nothing); thumbs up -> the reply; an emotion label equal to the
-    campaign's target -> the reply. Other corrections are kept for export but not trained on.
-    """
-    prompt = json.loads(correction["prompt"])
-    original = correction["original"]
-    kind = correction["kind"]
-    if kind == "rewrite":
-        return correction["rewrite"], PairExample(prompt, correction["rewrite"], original)
-    if kind == "choice" and correction["choice"] in ("a", "b"):
-        other = queries.get_message(db, correction["other_message_id"])["content"]
-        chosen, rejected = (original, other) if correction["choice"] == "a" else (other, original)
-        return chosen, PairExample(prompt, chosen, rejected)
-    if kind == "rating" and correction["rating"] == 1:
-        return original, None
-    if kind == "emotion" and task == "emotion" and correction["emotion"] == target_emotion:
-        return original, None
-    return None, None
-
-
 def group_data(
-    db: Database, corrections: list[dict], task: str, target_emotion: str | None
+    corrections: list[dict], task: str, target_emotion: str | None
 ) -> dict[int, GroupData]:
-    """Training material per group from a round's live, train-split corrections."""
+    """Training material per group from a round's live, train-split corrections (rows from
+    `storage.rounds.round_corrections`, which carry reply B as `other_reply`)."""
     groups: dict[int, GroupData] = defaultdict(GroupData)
     for correction in corrections:
         if correction["split"] != "train":
             continue
         data = groups[correction["group_index"]]
         data.corrections += 1
-        text, pair = target_and_pair(db, correction, task, target_emotion)
-        if text is not None:
-            chat = json.loads(correction["prompt"]) + [{"role": "assistant", "content": text}]
-            data.sft.append(SFTExample(chat))
-            data.contributions.append((correction["participant_id"], text, pair))
+        taught = lesson(correction, task, target_emotion)
+        pair = PairExample(taught.prompt, *taught.pair) if taught.pair else None
+        if taught.sft_target is not None:
+            data.sft.append(SFTExample(taught.sft_messages()))
+            data.contributions.append((correction["participant_id"], taught.sft_target, pair))
         if pair is not None:
             data.pairs.append(pair)
     return dict(groups)
 
 
 def heldout_items(
-    db: Database, corrections: list[dict], task: str, target_emotion: str | None
+    corrections: list[dict], task: str, target_emotion: str | None
 ) -> tuple[list[list[dict]], list[PairExample]]:
     """Held-out prompts (for sampling) and pairs (for preference accuracy)."""
     prompts: dict[str, list[dict]] = {}
     pairs: list[PairExample] = []
     for correction in corrections:
-        prompts.setdefault(correction["prompt"], json.loads(correction["prompt"]))
-        _, pair = target_and_pair(db, correction, task, target_emotion)
-        if pair is not None:
-            pairs.append(pair)
+        taught = lesson(correction, task, target_emotion)
+        prompts.setdefault(correction["prompt"], taught.prompt)
+        if taught.pair is not None:
+            pairs.append(PairExample(taught.prompt, *taught.pair))
     return list(prompts.values()), pairs
+
+
+def training_material(
+    db: Database, campaign: dict, round_: dict
+) -> tuple[dict[int, GroupData], dict]:
+    """Each group's training material for `round_` under the campaign's trust rule and cap,
+    and per person (used, not used) counts of their train-split corrections, for the ledger."""
+    live = store.round_corrections(db, round_["id"])
+    counts = reviews.review_counts(db, [c["id"] for c in live])
+    used = training_corrections(live, counts, rule_of(campaign), campaign["person_cap"])
+    data = group_data(used, campaign["task"], campaign["target_emotion"])
+    usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    used_ids = {c["id"] for c in used}
+    for correction in live:
+        if correction["split"] == "train":
+            usage[correction["participant_id"]][correction["id"] not in used_ids] += 1
+    return data, dict(usage)
+
+
+def judging_material(db: Database, campaign: dict, round_: dict) -> list[dict]:
+    """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
+    history up to it, trusted ones only when reviews are on, capped per person."""
+    heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
+    counts = reviews.review_counts(db, [c["id"] for c in heldout])
+    return judging_corrections(heldout, counts, rule_of(campaign), campaign["person_cap"])

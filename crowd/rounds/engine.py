@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from crowd.evaluation import EvalSet, Evaluator, Score, split_heldout
-from crowd.points import ContributionItem, RoundOutcome, get_rule
-from crowd.rounds.data import GroupData, group_data, heldout_items
+from crowd.points import ContributionItem, RoundOutcome
+from crowd.rounds.awards import ledger_rows
+from crowd.rounds.data import GroupData, heldout_items, judging_material, training_material
 from crowd.rounds.state import advance
 from crowd.scoring.scorers import target_vector
 from crowd.training.base import Progress
@@ -75,12 +76,7 @@ class RoundEngine:
 
     def _train_groups(self, job: dict, campaign: dict, round_: dict) -> None:
         with connect(self.db_path) as db:
-            data = group_data(
-                db,
-                store.round_corrections(db, round_["id"]),
-                campaign["task"],
-                campaign["target_emotion"],
-            )
+            data, _ = training_material(db, campaign, round_)
             champion = store.get_version(db, round_["champion_id"])
         for group in range(campaign["n_groups"]):
             self._train_group(job, campaign, round_, champion, group, data.get(group, GroupData()))
@@ -183,12 +179,7 @@ class RoundEngine:
             scores[champion["id"]], campaign["win_margin"]
         )
         with connect(self.db_path) as db:
-            data = group_data(
-                db,
-                store.round_corrections(db, round_["id"]),
-                campaign["task"],
-                campaign["target_emotion"],
-            )
+            data, usage = training_material(db, campaign, round_)
         items = self._contributions(
             campaign, data, names[champion["id"]], names[best["id"]] if best else None
         )
@@ -202,14 +193,12 @@ class RoundEngine:
             items=items,
             target=eval_set.target,
         )
-        self._crown(campaign, round_, champion, best if improved else None, outcome)
+        self._crown(campaign, round_, champion, best if improved else None, outcome, usage)
 
     def _eval_set(self, campaign: dict, round_: dict) -> EvalSet:
         with connect(self.db_path) as db:
-            heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-            prompts, pairs = heldout_items(
-                db, heldout, campaign["task"], campaign["target_emotion"]
-            )
+            heldout = judging_material(db, campaign, round_)
+            prompts, pairs = heldout_items(heldout, campaign["task"], campaign["target_emotion"])
             kind = "emotion" if campaign["task"] == "emotion" else "pair"
             references = store.reference_texts(db, campaign["id"], kind)
         if campaign["task"] == "preference":
@@ -296,21 +285,9 @@ class RoundEngine:
         champion: dict,
         winner: dict | None,
         outcome: RoundOutcome,
+        usage: dict,
     ) -> None:
         """Crown `winner` (None keeps the champion), write the points, finish the round."""
-        rule = get_rule(campaign["points_rule"])
-        awards = [
-            {
-                "round_id": round_["id"],
-                "participant_id": a.participant_id,
-                "group_index": a.group_index,
-                "amount": float(a.amount),
-                "rule": rule.name,
-                "reason": a.reason,
-            }
-            for a in rule.award(outcome)
-            if a.amount
-        ]
         with connect(self.db_path) as db, db.atomic():
             if winner is not None:
                 store.set_version_status(db, champion["id"], "retired")
@@ -318,7 +295,7 @@ class RoundEngine:
                 following = store.current_round(db, campaign["id"])
                 if following["number"] == round_["number"] + 1 and following["state"] == "open":
                     store.set_round_champion(db, following["id"], winner["id"])
-            store.add_points(db, awards, self.now())
+            store.add_points(db, ledger_rows(db, campaign, round_, outcome, usage), self.now())
             advance(
                 db,
                 round_["id"],

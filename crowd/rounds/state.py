@@ -12,6 +12,7 @@ import random
 from sqlite_utils import Database
 
 from crowd.campaigns import open_next_round, parse_time
+from crowd.trust import capped
 from storage import queries
 from storage import rounds as store
 
@@ -70,11 +71,23 @@ def check_auto_close(db: Database, now: str, rng: random.Random) -> int | None:
     if campaign is None:
         return None
     round_ = store.current_round(db, campaign["id"])
-    counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
-    reason = close_reason(campaign, round_, counts, now)
+    reason = close_reason(campaign, round_, capped_counts(db, campaign, round_), now)
     if reason is None:
         return None
     try:
         return close_round(db, campaign, round_, reason, now, rng)
     except IllegalTransition:
         return None  # someone else closed it first
+
+
+def capped_counts(db: Database, campaign: dict, round_: dict) -> list[int]:
+    """Live corrections per group that count towards the `count` policy: within the
+    per-person cap, so one flooder cannot close a round on their own."""
+    owners: dict[int, list[str]] = {}
+    for group, person, n in queries.group_person_counts(db, round_["id"]):
+        owners.setdefault(group, []).extend([person] * n)
+    counts = [0] * campaign["n_groups"]
+    for group, people in owners.items():
+        if group < len(counts):
+            counts[group] = sum(capped(people, campaign["person_cap"]))
+    return counts

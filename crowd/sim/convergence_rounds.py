@@ -69,6 +69,8 @@ def open_campaign(db_path: Path, data_dir: Path, arm: Arm, now: str) -> int:
             min_corrections=1,
             heldout_share=0.0,
             win_margin=arm.win_margin,
+            reviews_on=False,  # the paper's simulated volunteers: all honest, nobody reviews
+            person_cap=1.0,
         )
         with db.atomic():
             campaign_id = create_campaign(db, spec, None, data_dir, now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 
 import gradio as gr
 
@@ -53,6 +54,16 @@ def build_app(service: CrowdService, organizer: Organizer, oauth: bool | None = 
     return demo
 
 
+def peer_is_the_socket() -> None:
+    """Switch off uvicorn's own X-Forwarded-For handling (read when `launch` builds its
+    config). By default it believes the header from 127.0.0.1 and ::1 and overwrites the
+    request's client with a hop, so a forged header from a local peer would count as another
+    address. Our rule (`crowd.network`, with CROWD_TRUSTED_PROXIES) needs the real peer."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ""  # trust no one: uvicorn keeps the socket's peer
+
+
 def launch_options() -> dict:
-    """Arguments for `Blocks.launch` shared by app.py and the tests."""
+    """Arguments for `Blocks.launch` shared by app.py and the tests. Also leaves
+    X-Forwarded-For to `crowd.network` alone (`peer_is_the_socket`)."""
+    peer_is_the_socket()
     return {"css": css(), "theme": gr.themes.Soft(primary_hue="indigo")}

@@ -7,6 +7,8 @@ comes back as an error carrying the service's message.
     # reply = {"conversation_id": ..., "message_id": ..., "text": ...}
     correction_id = client.predict(token, reply["message_id"], "Better.",
                                    api_name="/api_rewrite")
+    items = client.predict(token, api_name="/api_review_queue")  # others' corrections
+    review_id = client.predict(token, items[0]["correction_id"], "endorse", api_name="/api_review")
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from crowd.limits import Refused
+from crowd.review import Reviews
 from crowd.service import CrowdService
 from crowd.ui.components import address_of
 
@@ -23,12 +26,16 @@ from crowd.ui.components import address_of
 class VolunteerApi:
     def __init__(self, service: CrowdService):
         self.service = service
+        self.reviews = Reviews(service)
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
         """Join (consent required); returns the signed token to pass to every other call."""
         return self._call(
             lambda: (
-                self.service.join(display_name, consent is True, address=address_of(request)).token
+                self.service.join(
+                    display_name, consent is True, address=address_of(request, self.proxies)
+                ).token
             )
         )
 
@@ -38,8 +45,8 @@ class VolunteerApi:
         """Send a message; returns the stored reply (conversation_id, message_id, text)."""
 
         def run() -> dict:
-            last = None
-            for last in self.service.send(token, conversation_id, text, address_of(request)):  # noqa: B007
+            last, address = None, address_of(request, self.proxies)
+            for last in self.service.send(token, conversation_id, text, address):  # noqa: B007
                 pass
             return {
                 "conversation_id": last.conversation_id,
@@ -69,13 +76,15 @@ class VolunteerApi:
     ) -> int:
         """Rewrite a reply; returns the correction id."""
         return self._call(
-            lambda: self.service.rewrite(token, message_id, text, address_of(request))
+            lambda: self.service.rewrite(token, message_id, text, address_of(request, self.proxies))
         )
 
     def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
         """Thumbs up (1) or down (-1); returns the correction id."""
         return self._call(
-            lambda: self.service.rate_reply(token, message_id, value, address_of(request))
+            lambda: self.service.rate_reply(
+                token, message_id, value, address_of(request, self.proxies)
+            )
         )
 
     def api_label(
@@ -83,12 +92,24 @@ class VolunteerApi:
     ) -> int:
         """Label a reply with one of the 28 emotions; returns the correction id."""
         return self._call(
-            lambda: self.service.label(token, message_id, emotion, address_of(request))
+            lambda: self.service.label(
+                token, message_id, emotion, address_of(request, self.proxies)
+            )
         )
 
     def api_undo(self, token: str, correction_id: int) -> bool:
         """Withdraw one's own correction within the undo window."""
         return self._call(lambda: self.service.undo(token, correction_id) or True)  # type: ignore[func-returns-value]
+
+    def api_review_queue(self, token: str) -> list[dict]:
+        """Corrections by others to review: items with correction_id, kind, prompt, original,
+        rewrite / other_reply and choice / emotion, and how many reviews each has."""
+        return self._call(lambda: self.reviews.queue(token))
+
+    def api_review(self, token: str, correction_id: int, verdict: str) -> int:
+        """Endorse or reject someone else's correction ('endorse' / 'reject'); returns the
+        review id. One review per person and correction; never one's own."""
+        return self._call(lambda: self.reviews.review(token, correction_id, verdict))
 
     @staticmethod
     def _call(action):
@@ -107,5 +128,7 @@ class VolunteerApi:
             self.api_rate,
             self.api_label,
             self.api_undo,
+            self.api_review_queue,
+            self.api_review,
         ):
             gr.api(fn, api_name=fn.__name__)

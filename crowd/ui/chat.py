@@ -72,6 +72,7 @@ def ack_line(last: LastCorrection | None, window_s: float) -> str:
 class ChatHandlers:
     def __init__(self, service: CrowdService):
         self.service = service
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     @property
     def window_s(self) -> float:
@@ -92,7 +93,9 @@ class ChatHandlers:
         rows = before + [user_row(text), bot_row("")]
         yield rows, tab, ""
         try:
-            for step in self.service.send(token, tab.conversation_id, text, address_of(request)):
+            for step in self.service.send(
+                token, tab.conversation_id, text, address_of(request, self.proxies)
+            ):
                 if tab.conversation_id not in (None, step.conversation_id):
                     # The service started a fresh conversation: a new round has begun.
                     rows, tab = [user_row(text), bot_row("")], ChatTab()
@@ -120,7 +123,7 @@ class ChatHandlers:
             return
         rows = before + [bot_row("")]
         try:
-            for step in self.service.another(token, first, address_of(request)):
+            for step in self.service.another(token, first, address_of(request, self.proxies)):
                 rows[-1] = bot_row(step.text)
                 if step.message_id is not None:
                     tab.message_ids = tab.message_ids[: len(rows) - 1] + [step.message_id]
@@ -151,7 +154,9 @@ class ChatHandlers:
         try:
             if message_id is None:
                 raise Refused("Only the model's replies can be rewritten.")
-            correction = self.service.rewrite(token, message_id, data.value, address_of(request))
+            correction = self.service.rewrite(
+                token, message_id, data.value, address_of(request, self.proxies)
+            )
         except Refused as exc:
             warn(exc)
             if previous is not None and 0 <= index < len(rows):
@@ -165,19 +170,20 @@ class ChatHandlers:
     def like(
         self, token: str | None, tab: ChatTab, data: gr.LikeData, request: gr.Request = None
     ) -> tuple[ChatTab, str]:
-        """Thumbs up or down on a reply; a second click on the same thumb withdraws it."""
+        """Thumbs up or down on a reply; the other thumb replaces the rating (the service keeps
+        one per reply), a second click on the same thumb withdraws it."""
         index = data.index if isinstance(data.index, int) else data.index[0]
         message_id = tab.message_ids[index] if 0 <= index < len(tab.message_ids) else None
         try:
             if message_id is None:
                 raise Refused("That reply is not part of this conversation any more.")
-            if message_id in tab.ratings:  # one rating per reply: replace the earlier one
-                self.service.undo(token, tab.ratings.pop(message_id))
-            if data.liked not in (True, False):
+            if data.liked not in (True, False):  # the same thumb clicked again: withdraw
+                if message_id in tab.ratings:
+                    self.service.undo(token, tab.ratings.pop(message_id))
                 return tab, "Rating withdrawn."
             value = 1 if data.liked else -1
             tab.ratings[message_id] = self.service.rate_reply(
-                token, message_id, value, address_of(request)
+                token, message_id, value, address_of(request, self.proxies)
             )
         except Refused as exc:
             warn(exc)
@@ -196,7 +202,9 @@ class ChatHandlers:
                 raise Refused("Chat first: there is no reply to label yet.")
             if not emotion:
                 raise Refused("Pick an emotion from the list first.")
-            correction = self.service.label(token, message_id, emotion, address_of(request))
+            correction = self.service.label(
+                token, message_id, emotion, address_of(request, self.proxies)
+            )
         except Refused as exc:
             warn(exc)
             return tab, gr.update()  # type: ignore[return-value]
@@ -214,7 +222,7 @@ class ChatHandlers:
             if choice not in CHOICES:
                 raise Refused("Pick A, B, tie or both bad.")
             correction = self.service.choose(
-                token, tab.pair[0], tab.pair[1], choice, address_of(request)
+                token, tab.pair[0], tab.pair[1], choice, address_of(request, self.proxies)
             )
         except Refused as exc:
             warn(exc)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from crowd.campaigns import GROUP_NAMES, group_colour, group_name
 from crowd.config import ASSETS
 from crowd.limits import Refused
+from crowd.network import Network, client_address
 
 CSS_FILE = ASSETS / "style.css"
 TERMS_FILE = ASSETS / "terms.md"
@@ -27,16 +28,15 @@ def ack(message: str) -> None:
     gr.Info(html.escape(message), duration=4)
 
 
-def address_of(request: gr.Request | None) -> str | None:
-    """The caller's network address for per-address rate limits (best effort: the first hop a
-    proxy reports, else the socket's peer)."""
+def address_of(request: gr.Request | None, trusted: tuple[Network, ...]) -> str | None:
+    """The caller's network address for per-address limits: the socket's peer, or behind
+    `trusted` proxies the hop they vouch for (`crowd.network.client_address`)."""
     if request is None:
         return None
-    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
-    if forwarded:
-        return forwarded[:64]
     client = getattr(request, "client", None)
-    return getattr(client, "host", None)
+    headers = getattr(request, "headers", None) or {}
+    forwarded = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else []
+    return client_address(getattr(client, "host", None), forwarded, trusted)
 
 
 def css() -> str:

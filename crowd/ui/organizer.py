@@ -38,6 +38,7 @@ FORM_FIELDS = (
     "heldout_share",
     "win_margin",
     "licence",
+    "require_login",
 )
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
@@ -78,6 +79,7 @@ def form_values(campaign: dict) -> list:
     values = dict(campaign)
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
+    values["require_login"] = bool(campaign.get("require_login"))  # stored as 0/1
     return [values.get(name) for name in FORM_FIELDS]
 
 

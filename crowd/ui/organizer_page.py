@@ -1,8 +1,10 @@
 """The organizer page (its own route, not linked from the volunteer page): unlock with the key,
-then campaign settings, rounds and live jobs, moderation and the export download.
+then campaign settings, rounds and live jobs, moderation, data quality and the export download.
 Layout and wiring only; the handlers live in `organizer.py`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import gradio as gr
 
@@ -10,6 +12,7 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
+from crowd.ui.quality import ALPHA_COLUMNS, QUEUE_COLUMNS, QualityHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
 
@@ -58,6 +61,8 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             references = _references_section()
         with gr.Tab("Moderation"):
             moderation = _moderation_section()
+        with gr.Tab("Data quality"):
+            quality = _quality_section()
         with gr.Tab("Export"):
             gr.Markdown(
                 "TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
@@ -106,6 +111,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             api_name=f"organizer_{action}",
         )
     _wire_moderation(handlers, key, moderation)
+    _wire_quality(QualityHandlers(handlers.organizer), key, quality)
     build.click(handlers.export, [key], [download], api_name="organizer_export")
 
 
@@ -122,6 +128,25 @@ def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> N
         [key, m["participant_id"], m["reason"]],
         [m["table"]],
         api_name="organizer_ban",
+    )
+
+
+def _wire_quality(handlers: QualityHandlers, key: gr.Textbox, q: dict) -> None:
+    view = [q["summary"], q["alpha"], q["queue"]]
+    q["refresh"].click(handlers.view, [key], view, api_name="organizer_quality")
+    q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
+    for action in ("hide", "unhide"):
+        q[action].click(
+            handlers.act(action),
+            [key, q["participant_id"]],
+            view,
+            api_name=f"organizer_{action}_person",
+        )
+    q["ban"].click(
+        handlers.act("ban"),
+        [key, q["participant_id"], q["reason"]],
+        view,
+        api_visibility="private",  # the Moderation tab's organizer_ban is the API for bans
     )
 
 
@@ -171,6 +196,11 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
         heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
         margin = gr.Number(label="Win margin (metric units)")
+    require_login = gr.Checkbox(
+        label="Corrections need a Hugging Face sign-in (anyone may still chat; works on a Space "
+        "with hf_oauth)",
+        elem_id="org-require-login",
+    )
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
     form = [
@@ -189,6 +219,7 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         heldout,
         margin,
         licence,
+        require_login,
     ]
     return form, save, saved
 
@@ -229,3 +260,35 @@ def _moderation_section() -> dict:
         m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)  # type: ignore[assignment]
         m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
     return m
+
+
+def _quality_section() -> dict:
+    q: dict[str, Any] = {}
+    gr.Markdown(
+        "How far volunteers agree (Krippendorff's alpha: 1 perfect, 0 chance, below 0 "
+        "systematic disagreement), how much of their work was reviewed, and who looks like a "
+        "troll. Hiding a person takes all of their data out of training, evaluation, points "
+        "and export, and can be undone; a ban also stops them from acting."
+    )
+    q["refresh"] = gr.Button("Compute the quality view", elem_id="org-quality")
+    q["summary"] = gr.Markdown(elem_id="org-quality-summary")
+    q["alpha"] = gr.Dataframe(
+        headers=ALPHA_COLUMNS,
+        interactive=False,
+        label="Agreement per round (all rounds first)",
+        elem_id="org-alpha",
+    )
+    q["queue"] = gr.Dataframe(
+        headers=QUEUE_COLUMNS,
+        interactive=False,
+        label="People, most suspicious first",
+        elem_id="org-suspects",
+    )
+    with gr.Row(equal_height=True):
+        q["participant_id"] = gr.Textbox(label="Participant id", scale=2, elem_id="org-q-person")
+        q["hide"] = gr.Button("Hide their data", scale=1, elem_id="org-q-hide")
+        q["unhide"] = gr.Button("Show it again", scale=1, elem_id="org-q-unhide")
+    with gr.Row(equal_height=True):
+        q["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=3)
+        q["ban"] = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
+    return q

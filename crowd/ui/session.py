@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd import views
+from crowd.campaigns import SIGN_IN_FIRST
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
@@ -56,9 +57,18 @@ def screens(joined: bool) -> tuple[dict, dict]:
     return gr.update(visible=not joined), gr.update(visible=joined)
 
 
+SIGN_IN_HOW = (
+    "To correct replies, choose **Not you? Forget me in this browser** below, then **Sign in "
+    "with Hugging Face** and join again."
+)
+SIGN_IN_UNAVAILABLE = "Sign-in is not available on this server, so only chatting is open."
+
+
 class SessionHandlers:
-    def __init__(self, service: CrowdService):
+    def __init__(self, service: CrowdService, oauth: bool = False):
         self.service = service
+        self.oauth = oauth  # whether this page offers Hugging Face sign-in
+        self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
     def enter(
         self, token: str | None, profile: gr.OAuthProfile | None = None
@@ -90,7 +100,7 @@ class SessionHandlers:
                 name,
                 consent is True,
                 hf_username=profile.username if profile else None,
-                address=address_of(request),
+                address=address_of(request, self.proxies),
             )
         except Refused as exc:
             warn(exc)
@@ -101,6 +111,21 @@ class SessionHandlers:
         )
         return session.token, ChatTab(), *screens(True)
 
+    def sign_in_gate(self, token: str | None) -> tuple[dict, dict]:
+        """When the campaign wants a Hugging Face sign-in to correct and this visitor joined
+        without one: a notice over the chat and a label button that says so (the service
+        refuses their corrections either way). Returns (notice, label button)."""
+        try:
+            session = self.service.resume(token)
+        except Refused:
+            return gr.skip(), gr.skip()
+        db_path = self.service.settings.db_path
+        if not views.sign_in_needed(db_path, session.participant_id):
+            return gr.update(visible=False), gr.update(value="Label it")
+        how = SIGN_IN_HOW if self.oauth else SIGN_IN_UNAVAILABLE
+        notice = f"**{SIGN_IN_FIRST}** You can chat with the model. {how}"
+        return gr.update(value=notice, visible=True), gr.update(value="Sign in to label")
+
     def leave(self) -> tuple:
         """Forget the identity in this browser (the person's data stays, under their pseudonym)."""
         return None, ChatTab(), [], *screens(False)
@@ -108,7 +133,8 @@ class SessionHandlers:
     # -- the live page -----------------------------------------------------------------------
 
     def tick(self, token: str | None, stamp: tuple | None) -> tuple:
-        """The banner every tick; the boards only when a round finished or my points changed.
+        """The banner every tick; the boards only when a round finished, my points changed or a
+        review of mine (or of my corrections) arrived.
         Returns (banner, (round, my group's name), stamp, *boards). It never writes the chat:
         an event writing the chatbot disables its edit buttons while it runs."""
         skip = gr.skip()
@@ -122,6 +148,7 @@ class SessionHandlers:
             views.rounds_done(self.service.settings.db_path, campaign["id"]),
             banner["points"],
             banner["round"],
+            *views.review_stamp(self.service.settings.db_path, session.participant_id),
         )
         header = banner_html(session.display_name, banner)
         round_now = (banner["round"], banner["group_name"])
@@ -145,10 +172,15 @@ class SessionHandlers:
     def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
         db_path = self.service.settings.db_path
         ledger = views.points_history(db_path, participant_id)
-        mine = f"### Your points: {points(total)}\n" + (
-            "Each round your group's model improves, its members earn points; the table says why."
-            if not ledger
-            else f"From {len({r['round'] for r in ledger})} round(s):"
+        reviewed = review_text(views.review_record(db_path, participant_id, campaign))
+        mine = (
+            f"### Your points: {points(total)}\n"
+            + (f"{reviewed}\n\n" if reviewed else "")
+            + (
+                "Each round your group's model improves, its members earn points; the table says why."
+                if not ledger
+                else f"From {len({r['round'] for r in ledger})} round(s):"
+            )
         )
         people = views.leaderboard(db_path, campaign["id"])
         groups = views.group_leaderboard(db_path, campaign["id"], campaign["n_groups"])
@@ -163,6 +195,33 @@ class SessionHandlers:
             chart=metric_figure(history, last.lower_is_better if last else True),
             samples=samples_table(last.before, last.after) if last else samples_table([], []),
         )
+
+
+def review_text(record: views.ReviewRecord) -> str:
+    """One or two lines: how my corrections fared in review, how my reviews agreed."""
+    lines = []
+    s = record.statuses
+    if s:
+        waiting = s.get("unreviewed", 0) + s.get("pending", 0)
+        parts = [
+            f"{s.get('trusted', 0)} endorsed",
+            f"{s.get('rejected', 0)} rejected",
+            f"{s.get('contested', 0)} contested",
+            f"{waiting} waiting for reviews",
+        ]
+        lines.append("**Your corrections in review**: " + ", ".join(parts) + ".")
+    if record.reviews:
+        open_ = record.reviews - record.decided
+        agreed = (
+            f"{record.agreed} of the {record.decided} decided so far agreed with the final verdict"
+            if record.decided
+            else "none decided yet"
+        )
+        lines.append(
+            f"**Your reviews**: {record.reviews} given; {agreed}"
+            + (f" ({open_} still open)." if open_ and record.decided else ".")
+        )
+    return "  \n".join(lines)
 
 
 def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:

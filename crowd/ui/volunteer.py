@@ -6,7 +6,9 @@ from __future__ import annotations
 import gradio as gr
 
 from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.review import Reviews
 from crowd.service import CrowdService
+from crowd.ui import review as ui_review
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
 from crowd.ui.session import SessionHandlers
@@ -25,7 +27,7 @@ def volunteer_page(
     demo: gr.Blocks, service: CrowdService, browser_secret: str, oauth: bool
 ) -> None:
     """Build the page inside `demo` and wire its events."""
-    session, chat = SessionHandlers(service), ChatHandlers(service)
+    session, chat = SessionHandlers(service, oauth), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
 
@@ -35,6 +37,8 @@ def volunteer_page(
         with gr.Tabs():
             with gr.Tab("Chat and correct", id="chat-tab"):
                 c = _chat_tab()
+            with gr.Tab("Review", id="review-tab") as review_tab:
+                r = ui_review.review_tab()
             with gr.Tab("Points and leaderboard", id="points-tab"):
                 boards = _points_tab()
             with gr.Tab("Last round", id="round-tab"):
@@ -59,13 +63,23 @@ def volunteer_page(
         show_progress="hidden",
         api_visibility="private",
     )
+    gate = dict(
+        fn=session.sign_in_gate,
+        inputs=[token],
+        outputs=[c["sign_in"], c["label"]],
+        show_progress="hidden",
+        api_visibility="private",
+    )
     demo.load(session.enter, [token], [token, tab, *screens, name], api_visibility="private").then(
         **tick
-    )
-    join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(**tick)
+    ).then(**gate)
+    join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(
+        **tick
+    ).then(**gate)
     timer.tick(**tick)  # type: ignore[arg-type]
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
+    ui_review.wire_review(ui_review.ReviewHandlers(Reviews(service)), token, r, review_tab.select)
 
 
 def _join_screen(service: CrowdService, oauth: bool) -> tuple:
@@ -93,7 +107,8 @@ def _licence_and_name(service: CrowdService) -> tuple[str, str]:
 
 
 def _chat_tab() -> dict:
-    c = {}
+    c: dict = {}
+    c["sign_in"] = gr.Markdown(visible=False, elem_id="sign-in-notice")  # see sign_in_gate
     c["chatbot"] = gr.Chatbot(
         elem_id="chat",
         editable="all",

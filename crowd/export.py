@@ -8,13 +8,12 @@ leaves nothing half-written.
 Privacy: participants appear under a pseudonym, a salted SHA-256 of their id (the salt is random
 per export and never written), so pseudonyms are stable within one export and unlinkable across
 exports. Names and Hugging Face usernames appear only for people who opted in (share_identity).
-Moderated-out data (hidden corrections, banned participants) is left out; when asked for, it
+Moderated-out data (hidden corrections, banned or hidden participants) is left out; when asked, it
 appears in events.jsonl (flagged) and points.csv, never in a training file.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crowd.lessons import Lesson, MalformedCorrection, lesson
+from crowd.trust import rule_of, training_corrections
 from storage.card import render_card
 from storage.export_io import (
     JSONL_FILES,
@@ -34,7 +35,6 @@ from storage.export_io import (
     write_points_csv,
     write_rounds_csv,
 )
-from storage.vocabulary import CHAT_ROLES
 
 __all__ = ["ExportError", "export_dataset", "export_zip"]
 
@@ -101,42 +101,52 @@ def _write_corrections(
 ) -> tuple[dict[str, int], Counter[tuple[int, int]]]:
     """Stream every correction in scope into the five JSONL/Parquet pairs, in one pass.
 
-    Returns the row count of each file and the number of usable corrections per (round, group).
+    Returns the row count of each file and the number of used corrections per (round, group).
     """
     per_group: Counter[tuple[int, int]] = Counter()
+    used = _used_ids(snap, scope)
     with Sinks(folder) as sinks:
+        task, target = scope.campaign["task"], scope.campaign["target_emotion"]
         for row in snap.corrections(scope):
-            prompt = _prompt(row)
-            sinks.add("events", _event(row, prompt, snap))
-            if row["undone_at"] or row["hidden_at"] or row["banned_at"]:
-                continue  # withdrawn or moderated out: never training data
+            try:
+                taught = lesson(row, task, target)
+            except MalformedCorrection as exc:
+                raise ExportError(str(exc)) from None
+            sinks.add("events", _event(row, taught.prompt, snap, row["id"] in used))
+            if row["id"] not in used:
+                continue  # withdrawn, replaced, moderated out, rejected or over the cap
             per_group[(row["round"], row["group_index"])] += 1
-            for name, record in _training_records(row, prompt, snap.pseudonym(row)):
+            for name, record in _training_records(row, taught, snap.pseudonym(row)):
                 sinks.add(name, record)
         counts = sinks.counts()
     return counts, per_group
 
 
-def _prompt(row: dict) -> list[Message]:
-    """The chat messages up to the reply, as role/content pairs; a malformed one is an error."""
-    try:
-        messages = json.loads(row["prompt"])
-        prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ExportError(f"correction {row['id']} has a malformed prompt: {exc}") from None
-    if any(m["role"] not in CHAT_ROLES or not isinstance(m["content"], str) for m in prompt):
-        raise ExportError(f"correction {row['id']} has a prompt message that is not chat text")
-    return prompt
+def _used_ids(snap: Snapshot, scope: Scope) -> set[int]:
+    """Ids of the corrections the training files hold: live ones the campaign's trust rule
+    uses, the train split within each round's per-person cap (crowd.trust, as rounds train),
+    the held-out split unless rejected."""
+    rule, cap = rule_of(scope.campaign), scope.campaign["person_cap"]
+    by_round: dict[int, list[dict]] = {}
+    for row in snap.corrections(scope):
+        if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
+            if not (row["banned_at"] or row["person_hidden_at"]):
+                by_round.setdefault(row["round"], []).append(row)
+    used: set[int] = set()
+    for rows in by_round.values():
+        counts = {r["id"]: (r["endorsements"], r["rejections"]) for r in rows}
+        used |= {c["id"] for c in training_corrections(rows, counts, rule, cap)}
+        used |= {r["id"] for r in rows if r["split"] == "heldout" and rule.trains(*counts[r["id"]])}
+    return used
 
 
 def _assistant(text: str) -> list[Message]:
     return [{"role": "assistant", "content": text}]
 
 
-def _training_records(
-    row: dict, prompt: list[Message], annotator: str
-) -> Iterator[tuple[str, dict]]:
-    """What one usable correction contributes to sft, dpo, kto and emotions (file, record)."""
+def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tuple[str, dict]]:
+    """What one usable correction contributes to sft, dpo, kto and emotions (file, record):
+    exactly its lesson (crowd.lessons), the same one a round trains on."""
     meta = {
         "source": row["kind"],
         "split": row["split"],
@@ -144,54 +154,31 @@ def _training_records(
         "group": row["group_index"],
         "correction_id": row["id"],
     }
-    pair = _preference_pair(row)
-    if pair is not None:
-        chosen, rejected = pair
-        yield "sft", {"messages": prompt + _assistant(chosen), **meta}
-        if chosen != rejected:  # an unchanged rewrite endorses the reply but prefers nothing
-            yield (
-                "dpo",
-                {
-                    "prompt": prompt,
-                    "chosen": _assistant(chosen),
-                    "rejected": _assistant(rejected),
-                    **meta,
-                },
-            )
-    for completion, label in _kto_labels(row, pair):
-        completion_message = _assistant(completion)
-        yield "kto", {"prompt": prompt, "completion": completion_message, "label": label, **meta}
-    if row["kind"] == "emotion" and row["emotion"]:
-        label = {"text": row["original"], "label": row["emotion"], "annotator": annotator}  # type: ignore[assignment]
-        yield "emotions", {**label, **meta}  # type: ignore[dict-item]
+    prompt = taught.prompt
+    if taught.sft_target is not None:
+        yield "sft", {"messages": taught.sft_messages(), **meta}
+    if taught.pair is not None:
+        chosen, rejected = taught.pair
+        yield (
+            "dpo",
+            {
+                "prompt": prompt,
+                "chosen": _assistant(chosen),
+                "rejected": _assistant(rejected),
+                **meta,
+            },
+        )
+    for completion, label in taught.kto:
+        yield (
+            "kto",
+            {"prompt": prompt, "completion": _assistant(completion), "label": label, **meta},
+        )
+    if taught.emotion is not None:
+        text, emotion = taught.emotion
+        yield "emotions", {"text": text, "label": emotion, "annotator": annotator, **meta}
 
 
-def _preference_pair(row: dict) -> tuple[str, str] | None:
-    """(chosen, rejected) texts from a rewrite or an A/B pick; None for tie, both_bad, others."""
-    if row["kind"] == "rewrite" and row["rewrite"] and row["rewrite"].strip():
-        return row["rewrite"], row["original"]
-    if row["kind"] == "choice" and row["other_reply"] is not None:
-        if row["choice"] == "a":
-            return row["original"], row["other_reply"]
-        if row["choice"] == "b":
-            return row["other_reply"], row["original"]
-    return None
-
-
-def _kto_labels(row: dict, pair: tuple[str, str] | None) -> Iterator[tuple[str, bool]]:
-    """Unpaired (completion, desirable) labels: ratings, both sides of a pair, both_bad."""
-    if row["kind"] == "rating" and row["rating"] in (-1, 1):
-        yield row["original"], row["rating"] == 1
-    elif pair is not None:
-        yield pair[0], True
-        if pair[1] != pair[0]:
-            yield pair[1], False
-    elif row["kind"] == "choice" and row["choice"] == "both_bad" and row["other_reply"] is not None:
-        yield row["original"], False
-        yield row["other_reply"], False
-
-
-def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
+def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool) -> dict:
     """The raw correction with its provenance; identity fields only for those who opted in."""
     shared = bool(row["share_identity"])
     return {
@@ -221,6 +208,11 @@ def _event(row: dict, prompt: list[Message], snap: Snapshot) -> dict:
         "undone": row["undone_at"] is not None,
         "undone_at": row["undone_at"],
         "created_at": row["created_at"],
+        "participant_hidden": row["person_hidden_at"] is not None,
+        "replaced_at": row["replaced_at"],
+        "endorsements": row["endorsements"],
+        "rejections": row["rejections"],
+        "used": used,
     }
 
 

@@ -1,0 +1,146 @@
+"""Handlers of the organizer's Data quality tab: thin adapters over `Organizer.quality`,
+`hide_person`, `unhide_person` and `ban`. Kept apart from `organizer.py` so that each module
+stays short; the page's layout is in `organizer_page.py`."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from crowd.limits import Refused
+from crowd.organizer import Organizer
+from crowd.quality import WEIGHTS, Agreement, Coverage, QualityReport, Suspect
+from crowd.ui.components import ack, table, warn
+
+FAMILY_NAMES = {"emotion": "emotion labels", "choice": "A/B picks", "review": "review verdicts"}
+ALPHA_COLUMNS = ["labels", "round", "alpha", "items", "labels given", "note"]
+QUEUE_COLUMNS = [
+    "name",
+    "score",
+    *WEIGHTS,
+    "agreed / compared",
+    "rejected / decided",
+    "median gap s",
+    "actions",
+    "state",
+    "participant",
+]
+QUEUE_LIMIT = 200
+SCORE_HELP = (
+    "**Suspicion score** (0 to 1) = "
+    + " + ".join(f"{weight:g} × {name}" for name, weight in WEIGHTS.items())
+    + ". Each signal is 0 to 1, and 0 without evidence: disagreement with the majority of the "
+    "others on the same item; share of their reviewed corrections rejected; pace (1 at ten "
+    "times faster than the crowd's median); near-duplicate rewrites; volume (1 at ten times the "
+    "median person's). Click a row to fill in its id below."
+)
+
+
+def alpha_frame(rows: list[Agreement]) -> pd.DataFrame:
+    return table(
+        [
+            {
+                "labels": FAMILY_NAMES[r.family],
+                "round": "all" if r.round is None else r.round,
+                "alpha": "—" if r.alpha is None else round(r.alpha, 3),
+                "items": r.items,
+                "labels given": r.labels,
+                "note": r.note,
+            }
+            for r in rows
+        ],
+        ALPHA_COLUMNS,
+    )
+
+
+def coverage_text(rows: list[Coverage], min_reviews: int) -> str:
+    whole, rounds = rows[0], rows[1:]
+    share = f" ({whole.covered / whole.live:.0%})" if whole.live else ""
+    per_round = ", ".join(f"round {r.round}: {r.covered}/{r.live}" for r in rounds if r.live)
+    return (
+        f"**Review coverage**: {whole.covered} of {whole.live} live corrections{share} have at "
+        f"least {min_reviews} reviews" + (f" ({per_round})." if per_round else ".")
+    )
+
+
+def queue_frame(suspects: list[Suspect]) -> pd.DataFrame:
+    def ratio(a, b) -> str:
+        return f"{a}/{b}" if b else "—"
+
+    rows = []
+    for s in suspects[:QUEUE_LIMIT]:
+        e = s.evidence
+        gap = e.get("median_gap_s")
+        rows.append(
+            {
+                "name": s.name,
+                "score": s.score,
+                **{name: round(value, 2) for name, value in s.signals.items()},
+                "agreed / compared": ratio(e.get("agreed"), e.get("compared")),
+                "rejected / decided": ratio(e.get("rejected"), e.get("decided")),
+                "median gap s": "—" if gap is None else round(gap, 1),
+                "actions": e.get("actions"),
+                "state": "hidden" if s.hidden else "shown",
+                "participant": s.participant_id,
+            }
+        )
+    return table(rows, QUEUE_COLUMNS)
+
+
+class QualityHandlers:
+    def __init__(self, organizer: Organizer):
+        self.organizer = organizer
+
+    def view(self, key: str | None) -> tuple:
+        """(coverage and score help, alpha table, suspicion queue)."""
+        try:
+            report: QualityReport = self.organizer.quality(key)
+        except Refused as exc:
+            warn(exc)
+            return gr.skip(), gr.skip(), gr.skip()
+        campaign, _ = self.organizer.service.context()
+        summary = coverage_text(report.coverage, campaign["min_reviews"] or 2)
+        return (
+            f"{summary}\n\n{SCORE_HELP}",
+            alpha_frame(report.agreement),
+            queue_frame(report.suspects),
+        )
+
+    @staticmethod
+    def pick(data: gr.SelectData) -> object:
+        """A click on a row of the queue fills the participant box with its id."""
+        row = data.row_value or []
+        if len(row) != len(QUEUE_COLUMNS):
+            return gr.skip()
+        return row[QUEUE_COLUMNS.index("participant")]
+
+    def act(self, action: str):
+        """A handler that hides, shows again or bans the person whose id is in the box, then
+        refreshes the view."""
+
+        def handler(key: str | None, participant_id: str | None, reason: str | None = None):
+            try:
+                pid = (participant_id or "").strip()
+                if not pid:
+                    raise Refused("Click a row of the queue (or type a participant id) first.")
+                done = self._apply(action, key, pid, (reason or "").strip())
+            except Refused as exc:
+                warn(exc)
+                return gr.skip(), gr.skip(), gr.skip()
+            ack(done)
+            return self.view(key)
+
+        return handler
+
+    def _apply(self, action: str, key: str | None, pid: str, reason: str) -> str:
+        if action == "hide":
+            if not self.organizer.hide_person(key, pid):
+                raise Refused("That person's data is already hidden.")
+            return "Hidden: their data leaves training, evaluation, points and export."
+        if action == "unhide":
+            if not self.organizer.unhide_person(key, pid):
+                raise Refused("That person's data is not hidden.")
+            return "Shown again: their data counts from the next use on."
+        if not self.organizer.ban(key, pid, reason or "data quality"):
+            raise Refused("That person is already banned.")
+        return "Banned: their data leaves training, evaluation, points and export."
