@@ -244,8 +244,11 @@ def keep_training(url: str, db_path: Path, until: float, tally: Tally, closed: l
         busy, ready = worker_state(db_path)
         tally.busy.append(busy)
         if not busy and ready:
-            organizer.predict(KEY, api_name="/organizer_close")
-            closed.append(time.monotonic())
+            try:
+                organizer.predict(KEY, api_name="/organizer_close")
+                closed.append(time.monotonic())
+            except Exception as exc:  # e.g. "database is locked" under load: try again in 1 s
+                print(f"organizer close failed: {exc}"[:200], flush=True)
         time.sleep(1.0)
 
 
