@@ -62,7 +62,9 @@ class VolunteerApi:
         """Send a message; yields the reply as it grows (message_id None), then the stored
         reply (with its message_id). What a volunteer's page sees, for timing the first token."""
         try:
-            for step in self.service.send(token, conversation_id, text, address_of(request)):
+            for step in self.service.send(
+                token, conversation_id, text, address_of(request, self.proxies)
+            ):
                 yield {
                     "conversation_id": step.conversation_id,
                     "message_id": step.message_id,
