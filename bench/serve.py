@@ -125,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument(
+        "--scheduler",
+        choices=("continuous", "static"),
+        default="continuous",
+        help="CROWD_SCHEDULER",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
@@ -132,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
 
-    loaded = load_base(str(base), cache, device="cpu")
-    service = GenerationService(loaded, ModelSettings(max_batch=args.requests, batch_window_ms=20))
+    loaded = load_base(str(base), cache, device=args.device)
+    model_settings = ModelSettings(
+        max_batch=args.requests, batch_window_ms=20, scheduler=args.scheduler
+    )
+    service = GenerationService(loaded, model_settings)
     # Greedy decoding with a fixed budget: both arms produce exactly the same tokens.
     sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
 
@@ -187,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "groups": args.groups,
         "threads": torch.get_num_threads(),
+        "scheduler": args.scheduler,
+        "device": loaded.device,
     }
     print(json.dumps(result))
     return 0

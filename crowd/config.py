@@ -83,6 +83,15 @@ def _repo_id(raw: str) -> str:
 _repo_id.range = "OWNER/NAME"  # type: ignore[attr-defined]
 
 
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+_url.range = "http(s)://HOST:PORT"  # type: ignore[attr-defined]
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
@@ -161,6 +170,36 @@ class ModelSettings:
     threads: int = setting(
         "CROWD_THREADS", 0, "torch CPU threads; 0 = torch's default", _int_in(0, 512)
     )
+    scheduler: str = setting(
+        "CROWD_SCHEDULER",
+        "continuous",
+        "`continuous`: a request joins the running batch at the next token; `static`: it waits "
+        "for the running batch to end (the old scheduler, kept as the benchmark's baseline)",
+        _choice("continuous", "static"),
+    )
+    serving: str = setting(
+        "CROWD_SERVING",
+        "local",
+        "`local`: replies from the model in this process; `vllm`: from the vLLM server at "
+        "`CROWD_VLLM_URL` (docs/deploy.md)",
+        _choice("local", "vllm"),
+    )
+    vllm_url: str | None = setting(
+        "CROWD_VLLM_URL",
+        None,
+        "the vLLM OpenAI-compatible server (started with `--enable-lora`) when `CROWD_SERVING=vllm`",
+        _url,
+    )
+    vllm_timeout_s: float = setting(
+        "CROWD_VLLM_TIMEOUT_S",
+        60.0,
+        "seconds without a byte from the vLLM server before a reply is given up",
+        _float_in(1.0, 3600.0),
+    )
+
+    def __post_init__(self) -> None:
+        if self.serving == "vllm" and not self.vllm_url:
+            raise ConfigError("CROWD_SERVING=vllm needs CROWD_VLLM_URL, the vLLM server's address")
 
 
 @dataclass(frozen=True)

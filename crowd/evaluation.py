@@ -5,7 +5,8 @@ metric = mean L2 distance to the target vector (lower is better).
 Preference task: share of held-out pairs where the model gives the chosen reply the higher
 length-normalised log-likelihood (higher is better); mean held-out loss breaks ties.
 
-All models are decoded in the same batches (peft mixed-adapter batches over one base copy).
+All models are decoded in the same batches (peft mixed-adapter batches over one base copy), by
+the continuous batching that serves replies (crowd/batching.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crowd.generation import BASE, Sampling, encode_chats, generate_texts
+from crowd.batching import BASE, Sampling, decode_all
+from crowd.generation import encode_chats
 from crowd.models import LoadedModel
 from crowd.training.data import PairExample
+
+if TYPE_CHECKING:
+    from crowd.vllm_engine import VLLMGeneration
 
 LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
 
@@ -69,8 +76,10 @@ class Evaluator:
         max_new_tokens: int = 48,
         batch_size: int = 16,
         seed: int = 0,
+        remote: VLLMGeneration | None = None,
     ):
         self.loaded = loaded
+        self.remote = remote  # when set, emotion samples come from this vLLM server
         self.scorer = scorer
         self.samples = samples
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95)
@@ -83,6 +92,8 @@ class Evaluator:
 
         if adapter_dir is None:
             return BASE
+        if self.remote is not None:
+            self.remote.adapters.ensure(name, adapter_dir)
         model = self.loaded.model
         if not isinstance(model, PeftModel):
             self.loaded.model = PeftModel.from_pretrained(
@@ -103,17 +114,21 @@ class Evaluator:
         return self._preference(eval_set.pairs, adapters)
 
     def _emotion(self, eval_set: EvalSet, adapters: Sequence[str], samples: int) -> list[Score]:
-        import torch
-
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
-        torch.manual_seed(self.seed)  # the same sampling noise for every model and round
-        replies: list[str] = []
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            replies += generate_texts(
-                self.loaded, [c for _, c in chunk], [n for n, _ in chunk], self.sampling
-            )
+        # Prompt j gets the same sampling noise under every model and in every round, whatever
+        # the batch it decodes in (each row samples from its own seeded generator).
+        seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
+        sample = (
+            self.remote.replies if self.remote is not None else partial(decode_all, self.loaded)
+        )
+        replies = sample(
+            [c for _, c in rows],
+            [n for n, _ in rows],
+            self.sampling,
+            seeds,
+            max_batch=self.batch_size,
+        )
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
         scores = []

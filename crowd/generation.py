@@ -1,13 +1,18 @@
-"""Every reply is generated here: one scheduler thread batches concurrent requests, for any
-mix of groups, into one forward pass per token (peft mixed-adapter batches), and streams text.
+"""Every reply is generated here: one scheduler thread decodes concurrent requests, for any mix
+of groups, in one forward pass per token (peft mixed-adapter batches), and streams text.
 
     service = GenerationService(loaded, settings.model)
     service.adapters.load("v7", path)                 # a group's LoRA adapter
     for text_so_far in service.stream(messages, adapter="v7"):
         ...
 
-Requests that arrive while a batch is decoding wait for the next batch; the scheduler waits
-`batch_window_ms` after the first request so that concurrent requests share a pass.
+Two schedulers (`CROWD_SCHEDULER`):
+- `continuous` (the default): a request joins the running batch at the next decoding step and
+  leaves it the step it ends; each row keeps its own adapter, sampling settings and budget
+  (crowd/batching.py). An idle scheduler waits `batch_window_ms` for company.
+- `static`: the first request waits `batch_window_ms` for company, then the batch decodes to
+  its longest row with `model.generate`; a request that arrives meanwhile waits for the whole
+  batch. Kept as the baseline the load benchmark compares against.
 """
 
 from __future__ import annotations
@@ -15,104 +20,19 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
+from crowd.adapters import AdapterRegistry
+from crowd.batching import BASE, Row, RunningBatch, Sampling, prompt_ids
 from crowd.config import ModelSettings
 from crowd.models import LoadedModel, ModelError
 
-BASE = "__base__"
-"""peft's name for 'no adapter' inside a mixed-adapter batch."""
+__all__ = ["BASE", "GenerationService", "Sampling", "encode_chats", "generate_texts"]
 
 _DONE = object()
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Decoding settings shared by a batch. temperature 0 means greedy."""
-
-    max_new_tokens: int = 96
-    temperature: float = 0.8
-    top_p: float = 0.95
-
-
-class AdapterRegistry:
-    """The LoRA adapters on the one shared base model, by name. Loading an adapter never copies
-    the base: the first load wraps the base in a PeftModel, later ones add a few MB each."""
-
-    def __init__(self, loaded: LoadedModel, lock: threading.Lock, keep: int = 8):
-        self._loaded = loaded
-        self._lock = lock  # held by the scheduler while it decodes
-        self.keep = keep  # `ensure` unloads the least recently used beyond this many
-        self.paths: dict[str, Path] = {}  # insertion order = least recently used first
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.paths)
-
-    def load(self, name: str, path: Path) -> None:
-        """Load the adapter folder at `path` as `name` (reloading if the name exists)."""
-        from peft import PeftModel
-
-        _check_adapter_folder(path)
-        with self._lock:
-            model = self._loaded.model
-            try:
-                if not isinstance(model, PeftModel):
-                    model = PeftModel.from_pretrained(
-                        model, str(path), adapter_name=name, is_trainable=False
-                    )
-                    self._loaded.model = model.eval()
-                else:
-                    if name in model.peft_config:
-                        model.delete_adapter(name)
-                    model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                raise ModelError(f"cannot load the adapter {path}: {exc}") from exc
-            self.paths[name] = Path(path)
-
-    def ensure(self, name: str, path: Path | None) -> str:
-        """Load `path` as `name` unless already loaded; None means the bare base."""
-        if path is None:
-            return BASE
-        if name in self.paths:
-            self.paths[name] = self.paths.pop(name)  # most recently used
-        else:
-            for stale in list(self.paths)[: max(0, len(self.paths) - self.keep + 1)]:
-                self.unload(stale)  # champions of past rounds: a few MB each
-            self.load(name, path)
-        return name
-
-    def unload(self, name: str) -> None:
-        with self._lock:
-            if name in self.paths:
-                self._loaded.model.delete_adapter(name)
-                del self.paths[name]
-
-    def save(self, name: str, out_dir: Path) -> Path:
-        """Write adapter `name` to `out_dir` (PEFT format)."""
-        with self._lock:
-            self._loaded.model.save_pretrained(str(out_dir), selected_adapters=[name])
-        return out_dir / name if name != "default" else out_dir
-
-
-def _check_adapter_folder(path: Path) -> None:
-    """A clear message for the usual ways an adapter folder is broken."""
-    path = Path(path)
-    if not (path / "adapter_config.json").is_file():
-        raise ModelError(f"the adapter {path} has no adapter_config.json")
-    weights = path / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise ModelError(f"the adapter {path} has no adapter_model.safetensors")
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"the adapter {weights} is corrupt: {exc}") from exc
 
 
 def encode_chats(tokenizer: Any, chats: Sequence[Sequence[dict]], device: str) -> dict:
@@ -161,24 +81,35 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-@dataclass
-class _Request:
-    chat: list[dict]
-    adapter: str
-    sampling: Sampling
+@dataclass(eq=False)
+class _Request(Row):
+    """A row that streams its text so far to the caller's queue; `release` runs once at the end."""
+
+    chat: list[dict] = field(default_factory=list)
+    decode: Callable[[list[int]], str] | None = None
     out: queue.Queue = field(default_factory=queue.Queue)
-    tokens: list[int] = field(default_factory=list)
-    finished: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
+    release: Callable[[], None] | None = None
+
+    def push(self, token: int) -> None:
+        text = self.decode(self.tokens)
+        if not text.endswith("\ufffd"):  # hold back a half-decoded multi-byte character
+            self.out.put(text)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self.finished:
+            return
+        super().close(error)
+        if self.release is not None:
+            self.release()
+        self.out.put(error if error is not None else _DONE)
 
 
 class _BatchStreamer:
-    """A transformers streamer for a whole batch: routes each row's new token to its request
-    and pushes the decoded text so far. Rows stop at EOS or their own token budget."""
+    """The static scheduler's transformers streamer for a whole batch: routes each row's new
+    token to its request. Rows stop at EOS or their own token budget."""
 
     def __init__(self, requests: list[_Request], tokenizer: Any):
         self.requests = requests
-        self.tokenizer = tokenizer
         self.stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
         self._prompt_seen = False
 
@@ -190,23 +121,16 @@ class _BatchStreamer:
             if request.finished:
                 continue
             if token in self.stop_ids:
-                self._finish(request)
+                request.close()
                 continue
             request.tokens.append(token)
-            text = self.tokenizer.decode(request.tokens, skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # hold back a half-decoded multi-byte character
-                request.out.put(text)
+            request.push(token)
             if len(request.tokens) >= request.sampling.max_new_tokens:
-                self._finish(request)
+                request.close()
 
     def end(self) -> None:
         for request in self.requests:
-            self._finish(request)
-
-    def _finish(self, request: _Request) -> None:
-        if not request.finished:
-            request.finished = True
-            request.out.put(_DONE)
+            request.close()
 
 
 class GenerationService:
@@ -215,14 +139,17 @@ class GenerationService:
     def __init__(self, loaded: LoadedModel, settings: ModelSettings):
         self.loaded = loaded
         self.settings = settings
-        self._lock = threading.Lock()
+        self.continuous = settings.scheduler == "continuous"
+        self._lock = threading.RLock()  # the model: one decoding step or adapter change at a time
         self.adapters = AdapterRegistry(loaded, self._lock)
         self._pending: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
-        self._thread.start()
-        self.batches_run = 0
+        self.batches_run = 0  # static: generate calls; continuous: prefills (admissions)
         self.rows_run = 0
+        self.steps_run = 0  # continuous: decoding steps
+        run = self._run_continuous if self.continuous else self._run_static
+        self._thread = threading.Thread(target=run, name="generation", daemon=True)
+        self._thread.start()
 
     def default_sampling(self) -> Sampling:
         s = self.settings
@@ -232,21 +159,31 @@ class GenerationService:
         self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
     ) -> Iterator[str]:
         """Yield the reply's text so far after each new token (the last value is the reply)."""
-        request = _Request(list(chat), adapter, sampling or self.default_sampling())
         if adapter != BASE and adapter not in self.adapters.paths:
             raise ModelError(f"no adapter named {adapter!r} is loaded")
+        tokenizer = self.loaded.tokenizer
+        request = _Request(
+            prompt=prompt_ids(tokenizer, chat) if self.continuous else [],
+            adapter=adapter,
+            sampling=sampling or self.default_sampling(),
+            chat=list(chat),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
         self._pending.put(request)
-        while (item := request.out.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := request.out.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True  # a caller that stops reading frees its row
 
     def reply(
         self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
     ) -> str:
         """The whole reply, for callers that do not stream."""
         text = ""
-        for text in self.stream(chat, adapter, sampling):  # noqa: B007 (keeps the last)
+        for text in self.stream(chat, adapter, sampling):  # noqa: B007
             pass
         return text.strip()
 
@@ -254,29 +191,86 @@ class GenerationService:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _run(self) -> None:
+    # -- continuous ----------------------------------------------------------------------------
+
+    def _run_continuous(self) -> None:
+        batch = RunningBatch(self.loaded)
+        while not self._stop.is_set():
+            room = self.settings.max_batch - len(batch.rows)
+            arrivals = self._arrivals(idle=not batch.rows, room=room)
+            if not arrivals and not batch.rows:
+                continue
+            with self._lock:
+                if arrivals:
+                    self._admit(batch, arrivals)
+                if batch.rows:
+                    batch.step()
+            self.batches_run, self.steps_run = batch.prefills, batch.steps
+        batch.fail(ModelError("the generation service stopped"))
+
+    def _arrivals(self, idle: bool, room: int) -> list[_Request]:
+        """What waits now, at most `room`; an idle scheduler waits for a first request and
+        then `batch_window_ms` for company."""
+        if room <= 0:
+            return []
+        if not idle:
+            return self._drain(room)
+        try:
+            first = self._pending.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        return [first] + self._gather(room - 1)
+
+    def _drain(self, room: int) -> list[_Request]:
+        taken: list[_Request] = []
+        while len(taken) < room:
+            try:
+                taken.append(self._pending.get_nowait())
+            except queue.Empty:
+                break
+        return taken
+
+    def _gather(self, room: int) -> list[_Request]:
+        """Up to `room` more requests, waiting at most `batch_window_ms` for them."""
+        deadline = time.perf_counter() + self.settings.batch_window_ms / 1000
+        taken: list[_Request] = []
+        while len(taken) < room:
+            try:
+                taken.append(self._pending.get(timeout=max(0.0, deadline - time.perf_counter())))
+            except queue.Empty:
+                break
+        return taken
+
+    def _admit(self, batch: RunningBatch, arrivals: list[_Request]) -> None:
+        """Rows whose adapter is still loaded join the batch; the others get the error."""
+        ready = []
+        for request in arrivals:
+            try:
+                self.adapters.hold(request.adapter)
+            except ModelError as exc:
+                request.close(exc)
+                continue
+            request.release = partial(self.adapters.release, request.adapter)
+            ready.append(request)
+        self.rows_run += len(ready)
+        if ready:
+            batch.admit(ready)
+
+    # -- static --------------------------------------------------------------------------------
+
+    def _run_static(self) -> None:
         while not self._stop.is_set():
             try:
                 first = self._pending.get(timeout=0.1)
             except queue.Empty:
                 continue
-            for batch in self._collect(first):
+            requests = [first] + self._gather(self.settings.max_batch - 1)
+            by_sampling: dict[tuple, list[_Request]] = {}
+            for request in requests:
+                key = (request.sampling.temperature, request.sampling.top_p)
+                by_sampling.setdefault(key, []).append(request)
+            for batch in by_sampling.values():
                 self._decode(batch)
-
-    def _collect(self, first: _Request) -> list[list[_Request]]:
-        """Wait a moment for company, then split by sampling settings into batches."""
-        deadline = time.perf_counter() + self.settings.batch_window_ms / 1000
-        requests = [first]
-        while len(requests) < self.settings.max_batch:
-            try:
-                requests.append(self._pending.get(timeout=max(0.0, deadline - time.perf_counter())))
-            except queue.Empty:
-                break
-        by_sampling: dict[tuple, list[_Request]] = {}
-        for request in requests:
-            key = (request.sampling.temperature, request.sampling.top_p)
-            by_sampling.setdefault(key, []).append(request)
-        return list(by_sampling.values())
 
     def _decode(self, batch: list[_Request]) -> None:
         budget = max(r.sampling.max_new_tokens for r in batch)
@@ -295,8 +289,6 @@ class GenerationService:
                 )
         except Exception as exc:  # the error goes to every waiting caller, the thread lives on
             for request in batch:
-                if not request.finished:
-                    request.finished = True
-                    request.out.put(exc)
+                request.close(exc)
         finally:
             streamer.end()

@@ -24,6 +24,14 @@ class ModelError(RuntimeError):
     """The base model or an adapter cannot be loaded; the message names the path or id."""
 
 
+class ModelUnavailable(ModelError):
+    """The serving engine cannot answer now (a vLLM server down, slow or restarted); nothing
+    was stored, and a retry may succeed."""
+
+    def __init__(self, message: str = "The model is unavailable, try again in a moment."):
+        super().__init__(message)
+
+
 @dataclass
 class LoadedModel:
     """The one base model of a process and its tokenizer (left padding, for batched decoding)."""

@@ -11,6 +11,7 @@ reply is stored.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,9 +34,12 @@ from crowd.generation import BASE, GenerationService
 from crowd.groups import assign_arrival
 from crowd.identity import Identities, load_secret
 from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
+from crowd.models import ModelError, ModelUnavailable
 from storage import queries
 from storage import rounds as store
 from storage.db import connect, migrate, transaction
+
+log = logging.getLogger(__name__)
 
 CHOICES = ("a", "b", "tie", "both_bad")
 
@@ -217,10 +221,18 @@ class CrowdService:
     ) -> Iterator[Reply]:
         if self.generation is None:
             raise Refused("The model is not loaded on this server.")
-        adapter = self.adapter_for(version_id)
         text = ""
-        for text in self.generation.stream(chat, adapter):
-            yield Reply(conversation_id, text)
+        try:
+            adapter = self.adapter_for(version_id)
+            for text in self.generation.stream(chat, adapter):
+                yield Reply(conversation_id, text)
+        except ModelUnavailable as exc:  # the vLLM server is down or slow: nothing is stored
+            raise Refused(str(exc)) from None
+        except ModelError as exc:  # e.g. this group's adapter file is gone; other groups go on
+            log.warning("no reply from version %s: %s", version_id, exc)
+            raise Refused(
+                "This group's model cannot be loaded right now; try again later."
+            ) from None
         text = text.strip() or "…"
         with self.action() as db:
             message_id = queries.add_message(

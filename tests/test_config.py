@@ -50,6 +50,9 @@ def test_values_are_read_and_typed():
         ("CROWD_WORKER", "maybe"),
         ("CROWD_TEMPERATURE", "-1"),
         ("CROWD_MAX_NEW_TOKENS", "1e3"),
+        ("CROWD_SCHEDULER", "dynamic"),
+        ("CROWD_SERVING", "tgi"),
+        ("CROWD_VLLM_URL", "localhost:8000"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):
@@ -102,3 +105,16 @@ def test_secrets_are_long_enough_and_any_text_and_replicas_are_folders():
         load_settings({"CROWD_REPLICA": "s3://bucket/crowd"})
     assert load_settings({"CROWD_REPLICA": "file:///mnt/b"}).replica == Path("/mnt/b")
     assert "secret" not in repr(load_settings({"CROWD_BACKUP_KEY": "secret" * 6}))
+
+
+def test_vllm_serving_needs_the_server_address():
+    with pytest.raises(ConfigError, match="CROWD_SERVING=vllm needs CROWD_VLLM_URL"):
+        load_settings({"CROWD_SERVING": "vllm"})
+    model = load_settings(
+        {"CROWD_SERVING": "vllm", "CROWD_VLLM_URL": "http://127.0.0.1:8000/"}
+    ).model
+    assert (model.serving, model.vllm_url, model.scheduler) == (
+        "vllm",
+        "http://127.0.0.1:8000",
+        "continuous",
+    )

@@ -381,6 +381,7 @@ def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service
         "label",
         "undo",
         "api_chat",
+        "api_chat_stream",
         "api_rewrite",
         "organizer_close",
         "organizer_export",
@@ -393,6 +394,11 @@ def test_the_app_builds_with_named_endpoints_and_the_api_refuses_cleanly(service
         api.api_label(token, reply["message_id"], "hunger")
     with pytest.raises(gr.Error, match="identity"):
         api.api_chat("forged", None, "Hello")
+    steps = list(api.api_chat_stream(token, reply["conversation_id"], "Again"))
+    assert [s["message_id"] for s in steps[:-1]] == [None] * (len(steps) - 1)
+    assert steps[-1]["message_id"] > reply["message_id"] and steps[-1]["text"]
+    with pytest.raises(gr.Error, match="identity"):
+        list(api.api_chat_stream("forged", None, "Hello"))
 
 
 @pytest.mark.parametrize(

@@ -333,7 +333,12 @@ def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
     base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
     judge = load_base(base_path, settings.models_dir, settings.model.device)
     trainer = TRLTrainer(base_path, settings.training, device=judge.device)
-    evaluator = Evaluator(judge, samples=settings.eval_samples)
+    remote = None
+    if settings.model.serving == "vllm":  # the judges' samples come from the same server
+        from crowd.vllm_engine import VLLMGeneration
+
+        remote = VLLMGeneration(settings.model)
+    evaluator = Evaluator(judge, samples=settings.eval_samples, remote=remote)
     return RoundEngine(
         settings.db_path,
         settings.data_dir,

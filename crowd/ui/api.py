@@ -13,6 +13,8 @@ comes back as an error carrying the service's message.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gradio as gr
 
 from crowd.limits import Refused
@@ -53,6 +55,23 @@ class VolunteerApi:
             }
 
         return self._call(run)
+
+    def api_chat_stream(
+        self, token: str, conversation_id: int | None, text: str, request: gr.Request = None
+    ) -> Iterator[dict]:
+        """Send a message; yields the reply as it grows (message_id None), then the stored
+        reply (with its message_id). What a volunteer's page sees, for timing the first token."""
+        try:
+            for step in self.service.send(
+                token, conversation_id, text, address_of(request, self.proxies)
+            ):
+                yield {
+                    "conversation_id": step.conversation_id,
+                    "message_id": step.message_id,
+                    "text": step.text,
+                }
+        except Refused as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def api_rewrite(
         self, token: str, message_id: int, text: str, request: gr.Request = None
@@ -106,6 +125,7 @@ class VolunteerApi:
         for fn in (
             self.api_join,
             self.api_chat,
+            self.api_chat_stream,
             self.api_rewrite,
             self.api_rate,
             self.api_label,
