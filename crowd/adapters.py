@@ -50,13 +50,12 @@ class InUse:
             self._retired.discard(name)
 
 
-class AdapterRegistry:
-    """The LoRA adapters on the one shared base model, by name. Loading an adapter never copies
-    the base: the first load wraps the base in a PeftModel, later ones add a few MB each."""
+class AdapterSet:
+    """Adapters loaded by name, least recently used first, with the replies using each: what
+    the in-process registry and the vLLM server's set share. Subclasses load and unload."""
 
-    def __init__(self, loaded: LoadedModel, lock: threading.RLock, keep: int = 8):
-        self._loaded = loaded
-        self._lock = lock  # held by the scheduler while it decodes a step
+    def __init__(self, lock: threading.RLock, keep: int = 8):
+        self._lock = lock
         self.keep = keep  # `ensure` unloads the least recently used beyond this many
         self.paths: dict[str, Path] = {}  # insertion order = least recently used first
         self.in_use = InUse()
@@ -64,6 +63,41 @@ class AdapterRegistry:
     @property
     def names(self) -> list[str]:
         return list(self.paths)
+
+    def load(self, name: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def unload(self, name: str) -> None:
+        raise NotImplementedError
+
+    def ensure(self, name: str, path: Path | None) -> str:
+        """Load `path` as `name` unless already loaded; None means the bare base."""
+        if path is None:
+            return BASE
+        with self._lock:
+            if name in self.paths:
+                self.paths[name] = self.paths.pop(name)  # most recently used
+                return name
+            for stale in list(self.paths)[: max(0, len(self.paths) - self.keep + 1)]:
+                self.unload(stale)  # champions of past rounds: a few MB each
+            self.load(name, path)
+        return name
+
+    def hold(self, name: str) -> None:
+        """A reply starts with `name`; raises ModelError when it is not loaded."""
+        with self._lock:
+            if name != BASE and name not in self.paths:
+                raise ModelError(f"no adapter named {name!r} is loaded")
+            self.in_use.hold(name)
+
+
+class AdapterRegistry(AdapterSet):
+    """The LoRA adapters on the one shared base model, by name. Loading an adapter never copies
+    the base: the first load wraps the base in a PeftModel, later ones add a few MB each."""
+
+    def __init__(self, loaded: LoadedModel, lock: threading.RLock, keep: int = 8):
+        super().__init__(lock, keep)  # the lock is held by the scheduler while it decodes a step
+        self._loaded = loaded
 
     def load(self, name: str, path: Path) -> None:
         """Load the adapter folder at `path` as `name` (reloading if the name exists)."""
@@ -87,31 +121,11 @@ class AdapterRegistry:
             self.paths[name] = Path(path)
             self.in_use.revive(name)
 
-    def ensure(self, name: str, path: Path | None) -> str:
-        """Load `path` as `name` unless already loaded; None means the bare base."""
-        if path is None:
-            return BASE
-        with self._lock:
-            if name in self.paths:
-                self.paths[name] = self.paths.pop(name)  # most recently used
-                return name
-            for stale in list(self.paths)[: max(0, len(self.paths) - self.keep + 1)]:
-                self.unload(stale)  # champions of past rounds: a few MB each
-            self.load(name, path)
-        return name
-
     def unload(self, name: str) -> None:
         """Remove `name` now, or when the last reply decoding with it ends."""
         with self._lock:
             if name in self.paths and self.in_use.retire(name):
                 self._delete(name)
-
-    def hold(self, name: str) -> None:
-        """A reply starts decoding with `name`; raises ModelError when it is not loaded."""
-        with self._lock:
-            if name != BASE and name not in self.paths:
-                raise ModelError(f"no adapter named {name!r} is loaded")
-            self.in_use.hold(name)
 
     def release(self, name: str) -> None:
         with self._lock:

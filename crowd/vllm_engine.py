@@ -24,25 +24,18 @@ from pathlib import Path
 
 import httpx
 
-from crowd.adapters import InUse, check_adapter_folder
+from crowd.adapters import AdapterSet, check_adapter_folder
 from crowd.batching import BASE, Sampling
 from crowd.config import ModelSettings
 from crowd.models import ModelError, ModelUnavailable
 
 
-class VLLMAdapters:
+class VLLMAdapters(AdapterSet):
     """The group adapters this app loaded on the vLLM server, least recently used first."""
 
     def __init__(self, http: httpx.Client, keep: int = 8):
+        super().__init__(threading.RLock(), keep)
         self._http = http
-        self.keep = keep  # `ensure` retires the least recently used beyond this many
-        self.paths: dict[str, Path] = {}
-        self.in_use = InUse()
-        self._lock = threading.RLock()
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.paths)
 
     def load(self, name: str, path: Path) -> None:
         """Load the adapter folder `path` as `name`, replacing a copy of that name the server
@@ -56,19 +49,6 @@ class VLLMAdapters:
             self.paths[name] = Path(path)
             self.in_use.revive(name)
 
-    def ensure(self, name: str, path: Path | None) -> str:
-        """Load `path` as `name` unless loaded; None is the bare base model."""
-        if path is None:
-            return BASE
-        with self._lock:
-            if name in self.paths:
-                self.paths[name] = self.paths.pop(name)  # most recently used
-                return name
-            for stale in list(self.paths)[: max(0, len(self.paths) - self.keep + 1)]:
-                self.unload(stale)
-            self.load(name, path)
-        return name
-
     def unload(self, name: str) -> None:
         """Retire `name`: unloaded from the server now when idle, else after its last stream."""
         with self._lock:
@@ -78,13 +58,6 @@ class VLLMAdapters:
         response = _call(self._http, "POST", "/v1/unload_lora_adapter", {"lora_name": name})
         if response.status_code not in (200, 404):  # 404: the server has forgotten it already
             raise ModelError(f"the vLLM server did not unload {name}: {_message(response)}")
-
-    def hold(self, name: str) -> None:
-        """A stream starts with `name`; raises ModelError when this app has not loaded it."""
-        with self._lock:
-            if name != BASE and name not in self.paths:
-                raise ModelError(f"no adapter named {name!r} is loaded")
-            self.in_use.hold(name)
 
     def release(self, name: str) -> None:
         if self.in_use.release(name):
