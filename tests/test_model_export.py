@@ -328,7 +328,8 @@ def test_the_organizer_button_downloads_the_same_export_as_a_zip(crowned, tmp_pa
 
     settings, service, done = crowned
     handlers = OrganizerHandlers(Organizer(service))
-    path = handlers.export_model(KEY, "", False)
+    steps = handlers.export_model(KEY, "", False)
+    path = next(steps)  # handed to Gradio, which copies it; the folder goes when the copy is done
     names = set(zipfile.ZipFile(path).namelist())
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= names
     assert "data/sft.jsonl" in names and "model.safetensors" not in names
@@ -340,6 +341,7 @@ def test_the_organizer_button_downloads_the_same_export_as_a_zip(crowned, tmp_pa
         for p in (tmp_path / "cli").rglob("*")
         if p.is_file()
     }
+    assert next(steps, None) is None and not Path(path).parent.exists()
     before = set(Path(path).parent.parent.glob("crowd-model-*"))
     for key, typed, message in (
         ("wrong", "", "Organizer access only"),
@@ -348,5 +350,5 @@ def test_the_organizer_button_downloads_the_same_export_as_a_zip(crowned, tmp_pa
         (KEY, "two", "whole number"),
     ):
         with pytest.warns(UserWarning, match=message):
-            assert handlers.export_model(key, typed, False) == gr.skip()
+            assert list(handlers.export_model(key, typed, False)) == [gr.skip()]
     assert set(Path(path).parent.parent.glob("crowd-model-*")) == before  # no folder left

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -395,17 +394,20 @@ class OrganizerHandlers:
             warn(exc)
             yield gr.skip()
 
-    def export_model(self, key: str | None, typed_round: str | None, merged: bool) -> object:
-        """Build the model export zip: the champion after the typed round (empty: the last
-        finished one), as an adapter or merged. A refusal leaves no folder behind."""
-        folder = Path(tempfile.mkdtemp(prefix="crowd-model-"))
-        try:
-            text = "" if typed_round is None else str(typed_round).strip()
-            number = parse_id(text, "round") if text else None
-            path = self.organizer.export_model_zip(key, folder, number, bool(merged))
-        except ValueError as exc:  # Refused, or the export's own reason (no finished round, ...)
-            shutil.rmtree(folder, ignore_errors=True)
-            warn(exc)
-            return gr.skip()
-        ack("Model export ready.")
-        return str(path)
+    def export_model(
+        self, key: str | None, typed_round: str | None, merged: bool
+    ) -> Iterator[object]:
+        """Build the model export zip (the champion after the typed round, empty: the last
+        finished one; adapter or merged) in a private temporary folder, hand it to Gradio, then
+        remove the folder, as `export` does. A refusal leaves no folder behind."""
+        with tempfile.TemporaryDirectory(prefix="crowd-model-") as tmp:
+            try:
+                text = "" if typed_round is None else str(typed_round).strip()
+                number = parse_id(text, "round") if text else None
+                path = self.organizer.export_model_zip(key, Path(tmp), number, bool(merged))
+            except ValueError as exc:  # Refused, or the export's own reason (no finished round)
+                warn(exc)
+                yield gr.skip()
+                return
+            ack("Model export ready.")
+            yield str(path)
