@@ -32,7 +32,7 @@ def has_before_after(db: Database, round_id: int) -> bool:
 
 
 def add_before_after(db: Database, rows: list[dict], now: str) -> None:
-    db["before_after"].insert_all([{**row, "created_at": now} for row in rows])
+    db.table("before_after").insert_all([{**row, "created_at": now} for row in rows])
 
 
 def before_after_of(db: Database, round_id: int, participant_id: str) -> list[dict]:

@@ -62,12 +62,27 @@ def howto_panel(service: CrowdService) -> dict:
 
 
 def wire_howto(demo: gr.Blocks, h: dict) -> None:
-    quiet = dict(show_progress="hidden", api_visibility="private")
-    demo.load(lambda seen: gr.update(visible=not seen), [h["dismissed"]], [h["panel"]], **quiet)
-    h["close"].click(
-        lambda: (True, gr.update(visible=False)), None, [h["dismissed"], h["panel"]], **quiet
+    def hidden_unless_new(seen: bool) -> dict:
+        return gr.update(visible=not seen)
+
+    def dismiss() -> tuple[bool, dict]:
+        return True, gr.update(visible=False)
+
+    def reopen() -> dict:
+        return gr.update(visible=True)
+
+    panel = h["panel"]
+    demo.load(
+        hidden_unless_new,
+        [h["dismissed"]],
+        [panel],
+        show_progress="hidden",
+        api_visibility="private",
     )
-    h["open"].click(lambda: gr.update(visible=True), None, [h["panel"]], **quiet)
+    h["close"].click(
+        dismiss, None, [h["dismissed"], panel], show_progress="hidden", api_visibility="private"
+    )
+    h["open"].click(reopen, None, [panel], show_progress="hidden", api_visibility="private")
 
 
 # -- the round's news: live progress while it is judged, then what it meant for me ---------
