@@ -68,7 +68,8 @@ def _replies(evaluator: Evaluator, prompts: list[str], adapter: str) -> list[str
         ]
         out += generate_texts(evaluator.loaded, chats, [adapter] * len(chats), SAMPLING)
     return [
-        end_cleanly(r, cut=len(tokenizer.encode(r, add_special_tokens=False)) >= cap - 1) or "…"
+        end_cleanly(r, cut=len(tokenizer.encode(r, add_special_tokens=False)) >= cap - 1)
+        or "(an empty reply)"
         for r in out
     ]
 

@@ -29,9 +29,9 @@ def howto_text(task: str, target: str | None) -> str:
     )
     return (
         f"### How to take part\n{steps}\n\n"
-        f"**A good rewrite** {goal}. To *{html.escape(example['prompt'])}* the model said "
-        f"*{html.escape(example['before'])}*; a good rewrite: "
-        f"*{html.escape(example['after'])}*"
+        f"**A good rewrite** {goal}. Asked *“{html.escape(example['prompt'])}”*, the model "
+        f"said *“{html.escape(example['before'])}”*; a good rewrite: "
+        f"*“{html.escape(example['after'])}”*"
     )
 
 
@@ -46,43 +46,44 @@ def definition_of(emotion: str | None) -> str:
     return f"**{emotion}**: {meaning}" if meaning else ""
 
 
-def howto_panel(service: CrowdService) -> dict:
+def howto_dismissed() -> gr.BrowserState:
+    """Whether this browser dismissed the how-to. Create it outside any hidden column: a
+    component in one is not mounted at page load, so its stored value would not be read."""
+    return gr.BrowserState(False, storage_key=HOWTO_KEY)
+
+
+def howto_panel(service: CrowdService, dismissed: gr.BrowserState) -> dict:
     """The how-to column (hidden until the page knows it is a first visit) and its buttons."""
 
     def text() -> str:
         campaign, _ = service.context()
         return howto_text(campaign["task"], campaign["target_emotion"])
 
-    h: dict = {"dismissed": gr.BrowserState(False, storage_key=HOWTO_KEY)}
+    h: dict = {"dismissed": dismissed}
     with gr.Column(visible=False, elem_id="howto") as h["panel"]:
         gr.Markdown(text, elem_id="howto-text")
         h["close"] = gr.Button("Got it, hide this", size="sm", elem_id="howto-close")
-    h["open"] = gr.Button("How to take part", size="sm", variant="secondary", elem_id="howto-open")
+    h["open"] = gr.Button(
+        "How to take part", size="sm", variant="secondary", visible=False, elem_id="howto-open"
+    )
     return h
 
 
 def wire_howto(demo: gr.Blocks, h: dict) -> None:
-    def hidden_unless_new(seen: bool) -> dict:
-        return gr.update(visible=not seen)
+    def hidden_unless_new(seen: bool) -> tuple[dict, dict]:
+        return gr.update(visible=not seen), gr.update(visible=bool(seen))
 
-    def dismiss() -> tuple[bool, dict]:
-        return True, gr.update(visible=False)
+    def dismiss() -> tuple[bool, dict, dict]:
+        return True, gr.update(visible=False), gr.update(visible=True)
 
-    def reopen() -> dict:
-        return gr.update(visible=True)
+    def reopen() -> tuple[dict, dict]:
+        return gr.update(visible=True), gr.update(visible=False)
 
-    panel = h["panel"]
-    demo.load(
-        hidden_unless_new,
-        [h["dismissed"]],
-        [panel],
-        show_progress="hidden",
-        api_visibility="private",
-    )
-    h["close"].click(
-        dismiss, None, [h["dismissed"], panel], show_progress="hidden", api_visibility="private"
-    )
-    h["open"].click(reopen, None, [panel], show_progress="hidden", api_visibility="private")
+    quiet: dict = dict(show_progress="hidden", api_visibility="private")
+    panel, again = h["panel"], h["open"]
+    demo.load(hidden_unless_new, [h["dismissed"]], [panel, again], **quiet)
+    h["close"].click(dismiss, None, [h["dismissed"], panel, again], **quiet)
+    again.click(reopen, None, [panel, again], **quiet)
 
 
 # -- the round's news: live progress while it is judged, then what it meant for me ---------
@@ -180,7 +181,7 @@ def before_after_html(view: views.BeforeAfter | None) -> str:
     return (
         f'<div class="crowd-ba" id="before-after-cards"><h3>Round {view.number}: your prompts, '
         f"before and after</h3><p>What the model said to you before the round, and what the "
-        f"model your corrections helped train says now.{how}</p>{''.join(cards)}</div>"
+        f"new champion, trained on the crowd's corrections, says now.{how}</p>{''.join(cards)}</div>"
     )
 
 

@@ -14,6 +14,7 @@ from crowd.ui.journey import (
     JourneyHandlers,
     definition_of,
     emotion_choices,
+    howto_dismissed,
     howto_panel,
     wire_howto,
 )
@@ -36,12 +37,13 @@ def volunteer_page(
     session, chat = SessionHandlers(service, oauth), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
+    dismissed = howto_dismissed()
     seen = gr.State("unseen")  # the before/after cards last shown (journey.news)
 
     join_screen, name, consent, join = _join_screen(service, oauth)
     with gr.Column(visible=False, elem_id="main-screen") as main_screen:
         banner = gr.HTML(elem_id="banner")
-        howto = howto_panel(service)
+        howto = howto_panel(service, dismissed)
         news = gr.Markdown(visible=False, elem_id="round-news")
         with gr.Tabs():
             with gr.Tab("Chat and correct", id="chat-tab"):
