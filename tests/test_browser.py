@@ -287,6 +287,7 @@ def first_visit(page, url: str, name: str, size: str, expect) -> None:
     page.locator("#name").locator("input, textarea").first.fill(name)
     page.locator("#consent input").check()
     page.locator("#join").click()
+    expect(page.locator("#banner")).to_contain_text(name)  # the page has settled
     howto = page.locator("#howto")
     expect(howto).to_contain_text("How to take part")
     expect(howto).to_contain_text("A good rewrite")
