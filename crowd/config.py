@@ -254,8 +254,12 @@ class Settings:
     organizer_hf_org: str | None = setting(
         "CROWD_ORGANIZER_HF_ORG", None, "on Spaces: members of this HF organisation organize"
     )
-    host: str = setting("CROWD_HOST", "127.0.0.1", "address the app listens on")
-    port: int = setting("CROWD_PORT", 7860, "port the app listens on", _int_in(1, 65535))
+    host: str = setting(
+        ("CROWD_HOST", "GRADIO_SERVER_NAME"), "127.0.0.1", "address the app listens on"
+    )
+    port: int = setting(
+        ("CROWD_PORT", "GRADIO_SERVER_PORT"), 7860, "port the app listens on", _int_in(1, 65535)
+    )
     trusted_proxies: tuple[Network, ...] = setting(
         "CROWD_TRUSTED_PROXIES",
         (),

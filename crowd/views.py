@@ -3,12 +3,14 @@ what the last round changed. Read-only; plain data for the UI to render."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 
 from crowd.campaigns import group_name, may_correct
 from crowd.evaluation import LOWER_IS_BETTER
 from crowd.trust import consensus, rule_of
+from storage import before_after as before_after_store
 from storage import boards, queries
 from storage import quality as quality_store
 from storage import rounds as store
@@ -134,3 +136,94 @@ def sign_in_needed(db_path, participant_id: str) -> bool:
         campaign = store.active_campaign(db)
         person = queries.get_participant(db, participant_id)
     return bool(campaign and person) and not may_correct(campaign, person)
+
+
+@dataclass(frozen=True)
+class RoundProgress:
+    """A closed round on its way to a winner, as the worker's job records it."""
+
+    number: int
+    stage: str  # 'waiting for the worker', 'drawing the held-out set', 'training group 2', ...
+    groups_done: int  # groups whose candidate is trained (or failed)
+    n_groups: int
+    eta_s: float | None  # the worker's estimate for the group it trains now; None if unknown
+
+
+STAGES = {"closing": "drawing the held-out set", "evaluating": "judging the candidates"}
+
+
+def round_progress(db_path, campaign: dict) -> RoundProgress | None:
+    """The round being trained or judged now, from its latest job (the organizer's jobs table
+    reads the same record); None when no round is between closing and done."""
+    with connect(db_path) as db:
+        busy = [r for r in store.rounds_of(db, campaign["id"]) if r["state"] in STAGES_ORDER]
+        if not busy:
+            return None
+        round_ = busy[-1]
+        job = store.last_job_of_round(db, round_["id"])
+        groups = range(campaign["n_groups"])
+        done = sum(store.candidate_for(db, round_["id"], g) is not None for g in groups)
+    progress = json.loads(job["progress"] or "{}") if job else {}
+    if job is None or job["status"] == "pending":
+        stage = "waiting for the worker"
+    else:
+        stage = progress.get("stage") or round_["state"]
+        stage = STAGES.get(stage, stage)  # the worker's word for it, as a volunteer would say it
+    if round_["state"] == "evaluating":
+        done = campaign["n_groups"]  # groups without enough corrections sat the round out
+    eta = progress.get("eta_s") if round_["state"] == "training" else None
+    return RoundProgress(round_["number"], stage, done, campaign["n_groups"], eta)
+
+
+STAGES_ORDER = ("closing", "training", "evaluating")
+
+
+@dataclass(frozen=True)
+class RoundNotice:
+    """What the last finished round meant for one volunteer."""
+
+    number: int
+    winner_group: str | None  # None: the champion stayed
+    my_group: str | None  # None: they did not take part in that round
+    points: float
+    reasons: list[dict]  # the ledger's reasons for their points that round
+
+
+def round_notice(db_path, participant_id: str, campaign_id: int) -> RoundNotice | None:
+    """The latest finished round: the winner, my group then, my points from it and why."""
+    with connect(db_path) as db:
+        done = boards.finished_rounds(db, campaign_id)
+        if not done:
+            return None
+        latest = done[-1]
+        group = queries.membership(db, latest["id"], participant_id)
+        ledger = [r for r in boards.my_points(db, participant_id) if r["round"] == latest["number"]]
+    winner = group_name(latest["winner_group"]) if latest["improved"] else None
+    return RoundNotice(
+        latest["number"],
+        winner,
+        group_name(group) if group is not None else None,
+        sum(r["amount"] for r in ledger),
+        [r["reason"] for r in ledger],
+    )
+
+
+@dataclass(frozen=True)
+class BeforeAfter:
+    """My own prompts of the last crowning round, answered by the old and the new champion."""
+
+    number: int
+    target: str | None  # the emotion the distances are to; None for the preference task
+    rows: list[dict]  # prompt, before, after, before_distance, after_distance
+
+
+def before_after(db_path, participant_id: str, campaign: dict) -> BeforeAfter | None:
+    """For the last finished round, when it crowned a new champion: my prompts' replies as
+    stored after the crowning (crowd.rounds.showcase); None otherwise."""
+    with connect(db_path) as db:
+        done = boards.finished_rounds(db, campaign["id"])
+        if not done or not done[-1]["improved"]:
+            return None
+        rows = before_after_store.before_after_of(db, done[-1]["id"], participant_id)
+    target = campaign["target_emotion"] if campaign["task"] == "emotion" else None
+    return BeforeAfter(done[-1]["number"], target, rows)

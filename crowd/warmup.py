@@ -59,6 +59,10 @@ class WarmingGeneration:
     def adapters(self):
         return self.service().adapters
 
+    @property
+    def loaded(self):
+        return self.service().loaded
+
     def default_sampling(self) -> Sampling:
         return self.service().default_sampling()
 

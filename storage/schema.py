@@ -228,3 +228,30 @@ def m002_trust(db: Database) -> None:
     for statement in _TRUST.split(";\n"):
         if statement.strip():
             db.execute(statement)
+
+
+_BEFORE_AFTER = """
+-- issue 16: a volunteer's own prompts of a round answered by the champion it started with and
+-- by the one it crowned, generated once after crowning; `*_distance` is the emotion scorer's
+-- distance to the round's target (NULL for the preference task)
+CREATE TABLE before_after (
+    id INTEGER PRIMARY KEY,
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    participant_id TEXT NOT NULL REFERENCES participants(id),
+    prompt TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    before_distance REAL,
+    after_distance REAL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX before_after_round ON before_after(round_id, participant_id)
+"""
+
+
+@MIGRATIONS()
+def m003_before_after(db: Database) -> None:
+    """Issue 16: the old champion's and the new champion's replies to volunteers' prompts."""
+    for statement in _BEFORE_AFTER.split(";\n"):
+        if statement.strip():
+            db.execute(statement)

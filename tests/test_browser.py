@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from crowd.config import load_settings
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
 
@@ -67,19 +68,8 @@ def prepare_campaign(settings) -> None:
     )
 
 
-@pytest.fixture
-def app_url(settings, tmp_path):
-    """The real app in a subprocess, on a free port, with its worker running."""
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "no browser: install one with `apt-get install -y chromium` "
-            "(Debian's package puts it at /usr/bin/chromium)"
-        )
-    pytest.importorskip("playwright.sync_api")
-    settings = replace(settings, organizer_secret=KEY)
-    prepare_campaign(settings)
-    port = free_port()
-    env = {
+def app_env(settings, port: int, worker: bool) -> dict:
+    return {
         **os.environ,
         "CROWD_DATA_DIR": str(settings.data_dir),
         "CROWD_PORT": str(port),
@@ -90,10 +80,20 @@ def app_url(settings, tmp_path):
         "CROWD_EPOCHS": "3",
         "CROWD_LEARNING_RATE": "0.001",
         "CROWD_EVAL_SAMPLES": "2",
-        "CROWD_WORKER": "1",
+        "CROWD_WORKER": "1" if worker else "0",
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
+
+
+def run_app(settings, tmp_path, env: dict, port: int):
+    """The real app in a subprocess until the generator is closed; yields its URL."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "no browser: install one with `apt-get install -y chromium` "
+            "(Debian's package puts it at /usr/bin/chromium)"
+        )
+    pytest.importorskip("playwright.sync_api")
     log = (tmp_path / "app.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -110,7 +110,17 @@ def app_url(settings, tmp_path):
             print((tmp_path / "app.log").read_text()[-4000:])
 
 
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+@pytest.fixture
+def app_url(settings, tmp_path):
+    """The real app in a subprocess, on a free port, with its worker running."""
+    settings = replace(settings, organizer_secret=KEY)
+    prepare_campaign(settings)
+    port = free_port()
+    yield from run_app(settings, tmp_path, app_env(settings, port, worker=True), port)
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:
+    # 240 s: on a shared 2-core machine under load the app has taken over 90 s to start
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -226,3 +236,125 @@ def see_the_result(page, expect) -> None:
     expect(page.locator("#people")).to_contain_text("Ada Lovelace")
     expect(page.locator("#ledger")).to_contain_text("1")
     page.screenshot(path=str(SHOTS / "volunteer-points.png"), full_page=True)
+
+
+# -- the volunteer's journey (issue 16), at desktop and phone sizes ----------------------------
+
+DESKTOP = {"viewport": {"width": 1200, "height": 1000}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+
+@pytest.fixture
+def journey_app(settings, tmp_path):
+    """The real app without its worker (the test runs the round's job itself, so the page can
+    be seen while the round waits and after it ends), started with Gradio's own port setting."""
+    settings = replace(settings, organizer_secret=KEY)
+    prepare_campaign(settings)
+    port = free_port()
+    env = app_env(settings, port, worker=False)
+    env["GRADIO_SERVER_PORT"] = env.pop("CROWD_PORT")  # Gradio's name works when CROWD_'s is unset
+    for url in run_app(settings, tmp_path, env, port):
+        yield url, load_settings(env)
+
+
+def test_the_volunteer_journey_at_desktop_and_phone_sizes(journey_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    from crowd.campaigns import utcnow
+    from crowd.rounds.engine import build_engine
+    from crowd.rounds.worker import Worker
+
+    url, settings = journey_app
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        try:
+            pages = {"desktop": browser.new_context(**DESKTOP).new_page()}
+            pages["phone"] = browser.new_context(**PHONE).new_page()
+            first_visit(pages["desktop"], url, "Ada Lovelace", "desktop", expect)
+            first_visit(pages["phone"], url, "Pat Phone", "phone", expect)
+            Organizer(CrowdService(settings, None)).close_round(KEY)
+            for size, page in pages.items():
+                expect(page.locator("#round-news")).to_contain_text("being trained and judged")
+                expect(page.locator("#round-news")).to_contain_text("0 of 3 groups trained")
+                shoot(page, f"journey-progress-{size}")
+            assert Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
+            for size, page in pages.items():
+                see_the_round_end(page, size, expect)
+        finally:
+            browser.close()
+
+
+def first_visit(page, url: str, name: str, size: str, expect) -> None:
+    """Join, read the how-to, dismiss it (it stays dismissed), reopen it; chat with Enter;
+    rewrite the reply; pick an emotion label and read its definition."""
+    page.goto(url)
+    page.locator("#name").locator("input, textarea").first.fill(name)
+    page.locator("#consent input").check()
+    page.locator("#join").click()
+    expect(page.locator("#banner")).to_contain_text(name)  # the page has settled
+    howto = page.locator("#howto")
+    expect(howto).to_contain_text("How to take part")
+    expect(howto).to_contain_text("A good rewrite")
+    no_sideways_scroll(page)
+    shoot(page, f"journey-howto-{size}")
+    page.locator("#howto-close").click()
+    expect(howto).to_be_hidden()
+    page.reload()
+    expect(page.locator("#banner")).to_contain_text(name)
+    expect(howto).to_be_hidden()  # dismissed stays dismissed in this browser
+    page.get_by_role("button", name="How to take part").click()
+    expect(howto).to_be_visible()
+    page.locator("#howto-close").click()
+
+    page.locator("#message textarea").fill("Hello")
+    page.locator("#message textarea").press("Enter")  # the keyboard alone sends
+    edit = page.locator("#chat .message-buttons-left").last.get_by_role("button", name="Edit")
+    expect(edit).to_be_enabled()
+    edit.click()
+    page.locator("textarea.edit-textarea").fill(HAPPY)
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#ack")).to_contain_text("Saved your rewrite")
+    page.locator("#emotion input").click()
+    page.keyboard.type("joy")
+    page.keyboard.press("Enter")
+    expect(page.locator("#emotion-definition")).to_contain_text("joy: a feeling of pleasure")
+    for name_ in ("Send", "Label it", "Another reply", "New conversation", "Undo"):
+        expect(page.get_by_role("button", name=name_, exact=True)).to_be_visible()
+    no_sideways_scroll(page)
+    shoot(page, f"journey-label-{size}")
+
+
+def see_the_round_end(page, size: str, expect) -> None:
+    news = page.locator("#round-news")
+    expect(news).to_contain_text("Round 1 is over", timeout=20_000)
+    expect(news).to_contain_text("won")
+    shoot(page, f"journey-notice-{size}")
+    open_tab(page, "Last round")
+    cards = page.locator("#before-after")
+    expect(cards).to_contain_text("your prompts, before and after")
+    expect(cards).to_contain_text("You asked: Hello")
+    expect(cards).to_contain_text("After (new champion)")
+    no_sideways_scroll(page)
+    shoot(page, f"journey-before-after-{size}")
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab; on a phone Gradio moves the tabs that do not fit behind its "…" menu."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.locator(".overflow-menu button").first.click()
+        tab = page.locator(".overflow-dropdown").get_by_role("button", name=name)
+    tab.click()
+
+
+def no_sideways_scroll(page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"the page is {width} px wide"
+
+
+def shoot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

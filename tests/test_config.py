@@ -60,6 +60,16 @@ def test_a_bad_value_names_its_variable(name, value):
         load_settings({name: value})
 
 
+def test_gradio_server_port_and_name_apply_when_crowd_ones_are_unset():
+    gradio = {"GRADIO_SERVER_PORT": "7999", "GRADIO_SERVER_NAME": "0.0.0.0"}
+    settings = load_settings(gradio)
+    assert (settings.port, settings.host) == (7999, "0.0.0.0")
+    both = load_settings({**gradio, "CROWD_PORT": "8001", "CROWD_HOST": "10.0.0.1"})
+    assert (both.port, both.host) == (8001, "10.0.0.1")
+    with pytest.raises(ConfigError, match="GRADIO_SERVER_PORT"):
+        load_settings({"GRADIO_SERVER_PORT": "http"})
+
+
 def test_unwritable_data_dir_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -10,6 +10,7 @@ picks the round up where SQLite says it stands, and redoes at most one group's t
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 import time
@@ -24,6 +25,7 @@ from crowd.evaluation import EvalSet, Evaluator, Score, split_heldout
 from crowd.points import ContributionItem, RoundOutcome
 from crowd.rounds.awards import ledger_rows
 from crowd.rounds.data import GroupData, heldout_items, judging_material, training_material
+from crowd.rounds.showcase import make_before_after
 from crowd.rounds.state import advance
 from crowd.scoring.scorers import target_vector
 from crowd.training.base import Progress
@@ -31,6 +33,8 @@ from crowd.training.data import PairExample, TrainingCancelled, TrainingFailed
 from crowd.training.trainer import Trainer
 from storage import rounds as store
 from storage.db import connect
+
+log = logging.getLogger(__name__)
 
 MIN_EVAL_PROMPTS = 4
 DEFAULT_PROMPT = [{"role": "user", "content": "Write a reddit comment."}]
@@ -194,6 +198,24 @@ class RoundEngine:
             target=eval_set.target,
         )
         self._crown(campaign, round_, champion, best if improved else None, outcome, usage)
+        if improved:
+            self._before_after(round_, names[champion["id"]], names[best["id"]], eval_set)
+
+    def _before_after(self, round_: dict, before: str, after: str, eval_set: EvalSet) -> None:
+        """Volunteers' own prompts answered by the old and the new champion, stored once
+        (crowd.rounds.showcase). After the crowning: a failure here costs no result."""
+        try:
+            make_before_after(
+                self.evaluator,
+                self.db_path,
+                round_["id"],
+                before,
+                after,
+                eval_set.target,
+                self.now(),
+            )
+        except Exception:
+            log.exception("before/after replies of round %s failed", round_["id"])
 
     def _eval_set(self, campaign: dict, round_: dict) -> EvalSet:
         with connect(self.db_path) as db:

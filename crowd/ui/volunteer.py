@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import gradio as gr
 
-from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.review import Reviews
 from crowd.service import CrowdService
 from crowd.ui import review as ui_review
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
+from crowd.ui.journey import (
+    JourneyHandlers,
+    definition_of,
+    emotion_choices,
+    howto_dismissed,
+    howto_panel,
+    wire_howto,
+)
 from crowd.ui.session import SessionHandlers
 
 TICK_S = 4.0  # how often an open page polls for a new round, points and results
@@ -30,10 +37,14 @@ def volunteer_page(
     session, chat = SessionHandlers(service, oauth), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
+    dismissed = howto_dismissed()
+    seen = gr.State("unseen")  # the before/after cards last shown (journey.news)
 
     join_screen, name, consent, join = _join_screen(service, oauth)
     with gr.Column(visible=False, elem_id="main-screen") as main_screen:
         banner = gr.HTML(elem_id="banner")
+        howto = howto_panel(service, dismissed)
+        news = gr.Markdown(visible=False, elem_id="round-news")
         with gr.Tabs():
             with gr.Tab("Chat and correct", id="chat-tab"):
                 c = _chat_tab()
@@ -43,6 +54,7 @@ def volunteer_page(
                 boards = _points_tab()
             with gr.Tab("Last round", id="round-tab"):
                 boards += _round_tab()
+                cards = gr.HTML(elem_id="before-after")  # filled by journey.news, not tick
         leave = gr.Button(
             "Not you? Forget me in this browser", size="sm", variant="secondary", elem_id="leave"
         )
@@ -77,8 +89,18 @@ def volunteer_page(
         **tick
     ).then(**gate)
     timer.tick(**tick)  # type: ignore[arg-type]
+    news_tick = dict(
+        fn=JourneyHandlers(service).news,
+        inputs=[token, seen],
+        outputs=[news, cards, seen],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    demo.load(**news_tick)  # type: ignore[arg-type]
+    timer.tick(**news_tick)  # type: ignore[arg-type]
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
+    wire_howto(demo, howto)
     ui_review.wire_review(ui_review.ReviewHandlers(Reviews(service)), token, r, review_tab.select)
 
 
@@ -132,7 +154,7 @@ def _chat_tab() -> dict:
     gr.Markdown(HELP, elem_classes=["crowd-help"])
     with gr.Row(elem_id="actions"):
         c["emotion"] = gr.Dropdown(  # type: ignore[assignment]
-            list(GOEMOTIONS_LABELS),
+            emotion_choices(),  # each label with its one-line definition
             value=None,
             label="Emotion of the last reply",
             scale=3,
@@ -141,6 +163,7 @@ def _chat_tab() -> dict:
         c["label"] = gr.Button("Label it", scale=1, elem_id="label")  # type: ignore[assignment]
         c["another"] = gr.Button("Another reply", scale=1, elem_id="another")  # type: ignore[assignment]
         c["new"] = gr.Button("New conversation", scale=1, variant="secondary", elem_id="new")  # type: ignore[assignment]
+    c["definition"] = gr.Markdown(elem_id="emotion-definition")
     with gr.Row(visible=False, elem_id="choice-row", equal_height=True) as c["choice_row"]:
         gr.Markdown("**Which is better: the first reply (A) or the second (B)?**")
         for choice, text in (("a", "A"), ("b", "B"), ("tie", "Tie"), ("both_bad", "Both bad")):
@@ -216,6 +239,13 @@ def _wire_chat(chat: ChatHandlers, token, tab, c: dict, tick: dict) -> None:
         ).then(**tick)
     c["undo"].click(chat.undo, [token, tab, chatbot], [chatbot, tab, ack_md], api_name="undo").then(
         **tick
+    )
+    c["emotion"].change(
+        definition_of,
+        [c["emotion"]],
+        [c["definition"]],
+        show_progress="hidden",
+        api_visibility="private",
     )
     c["new"].click(chat.new_conversation, [tab], [chatbot, tab], api_visibility="private")
     chatbot.clear(chat.new_conversation, [tab], [chatbot, tab], api_visibility="private")

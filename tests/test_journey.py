@@ -1,0 +1,205 @@
+"""The volunteer's journey (issue 16) on real SQLite, the tiny model and the real worker: the
+how-to and label definitions, live round progress from the job records, the end-of-round
+notice, and the before/after replies generated once after crowning."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+
+import gradio as gr
+import pytest
+
+from crowd import guide, views
+from crowd.campaigns import utcnow
+from crowd.config import ModelSettings
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.generation import GenerationService
+from crowd.limits import Limits
+from crowd.models import load_base
+from crowd.organizer import Organizer
+from crowd.rounds import showcase
+from crowd.rounds.engine import build_engine
+from crowd.rounds.worker import Worker
+from crowd.scoring.scorers import one_hot
+from crowd.service import CrowdService
+from crowd.ui.journey import (
+    JourneyHandlers,
+    before_after_html,
+    definition_of,
+    emotion_choices,
+    howto_text,
+)
+from storage import before_after as before_after_store
+from storage.db import connect
+
+KEY = "organizer-test-secret"
+HAPPY = "I am so happy today, what a wonderful day!"
+
+
+def test_every_label_has_a_definition_where_it_is_picked():
+    choices = emotion_choices()
+    assert [value for _, value in choices] == list(GOEMOTIONS_LABELS)
+    assert all(
+        shown.startswith(f"{value}: ") and len(shown) > len(value) + 5 for shown, value in choices
+    )
+    assert definition_of("grief") == "**grief**: " + guide.emotion_definitions()["grief"]
+    assert definition_of(None) == "" and definition_of("hunger") == ""
+
+
+def test_a_definitions_file_missing_a_label_is_refused_by_name(tmp_path, monkeypatch):
+    broken = json.loads(guide.DEFINITIONS_FILE.read_text())
+    del broken["relief"]
+    (tmp_path / "defs.json").write_text(json.dumps(broken))
+    monkeypatch.setattr(guide, "DEFINITIONS_FILE", tmp_path / "defs.json")
+    guide.emotion_definitions.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="relief"):
+            guide.emotion_definitions()
+    finally:
+        guide.emotion_definitions.cache_clear()
+
+
+def test_the_howto_has_three_steps_and_an_example_for_the_task():
+    preference = howto_text("preference", None)
+    assert "1. " in preference and "3. " in preference and "4. " not in preference
+    assert "prefer" in preference and guide.good_rewrite("preference", None)["after"] in preference
+    joy = howto_text("emotion", "joy")
+    assert "convey **joy**" in joy and "marathon" in joy
+    pride = guide.good_rewrite("emotion", "pride")  # no example of its own: the generic one
+    assert "pride" in pride["after"] and "{emotion}" not in pride["after"]
+
+
+@pytest.fixture
+def world(settings):
+    settings = replace(settings, eval_samples=2)
+    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
+    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    limits = Limits(chats_per_minute=1000, submissions_per_minute=1000)
+    service = CrowdService(settings, generation, limits=limits)
+    organizer = Organizer(service)
+    organizer.update_campaign(
+        KEY,
+        task="preference",
+        min_corrections=2,
+        heldout_share=0.34,
+        points_rule="paper",
+        reviews_on=False,
+        person_cap=1.0,
+    )
+    engine = build_engine(settings, utcnow)
+    yield service, organizer, Worker(settings.db_path, lambda: engine, utcnow), engine
+    generation.close()
+
+
+def crowd_submits(service, people: int = 6, each: int = 4) -> list:
+    sessions = [service.join(f"Volunteer {i}", consent=True) for i in range(people)]
+    for session in sessions:
+        for turn in range(each):
+            reply = list(service.send(session.token, None, f"Question {turn}?"))[-1]
+            service.rewrite(session.token, reply.message_id, HAPPY)
+    return sessions
+
+
+def test_progress_then_notice_then_before_after_stored_once(world):
+    service, organizer, worker, engine = world
+    sessions = crowd_submits(service)
+    journey = JourneyHandlers(service)
+    campaign, _ = service.context()
+    db_path = service.settings.db_path
+    news, cards, seen = journey.news(sessions[0].token, "unseen")
+    assert news == gr.update(visible=False) and cards == "" and seen is None
+
+    organizer.close_round(KEY)
+    waiting = views.round_progress(db_path, campaign)
+    assert (waiting.number, waiting.stage, waiting.groups_done) == (1, "waiting for the worker", 0)
+    news, _, _ = journey.news(sessions[0].token, seen)
+    assert "Round 1 is being trained and judged" in news["value"] and "0 of 3" in news["value"]
+
+    stages = watch_progress(db_path, campaign, worker)
+    assert any(p.stage.startswith("training group") and p.eta_s is not None for p in stages)
+    assert any(p.stage == "judging the candidates" and p.groups_done == 3 for p in stages)
+    assert [p.groups_done for p in stages] == sorted(p.groups_done for p in stages)
+    assert views.round_progress(db_path, campaign) is None
+
+    with connect(db_path) as db:
+        round_1 = db.execute("SELECT id, improved FROM rounds WHERE number = 1").fetchone()
+        stored = list(db.query("SELECT * FROM before_after ORDER BY id"))
+    assert round_1[1] == 1, "the preference round crowns a winner on the tiny model"
+    assert len(stored) == 6 * 3  # three prompts each, of four written
+    person = sessions[0].participant_id
+    mine = [r for r in stored if r["participant_id"] == person]
+    assert [r["prompt"] for r in mine] == ["Question 0?", "Question 1?", "Question 2?"]
+    assert all(r["before"] and r["after"] and r["before_distance"] is None for r in mine)
+
+    notice = views.round_notice(db_path, person, campaign["id"])
+    news, cards, seen = journey.news(sessions[0].token, None)
+    assert f"Round 1 is over: group {notice.winner_group} won" in news["value"]
+    assert (notice.my_group == notice.winner_group) == (
+        "Your group" in news["value"] and "won!" in news["value"]
+    )
+    if notice.points:
+        assert f"You earned **{notice.points:g} points**" in news["value"]
+    assert "Question 2?" in cards and "Before (old champion)" in cards and seen == [1, 3]
+    assert journey.news(sessions[0].token, seen)[1] == gr.skip()  # unchanged: not re-sent
+
+    # Generated once: asking again changes nothing, and a view only reads.
+    assert (
+        showcase.make_before_after(engine.evaluator, db_path, round_1[0], "x", "y", None, "t") == 0
+    )
+    with connect(db_path) as db:
+        assert list(db.query("SELECT * FROM before_after ORDER BY id")) == stored
+
+
+def watch_progress(db_path, campaign: dict, worker) -> list:
+    """Run the round's job on a thread and record what a volunteer's page would read."""
+    thread = threading.Thread(target=worker.step)
+    thread.start()
+    seen = []
+    while thread.is_alive():
+        p = views.round_progress(db_path, campaign)
+        if p is not None and (not seen or seen[-1] != p):
+            seen.append(p)
+        time.sleep(0.02)
+    thread.join()
+    return seen
+
+
+def test_emotion_distances_say_which_reply_is_closer_to_the_target(world):
+    _, _, _, engine = world
+    engine.evaluator.scorer = engine.scorer_for(1)
+    joyful, angry = "I am so happy, what a wonderful joyful day!", "I hate this, I am furious!"
+    near, far = showcase._distances(engine.evaluator, [joyful, angry], one_hot("joy"))
+    assert 0 <= near < far
+    assert showcase._distances(engine.evaluator, [joyful], None) == [None]
+
+
+def test_the_cards_escape_what_people_wrote():
+    view = views.BeforeAfter(
+        2,
+        "joy",
+        [
+            {
+                "prompt": "<b>hi</b>",
+                "before": "<script>",
+                "after": "ok",
+                "before_distance": 1.0,
+                "after_distance": 0.5,
+            }
+        ],
+    )
+    page = before_after_html(view)
+    assert (
+        "<script>" not in page and "&lt;b&gt;hi" in page and "distance to joy: <b>0.50</b>" in page
+    )
+    assert before_after_html(None) == ""
+    assert "no messages" in before_after_html(views.BeforeAfter(2, None, []))
+
+
+def test_a_round_without_messages_has_no_prompts_to_show(settings):
+    service = CrowdService(settings, None)
+    service.join("Ada", consent=True)
+    with connect(settings.db_path) as db:
+        assert before_after_store.prompts_of_round(db, 1, 3) == {}
