@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -22,13 +23,14 @@ def load_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-class Identities:
-    def __init__(self, secret: str):
-        self._serializer = URLSafeSerializer(secret, salt="crowd-participant")
+def random_id() -> str:
+    return uuid.uuid4().hex
 
-    @staticmethod
-    def new_id() -> str:
-        return uuid.uuid4().hex
+
+class Identities:
+    def __init__(self, secret: str, new_id: Callable[[], str] = random_id):
+        self._serializer = URLSafeSerializer(secret, salt="crowd-participant")
+        self.new_id = new_id  # a simulation names its volunteers so that runs repeat
 
     def sign(self, participant_id: str) -> str:
         return self._serializer.dumps(participant_id)

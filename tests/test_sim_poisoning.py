@@ -128,7 +128,8 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
     ):
         assert summary[key] is not None, key
     # Review and the cap keep more of the hostile half's corrections out of training.
-    assert summary["honest_share_of_training"] > summary["undefended_honest_share_of_training"]
+    undefended_share = summary["undefended_honest_share_of_training"]
+    assert 0 < undefended_share < summary["honest_share_of_training"]
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["arm"], r["round"]) for r in rows] == [
         ("defended", "0"),
@@ -147,6 +148,13 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
         assert db["reviews"].count > 0
     with connect(out / "undefended" / "crowd.db") as db:
         undefended = db["corrections"].count
+        groups = sorted(
+            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+        )
+    with connect(out / "defended" / "crowd.db") as db:
+        assert groups == sorted(
+            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+        )
     assert counts(out)[1] == undefended  # identical crowds: the same corrections in both arms
     # Rerun: nothing trains, nothing is submitted or judged again, the same numbers come out.
     before = counts(out)

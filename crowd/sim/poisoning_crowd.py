@@ -133,14 +133,29 @@ class CrowdRound:
         self.ring = {self.tokens[v.name][1] for v in crowd if v.role == "ring"}
 
     def _tokens(self) -> dict[str, list[str]]:
-        """name -> [token, participant id]: every volunteer joins once per arm."""
+        """name -> [token, participant id]: every volunteer joins once per arm, as
+        `sim-NAME` in every arm and run, so that the real regrouping (which orders people by
+        id) deals identical crowds into identical groups."""
+        from crowd.identity import Identities, load_secret
+        from storage import queries
+
         path = self.state / "tokens.json"
         tokens = json.loads(path.read_text()) if path.exists() else {}
+        upcoming: list[str] = []
+        secret = load_secret(self.service.settings.data_dir)
+        self.service.identities = Identities(secret, new_id=lambda: upcoming.pop(0))
         for v in self.crowd:
-            if v.name not in tokens:
+            if v.name in tokens:
+                continue
+            with self.service.db() as db:  # joined before a crash that lost tokens.json
+                known = queries.get_participant(db, f"sim-{v.name}")
+            if known:
+                tokens[v.name] = [self.service.identities.sign(known["id"]), known["id"]]
+            else:
+                upcoming.append(f"sim-{v.name}")
                 session = self.service.join(f"volunteer {v.name}", consent=True)
                 tokens[v.name] = [session.token, session.participant_id]
-                path.write_text(json.dumps(tokens))
+            path.write_text(json.dumps(tokens))
         return tokens
 
     def participants(self) -> dict[str, str]:

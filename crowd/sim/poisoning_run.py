@@ -69,7 +69,10 @@ def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dic
     totals = points(out, "defended", records["defended"]["campaign"])
     honest = [totals.get(p, 0.0) for p, r in roles.items() if r == "honest"]
     hostile = [totals.get(p, 0.0) for p, r in roles.items() if r != "honest"]
-    shares = {arm: honest_share(used_by(out, arm, records[arm]["campaign"]), roles) for arm in ARMS}
+    shares = {  # participant ids differ between arms: each arm's crowd joined its own service
+        arm: honest_share(used_by(out, arm, records[arm]["campaign"]), records[arm]["participants"])
+        for arm in ARMS
+    }
     return {
         "emotion": config.emotion,
         "adversaries": config.adversaries,
