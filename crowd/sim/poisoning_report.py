@@ -30,7 +30,7 @@ def auroc(honest: list[float], hostile: list[float]) -> float | None:
 
 
 def honest_share(used: dict[str, int], roles: dict[str, str]) -> float | None:
-    """Share of the corrections an arm trained on that came from honest volunteers."""
+    """Share of the SFT examples an arm trained on that came from honest volunteers."""
     total = sum(used.values())
     if total == 0:
         return None

@@ -10,6 +10,7 @@ import json
 import math
 import random
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -122,8 +123,14 @@ class Study:
         for number in range(1, c.rounds + 1):
             round_ = round_number(settings.db_path, campaign_id, number)
             if round_["state"] == "open":
+                started = time.monotonic()
                 players.play(number)
                 organizer.close_round(ORGANIZER_KEY)
+                self.show(
+                    f"[{c.emotion}] {arm} round {number}/{c.rounds}: the crowd acted and "
+                    f"reviewed in {time.monotonic() - started:.0f}s",
+                    True,
+                )
             driver.finish(round_["id"], f"[{c.emotion}] {arm} round {number}/{c.rounds}")
         return {"campaign": campaign_id, "participants": players.participants()}
 
@@ -263,7 +270,8 @@ def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str
 
 
 def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
-    """Per participant, how many of their corrections the arm's rounds trained on."""
+    """Per participant, how many SFT examples the arm's rounds trained on came from them
+    (in groups that trained: enough corrections and at least one example)."""
     from crowd.rounds.data import training_material
     from storage import rounds as store
     from storage.db import connect
@@ -272,10 +280,14 @@ def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
     with connect(out / arm / "crowd.db") as db:
         campaign = store.get_campaign(db, campaign_id)
         for round_ in store.rounds_of(db, campaign_id):
-            if round_["state"] == "done":
-                _, usage = training_material(db, campaign, round_)
-                for person, (n_used, _) in usage.items():
-                    used[person] = used.get(person, 0) + n_used
+            if round_["state"] != "done":
+                continue
+            data, _ = training_material(db, campaign, round_)
+            for group in data.values():
+                if group.corrections < campaign["min_corrections"]:
+                    continue
+                for person, _, _ in group.contributions:
+                    used[person] = used.get(person, 0) + 1
     return used
 
 
