@@ -69,6 +69,7 @@ def plot(path: Path, paths: dict[str, list[dict]], pooled: dict | None, title: s
         )
     if pooled:
         ax.axhline(pooled["distance"], color="grey", ls="--", label="pooled (equal passes)")
+    ax.set_xticks(sorted({r["round"] for rows in paths.values() for r in rows}))
     ax.set_xlabel("round (0 = base)")
     ax.set_ylabel("mean L2 to the neighbourhood centroid")
     ax.set_title(title, fontsize=9)
