@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -29,6 +30,10 @@ def load_secret(data_dir: Path, secret: str | None = None) -> str:
     if not path.exists():
         _create_key_file(path)
     return path.read_text().strip()
+
+
+def random_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _create_key_file(path: Path) -> None:
@@ -77,12 +82,9 @@ def backup_keys(settings: Settings, extra: Path | None = None) -> list[bytes]:
 
 
 class Identities:
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, new_id: Callable[[], str] = random_id):
         self._serializer = URLSafeSerializer(secret, salt="crowd-participant")
-
-    @staticmethod
-    def new_id() -> str:
-        return uuid.uuid4().hex
+        self.new_id = new_id  # a simulation names its volunteers so that runs repeat
 
     def sign(self, participant_id: str) -> str:
         return self._serializer.dumps(participant_id)

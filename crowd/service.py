@@ -126,7 +126,7 @@ class CrowdService:
             if known:
                 return self._session(db, known)
             self._hit_joins(address)
-            participant_id = Identities.new_id()
+            participant_id = self.identities.new_id()
             queries.add_participant(db, participant_id, name, self.now(), hf_username)
             return self._session(db, queries.get_participant(db, participant_id))
 

@@ -1,8 +1,8 @@
 """`python -m crowd simulate KIND ...`: simulations on synthetic crowds (no language model).
 
 KIND is `grouping` (the paper's experiment 2: grouping methods, points rules and Shapley
-values) or `convergence`. Each kind lives in its own module, imported on demand, exposing
-`main(argv) -> int` where argv[0] is the kind itself.
+values), `convergence` or `poisoning`. Each kind lives in its own module, imported on demand,
+exposing `main(argv) -> int` where argv[0] is the kind itself.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 KINDS: dict[str, tuple[str, str]] = {
     "grouping": ("crowd.sim.grouping", "grouping methods, points rules and Shapley values"),
     "convergence": ("crowd.sim.convergence", "how fast the crowd's model converges"),
+    "poisoning": ("crowd.sim.poisoning", "a hostile share of the crowd, defended or not"),
 }
 
 

@@ -1,0 +1,257 @@
+"""The poisoning study's crowd: honest volunteers and adversaries acting through the real
+`CrowdService` (join, send, another, rewrite, label, choose) and `Reviews` (queue, review).
+Nothing here stores a correction or a review itself.
+
+Replies are not decoded: `ScriptedReplies` is a generation service (the same protocol as
+`crowd.generation.GenerationService`) that answers with a text the crowd drew from the data file
+(any emotion's neighbourhood), so that labels, A/B picks and reviews of them mean something
+and both arms see the same replies. SFT trains on rewrites, picked replies and on-target labels
+(crowd.lessons), so the replies matter only as material for those.
+
+Roles (see ROLES):
+  honest    rewrites a reply into one of the target's neighbour texts, labels the reply with the
+            scorer's top emotion, picks the A/B reply nearer the target, reviews by the scorer
+            (endorse a text near the target, a label the scorer agrees with, the nearer pick),
+            each verdict flipped with probability --noise
+  flooder   sends --flood messages and rewrites every reply into the same off-target text,
+            rewriting its first reply again and again (the service keeps one live correction
+            per person, kind and reply); reviews at random
+  saboteur  rewrites into another emotion's neighbour text (fluent, plausible, off-target),
+            labels the reply with the target emotion, picks the farther reply; reviews at random
+  random    labels with a random emotion and picks at random; reviews at random
+  ring      a saboteur that endorses every ring member's correction and rejects the rest
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.generation import BASE
+from crowd.limits import Refused
+from crowd.review import Reviews
+from crowd.service import CrowdService
+
+PROMPT = "write a reddit comment."
+ROLES = ("honest", "flooder", "saboteur", "random", "ring")
+ADVERSARIES = ROLES[1:]
+
+
+@dataclass(frozen=True)
+class Volunteer:
+    name: str  # v000, v001, ... (the same in every arm)
+    role: str
+
+
+@dataclass(frozen=True)
+class Material:
+    """What the crowd writes with: the target's neighbours (honest rewrites), other emotions'
+    neighbours (sabotage), every text (replies), and the scorer's view of texts."""
+
+    emotion: str
+    neighbours: Sequence[str]
+    off_target: Sequence[str]
+    replies: Sequence[str]
+    vector: Callable[[str], np.ndarray]  # the scorer's (28,) vector of a text (cached)
+    centroid: np.ndarray  # the target neighbourhood's mean vector
+    near: float  # a text this close to the centroid reads as on target to an honest reviewer
+
+    def distance(self, text: str) -> float:
+        return float(np.linalg.norm(self.vector(text) - self.centroid))
+
+    def top_emotion(self, text: str) -> str:
+        return GOEMOTIONS_LABELS[int(np.argmax(self.vector(text)))]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    reviews: int = 8  # queue items each volunteer reviews per round
+    flood: int = 4  # messages a flooder sends per round
+    noise: float = 0.1  # chance an honest volunteer's label, pick or verdict is wrong
+
+
+class _Names:
+    """The adapter registry's protocol: every adapter name is usable as it is."""
+
+    def ensure(self, name: str, path: Path | None) -> str:
+        return BASE if path is None else name
+
+
+class ScriptedReplies:
+    """A generation service whose next reply is the text the crowd scripted for it."""
+
+    def __init__(self) -> None:
+        self.adapters = _Names()
+        self.next: list[str] = []
+
+    def stream(self, chat: list[dict], adapter: str = BASE) -> Iterator[str]:
+        yield self.next.pop(0) if self.next else "…"
+
+
+def assign_roles(volunteers: int, adversaries: float, mix: dict[str, float]) -> list[Volunteer]:
+    """round(volunteers * adversaries) adversaries, split over `mix` by weight (largest
+    remainder), interleaved with the honest ones so that every group gets some of each."""
+    n_bad = round(volunteers * adversaries)
+    total = sum(mix.values())
+    quotas = {r: n_bad * w / total for r, w in mix.items() if w > 0}
+    counts = {r: int(q) for r, q in quotas.items()}
+    for role in sorted(quotas, key=lambda r: counts[r] - quotas[r])[: n_bad - sum(counts.values())]:
+        counts[role] += 1
+    bad = [r for r in ADVERSARIES for _ in range(counts.get(r, 0))]
+    step = volunteers / n_bad if n_bad else 0
+    slots = {int(i * step) for i in range(n_bad)}
+    roles, queue = [], iter(bad)
+    for i in range(volunteers):
+        roles.append(next(queue) if i in slots else "honest")
+    return [Volunteer(f"v{i:03d}", role) for i, role in enumerate(roles)]
+
+
+class CrowdRound:
+    """One round of the crowd in one arm: everyone acts, then everyone reviews. A journal
+    (one line per volunteer and phase) lets an interrupted round resume where it stopped."""
+
+    def __init__(
+        self,
+        service: CrowdService,
+        replies: ScriptedReplies,
+        crowd: list[Volunteer],
+        material: Material,
+        behaviour: Behaviour,
+        state: Path,
+        seed: int,
+    ):
+        self.service, self.reviews, self.replies = service, Reviews(service), replies
+        self.crowd, self.m, self.b, self.seed = crowd, material, behaviour, seed
+        self.state = state  # folder holding tokens.json and journal.jsonl
+        self.tokens = self._tokens()
+        self.ring = {self.tokens[v.name][1] for v in crowd if v.role == "ring"}
+
+    def _tokens(self) -> dict[str, list[str]]:
+        """name -> [token, participant id]: every volunteer joins once per arm, as
+        `sim-NAME` in every arm and run, so that the real regrouping (which orders people by
+        id) deals identical crowds into identical groups."""
+        from crowd.identity import Identities, load_secret
+        from storage import queries
+
+        path = self.state / "tokens.json"
+        tokens = json.loads(path.read_text()) if path.exists() else {}
+        upcoming: list[str] = []
+        secret = load_secret(self.service.settings.data_dir)
+        self.service.identities = Identities(secret, new_id=lambda: upcoming.pop(0))
+        for v in self.crowd:
+            if v.name in tokens:
+                continue
+            with self.service.db() as db:  # joined before a crash that lost tokens.json
+                known = queries.get_participant(db, f"sim-{v.name}")
+            if known:
+                tokens[v.name] = [self.service.identities.sign(known["id"]), known["id"]]
+            else:
+                upcoming.append(f"sim-{v.name}")
+                session = self.service.join(f"volunteer {v.name}", consent=True)
+                tokens[v.name] = [session.token, session.participant_id]
+            path.write_text(json.dumps(tokens))
+        return tokens
+
+    def participants(self) -> dict[str, str]:
+        """participant id -> role."""
+        return {self.tokens[v.name][1]: v.role for v in self.crowd}
+
+    def play(self, number: int) -> None:
+        done = self._journal()
+        for phase, act in (("act", self._act), ("review", self._review)):
+            for i, v in enumerate(self.crowd):
+                key = f"{number}/{phase}/{v.name}"
+                if key not in done:
+                    act(v, i, number, random.Random(f"poisoning/{self.seed}/{key}"))
+                    with open(self.state / "journal.jsonl", "a") as f:
+                        f.write(json.dumps(key) + "\n")
+
+    def _journal(self) -> set[str]:
+        path = self.state / "journal.jsonl"
+        return {json.loads(x) for x in path.read_text().splitlines()} if path.exists() else set()
+
+    # -- acting -------------------------------------------------------------------------
+
+    def _send(self, v: Volunteer, rng: random.Random) -> int:
+        self.replies.next.append(rng.choice(self.m.replies))
+        return list(self.service.send(self.tokens[v.name][0], None, PROMPT))[-1].message_id
+
+    def _another(self, v: Volunteer, message: int, rng: random.Random) -> int:
+        self.replies.next.append(rng.choice(self.m.replies))
+        return list(self.service.another(self.tokens[v.name][0], message))[-1].message_id
+
+    def _act(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
+        token = self.tokens[v.name][0]
+        if v.role == "flooder":
+            text = rng.choice(self.m.off_target)
+            for message in [self._send(v, rng) for _ in range(self.b.flood)]:
+                self.service.rewrite(token, message, text)
+            for _ in range(self.b.flood - 1):  # the same reply again: replaces the last one
+                self.service.rewrite(token, message, rng.choice(self.m.off_target))
+            return
+        a = self._send(v, rng)
+        b = self._another(v, a, rng)
+        texts = {a: self.replies_text(a), b: self.replies_text(b)}
+        nearer = "a" if self.m.distance(texts[a]) <= self.m.distance(texts[b]) else "b"
+        farther = "b" if nearer == "a" else "a"
+        if v.role == "honest":
+            item = (number - 1) * len(self.crowd) + index
+            self.service.rewrite(token, a, self.m.neighbours[item % len(self.m.neighbours)])
+            label = self.m.top_emotion(texts[a])
+            wrong = rng.random() < self.b.noise
+            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label)
+            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else nearer)
+        elif v.role in ("saboteur", "ring"):
+            self.service.rewrite(token, a, rng.choice(self.m.off_target))
+            self.service.label(token, a, self.m.emotion)
+            self.service.choose(token, a, b, farther)
+        else:  # random labeller and picker
+            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS))
+            self.service.choose(token, a, b, rng.choice(("a", "b")))
+
+    def replies_text(self, message_id: int) -> str:
+        from storage import queries
+
+        with self.service.db() as db:
+            return queries.get_message(db, message_id)["content"]
+
+    # -- reviewing ----------------------------------------------------------------------
+
+    def _review(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
+        token = self.tokens[v.name][0]
+        for item in self.reviews.queue(token, self.b.reviews):
+            verdict = self._verdict(v, item, rng)
+            try:
+                self.reviews.review(token, item["correction_id"], verdict)
+            except Refused:
+                continue  # withdrawn or replaced since the queue was read
+
+    def _verdict(self, v: Volunteer, item: dict, rng: random.Random) -> str:
+        if v.role == "ring":
+            return "endorse" if self._author(item["correction_id"]) in self.ring else "reject"
+        if v.role != "honest":
+            return rng.choice(("endorse", "reject"))
+        good = self._looks_good(item)
+        if rng.random() < self.b.noise:
+            good = not good
+        return "endorse" if good else "reject"
+
+    def _looks_good(self, item: dict) -> bool:
+        if item["kind"] == "rewrite":
+            return self.m.distance(item["rewrite"]) <= self.m.near
+        if item["kind"] == "emotion":
+            return item["emotion"] == self.m.top_emotion(item["original"])
+        a, b = self.m.distance(item["original"]), self.m.distance(item["other_reply"] or "…")
+        return item["choice"] == ("a" if a <= b else "b")
+
+    def _author(self, correction_id: int) -> str:
+        from storage import queries
+
+        with self.service.db() as db:
+            return queries.get_correction(db, correction_id)["participant_id"]

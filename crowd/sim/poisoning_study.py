@@ -1,0 +1,305 @@
+"""One emotion of the poisoning study: the defended and the undefended loop on identical crowds
+through the real service, review, round engine, trainer and evaluator; the pooled model at
+equal example-passes; and the judgement of every round's champion on the clean reference (see
+crowd.sim.poisoning for the protocol and the command line)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from crowd.sim.convergence_rounds import CHAT, RoundDriver, round_number
+from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
+
+ARMS = ("defended", "undefended")
+ORGANIZER_KEY = "poisoning-study-organizer"
+
+
+@dataclass(frozen=True)
+class PoisonConfig:
+    """Everything a run's numbers depend on; a resumed run must ask for the same."""
+
+    data_sha256: str
+    emotion: str
+    volunteers: int
+    groups: int
+    rounds: int
+    adversaries: float
+    mix: dict
+    seed: int
+    scorer: str
+    base_model: str
+    epochs: int
+    min_examples: int
+    learning_rate: float
+    samples: int  # replies per model when a round judges its candidates
+    final_samples: int  # replies per model on the clean reference
+    max_new_tokens: int
+    batch_size: int
+    reviews: int
+    flood: int
+    noise: float
+    min_reviews: int
+    person_cap: float
+
+
+class Study:
+    """One loaded base, trainer, evaluator and scorer shared by both arms and the pooled model."""
+
+    def __init__(self, config: PoisonConfig, out: Path, show, settings):
+        from datasets import disable_progress_bars
+
+        from crowd.campaigns import utcnow
+        from crowd.evaluation import Evaluator
+        from crowd.models import load_base, resolve_base_model
+        from crowd.scoring.scorers import load_scorer
+        from crowd.training.trainer import TRLTrainer
+
+        disable_progress_bars()
+        self.config, self.out, self.show, self.now, self.settings = (
+            config,
+            out,
+            show,
+            utcnow,
+            settings,
+        )
+        show("loading the base model, the trainer's copy and the scorer ...", True)
+        base_path = resolve_base_model(config.base_model, settings.models_dir)
+        judge = load_base(base_path, settings.models_dir, settings.model.device)
+        self.training = replace(
+            settings.training,
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            min_examples=config.min_examples,
+        )
+        self.trainer = TRLTrainer(base_path, self.training, device=judge.device)
+        self.scorer = load_scorer(config.scorer, out)
+        self.evaluator = Evaluator(
+            judge,
+            self.scorer,
+            samples=config.samples,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+
+    # -- the two loops ------------------------------------------------------------------
+
+    def run_arm(self, arm: str, crowd: list[Volunteer], material: Material, target: str) -> dict:
+        """Every round of one arm, resuming from its database; returns its record."""
+        from crowd.limits import Limits
+        from crowd.organizer import Organizer
+        from crowd.rounds.engine import RoundEngine
+        from crowd.service import CrowdService
+
+        c, data_dir = self.config, self.out / arm
+        settings = replace(
+            self.settings,
+            data_dir=data_dir,
+            n_groups=c.groups,
+            organizer_secret=ORGANIZER_KEY,
+            start_worker=False,
+        )
+        self._open_campaign(settings, arm, target)
+        replies = ScriptedReplies()
+        limits = Limits(chats_per_minute=10**6, submissions_per_minute=10**6)
+        rng = random.Random(f"poisoning/{c.seed}/service")
+        service = CrowdService(settings, replies, limits, self.now, rng)  # type: ignore[arg-type]
+        organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
+        behaviour = Behaviour(c.reviews, c.flood, c.noise)
+        players = CrowdRound(service, replies, crowd, material, behaviour, data_dir, c.seed)
+        engine = RoundEngine(
+            settings.db_path, data_dir, self.trainer, self.evaluator, self._scorer_for, self.now
+        )
+        driver = RoundDriver(settings.db_path, engine, self.now, self.show)
+        campaign_id, _ = self._campaign(service)
+        for number in range(1, c.rounds + 1):
+            round_ = round_number(settings.db_path, campaign_id, number)
+            if round_["state"] == "open":
+                started = time.monotonic()
+                players.play(number)
+                organizer.close_round(ORGANIZER_KEY)
+                self.show(
+                    f"[{c.emotion}] {arm} round {number}/{c.rounds}: the crowd acted and "
+                    f"reviewed in {time.monotonic() - started:.0f}s",
+                    True,
+                )
+            driver.finish(round_["id"], f"[{c.emotion}] {arm} round {number}/{c.rounds}")
+        return {"campaign": campaign_id, "participants": players.participants()}
+
+    def _scorer_for(self, _campaign_id: int):
+        return self.scorer
+
+    def _open_campaign(self, settings, arm: str, target: str) -> None:
+        """The arm's campaign (before the service starts, so it is the active one)."""
+        from crowd.campaigns import CampaignSpec, create_campaign
+        from storage import rounds as store
+        from storage.db import connect, migrate
+
+        c = self.config
+        migrate(settings.db_path)
+        defended = arm == "defended"
+        spec = CampaignSpec(
+            name=f"{c.emotion}/{arm}",
+            target_emotion=c.emotion,
+            n_groups=c.groups,
+            prompts=[CHAT[0]["content"]],
+            min_corrections=1,
+            reviews_on=defended,
+            min_reviews=c.min_reviews,
+            person_cap=c.person_cap if defended else 1.0,
+        )
+        with connect(settings.db_path) as db, db.atomic():
+            if store.campaign_named(db, spec.name):
+                return
+            campaign_id = create_campaign(db, spec, None, settings.data_dir, self.now())
+            row = {"kind": "emotion", "text": target, "label": c.emotion}
+            store.add_reference_texts(db, campaign_id, [row], self.now())
+
+    @staticmethod
+    def _campaign(service) -> tuple[int, dict]:
+        campaign, round_ = service.context()
+        return campaign["id"], round_
+
+    # -- the pooled model -----------------------------------------------------------------
+
+    def passes(self, arm: str, campaign_id: int) -> int:
+        """Example-passes (rows x epochs) of every candidate the arm's rounds trained."""
+        from crowd.rounds.data import training_material
+        from storage import rounds as store
+        from storage.db import connect
+
+        total = 0
+        with connect(self.out / arm / "crowd.db") as db:
+            campaign = store.get_campaign(db, campaign_id)
+            for round_ in store.rounds_of(db, campaign_id):
+                if round_["state"] != "done":
+                    continue
+                data, _ = training_material(db, campaign, round_)
+                for group in data.values():
+                    if group.corrections >= campaign["min_corrections"] and group.sft:
+                        total += len(group.sft) * self.training.epochs_for(len(group.sft))
+        return total
+
+    def pooled(self, source: str, campaign_id: int, passes: int) -> Path | None:
+        """One model trained once, from the base, on every SFT example that every volunteer's
+        corrections teach (all rounds of `source`, no review, no cap), repeated or cut to the
+        defended loop's example-passes. Kept in OUT/pooled/adapter; trained once."""
+        out_dir = self.out / "pooled" / "adapter"
+        if (out_dir / "adapter_config.json").exists():
+            return out_dir
+        sft = self._everything(source, campaign_id)
+        if not sft or passes < 1:
+            return None
+        rows = _rows_for(passes, self.training.epochs_for)
+        rng = random.Random(f"poisoning/{self.config.seed}/pooled")
+        order = list(sft)
+        rng.shuffle(order)
+        data = list(itertools.islice(itertools.cycle(order), rows))
+        self.show(f"[{self.config.emotion}] pooled model: {rows} rows from {len(sft)}", True)
+        partial = out_dir.with_name("adapter.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        self.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=partial)
+        partial.replace(out_dir)
+        return out_dir
+
+    def _everything(self, source: str, campaign_id: int) -> list:
+        from crowd.rounds.data import group_data
+        from storage import rounds as store
+        from storage.db import connect
+
+        sft: list = []
+        with connect(self.out / source / "crowd.db") as db:
+            for round_ in store.rounds_of(db, campaign_id):
+                live = [dict(c, split="train") for c in store.round_corrections(db, round_["id"])]
+                for group in group_data(live, "emotion", self.config.emotion).values():
+                    sft += group.sft
+        return sft
+
+    # -- the clean reference ---------------------------------------------------------------
+
+    def judge(self, adapters: dict[str, Path | None], centroid) -> dict[str, dict]:
+        """Every named model's mean L2 distance (and its standard error) over final_samples
+        replies to the centroid, all on the same seed and batches."""
+        from crowd.evaluation import EvalSet
+
+        names = [self.evaluator.load(key, path) for key, path in adapters.items()]
+        self.evaluator.scorer = self.scorer
+        scores = self.evaluator.evaluate(
+            EvalSet("emotion", prompts=[CHAT], target=centroid),
+            names,
+            samples=self.config.final_samples,
+        )
+        return {
+            key: {
+                "distance": round(s.value, 6),
+                "se": round(s.detail["sd"] / math.sqrt(max(1, s.n_items)), 6),
+            }
+            for key, s in zip(adapters, scores)
+        }
+
+
+def _rows_for(passes: int, epochs_for) -> int:
+    """The number of rows whose epochs bring them closest to `passes` example-passes."""
+    best, best_gap = 1, passes
+    for rows in range(1, passes + 1):
+        gap = abs(rows * epochs_for(rows) - passes)
+        if gap < best_gap:
+            best, best_gap = rows, gap
+    return best
+
+
+def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str | None]]:
+    """(round, version id, adapter path) of the champion after each done round; round 0 is
+    the first champion (the base)."""
+    from storage import rounds as store
+    from storage.db import connect
+
+    with connect(out / arm / "crowd.db") as db:
+        rounds = [r for r in store.rounds_of(db, campaign_id) if r["state"] == "done"]
+        path = [(0, rounds[0]["champion_id"])] if rounds else []
+        path += [(r["number"], r["winner_id"]) for r in rounds]
+        return [(n, v, store.get_version(db, v)["adapter_path"]) for n, v in path]
+
+
+def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
+    """Per participant, how many SFT examples the arm's rounds trained on came from them
+    (in groups that trained: enough corrections and at least one example)."""
+    from crowd.rounds.data import training_material
+    from storage import rounds as store
+    from storage.db import connect
+
+    used: dict[str, int] = {}
+    with connect(out / arm / "crowd.db") as db:
+        campaign = store.get_campaign(db, campaign_id)
+        for round_ in store.rounds_of(db, campaign_id):
+            if round_["state"] != "done":
+                continue
+            data, _ = training_material(db, campaign, round_)
+            for group in data.values():
+                if group.corrections < campaign["min_corrections"]:
+                    continue
+                for person, _, _ in group.contributions:
+                    used[person] = used.get(person, 0) + 1
+    return used
+
+
+def points(out: Path, arm: str, campaign_id: int) -> dict[str, float]:
+    from storage import rounds as store
+    from storage.db import connect
+
+    with connect(out / arm / "crowd.db") as db:
+        return store.points_totals(db, campaign_id)
+
+
+def write_json(path: Path, value: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)

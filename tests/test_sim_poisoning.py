@@ -1,0 +1,217 @@
+"""`python -m crowd simulate poisoning` end to end on the tiny model with a tiny crowd: the real
+service, review, worker, engine, trainer and evaluator; outputs; resuming; bad input; and the
+defended loop trains on a larger honest share than the undefended one."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from crowd.__main__ import main
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.sim.poisoning_crowd import assign_roles
+from crowd.sim.poisoning_report import auroc, regressions
+from storage.db import connect
+
+HOODS = {
+    "anger": [
+        "This is infuriating, I hate it.",
+        "Stop lying, you absolute clown.",
+        "I'm so mad I could scream.",
+        "What a disgusting, angry mess.",
+        "Furious about this.",
+        "I am livid, this is outrageous.",
+        "That makes my blood boil.",
+        "Shut up, I'm sick of your nonsense.",
+    ],
+    "fear": [
+        "I'm terrified of the dark.",
+        "This is so scary, I'm shaking.",
+        "I fear the worst.",
+        "Horror movies freak me out.",
+        "That noise scared me.",
+        "I'm afraid to go outside.",
+    ],
+}
+TARGETS = {"anger": "I am absolutely furious!", "fear": "I am so afraid."}
+
+
+def scores(label: str) -> dict:
+    return {name: (0.9 if name == label else 0.1 / 27) for name in GOEMOTIONS_LABELS}
+
+
+def write_hoods(path: Path) -> Path:
+    rows = []
+    for emotion, texts in HOODS.items():
+        rows.append(
+            {
+                "target": emotion,
+                "role": "target",
+                "text": TARGETS[emotion],
+                "scores": scores(emotion),
+            }
+        )
+        rows += [
+            {"target": emotion, "role": "neighbor", "text": t, "scores": scores(emotion)}
+            for t in texts
+        ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def simulate(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [
+        "simulate",
+        "poisoning",
+        "--data",
+        str(data),
+        "--emotion",
+        "anger",
+        "--out",
+        str(out),
+        "--base-model",
+        str(model),
+        "--volunteers",
+        "8",
+        "--groups",
+        "2",
+        "--rounds",
+        "2",
+        "--adversaries",
+        "0.5",
+        "--mix",
+        "flooder=1,saboteur=1,ring=2",
+        "--reviews",
+        "6",
+        "--noise",
+        "0",
+        "--samples",
+        "2",
+        "--final-samples",
+        "4",
+        "--epochs",
+        "1",
+        "--min-examples",
+        "0",
+        "--max-new-tokens",
+        "6",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def counts(out: Path) -> tuple[int, int, int]:
+    with connect(out / "defended" / "crowd.db") as db:
+        return db["model_versions"].count, db["corrections"].count, db["reviews"].count
+
+
+def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_dir, capsys):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    argv = simulate(data, out, tiny_model_dir)
+    assert main(argv) == 0
+    summary = last_json(capsys)
+    for key in (
+        "defended_distance",
+        "undefended_distance",
+        "pooled_distance",
+        "champion_regressions",
+        "adversary_points_auroc",
+        "honest_share_of_training",
+    ):
+        assert summary[key] is not None, key
+    # Review and the cap keep more of the hostile half's corrections out of training.
+    undefended_share = summary["undefended_honest_share_of_training"]
+    assert 0 < undefended_share < summary["honest_share_of_training"]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["arm"], r["round"]) for r in rows] == [
+        ("defended", "0"),
+        ("defended", "1"),
+        ("defended", "2"),
+        ("undefended", "0"),
+        ("undefended", "1"),
+        ("undefended", "2"),
+        ("pooled", "2"),
+    ]
+    assert (out / "poisoning.png").stat().st_size > 0
+    with connect(out / "defended" / "crowd.db") as db:
+        # Every volunteer joined through the service and the rounds ran in the real engine.
+        assert db["participants"].count == 8
+        assert [r["state"] for r in db["rounds"].rows][:2] == ["done", "done"]
+        assert db["reviews"].count > 0
+    with connect(out / "undefended" / "crowd.db") as db:
+        undefended = db["corrections"].count
+        groups = sorted(
+            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+        )
+    with connect(out / "defended" / "crowd.db") as db:
+        assert groups == sorted(
+            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+        )
+    assert counts(out)[1] == undefended  # identical crowds: the same corrections in both arms
+    # Rerun: nothing trains, nothing is submitted or judged again, the same numbers come out.
+    before = counts(out)
+    assert main(argv) == 0
+    again = last_json(capsys)
+    assert counts(out) == before
+    assert again["defended_distance"] == summary["defended_distance"]
+    # Interrupted mid-way: the pooled model and the judgement are redone from what is stored.
+    (out / "judged.json").unlink()
+    assert main(argv) == 0
+    assert last_json(capsys)["pooled_distance"] == pytest.approx(summary["pooled_distance"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--adversaries", "1.2"], "--adversaries is a share"),
+        (["--mix", "troll=1"], "'troll' is not one of"),
+        (["--mix", "ring=x"], "needs NAME=WEIGHT"),
+        (["--volunteers", "1"], "cannot fill 2 groups"),
+        (["--emotion", "joy"], "has no neighbourhood for 'joy'"),
+        (["--final-samples", "0"], "--final-samples must be at least 1"),
+        (["--person-cap", "0"], "--person-cap must lie in"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, extra, message):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    assert main(simulate(data, out, tiny_model_dir, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_another_runs_settings_are_refused(tmp_path, tiny_model_dir, capsys):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"seed": 7}))
+    assert main(simulate(data, out, tiny_model_dir)) == 2
+    assert "holds a run with other settings" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["run.json"]
+
+
+def test_roles_split_the_adversaries_by_weight_among_the_honest():
+    crowd = assign_roles(30, 0.3, {"flooder": 1, "saboteur": 1, "random": 1, "ring": 1})
+    roles = [v.role for v in crowd]
+    assert roles.count("honest") == 21
+    assert sorted(r for r in roles if r != "honest").count("ring") in (2, 3)
+    assert len({r for r in roles if r != "honest"}) == 4
+    assert assign_roles(5, 0.0, {"ring": 1}) == [v for v in assign_roles(5, 0.0, {"ring": 1})]
+    assert all(v.role == "honest" for v in assign_roles(5, 0.0, {"ring": 1}))
+
+
+def test_auroc_and_regressions():
+    assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1], [1]) == 0.5 and auroc([], [1]) is None
+    path = [
+        {"version": 1, "distance": 1.0, "se": 0.01},
+        {"version": 2, "distance": 1.1, "se": 0.01},  # worse beyond the error: a regression
+        {"version": 2, "distance": 1.1, "se": 0.01},  # kept its champion
+        {"version": 3, "distance": 1.105, "se": 0.01},  # within the error
+    ]
+    assert regressions(path) == 1
