@@ -207,10 +207,13 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     page.goto(url + "organizer")
     page.locator("#org-key input").fill("not the key")
     page.locator("#org-unlock").click()
+    # Wait for the refusal itself (not just a hidden panel, which is true before any answer),
+    # so the right key is not queued behind a wrong one still on its way on a busy machine.
+    expect(page.get_by_text("That is not the organizer key.")).to_be_visible(timeout=90_000)
     expect(page.locator("#org-panel")).to_be_hidden()
     page.locator("#org-key input").fill(KEY)
     page.locator("#org-unlock").click()
-    expect(page.locator("#org-status")).to_contain_text("round 1 is open")
+    expect(page.locator("#org-status")).to_contain_text("round 1 is open", timeout=90_000)
     page.locator("#org-close").click()
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
