@@ -7,6 +7,7 @@ mid-stream must not pull the weights from under a row.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class InUse:
             self._retired.discard(name)
 
 
-class AdapterSet:
+class AdapterSet(ABC):
     """Adapters loaded by name, least recently used first, with the replies using each: what
     the in-process registry and the vLLM server's set share. Subclasses load and unload."""
 
@@ -64,11 +65,13 @@ class AdapterSet:
     def names(self) -> list[str]:
         return list(self.paths)
 
+    @abstractmethod
     def load(self, name: str, path: Path) -> None:
-        raise NotImplementedError
+        """Load the adapter folder `path` as `name`."""
 
+    @abstractmethod
     def unload(self, name: str) -> None:
-        raise NotImplementedError
+        """Remove `name` now, or when the last reply using it ends."""
 
     def ensure(self, name: str, path: Path | None) -> str:
         """Load `path` as `name` unless already loaded; None means the bare base."""
