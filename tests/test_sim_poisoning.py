@@ -14,7 +14,7 @@ import pytest
 from crowd.__main__ import main
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.sim.poisoning_crowd import Material, assign_roles
-from crowd.sim.poisoning_report import auroc, regressions
+from crowd.sim.poisoning_report import auroc, by_role, regressions
 from storage.db import connect
 
 HOODS = {
@@ -147,6 +147,8 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
     # reference starts with the same seeds: those replies are kept, not decoded again.
     assert summary["replies_reused"] > 0 and summary["replies_decoded"] > 0
     assert summary["train_s"] > 0 and summary["judge_s"] > 0
+    assert set(summary["points_by_role"]) == {"honest", "flooder", "saboteur", "ring"}
+    assert all(0 <= n <= 2 for n in summary["crowned"].values())
     roles = {f"sim-{v.name}": v.role for v in assign_roles(8, 0.5, MIX)}
     with connect(out / "defended" / "crowd.db") as db:
         # Every volunteer joined through the service and the rounds ran in the real engine.
@@ -230,8 +232,10 @@ def test_an_honest_pick_is_the_nearer_reply_or_both_bad():
     assert m.honest_pick("abcdefgh", "abcdef") == "both_bad"  # neither within 5 of the target
 
 
-def test_auroc_and_regressions():
+def test_auroc_regressions_and_points_by_role():
     assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1], [1]) == 0.5 and auroc([], [1]) is None
+    roles = {"a": "honest", "b": "honest", "c": "ring"}
+    assert by_role({"a": 2.0, "c": 1.0}, roles) == {"honest": 1.0, "ring": 1.0}
     path = [
         {"version": 1, "distance": 1.0, "se": 0.01},
         {"version": 2, "distance": 1.1, "se": 0.01},  # worse beyond the error: a regression
