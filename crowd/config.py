@@ -278,6 +278,13 @@ class Settings:
     start_worker: bool = setting(
         "CROWD_WORKER", True, "run the round worker in this process", _flag
     )
+    worker_nice: int = setting(
+        "CROWD_WORKER_NICE",
+        10,
+        "how far below the replies the round worker's CPU priority is (Linux nice, per thread): "
+        "a round that trains beside the chat takes the CPU the replies leave; 0 = equal",
+        _int_in(0, 19),
+    )
     scorer: str = setting(
         "CROWD_SCORER",
         "default",
