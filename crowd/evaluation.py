@@ -6,11 +6,19 @@ Preference task: share of held-out pairs where the model gives the chosen reply 
 length-normalised log-likelihood (higher is better); mean held-out loss breaks ties.
 
 All models are decoded in the same batches (peft mixed-adapter batches over one base copy), by
-the continuous batching that serves replies (crowd/batching.py).
+the continuous batching that serves replies (crowd/batching.py). Replies are kept per (adapter
+files, prompt, seed, sampling): a round's champion, judged again on the same prompts and seeds in
+the next round, is not decoded again.
+
+A candidate beats the champion only by more than `z` standard errors of the paired difference
+of their distances (prompt j has the same sampling seed under every model), so a round does not
+crown the noise of a few samples.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +37,7 @@ if TYPE_CHECKING:
     from crowd.vllm_engine import VLLMGeneration
 
 LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
+REPLY_CACHE_MAX = 100_000  # replies kept for re-judging (short strings: a few MB at most)
 
 
 @dataclass(frozen=True)
@@ -49,15 +58,30 @@ class Score:
     n_items: int
     detail: dict
 
-    def better_than(self, other: Score, margin: float = 0.0) -> bool:
-        """Strictly better by more than `margin` (in the metric's units); loss breaks ties."""
+    def better_than(self, other: Score, margin: float = 0.0, z: float = 0.0) -> bool:
+        """Strictly better by more than `margin` (in the metric's units) plus `z` standard errors
+        of the paired difference (emotion scores, which keep every sample's distance); loss
+        breaks ties."""
         sign = -1.0 if LOWER_IS_BETTER[self.metric] else 1.0
         gain = sign * (self.value - other.value)
+        if z > 0 and gain > 0:
+            return gain > margin + z * self.paired_se(other)
         if gain > margin:
             return True
         if gain == 0 and margin == 0 and self.loss is not None and other.loss is not None:
             return self.loss < other.loss
         return False
+
+    def paired_se(self, other: Score) -> float:
+        """The standard error of the mean per-sample difference to `other` (judged on the same
+        prompts and seeds); without per-sample values, the unpaired one from the two SDs."""
+        mine, theirs = self.detail.get("distances"), other.detail.get("distances")
+        if mine and theirs and len(mine) == len(theirs) and len(mine) > 1:
+            return float(np.std(np.subtract(mine, theirs), ddof=1) / math.sqrt(len(mine)))
+        return math.hypot(
+            self.detail.get("sd", 0.0) / math.sqrt(max(1, self.n_items)),
+            other.detail.get("sd", 0.0) / math.sqrt(max(1, other.n_items)),
+        )
 
     @property
     def oriented(self) -> float:
@@ -85,13 +109,18 @@ class Evaluator:
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95)
         self.batch_size = batch_size
         self.seed = seed
+        self._files: dict[str, str] = {BASE: BASE}  # adapter name -> the files it holds
+        self._replies: dict[tuple, str] = {}  # (files, prompt, seed, sampling) -> reply
+        self.decoded = self.reused = 0  # replies decoded, and taken from the ones kept
 
     def load(self, name: str, adapter_dir: Path | None) -> str:
-        """Make adapter `name` available for evaluation; None is the bare base."""
+        """Make adapter `name` available for evaluation; None is the bare base. A name loaded
+        before from other files (another database's `v2`) is loaded again from these."""
         from peft import PeftModel
 
         if adapter_dir is None:
             return BASE
+        files = _identity(adapter_dir)
         if self.remote is not None:
             self.remote.adapters.ensure(name, adapter_dir)
         model = self.loaded.model
@@ -100,8 +129,11 @@ class Evaluator:
                 model, str(adapter_dir), adapter_name=name
             )
             self.loaded.model.eval()
-        elif name not in model.peft_config:
+        elif self._files.get(name) != files:
+            if name in model.peft_config:
+                model.delete_adapter(name)
             model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+        self._files[name] = files
         return name
 
     def evaluate(
@@ -119,16 +151,7 @@ class Evaluator:
         # Prompt j gets the same sampling noise under every model and in every round, whatever
         # the batch it decodes in (each row samples from its own seeded generator).
         seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
-        sample = (
-            self.remote.replies if self.remote is not None else partial(decode_all, self.loaded)
-        )
-        replies = sample(
-            [c for _, c in rows],
-            [n for n, _ in rows],
-            self.sampling,
-            seeds,
-            max_batch=self.batch_size,
-        )
+        replies = self._sample(rows, seeds)
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
         scores = []
@@ -136,16 +159,39 @@ class Evaluator:
             part = slice(i * len(prompts), (i + 1) * len(prompts))
             mine = distances[part]
             sd = float(mine.std(ddof=1)) if len(mine) > 1 else 0.0  # replies differ a lot
-            scores.append(
-                Score(
-                    "emotion_l2",
-                    float(mine.mean()),
-                    None,
-                    len(prompts),
-                    {"samples": replies[part][:5], "sd": round(sd, 6)},
-                )
-            )
+            detail = {
+                "samples": replies[part][:5],
+                "sd": round(sd, 6),
+                "distances": [round(float(d), 6) for d in mine],
+            }
+            scores.append(Score("emotion_l2", float(mine.mean()), None, len(prompts), detail))
         return scores
+
+    def _sample(self, rows: list[tuple[str, list[dict]]], seeds: list[int]) -> list[str]:
+        """Replies for (adapter, chat) rows with their seeds; only those not decoded before
+        under the same adapter files, prompt, seed and sampling are decoded now."""
+        s = self.sampling
+        keys = [
+            (self._files.get(name, name), json.dumps(chat, sort_keys=True), seed, s)
+            for (name, chat), seed in zip(rows, seeds)
+        ]
+        todo = [i for i, key in enumerate(keys) if key not in self._replies]
+        self.decoded, self.reused = self.decoded + len(todo), self.reused + len(keys) - len(todo)
+        if todo:
+            sample = (
+                self.remote.replies if self.remote is not None else partial(decode_all, self.loaded)
+            )
+            fresh = sample(
+                [rows[i][1] for i in todo],
+                [rows[i][0] for i in todo],
+                s,
+                [seeds[i] for i in todo],
+                max_batch=self.batch_size,
+            )
+            if len(self._replies) + len(todo) > REPLY_CACHE_MAX:
+                self._replies.clear()
+            self._replies.update({keys[i]: reply for i, reply in zip(todo, fresh)})
+        return [self._replies[key] for key in keys]
 
     def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:
         scores = []
@@ -201,6 +247,14 @@ class Evaluator:
             per_item = (token_logp * reply_mask).sum(1) / reply_mask.sum(1).clamp(min=1)
             out += per_item.tolist()
         return out
+
+
+def _identity(adapter_dir: Path) -> str:
+    """The adapter's folder and its weights' modification time: a folder trained again (after
+    a crash) is another model."""
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+    return f"{Path(adapter_dir).resolve()}@{stamp}"
 
 
 def split_heldout(

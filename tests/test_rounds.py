@@ -318,3 +318,30 @@ def test_the_shapley_rule_writes_shares_into_the_ledger(world):
     assert ledger and all(row["rule"] == "shapley" and row["amount"] > 0 for row in ledger)
     reasons = [json.loads(row["reason"]) for row in ledger]
     assert all("share_of_group" in r and "group_rank" in r for r in reasons)
+
+
+def test_an_emotion_round_crowns_only_beyond_the_standard_errors(world):
+    """A candidate leads the champion on mean distance (the old rule crowned it), but with a
+    huge crown_z no lead is significant and the champion is kept."""
+    service, organizer, worker = world
+    organizer.update_campaign(
+        KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
+    )
+    crowd_submits(service)
+    strict = lambda: replace(build_engine(service.settings, utcnow), crown_z=1e9)  # noqa: E731
+    worker._engine_factory = strict
+    assert run_round(organizer, worker)["status"] == "finished"
+    done = round_row(service, 1)
+    with service.db() as db:
+        scored = {
+            e["model_version_id"]: json.loads(e["detail"])
+            for e in db.query("SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])
+        }
+        values = {
+            e["model_version_id"]: e["value"]
+            for e in db.query("SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])
+        }
+    champion = done["champion_id"]
+    assert all(len(d["distances"]) == 4 for d in scored.values())  # every reply's distance
+    assert min(values.values()) < values[champion], "no candidate led: the test shows nothing"
+    assert done["improved"] == 0 and done["winner_id"] == champion

@@ -8,12 +8,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crowd.__main__ import main
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.sim.poisoning_crowd import assign_roles
-from crowd.sim.poisoning_report import auroc, regressions
+from crowd.sim.poisoning_crowd import Material, assign_roles
+from crowd.sim.poisoning_report import auroc, by_role, regressions
 from storage.db import connect
 
 HOODS = {
@@ -36,6 +37,7 @@ HOODS = {
         "I'm afraid to go outside.",
     ],
 }
+MIX = {"flooder": 1, "saboteur": 1, "ring": 2}
 TARGETS = {"anger": "I am absolutely furious!", "fear": "I am so afraid."}
 
 
@@ -83,7 +85,7 @@ def simulate(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
         "--adversaries",
         "0.5",
         "--mix",
-        "flooder=1,saboteur=1,ring=2",
+        ",".join(f"{k}={v}" for k, v in MIX.items()),
         "--reviews",
         "6",
         "--noise",
@@ -141,11 +143,25 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
         ("pooled", "2"),
     ]
     assert (out / "poisoning.png").stat().st_size > 0
+    # Each round judges its champion again on the same prompts and seeds, and the clean
+    # reference starts with the same seeds: those replies are kept, not decoded again.
+    assert summary["replies_reused"] > 0 and summary["replies_decoded"] > 0
+    assert summary["train_s"] > 0 and summary["judge_s"] > 0
+    assert set(summary["points_by_role"]) == {"honest", "flooder", "saboteur", "ring"}
+    assert all(0 <= n <= 2 for n in summary["crowned"].values())
+    roles = {f"sim-{v.name}": v.role for v in assign_roles(8, 0.5, MIX)}
     with connect(out / "defended" / "crowd.db") as db:
         # Every volunteer joined through the service and the rounds ran in the real engine.
         assert db["participants"].count == 8
         assert [r["state"] for r in db["rounds"].rows][:2] == ["done", "done"]
         assert db["reviews"].count > 0
+        # Points follow the --points-rule (shapley by default) and reviews.
+        assert {r["rule"] for r in db["points"].rows} <= {"shapley", "review"}
+        # Honest people answer 'both_bad' when neither reply is near the target; nobody else.
+        both_bad = {
+            r["participant_id"] for r in db["corrections"].rows_where("choice = 'both_bad'")
+        }
+        assert all(roles[p] == "honest" for p in both_bad)
     with connect(out / "undefended" / "crowd.db") as db:
         undefended = db["corrections"].count
         groups = sorted(
@@ -178,6 +194,7 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
         (["--emotion", "joy"], "has no neighbourhood for 'joy'"),
         (["--final-samples", "0"], "--final-samples must be at least 1"),
         (["--person-cap", "0"], "--person-cap must lie in"),
+        (["--points-rule", "owen"], "--points-rule must be one of shapley, paper"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, extra, message):
@@ -206,8 +223,19 @@ def test_roles_split_the_adversaries_by_weight_among_the_honest():
     assert all(v.role == "honest" for v in assign_roles(5, 0.0, {"ring": 1}))
 
 
-def test_auroc_and_regressions():
+def test_an_honest_pick_is_the_nearer_reply_or_both_bad():
+    def vector(text: str) -> np.ndarray:
+        return np.array([float(len(text)), 0.0])
+
+    m = Material("anger", [], [], [], vector, np.zeros(2), near=5.0)
+    assert m.honest_pick("abc", "ab") == "b" and m.honest_pick("ab", "abcdefgh") == "a"
+    assert m.honest_pick("abcdefgh", "abcdef") == "both_bad"  # neither within 5 of the target
+
+
+def test_auroc_regressions_and_points_by_role():
     assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1], [1]) == 0.5 and auroc([], [1]) is None
+    roles = {"a": "honest", "b": "honest", "c": "ring"}
+    assert by_role({"a": 2.0, "c": 1.0}, roles) == {"honest": 1.0, "ring": 1.0}
     path = [
         {"version": 1, "distance": 1.0, "se": 0.01},
         {"version": 2, "distance": 1.1, "se": 0.01},  # worse beyond the error: a regression

@@ -5,6 +5,11 @@ picks the round up where SQLite says it stands, and redoes at most one group's t
     2. training:   one LoRA candidate per group with enough data, from the champion adapter
     3. evaluating: every candidate and the champion on the same held-out set
     4. done:       crown the best candidate if it beats the champion, award points
+
+A candidate beats the champion when it is better by the campaign's `win_margin` plus
+`crown_z` standard errors of the paired difference of their held-out scores (emotion task; the
+preference task compares accuracies as before): with a few dozen sampled replies per model, the
+best of three candidates is often better by chance alone, and crowning it makes the model worse.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from storage.db import connect
 log = logging.getLogger(__name__)
 
 MIN_EVAL_PROMPTS = 4
+# Standard errors a candidate must beat the champion by: with 3 candidates and no real gain, a
+# one-sided 2-sigma test crowns one in about 15 rounds instead of one in two.
+CROWN_Z = 2.0
 DEFAULT_PROMPT = [{"role": "user", "content": "Write a reddit comment."}]
 
 
@@ -50,6 +58,7 @@ class RoundEngine:
     evaluator: Evaluator
     scorer_for: Callable[[int], object]  # campaign id -> emotion scorer (may retrain on labels)
     now: Callable[[], str]
+    crown_z: float = CROWN_Z
 
     def run(self, job: dict) -> None:
         """Drive the job's round to 'done'. Raises TrainingCancelled if the job is cancelled."""
@@ -180,7 +189,7 @@ class RoundEngine:
         scores = self._scores(eval_set, round_, [champion, *candidates], names)
         best = max(candidates, key=lambda v: scores[v["id"]].oriented, default=None)
         improved = best is not None and scores[best["id"]].better_than(
-            scores[champion["id"]], campaign["win_margin"]
+            scores[champion["id"]], campaign["win_margin"], self.crown_z
         )
         with connect(self.db_path) as db:
             data, usage = training_material(db, campaign, round_)

@@ -38,6 +38,7 @@ import sys
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
+from crowd.sim.common import TRAINED_SCORER, scorer_spec, set_threads, train_scorer
 from crowd.sim.convergence_data import (
     Neighbourhood,
     StudyInputError,
@@ -52,7 +53,6 @@ SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
 PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or more items ...
 PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
-TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's scores
 
 
 # --- the command line --------------------------------------------------------------------
@@ -163,7 +163,7 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         groups=args.groups,
         segments=_segments(args),
         samples=args.samples,
-        scorer=_scorer(args, settings),
+        scorer=scorer_spec(args.scorer, args.data, args.out, settings),
         seed=args.seed,
         selection=args.selection,
         base_model=args.base_model or settings.model.base_model,
@@ -174,21 +174,6 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         min_examples=args.min_examples,
         final_samples=args.final_samples or args.samples,
     )
-
-
-def _scorer(args: argparse.Namespace, settings) -> str:
-    """--scorer; else a head trained on --data's reference `scores` (OUT/scorer.npz), which
-    ranks candidates as the paper's scorer does (docs/results/convergence.md); else, for a file
-    without scores, the app's scorer."""
-    from crowd.scoring.cli import read_scored
-
-    if args.scorer:
-        return args.scorer
-    try:
-        read_scored(args.data)
-    except ValueError:
-        return settings.scorer
-    return str(args.out / TRAINED_SCORER)
 
 
 def _check_resume(out: Path, config: StudyConfig) -> None:
@@ -254,10 +239,10 @@ def main(argv: list[str]) -> int:
         print(f"simulate convergence: {exc}", file=sys.stderr)
         return 2
     _write_json(args.out / "run.json", asdict(config))
-    _set_threads(args.threads or settings.model.threads)
+    set_threads(args.threads or settings.model.threads)
     head = args.out / TRAINED_SCORER
     if config.scorer == str(head) and not head.exists():
-        _train_scorer(args.data, head)
+        train_scorer(args.data, head, _show)
     try:
         results = run(config, hoods, args.out, settings)
     except SimulationError as exc:
@@ -266,25 +251,6 @@ def main(argv: list[str]) -> int:
     write_outputs(args.out, results, config)
     print(json.dumps(summary(args.out, results)))
     return 0
-
-
-def _train_scorer(data: Path, path: Path) -> None:
-    """The default head (crowd.scoring.DEFAULT_HEAD) fitted on the file's texts and reference
-    vectors plus the seed set: `python -m crowd scorer train --data FILE --out PATH`."""
-    from crowd.scoring.cli import train
-    from crowd.scoring.scorers import DEFAULT_HEAD
-
-    _show(f"training the emotion scorer on the reference scores of {data} ...", True)
-    partial = path.with_name(path.stem + ".partial.npz")
-    train([data], partial, True, DEFAULT_HEAD)
-    partial.replace(path)  # a killed run leaves no half-written head behind
-
-
-def _set_threads(threads: int) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) -> list[dict]:

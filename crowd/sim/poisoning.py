@@ -37,6 +37,7 @@ from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neig
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
+POINTS_RULES = ("shapley", "paper")  # crowd.points.RULES, without importing numpy here
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.1, help="honest volunteers' error rate")
     p.add_argument("--min-reviews", type=int, default=2, help="defended arm's reviews per verdict")
     p.add_argument("--person-cap", type=float, default=0.25, help="defended arm's per-person cap")
+    p.add_argument("--points-rule", default="shapley", help="both arms' points rule")
     p.add_argument("--samples", type=int, default=50, help="replies per model per round")
     p.add_argument("--final-samples", type=int, default=200, help="replies on the reference")
     p.add_argument("--epochs", type=int, default=3)
@@ -106,12 +108,14 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError("--person-cap must lie in (0, 1]")
     if a.learning_rate is not None and not 0 < a.learning_rate < 1:
         raise StudyInputError("--learning-rate must lie in (0, 1)")
+    if a.points_rule not in POINTS_RULES:
+        raise StudyInputError(f"--points-rule must be one of {', '.join(POINTS_RULES)}")
     if a.threads is not None and a.threads < 1:
         raise StudyInputError("--threads must be at least 1")
 
 
 def _config(a: argparse.Namespace, settings):
-    from crowd.sim.convergence import _scorer
+    from crowd.sim.common import scorer_spec
     from crowd.sim.poisoning_study import PoisonConfig
 
     _check_numbers(a)
@@ -130,7 +134,7 @@ def _config(a: argparse.Namespace, settings):
         adversaries=a.adversaries,
         mix=parse_mix(a.mix),
         seed=a.seed,
-        scorer=_scorer(argparse.Namespace(scorer=a.scorer, data=a.data, out=a.out), settings),
+        scorer=scorer_spec(a.scorer, a.data, a.out, settings),
         base_model=a.base_model or settings.model.base_model,
         epochs=a.epochs,
         min_examples=a.min_examples,
@@ -144,6 +148,7 @@ def _config(a: argparse.Namespace, settings):
         noise=a.noise,
         min_reviews=a.min_reviews,
         person_cap=a.person_cap,
+        points_rule=a.points_rule,
     )
 
 
@@ -176,7 +181,7 @@ def show(line: str, final: bool) -> None:
 def main(argv: list[str]) -> int:
     """argv[0] is 'poisoning'."""
     from crowd.config import ConfigError, load_settings
-    from crowd.sim.convergence import TRAINED_SCORER, _set_threads, _train_scorer
+    from crowd.sim.common import TRAINED_SCORER, set_threads, train_scorer
     from crowd.sim.convergence_rounds import SimulationError
     from crowd.sim.poisoning_run import run
 
@@ -190,10 +195,10 @@ def main(argv: list[str]) -> int:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
         return 2
     (args.out / "run.json").write_text(json.dumps(asdict(config), indent=1))
-    _set_threads(args.threads or settings.model.threads)
+    set_threads(args.threads or settings.model.threads)
     head = args.out / TRAINED_SCORER
     if config.scorer == str(head) and not head.exists():
-        _train_scorer(args.data, head)
+        train_scorer(args.data, head, show)
     crowd = assign_roles(config.volunteers, config.adversaries, config.mix)
     try:
         summary = run(config, hoods, crowd, args.out, settings, show)

@@ -10,9 +10,11 @@ and both arms see the same replies. SFT trains on rewrites, picked replies and o
 
 Roles (see ROLES):
   honest    rewrites a reply into one of the target's neighbour texts, labels the reply with the
-            scorer's top emotion, picks the A/B reply nearer the target, reviews by the scorer
-            (endorse a text near the target, a label the scorer agrees with, the nearer pick),
-            each verdict flipped with probability --noise
+            scorer's top emotion, picks the A/B reply nearer the target ('both_bad' when neither
+            is near it: replies are drawn from every emotion, and teaching the less wrong one
+            would teach an off-target reply), reviews by the scorer (endorse a text near the
+            target, a label the scorer agrees with, the same pick), each verdict or pick
+            flipped to a wrong one with probability --noise
   flooder   sends --flood messages and rewrites every reply into the same off-target text,
             rewriting its first reply again and again (the service keeps one live correction
             per person, kind and reply); reviews at random
@@ -67,6 +69,14 @@ class Material:
 
     def top_emotion(self, text: str) -> str:
         return GOEMOTIONS_LABELS[int(np.argmax(self.vector(text)))]
+
+    def honest_pick(self, a: str, b: str) -> str:
+        """The reply nearer the target, or 'both_bad' when neither reads as on target (the
+        product's answer for two wrong replies, which teaches nothing)."""
+        da, db = self.distance(a), self.distance(b)
+        if min(da, db) > self.near:
+            return "both_bad"
+        return "a" if da <= db else "b"
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,8 @@ class CrowdRound:
             label = self.m.top_emotion(texts[a])
             wrong = rng.random() < self.b.noise
             self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label)
-            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else nearer)
+            pick = self.m.honest_pick(texts[a], texts[b])
+            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else pick)
         elif v.role in ("saboteur", "ring"):
             self.service.rewrite(token, a, rng.choice(self.m.off_target))
             self.service.label(token, a, self.m.emotion)
@@ -247,8 +258,7 @@ class CrowdRound:
             return self.m.distance(item["rewrite"]) <= self.m.near
         if item["kind"] == "emotion":
             return item["emotion"] == self.m.top_emotion(item["original"])
-        a, b = self.m.distance(item["original"]), self.m.distance(item["other_reply"] or "…")
-        return item["choice"] == ("a" if a <= b else "b")
+        return item["choice"] == self.m.honest_pick(item["original"], item["other_reply"] or "…")
 
     def _author(self, correction_id: int) -> str:
         from storage import queries

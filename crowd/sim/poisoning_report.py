@@ -29,6 +29,15 @@ def auroc(honest: list[float], hostile: list[float]) -> float | None:
     return wins / (len(honest) * len(hostile))
 
 
+def by_role(values: dict[str, float], roles: dict[str, str]) -> dict[str, float]:
+    """The mean of `values` (points, say) over each role's volunteers (0 for those without)."""
+    means = {}
+    for role in sorted(set(roles.values())):
+        mine = [values.get(p, 0.0) for p, r in roles.items() if r == role]
+        means[role] = round(sum(mine) / len(mine), 3)
+    return means
+
+
 def honest_share(used: dict[str, int], roles: dict[str, str]) -> float | None:
     """Share of the SFT examples an arm trained on that came from honest volunteers."""
     total = sum(used.values())

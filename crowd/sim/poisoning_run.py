@@ -11,7 +11,14 @@ import numpy as np
 
 from crowd.sim.convergence_data import Neighbourhood
 from crowd.sim.poisoning_crowd import Material, Volunteer
-from crowd.sim.poisoning_report import auroc, honest_share, plot, regressions, write_csv
+from crowd.sim.poisoning_report import (
+    auroc,
+    by_role,
+    honest_share,
+    plot,
+    regressions,
+    write_csv,
+)
 from crowd.sim.poisoning_study import (
     ARMS,
     Study,
@@ -86,8 +93,17 @@ def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dic
         "champion_regressions": regressions(paths["defended"]),
         "undefended_regressions": regressions(paths["undefended"]),
         "adversary_points_auroc": auroc(honest, hostile),
+        "points_by_role": by_role(totals, roles),
+        "crowned": {
+            arm: sum(a["version"] != b["version"] for a, b in zip(p, p[1:]))
+            for arm, p in paths.items()
+        },
         "honest_share_of_training": shares["defended"],
         "undefended_honest_share_of_training": shares["undefended"],
+        "train_s": round(study.times["train_s"], 1),
+        "judge_s": round(study.times["judge_s"], 1),
+        "replies_decoded": study.evaluator.decoded,
+        "replies_reused": study.evaluator.reused,
         "wall_s": round(time.monotonic() - started, 1),
         "cpu_s": round(time.process_time() - cpu, 1),
         "results": str(out / "results.csv"),

@@ -47,6 +47,7 @@ class PoisonConfig:
     noise: float
     min_reviews: int
     person_cap: float
+    points_rule: str = "shapley"
 
 
 class Study:
@@ -56,10 +57,8 @@ class Study:
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
-        from crowd.evaluation import Evaluator
         from crowd.models import load_base, resolve_base_model
         from crowd.scoring.scorers import load_scorer
-        from crowd.training.trainer import TRLTrainer
 
         disable_progress_bars()
         self.config, self.out, self.show, self.now, self.settings = (
@@ -79,9 +78,10 @@ class Study:
             seed=config.seed,
             min_examples=config.min_examples,
         )
-        self.trainer = TRLTrainer(base_path, self.training, device=judge.device)
+        self.times = {"train_s": 0.0, "judge_s": 0.0}
+        self.trainer = _timed_trainer(self.times)(base_path, self.training, device=judge.device)
         self.scorer = load_scorer(config.scorer, out)
-        self.evaluator = Evaluator(
+        self.evaluator = _timed_evaluator(self.times)(
             judge,
             self.scorer,
             samples=config.samples,
@@ -155,6 +155,7 @@ class Study:
             reviews_on=defended,
             min_reviews=c.min_reviews,
             person_cap=c.person_cap if defended else 1.0,
+            points_rule=c.points_rule,
         )
         with connect(settings.db_path) as db, db.atomic():
             if store.campaign_named(db, spec.name):
@@ -244,6 +245,36 @@ class Study:
             }
             for key, s in zip(adapters, scores)
         }
+
+
+def _timed_trainer(times: dict):
+    """The real trainer, adding the seconds each training takes to times['train_s']."""
+    from crowd.training.trainer import TRLTrainer
+
+    class TimedTrainer(TRLTrainer):
+        def train(self, *args, **kwargs):
+            started = time.monotonic()
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                times["train_s"] += time.monotonic() - started
+
+    return TimedTrainer
+
+
+def _timed_evaluator(times: dict):
+    """The real evaluator, adding the seconds each judgement takes to times['judge_s']."""
+    from crowd.evaluation import Evaluator
+
+    class TimedEvaluator(Evaluator):
+        def evaluate(self, *args, **kwargs):
+            started = time.monotonic()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                times["judge_s"] += time.monotonic() - started
+
+    return TimedEvaluator
 
 
 def _rows_for(passes: int, epochs_for) -> int:

@@ -1,0 +1,105 @@
+"""The evaluator on the tiny model: replies kept per adapter files, prompt and seed (a champion
+judged again decodes nothing); a name loaded again from other files judges those files; and
+the crowning test in standard errors of the paired difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from crowd.batching import BASE
+from crowd.config import TrainingSettings
+from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.evaluation import EvalSet, Evaluator, Score
+from crowd.models import load_base
+from crowd.training.trainer import create_initial_adapter
+
+CHAT = [{"role": "user", "content": "Write a reddit comment."}]
+
+
+class LengthScorer:
+    """A real scorer protocol implementation: a text's vector is a soft one-hot of its
+    length, so different replies land on different vectors."""
+
+    def score(self, texts):
+        vectors = np.full((len(texts), len(GOEMOTIONS_LABELS)), 0.01, np.float32)
+        for row, text in enumerate(texts):
+            vectors[row, len(text) % len(GOEMOTIONS_LABELS)] = 1.0
+        return vectors / vectors.sum(axis=1, keepdims=True)
+
+
+def adapter(folder: Path, initial: Path, seed: int) -> Path:
+    """An adapter with random non-zero B matrices: a model that answers differently."""
+    folder.mkdir(parents=True)
+    weights = load_file(initial / "adapter_model.safetensors")
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in weights.items():
+        if "lora_B" in name:
+            weights[name] = torch.randn(tensor.shape, generator=generator) * 0.5
+    save_file(weights, folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text((initial / "adapter_config.json").read_text())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    settings = TrainingSettings(lora_r=4, max_length=64)
+    initial = create_initial_adapter(str(tiny_model_dir), settings, root / "init")
+    return adapter(root / "one", initial, 1), adapter(root / "two", initial, 2)
+
+
+@pytest.fixture
+def evaluator(tiny_model_dir, settings) -> Evaluator:
+    torch.set_num_threads(1)
+    loaded = load_base(str(tiny_model_dir), settings.models_dir, "cpu")
+    return Evaluator(loaded, LengthScorer(), samples=6, max_new_tokens=8, batch_size=8)
+
+
+def test_a_model_judged_again_on_the_same_items_decodes_nothing(evaluator, adapters):
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    name = evaluator.load("v2", adapters[0])
+    first = evaluator.evaluate(eval_set, [BASE, name])
+    assert (evaluator.decoded, evaluator.reused) == (12, 0)
+    again = evaluator.evaluate(eval_set, [name], samples=9)  # 6 kept, 3 new
+    assert (evaluator.decoded, evaluator.reused) == (15, 6)
+    assert again[0].detail["distances"][:6] == first[1].detail["distances"]
+    assert len(first[1].detail["distances"]) == first[1].n_items == 6
+
+
+def test_a_name_loaded_again_from_other_files_judges_those_files(evaluator, adapters):
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    one = evaluator.evaluate(eval_set, [evaluator.load("v2", adapters[0])])[0]
+    two = evaluator.evaluate(eval_set, [evaluator.load("v2", adapters[1])])[0]
+    assert evaluator.decoded == 12, "the second folder's replies were decoded, not reused"
+    assert one.detail["samples"] != two.detail["samples"]
+    fresh = evaluator.evaluate(eval_set, [evaluator.load("v3", adapters[1])])[0]
+    assert fresh.detail["samples"] == two.detail["samples"]  # v2 now is folder two
+
+
+def score(distances: list[float]) -> Score:
+    values = np.array(distances)
+    detail = {"sd": float(values.std(ddof=1)), "distances": distances}
+    return Score("emotion_l2", float(values.mean()), None, len(values), detail)
+
+
+def test_crowning_needs_a_gain_beyond_z_paired_standard_errors():
+    champion = score([1.0, 1.2, 0.8, 1.1, 0.9, 1.0])
+    steady = score([d - 0.05 for d in champion.detail["distances"]])  # better on every sample
+    noisy = score([0.6, 1.5, 0.5, 1.4, 0.7, 1.0])  # better on average, by chance
+    assert noisy.value < champion.value
+    assert steady.better_than(champion, z=2.0)
+    assert not noisy.better_than(champion, z=2.0)
+    assert noisy.better_than(champion)  # the old rule (z = 0) crowned it
+    assert not champion.better_than(steady, z=2.0)  # worse is never better
+    assert not steady.better_than(champion, margin=0.1, z=2.0)  # the margin still applies
+
+
+def test_scores_without_samples_compare_as_before():
+    accuracy = [Score("pref_accuracy", v, 0.5, 10, {}) for v in (0.7, 0.6)]
+    assert accuracy[0].better_than(accuracy[1], z=2.0)
+    assert not accuracy[1].better_than(accuracy[0], z=2.0)
