@@ -61,7 +61,12 @@ def build(settings: Settings, on_migrated=lambda: None):
         from crowd.rounds.engine import build_engine
         from crowd.rounds.worker import Worker
 
-        worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).start()
+        worker = Worker(
+            settings.db_path,
+            lambda: build_engine(settings, utcnow),
+            utcnow,
+            nice=settings.worker_nice,
+        ).start()
     return build_app(service, Organizer(service)), service, worker
 
 

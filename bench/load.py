@@ -3,7 +3,7 @@
 under each generation scheduler in turn, in one run.
 
     .venv/bin/python bench/load.py [--schedulers static,continuous] [--volunteers 20]
-                                   [--levels 2,4,8,16,32] [--level-seconds 60]
+                                   [--levels 1,2,4,8,16,32] [--level-seconds 60]
 
 For each scheduler (`CROWD_SCHEDULER`; one app process each, one after the other):
 1. seed rewrites in every group, so that the first round has data to train on (untimed);
@@ -180,7 +180,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--volunteers", type=int, default=20, help="heavy volunteers")
     parser.add_argument("--seconds", type=float, default=60.0, help="heavy arm")
     parser.add_argument("--baseline-seconds", type=float, default=20.0, help="each single arm")
-    parser.add_argument("--levels", default="2,4,8,16,32", help="realistic crowd sizes to try")
+    parser.add_argument("--levels", default="1,2,4,8,16,32", help="realistic crowd sizes to try")
     parser.add_argument("--level-seconds", type=float, default=60.0)
     parser.add_argument("--ttft-limit", type=float, default=2.0, help="p95 seconds, capacity")
     parser.add_argument("--tokens", type=int, default=48, help="max new tokens per reply")

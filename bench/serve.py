@@ -1,10 +1,13 @@
 """Serving benchmark on the default model: batched multi-adapter service against one-at-a-time.
 
     .venv/bin/python bench/serve.py [--requests 8] [--groups 4] [--tokens 40] [--repeats 3]
+                                    [--schedulers static,continuous]
 
-Prints its figures; the last line is one JSON object (memory_ratio, throughput_ratio, ttft_s, ...).
-Both arms run in this one process on the same loaded model, interleaved, so the ratios hold
-even when the machine is busy; absolute seconds do not.
+Prints its figures; the last line is one JSON object: memory_ratio, then the continuous
+scheduler's throughput_ratio (batched against one at a time), ttft_s, ..., each scheduler's
+figures under "schedulers", and continuous_over_static_batched_tok_s. Every arm (each scheduler,
+batched and one at a time) runs in this one process, interleaved, so the ratios hold even when
+the machine is busy; absolute seconds do not.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-import torch  # noqa: E402
-
-from crowd.config import ModelSettings  # noqa: E402
-from crowd.generation import GenerationService, Sampling  # noqa: E402
-from crowd.models import convert_packaged_model, load_base  # noqa: E402
+from crowd.config import ModelSettings
+from crowd.generation import GenerationService, Sampling
+from crowd.models import convert_packaged_model, load_base
 
 PROMPTS = [
     "Tell me something nice about the sea.",
@@ -48,6 +49,7 @@ def rss_mb() -> float:
 
 def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
     """n LoRA adapters with random weights, shaped like a trained group adapter."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -114,7 +116,7 @@ def time_to_first_token(service: GenerationService, adapter: str, sampling: Samp
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--groups", type=int, default=4)
@@ -127,79 +129,105 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     parser.add_argument(
-        "--scheduler",
-        choices=("continuous", "static"),
-        default="continuous",
-        help="CROWD_SCHEDULER",
+        "--schedulers",
+        default="static,continuous",
+        help="CROWD_SCHEDULER values to compare, interleaved in this one run",
     )
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
-    base = convert_packaged_model(cache)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
+    args.schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    if not args.schedulers or not set(args.schedulers) <= {"static", "continuous"}:
+        parser.error("--schedulers takes static and/or continuous")
+    return args
 
-    loaded = load_base(str(base), cache, device=args.device)
-    model_settings = ModelSettings(
-        max_batch=args.requests, batch_window_ms=20, scheduler=args.scheduler
-    )
-    service = GenerationService(loaded, model_settings)
-    # Greedy decoding with a fixed budget: both arms produce exactly the same tokens.
-    sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
 
-    # 1. Memory: one adapter loaded, then all of them; each measured after a generation.
+def memory(service: GenerationService, paths: list[Path], n: int, sampling: Sampling) -> dict:
+    """RSS after a generation with one adapter loaded, then with `n`."""
     service.adapters.load("g0", paths[0])
     service.reply([{"role": "user", "content": PROMPTS[0]}], "g0", sampling)
     rss_one = rss_mb()
-    for i in range(1, args.adapters):
+    for i in range(1, n):
         service.adapters.load(f"g{i}", paths[i])
-    run_concurrent(service, [(PROMPTS[i % 8], f"g{i}") for i in range(args.adapters)], sampling)
+    run_concurrent(service, [(PROMPTS[i % 8], f"g{i}") for i in range(n)], sampling)
     rss_all = rss_mb()
     print(
-        f"memory: {rss_one:.0f} MB with 1 adapter, {rss_all:.0f} MB with {args.adapters} "
+        f"memory: {rss_one:.0f} MB with 1 adapter, {rss_all:.0f} MB with {n} "
         f"-> ratio {rss_all / rss_one:.3f}"
     )
+    return {
+        "memory_ratio": round(rss_all / rss_one, 4),
+        "rss_one_adapter_mb": round(rss_one, 1),
+        "rss_all_adapters_mb": round(rss_all, 1),
+        "adapters": n,
+    }
 
-    # 2. Throughput: the same requests over `groups` adapters, batched vs one at a time.
-    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % args.groups}") for i in range(args.requests)]
-    batched, single = [], []
-    for _ in range(args.repeats):
-        batched.append(run_concurrent(service, jobs, sampling))
-        single.append(run_sequential(service, jobs, sampling))
+
+def figures(name: str, service, batched: list, single: list, ttft: float) -> dict:
     tput_b = statistics.median(tok / wall for wall, _, tok in batched)
     tput_s = statistics.median(tok / wall for wall, _, tok in single)
     lat_b = statistics.median(x for _, lats, _ in batched for x in lats)
     lat_s = statistics.median(x for _, lats, _ in single for x in lats)
     print(
-        f"throughput: batched {tput_b:.1f} tok/s, one-at-a-time {tput_s:.1f} tok/s "
-        f"-> ratio {tput_b / tput_s:.2f}"
+        f"{name:>10}: batched {tput_b:.1f} tok/s, one-at-a-time {tput_s:.1f} tok/s "
+        f"-> ratio {tput_b / tput_s:.2f}; median latency batched {lat_b:.2f} s, "
+        f"one-at-a-time {lat_s:.2f} s; time to first token {ttft:.3f} s"
     )
-    print(
-        f"median request latency: batched {lat_b:.2f} s, one-at-a-time (incl. queueing "
-        f"in a sequential loop: per call) {lat_s:.2f} s"
-    )
-
-    # 3. Time to first streamed token on an idle service.
-    ttft = time_to_first_token(service, "g1", sampling)
-    print(f"time to first token (median of 5): {ttft:.3f} s")
-    service.close()
-    result = {
-        "memory_ratio": round(rss_all / rss_one, 4),
-        "rss_one_adapter_mb": round(rss_one, 1),
-        "rss_all_adapters_mb": round(rss_all, 1),
-        "adapters": args.adapters,
+    return {
         "throughput_ratio": round(tput_b / tput_s, 3),
         "batched_tok_s": round(tput_b, 2),
         "sequential_tok_s": round(tput_s, 2),
         "median_latency_batched_s": round(lat_b, 3),
         "median_latency_sequential_s": round(lat_s, 3),
         "ttft_s": round(ttft, 4),
-        "requests": args.requests,
-        "groups": args.groups,
-        "threads": torch.get_num_threads(),
-        "scheduler": args.scheduler,
-        "device": loaded.device,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch  # here, after crowd set OMP_WAIT_POLICY (crowd/__init__.py)
+
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
+    base = convert_packaged_model(cache)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
+    # Greedy decoding with a fixed budget: every arm produces exactly the same tokens.
+    sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
+    services, result = {}, {}
+    for name in args.schedulers:  # one model copy per scheduler; memory measured on the first
+        loaded = load_base(str(base), cache, device=args.device)
+        settings = ModelSettings(max_batch=args.requests, batch_window_ms=20, scheduler=name)
+        services[name] = service = GenerationService(loaded, settings)
+        if not result:
+            result.update(memory(service, paths, args.adapters, sampling))
+        for i in range(args.groups):
+            service.adapters.load(f"g{i}", paths[i])
+    # Throughput: the same requests over `groups` adapters, batched vs one at a time, the
+    # schedulers interleaved so that a busy machine slows every arm alike.
+    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % args.groups}") for i in range(args.requests)]
+    runs = {name: ([], []) for name in services}
+    for _ in range(args.repeats):
+        for name, service in services.items():
+            runs[name][0].append(run_concurrent(service, jobs, sampling))
+            runs[name][1].append(run_sequential(service, jobs, sampling))
+    by_scheduler = {}
+    for name, service in services.items():
+        ttft = time_to_first_token(service, "g1", sampling)
+        by_scheduler[name] = figures(name, service, *runs[name], ttft)
+        service.close()
+    main_name = "continuous" if "continuous" in by_scheduler else args.schedulers[0]
+    result.update(by_scheduler[main_name], scheduler=main_name, schedulers=by_scheduler)
+    if len(by_scheduler) == 2:
+        c, s = by_scheduler["continuous"], by_scheduler["static"]
+        result["continuous_over_static_batched_tok_s"] = round(
+            c["batched_tok_s"] / s["batched_tok_s"], 3
+        )
+        result["continuous_over_static_ttft"] = round(c["ttft_s"] / s["ttft_s"], 3)
+    result.update(
+        requests=args.requests,
+        groups=args.groups,
+        threads=torch.get_num_threads(),
+        device=loaded.device,
+    )
     print(json.dumps(result))
     return 0
 

@@ -145,6 +145,7 @@ class RunningBatch:
                 position_ids=positions.to(device),
                 cache=cache if cache is not None else DynamicCache(),
                 use_cache=True,
+                logits_to_keep=1,  # a prefill needs the last position's logits only
                 **kwargs,
             )
         return out.logits[:, -1, :].float(), out.cache

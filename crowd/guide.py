@@ -28,9 +28,13 @@ def _howto() -> dict:
     return json.loads(HOWTO_FILE.read_text(encoding="utf-8"))
 
 
-def howto_steps() -> list[str]:
-    """The three steps of taking part (Markdown)."""
-    return list(_howto()["steps"])
+def howto_steps(reviews_on: bool = False) -> list[str]:
+    """The steps of taking part (Markdown): chat, correct, watch it learn; with peer review on,
+    reviewing others' corrections comes before the last."""
+    steps = list(_howto()["steps"])
+    if reviews_on:
+        steps.insert(len(steps) - 1, _howto()["review_step"])
+    return steps
 
 
 def good_rewrite(task: str, target: str | None) -> dict[str, str]:

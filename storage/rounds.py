@@ -10,28 +10,6 @@ from sqlite_utils import Database
 
 from storage.queries import LIVE
 
-CAMPAIGN_FIELDS = (
-    "name",
-    "task",
-    "target_emotion",
-    "n_groups",
-    "prompts",
-    "round_policy",
-    "round_seconds",
-    "round_corrections",
-    "grouping",
-    "points_rule",
-    "training_mode",
-    "min_corrections",
-    "heldout_share",
-    "win_margin",
-    "licence",
-    "reviews_on",
-    "min_reviews",
-    "person_cap",
-    "require_login",
-)
-
 
 def _one(db: Database, sql: str, params: list) -> dict | None:
     rows = list(db.query(sql, params))

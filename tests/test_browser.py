@@ -218,6 +218,11 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
     page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
+    page.get_by_role("tab", name="Campaign settings").click()
+    # The campaign's review settings, as the organizer finds them: the defaults.
+    expect(page.locator("#org-reviews-on input")).to_be_checked()
+    expect(page.locator("#org-min-reviews input")).to_have_value("2")
+    page.screenshot(path=str(SHOTS / "organizer-settings.png"), full_page=True)
     export_the_model(page, expect)
 
 

@@ -126,5 +126,5 @@ def test_vllm_serving_needs_the_server_address():
     assert (model.serving, model.vllm_url, model.scheduler) == (
         "vllm",
         "http://127.0.0.1:8000",
-        "static",
+        "continuous",
     )

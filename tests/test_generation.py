@@ -3,6 +3,9 @@ one-at-a-time decoding, streaming yields growing text, broken adapters get clear
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -125,3 +128,27 @@ def test_ensure_keeps_only_the_most_recent_adapters(service, adapters):
     service.adapters.ensure("v4", adapters[0])
     assert service.adapters.names == ["v2", "v4"]
     assert service.adapters.ensure("base", None) == BASE
+
+
+@pytest.mark.parametrize(
+    ("chosen", "spin"),
+    [(None, "GOMP_SPINCOUNT = '0'"), ("ACTIVE", "OMP_WAIT_POLICY = 'ACTIVE'")],
+)
+def test_importing_crowd_makes_torch_threads_wait_passively(chosen, spin):
+    """crowd/__init__.py sets OMP_WAIT_POLICY=PASSIVE before torch loads, so libgomp's idle
+    threads sleep instead of spinning (bench/shared_cpu.py: 5.8x faster replies beside a busy
+    core); a policy the environment chose is kept. libgomp prints what it uses
+    (OMP_DISPLAY_ENV), so this checks the thread pool itself, not our variable."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if chosen:
+        env["OMP_WAIT_POLICY"] = chosen
+    out = subprocess.run(
+        [sys.executable, "-c", "import crowd, torch; torch.ones(10**6).sum()"],
+        env={**env, "OMP_DISPLAY_ENV": "verbose"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if "OPENMP DISPLAY ENVIRONMENT" not in out.stderr:
+        pytest.skip("this torch's thread pool is not libgomp")
+    assert spin in out.stderr

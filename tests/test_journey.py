@@ -62,7 +62,7 @@ def test_a_definitions_file_missing_a_label_is_refused_by_name(tmp_path, monkeyp
         guide.emotion_definitions.cache_clear()
 
 
-def test_the_howto_has_three_steps_and_an_example_for_the_task():
+def test_the_howto_has_its_steps_and_an_example_for_the_task():
     preference = howto_text("preference", None)
     assert "1. " in preference and "3. " in preference and "4. " not in preference
     assert "prefer" in preference and guide.good_rewrite("preference", None)["after"] in preference
@@ -70,6 +70,8 @@ def test_the_howto_has_three_steps_and_an_example_for_the_task():
     assert "convey **joy**" in joy and "marathon" in joy
     pride = guide.good_rewrite("emotion", "pride")  # no example of its own: the generic one
     assert "pride" in pride["after"] and "{emotion}" not in pride["after"]
+    reviewed = howto_text("emotion", "joy", reviews_on=True)  # the campaign default
+    assert "3. **Review**" in reviewed and "4. **Watch" in reviewed and "Review" not in joy
 
 
 @pytest.fixture

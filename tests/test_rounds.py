@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -181,6 +182,28 @@ def test_cancel_stops_between_steps_and_retry_resumes(world):
     assert worker.step()
     assert next(j for j in organizer.jobs(KEY) if j["id"] == retry)["status"] == "finished"
     assert round_row(service, 1)["state"] == "done"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+def test_the_worker_trains_below_the_replies_priority(world):
+    """CROWD_WORKER_NICE lowers the worker thread's CPU priority, not the app's: a started
+    worker runs its round at nice 5 while the thread that serves replies stays where it was."""
+    service, organizer, _ = world
+    organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
+    crowd_submits(service)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = Worker(service.settings.db_path, world[2]._engine_factory, utcnow, nice=5)
+    worker.start()
+    try:
+        organizer.close_round(KEY)
+        deadline = time.monotonic() + 300
+        while round_row(service, 1)["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert round_row(service, 1)["state"] == "done"
+        assert os.getpriority(os.PRIO_PROCESS, worker._thread.native_id) == min(19, before + 5)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    finally:
+        worker.stop()
 
 
 def test_only_legal_transitions(world):

@@ -267,6 +267,22 @@ def test_settings_round_trip_and_bad_values_are_refused(organizer_page):
     assert organizer_page.organizer.service.context()[0]["n_groups"] == 4
 
 
+def test_the_form_sets_review_and_the_per_person_cap(organizer_page):
+    """What docs/results/poisoning.md tells an organizer to set is on the form."""
+    campaign, _ = organizer_page.organizer.service.context()
+    values = dict(zip(FORM_FIELDS, form_values(campaign)))
+    assert (values["reviews_on"], values["min_reviews"], values["person_cap"]) == (True, 2, 0.25)
+    values.update(reviews_on=False, min_reviews=3.0, person_cap=0.5)
+    assert "saved" in organizer_page.save_settings(KEY, *values.values())
+    campaign, _ = organizer_page.organizer.service.context()
+    assert (campaign["reviews_on"], campaign["min_reviews"], campaign["person_cap"]) == (0, 3, 0.5)
+    for bad in ({"min_reviews": 0.0}, {"person_cap": 0.01}):
+        with pytest.warns(UserWarning, match="not allowed"):
+            organizer_page.save_settings(KEY, *{**values, **bad}.values())
+    campaign, _ = organizer_page.organizer.service.context()
+    assert (campaign["min_reviews"], campaign["person_cap"]) == (3, 0.5)  # nothing changed
+
+
 def test_close_round_then_jobs_show_live_and_cancel(organizer_page):
     with pytest.warns(UserWarning, match="Organizer access only"):
         organizer_page.close_round(None)

@@ -188,6 +188,32 @@ def test_seeded_samples_repeat(engine):
     assert engine.replies(chats, [BASE] * 3, hot, seeds=[1, 1, 2]) == first
 
 
+def test_the_evaluator_judges_on_the_servers_samples(
+    engine, vllm_url, group_adapters, default_model_dir, tmp_path
+):
+    """The worker's judging under CROWD_SERVING=vllm: Evaluator(remote=...) loads a candidate
+    into the server and scores the server's seeded samples, so a rerun scores the same and a
+    candidate's adapter changes its replies."""
+    from crowd.evaluation import EvalSet, Evaluator
+    from crowd.models import load_base
+    from crowd.scoring.scorers import load_scorer, one_hot
+
+    judge = load_base(str(default_model_dir), default_model_dir.parent, device="cpu")
+    evaluator = Evaluator(
+        judge, load_scorer("default", tmp_path), samples=4, max_new_tokens=12, remote=engine
+    )
+    name = evaluator.load("v7", group_adapters[0])
+    assert "v7" in served(vllm_url)
+    chats = [[{"role": "user", "content": "Tell me about your day."}], HELLO]
+    eval_set = EvalSet("emotion", prompts=chats, target=one_hot("joy"))
+    first = evaluator.evaluate(eval_set, [BASE, name])
+    assert [s.value for s in evaluator.evaluate(eval_set, [BASE, name])] == [s.value for s in first]
+    assert first[0].detail["samples"] != first[1].detail["samples"]
+    seeds = [evaluator.seed * 1_000_003 + j for j in range(4)]
+    direct = engine.replies([chats[j % 2] for j in range(4)], [name] * 4, evaluator.sampling, seeds)
+    assert first[1].detail["samples"] == direct[:5]
+
+
 class Proxy:
     """A TCP forwarder in front of the server that can be switched off (the server is down)
     or made to stall (the server is slow): a real network path, not a fake server."""

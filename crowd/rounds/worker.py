@@ -8,7 +8,9 @@ that died are re-queued at start-up; the engine resumes the round from its store
 from __future__ import annotations
 
 import logging
+import os
 import random
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -31,6 +33,7 @@ class Worker:
         now: Callable[[], str],
         poll_s: float = 1.0,
         rng: random.Random | None = None,
+        nice: int = 0,
     ):
         self.db_path = db_path
         self._engine_factory = engine_factory
@@ -38,6 +41,7 @@ class Worker:
         self.now = now
         self.poll_s = poll_s
         self.rng = rng or random.Random()
+        self.nice = nice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with connect(db_path) as db:
@@ -62,6 +66,7 @@ class Worker:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        lower_priority(self.nice)
         while not self._stop.is_set():
             try:
                 worked = self.step()
@@ -95,3 +100,14 @@ class Worker:
                 store.update_job(
                     db, job["id"], self.now(), status=status, error=error, finished_at=self.now()
                 )
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by `nice` (Linux, where nice is per thread).
+    Call it before the thread's first torch operation: the threads torch then starts for this
+    one's parallel work inherit the priority, so a round that trains beside the chat takes the
+    CPU the replies leave. Elsewhere (where it would lower the whole process) it does nothing."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))

@@ -18,9 +18,10 @@ from crowd.ui.components import duration, points, reason_text
 HOWTO_KEY = "crowd-sft-howto-dismissed"  # localStorage: the how-to was dismissed here
 
 
-def howto_text(task: str, target: str | None) -> str:
-    """The how-to in Markdown: three numbered steps and one good rewrite for the task."""
-    steps = "\n".join(f"{i}. {step}" for i, step in enumerate(howto_steps(), 1))
+def howto_text(task: str, target: str | None, reviews_on: bool = False) -> str:
+    """The how-to in Markdown: the numbered steps (reviewing among them when the campaign has
+    peer review) and one good rewrite for the task."""
+    steps = "\n".join(f"{i}. {step}" for i, step in enumerate(howto_steps(reviews_on), 1))
     example = good_rewrite(task, target)
     goal = (
         f"makes the reply convey **{html.escape(target or 'the target emotion')}**"
@@ -57,7 +58,9 @@ def howto_panel(service: CrowdService, dismissed: gr.BrowserState) -> dict:
 
     def text() -> str:
         campaign, _ = service.context()
-        return howto_text(campaign["task"], campaign["target_emotion"])
+        return howto_text(
+            campaign["task"], campaign["target_emotion"], bool(campaign["reviews_on"])
+        )
 
     h: dict = {"dismissed": dismissed}
     with gr.Column(visible=False, elem_id="howto") as h["panel"]:

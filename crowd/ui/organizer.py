@@ -12,37 +12,21 @@ import inspect
 import json
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from crowd.campaigns import group_name
+from crowd.campaigns import CampaignSpec, group_name
 from crowd.limits import CALLER, Refused
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
 from crowd.ui.components import ack, address_of, table, warn
 
-# The campaign form, in the order the page lays it out.
-FORM_FIELDS = (
-    "name",
-    "task",
-    "target_emotion",
-    "n_groups",
-    "prompts",
-    "round_policy",
-    "round_seconds",
-    "round_corrections",
-    "grouping",
-    "points_rule",
-    "training_mode",
-    "min_corrections",
-    "heldout_share",
-    "win_margin",
-    "licence",
-    "require_login",
-)
-INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections"}
+# The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
+FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
+INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
 JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
 CORRECTION_COLUMNS = [
@@ -81,7 +65,8 @@ def form_values(campaign: dict) -> list:
     values = dict(campaign)
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
-    values["require_login"] = bool(campaign.get("require_login"))  # stored as 0/1
+    for flag in ("require_login", "reviews_on"):  # stored as 0/1
+        values[flag] = bool(campaign.get(flag))
     return [values.get(name) for name in FORM_FIELDS]
 
 

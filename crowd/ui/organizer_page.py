@@ -11,7 +11,7 @@ import gradio as gr
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
-from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
+from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
 from crowd.ui.quality import ALPHA_COLUMNS, QUEUE_COLUMNS, QualityHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
@@ -216,6 +216,26 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
         heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
         margin = gr.Number(label="Win margin (metric units)")
+    with gr.Row():
+        reviews_on = gr.Checkbox(
+            label="Peer review: volunteers review each other's corrections, and rejected ones "
+            "do not train",
+            elem_id="org-reviews-on",
+        )
+        min_reviews = gr.Number(
+            label="Reviews a verdict needs",
+            precision=0,
+            minimum=1,
+            maximum=20,
+            elem_id="org-min-reviews",
+        )
+        person_cap = gr.Slider(
+            0.05,
+            1.0,
+            step=0.05,
+            label="Most of a group's training one person may supply (1 = no cap)",
+            elem_id="org-person-cap",
+        )
     require_login = gr.Checkbox(
         label="Corrections need a Hugging Face sign-in (anyone may still chat; works on a Space "
         "with hf_oauth)",
@@ -223,24 +243,28 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
     )
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
-    form = [
-        name,
-        task,
-        target,
-        n_groups,
-        prompts,
-        policy,
-        seconds,
-        count,
-        grouping,
-        points,
-        training,
-        min_corrections,
-        heldout,
-        margin,
-        licence,
-        require_login,
-    ]
+    by_name = {
+        "name": name,
+        "task": task,
+        "target_emotion": target,
+        "n_groups": n_groups,
+        "prompts": prompts,
+        "round_policy": policy,
+        "round_seconds": seconds,
+        "round_corrections": count,
+        "grouping": grouping,
+        "points_rule": points,
+        "training_mode": training,
+        "min_corrections": min_corrections,
+        "heldout_share": heldout,
+        "win_margin": margin,
+        "licence": licence,
+        "reviews_on": reviews_on,
+        "min_reviews": min_reviews,
+        "person_cap": person_cap,
+        "require_login": require_login,
+    }
+    form = [by_name[field] for field in FORM_FIELDS]  # a setting without a control fails here
     return form, save, saved
 
 
