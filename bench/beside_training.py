@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scheduler", choices=("continuous", "static"), default="continuous")
     args = parser.parse_args(argv)
-    import torch  # here, after crowd set OMP_WAIT_POLICY (crowd/__init__.py)
+    import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
     args.sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
     torch.set_num_threads(args.threads)

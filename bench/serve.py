@@ -182,7 +182,7 @@ def figures(name: str, service, batched: list, single: list, ttft: float) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch  # here, after crowd set OMP_WAIT_POLICY (crowd/__init__.py)
+    import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
     args = parse(argv)
     torch.set_num_threads(args.threads)

@@ -1,18 +1,18 @@
-"""Replies on a shared CPU: libgomp's default thread waiting against OMP_WAIT_POLICY=PASSIVE
-(what importing `crowd` sets), with and without another process keeping one core busy.
+"""Replies on a shared CPU: libgomp's default thread waiting against what importing `crowd` sets
+(GOMP_SPINCOUNT=10000, crowd/__init__.py), with and without another process keeping one core busy.
 
     .venv/bin/python bench/shared_cpu.py [--replies 4] [--tokens 40] [--repeats 1]
 
 Four arms, each a fresh process on the default model (the generation service, greedy, the
 base model), one volunteer asking `--replies` questions one after another:
-  default / passive   torch loaded before `crowd` with OMP_WAIT_POLICY unset (libgomp spins
-                      its idle threads for a while), or loaded after `crowd` (passive);
+  default / crowd     torch loaded before `crowd` with nothing set (libgomp spins its idle
+                      threads 300000 times), or loaded after `crowd` (a 10000 spin);
   alone / busy        nothing else started by the benchmark, or a pure-Python loop in another
                       process keeping one core busy (a stand-in for any neighbour: a second
                       app, a test run, a Space's co-tenant).
 The arms are interleaved `--repeats` times. Prints median time to first text and whole reply
-per arm; the last line is one JSON object with `busy_default_over_passive` (whole reply) and
-`alone_passive_over_default` (what passive waiting costs on an otherwise idle CPU).
+per arm; the last line is one JSON object with `busy_default_over_crowd` (whole reply) and
+`alone_crowd_over_default` (what the short spin costs on an otherwise idle CPU).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ QUESTIONS = ["Tell me about your day.", "What do you think of rainy weekends?"]
 def child(policy: str, replies: int, tokens: int, threads: int) -> None:
     """One arm: load the model, warm up, time the replies, print them as JSON."""
     os.environ.pop("OMP_WAIT_POLICY", None)
+    os.environ.pop("GOMP_SPINCOUNT", None)
     # libgomp reads its environment when torch loads: torch first leaves it unset (libgomp's
-    # default); crowd first sets OMP_WAIT_POLICY=PASSIVE, as in the app.
+    # default); crowd first sets its short spin, as in the app.
     importlib.import_module("torch" if policy == "default" else "crowd")
     import torch
 
@@ -60,7 +61,7 @@ def child(policy: str, replies: int, tokens: int, threads: int) -> None:
             pass
         times.append([first, time.perf_counter() - start])
     service.close()
-    print(json.dumps({"times": times, "policy": os.environ.get("OMP_WAIT_POLICY", "unset")}))
+    print(json.dumps({"times": times, "spin": os.environ.get("GOMP_SPINCOUNT", "unset")}))
 
 
 def arm(policy: str, busy: bool, args) -> list[list[float]]:
@@ -99,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--child", choices=("default", "passive"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("default", "crowd"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.replies, args.tokens, args.threads)
         return 0
-    arms = [(load, policy) for load in ("alone", "busy") for policy in ("default", "passive")]
+    arms = [(load, policy) for load in ("alone", "busy") for policy in ("default", "crowd")]
     times: dict[str, list] = {f"{load}_{policy}": [] for load, policy in arms}
     for repeat in range(args.repeats):
         for load, policy in arms:
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         **{f"{name}_ttft_s": round(v[0], 3) for name, v in med.items()},
         **{f"{name}_reply_s": round(v[1], 3) for name, v in med.items()},
-        "busy_default_over_passive": round(med["busy_default"][1] / med["busy_passive"][1], 2),
-        "alone_passive_over_default": round(med["alone_passive"][1] / med["alone_default"][1], 2),
+        "busy_default_over_crowd": round(med["busy_default"][1] / med["busy_crowd"][1], 2),
+        "alone_crowd_over_default": round(med["alone_crowd"][1] / med["alone_default"][1], 2),
     }
     print(json.dumps(result))
     return 0

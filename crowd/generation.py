@@ -10,7 +10,8 @@ Two schedulers (`CROWD_SCHEDULER`):
 - `continuous` (the default): a request joins the running batch at the next decoding step and
   leaves it the step it ends; each row keeps its own adapter, sampling settings and budget
   (crowd/batching.py). An idle scheduler waits `batch_window_ms` for company. bench/serve.py
-  measured the same throughput as `static` (0.97x, 8 requests over 4 groups).
+  measured static's throughput on a shared CPU (0.97x, 8 requests over 4 groups) but half of it
+  on a quiet one (docs/results/serving.md), where `static` is the faster choice.
 - `static`: the first request waits `batch_window_ms` for company, then the batch decodes to
   its longest row with `model.generate`; a request that arrives meanwhile waits for the whole
   batch. The benchmarks' baseline.
