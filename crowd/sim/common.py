@@ -1,5 +1,5 @@
-"""What the simulation studies (convergence, poisoning) share: the run's emotion scorer and the
-CPU threads torch may use."""
+"""What the simulation studies (convergence, poisoning) share: the run's emotion scorer, the
+CPU threads torch may use, and the check that a run folder holds one configuration."""
 
 from __future__ import annotations
 
@@ -42,3 +42,35 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def check_resume(
+    out: Path, config, study: str, judging_only: frozenset | set = frozenset()
+) -> None:
+    """A run folder holds one configuration (a dataclass, stored as OUT/run.json); refuse to mix
+    another into it. Settings in `judging_only` may change between invocations; a setting added
+    after a run was started reads as its default there."""
+    import json
+    from dataclasses import MISSING, asdict, fields
+
+    from crowd.sim.convergence_data import StudyInputError
+
+    path = out / "run.json"
+    if not path.exists():
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise StudyInputError(f"{path} is not a {study} run's settings file")
+    wanted = json.loads(json.dumps(asdict(config)))
+    defaults = {f.name: f.default for f in fields(config) if f.default is not MISSING}
+    changed = sorted(
+        k for k in wanted if k not in judging_only and stored.get(k, defaults.get(k)) != wanted[k]
+    )
+    if changed:
+        raise StudyInputError(
+            f"{out} holds a run with other settings ({', '.join(changed)}); "
+            "use a new --out or the same settings"
+        )

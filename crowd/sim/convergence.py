@@ -35,10 +35,16 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
-from crowd.sim.common import TRAINED_SCORER, scorer_spec, set_threads, train_scorer
+from crowd.sim.common import (
+    TRAINED_SCORER,
+    check_resume,
+    scorer_spec,
+    set_threads,
+    train_scorer,
+)
 from crowd.sim.convergence_data import (
     Neighbourhood,
     StudyInputError,
@@ -176,30 +182,6 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
     )
 
 
-def _check_resume(out: Path, config: StudyConfig) -> None:
-    """A run folder holds one configuration; refuse to mix another into it."""
-    path = out / "run.json"
-    if not path.exists():
-        return
-    try:
-        stored = json.loads(path.read_text())
-    except ValueError:
-        stored = None
-    if not isinstance(stored, dict):
-        raise StudyInputError(f"{path} is not a convergence run's settings file")
-    wanted = json.loads(json.dumps(asdict(config)))
-    defaults = {f.name: f.default for f in fields(StudyConfig) if f.default is not MISSING}
-    # a setting added after a run was started reads as its default there
-    changed = sorted(
-        k for k in wanted if k not in JUDGING_ONLY and stored.get(k, defaults.get(k)) != wanted[k]
-    )
-    if changed:
-        raise StudyInputError(
-            f"{out} holds a run with other settings ({', '.join(changed)}); "
-            "use a new --out or the same settings"
-        )
-
-
 def _write_json(path: Path, value: dict) -> None:
     """Atomically: a finished emotion's file is either whole or absent."""
     partial = path.with_name(path.name + ".partial")
@@ -231,7 +213,7 @@ def main(argv: list[str]) -> int:
         config = _checked_config(args, settings)
         for hood in hoods:
             check_protocol(hood, config.groups, config.segments)
-        _check_resume(args.out, config)
+        check_resume(args.out, config, "convergence", JUDGING_ONLY)
         if args.threads is not None and args.threads < 1:
             raise StudyInputError("--threads must be at least 1")
         (args.out / "emotions").mkdir(parents=True, exist_ok=True)  # the first write

@@ -152,25 +152,6 @@ def _config(a: argparse.Namespace, settings):
     )
 
 
-def _check_resume(out: Path, config) -> None:
-    path = out / "run.json"
-    if not path.exists():
-        return
-    try:
-        stored = json.loads(path.read_text())
-    except ValueError:
-        stored = None
-    if not isinstance(stored, dict):
-        raise StudyInputError(f"{path} is not a poisoning run's settings file")
-    wanted = json.loads(json.dumps(asdict(config)))
-    changed = sorted(k for k in wanted if k != "final_samples" and stored.get(k) != wanted[k])
-    if changed:
-        raise StudyInputError(
-            f"{out} holds a run with other settings ({', '.join(changed)}); "
-            "use a new --out or the same settings"
-        )
-
-
 def show(line: str, final: bool) -> None:
     if sys.stdout.isatty():
         print(f"\r{line:<100}", end="\n" if final else "", flush=True)
@@ -181,7 +162,7 @@ def show(line: str, final: bool) -> None:
 def main(argv: list[str]) -> int:
     """argv[0] is 'poisoning'."""
     from crowd.config import ConfigError, load_settings
-    from crowd.sim.common import TRAINED_SCORER, set_threads, train_scorer
+    from crowd.sim.common import TRAINED_SCORER, check_resume, set_threads, train_scorer
     from crowd.sim.convergence_rounds import SimulationError
     from crowd.sim.poisoning_run import run
 
@@ -189,7 +170,7 @@ def main(argv: list[str]) -> int:
     try:
         settings = load_settings()
         hoods, config = _config(args, settings)
-        _check_resume(args.out, config)
+        check_resume(args.out, config, "poisoning", {"final_samples"})
         args.out.mkdir(parents=True, exist_ok=True)  # the first write
     except (StudyInputError, ConfigError, OSError) as exc:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
