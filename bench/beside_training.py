@@ -8,7 +8,7 @@ Three arms, interleaved in one process on the same loaded model, `--repeats` tim
   equal     the product's TRLTrainer trains a LoRA round in a background thread at the serving
             thread's priority (CROWD_WORKER_NICE=0, the app before this setting);
   lowered   the same training with the worker's priority lowered by `--nice`
-            (crowd.rounds.worker.lower_priority, what the app's worker thread does).
+            (crowd.threads.lower_priority, what the app's worker thread does).
 In each arm one volunteer asks `--replies` questions one after another (greedy, `--tokens`
 tokens, a group's adapter) and the time to the first streamed text and to the whole reply are
 recorded; the training thread also reports its optimizer steps per second, so the cost to the
@@ -30,7 +30,7 @@ from pathlib import Path
 from crowd.config import ModelSettings, TrainingSettings
 from crowd.generation import GenerationService, Sampling
 from crowd.models import convert_packaged_model, load_base
-from crowd.rounds.worker import lower_priority
+from crowd.threads import lower_priority
 from crowd.training.data import SFTExample, TrainingCancelled
 from crowd.training.trainer import TRLTrainer
 

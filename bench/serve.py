@@ -93,6 +93,13 @@ def run_concurrent(service: GenerationService, jobs: list[tuple[str, str]], samp
     return time.perf_counter() - start, latencies, sum(tokens)
 
 
+def settle(*services: GenerationService) -> None:
+    """Wait until every service's scheduler thread has ended: an idle thread that lives keeps
+    its torch thread pool, which would slow the next arm (crowd/threads.py)."""
+    while any(service.running for service in services):
+        time.sleep(0.05)
+
+
 def run_sequential(service: GenerationService, jobs: list[tuple[str, str]], sampling: Sampling):
     latencies, tokens = [], 0
     start = time.perf_counter()
@@ -196,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.schedulers:  # one model copy per scheduler; memory measured on the first
         loaded = load_base(str(base), cache, device=args.device)
         settings = ModelSettings(max_batch=args.requests, batch_window_ms=20, scheduler=name)
-        services[name] = service = GenerationService(loaded, settings)
+        # Each scheduler's thread ends 0.3 s after its last reply (2 s in the app), so that the
+        # arms do not slow each other through idle thread pools.
+        services[name] = service = GenerationService(loaded, settings, idle_exit_s=0.3)
         if not result:
             result.update(memory(service, paths, args.adapters, sampling))
         for i in range(args.groups):
@@ -207,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = {name: ([], []) for name in services}
     for _ in range(args.repeats):
         for name, service in services.items():
+            settle(*services.values())
             runs[name][0].append(run_concurrent(service, jobs, sampling))
             runs[name][1].append(run_sequential(service, jobs, sampling))
     by_scheduler = {}
     for name, service in services.items():
+        settle(*services.values())
         ttft = time_to_first_token(service, "g1", sampling)
         by_scheduler[name] = figures(name, service, *runs[name], ttft)
         service.close()

@@ -9,7 +9,9 @@ operations; on a CPU shared with anything else (another process, a Space's neigh
 spinning threads take the cores the working ones need. Measured (docs/results/serving.md): a
 40-token reply beside one busy core took 14.5 s with libgomp's default, 3.4 s with a 10000 spin,
 2.5 s fully passive; on a quiet machine a short spin keeps batched decoding as fast as the
-default (42.8 against 41.2 tok/s) where passive waiting halved it (16.6).
+default (42.8 against 41.2 tok/s) where passive waiting halved it (16.6). libgomp also waits
+passively whenever the process holds more pool threads than cores: crowd/threads.py says how
+the app's threads avoid that.
 """
 
 import os

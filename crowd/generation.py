@@ -10,11 +10,15 @@ Two schedulers (`CROWD_SCHEDULER`):
 - `continuous` (the default): a request joins the running batch at the next decoding step and
   leaves it the step it ends; each row keeps its own adapter, sampling settings and budget
   (crowd/batching.py). An idle scheduler waits `batch_window_ms` for company. bench/serve.py
-  measured static's throughput on a shared CPU (0.97x, 8 requests over 4 groups) but half of it
-  on a quiet one (docs/results/serving.md), where `static` is the faster choice.
+  (8 requests over 4 groups, quiet machine) measured it at static's throughput (0.98x), 3.2x
+  one at a time (docs/results/serving.md).
 - `static`: the first request waits `batch_window_ms` for company, then the batch decodes to
   its longest row with `model.generate`; a request that arrives meanwhile waits for the whole
   batch. The benchmarks' baseline.
+
+The scheduler thread ends after `IDLE_EXIT_S` without work and the next request starts a new
+one: its torch thread pool goes with it, so a round that trains while nobody chats is not slowed
+by an idle pool (crowd/threads.py, rule 1).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from crowd.models import LoadedModel, ModelError
 __all__ = ["BASE", "GenerationService", "Sampling", "encode_chats", "generate_texts"]
 
 _DONE = object()
+IDLE_EXIT_S = 2.0
+"""Seconds a scheduler thread waits without work before it ends."""
 
 
 def encode_chats(tokenizer: Any, chats: Sequence[Sequence[dict]], device: str) -> dict:
@@ -138,20 +144,29 @@ class _BatchStreamer:
 class GenerationService:
     """The one generation scheduler of a process. Thread-safe; `stream` blocks its caller only."""
 
-    def __init__(self, loaded: LoadedModel, settings: ModelSettings):
+    def __init__(
+        self, loaded: LoadedModel, settings: ModelSettings, idle_exit_s: float = IDLE_EXIT_S
+    ):
         self.loaded = loaded
         self.settings = settings
         self.continuous = settings.scheduler == "continuous"
+        self.idle_exit_s = idle_exit_s
         self._lock = threading.RLock()  # the model: one decoding step or adapter change at a time
         self.adapters = AdapterRegistry(loaded, self._lock)
         self._pending: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
+        self._batch = RunningBatch(loaded)  # continuous: the rows, kept across scheduler threads
+        self._starting = threading.Lock()  # a request is queued and a thread started, or neither
+        self._thread: threading.Thread | None = None
         self.batches_run = 0  # static: generate calls; continuous: prefills (admissions)
         self.rows_run = 0
         self.steps_run = 0  # continuous: decoding steps
-        run = self._run_continuous if self.continuous else self._run_static
-        self._thread = threading.Thread(target=run, name="generation", daemon=True)
-        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether a scheduler thread is alive (it ends after `idle_exit_s` without work)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def default_sampling(self) -> Sampling:
         s = self.settings
@@ -171,7 +186,7 @@ class GenerationService:
             chat=list(chat),
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         )
-        self._pending.put(request)
+        self._submit(request)
         try:
             while (item := request.out.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -191,16 +206,45 @@ class GenerationService:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+            self._thread = None
+        for request in self._drain(self._pending.qsize()):  # nobody will decode them now
+            request.close(ModelError("the generation service stopped"))
+
+    def _submit(self, request: _Request) -> None:
+        """Queue `request`, and start a scheduler thread if none is alive."""
+        with self._starting:
+            if self._stop.is_set():
+                raise ModelError("the generation service stopped")
+            self._pending.put(request)
+            if self._thread is None:
+                run = self._run_continuous if self.continuous else self._run_static
+                self._thread = threading.Thread(target=run, name="generation", daemon=True)
+                self._thread.start()
+
+    def _may_end(self, idle_since: float) -> bool:
+        """True when the scheduler thread, idle since `idle_since`, should end now: nothing
+        waits and it has been idle `idle_exit_s`. Decided under the lock `_submit` holds."""
+        if time.monotonic() - idle_since < self.idle_exit_s:
+            return False
+        with self._starting:
+            if self._pending.empty():
+                self._thread = None
+                return True
+        return False
 
     # -- continuous ----------------------------------------------------------------------------
 
     def _run_continuous(self) -> None:
-        batch = RunningBatch(self.loaded)
+        batch, idle_since = self._batch, time.monotonic()
         while not self._stop.is_set():
             room = self.settings.max_batch - len(batch.rows)
             arrivals = self._arrivals(idle=not batch.rows, room=room)
             if not arrivals and not batch.rows:
+                if self._may_end(idle_since):
+                    return
                 continue
             with self._lock:
                 if arrivals:
@@ -208,6 +252,7 @@ class GenerationService:
                 if batch.rows:
                     batch.step()
             self.batches_run, self.steps_run = batch.prefills, batch.steps
+            idle_since = time.monotonic()
         batch.fail(ModelError("the generation service stopped"))
 
     def _arrivals(self, idle: bool, room: int) -> list[_Request]:
@@ -261,10 +306,13 @@ class GenerationService:
     # -- static --------------------------------------------------------------------------------
 
     def _run_static(self) -> None:
+        idle_since = time.monotonic()
         while not self._stop.is_set():
             try:
                 first = self._pending.get(timeout=0.1)
             except queue.Empty:
+                if self._may_end(idle_since):
+                    return
                 continue
             requests = [first] + self._gather(self.settings.max_batch - 1)
             by_sampling: dict[tuple, list[_Request]] = {}
@@ -273,6 +321,7 @@ class GenerationService:
                 by_sampling.setdefault(key, []).append(request)
             for batch in by_sampling.values():
                 self._decode(batch)
+            idle_since = time.monotonic()
 
     def _decode(self, batch: list[_Request]) -> None:
         budget = max(r.sampling.max_new_tokens for r in batch)

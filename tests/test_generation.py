@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,32 @@ def test_stream_yields_growing_text_ending_in_the_reply(service):
     assert parts, "the model produced no token"
     assert all(b.startswith(a) for a, b in zip(parts, parts[1:]))
     assert parts[-1].strip() == service.reply(CHATS[0], BASE, GREEDY)
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "static"])
+def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(
+    tiny_model_dir, tmp_path, scheduler
+):
+    """The scheduler thread (and the torch thread pool it holds) ends when idle, so that it
+    cannot slow other torch work (crowd/threads.py); a later request gets the same reply."""
+    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
+    settings = ModelSettings(max_new_tokens=8, batch_window_ms=10, scheduler=scheduler)
+    service = GenerationService(loaded, settings, idle_exit_s=0.2)
+    try:
+        assert not service.running
+        first = service.reply(CHATS[0], BASE, GREEDY)
+        assert service.running
+        thread = service._thread
+        deadline = time.monotonic() + 10
+        while service.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not service.running
+        assert thread is not None and not thread.is_alive()
+        assert service.reply(CHATS[0], BASE, GREEDY) == first
+    finally:
+        service.close()
+    with pytest.raises(ModelError, match="stopped"):
+        service.reply(CHATS[0], BASE, GREEDY)
 
 
 def test_unknown_adapter_is_refused(service):

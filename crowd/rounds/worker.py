@@ -1,4 +1,5 @@
-"""The background worker: one thread that closes rounds by their policy and runs round jobs.
+"""The background worker: one thread that closes rounds by their policy and runs round jobs,
+each in a thread of its own at a lower priority (crowd/threads.py).
 
 Jobs live in SQLite (status pending -> running -> finished | failed | cancelled). Cancel is a
 plain UPDATE that the engine notices between training steps. Jobs left 'running' by a process
@@ -8,9 +9,7 @@ that died are re-queued at start-up; the engine resumes the round from its store
 from __future__ import annotations
 
 import logging
-import os
 import random
-import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from crowd.rounds.engine import RoundEngine
 from crowd.rounds.state import check_auto_close
+from crowd.threads import run_in_own_thread
 from crowd.training.data import TrainingCancelled
 from storage import rounds as store
 from storage.db import connect
@@ -66,7 +66,6 @@ class Worker:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        lower_priority(self.nice)
         while not self._stop.is_set():
             try:
                 worked = self.step()
@@ -83,7 +82,9 @@ class Worker:
             job = store.claim_job(db, self.now())
         if job is None:
             return False
-        self.run_job(job)
+        # A thread per job, below the replies' priority; it and its torch threads end with the
+        # job (crowd/threads.py: a live idle pool would slow the replies' decoding by half).
+        run_in_own_thread(lambda: self.run_job(job), name="round-job", nice=self.nice)
         return True
 
     def run_job(self, job: dict) -> None:
@@ -100,14 +101,3 @@ class Worker:
                 store.update_job(
                     db, job["id"], self.now(), status=status, error=error, finished_at=self.now()
                 )
-
-
-def lower_priority(nice: int) -> None:
-    """Lower the calling thread's CPU priority by `nice` (Linux, where nice is per thread).
-    Call it before the thread's first torch operation: the threads torch then starts for this
-    one's parallel work inherit the priority, so a round that trains beside the chat takes the
-    CPU the replies leave. Elsewhere (where it would lower the whole process) it does nothing."""
-    if nice <= 0 or sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))

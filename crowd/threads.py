@@ -1,0 +1,53 @@
+"""The threads that run model work on the CPU, and the two rules they follow.
+
+1. **A thread that runs torch work ends when its work ends.** torch's CPU thread pool (libgomp)
+   is per calling thread: each thread that runs a parallel operation keeps its own team of
+   helper threads until it exits. While the process holds more of those threads than there are
+   cores, libgomp makes every team wait passively (a throttled spin of 100), and on 2 cores that
+   halves batched decoding (docs/results/serving.md: 8 requests decoded 30-34 tok/s alone,
+   14-17 tok/s while one idle thread kept its team). So a round runs in a thread of its own that
+   ends with the round (`run_in_own_thread`), and the generation scheduler's thread ends when it
+   has been idle for a while (crowd/generation.py) and starts again with the next request.
+2. **Round work runs below the replies' priority** (`lower_priority`, `CROWD_WORKER_NICE`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def run_in_own_thread(work: Callable[[], T], name: str, nice: int = 0) -> T:
+    """`work()` in a new thread at `nice`, waited for; returns its result or raises its error.
+    The thread, and the torch thread pool it made, end with the work (rule 1)."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        lower_priority(nice)
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by `nice` (Linux, where nice is per thread).
+    Call it before the thread's first torch operation: the threads torch then starts for this
+    one's parallel work inherit the priority, so a round that trains beside the chat takes the
+    CPU the replies leave. Elsewhere (where it would lower the whole process) it does nothing."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
