@@ -107,7 +107,9 @@ class CampaignSpec:
     licence: str = "CC-BY-4.0"
     require_login: bool = False  # corrections only from people signed in with Hugging Face
     # Trust in the crowd's data (crowd.trust); a new campaign starts defended.
-    reviews_on: bool = True  # peer review decides what trains (not rejected) and judges (trusted)
+    reviews_on: bool = (
+        True  # peer review decides what trains (not rejected or contested) and judges (trusted)
+    )
     min_reviews: int = 2  # reviews before a verdict
     person_cap: float = 0.25  # most of a group's training (and held-out set) one person gives
 

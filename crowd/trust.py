@@ -3,9 +3,11 @@
 A correction's reviews are endorsements and rejections by people other than its author. Once it
 has at least `min_reviews`, their balance decides: more endorsements than rejections makes it
 *trusted*, more rejections *rejected*, a tie *contested*. Before that it is *unreviewed* (no
-review yet) or *pending*. Training uses every correction but rejected ones; the held-out set that
-judges the groups uses trusted ones only (with the organizer's reference data); points go to
-corrections that were used and not rejected. A review *agrees* when its verdict matches the
+review yet) or *pending*. Training uses trusted corrections and those still waiting for
+reviews, never rejected or contested ones (a crowd split evenly is no endorsement: in the
+poisoning study most hostile examples that trained were contested, docs/results/poisoning.md);
+the held-out set that judges the groups uses trusted ones only (with the organizer's reference
+data); points go to corrections that were used. A review *agrees* when its verdict matches the
 final consensus (trusted: endorse; rejected: reject); contested and pending ones have none yet.
 """
 
@@ -36,8 +38,9 @@ class TrustRule:
         return "trusted" if endorsements > rejections else "rejected"
 
     def trains(self, endorsements: int, rejections: int) -> bool:
-        """May this correction be a training example? Everything but rejected ones."""
-        return not self.on or self.status(endorsements, rejections) != "rejected"
+        """May this correction be a training example? Trusted ones and those still waiting for
+        reviews; not rejected or contested ones."""
+        return not self.on or self.status(endorsements, rejections) not in ("rejected", "contested")
 
     def judges(self, endorsements: int, rejections: int) -> bool:
         """May it be part of the held-out set that judges every group? Trusted ones only."""
