@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from crowd.batching import BASE
@@ -98,9 +99,16 @@ class AdapterRegistry(AdapterSet):
     """The LoRA adapters on the one shared base model, by name. Loading an adapter never copies
     the base: the first load wraps the base in a PeftModel, later ones add a few MB each."""
 
-    def __init__(self, loaded: LoadedModel, lock: threading.RLock, keep: int = 8):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        lock: threading.RLock,
+        keep: int = 8,
+        changed: Callable[[str], None] | None = None,
+    ):
         super().__init__(lock, keep)  # the lock is held by the scheduler while it decodes a step
         self._loaded = loaded
+        self._changed = changed  # told a name whose weights changed or went (the prefix cache)
 
     def load(self, name: str, path: Path) -> None:
         """Load the adapter folder at `path` as `name` (reloading if the name exists)."""
@@ -123,6 +131,8 @@ class AdapterRegistry(AdapterSet):
                 raise ModelError(f"cannot load the adapter {path}: {exc}") from exc
             self.paths[name] = Path(path)
             self.in_use.revive(name)
+            if self._changed is not None:
+                self._changed(name)
 
     def unload(self, name: str) -> None:
         """Remove `name` now, or when the last reply decoding with it ends."""
@@ -144,6 +154,8 @@ class AdapterRegistry(AdapterSet):
     def _delete(self, name: str) -> None:
         self._loaded.model.delete_adapter(name)
         del self.paths[name]
+        if self._changed is not None:
+            self._changed(name)
 
 
 def check_adapter_folder(path: Path) -> None:

@@ -11,6 +11,9 @@ token budget, over one shared KV cache.
 Left padding keeps every row's tokens at the right end of the cache, so one new token per row
 is one new column; rotary positions are counted from each row's attention mask, so padding
 never shifts them. Greedy replies are token-identical to one-at-a-time decoding (tested).
+
+With a `PrefixCache` (crowd/prefix_cache.py), a finished row leaves its keys and values behind,
+and a new row whose prompt continues one of them prefills only its new tokens, on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crowd.models import LoadedModel, ModelError
+from crowd.prefix_cache import PrefixCache
 
 BASE = "__base__"
 """peft's name for 'no adapter' inside a mixed-adapter batch."""
@@ -66,8 +70,9 @@ def prompt_ids(tokenizer: Any, chat: Sequence[dict]) -> list[int]:
 class RunningBatch:
     """The rows being decoded, their KV cache and attention mask (left-padded, [rows, length])."""
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, prefixes: PrefixCache | None = None):
         self.loaded = loaded
+        self.prefixes = prefixes
         tokenizer = loaded.tokenizer
         self.stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -78,11 +83,22 @@ class RunningBatch:
         self.prefills = 0
 
     def admit(self, rows: Sequence[Row]) -> None:
-        """Prefill `rows` together and choose their first tokens; those that go on join the
-        batch. An error ends these rows only."""
+        """Prefill `rows` and choose their first tokens; those that go on join the batch. Rows
+        that continue a cached prefix prefill their new tokens one by one, the others together.
+        An error ends these rows only."""
+        fresh = []
+        for row in rows:
+            found = self.prefixes.take(row.adapter, row.prompt) if self.prefixes else None
+            if found is None:
+                fresh.append(row)
+            else:
+                self._admit_cached(row, *found)
+        if fresh:
+            self._admit_fresh(fresh)
+
+    def _admit_fresh(self, rows: list[Row]) -> None:
         import torch
 
-        rows = list(rows)
         try:
             length = max(len(r.prompt) for r in rows)
             pads = [length - len(r.prompt) for r in rows]
@@ -94,6 +110,29 @@ class RunningBatch:
             for row in rows:
                 row.close(exc)
             return
+        self._start(rows, logits, cache, mask)
+
+    def _admit_cached(self, row: Row, n: int, layers: list[tuple[Any, Any]]) -> None:
+        """Prefill `row`'s prompt after its first `n` tokens, over their cached keys and values."""
+        import torch
+        from transformers import DynamicCache
+
+        try:
+            cache = DynamicCache()
+            for i, (keys, values) in enumerate(layers):
+                cache.update(keys, values, i)
+            mask = torch.ones(1, len(row.prompt), dtype=torch.long)
+            logits, cache = self._forward(torch.tensor([row.prompt[n:]]), mask, cache, [row])
+            self.prefills += 1
+        except Exception as exc:
+            row.close(exc)
+            return
+        self._start([row], logits, cache, mask)
+
+    def _start(self, rows: list[Row], logits: Any, cache: Any, mask: Any) -> None:
+        """Prefilled `rows` choose their first tokens; those that go on join the batch."""
+        import torch
+
         for row in rows:
             if row.seed is not None:
                 row._generator = torch.Generator().manual_seed(row.seed)
@@ -116,7 +155,7 @@ class RunningBatch:
         except Exception as exc:
             self.fail(exc)
             return
-        keep = self._choose(self.rows, logits)
+        keep = self._choose(self.rows, logits, running=True)
         if len(keep) < len(self.rows):
             self._keep(keep)
 
@@ -169,6 +208,19 @@ class RunningBatch:
         self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(mask, length, 1)])
         self.rows = self.rows + rows
 
+    def _remember(self, i: int) -> None:
+        """Keep row `i`'s cache, which has just ended well, for its conversation's next message."""
+        if self.prefixes is None or self.prefixes.max_tokens <= 0:
+            return
+        row = self.rows[i]
+        fed = int(self.mask[i].sum())  # prompt and reply tokens in the cache, right-aligned
+        start = self.mask.shape[1] - fed
+        layers = [
+            (layer.keys[i : i + 1, :, start:].clone(), layer.values[i : i + 1, :, start:].clone())
+            for layer in self.cache.layers
+        ]
+        self.prefixes.put(row.adapter, (row.prompt + row.tokens)[:fed], layers)
+
     def _keep(self, keep: list[int]) -> None:
         """Only rows `keep` stay; columns that are padding in all of them are dropped."""
         import torch
@@ -186,23 +238,24 @@ class RunningBatch:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
 
-    def _choose(self, rows: Sequence[Row], logits: Any) -> list[int]:
-        """Choose each row's next token; returns the indices of the rows that go on."""
+    def _choose(self, rows: Sequence[Row], logits: Any, running: bool = False) -> list[int]:
+        """Choose each row's next token; returns the indices of the rows that go on. `running`:
+        `rows` are the batch's, whose caches a finished row leaves to the prefix cache."""
         keep = []
         for i, (row, token) in enumerate(zip(rows, pick_tokens(logits, rows))):
             if row.cancelled:
                 row.close()
                 continue
-            if token in self.stop_ids:
-                row.close()
-                continue
-            row.tokens.append(token)
-            row._next = token
-            row.push(token)
-            if len(row.tokens) >= row.sampling.max_new_tokens:
-                row.close()
-            else:
-                keep.append(i)
+            if token not in self.stop_ids:
+                row.tokens.append(token)
+                row._next = token
+                row.push(token)
+                if len(row.tokens) < row.sampling.max_new_tokens:
+                    keep.append(i)
+                    continue
+            if running:
+                self._remember(i)  # before `close` tells the caller the reply is whole
+            row.close()
         return keep
 
 

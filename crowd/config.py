@@ -165,6 +165,13 @@ class ModelSettings:
         "cores 32 rows decode 1.9x the tokens per second of 8)",
         _int_in(1, 256),
     )
+    prefix_cache_tokens: int = setting(
+        "CROWD_PREFIX_CACHE_TOKENS",
+        16384,
+        "tokens of finished replies' KV cache kept so that a conversation's next message "
+        "prefills only what is new (about 46 KB a token for the default model); 0 = off",
+        _int_in(0, 10_000_000),
+    )
     batch_window_ms: int = setting(
         "CROWD_BATCH_WINDOW_MS",
         15,

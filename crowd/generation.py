@@ -35,6 +35,7 @@ from crowd.adapters import AdapterRegistry
 from crowd.batching import BASE, Row, RunningBatch, Sampling, prompt_ids
 from crowd.config import ModelSettings
 from crowd.models import LoadedModel, ModelError
+from crowd.prefix_cache import PrefixCache
 
 __all__ = ["BASE", "GenerationService", "Sampling", "encode_chats", "generate_texts"]
 
@@ -152,10 +153,12 @@ class GenerationService:
         self.continuous = settings.scheduler == "continuous"
         self.idle_exit_s = idle_exit_s
         self._lock = threading.RLock()  # the model: one decoding step or adapter change at a time
-        self.adapters = AdapterRegistry(loaded, self._lock)
+        self.prefixes = PrefixCache(settings.prefix_cache_tokens)  # continuous only
+        self.adapters = AdapterRegistry(loaded, self._lock, changed=self.prefixes.forget)
         self._pending: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
-        self._batch = RunningBatch(loaded)  # continuous: the rows, kept across scheduler threads
+        # continuous: the rows, kept across scheduler threads
+        self._batch = RunningBatch(loaded, self.prefixes)
         self._starting = threading.Lock()  # a request is queued and a thread started, or neither
         self._thread: threading.Thread | None = None
         self.batches_run = 0  # static: generate calls; continuous: prefills (admissions)

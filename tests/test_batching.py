@@ -211,3 +211,46 @@ def test_nucleus_sampling_keeps_the_top_p_mass_and_follows_the_probabilities():
         assert abs(counts[token] / 4000 - p / 0.95) < 0.04
     greedy = [Row([1], BASE, Sampling(4, temperature=0.0)) for _ in range(3)]
     assert pick_tokens(logits[:3], greedy) == [0, 0, 0]
+
+
+def test_a_conversations_next_message_reuses_its_cached_prefix(service):
+    """The second turn of a conversation prefills only its new tokens, over the first turn's
+    cached keys and values, and gives the same greedy reply as without the cache; other
+    conversations and adapters do not match it, and new weights under a name forget it."""
+    first = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+    reply = service.reply(first, "a1", GREEDY)
+    second = first + [
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "And then what happened to the gull?"},
+    ]
+    assert service.prefixes.hits == 0 and service.prefixes.tokens > 0
+    again = service.reply(second, "a1", GREEDY)
+    assert service.prefixes.hits == 1
+    assert service.prefixes.reused >= len(prompt_ids(service.loaded.tokenizer, first))
+    assert again == alone(service, second, "a1", GREEDY)
+    service.reply(second, "a0", GREEDY)  # another adapter: its own cache, no hit
+    assert service.prefixes.hits == 1
+    # New weights under a1's name: its entries go, and the reply follows the new weights.
+    service.adapters.load("a1", service.adapters.paths["a0"])
+    assert service.reply(second, "a1", GREEDY) == alone(service, second, "a1", GREEDY)
+    assert service.prefixes.hits == 1
+
+
+def test_the_prefix_cache_stays_within_its_token_budget():
+    import torch
+
+    from crowd.prefix_cache import PrefixCache
+
+    cache = PrefixCache(max_tokens=100)
+    kv = [(torch.zeros(1, 1, 40, 2), torch.zeros(1, 1, 40, 2))]
+    for start in range(0, 400, 40):
+        cache.put("a", list(range(start, start + 40)), kv)
+        assert cache.tokens <= 100
+    assert cache.take("a", list(range(0, 40)) + [7]) is None  # evicted, least recent first
+    hit = cache.take("a", list(range(360, 400)) + [7])
+    assert hit is not None and hit[0] == 40 and hit[1][0][0].shape[2] == 40
+    cache.put("a", list(range(360, 420)), [(torch.zeros(1, 1, 60, 2),) * 2])
+    assert cache.tokens == 40 + 60  # the turn it extends was replaced
+    assert cache.take("b", list(range(360, 420)) + [7]) is None  # another adapter
+    cache.forget("a")
+    assert cache.tokens == 0
