@@ -20,13 +20,12 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
-from serve import PROMPTS, settle  # bench/ is on the path: run as a script
+from serve import PROMPTS, packaged_model, settle  # bench/ is on the path: run as a script
 
 from crowd.config import ModelSettings
 from crowd.generation import GenerationService, Sampling
-from crowd.models import convert_packaged_model, load_base
+from crowd.models import load_base
 
 FOLLOW_UPS = [
     "Can you say more about that?",
@@ -75,7 +74,6 @@ def p95(values: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=8)
@@ -84,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
-    base = convert_packaged_model(cache)
+    base, cache = packaged_model(args.threads)
     sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
     services = {}
     for arm, tokens in (("on", ModelSettings().prefix_cache_tokens), ("off", 0)):

@@ -47,6 +47,15 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def packaged_model(threads: int) -> tuple[Path, Path]:
+    """torch's CPU threads set, the packaged default model's folder and the models cache."""
+    import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
+
+    torch.set_num_threads(threads)
+    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
+    return convert_packaged_model(cache), cache
+
+
 def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
     """n LoRA adapters with random weights, shaped like a trained group adapter."""
     import torch
@@ -192,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
-    base = convert_packaged_model(cache)
+    base, cache = packaged_model(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
     # Greedy decoding with a fixed budget: every arm produces exactly the same tokens.

@@ -33,13 +33,14 @@ from pathlib import Path
 from serve import (
     PROMPTS,
     make_adapters,
+    packaged_model,
     run_concurrent,
     settle,
 )  # bench/ is on the path: run as a script
 
 from crowd.config import ModelSettings
 from crowd.generation import GenerationService, Sampling
-from crowd.models import convert_packaged_model, load_base
+from crowd.models import load_base
 from crowd.threads import run_in_own_thread
 
 
@@ -95,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
-    base = convert_packaged_model(cache)
+    base, cache = packaged_model(args.threads)
     paths = make_adapters(base, Path(tempfile.mkdtemp(prefix="bench-pools-")), 4, 16)
     loaded = load_base(str(base), cache, device="cpu")
     settings = ModelSettings(max_batch=args.requests, batch_window_ms=20)
