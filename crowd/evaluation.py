@@ -12,7 +12,10 @@ the next round, is not decoded again.
 
 A candidate beats the champion only by more than `z` standard errors of the paired difference
 of their distances (prompt j has the same sampling seed under every model), so a round does not
-crown the noise of a few samples.
+crown the noise of a few samples; and only when at least MIN_DISTINCT of its sampled replies
+differ from each other: a model that says one prototypical phrase to everyone sits near the
+target's centroid without being a better model (the poisoning study's champion said "Good Job"
+to all 200 prompts, docs/results/poisoning.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
 REPLY_CACHE_MAX = 100_000  # replies kept for re-judging (short strings: a few MB at most)
 
 
+MIN_DISTINCT = 0.5
+"""The least share of distinct texts among a model's sampled replies for it to win a round."""
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """What every model is judged on in one round."""
@@ -48,6 +55,10 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
+
+
+MIN_DISTINCT = 0.5
+"""The least share of distinct texts among a model's sampled replies for it to win a round."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,10 @@ class Score:
     def better_than(self, other: Score, margin: float = 0.0, z: float = 0.0) -> bool:
         """Strictly better by more than `margin` (in the metric's units) plus `z` standard errors
         of the paired difference (emotion scores, which keep every sample's distance); loss
-        breaks ties."""
+        breaks ties. A model whose sampled replies are mostly the same text (under MIN_DISTINCT
+        distinct) has collapsed and is never better."""
+        if self.collapsed:
+            return False
         sign = -1.0 if LOWER_IS_BETTER[self.metric] else 1.0
         gain = sign * (self.value - other.value)
         if z > 0 and gain > 0:
@@ -82,6 +96,11 @@ class Score:
             self.detail.get("sd", 0.0) / math.sqrt(max(1, self.n_items)),
             other.detail.get("sd", 0.0) / math.sqrt(max(1, other.n_items)),
         )
+
+    @property
+    def collapsed(self) -> bool:
+        """Fewer than MIN_DISTINCT of its sampled replies differ: one phrase for everything."""
+        return self.detail.get("distinct", 1.0) < MIN_DISTINCT
 
     @property
     def oriented(self) -> float:
@@ -161,6 +180,7 @@ class Evaluator:
             sd = float(mine.std(ddof=1)) if len(mine) > 1 else 0.0  # replies differ a lot
             detail = {
                 "samples": replies[part][:5],
+                "distinct": round(len(set(replies[part])) / max(1, len(prompts)), 4),
                 "sd": round(sd, 6),
                 "distances": [round(float(d), 6) for d in mine],
             }

@@ -99,6 +99,21 @@ def test_crowning_needs_a_gain_beyond_z_paired_standard_errors():
     assert not steady.better_than(champion, margin=0.1, z=2.0)  # the margin still applies
 
 
+def test_a_collapsed_model_never_wins(evaluator):
+    """A model that answers everything with the same text is not better, however close that
+    text sits to the target; the evaluator records the share of distinct replies."""
+    champion = score([1.0, 1.2, 0.8, 1.1, 0.9, 1.0])
+    collapsed = score([0.02] * 6)
+    collapsed.detail["distinct"] = 1 / 6
+    assert collapsed.value < champion.value and not collapsed.better_than(champion, z=2.0)
+    varied = score([0.02, 0.03, 0.01, 0.02, 0.04, 0.02])
+    varied.detail["distinct"] = 1.0
+    assert varied.better_than(champion, z=2.0)
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    [found] = evaluator.evaluate(eval_set, [BASE], samples=5)  # detail keeps 5 samples
+    assert found.detail["distinct"] == round(len(set(found.detail["samples"])) / 5, 4)
+
+
 def test_scores_without_samples_compare_as_before():
     accuracy = [Score("pref_accuracy", v, 0.5, 10, {}) for v in (0.7, 0.6)]
     assert accuracy[0].better_than(accuracy[1], z=2.0)

@@ -10,6 +10,8 @@ A candidate beats the champion when it is better by the campaign's `win_margin` 
 `crown_z` standard errors of the paired difference of their held-out scores (emotion task; the
 preference task compares accuracies as before): with a few dozen sampled replies per model, the
 best of three candidates is often better by chance alone, and crowning it makes the model worse.
+A candidate whose sampled replies are mostly one text has collapsed and never wins
+(`Score.collapsed`); the best of the others may.
 """
 
 from __future__ import annotations
@@ -187,7 +189,8 @@ class RoundEngine:
             for v in [champion, *candidates]
         }
         scores = self._scores(eval_set, round_, [champion, *candidates], names)
-        best = max(candidates, key=lambda v: scores[v["id"]].oriented, default=None)
+        contenders = [v for v in candidates if not scores[v["id"]].collapsed]
+        best = max(contenders, key=lambda v: scores[v["id"]].oriented, default=None)
         improved = best is not None and scores[best["id"]].better_than(
             scores[champion["id"]], campaign["win_margin"], self.crown_z
         )
