@@ -236,6 +236,45 @@ def test_a_conversations_next_message_reuses_its_cached_prefix(service):
     assert service.prefixes.hits == 1
 
 
+def test_next_messages_of_several_conversations_prefill_together(service):
+    """Three conversations' next messages arrive at once with a first message: the new tokens
+    (of different lengths, over cached prefixes of different lengths) prefill in fewer passes
+    than rows, and each greedy reply is the one it gets alone."""
+    firsts = [MORE_CHATS[3], MORE_CHATS[0], MORE_CHATS[1]]
+    names = ["a0", "a1", "a0"]
+    follow = ["Why?", "And then what happened to the gull, and to the keeper's old dog?", "ok"]
+    seconds = []
+    for chat, name, text in zip(firsts, names, follow):
+        reply = service.reply(chat, name, GREEDY)
+        seconds.append(
+            chat + [{"role": "assistant", "content": reply}, {"role": "user", "content": text}]
+        )
+    tokenizer = service.loaded.tokenizer
+    rows = [Row(prompt_ids(tokenizer, c), n, GREEDY) for c, n in zip(seconds, names)]
+    rows.append(Row(prompt_ids(tokenizer, MORE_CHATS[4]), BASE, GREEDY))  # nothing cached
+    batch, hits = RunningBatch(service.loaded, service.prefixes), service.prefixes.hits
+    batch.admit(rows)
+    assert service.prefixes.hits == hits + 3 and batch.prefills < len(rows)
+    while batch.rows:
+        batch.step()
+    together = [tokenizer.decode(r.tokens, skip_special_tokens=True).strip() for r in rows]
+    expected = [alone(service, c, n, GREEDY) for c, n in zip(seconds, names)]
+    assert together == expected + [alone(service, MORE_CHATS[4], BASE, GREEDY)]
+    assert len(set(together)) > 2
+
+
+def test_rows_of_similar_new_lengths_share_a_prefill_pass():
+    from crowd.batching import plan_passes
+
+    assert plan_passes([]) == []
+    assert plan_passes([20]) == [[0]]
+    assert plan_passes([18, 19, 20, 17], pass_cost=32) == [[3, 0, 1, 2]]  # padding is cheap
+    # One long new part would make 16 short rows feed 300 tokens each: it goes alone, after.
+    assert plan_passes([20] * 16 + [300], pass_cost=32) == [list(range(16)), [16]]
+    assert plan_passes([10, 50], pass_cost=100) == [[0, 1]]  # a pass costs more than padding
+    assert plan_passes([10, 50], pass_cost=0) == [[0], [1]]
+
+
 def test_the_prefix_cache_stays_within_its_token_budget():
     import torch
 
