@@ -36,6 +36,7 @@ from crowd.batching import BASE, Row, RunningBatch, Sampling, prompt_ids
 from crowd.config import ModelSettings
 from crowd.models import LoadedModel, ModelError
 from crowd.prefix_cache import PrefixCache
+from crowd.threads import share_the_gil
 
 __all__ = ["BASE", "GenerationService", "Sampling", "encode_chats", "generate_texts"]
 
@@ -150,6 +151,7 @@ class GenerationService:
     ):
         self.loaded = loaded
         self.settings = settings
+        share_the_gil()  # the web server's threads would otherwise stall every decoding step
         self.continuous = settings.scheduler == "continuous"
         self.idle_exit_s = idle_exit_s
         self._lock = threading.RLock()  # the model: one decoding step or adapter change at a time

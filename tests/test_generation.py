@@ -120,6 +120,18 @@ def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(
         service.reply(CHATS[0], BASE, GREEDY)
 
 
+def test_a_generation_service_shortens_the_gil_switch_interval(tiny_model_dir, tmp_path):
+    """Rule 3 of crowd/threads.py: the scheduler takes the GIL back within 0.5 ms."""
+    import sys
+
+    from crowd.threads import SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(0.005)
+    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
+    GenerationService(loaded, ModelSettings()).close()
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S) < 0.005
+
+
 def test_unknown_adapter_is_refused(service):
     with pytest.raises(ModelError, match="no adapter named 'nope'"):
         list(service.stream(CHATS[0], "nope", GREEDY))
