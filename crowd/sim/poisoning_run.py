@@ -27,6 +27,7 @@ from crowd.sim.poisoning_study import (
     used_by,
     write_json,
 )
+from crowd.threads import run_in_own_thread
 
 
 def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
@@ -50,13 +51,23 @@ def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
 
 
 def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dict:
+    """The study; its torch work runs in threads that end with each stage (the round jobs
+    already do), so that no idle torch thread pool lives beside a round's (crowd/threads.py,
+    rule 1)."""
     started, cpu = time.monotonic(), time.process_time()
-    study = Study(config, out, show, settings)
-    m = material(hoods, config.emotion, study.scorer)
+    study = run_in_own_thread(lambda: Study(config, out, show, settings), name="study-setup")
+    m = run_in_own_thread(
+        lambda: material(hoods, config.emotion, study.scorer), name="study-material"
+    )
     records = {arm: study.run_arm(arm, crowd, m, hoods[config.emotion].target) for arm in ARMS}
     passes = study.passes("defended", records["defended"]["campaign"])
-    pooled = study.pooled("undefended", records["undefended"]["campaign"], passes)
-    judged = _judge(study, out, records, pooled, m.centroid)
+    pooled = run_in_own_thread(
+        lambda: study.pooled("undefended", records["undefended"]["campaign"], passes),
+        name="study-pooled",
+    )
+    judged = run_in_own_thread(
+        lambda: _judge(study, out, records, pooled, m.centroid), name="study-judge"
+    )
     paths = {
         arm: [
             {"round": n, "version": v, **judged[_key(arm, v, p)]}

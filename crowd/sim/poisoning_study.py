@@ -12,10 +12,12 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from crowd.sim.convergence_rounds import CHAT, RoundDriver, round_number
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
+from crowd.threads import run_in_own_thread
 
 ARMS = ("defended", "undefended")
 ORGANIZER_KEY = "poisoning-study-organizer"
@@ -124,7 +126,7 @@ class Study:
             round_ = round_number(settings.db_path, campaign_id, number)
             if round_["state"] == "open":
                 started = time.monotonic()
-                players.play(number)
+                run_in_own_thread(partial(players.play, number), name="crowd")  # scores texts
                 organizer.close_round(ORGANIZER_KEY)
                 self.show(
                     f"[{c.emotion}] {arm} round {number}/{c.rounds}: the crowd acted and "
