@@ -23,20 +23,15 @@ short interval helps) and `busy_work_short_over_default`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from serve import PROMPTS, make_adapters, packaged_model, settle  # bench/ is on the path
+from serve import four_group_parser, four_groups, run_concurrent, settle  # bench/ on the path
 
-from crowd.config import ModelSettings
-from crowd.generation import GenerationService, Sampling
-from crowd.models import load_base
+from crowd.generation import GenerationService
 from crowd.threads import SWITCH_INTERVAL_S
 
 PYTHON_DEFAULT_S = 0.005
@@ -54,24 +49,9 @@ def busy(stop: threading.Event, counts: list[int], i: int) -> None:
 
 def replies(service: GenerationService, jobs, sampling) -> tuple[float, float]:
     """(decode tok/s, median seconds to first token) of all jobs at once."""
-    firsts: list[float] = [0.0] * len(jobs)
-    tokens: list[int] = [0] * len(jobs)
-
-    def one(i: int) -> None:
-        start, text = time.perf_counter(), ""
-        chat = [{"role": "user", "content": jobs[i][0]}]
-        for text in service.stream(chat, jobs[i][1], sampling):  # noqa: B007
-            if not firsts[i]:
-                firsts[i] = time.perf_counter() - start
-        tokens[i] = len(service.loaded.tokenizer(text)["input_ids"])
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(tokens) / (time.perf_counter() - start), statistics.median(firsts)
+    firsts: list[float] = []
+    wall, _, tokens = run_concurrent(service, jobs, sampling, firsts)
+    return tokens / wall, statistics.median(firsts)
 
 
 def one_arm(arm: str, service, jobs, sampling, n_busy: int) -> tuple[float, float, float]:
@@ -92,24 +72,12 @@ def one_arm(arm: str, service, jobs, sampling, n_busy: int) -> tuple[float, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=32)
+    parser = four_group_parser(__doc__, tokens=32)
     parser.add_argument(
         "--busy", type=int, default=4, help="threads alternating Python work and waits"
     )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    base, cache = packaged_model(args.threads)
-    paths = make_adapters(base, Path(tempfile.mkdtemp(prefix="bench-gil-")), 4, 16)
-    loaded = load_base(str(base), cache, device="cpu")
-    settings = ModelSettings(max_batch=args.requests, batch_window_ms=20)
-    service = GenerationService(loaded, settings, idle_exit_s=0.3)
-    for i in range(4):
-        service.adapters.load(f"g{i}", paths[i])
-    sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
-    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % 4}") for i in range(args.requests)]
+    service, sampling, jobs = four_groups(args, "bench-gil-")
     replies(service, jobs, sampling)  # warm-up
     settle(service)
     figures: dict[str, list[tuple[float, float, float]]] = {"default": [], "short": [], "quiet": []}

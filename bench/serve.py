@@ -82,16 +82,25 @@ def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
     return paths
 
 
-def run_concurrent(service: GenerationService, jobs: list[tuple[str, str]], sampling: Sampling):
-    """All jobs at once, one thread each; returns (wall seconds, per-request latencies, tokens)."""
+def run_concurrent(
+    service: GenerationService,
+    jobs: list[tuple[str, str]],
+    sampling: Sampling,
+    firsts: list[float] | None = None,
+):
+    """All jobs at once, one thread each; returns (wall seconds, per-request latencies, tokens).
+    `firsts`, when given, receives each request's seconds to its first streamed text."""
     latencies: list[float] = [0.0] * len(jobs)
     tokens: list[int] = [0] * len(jobs)
+    first: list[float] = [0.0] * len(jobs)
 
     def one(i: int) -> None:
-        start = time.perf_counter()
-        text = service.reply([{"role": "user", "content": jobs[i][0]}], jobs[i][1], sampling)
+        start, text = time.perf_counter(), ""
+        chat = [{"role": "user", "content": jobs[i][0]}]
+        for text in service.stream(chat, jobs[i][1], sampling):  # noqa: B007
+            first[i] = first[i] or time.perf_counter() - start
         latencies[i] = time.perf_counter() - start
-        tokens[i] = len(service.loaded.tokenizer(text)["input_ids"])
+        tokens[i] = len(service.loaded.tokenizer(text.strip())["input_ids"])
 
     start = time.perf_counter()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
@@ -99,7 +108,36 @@ def run_concurrent(service: GenerationService, jobs: list[tuple[str, str]], samp
         thread.start()
     for thread in threads:
         thread.join()
+    if firsts is not None:
+        firsts[:] = first
     return time.perf_counter() - start, latencies, sum(tokens)
+
+
+def four_group_parser(doc: str, tokens: int) -> argparse.ArgumentParser:
+    """The options of the benchmarks that run `four_groups`: --requests, --tokens, --repeats,
+    --threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=tokens)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def four_groups(args, prefix: str) -> tuple[GenerationService, Sampling, list[tuple[str, str]]]:
+    """A generation service on the packaged model with 4 groups' random adapters (g0-g3), for
+    `args.requests` rows at a time, greedy `args.tokens`-token sampling, and the jobs: one
+    prompt per request, the groups in turn. Its idle thread ends after 0.3 s (2 s in the app),
+    to keep benchmarks that wait for it short."""
+    base, cache = packaged_model(args.threads)
+    paths = make_adapters(base, Path(tempfile.mkdtemp(prefix=prefix)), 4, 16)
+    loaded = load_base(str(base), cache, device="cpu")
+    settings = ModelSettings(max_batch=args.requests, batch_window_ms=20)
+    service = GenerationService(loaded, settings, idle_exit_s=0.3)
+    for i in range(4):
+        service.adapters.load(f"g{i}", paths[i])
+    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % 4}") for i in range(args.requests)]
+    return service, Sampling(max_new_tokens=args.tokens, temperature=0.0), jobs
 
 
 def settle(*services: GenerationService) -> None:

@@ -21,26 +21,20 @@ The last line is one JSON object with `decode_ended_over_lived` and `round_ended
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from serve import (
-    PROMPTS,
-    make_adapters,
-    packaged_model,
+    four_group_parser,
+    four_groups,
     run_concurrent,
     settle,
 )  # bench/ is on the path: run as a script
 
-from crowd.config import ModelSettings
-from crowd.generation import GenerationService, Sampling
-from crowd.models import load_base
+from crowd.generation import GenerationService
 from crowd.threads import run_in_own_thread
 
 
@@ -90,22 +84,8 @@ def one_arm(arm: str, service: GenerationService, jobs, sampling) -> tuple[float
 def main(argv: list[str] | None = None) -> int:
     import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    base, cache = packaged_model(args.threads)
-    paths = make_adapters(base, Path(tempfile.mkdtemp(prefix="bench-pools-")), 4, 16)
-    loaded = load_base(str(base), cache, device="cpu")
-    settings = ModelSettings(max_batch=args.requests, batch_window_ms=20)
-    # The scheduler's thread ends 0.3 s after its last reply (2 s in the app), to keep this short.
-    service = GenerationService(loaded, settings, idle_exit_s=0.3)
-    for i in range(4):
-        service.adapters.load(f"g{i}", paths[i])
-    sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
-    jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % 4}") for i in range(args.requests)]
+    args = four_group_parser(__doc__, tokens=40).parse_args(argv)
+    service, sampling, jobs = four_groups(args, "bench-pools-")
     run_concurrent(service, jobs, sampling)  # warm-up
     figures: dict[str, list[tuple[float, float]]] = {"lived": [], "ended": []}
     for repeat in range(args.repeats):
