@@ -7,7 +7,11 @@ review yet) or *pending*. Training uses trusted corrections and those still wait
 reviews, never rejected or contested ones (a crowd split evenly is no endorsement: in the
 poisoning study most hostile examples that trained were contested, docs/results/poisoning.md);
 the held-out set that judges the groups uses trusted ones only (with the organizer's reference
-data); points go to corrections that were used. A review *agrees* when its verdict matches the
+data); points go to corrections that were used. A person *in bad standing* for a round (at
+least MIN_DECIDED of their corrections that round decided by review, more rejected than
+trusted) has none of that round's corrections train, not even the trusted ones: a hostile
+volunteer's few endorsed corrections (a ring partner's endorsement, a lucky random one) were
+most of what hostile volunteers still taught in the poisoning study. A review *agrees* when its verdict matches the
 final consensus (trusted: endorse; rejected: reject); contested and pending ones have none yet.
 """
 
@@ -93,16 +97,38 @@ def _allowance(owner: str, counts: dict[str, int], share: float) -> int:
 NO_REVIEWS = (0, 0)
 
 
+MIN_DECIDED = 3
+"""Corrections of one person in one round that review must have decided (trusted or rejected)
+before their standing counts: every volunteer has some bad luck with reviewers."""
+
+
+def bad_standing(
+    corrections: list[dict], counts: dict[int, tuple[int, int]], rule: TrustRule
+) -> set[str]:
+    """The people among `corrections` (one round's) with at least MIN_DECIDED of them decided
+    by review and more rejected than trusted. Nobody while reviews are off."""
+    decided: dict[str, list[int]] = {}
+    for c in corrections:
+        status = rule.status(*counts.get(c["id"], NO_REVIEWS))
+        if rule.on and status in ("trusted", "rejected"):
+            decided.setdefault(c["participant_id"], [0, 0])[status == "rejected"] += 1
+    return {p for p, (good, bad) in decided.items() if good + bad >= MIN_DECIDED and bad > good}
+
+
 def training_corrections(
     corrections: list[dict], counts: dict[int, tuple[int, int]], rule: TrustRule, share: float
 ) -> list[dict]:
     """The train-split corrections a round trains on and pays points for: those the rule lets
-    train (not rejected by review), within each group's per-person cap. `counts` maps a
-    correction id to its (endorsements, rejections); oldest first in, oldest first out."""
+    train (not rejected by review) by people in good standing, within each group's per-person
+    cap. `corrections` are one round's; `counts` maps a correction id to its (endorsements,
+    rejections); oldest first in, oldest first out."""
+    barred = bad_standing(corrections, counts, rule)
     allowed = [
         c
         for c in corrections
-        if c["split"] == "train" and rule.trains(*counts.get(c["id"], NO_REVIEWS))
+        if c["split"] == "train"
+        and c["participant_id"] not in barred
+        and rule.trains(*counts.get(c["id"], NO_REVIEWS))
     ]
     by_group: dict[int, list[dict]] = {}
     for correction in allowed:

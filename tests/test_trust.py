@@ -38,3 +38,23 @@ def test_the_cap_spares_a_small_honest_group_and_does_nothing_at_one():
     assert all(capped(["x"] * 9 + ["y"], 1.0))
     two = capped(["flood"] * 30 + ["a"] * 3, 0.25)
     assert sum(two[:30]) == 3 and all(two[30:])  # no more than the other member's count
+
+
+def test_a_person_whose_reviewed_corrections_are_mostly_rejected_trains_nothing_that_round():
+    from crowd.trust import bad_standing, training_corrections
+
+    def c(i: int, person: str, split: str = "train") -> dict:
+        return {"id": i, "participant_id": person, "split": split, "group_index": 0}
+
+    # A ring member: one correction endorsed by a partner (2-1), two rejected, one unreviewed.
+    # An honest volunteer: two trusted, one rejected by bad luck. A newcomer: one rejected.
+    corrections = [c(1, "ring"), c(2, "ring"), c(3, "ring", "heldout"), c(4, "ring")]
+    corrections += [c(5, "honest"), c(6, "honest"), c(7, "honest"), c(8, "new")]
+    counts = {1: (2, 1), 2: (0, 2), 3: (1, 2), 5: (2, 0), 6: (3, 0), 7: (1, 2), 8: (0, 2)}
+    rule = TrustRule(on=True, min_reviews=2)
+    assert bad_standing(corrections, counts, rule) == {"ring"}  # the newcomer: too few decided
+    used = [x["id"] for x in training_corrections(corrections, counts, rule, share=1.0)]
+    assert used == [5, 6]  # the ring's trusted and unreviewed ones too are out
+    assert bad_standing(corrections, counts, TrustRule(on=False)) == set()
+    everything = training_corrections(corrections, counts, TrustRule(on=False), share=1.0)
+    assert [x["id"] for x in everything] == [1, 2, 4, 5, 6, 7, 8]
