@@ -9,9 +9,9 @@ of groups, in one forward pass per token (peft mixed-adapter batches), and strea
 Two schedulers (`CROWD_SCHEDULER`):
 - `continuous` (the default): a request joins the running batch at the next decoding step and
   leaves it the step it ends (requests that wait are prefilled before the next step); each
-  row keeps its own adapter, sampling settings and budget (crowd/batching.py). An idle scheduler waits `batch_window_ms` for company. bench/serve.py
-  (8 requests over 4 groups, quiet machine) measured it at 3.9x one at a time, static 3.7x
-  (docs/results/serving.md).
+  row keeps its own adapter, sampling settings and budget (crowd/batching.py). An idle
+  scheduler waits `batch_window_ms` for company. bench/serve.py (8 requests over 4 groups,
+  quiet machine) measured it at 3.9x one at a time, static 3.7x (docs/results/serving.md).
 - `static`: the first request waits `batch_window_ms` for company, then the batch decodes to
   its longest row with `model.generate`; a request that arrives meanwhile waits for the whole
   batch. The benchmarks' baseline.

@@ -11,8 +11,9 @@ data); points go to corrections that were used. A person *in bad standing* for a
 least MIN_DECIDED of their corrections that round decided by review, more rejected than
 trusted) has none of that round's corrections train, not even the trusted ones: a hostile
 volunteer's few endorsed corrections (a ring partner's endorsement, a lucky random one) were
-most of what hostile volunteers still taught in the poisoning study. A review *agrees* when its verdict matches the
-final consensus (trusted: endorse; rejected: reject); contested and pending ones have none yet.
+most of what hostile volunteers still taught in the poisoning study. A review *agrees* when its
+verdict matches the final consensus (trusted: endorse; rejected: reject); contested and
+pending ones have none yet.
 """
 
 from __future__ import annotations
