@@ -145,6 +145,7 @@ def _summary(runs: dict[str, list[dict]]) -> dict:
 
 ABLATIONS = {  # name: (LM head, gradient checkpointing)
     "ours (plain head)": ("plain", False),
+    "plain head, logits at every position": ("plain-every", False),
     "TRL chunked head + metrics": ("chunked+metrics", False),
     "TRL chunked head": ("chunked", False),
     "gradient checkpointing": ("plain", True),
@@ -168,8 +169,8 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
     for _ in range(rounds):
         for name, (head, checkpointing) in ABLATIONS.items():
             base.__dict__.pop("forward", None)
-            if head == "plain":
-                _plain_lm_head(base)
+            if head.startswith("plain"):
+                _plain_lm_head(base, reply_only=head == "plain")
             else:  # what SFTTrainer patches in, with or without its metric outputs
                 extra = ("entropy", "is_top1") if head == "chunked+metrics" else ()
                 add_fused_lm_head(base, outputs=("log_probs", *extra))

@@ -198,14 +198,28 @@ class StepWatch:
             raise TrainingCancelled(f"cancelled during {self.stage} at step {step} of {self.steps}")
 
 
-def reply_log_probs(logits: Any, labels: Any) -> Any:
+def reply_log_probs(logits: Any, labels: Any, positions: Any = None) -> Any:
     """Log-probability of each next-token label, shape (batch, seq - 1), zero where the label
-    is IGNORE. One cross-entropy over the full logits, with the labels shifted rather than the
-    logits sliced (as transformers' own loss does), so the logits are never copied."""
+    is IGNORE. One cross-entropy over the logits, with the labels shifted rather than the logits
+    sliced (as transformers' own loss does), so the logits are never copied. `positions`: the
+    logits are only those of these positions (`reply_positions`), not of every one."""
     import torch.nn.functional as F
 
     shifted = F.pad(labels, (0, 1), value=IGNORE)[:, 1:].to(logits.device)
+    picked = shifted if positions is None else shifted[:, positions]
     per_token = F.cross_entropy(
-        logits.float().flatten(0, 1), shifted.flatten(), ignore_index=IGNORE, reduction="none"
-    )
-    return -per_token.view(shifted.shape)[:, :-1]
+        logits.float().flatten(0, 1), picked.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(picked.shape)
+    if positions is not None:
+        per_token = per_token.new_zeros(shifted.shape).index_copy(1, positions, per_token)
+    return -per_token[:, :-1]
+
+
+def reply_positions(labels: Any) -> Any:
+    """The positions whose next token is a reply token in some row of the batch: the only
+    logits a loss on the replies reads (1-D, for the model's `logits_to_keep`). The prompt's
+    positions, most of a short example, need none of the vocabulary-wide projection."""
+    import torch.nn.functional as F
+
+    shifted = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    return (shifted != IGNORE).any(0).nonzero().squeeze(1)

@@ -11,7 +11,8 @@ What TRLTrainer turns off in TRL 1.16, with the per-step cost measured on SmolLM
 - TRL's chunked LM head, which TRL always patches in and which also computes the per-token
   entropy / top-1 accuracy / mean-logit metrics; TRL 1.16 has no switch for those metrics. On the
   CPU it has no Triton kernel and runs as torch ops that recompute the logits in the backward
-  pass (+15 %, half of a step on the tiny test model); replaced there by a plain cross-entropy;
+  pass (+15 %, half of a step on the tiny test model); replaced there by a plain cross-entropy
+  over the logits of the reply's positions only (the prompt's need no vocabulary projection);
 - the full gc.collect() that Trainer.train() starts with (accelerate's free_memory);
 - bf16 on the CPU (TRL's default), checkpoint saving, evaluation, reporting integrations, the
   tqdm and printer callbacks, and the NaN filter that would hide a NaN loss from us.
@@ -35,6 +36,7 @@ from crowd.training.base import (
     StepWatch,
     TrainResult,
     reply_log_probs,
+    reply_positions,
     require_examples,
     save_adapter,
 )
@@ -195,15 +197,17 @@ def _use_triton(device: str) -> bool:
     return trl_uses_triton(torch.device(device))
 
 
-def _plain_lm_head(model: Any) -> None:
+def _plain_lm_head(model: Any, reply_only: bool = True) -> None:
     """Give `model` a lean stand-in for TRL's fused LM head (`forward(..., fused_lm_head=True)`).
 
     TRL 1.16 always patches the model with a chunked LM head that also computes per-token entropy,
     top-1 accuracy and mean logits over the whole vocabulary, for metrics only; without Triton (on
     the CPU) it runs as a loop of torch ops that recomputes each logits tile in the backward pass.
-    This stand-in computes the log-probabilities with one cross-entropy over the full logits, as
-    the model's own loss does, and returns zeros for the metric-only fields (nobody reads them).
-    Same loss, same gradients. On CUDA, TRL's Triton kernel is kept: it is fast there and never
+    This stand-in projects onto the vocabulary only the positions whose next token is a reply
+    token (`reply_positions`; with `reply_only=False`, every position, as the model's own loss
+    does: the baseline bench/train.py measures against), takes their log-probabilities with one
+    cross-entropy, and returns zeros for the metric-only fields (nobody reads them). Same loss,
+    same gradients. On CUDA, TRL's Triton kernel is kept: it is fast there and never
     builds the (batch, seq, vocab) logits.
     """
     import types
@@ -218,8 +222,11 @@ def _plain_lm_head(model: Any) -> None:
             extra = {} if labels is None else {"labels": labels}
             return original(self, *args, **extra, **kwargs)
         kwargs["use_cache"] = False
+        positions = reply_positions(labels).to(labels.device) if reply_only else None
+        if positions is not None:
+            kwargs["logits_to_keep"] = positions
         logits = original(self, *args, **kwargs).logits
-        log_probs = reply_log_probs(logits, labels)  # (batch, seq - 1), zero off the reply
+        log_probs = reply_log_probs(logits, labels, positions)  # (batch, seq - 1), 0 off the reply
         mask = labels[:, 1:].to(log_probs.device) != IGNORE
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         zeros = torch.zeros_like(log_probs, requires_grad=False)
