@@ -179,9 +179,42 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
     assert counts(out) == before
     assert again["defended_distance"] == summary["defended_distance"]
     # Interrupted mid-way: the pooled model and the judgement are redone from what is stored.
-    (out / "judged.json").unlink()
+    for name in ("defended", "undefended", "pooled"):
+        (out / name / "judged.json").unlink()
     assert main(argv) == 0
     assert last_json(capsys)["pooled_distance"] == pytest.approx(summary["pooled_distance"])
+
+
+def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
+    # --threads 2: the undefended arm and the judging run in a second process beside the
+    # defended arm and the pooled model; the same crowds, trainings and judgements come out.
+    data = write_hoods(tmp_path / "hoods.jsonl")
+    summaries = {}
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads-{threads}"
+        argv = [*simulate(data, out, tiny_model_dir)[:-2], "--threads", threads]
+        assert main(argv) == 0
+        summaries[threads] = last_json(capsys)
+        summaries[threads]["counts"] = counts(out)
+        summaries[threads]["rows"] = list(csv.DictReader(open(out / "results.csv")))
+    one, two = summaries["1"], summaries["2"]
+    assert (one["lanes"], two["lanes"]) == (1, 2)
+    for key in (
+        "counts",
+        "crowned",
+        "pooled_example_passes",
+        "honest_share_of_training",
+        "adversary_points_auroc",
+        "points_by_role",
+    ):
+        assert two[key] == one[key], key
+    # The same replies; the scorer embeds them in other batches, so the last digits may move.
+    for a, b in zip(one["rows"], two["rows"], strict=True):
+        assert (a["arm"], a["round"], a["version"]) == (b["arm"], b["round"], b["version"])
+        assert float(a["distance"]) == pytest.approx(float(b["distance"]), rel=1e-3)
+    assert (
+        tmp_path / "threads-2" / "lane-arm:undefended+judge:undefended+judge:defended.json"
+    ).exists()
 
 
 @pytest.mark.parametrize(

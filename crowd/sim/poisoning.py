@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adversaries", type=float, default=0.3, help="share of the crowd, [0, 1)")
     p.add_argument("--mix", default=DEFAULT_MIX, help=f"adversary weights (default {DEFAULT_MIX})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; 2 or more: two lanes (processes) of half as many each",
+    )
     p.add_argument("--reviews", type=int, default=8, help="reviews per volunteer per round")
     p.add_argument("--flood", type=int, default=4, help="messages a flooder sends per round")
     p.add_argument("--noise", type=float, default=0.1, help="honest volunteers' error rate")
@@ -161,6 +166,8 @@ def show(line: str, final: bool) -> None:
 
 def main(argv: list[str]) -> int:
     """argv[0] is 'poisoning'."""
+    import torch
+
     from crowd.config import ConfigError, load_settings
     from crowd.sim.common import TRAINED_SCORER, check_resume, set_threads, train_scorer
     from crowd.sim.convergence_rounds import SimulationError
@@ -182,7 +189,7 @@ def main(argv: list[str]) -> int:
         train_scorer(args.data, head, show)
     crowd = assign_roles(config.volunteers, config.adversaries, config.mix)
     try:
-        summary = run(config, hoods, crowd, args.out, settings, show)
+        summary = run(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
     except SimulationError as exc:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
         return 1

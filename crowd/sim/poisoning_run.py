@@ -4,12 +4,18 @@ command line)."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from crowd.sim.common import set_threads
 from crowd.sim.convergence_data import Neighbourhood
+from crowd.sim.convergence_rounds import SimulationError
 from crowd.sim.poisoning_crowd import Material, Volunteer
 from crowd.sim.poisoning_report import (
     auroc,
@@ -50,24 +56,169 @@ def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
     )
 
 
-def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dict:
-    """The study; its torch work runs in threads that end with each stage (the round jobs
-    already do), so that no idle torch thread pool lives beside a round's (crowd/threads.py,
-    rule 1)."""
+def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show, threads: int) -> dict:
+    """The study on `threads` CPU threads. With two or more, it runs in two lanes, processes of
+    their own that each load the models and use half the threads: the defended arm, then the
+    pooled model and its judgement; beside it, the undefended arm, then the judgement of both
+    arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
+    (torch gains about 1.5x from a second thread on these small models, a second process 2x),
+    and separate processes share no GIL. Each lane's torch work runs in threads that end with
+    each stage (crowd/threads.py, rule 1). The numbers are those of one lane."""
     started, cpu = time.monotonic(), time.process_time()
-    study = run_in_own_thread(lambda: Study(config, out, show, settings), name="study-setup")
-    m = run_in_own_thread(
-        lambda: material(hoods, config.emotion, study.scorer), name="study-material"
-    )
-    records = {arm: study.run_arm(arm, crowd, m, hoods[config.emotion].target) for arm in ARMS}
-    passes = study.passes("defended", records["defended"]["campaign"])
-    pooled = run_in_own_thread(
-        lambda: study.pooled("undefended", records["undefended"]["campaign"], passes),
-        name="study-pooled",
-    )
-    judged = run_in_own_thread(
-        lambda: _judge(study, out, records, pooled, m.centroid), name="study-judge"
-    )
+    lanes = [LANE_A, LANE_B] if threads >= 2 else [ONE_LANE]
+    job = Lane(config, hoods, crowd, out, settings, show, max(1, threads // len(lanes)))
+    if len(lanes) == 1:
+        stats = [job.run(ONE_LANE, lambda: False)]
+    else:
+        child = multiprocessing.get_context("spawn").Process(
+            target=job.run_alone, args=(lanes[1],), name="poisoning-lane"
+        )
+        child.start()
+        try:
+            stats = [job.run(lanes[0], child.is_alive)]
+        finally:
+            child.join()
+        if child.exitcode != 0:
+            raise SimulationError(f"the lane {'+'.join(lanes[1])} failed (see above)")
+        stats.append(json.loads((out / f"lane-{'+'.join(lanes[1])}.json").read_text()))
+    return summary(config, out, stats, time.monotonic() - started, time.process_time() - cpu)
+
+
+LANE_A = ("arm:defended", "pooled", "judge:pooled")
+LANE_B = ("arm:undefended", "judge:undefended", "judge:defended")
+ONE_LANE = ("arm:defended", "arm:undefended", "pooled", *LANE_B[1:], "judge:pooled")
+
+
+class Lane:
+    """One process's share of the study's jobs, done in order; a job waits for the files of
+    the jobs it reads (written by this lane or the other), and every job's result is kept in
+    OUT, so an interrupted study resumes where it stopped."""
+
+    def __init__(self, config, hoods, crowd, out: Path, settings, show, threads: int):
+        self.config, self.hoods, self.crowd, self.out = config, hoods, crowd, out
+        self.settings, self.show, self.threads = settings, show, threads
+
+    def run_alone(self, jobs: tuple[str, ...]) -> None:
+        """The second lane, in a process of its own: stops when its parent is gone."""
+        parent = multiprocessing.parent_process()
+        stats = self.run(jobs, lambda: parent is None or parent.is_alive())
+        write_json(self.out / f"lane-{'+'.join(jobs)}.json", stats)
+
+    def run(self, jobs: tuple[str, ...], other_alive: Callable[[], bool]) -> dict:
+        """Do `jobs`; `other_alive` says whether the lane that writes what they wait for still
+        runs. Returns this lane's seconds and replies."""
+        cpu = time.process_time()
+        set_threads(self.threads)
+        c = self.config
+        study = run_in_own_thread(
+            lambda: Study(c, self.out, self.show, self.settings), name="study-setup"
+        )
+        m = run_in_own_thread(lambda: material(self.hoods, c.emotion, study.scorer), "material")
+        for job in jobs:
+            kind, _, name = job.partition(":")
+            if kind == "arm":
+                record = study.run_arm(name, self.crowd, m, self.hoods[c.emotion].target)
+                write_json(self.out / name / "record.json", record)
+            elif kind == "pooled":
+                run_in_own_thread(lambda: self._pooled(study, other_alive), "study-pooled")
+            else:
+                models = self._models(name, other_alive)
+                run_in_own_thread(partial(judge, study, self.out, name, models, m), "study-judge")
+        return {
+            **study.times,
+            "replies_decoded": study.evaluator.decoded,
+            "replies_reused": study.evaluator.reused,
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    def _pooled(self, study: Study, other_alive) -> None:
+        """The pooled model, at the defended arm's example-passes; OUT/pooled/done says it is
+        settled (trained, or nothing to train on) and holds the passes."""
+        done = self.out / "pooled" / "done"
+        if done.exists():
+            return
+        defended = self._record("defended", other_alive)["campaign"]
+        self._wait(lambda: crowd_done(self.out, self.config), other_alive, "the undefended crowd")
+        passes = study.passes("defended", defended)
+        source = campaign_id(self.out, "undefended", self.config)
+        study.pooled("undefended", source, passes)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        write_json(done, {"passes": passes})
+
+    def _record(self, arm: str, other_alive) -> dict:
+        path = self.out / arm / "record.json"
+        self._wait(path.exists, other_alive, f"the {arm} arm")
+        return json.loads(path.read_text())
+
+    def _models(self, name: str, other_alive) -> dict[str, Path | None]:
+        """The models a judge job judges: an arm's champions after each round, or the pooled
+        model (none when it had nothing to train on)."""
+        if name == "pooled":
+            path = self.out / "pooled" / "adapter"
+            done = self.out / "pooled" / "done"
+            self._wait(done.exists, other_alive, "the pooled model")
+            return {"pooled": path} if (path / "adapter_config.json").exists() else {}
+        campaign = self._record(name, other_alive)["campaign"]
+        return {
+            _key(name, version, adapter): self.out / name / adapter if adapter else None
+            for _, version, adapter in champions(self.out, name, campaign)
+        }
+
+    @staticmethod
+    def _wait(ready: Callable[[], bool], other_alive: Callable[[], bool], what: str) -> None:
+        while not ready():
+            if not other_alive() and not ready():
+                raise SimulationError(f"{what} never finished: the other lane stopped")
+            time.sleep(1)
+
+
+def campaign_id(out: Path, arm: str, config) -> int | None:
+    from storage import rounds as store
+    from storage.db import connect
+
+    path = out / arm / "crowd.db"
+    if not path.exists():
+        return None
+    with connect(path) as db:
+        campaign = store.campaign_named(db, f"{config.emotion}/{arm}")
+        return campaign["id"] if campaign else None
+
+
+def crowd_done(out: Path, config) -> bool:
+    """Whether the undefended crowd has acted in every round (its last round is closed): all
+    the pooled model trains on is in; the arm's last training need not have ended."""
+    from storage import rounds as store
+    from storage.db import connect
+
+    campaign = campaign_id(out, "undefended", config)
+    if campaign is None:
+        return False
+    with connect(out / "undefended" / "crowd.db") as db:
+        rounds = {r["number"]: r["state"] for r in store.rounds_of(db, campaign)}
+    return rounds.get(config.rounds, "open") != "open"
+
+
+def judge(study: Study, out: Path, name: str, models: dict, m: Material) -> None:
+    """Every model's distance on the clean reference, kept in OUT/NAME/judged.json for its
+    number of replies (a rerun with the same number judges nothing again)."""
+    path = out / name / "judged.json"
+    before = json.loads(path.read_text()) if path.exists() else {}
+    if before.get("final_samples") == study.config.final_samples:
+        return
+    study.show(f"judging {len(models)} {name} models on the clean reference ...", True)
+    judged = study.judge(models, m.centroid) if models else {}
+    write_json(path, {"final_samples": study.config.final_samples, "models": judged})
+
+
+def summary(config, out: Path, stats: list[dict], wall: float, cpu: float) -> dict:
+    """The study's last line, from what its jobs kept in OUT and the lanes' `stats`."""
+    records = {arm: json.loads((out / arm / "record.json").read_text()) for arm in ARMS}
+    judged = {
+        k: v
+        for name in (*ARMS, "pooled")
+        for k, v in json.loads((out / name / "judged.json").read_text())["models"].items()
+    }
+    passes = json.loads((out / "pooled" / "done").read_text())["passes"]
     paths = {
         arm: [
             {"round": n, "version": v, **judged[_key(arm, v, p)]}
@@ -91,6 +242,7 @@ def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dic
         arm: honest_share(used_by(out, arm, records[arm]["campaign"]), records[arm]["participants"])
         for arm in ARMS
     }
+    total = {key: sum(s[key] for s in stats) for key in stats[0]}
     return {
         "emotion": config.emotion,
         "adversaries": config.adversaries,
@@ -111,12 +263,13 @@ def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dic
         },
         "honest_share_of_training": shares["defended"],
         "undefended_honest_share_of_training": shares["undefended"],
-        "train_s": round(study.times["train_s"], 1),
-        "judge_s": round(study.times["judge_s"], 1),
-        "replies_decoded": study.evaluator.decoded,
-        "replies_reused": study.evaluator.reused,
-        "wall_s": round(time.monotonic() - started, 1),
-        "cpu_s": round(time.process_time() - cpu, 1),
+        "train_s": round(total["train_s"], 1),
+        "judge_s": round(total["judge_s"], 1),
+        "replies_decoded": total["replies_decoded"],
+        "replies_reused": total["replies_reused"],
+        "lanes": len(stats),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu + sum(s["cpu_s"] for s in stats[1:]), 1),
         "results": str(out / "results.csv"),
         "plot": str(out / "poisoning.png"),
     }
@@ -124,24 +277,3 @@ def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show) -> dic
 
 def _key(arm: str, version: int, adapter: str | None) -> str:
     return "base" if adapter is None else f"{arm}/v{version}"
-
-
-def _judge(study: Study, out: Path, records: dict, pooled: Path | None, centroid) -> dict:
-    """Every distinct model's distance on the clean reference, kept in OUT/judged.json for
-    its number of replies (a rerun with the same number judges nothing again)."""
-    import json
-
-    path = out / "judged.json"
-    before = json.loads(path.read_text()) if path.exists() else {}
-    if before.get("final_samples") == study.config.final_samples:
-        return before["models"]
-    adapters: dict[str, Path | None] = {}
-    for arm in ARMS:
-        for _, version, adapter in champions(out, arm, records[arm]["campaign"]):
-            adapters[_key(arm, version, adapter)] = out / arm / adapter if adapter else None
-    if pooled is not None:
-        adapters["pooled"] = pooled
-    study.show(f"judging {len(adapters)} models on the clean reference ...", True)
-    models = study.judge(adapters, centroid)
-    write_json(path, {"final_samples": study.config.final_samples, "models": models})
-    return models

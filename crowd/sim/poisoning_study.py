@@ -53,7 +53,8 @@ class PoisonConfig:
 
 
 class Study:
-    """One loaded base, trainer, evaluator and scorer shared by both arms and the pooled model."""
+    """One loaded base, trainer, evaluator and scorer: what one lane's jobs (both arms, the
+    pooled model, the judgements, or a share of them: crowd.sim.poisoning_run) work with."""
 
     def __init__(self, config: PoisonConfig, out: Path, show, settings):
         from datasets import disable_progress_bars
