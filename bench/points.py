@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,8 @@ def emotion_round(
     rng: np.random.Generator,
     task: str = "emotion",
 ) -> RoundOutcome:
-    items, members = [], {g: [] for g in range(n_groups)}
+    items: list = []
+    members: dict[int, list[str]] = {g: [] for g in range(n_groups)}
     for i in range(n_contributors):
         person, g = f"volunteer-{i}", i % n_groups
         members[g].append(person)
@@ -59,7 +61,7 @@ def bench_case(name: str, outcomes: list[RoundOutcome], target_s: float) -> dict
     for outcome in outcomes:
         ours.append(timed(shapley, outcome))
         base.append(timed(paper, outcome))
-    result = {
+    result: dict[str, Any] = {
         "case": name,
         "shapley_s": statistics.median(ours),
         "shapley_max_s": max(ours),

@@ -25,8 +25,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from crowd import quality
 from crowd.export import export_dataset
@@ -48,7 +49,7 @@ def plain_read(db_path: Path) -> int:
 
 def naive_alpha(items: dict[str, dict[str, str]]) -> float | None:
     """Nominal alpha from the coincidence matrix, every ordered pair of values counted by hand."""
-    o: Counter[tuple[str, str]] = Counter()
+    o: dict[tuple[str, str], float] = defaultdict(float)
     for values in items.values():
         labels = list(values.values())
         m = len(labels)
@@ -58,7 +59,7 @@ def naive_alpha(items: dict[str, dict[str, str]]) -> float | None:
             for j, b in enumerate(labels):
                 if i != j:
                     o[(a, b)] += 1 / (m - 1)
-    n_v: Counter[str] = Counter()
+    n_v: dict[str, float] = defaultdict(float)
     for (a, _), weight in o.items():
         n_v[a] += weight
     n = sum(n_v.values())
@@ -77,7 +78,7 @@ def naive_table(db_path: Path, campaign_id: int) -> dict[str, float | None]:
     return {family: naive_alpha(items) for family, items in by_family.items()}
 
 
-def timed(fn, *args) -> tuple[float, object]:
+def timed(fn, *args) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn(*args)
     return time.perf_counter() - start, result

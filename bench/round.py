@@ -74,7 +74,7 @@ def chat_latency(
     service: CrowdService, adapter: str, stop: threading.Event | None = None, n: int = 5
 ) -> list[float]:
     """Seconds for a whole 40-token reply, repeated n times or until `stop` is set."""
-    times = []
+    times: list[float] = []
     while (stop is None and len(times) < n) or (stop is not None and not stop.is_set()):
         start = time.perf_counter()
         service.generation.reply(PROBE, adapter)

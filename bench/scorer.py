@@ -128,7 +128,8 @@ def bootstrap(emotions, ref_d, our_d, reps: int = 1000, rng=None) -> tuple[float
     for _ in range(reps):
         idx = np.concatenate([np.flatnonzero(emotions == e) for e in rng.choice(names, len(names))])
         values.append(spearmanr(ref_d[idx], our_d[idx])[0])
-    return tuple(float(v) for v in np.nanpercentile(values, [5, 95]))
+    low, high = np.nanpercentile(values, [5, 95])
+    return float(low), float(high)
 
 
 def candidate_ranks(gen: Split, nb: Split, ours: np.ndarray, scorer: Embedded) -> dict[str, float]:

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from crowd.config import ModelSettings
 from crowd.generation import GenerationService, Sampling
@@ -76,7 +77,7 @@ def make_adapters(base: Path, out: Path, n: int, rank: int) -> list[Path]:
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.data.normal_(0, 0.01)
-        peft_model.save_pretrained(out / f"g{i}")
+        peft_model.save_pretrained(str(out / f"g{i}"))
         paths.append(out / f"g{i}")
     del model, peft_model
     return paths
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = make_adapters(base, tmp, max(args.adapters, args.groups), args.rank)
     # Greedy decoding with a fixed budget: every arm produces exactly the same tokens.
     sampling = Sampling(max_new_tokens=args.tokens, temperature=0.0)
-    services, result = {}, {}
+    services: dict[str, GenerationService] = {}
+    result: dict[str, Any] = {}
     for name in args.schedulers:  # one model copy per scheduler; memory measured on the first
         loaded = load_base(str(base), cache, device=args.device)
         settings = ModelSettings(max_batch=args.requests, batch_window_ms=20, scheduler=name)
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     # Throughput: the same requests over `groups` adapters, batched vs one at a time, the
     # schedulers interleaved so that a busy machine slows every arm alike.
     jobs = [(PROMPTS[i % len(PROMPTS)], f"g{i % args.groups}") for i in range(args.requests)]
-    runs = {name: ([], []) for name in services}
+    runs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in services}
     for _ in range(args.repeats):
         for name, service in services.items():
             settle(*services.values())

@@ -64,7 +64,12 @@ def round_work(loaded, passes: int = 3) -> float:
 def one_arm(arm: str, service: GenerationService, jobs, sampling) -> tuple[float, float]:
     done = threading.Event()
     if arm == "lived":  # as before: a finished round's thread stays, its pool idle
-        holder = threading.Thread(target=lambda: (parallel_op(), done.wait()), daemon=True)
+
+        def hold() -> None:
+            parallel_op()
+            done.wait()
+
+        holder = threading.Thread(target=hold, daemon=True)
         holder.start()
     else:  # now: it ends with its work
         run_in_own_thread(parallel_op, name="round-job")

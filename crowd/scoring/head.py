@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ BATCH = 32
 
 
 @functools.cache
-def embedding_model() -> tuple[object, object]:
+def embedding_model() -> tuple[Any, Any]:
     """(tokenizer, model) of the packaged all-MiniLM-L6-v2; loaded once per process (a constant)."""
     from transformers import AutoModel, AutoTokenizer
 
