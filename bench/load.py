@@ -104,7 +104,7 @@ def run_scheduler(args, scheduler: str) -> dict:
     started = time.monotonic()
     app = start_app(data_dir, port, args.tokens, scheduler, args.base_model, work / "app.log")
     url, db_path = f"http://127.0.0.1:{port}/", data_dir / "crowd.db"
-    closed: list[int] = []
+    closed: list[float] = []  # when the keeper closed a round (monotonic seconds)
     try:
         seed(url, args.seed_people, args.seed_rewrites)
         first = run_arm(url, db_path, 100, 1, args.baseline_seconds, heavy, closed)

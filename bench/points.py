@@ -31,7 +31,7 @@ def emotion_round(
     rng: np.random.Generator,
     task: str = "emotion",
 ) -> RoundOutcome:
-    items: list = []
+    items: list[ContributionItem] = []
     members: dict[int, list[str]] = {g: [] for g in range(n_groups)}
     for i in range(n_contributors):
         person, g = f"volunteer-{i}", i % n_groups
