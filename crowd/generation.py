@@ -91,6 +91,26 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
+def newest_texts(out: queue.Queue) -> Iterator[str]:
+    """The texts a request's queue receives until its end, raising the error that ended it.
+    Each text is the whole reply so far, so a reader that fell behind gets only the newest of
+    those waiting: under load, the web server then sends one update where it would send several,
+    and every stream's next update (a new reply's first token too) leaves sooner."""
+    item = out.get()
+    while item is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        newer = item
+        while isinstance(newer, str):  # skip to the newest text already queued
+            item = newer
+            try:
+                newer = out.get_nowait()
+            except queue.Empty:
+                newer = None
+        yield item
+        item = out.get() if newer is None else newer
+
+
 @dataclass(eq=False)
 class _Request(Row):
     """A row that streams its text so far to the caller's queue; `release` runs once at the end."""
@@ -193,10 +213,7 @@ class GenerationService:
         )
         self._submit(request)
         try:
-            while (item := request.out.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from newest_texts(request.out)
         finally:
             request.cancelled = True  # a caller that stops reading frees its row
 

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import BASE, GenerationService, Sampling, generate_texts
+from crowd.generation import (
+    BASE,
+    GenerationService,
+    Sampling,
+    _Request,
+    generate_texts,
+    newest_texts,
+)
 from crowd.models import ModelError, load_base
 
 GREEDY = Sampling(max_new_tokens=8, temperature=0.0)
@@ -92,6 +99,38 @@ def test_stream_yields_growing_text_ending_in_the_reply(service):
     assert parts, "the model produced no token"
     assert all(b.startswith(a) for a, b in zip(parts, parts[1:]))
     assert parts[-1].strip() == service.reply(CHATS[0], BASE, GREEDY)
+
+
+def _request_with(texts_of: dict[int, str]) -> _Request:
+    """A request whose tokens decode by `texts_of`, as the scheduler fills it."""
+    return _Request(
+        prompt=[],
+        adapter=BASE,
+        sampling=Sampling(),
+        decode=lambda ids: "".join(texts_of[i] for i in ids),
+    )
+
+
+def test_a_reader_that_fell_behind_gets_only_the_newest_text():
+    request = _request_with({1: "Hel", 2: "lo", 3: "!"})
+    for token in (1, 2, 3):  # three tokens decoded before the reader looks
+        request.tokens.append(token)
+        request.push(token)
+    request.close()
+    assert list(newest_texts(request.out)) == ["Hello!"]
+
+
+def test_a_reader_that_keeps_up_gets_every_text_and_then_the_error():
+    request, read = _request_with({1: "Hel", 2: "lo"}), []
+    texts = newest_texts(request.out)
+    for token in (1, 2):
+        request.tokens.append(token)
+        request.push(token)
+        read.append(next(texts))
+    request.close(ModelError("the adapter is gone"))
+    with pytest.raises(ModelError, match="adapter is gone"):
+        next(texts)
+    assert read == ["Hel", "Hello"]
 
 
 @pytest.mark.parametrize("scheduler", ["continuous", "static"])
