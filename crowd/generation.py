@@ -100,15 +100,15 @@ def newest_texts(out: queue.Queue) -> Iterator[str]:
     while item is not _DONE:
         if isinstance(item, BaseException):
             raise item
-        newer = item
-        while isinstance(newer, str):  # skip to the newest text already queued
-            item = newer
-            try:
-                newer = out.get_nowait()
-            except queue.Empty:
-                newer = None
-        yield item
-        item = out.get() if newer is None else newer
+        try:
+            newer = out.get_nowait()
+        except queue.Empty:  # nothing newer yet: this text, then wait for the next
+            yield item
+            item = out.get()
+            continue
+        if not isinstance(newer, str):  # the end or an error: the last text goes out first
+            yield item
+        item = newer
 
 
 @dataclass(eq=False)
