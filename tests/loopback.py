@@ -1,0 +1,92 @@
+"""Clients from other networks on one machine: a TCP forwarder that listens on a loopback address
+and reaches the app *from* that address, so the app sees each client arrive from its own network.
+
+All of 127.0.0.0/8 is local on Linux, and to the app one /24 is one network, so 127.0.10.1,
+127.0.11.1, ... stand for volunteers on different networks (`network_address`). Neither a browser
+nor gradio_client can choose the address they connect from; through a forwarder bound to
+127.0.11.1 they arrive from there:
+
+    with Forwarder(app_url, network_address(1)) as forwarder:
+        client = Client(forwarder.url)      # the app sees 127.0.11.1
+
+Bytes are copied both ways as they come, so streaming replies, server-sent events and websockets
+pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from urllib.parse import urlsplit
+
+CHUNK = 65536
+
+
+def network_address(n: int) -> str:
+    """The loopback address that stands for the n-th network (0 <= n < 240): 127.0.(10+n).1."""
+    if not 0 <= n < 240:
+        raise ValueError(f"network {n} is out of range (0-239)")
+    return f"127.0.{10 + n}.1"
+
+
+class Forwarder:
+    """Listens on (`bind`, a free port) and forwards each connection to `target_url`'s host and
+    port, connecting from `bind`. A context manager; `url` is where clients connect."""
+
+    def __init__(self, target_url: str, bind: str):
+        parts = urlsplit(target_url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.bind = bind
+        self.listener = socket.create_server((bind, 0))
+        self.url = f"{parts.scheme or 'http'}://{bind}:{self.listener.getsockname()[1]}/"
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name=f"forward-{bind}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                upstream = socket.create_connection(self.target, source_address=(self.bind, 0))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        """Copy bytes from `src` to `dst` until either side closes, then close both."""
+        try:
+            while data := src.recv(CHUNK):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            with self._lock:
+                self._open.difference_update((src, dst))
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for s in sockets:
+            s.close()
+
+    def __enter__(self) -> Forwarder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
