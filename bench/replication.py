@@ -28,7 +28,8 @@ from pathlib import Path
 
 from storage.db import connect, migrate
 from storage.litestream import Replicator, find_binary
-from storage.replica import FolderReplica
+from storage.replica import Replica
+from storage.replica_store import FolderStore
 
 TICKS = 100  # clock ticks per second in /proc/PID/stat (USER_HZ)
 
@@ -67,7 +68,7 @@ def write_for(db: Path, seconds: float, rate: float, start: int) -> int:
     return n
 
 
-def cpu_arm(data: Path, replica: FolderReplica | None, args, start: int) -> tuple[float, int]:
+def cpu_arm(data: Path, replica: Replica | None, args, start: int) -> tuple[float, int]:
     """(CPU share of one core, next row id) for one arm."""
     replicator = None
     if replica is not None:
@@ -86,13 +87,12 @@ def cpu_arm(data: Path, replica: FolderReplica | None, args, start: int) -> tupl
     return share, nxt
 
 
-def replicated_txid(replica: FolderReplica) -> int:
+def replicated_txid(replica: Replica) -> int:
     """The newest transaction the replica holds: LTX files are named MINTXID-MAXTXID (hex)."""
-    names = (replica.db_folder / "ltx").rglob("*.ltx")
-    return max((int(p.stem.split("-")[1], 16) for p in names), default=0)
+    return max((f.max_txid for f in replica.ltx_files()), default=0)
 
 
-def lag_samples(data: Path, replica: FolderReplica, args, start: int) -> list[float]:
+def lag_samples(data: Path, replica: Replica, args, start: int) -> list[float]:
     replicator = Replicator(replica, data, interval_ms=args.interval_ms)
     replicator.start()
     time.sleep(1.5)
@@ -113,7 +113,7 @@ def lag_samples(data: Path, replica: FolderReplica, args, start: int) -> list[fl
     return lags
 
 
-def restore_time(replica: FolderReplica, out: Path) -> tuple[float, int]:
+def restore_time(replica: Replica, out: Path) -> tuple[float, int]:
     started = time.monotonic()
     replica.restore_into(out)
     seconds = time.monotonic() - started
@@ -136,7 +136,7 @@ def main() -> None:
         data, folder = Path(tmp) / "data", Path(tmp) / "replica"
         folder.mkdir()
         migrate(data / "crowd.db")
-        replica = FolderReplica(folder, binary)
+        replica = Replica(FolderStore(folder), binary)
         shares: dict[str, list[float]] = {"without": [], "with": []}
         n = 0
         for _ in range(args.repeats):

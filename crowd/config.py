@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crowd.network import SPACES, Network, parse_proxies
+from storage.replica_store import DEFAULT_REGION, S3Location
 from storage.vocabulary import MAX_GROUPS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -110,12 +111,20 @@ def _key(min_chars: int) -> Callable[[str], str]:
     return parse
 
 
-def _folder(raw: str) -> Path:
+def _replica(raw: str) -> Path | S3Location:
+    """A folder (a storage bucket's mount, or any local path) or `s3://BUCKET/PATH`."""
+    if raw.startswith("s3://"):
+        bucket, _, prefix = raw.removeprefix("s3://").partition("/")
+        if "@" in bucket or "?" in raw:
+            raise ValueError(
+                "an s3:// URL holds no credentials or options: set AWS_ACCESS_KEY_ID,"
+                " AWS_SECRET_ACCESS_KEY and CROWD_S3_ENDPOINT instead"
+            )
+        if not bucket:
+            raise ValueError("an s3:// URL needs a bucket: s3://BUCKET/PATH")
+        return S3Location(bucket, prefix.strip("/"))
     if "://" in raw and not raw.startswith("file://"):
-        raise ValueError(
-            "must be a folder (e.g. the storage bucket's mount); URLs such as s3://"
-            " are not supported yet"
-        )
+        raise ValueError("must be a folder (e.g. the storage bucket's mount) or s3://BUCKET/PATH")
     return Path(raw.removeprefix("file://")).expanduser()
 
 
@@ -132,7 +141,7 @@ def setting(
     parsed and range-checked by `parse`, documented by `help`. `shown` is the default as the
     README's table gives it, when the value itself would not read well there."""
     names = (env,) if isinstance(env, str) else env
-    meta = {"env": names, "help": help, "parse": parse, "shown": shown}
+    meta = {"env": names, "help": help, "parse": parse, "shown": shown, "secret": secret}
     return field(default=default, metadata=meta, repr=not secret)
 
 
@@ -341,18 +350,45 @@ class Settings:
         _key(32),
         secret=True,
     )
-    replica: Path | None = setting(
+    replica: Path | S3Location | None = setting(
         "CROWD_REPLICA",
         None,
-        "a folder (e.g. the storage bucket's mount) Litestream streams the database to, with"
-        " the adapters; the app restores from it when the local database is missing; unset = off",
-        _folder,
+        "where Litestream streams the database to, with the adapters and the key file: a folder"
+        " (e.g. a storage bucket's mount) or `s3://BUCKET/PATH` (any S3-compatible store, e.g."
+        " a Hugging Face bucket through `CROWD_S3_ENDPOINT`); the app restores from it when the"
+        " local database is missing; unset = off",
+        _replica,
+    )
+    s3_endpoint: str | None = setting(
+        "CROWD_S3_ENDPOINT",
+        None,
+        "the S3-compatible store of an `s3://` replica, e.g. `https://s3.hf.co/<namespace>`;"
+        " unset = AWS S3",
+        _url,
+    )
+    aws_access_key_id: str | None = setting(
+        "AWS_ACCESS_KEY_ID", None, "the access key of an `s3://` replica", secret=True
+    )
+    aws_secret_access_key: str | None = setting(
+        "AWS_SECRET_ACCESS_KEY", None, "the secret key of an `s3://` replica", secret=True
+    )
+    aws_region: str = setting(
+        ("AWS_REGION", "AWS_DEFAULT_REGION"),
+        DEFAULT_REGION,
+        "the region of an `s3://` replica (Hugging Face's gateway: us-east-1)",
     )
     replica_sync_ms: int = setting(
         "CROWD_REPLICA_SYNC_MS",
         1000,
         "how often Litestream looks for new commits and ships them to the replica (ms)",
         _int_in(100, 60_000),
+    )
+    replica_check_s: int = setting(
+        "CROWD_REPLICA_CHECK_S",
+        300,
+        "how often the replica is restored into a temporary file and checked, so a replica"
+        " that no longer restores shows on the organizer page (s)",
+        _int_in(10, 86_400),
     )
     models_cache: Path | None = setting(
         "CROWD_MODELS_DIR",
@@ -364,12 +400,34 @@ class Settings:
     max_upload_mb: int = setting(
         "CROWD_MAX_UPLOAD_MB", 5, "the largest file a visitor may upload (MB)", _int_in(1, 1024)
     )
+    uploads_per_minute: int = setting(
+        "CROWD_UPLOADS_PER_MINUTE",
+        10,
+        "uploads per network address per minute (only organizers upload: reference rows)",
+        _int_in(1, 10_000),
+    )
+    max_request_kb: int = setting(
+        "CROWD_MAX_REQUEST_KB",
+        1024,
+        "the largest request body other than an upload (KB); larger ones are refused (413)"
+        " before they are read",
+        _int_in(64, 1_048_576),
+    )
     upload_ttl_s: int = setting(
         "CROWD_UPLOAD_TTL_S",
         3600,
         "uploaded and generated files are deleted after this many seconds",
         _int_in(60, 7 * 86400),
     )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replica, S3Location) and not (
+            self.aws_access_key_id and self.aws_secret_access_key
+        ):
+            raise ConfigError(
+                f"CROWD_REPLICA={self.replica} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                " (on Hugging Face: the S3 keys generated for a write token)"
+            )
 
     @property
     def db_path(self) -> Path:
@@ -388,8 +446,11 @@ class Settings:
 # --- reading and documenting ------------------------------------------------------------------
 
 
-def _read(env: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str], Any]) -> Any:
-    """The parsed value of the first of `names` that is set, or None when none is."""
+def _read(
+    env: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str], Any], secret: bool
+) -> Any:
+    """The parsed value of the first of `names` that is set, or None when none is. A bad
+    secret's message never holds its value (start-up errors end up in logs)."""
     for name in names:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
@@ -397,7 +458,8 @@ def _read(env: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str],
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+            shown = f"{name} (its value is not shown)" if secret else f"{name}={raw!r}"
+            raise ConfigError(f"{shown} is not valid: {exc}") from None
     return None
 
 
@@ -406,7 +468,7 @@ def _from_env(cls: type, env: Mapping[str, str]) -> Any:
     values: dict[str, Any] = {}
     for f in fields(cls):
         if "env" in f.metadata:
-            value = _read(env, f.metadata["env"], f.metadata["parse"])
+            value = _read(env, f.metadata["env"], f.metadata["parse"], f.metadata["secret"])
             if value is not None:
                 values[f.name] = value
         elif f.name in NESTED:

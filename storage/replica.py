@@ -1,17 +1,24 @@
-"""A folder replica of the data dir: Litestream streams every commit of the live database into
-it, and the adapters and the identity key file are copied there when they appear.
+"""A replica of the data dir, in a folder or an S3 bucket (`storage.replica_store`): Litestream
+streams every commit of the live database into it, and the adapters and the identity key file
+are copied there when they appear.
 
-The live database stays on local disk; the replica folder may be a network mount (a storage
-bucket), which SQLite itself must never write to. Layout of the folder:
+The live database stays on local disk; the replica may be a network mount or an object store,
+which SQLite itself must never write to. Layout under the replica's root:
 
     replica.json     the id of the database this replica belongs to
     db/              Litestream's replica of crowd.db
     adapters/NAME/   a copy of each adapter folder the database names (immutable once written)
     identity.key     the identity key file, when the identity comes from it
 
-The app restores from here only when its local database is missing, and replicates into here
-only when the folder is empty or belongs to the same database: a replica never overwrites a
-local database, and another campaign's replica is never written over.
+The rules that keep data safe:
+- the app restores from here only when its local database is missing, and a replica never
+  overwrites a local database;
+- it replicates into here only when the replica is empty or marked as this database's;
+  another database's replica is never written over;
+- the marker and the key file are written only once the replica holds the database, so a
+  replica with a marker or a key but no database is damaged, never merely new: a start without
+  a local database refuses it rather than starting empty over it;
+- a key file in the replica is never replaced by a different one.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 from storage.backup import DB_NAME, KEY_NAME, open_private
 from storage.db import database_id
+from storage.replica_store import (
+    LtxFile,
+    ReplicaConflict,
+    ReplicaError,
+    ReplicaStore,
+)
 from storage.restore import adapter_folder
 
 log = logging.getLogger("storage.replica")
@@ -36,54 +48,63 @@ FORMAT = "crowd-replica"
 DB_FOLDER = "db"
 RESTORE_TIMEOUT_S = 600
 
-
-class ReplicaError(RuntimeError):
-    """The replica cannot be used; the message names the folder and says why."""
+__all__ = ["Replica", "ReplicaConflict", "ReplicaError", "adapter_paths"]
 
 
-class FolderReplica:
-    def __init__(self, root: Path, binary: str):
-        self.root, self.binary = Path(root), binary
+class Replica:
+    def __init__(self, store: ReplicaStore, binary: str):
+        self.store, self.binary = store, binary
 
     @property
-    def db_folder(self) -> Path:
-        return self.root / DB_FOLDER
+    def where(self) -> str:
+        return self.store.where
 
     def check_writable(self) -> None:
-        """Create the folder if needed and prove it takes a file, or raise ReplicaError."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as exc:
-            raise ReplicaError(f"the replica folder {self.root} is not writable: {exc}") from None
+        self.store.check_writable()
+
+    def ltx_files(self) -> list[LtxFile]:
+        return self.store.ltx_files(DB_FOLDER)
 
     def has_database(self) -> bool:
         """Whether Litestream has written a replica of a database here."""
-        return any((self.db_folder / "ltx").rglob("*.ltx")) if self.db_folder.is_dir() else False
+        return bool(self.ltx_files())
 
     def owner(self) -> str | None:
         """The id of the database this replica belongs to, from its marker; None if unmarked."""
         try:
-            marker = json.loads((self.root / MARKER).read_text())
-        except (OSError, ValueError):
+            marker = json.loads(self.store.read_bytes(MARKER) or b"null")
+        except ValueError:
             return None
         value = marker.get("database_id") if isinstance(marker, dict) else None
         return value if isinstance(value, str) else None
 
-    def claim(self, db_id: str) -> None:
-        """Mark the replica as this database's; refuse one holding another database."""
+    def leftovers(self) -> list[str]:
+        """What a replica holds besides a database: its marker, the key file."""
+        return [name for name in (MARKER, KEY_NAME) if self.store.read_bytes(name) is not None]
+
+    def check_ours(self, db_id: str) -> None:
+        """ReplicaConflict unless this replica is empty or marked as `db_id`'s."""
         owner = self.owner()
         if owner == db_id:
             return
-        if self.has_database():
-            raise ReplicaError(
-                f"the replica folder {self.root} holds another database's replica"
-                f" ({owner or 'unmarked'}; this one is {db_id}): replication is off. Point the"
-                " replica at an empty folder, or move that one aside."
+        if owner is not None:
+            raise ReplicaConflict(
+                f"the replica {self.where} belongs to another database ({owner}; this one is"
+                f" {db_id}); point CROWD_REPLICA at a new, empty replica"
             )
-        _write_atomically(self.root / MARKER, json.dumps({"format": FORMAT, "database_id": db_id}))
+        held = (["a database"] if self.has_database() else []) + self.leftovers()
+        if held:
+            raise ReplicaConflict(
+                f"the replica {self.where} is unmarked but holds {' and '.join(held)}: it is not"
+                " this database's; point CROWD_REPLICA at a new, empty replica, or move that one"
+                " aside"
+            )
+
+    def mark(self, db_id: str) -> None:
+        """Mark the replica as `db_id`'s (once it holds that database)."""
+        if self.owner() != db_id:
+            body = json.dumps({"format": FORMAT, "database_id": db_id})
+            self.store.write_bytes(MARKER, body.encode())
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -96,8 +117,8 @@ class FolderReplica:
         staging = Path(tempfile.mkdtemp(prefix=".replica-restore-", dir=data_dir))
         try:
             restored = staging / DB_NAME
-            self._litestream_restore(restored)
-            db_id = self._check_restored(restored)
+            self.restore_database(restored)
+            db_id = self.check_restored(restored)
             adapters, missing = self._fetch_adapters(restored, staging)
             key = self._fetch_key(staging, data_dir)
             _clear_stale(data_dir)
@@ -114,21 +135,26 @@ class FolderReplica:
             "key_file": bool(key),
         }
 
-    def _litestream_restore(self, out: Path) -> None:
-        command = [self.binary, "restore", "-o", str(out), self.db_folder.resolve().as_uri()]
+    def restore_database(self, out: Path, timeout_s: float = RESTORE_TIMEOUT_S) -> None:
+        """`litestream restore` of the replica's database into the new file `out`."""
+        import os
+
+        command = [self.binary, "restore", "-o", str(out), self.store.litestream_url(DB_FOLDER)]
         try:
             done = subprocess.run(
-                command, capture_output=True, text=True, timeout=RESTORE_TIMEOUT_S
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env={**os.environ, **self.store.litestream_env()},
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ReplicaError(
-                f"cannot run litestream restore from {self.db_folder}: {exc}"
-            ) from None
+            raise ReplicaError(f"cannot run litestream restore from {self.where}: {exc}") from None
         if done.returncode != 0 or not out.is_file():
             why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ReplicaError(f"the replica in {self.db_folder} cannot be restored: {why[0]}")
+            raise ReplicaError(f"the replica {self.where} cannot be restored: {why[0][:300]}")
 
-    def _check_restored(self, path: Path) -> str:
+    def check_restored(self, path: Path) -> str:
         """The restored database's id, once it proves intact, ours and this replica's."""
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -141,57 +167,60 @@ class FolderReplica:
             check = str(exc)
         if check != "ok":
             raise ReplicaError(
-                f"the replica in {self.db_folder} restores a damaged or foreign database ({check})"
+                f"the replica {self.where} restores a damaged or foreign database ({check})"
             )
         db_id, owner = database_id(path), self.owner()
         if owner is not None and db_id != owner:
             raise ReplicaError(
-                f"the replica folder {self.root} is marked for database {owner}"
+                f"the replica {self.where} is marked for database {owner}"
                 f" but its db/ holds {db_id}: it mixes two databases"
             )
         return db_id or ""
 
     def _fetch_adapters(self, db: Path, staging: Path) -> tuple[list[str], list[str]]:
-        found, missing = [], []
+        found: list[str] = []
+        missing: list[str] = []
         for name in adapter_paths(db):
-            source = self.root / name
-            if source.is_dir() and not source.is_symlink():
-                shutil.copytree(source, staging / name, symlinks=True)
-                found.append(name)
-            else:
-                missing.append(name)
+            (found if self.store.get_folder(name, staging / name) else missing).append(name)
         return found, missing
 
     def _fetch_key(self, staging: Path, data_dir: Path) -> list[str]:
-        source = self.root / KEY_NAME
-        if not source.is_file() or (data_dir / KEY_NAME).exists():
+        data = self.store.read_bytes(KEY_NAME)
+        if data is None or (data_dir / KEY_NAME).exists():
             return []
         with open_private(staging / KEY_NAME) as sink:
-            sink.write(source.read_bytes())
+            sink.write(data)
         return [KEY_NAME]
 
     # -- replicate files -------------------------------------------------------------------
 
-    def copy_adapters(self, db: Path, data_dir: Path) -> list[str]:
+    def copy_adapters(self, db: Path, data_dir: Path, known: set[str]) -> list[str]:
         """Copy each adapter folder the database names that the replica lacks; returns them.
-        Adapters are immutable once written, so one copy each is enough."""
+        Adapters are immutable once written, so one copy each is enough; `known` collects
+        those already in the replica, so each is looked up there once."""
         copied = []
         for name in adapter_paths(db):
-            source, target = data_dir / name, self.root / name
-            if target.exists() or not source.is_dir():
+            source = data_dir / name
+            if name in known or not source.is_dir():
                 continue
-            partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-            shutil.copytree(source, partial, symlinks=True)
-            partial.rename(target)
-            copied.append(name)
+            if not self.store.has_folder(name):
+                self.store.put_folder(source, name)
+                copied.append(name)
+            known.add(name)
         return copied
 
     def save_key(self, key_file: Path) -> None:
-        """Keep a copy of the identity key file, so a restore keeps every token valid."""
+        """Keep a copy of the identity key file, so a restore keeps every token valid. A
+        different key already there is never replaced: old tokens may still need it."""
         data = key_file.read_bytes()
-        target = self.root / KEY_NAME
-        if not target.is_file() or target.read_bytes() != data:
-            _write_atomically(target, data.decode())
+        there = self.store.read_bytes(KEY_NAME)
+        if there is None:
+            self.store.write_bytes(KEY_NAME, data)
+        elif there != data:
+            raise ReplicaConflict(
+                f"the replica {self.where} holds another identity.key than the data dir's;"
+                " it is left as it is (tokens signed with it would stop working)"
+            )
 
 
 def adapter_paths(db: Path) -> list[str]:
@@ -206,13 +235,6 @@ def adapter_paths(db: Path) -> list[str]:
     finally:
         conn.close()
     return sorted(p for (p,) in rows if adapter_folder(p) == p)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    with open_private(partial) as sink:
-        sink.write(text.encode())
-    partial.replace(path)
 
 
 def _clear_stale(data_dir: Path) -> None:

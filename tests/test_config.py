@@ -105,16 +105,40 @@ def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
         load_settings({meta["env"][0]: bad})
 
 
-def test_secrets_are_long_enough_and_any_text_and_replicas_are_folders():
-    with pytest.raises(ConfigError, match="CROWD_ORGANIZER_SECRET.*at least 16"):
-        load_settings({"CROWD_ORGANIZER_SECRET": "x"})
+def test_secrets_are_long_enough_any_text_and_never_echoed():
+    for name, short in (
+        ("CROWD_ORGANIZER_SECRET", "hunter2-short"),
+        ("CROWD_IDENTITY_SECRET", "qqqq-too-short"),
+    ):
+        with pytest.raises(ConfigError, match=f"{name}.*at least") as refused:
+            load_settings({name: short})
+        assert short not in str(refused.value) and "not shown" in str(refused.value)
     assert load_settings({"CROWD_ORGANIZER_SECRET": "clé-d'été-très-sûre"}).organizer_secret
-    with pytest.raises(ConfigError, match="CROWD_IDENTITY_SECRET"):
-        load_settings({"CROWD_IDENTITY_SECRET": "short"})
-    with pytest.raises(ConfigError, match="CROWD_REPLICA.*not supported"):
-        load_settings({"CROWD_REPLICA": "s3://bucket/crowd"})
-    assert load_settings({"CROWD_REPLICA": "file:///mnt/b"}).replica == Path("/mnt/b")
     assert "secret" not in repr(load_settings({"CROWD_BACKUP_KEY": "secret" * 6}))
+
+
+def test_a_replica_is_a_folder_or_an_s3_url_with_credentials():
+    assert load_settings({"CROWD_REPLICA": "file:///mnt/b"}).replica == Path("/mnt/b")
+    keys = {"AWS_ACCESS_KEY_ID": "HFAKEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret-value"}
+    s3 = load_settings({"CROWD_REPLICA": "s3://bucket/crowd/space/", **keys})
+    assert (s3.replica.bucket, s3.replica.prefix, s3.aws_region) == (
+        "bucket",
+        "crowd/space",
+        "us-east-1",
+    )
+    assert "s3-secret-value" not in repr(s3) and "HFAKEXAMPLE" not in repr(s3)
+    for url, why in (
+        ("s3://", "needs a bucket"),
+        ("s3:///crowd", "needs a bucket"),
+        ("s3://KEY:SECRET@bucket/x", "holds no credentials"),
+        ("gs://bucket/x", "folder .* or s3://"),
+    ):
+        with pytest.raises(ConfigError, match=f"CROWD_REPLICA.*{why}"):
+            load_settings({"CROWD_REPLICA": url, **keys})
+    with pytest.raises(ConfigError, match="needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        load_settings({"CROWD_REPLICA": "s3://bucket/crowd"})
+    with pytest.raises(ConfigError, match="CROWD_S3_ENDPOINT"):
+        load_settings({"CROWD_REPLICA": "s3://b/c", "CROWD_S3_ENDPOINT": "s3.hf.co", **keys})
 
 
 def test_vllm_serving_needs_the_server_address():

@@ -212,7 +212,7 @@ def test_a_replica_of_another_database_is_never_written_over(replicated, tmp_pat
     before = fingerprint(replicated.replica)
     replica = replication.prepare(other)
     assert replication.start(other, replica) is None
-    assert "REPLICATION OFF" in caplog.text and "another database's replica" in caplog.text
+    assert "REPLICATION OFF" in caplog.text and "belongs to another database" in caplog.text
     assert fingerprint(replicated.replica) == before
 
 
@@ -223,7 +223,9 @@ def test_a_corrupt_replica_without_local_data_stops_the_start_and_changes_nothin
         ltx.write_bytes(b"garbage")
     shutil.rmtree(replicated.data_dir)
     replicated.data_dir.mkdir()
-    with pytest.raises(replication.ReplicaRefused, match="cannot be restored.*unset CROWD_REPLICA"):
+    with pytest.raises(
+        replication.ReplicaRefused, match="cannot be restored.*restore a backup.*new, empty replica"
+    ):
         replication.prepare(replicated)
     assert list(replicated.data_dir.iterdir()) == []
 
@@ -237,9 +239,19 @@ def test_a_missing_or_unwritable_replica_folder_is_named_and_local_data_still_se
     ):
         caplog.clear()
         broken = replace(replicated, replica=folder)
-        assert replication.prepare(broken) is None  # the app starts on its local data
+        replica = replication.prepare(broken)  # the app starts on its local data
         assert "REPLICATION OFF" in caplog.text and str(folder) in caplog.text
         assert message in caplog.text
+        replicator = replication.start(broken, replica)  # and keeps trying the replica
+        try:
+            deadline = time.monotonic() + 20
+            while replication.health_of(broken).status.get("state") != "waiting":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            health = replication.health_of(broken)
+            assert health.verdict == "failing" and message in " ".join(health.problems)
+        finally:
+            replicator.stop()
         empty = replace(broken, data_dir=tmp_path / "empty")
         with pytest.raises(replication.ReplicaRefused, match=message):
             replication.prepare(empty)
