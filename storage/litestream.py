@@ -114,6 +114,7 @@ class Replicator(threading.Thread):
 
     def run(self) -> None:
         backoff = 1.0
+        self._report()  # this run's status replaces any earlier run's
         while not self._halt.is_set():
             if not self.claimed and not self._claim():
                 self._halt.wait(self.retry_s)
@@ -184,7 +185,7 @@ class Replicator(threading.Thread):
             text=True,
             preexec_fn=_die_with_parent,
             start_new_session=True,
-            env={**os.environ, **self.replica.store.litestream_env()},
+            env=self.replica.store.litestream_env(os.environ),
         )
         threading.Thread(
             target=_forward,

@@ -146,7 +146,7 @@ class Replica:
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
-                env={**os.environ, **self.store.litestream_env()},
+                env=self.store.litestream_env(os.environ),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ReplicaError(f"cannot run litestream restore from {self.where}: {exc}") from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +68,7 @@ class ReplicaStore(Protocol):
     def ltx_files(self, db_folder: str) -> list[LtxFile]: ...
     def litestream_replica(self, db_folder: str, every: str) -> list[str]: ...
     def litestream_url(self, db_folder: str) -> str: ...
-    def litestream_env(self) -> dict[str, str]: ...
+    def litestream_env(self, environ: Mapping[str, str]) -> dict[str, str]: ...
 
 
 def _quote(text: str) -> str:
@@ -157,8 +157,8 @@ class FolderStore:
     def litestream_url(self, db_folder: str) -> str:
         return (self.root / db_folder).resolve().as_uri()
 
-    def litestream_env(self) -> dict[str, str]:
-        return {}
+    def litestream_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        return dict(environ)
 
 
 # --- an S3 bucket ----------------------------------------------------------------------------
@@ -346,9 +346,13 @@ class S3Store:
             query |= {"endpoint": self.access.endpoint, "forcePathStyle": "true"}
         return f"s3://{self.location.bucket}/{self.key(db_folder)}?{urlencode(query)}"
 
-    def litestream_env(self) -> dict[str, str]:
-        """Litestream reads the credentials from its environment, never from a file."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.access.key_id,
-            "AWS_SECRET_ACCESS_KEY": self.access.secret,
-        }
+    def litestream_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """`environ` with the credentials, which Litestream reads from its environment (never
+        from a file). Over plain http there is no certificate to check, and an AWS_CA_BUNDLE
+        would only stop Litestream's S3 client from starting ("unable to add custom RootCAs"),
+        so it is left out then."""
+        env = {**environ, "AWS_ACCESS_KEY_ID": self.access.key_id}
+        env["AWS_SECRET_ACCESS_KEY"] = self.access.secret
+        if (self.access.endpoint or "").startswith("http://"):
+            env.pop("AWS_CA_BUNDLE", None)
+        return env

