@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import threading
@@ -95,52 +96,82 @@ checks deep in the domain (the organizer key) can back off per address."""
 
 
 class KeyGuard:
-    """Back-off after wrong keys, per address and overall: after `free` failures in a row, each
-    further one locks that address (or, past `free_overall`, everyone) for twice as long as the
-    last, up to `cap_s`. While locked every attempt is refused, right or wrong, so guessing
-    gains nothing by hurrying. A success clears its address; 15 quiet minutes clear the rest.
-    Not persisted: a restart forgives everyone."""
+    """Back-off after wrong keys, per source: after `free` failures in a row, each further one
+    locks that source for twice as long as the last, up to `cap_s`. While locked, every attempt
+    from that source is refused, right or wrong, so guessing gains nothing by hurrying; other
+    sources are never refused, so no one can lock the organizer out. A source is an IPv4
+    address or an IPv6 /64 (one subscriber's usual allocation).
+
+    Overall, past `slow_after` failures from everywhere, each check waits a little first
+    (`delay_s`, growing to `max_delay_s`): many sources guessing together are slowed, never
+    refused, and a right key still works. A success clears its source; 15 quiet minutes clear
+    the rest. Not persisted: a restart forgives everyone."""
 
     def __init__(
         self,
         free: int = 5,
-        free_overall: int = 50,
         cap_s: float = 900.0,
+        slow_after: int = 50,
+        max_delay_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
-        self.free, self.free_overall, self.cap_s, self._clock = free, free_overall, cap_s, clock
-        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, locked until)
+        self.free, self.cap_s, self._clock, self._sleep = free, cap_s, clock, sleep
+        self.slow_after, self.max_delay_s = slow_after, max_delay_s
+        self._failures: dict[str, tuple[int, float]] = {}  # source -> (count, locked until)
+        self._overall: deque[float] = deque()  # when each recent failure happened
         self._lock = threading.Lock()
 
     def wait_s(self, address: str | None) -> float:
         """Seconds until `address` may try again (0 when it may now)."""
         now = self._clock()
         with self._lock:
-            until = max(self._failures.get(k, (0, 0.0))[1] for k in self._keys(address))
+            until = self._failures.get(source_of(address), (0, 0.0))[1]
         return max(0.0, until - now)
 
-    def record(self, address: str | None, ok: bool) -> None:
+    def delay_s(self) -> float:
+        """How long every check waits now: 0 until many wrong keys came from everywhere."""
         now = self._clock()
         with self._lock:
+            while self._overall and now - self._overall[0] > FORGET_AFTER_S:
+                self._overall.popleft()
+            excess = len(self._overall) - self.slow_after
+        return 0.0 if excess <= 0 else min(self.max_delay_s, 0.02 * excess)
+
+    def pause(self) -> None:
+        """Wait `delay_s` before a check (in the caller's thread)."""
+        if (delay := self.delay_s()) > 0:
+            self._sleep(delay)
+
+    def record(self, address: str | None, ok: bool) -> None:
+        now, source = self._clock(), source_of(address)
+        with self._lock:
             if ok:
-                self._failures.pop(f"address:{address}", None)
+                self._failures.pop(source, None)
                 return
-            for key in self._keys(address):
-                count, until = self._failures.get(key, (0, 0.0))
-                if now - until > FORGET_AFTER_S:
-                    count = 0
-                count += 1
-                free = self.free_overall if key == OVERALL else self.free
-                if count > free:
-                    until = now + min(self.cap_s, 2.0 ** (count - free - 1))
-                self._failures[key] = (count, max(until, now))
-
-    @staticmethod
-    def _keys(address: str | None) -> list[str]:
-        return [OVERALL] + ([f"address:{address}"] if address else [])
+            self._overall.append(now)
+            count, until = self._failures.get(source, (0, 0.0))
+            if now - until > FORGET_AFTER_S:
+                count = 0
+            count += 1
+            if count > self.free:
+                until = now + min(self.cap_s, 2.0 ** (count - self.free - 1))
+            self._failures[source] = (count, max(until, now))
 
 
-OVERALL = "overall"
+def source_of(address: str | None) -> str:
+    """The unit wrong keys are counted by: an IPv4 address, an IPv6 /64, or 'unknown'."""
+    if not address:
+        return "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 FORGET_AFTER_S = 900.0
 
 

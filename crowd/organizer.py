@@ -48,8 +48,9 @@ class Organizer:
 
     def authorized(self, key: str | None, hf_orgs: list[str] | None = None) -> bool:
         """The organizer secret, a pass from `issue_pass`, or membership of the configured
-        Hugging Face organisation. Wrong secrets back off, per caller address (`CALLER`) and
-        overall: while backed off, every secret is refused."""
+        Hugging Face organisation. Wrong secrets back off per caller address (`CALLER`): while
+        an address is backed off, every secret from it is refused; other addresses are only
+        slowed when wrong keys come from many (`crowd.limits.KeyGuard`)."""
         settings = self.service.settings
         if settings.organizer_hf_org and hf_orgs and settings.organizer_hf_org in hf_orgs:
             return True
@@ -61,6 +62,7 @@ class Organizer:
         address = CALLER.get()
         if self.guard.wait_s(address) > 0:
             return False
+        self.guard.pause()  # many wrong keys from everywhere: slower, never shut
         # As UTF-8 bytes: compare_digest refuses non-ASCII str, and any text is a fine key.
         typed = str(key).encode("utf-8", "surrogatepass")
         ok = hmac.compare_digest(typed, secret.encode("utf-8"))

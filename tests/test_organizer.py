@@ -104,9 +104,10 @@ def as_caller(address: str, action):
         CALLER.reset(token)
 
 
-def test_wrong_keys_back_off_per_address_then_for_everyone(organizer):
+def test_wrong_keys_back_off_per_address_and_only_slow_everyone_else(organizer):
     clock = Clock()
-    organizer.guard = KeyGuard(free=5, free_overall=12, clock=clock)
+    paused: list[float] = []
+    organizer.guard = KeyGuard(free=5, slow_after=12, clock=clock, sleep=paused.append)
     for _ in range(5):
         assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess"))
     assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess again"))  # locked now
@@ -118,10 +119,16 @@ def test_wrong_keys_back_off_per_address_then_for_everyone(organizer):
         clock.now += organizer.guard.wait_s("10.0.0.1")
         assert not as_caller("10.0.0.1", lambda: organizer.authorized("guess"))
         assert organizer.guard.wait_s("10.0.0.1") == wait
-    for n in range(8):  # guesses spread over many addresses hit the overall limit
+    for n in range(40):  # guesses spread over many addresses slow everyone, refuse no one
         as_caller(f"10.9.0.{n}", lambda: organizer.authorized("guess"))
-    assert not as_caller("10.0.0.3", lambda: organizer.authorized(KEY))
+    assert 0 < organizer.guard.delay_s() <= 1.0 and 0 < max(paused) <= 1.0
+    assert as_caller("10.0.0.3", lambda: organizer.authorized(KEY))
+    for n in range(6):  # an IPv6 /64 is one source, however many addresses it holds
+        as_caller(f"2001:db8:0:1::{n + 1}", lambda: organizer.authorized("guess"))
+    assert organizer.guard.wait_s("2001:db8:0:1::ffff") > 0
+    assert organizer.guard.wait_s("2001:db8:0:2::1") == 0
     clock.now += 901  # quiet for 15 minutes: forgiven
+    assert organizer.guard.delay_s() == 0
     assert as_caller("10.0.0.1", lambda: organizer.authorized(KEY))
 
 

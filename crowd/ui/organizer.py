@@ -175,24 +175,46 @@ def status_text(status: dict) -> str:
     )
 
 
+WIRED = "__crowd_wired__"  # set on every wrapped handler; tests/test_organizer_page.py checks it
+
+
 def from_address(handler: Callable, trusted: tuple = ()) -> Callable:
     """`handler` as the page wires it: Gradio hands the caller's request to a first parameter
     annotated `gr.Request`; the wrapper runs `handler` with the caller's address (behind the
-    `trusted` proxies) in `CALLER`, so the Organizer backs off wrong keys per address as well
-    as overall."""
+    `trusted` proxies) in `CALLER`, so the Organizer backs off wrong keys per address. A
+    generator (a download) gets the address around each step, which may run on another
+    thread."""
+    if inspect.isgeneratorfunction(handler):
 
-    @functools.wraps(handler)
-    def wrapper(request: gr.Request, *args, **kwargs):
-        token = CALLER.set(address_of(request, trusted))
-        try:
-            return handler(*args, **kwargs)
-        finally:
-            CALLER.reset(token)
+        @functools.wraps(handler)
+        def wrapper(request: gr.Request, *args, **kwargs):
+            address = address_of(request, trusted)
+            steps = handler(*args, **kwargs)
+            while True:
+                token = CALLER.set(address)
+                try:
+                    value = next(steps)
+                except StopIteration:
+                    return
+                finally:
+                    CALLER.reset(token)
+                yield value
+
+    else:
+
+        @functools.wraps(handler)
+        def wrapper(request: gr.Request, *args, **kwargs):
+            token = CALLER.set(address_of(request, trusted))
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                CALLER.reset(token)
 
     first = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = [first, *inspect.signature(handler).parameters.values()]
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**handler.__annotations__, "request": "gr.Request"}
+    setattr(wrapper, WIRED, True)
     del wrapper.__wrapped__  # Gradio and typing must see the wrapper's own signature
     return wrapper
 
@@ -357,20 +379,17 @@ class OrganizerHandlers:
         ack("Participant banned: their data leaves training and export.")
         return self.corrections(key)
 
-    def export(self, key: str | None, request: gr.Request = None) -> Iterator[object]:
+    def export(self, key: str | None) -> Iterator[object]:
         """Build the export zip in a private temporary folder, hand it to Gradio (which copies
         it into its own cache, expired after CROWD_UPLOAD_TTL_S), then remove the folder: a
         generator, so the removal runs when Gradio asks for the next value, after the copy.
         A refused export creates nothing."""
-        token = CALLER.set(address_of(request, self.proxies))
         try:
             self.organizer.check_key(key)
         except Refused as exc:
             warn(exc)
             yield gr.skip()
             return
-        finally:
-            CALLER.reset(token)
         try:
             with self.organizer.export_zip(key) as path:
                 ack("Export ready.")

@@ -13,6 +13,7 @@ from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
 from crowd.ui.quality import ALPHA_COLUMNS, QUEUE_COLUMNS, QualityHandlers
+from crowd.ui.replication_view import ReplicationHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
 
@@ -72,6 +73,8 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             build = gr.Button("Build the export", elem_id="org-export")
             download = gr.File(label="Download", interactive=False, elem_id="org-download")
             model = _model_export_section()
+        with gr.Tab("Replication"):
+            replication = _replication_section()
     timer = gr.Timer(JOBS_TICK_S)
 
     show_references = dict(
@@ -120,10 +123,11 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             api_name=f"organizer_{action}",
         )
     _wire_moderation(handlers, key, moderation)
-    _wire_quality(QualityHandlers(handlers.organizer), key, quality)
-    build.click(handlers.export, [key], [download], api_name="organizer_export")
+    _wire_replication(handlers, ReplicationHandlers(handlers.organizer), key, replication)
+    _wire_quality(handlers, QualityHandlers(handlers.organizer), key, quality)
+    build.click(handlers.wired(handlers.export), [key], [download], api_name="organizer_export")
     model["build"].click(
-        handlers.export_model,
+        handlers.wired(handlers.export_model),
         [key, model["round"], model["merged"]],
         [model["download"]],
         api_name="organizer_export_model",
@@ -151,22 +155,44 @@ def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> N
     )
 
 
-def _wire_quality(handlers: QualityHandlers, key: gr.Textbox, q: dict) -> None:
+def _wire_quality(
+    wiring: OrganizerHandlers, handlers: QualityHandlers, key: gr.Textbox, q: dict
+) -> None:
     view = [q["summary"], q["alpha"], q["queue"]]
-    q["refresh"].click(handlers.view, [key], view, api_name="organizer_quality")
+    q["refresh"].click(wiring.wired(handlers.view), [key], view, api_name="organizer_quality")
     q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
     for action in ("hide", "unhide"):
         q[action].click(
-            handlers.act(action),
+            wiring.wired(handlers.act(action)),
             [key, q["participant_id"]],
             view,
             api_name=f"organizer_{action}_person",
         )
     q["ban"].click(
-        handlers.act("ban"),
+        wiring.wired(handlers.act("ban")),
         [key, q["participant_id"], q["reason"]],
         view,
         api_visibility="private",  # the Moderation tab's organizer_ban is the API for bans
+    )
+
+
+def _replication_section() -> dict:
+    r: dict[str, Any] = {}
+    gr.Markdown(
+        "Every commit is streamed by Litestream to the replica (CROWD_REPLICA); a restart "
+        "restores from it. The replica is restored into a temporary file now and then, so one "
+        "that no longer restores shows here, not at the next restart."
+    )
+    r["refresh"] = gr.Button("Check replication", elem_id="org-replication-refresh")
+    r["text"] = gr.Markdown(elem_id="org-replication")
+    return r
+
+
+def _wire_replication(
+    wiring: OrganizerHandlers, handlers: ReplicationHandlers, key: gr.Textbox, r: dict
+) -> None:
+    r["refresh"].click(
+        wiring.wired(handlers.show), [key], [r["text"]], api_name="organizer_replication"
     )
 
 
