@@ -16,6 +16,7 @@ from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from crowd.ui.api import VolunteerApi
 from crowd.ui.components import css
+from crowd.ui.http_limits import RequestLimits
 from crowd.ui.organizer import OrganizerHandlers
 from crowd.ui.organizer_page import organizer_page
 from crowd.ui.volunteer import volunteer_page
@@ -88,13 +89,25 @@ def peer_is_the_socket() -> None:
 
 
 def launch_options(settings: Settings | None = None) -> dict:
-    """Arguments for `Blocks.launch` shared by app.py and the tests: the look, and the largest
-    upload anyone may send (`/gradio_api/upload` is open to every visitor). Also leaves
-    X-Forwarded-For to `crowd.network` alone (`peer_is_the_socket`)."""
+    """Arguments for `Blocks.launch` shared by app.py and the tests: the look, the largest
+    upload anyone may send (`/gradio_api/upload` is open to every visitor), and the request
+    limits in front of every route (`crowd.ui.http_limits`). Also leaves X-Forwarded-For to
+    `crowd.network` alone (`peer_is_the_socket`)."""
+    from starlette.middleware import Middleware
+
     peer_is_the_socket()
-    max_mb = (settings or Settings()).max_upload_mb
+    settings = settings or Settings()
+    max_file = settings.max_upload_mb * 1024 * 1024
+    limits = Middleware(
+        RequestLimits,
+        max_body=settings.max_request_kb * 1024,
+        max_upload=max_file,
+        uploads_per_minute=settings.uploads_per_minute,
+        trusted=settings.trusted_proxies,
+    )
     return {
         "css": css(),
         "theme": gr.themes.Soft(primary_hue="indigo"),
-        "max_file_size": max_mb * 1024 * 1024,
+        "max_file_size": max_file,
+        "app_kwargs": {"middleware": [limits]},
     }
