@@ -42,6 +42,7 @@ from storage.backup import (
 )
 
 MAX_BYTES = 8 << 30  # the most a restore writes, all members together (8 GiB)
+MAX_HEADER_BYTES = 64 << 10  # a pax or GNU long-name header: names and a few fields, never more
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_KEY_BYTES = 4096
 HEADROOM = 64 << 20  # free space kept beyond the restored files
@@ -63,6 +64,28 @@ def adapter_folder(name: object) -> str | None:
     clean = safe_relative(name)
     parts = clean.split("/") if clean else []
     return clean if len(parts) >= 2 and parts[0] == ADAPTERS else None
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses an extended header (pax, GNU long name or link) larger than MAX_HEADER_BYTES
+    before tarfile reads it: tarfile reads such a header whole into memory, so a 1 MB archive
+    claiming a 2 GB header took 2 GB and 21 s to refuse."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile):  # type: ignore[override]
+        if self.type in EXTENDED_HEADERS and self.size > MAX_HEADER_BYTES:
+            raise tarfile.HeaderError(
+                f"an extended tar header of {self.size:,} bytes (at most {MAX_HEADER_BYTES:,})"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
 # --- the manifest ----------------------------------------------------------------------------
@@ -265,7 +288,7 @@ def verify_backup(
         raise BackupError(f"no backup at {archive}")
     free_bytes = free_bytes or (lambda path: shutil.disk_usage(path).free)
     try:
-        with tarfile.open(archive, "r|gz") as tar:
+        with tarfile.open(archive, "r|gz", tarinfo=_BoundedTarInfo) as tar:
             manifest = _read_manifest(tar, archive)
             signed = _check_signature(manifest, archive, keys, insecure_unsigned)
             files = _expected_files(manifest, archive)
@@ -316,7 +339,7 @@ def restore_backup(
             " to replace it (it is kept in a pre-restore folder)"
         )
     created = not data_dir.exists()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
     # Staged inside the data dir: the same file system, so the final renames are atomic.
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))

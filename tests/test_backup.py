@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import sqlite3
 import stat
 import tarfile
@@ -476,3 +477,59 @@ def test_members_out_of_order_or_twice_are_refused(settings, live, tmp_path):
     forge(archive, [("crowd.db", db), adapter, adapter], KEY)
     refused(archive, settings, "comes twice")
     assert live()
+
+
+def test_an_oversized_tar_header_is_refused_before_it_is_read(settings, live, tmp_path):
+    """A pax header claiming 256 MB (zeros: a small archive) is refused at its header: the
+    archive's reader never holds it in memory."""
+    import gzip
+    import tracemalloc
+
+    archive = tmp_path / "header.tar.gz"
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, 256 << 20
+    with gzip.open(archive, "wb", compresslevel=9) as sink:
+        sink.write(info.tobuf(tarfile.USTAR_FORMAT))
+        chunk = bytes(1 << 20)
+        for _ in range(256):
+            sink.write(chunk)
+    assert archive.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        refused(archive, settings, "extended tar header of 268,435,456 bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # tarfile inflates ~10 KB of gzip at a time (up to ~10 MB of zeros): bounded, unlike the
+    # 256 MB header it used to read whole
+    assert peak < 64 << 20, f"{peak:,} bytes held while refusing"
+    assert live()
+
+
+def test_the_restore_command_makes_private_folders(settings, db_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CROWD_DATA_DIR", str(settings.data_dir))
+    seed_versions(db_path, settings.data_dir)
+    assert main(["backup", "--out", str(tmp_path / "b.tar.gz")]) == 0
+    before = os.umask(0o022)  # a permissive shell
+    try:
+        target = tmp_path / "new"
+        key = str(settings.data_dir / "identity.key")
+        assert (
+            main(
+                [
+                    "restore",
+                    str(tmp_path / "b.tar.gz"),
+                    "--data-dir",
+                    str(target),
+                    "--key-file",
+                    key,
+                ]
+            )
+            == 0
+        )
+    finally:
+        os.umask(before)
+    folders = [target, *(p for p in target.rglob("*") if p.is_dir())]
+    assert folders and all(p.stat().st_mode & 0o077 == 0 for p in folders), [
+        (p, oct(p.stat().st_mode)) for p in folders
+    ]

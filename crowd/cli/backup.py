@@ -6,6 +6,7 @@ archive) and refuses an unsigned or tampered archive unless told `--insecure-uns
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -78,6 +79,7 @@ def main(argv: list[str]) -> int:
     """`python -m crowd backup --out FILE` / `python -m crowd restore FILE [--force]`:
     0 on success, 2 when refused (with the reason on stderr)."""
     command = argv[0]
+    os.umask(0o077)  # every folder and file they make is the app user's only, as in app.py
     try:
         args = _parser(command).parse_args(argv[1:])
     except SystemExit as exc:
