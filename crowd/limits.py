@@ -33,12 +33,43 @@ class Limits:
     undo_window_s: float = 120.0
 
 
-_TAG = re.compile(r"<\s*/?\s*[a-zA-Z!][^>]*>")
+ACTIVE_MARKUP = re.compile(
+    r"<\s*/?\s*(script|style|iframe|frame|object|embed|img|image|svg|math|video|audio|source"
+    r"|track|link|meta|base|form|input|button|textarea|select)\b"
+    r"|<[^>]*\son\w+\s*="
+    r"|(javascript|vbscript)\s*:"
+    r"|data\s*:\s*[a-z]+/[\w.+-]+\s*[;,]",
+    re.IGNORECASE,
+)
+"""Markup that loads or runs something in an HTML renderer. Everything a volunteer wrote is
+shown inert here (`crowd.ui.components.inert`), so plain `<` and `>` (`x<y and y>z`, `<3`) and
+harmless tags pass; these are refused still, because the exported data and the models trained
+on it leave this app for viewers that may render them."""
+
 _NAME = re.compile(r"^[\w .'\-]+$")
+JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner: Persian, Indic scripts, emoji
+TAGS = range(0xE0020, 0xE0080)  # emoji tag sequences (subdivision flags), after U+1F3F4
+
+
+def _invisible(text: str) -> str | None:
+    """The first control or format character that has no business in the text, or None.
+    Joiners count only between two visible characters, emoji tags only in a flag sequence;
+    bidirectional overrides, BOMs and the like are always refused (they disguise text)."""
+    for i, ch in enumerate(text):
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co"):
+            continue
+        before, after = text[i - 1 : i], text[i + 1 : i + 2]
+        if ch in JOINERS and before.strip() and after.strip() and after not in JOINERS:
+            continue
+        if ord(ch) in TAGS and before and (before == "\U0001f3f4" or ord(before) in TAGS):
+            continue
+        return ch
+    return None
 
 
 def clean_text(text: object, field: str, max_chars: int) -> str:
-    """Trimmed `text`, or Refused: empty, too long, control characters, or HTML markup."""
+    """Trimmed `text`, or Refused: empty, too long, stray control characters, or markup that
+    loads or runs something (`ACTIVE_MARKUP`)."""
     if not isinstance(text, str):
         raise Refused(f"The {field} must be text.")
     text = text.strip()
@@ -46,12 +77,15 @@ def clean_text(text: object, field: str, max_chars: int) -> str:
         raise Refused(f"The {field} is empty.")
     if len(text) > max_chars:
         raise Refused(f"The {field} is {len(text):,} characters long; the limit is {max_chars:,}.")
-    if any(
-        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in "\n\t" for ch in text
-    ):
-        raise Refused(f"The {field} contains control characters; please remove them.")
-    if _TAG.search(text):
-        raise Refused(f"The {field} contains HTML markup (<...>); please write plain text.")
+    if (ch := _invisible(text)) is not None:
+        raise Refused(
+            f"The {field} contains a control character (U+{ord(ch):04X}); please remove it."
+        )
+    if ACTIVE_MARKUP.search(text):
+        raise Refused(
+            f"The {field} contains active HTML (a script, an image, a frame or the like);"
+            " please write plain text."
+        )
     return text
 
 

@@ -194,7 +194,9 @@ def test_the_cards_escape_what_people_wrote():
     )
     page = before_after_html(view)
     assert (
-        "<script>" not in page and "&lt;b&gt;hi" in page and "distance to joy: <b>0.50</b>" in page
+        "<script>" not in page
+        and "&#60;b&#62;hi" in page
+        and "distance to joy: <b>0.50</b>" in page
     )
     assert before_after_html(None) == ""
     assert "no messages" in before_after_html(views.BeforeAfter(2, None, []))

@@ -50,7 +50,7 @@ def test_settings_are_validated_and_applied(organizer):
         {"grouping": "alphabetical"},
         {"target_emotion": "hunger"},
         {"prompts": []},
-        {"prompts": ["<b>x</b>"]},
+        {"prompts": ["<img src=x>"]},
         {"color": "red"},
         {"heldout_share": 0.95},
     ]:

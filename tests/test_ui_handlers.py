@@ -83,7 +83,7 @@ def test_a_visitor_without_a_token_sees_the_terms_and_nothing_is_stored(page):
     assert token is None and join_screen == gr.update(visible=True)
     with pytest.warns(UserWarning, match="consent"):
         assert session.join("Ada", False) == (SKIP,) * 4
-    with pytest.warns(UserWarning, match="HTML"):
+    with pytest.warns(UserWarning, match="A display name is"):
         session.join("<b>Ada</b>", True)
     assert rows_in(session.service, "participants") == 0
 

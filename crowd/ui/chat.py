@@ -16,7 +16,7 @@ import gradio as gr
 
 from crowd.limits import Refused
 from crowd.service import CHOICES, CrowdService
-from crowd.ui.components import ack, address_of, warn
+from crowd.ui.components import ack, address_of, as_typed, inert, warn
 
 CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "both bad"}
 WHAT = {"rewrite": "rewrite", "rating": "rating", "emotion": "emotion label", "choice": "choice"}
@@ -48,11 +48,12 @@ class ChatTab:
 
 
 def user_row(text: str) -> dict:
-    return {"role": "user", "content": text}
+    """A chat row showing `text` as typed (the chatbot renders HTML: `inert`)."""
+    return {"role": "user", "content": inert(text, markdown=False)}
 
 
 def bot_row(text: str) -> dict:
-    return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": inert(text, markdown=False)}
 
 
 def plain(history: list | None) -> list[dict]:
@@ -155,14 +156,14 @@ class ChatHandlers:
             if message_id is None:
                 raise Refused("Only the model's replies can be rewritten.")
             correction = self.service.rewrite(
-                token, message_id, data.value, address_of(request, self.proxies)
+                token, message_id, as_typed(data.value), address_of(request, self.proxies)
             )
         except Refused as exc:
             warn(exc)
             if previous is not None and 0 <= index < len(rows):
                 rows[index]["content"] = previous
             return rows, tab, gr.update()  # type: ignore[return-value]
-        rows[index]["content"] = str(data.value).strip()
+        rows[index]["content"] = inert(as_typed(data.value).strip(), markdown=False)
         tab.last = LastCorrection(correction, "rewrite", index, previous)
         ack("Thanks: your rewrite is saved.")
         return rows, tab, ack_line(tab.last, self.window_s)

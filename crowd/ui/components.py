@@ -1,9 +1,12 @@
 """Shared pieces of the UI: turning refusals into warnings, rendering plain data as inert HTML
-or tables, and reading the copy in `assets/`. Everything a person typed is escaped here."""
+or tables, and reading the copy in `assets/`. Everything a person typed is shown through
+`inert`, the one way volunteer text reaches a page."""
 
 from __future__ import annotations
 
 import html
+import html.entities
+import re
 
 import gradio as gr
 import pandas as pd
@@ -16,6 +19,44 @@ from crowd.network import Network, client_address
 
 CSS_FILE = ASSETS / "style.css"
 TERMS_FILE = ASSETS / "terms.md"
+
+
+MARKUP_CHARACTERS = frozenset("&<>\"'`*_~{}[]()#+-.!|:/\\@=$%^")
+"""Characters that can begin HTML, Markdown (emphasis, links, images, lists, headings, tables,
+math) or an automatic link (`http:`, `www.`, `a@b.c`)."""
+
+
+def inert(text: object, markdown: bool = True) -> str:
+    """Volunteer text as HTML that shows exactly what was typed, so no tag, Markdown image,
+    link or bare URL comes alive and nothing is fetched. The one renderer of volunteer text:
+    the Review tab, the chat, the organizer's tables and the before/after cards all call it.
+
+    `markdown=True` (gr.Markdown, gr.HTML): every character that could begin markup becomes a
+    numeric character reference, which renderers display and never parse; line breaks become
+    <br>. `markdown=False` (the chat, whose Markdown is off but which renders HTML, and whose
+    edit box shows the raw value): only a `<` that could open a tag and an `&` that could open
+    a character reference are escaped, so the edit box shows text as typed in all but those
+    cases; `as_typed` undoes it exactly."""
+    if text is None:
+        return ""
+    if not markdown:
+        return _CHAT_MARKUP.sub(lambda m: "&amp;" if m.group(0) == "&" else "&lt;", str(text))
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return "<br>".join(
+        "".join(f"&#{ord(ch)};" if ch in MARKUP_CHARACTERS else ch for ch in line) for line in lines
+    )
+
+
+_LEGACY = "|".join(sorted((n for n in html.entities.html5 if not n.endswith(";")), key=len)[::-1])
+_CHAT_MARKUP = re.compile(rf"<(?=[A-Za-z!/?])|&(?=#|[A-Za-z][A-Za-z0-9]*;|(?:{_LEGACY}))")
+"""A `<` that could open a tag, an `&` that a browser would read as a character reference
+(with a semicolon, or one of the legacy names it reads without: `&copy 2020`)."""
+_CHAT_ESCAPES = re.compile(r"&(lt|amp);")
+
+
+def as_typed(shown: object) -> str:
+    """The text behind `inert(text, markdown=False)` (what the chat's edit box sends back)."""
+    return _CHAT_ESCAPES.sub(lambda m: "<" if m.group(1) == "lt" else "&", str(shown or ""))
 
 
 def warn(refused: Refused | ValueError) -> None:

@@ -13,7 +13,7 @@ from crowd import views
 from crowd.guide import emotion_definitions, good_rewrite, howto_steps
 from crowd.limits import Refused
 from crowd.service import CrowdService
-from crowd.ui.components import duration, points, reason_text
+from crowd.ui.components import duration, inert, points, reason_text
 
 HOWTO_KEY = "crowd-sft-howto-dismissed"  # localStorage: the how-to was dismissed here
 
@@ -169,7 +169,7 @@ def before_after_html(view: views.BeforeAfter | None) -> str:
     cards = []
     for row in view.rows:
         cards.append(
-            f'<div class="crowd-ba-card"><p class="crowd-ba-prompt">You asked: <i>{e(row["prompt"])}</i></p>'
+            f'<div class="crowd-ba-card"><p class="crowd-ba-prompt">You asked: <i>{inert(row["prompt"])}</i></p>'
             f'<div class="crowd-ba-pair">'
             f"{_side('Before (old champion)', row['before'], row['before_distance'], view.target)}"
             f"{_side('After (new champion)', row['after'], row['after_distance'], view.target)}"
@@ -195,4 +195,4 @@ def _side(title: str, text: str, distance: float | None, target: str | None) -> 
         if target and distance is not None
         else ""
     )
-    return f'<div class="crowd-ba-side"><h4>{title}</h4><p>{e(text)}</p>{close}</div>'
+    return f'<div class="crowd-ba-side"><h4>{title}</h4><p>{inert(text)}</p>{close}</div>'

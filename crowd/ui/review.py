@@ -10,7 +10,7 @@ import gradio as gr
 
 from crowd.limits import Refused
 from crowd.review import Reviews
-from crowd.ui.components import ack, warn
+from crowd.ui.components import ack, inert, warn
 
 EMPTY = "Nothing to review right now: come back after others have corrected a few replies."
 CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "both bad"}
@@ -75,13 +75,13 @@ def render(item: dict | None) -> str:
         lines.append(f"**They picked:** {CHOICE_WORDS.get(item['choice'], item['choice'])}")
         question = "Do you agree with their pick?"
     else:
-        lines.append(f"**They labelled its emotion:** {item['emotion']}")
+        lines.append(f"**They labelled its emotion:** {inert(item['emotion'])}")
         question = "Does the label fit the reply?"
     return "\n\n".join([*lines, f"*{question}* (reviews so far: {item['reviews']})"])
 
 
 def _quote(text: str) -> str:
-    return html.escape(" ".join(text.split()))
+    return inert(text)
 
 
 def review_tab() -> dict:
