@@ -89,6 +89,22 @@ def clean_text(text: object, field: str, max_chars: int) -> str:
     return text
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: every row id fits, and nothing larger is one
+
+
+def as_id(value: object, what: str) -> int:
+    """A row id from a caller (an int, or a whole number as text or float from a form), or
+    Refused naming the kind of id: anything else (huge, negative, a list, text) is not one."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 19:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        shown = repr(value)[:24]
+        raise Refused(f"A {what} id is a whole number like 12, not {shown}.")
+    return value
+
+
 def clean_name(name: object) -> str:
     """A display name: 2-32 letters, digits, spaces and . ' - _ ; shown as plain text."""
     name = clean_text(name, "display name", 32)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from crowd.limits import Refused
+from crowd.limits import Refused, as_id
 from crowd.review import Reviews
 from crowd.service import CrowdService
 from crowd.ui.components import address_of
@@ -46,7 +46,8 @@ class VolunteerApi:
 
         def run() -> dict:
             last, address = None, address_of(request, self.proxies)
-            for last in self.service.send(token, conversation_id, text, address):  # noqa: B007
+            conversation = optional_id(conversation_id, "conversation")
+            for last in self.service.send(token, conversation, text, address):  # noqa: B007
                 pass
             return {
                 "conversation_id": last.conversation_id,
@@ -63,7 +64,10 @@ class VolunteerApi:
         reply (with its message_id). What a volunteer's page sees, for timing the first token."""
         try:
             for step in self.service.send(
-                token, conversation_id, text, address_of(request, self.proxies)
+                token,
+                optional_id(conversation_id, "conversation"),
+                text,
+                address_of(request, self.proxies),
             ):
                 yield {
                     "conversation_id": step.conversation_id,
@@ -78,14 +82,16 @@ class VolunteerApi:
     ) -> int:
         """Rewrite a reply; returns the correction id."""
         return self._call(
-            lambda: self.service.rewrite(token, message_id, text, address_of(request, self.proxies))
+            lambda: self.service.rewrite(
+                token, as_id(message_id, "message"), text, address_of(request, self.proxies)
+            )
         )
 
     def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
         """Thumbs up (1) or down (-1); returns the correction id."""
         return self._call(
             lambda: self.service.rate_reply(
-                token, message_id, value, address_of(request, self.proxies)
+                token, as_id(message_id, "message"), value, address_of(request, self.proxies)
             )
         )
 
@@ -95,13 +101,18 @@ class VolunteerApi:
         """Label a reply with one of the 28 emotions; returns the correction id."""
         return self._call(
             lambda: self.service.label(
-                token, message_id, emotion, address_of(request, self.proxies)
+                token, as_id(message_id, "message"), emotion, address_of(request, self.proxies)
             )
         )
 
     def api_undo(self, token: str, correction_id: int) -> bool:
         """Withdraw one's own correction within the undo window."""
-        return self._call(lambda: self.service.undo(token, correction_id) or True)  # type: ignore[func-returns-value]
+
+        def run() -> bool:
+            self.service.undo(token, as_id(correction_id, "correction"))
+            return True
+
+        return self._call(run)
 
     def api_review_queue(self, token: str) -> list[dict]:
         """Corrections by others to review: items with correction_id, kind, prompt, original,
@@ -111,10 +122,13 @@ class VolunteerApi:
     def api_review(self, token: str, correction_id: int, verdict: str) -> int:
         """Endorse or reject someone else's correction ('endorse' / 'reject'); returns the
         review id. One review per person and correction; never one's own."""
-        return self._call(lambda: self.reviews.review(token, correction_id, verdict))
+        return self._call(
+            lambda: self.reviews.review(token, as_id(correction_id, "correction"), verdict)
+        )
 
     @staticmethod
     def _call(action):
+        """Run `action`; a refusal becomes an error carrying its message (never a bare one)."""
         try:
             return action()
         except Refused as exc:
@@ -134,3 +148,8 @@ class VolunteerApi:
             self.api_review,
         ):
             gr.api(fn, api_name=fn.__name__)
+
+
+def optional_id(value: object, what: str) -> int | None:
+    """None (a new conversation) or an id (`as_id`)."""
+    return None if value is None else as_id(value, what)

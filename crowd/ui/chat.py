@@ -56,9 +56,19 @@ def bot_row(text: str) -> dict:
     return {"role": "assistant", "content": inert(text, markdown=False)}
 
 
-def plain(history: list | None) -> list[dict]:
-    """The chatbot's value as plain role/content rows (Gradio adds metadata keys)."""
-    return [{"role": row["role"], "content": row["content"]} for row in history or []]
+def plain(history: object) -> list[dict]:
+    """The chatbot's value as plain role/content rows (Gradio adds metadata keys). A value
+    that is not a list of rows (from a client calling the endpoint directly) counts as an
+    empty chat: what the service does depends on the tab, never on this."""
+    if not isinstance(history, list):
+        return []
+    return [
+        {"role": row["role"], "content": row["content"]}
+        for row in history
+        if isinstance(row, dict)
+        and row.get("role") in ("user", "assistant")
+        and isinstance(row.get("content"), str)
+    ]
 
 
 def ack_line(last: LastCorrection | None, window_s: float) -> str:

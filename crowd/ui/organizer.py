@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from crowd.campaigns import CampaignSpec, group_name
-from crowd.limits import CALLER, Refused
+from crowd.limits import CALLER, Refused, as_id
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
 from crowd.ui.components import ack, address_of, table, warn
@@ -132,15 +132,10 @@ def corrections_frame(rows: list[dict]) -> pd.DataFrame:
 
 def parse_id(value: object, what: str) -> int:
     """The id typed in a box (text; a number from a table click or an API call), or Refused
-    when it is empty or not a whole number above 0."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = "" if value is None else str(value).strip()
-    if not text:
+    when it is empty or not an id (`crowd.limits.as_id`)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise Refused(f"Type the {what} id first.")
-    if not text.isdecimal() or int(text) < 1:
-        raise Refused(f"A {what} id is a whole number like 12, not {text[:20]!r}.")
-    return int(text)
+    return as_id(value, what)
 
 
 def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
