@@ -11,14 +11,20 @@ ENV PYTHONUNBUFFERED=1 \
     CROWD_PORT=7860 \
     HF_HOME=/home/user/.cache/huggingface
 
-# Spaces run containers as uid 1000. /data is the container's own (local, ephemeral) disk for the
-# live database; the storage bucket is mounted elsewhere and named by CROWD_REPLICA, where
-# Litestream streams every commit (docs/deploy.md).
+# Dev Mode (the Space's VS Code and SSH in the browser) needs these tools in the image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bash curl wget procps git git-lfs \
+    && rm -rf /var/lib/apt/lists/*
+
+# Spaces run containers as uid 1000, and Dev Mode expects the code in /app, owned by it. /data is
+# the container's own (local, ephemeral) disk for the live database; the replica is a bucket
+# reached through its S3 gateway (or mounted) and named by CROWD_REPLICA, where Litestream
+# streams every commit (docs/deploy.md).
 RUN useradd --create-home --uid 1000 user \
-    && mkdir -p /data \
-    && chown user:user /data
+    && mkdir -p /data /app \
+    && chown user:user /data /app
 USER user
-WORKDIR /home/user/app
+WORKDIR /app
 
 # The one install recipe, shared with `make` (scripts/install.sh). Only what it reads is copied
 # first, so editing the code does not reinstall the dependencies.
@@ -26,7 +32,7 @@ WORKDIR /home/user/app
 COPY --chown=user requirements.txt pyproject.toml ./
 COPY --chown=user scripts/install.sh scripts/install.sh
 RUN scripts/install.sh .venv
-ENV PATH=/home/user/app/.venv/bin:$PATH
+ENV PATH=/app/.venv/bin:$PATH
 
 COPY --chown=user . .
 # The default model, converted once here into CROWD_MODELS_DIR (outside the data dir), so a

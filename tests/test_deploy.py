@@ -144,3 +144,21 @@ def test_the_image_carries_the_converted_model_outside_the_data_dir(docker):
         i for i, (k, a) in enumerate(steps) if k == "COPY" and a.split()[-2:] == [".", "."]
     )
     assert ("RUN", "python -m crowd models") in steps[code_at:]
+
+
+def test_the_image_works_in_dev_mode(docker):
+    """Dev Mode needs bash, curl, wget, procps, git and git-lfs in the image, and the code in
+    /app owned by uid 1000 (Hugging Face's Dev Mode docs)."""
+    installed = " ".join(args for keyword, args in docker if keyword == "RUN" and "apt-get" in args)
+    for package in ("bash", "curl", "wget", "procps", "git", "git-lfs"):
+        assert re.search(rf"\binstall\b.*\s{re.escape(package)}(\s|$)", installed), package
+    workdirs = [args for keyword, args in docker if keyword == "WORKDIR"]
+    assert workdirs and workdirs[-1] == "/app"
+    owner = next(args for keyword, args in docker if keyword == "RUN" and "useradd" in args)
+    assert "/app" in owner and re.search(r"chown user:user [^&]*/app", owner)
+    copies = [args for keyword, args in docker if keyword == "COPY"]
+    assert copies and all(args.startswith("--chown=user") for args in copies)
+    users = [i for i, (keyword, _) in enumerate(docker) if keyword == "USER"]
+    apt = next(i for i, (keyword, args) in enumerate(docker) if "apt-get" in args)
+    assert apt < users[0], "packages are installed as root, before switching to the user"
+    assert "/app/.venv/bin" in env(docker)["PATH"]
