@@ -83,10 +83,11 @@ def cpu_arm(data: Path, replica: Replica | None, args, start: int) -> tuple[floa
         while replicator.process is None:
             time.sleep(0.01)
         time.sleep(1.5)  # past Litestream's start-up and first snapshot
-    before = self_cpu() + (child_cpu(replicator.process.pid) if replicator else 0.0)
+    pid = replicator.litestream_pid() if replicator else None
+    before = self_cpu() + (child_cpu(pid) if pid else 0.0)
     wall = time.monotonic()
     nxt = write_for(data / "crowd.db", args.seconds, args.rate, start)
-    used = self_cpu() + (child_cpu(replicator.process.pid) if replicator else 0.0) - before
+    used = self_cpu() + (child_cpu(pid) if pid else 0.0) - before
     share = used / (time.monotonic() - wall)
     if replicator is not None:
         replicator.stop()

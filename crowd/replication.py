@@ -20,6 +20,7 @@ from datetime import datetime
 
 from crowd.config import Settings
 from crowd.identity import key_file
+from storage.backup import KEY_NAME
 from storage.db import database_id
 from storage.litestream import Replicator, find_binary
 from storage.replica import Replica
@@ -78,6 +79,7 @@ def prepare(settings: Settings) -> Replica | None:
     try:
         replica = _open(settings)
         if replica.has_database():
+            _check_identity(settings, replica)
             _restore(settings, replica)
         elif leftovers := replica.leftovers():
             raise ReplicaError(
@@ -106,6 +108,17 @@ def _alongside_local(settings: Settings) -> Replica | None:
     except ReplicaError as exc:
         log.error("REPLICATION OFF: %s. The app runs on its local data only.", exc)
     return replica
+
+
+def _check_identity(settings: Settings, replica: Replica) -> None:
+    """A restored database whose tokens no key can check would lock every volunteer out."""
+    if settings.identity_secret is None and KEY_NAME not in replica.leftovers():
+        raise ReplicaError(
+            f"the replica {replica.where} holds a database but no identity.key, and"
+            " CROWD_IDENTITY_SECRET is unset: every volunteer's token would be refused. Set"
+            " CROWD_IDENTITY_SECRET to the secret the app used before (or to a new one: every"
+            " volunteer then joins again)"
+        )
 
 
 def _restore(settings: Settings, replica: Replica) -> None:
@@ -144,7 +157,16 @@ def start(settings: Settings, replica: Replica | None) -> Replicator | None:
         check_every_s=settings.replica_check_s,
     )
     replicator.start()
+    if not replicator.wait_seeded(SEED_WAIT_S):
+        log.warning(
+            "the replica %s does not hold the database yet after %.0f s; serving anyway",
+            replica.where,
+            SEED_WAIT_S,
+        )
     return replicator
+
+
+SEED_WAIT_S = 20.0  # how long start-up waits for the first sync (a snapshot) before serving
 
 
 def _write_off(settings: Settings, replica: Replica, reason: str) -> None:

@@ -7,12 +7,12 @@ new adapter folders and the key file to the replica, measures the replica's lag 
 then, proves it restores (`storage.replica_health`); what it measured goes to a status file the
 organizer page reads. `stop()` sends Litestream SIGTERM, on which it syncs what is left before
 it exits: a clean stop loses nothing committed. Litestream's failure is logged loudly and never
-stops the app. Litestream dies with the app even when the app is killed (PR_SET_PDEATHSIG).
+stops the app. Litestream stops with the app, after a last sync, even when the app is killed
+(`GUARD`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -35,8 +35,10 @@ log = logging.getLogger("storage.litestream")
 
 CONFIG_NAME = ".litestream.yml"
 STOP_TIMEOUT_S = 40.0  # Litestream's own shutdown sync gives up after 30 s
-PR_SET_PDEATHSIG = 1
 PROBE_EVERY_S = 10.0  # how often the replica's lag is measured (one listing of its db/)
+SEEDING_TICK_S = 0.2  # how often the replicator looks for its first sync
+LOG_NAME = ".litestream.log"  # Litestream's output, in the data dir
+MAX_LOG_BYTES = 10 << 20  # started afresh past this size
 
 
 def find_binary() -> str | None:
@@ -62,11 +64,6 @@ def write_config(data_dir: Path, replica: Replica, interval_ms: int) -> Path:
     with open_private(path) as sink:
         sink.write(("\n".join(lines) + "\n").encode())
     return path
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Replicator(threading.Thread):
@@ -95,6 +92,8 @@ class Replicator(threading.Thread):
         self._lock = threading.Lock()
         self._next_probe = self._next_check = 0.0
         self._checking: threading.Thread | None = None
+        self.seeded = threading.Event()  # the replica holds the database (see wait_seeded)
+        self._settled = threading.Event()  # seeded, or the replica cannot be claimed now
         self.status: dict = {
             "pid": os.getpid(),
             "target": replica.where,
@@ -122,9 +121,13 @@ class Replicator(threading.Thread):
             if self.process is None or self.process.poll() is not None:
                 backoff = self._restart(backoff)
             self._copy_files()
+            if self._seeded:
+                self.seeded.set()
+                self._settled.set()
             self._measure()
             self._report()
-            self._halt.wait(self.copy_every_s)
+            # Look often until the replica holds the database: the key file follows it there.
+            self._halt.wait(self.copy_every_s if self._seeded else SEEDING_TICK_S)
         if self.claimed:
             self._copy_files()
             self._finish()
@@ -144,6 +147,7 @@ class Replicator(threading.Thread):
                 log.error("REPLICATION OFF: %s. Retrying every %.0f s.", exc, self.retry_s)
             self._set(state=kind, reason=str(exc))
             self._report()
+            self._settled.set()
             return False
         self.db_id, self.claimed = db_id, True
         self._set(state="replicating", reason=None)
@@ -154,6 +158,8 @@ class Replicator(threading.Thread):
         """(Re)start Litestream, after `backoff` seconds when it died; returns the next one."""
         died = self.process is not None
         if died:
+            if self.process is not None and self.process.stdin is not None:
+                self.process.stdin.close()  # the dead one's guard may end too
             status = self.process.returncode if self.process else None
             log.error(
                 "LITESTREAM EXITED (status %s): the replica is not being updated; "
@@ -177,19 +183,30 @@ class Replicator(threading.Thread):
         return min(backoff * 2, 300.0) if died else backoff
 
     def _spawn(self, config: Path) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [self.replica.binary, "replicate", "-config", str(config), "-no-expand-env"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,
-            env=self.replica.store.litestream_env(os.environ),
-        )
+        """Litestream under a small shell guard (see GUARD), its output into a log file that a
+        thread follows. A file, not a pipe: when the app is killed, Litestream must outlive
+        the pipe's reader long enough for its last sync, and a Go program that writes to a
+        closed pipe on stdout dies at once (SIGPIPE) as it logs its shutdown."""
+        log_path = self.data_dir / LOG_NAME
+        if log_path.exists() and log_path.stat().st_size > MAX_LOG_BYTES:
+            log_path.unlink()
+        sink = open(log_path, "ab", opener=lambda p, flags: os.open(p, flags, 0o600))
+        start = sink.tell()
+        command = [self.replica.binary, "replicate", "-config", str(config), "-no-expand-env"]
+        try:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", GUARD, "crowd-litestream-guard", *command],
+                stdin=subprocess.PIPE,  # its end closes when this process ends, however
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.replica.store.litestream_env(os.environ),
+            )
+        finally:
+            sink.close()
         threading.Thread(
             target=_forward,
-            args=(process, self._on_error),
+            args=(log_path, start, process, self._on_error),
             daemon=True,
             name="crowd-litestream-log",
         ).start()
@@ -197,6 +214,19 @@ class Replicator(threading.Thread):
             "litestream replicating %s to %s (pid %d)", DB_NAME, self.replica.where, process.pid
         )
         return process
+
+    def litestream_pid(self) -> int | None:
+        """The Litestream process's id (the guard's child), for measuring its CPU."""
+        if self.process is None:
+            return None
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            for pid in children.read_text().split():
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream":
+                    return int(pid)
+        except OSError:
+            return None
+        return None
 
     def _on_error(self, line: str) -> None:
         self._set(last_error=line[-500:], last_error_at=iso(utc_now()))
@@ -259,6 +289,14 @@ class Replicator(threading.Thread):
         self._set(restore_check=result)
         self._report()
 
+    def wait_seeded(self, timeout_s: float) -> bool:
+        """Wait until the replica holds the database (Litestream's first sync, then the marker
+        and key file): the app serves only then, so nothing is acknowledged before Litestream
+        runs, which syncs on its way out even when the app is killed. False after `timeout_s`
+        (a slow or unreachable replica: the app starts anyway, and shows it)."""
+        self._settled.wait(timeout_s)
+        return self.seeded.is_set()
+
     def check_now(self) -> None:
         """Ask for a restore check at the next tick (the organizer page's button, tests)."""
         self._next_check = 0.0
@@ -287,34 +325,62 @@ class Replicator(threading.Thread):
         return self.flushed
 
     def _finish(self) -> None:
-        # Only this thread signals Litestream, and only once: a second signal makes it skip
-        # its last sync. (It also gets SIGTERM when this thread ends, from PR_SET_PDEATHSIG.)
+        """Closing the guard's stdin is Litestream's one SIGTERM: it syncs what is left, then
+        exits, and the guard with it."""
         process = self.process
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        assert process.stdin is not None
+        process.stdin.close()
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             log.error("litestream did not finish its last sync in %.0f s; killed", STOP_TIMEOUT_S)
+            pid = self.litestream_pid()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
             process.kill()
             return
         self.flushed = process.returncode == 0
         log.info("litestream stopped after its last sync (status %s)", process.returncode)
 
 
+GUARD = (
+    'exec 3<&0; "$@" </dev/null & child=$!; trap "" HUP INT TERM; '
+    '(while read -r _ <&3; do :; done; kill -TERM "$child" 2>/dev/null) & '
+    'wait "$child"'
+)
+"""How Litestream is started: `sh -c GUARD guard litestream replicate ...`. Litestream must
+get exactly one SIGTERM when the app ends, however it ends, and then time for its last sync: a
+second signal makes it skip that sync. Linux's parent-death signal fires once per exiting
+thread of a multi-threaded parent (the child is handed from thread to thread), so it came two
+or more times, and an app killed right after acknowledging a correction lost it. The guard
+reads the app's end of a pipe instead: the pipe closes exactly once, when the app stops
+(`stop`) or dies (kill -9), and the guard then sends one SIGTERM and waits for Litestream."""
+
+
 KEY = "identity.key"  # the key file's entry in the replicator's set of files already copied
 
 
-def _forward(process: subprocess.Popen, on_error: Callable[[str], None]) -> None:
-    """Litestream's log into ours: errors and warnings as such, the rest at debug level."""
-    assert process.stdout is not None
-    for line in process.stdout:
-        line = line.rstrip()
-        if "level=ERROR" in line:
-            log.error("LITESTREAM: %s", line)
-            on_error(line)
-        elif "level=WARN" in line:
-            log.warning("litestream: %s", line)
-        else:
-            log.debug("litestream: %s", line)
+def _forward(
+    path: Path, offset: int, process: subprocess.Popen, on_error: Callable[[str], None]
+) -> None:
+    """Litestream's log (from `offset` in its file) into ours while it runs: errors and
+    warnings as such, the rest at debug level."""
+    with open(path, "rb") as source:
+        source.seek(offset)
+        while True:
+            raw = source.readline()
+            if not raw:
+                if process.poll() is not None:
+                    return
+                time.sleep(0.25)
+                continue
+            line = raw.decode("utf-8", "replace").rstrip()
+            if "level=ERROR" in line:
+                log.error("LITESTREAM: %s", line)
+                on_error(line)
+            elif "level=WARN" in line:
+                log.warning("litestream: %s", line)
+            else:
+                log.debug("litestream: %s", line)

@@ -3,6 +3,7 @@ subprocess, stopped with SIGTERM or killed with SIGKILL, its data dir wiped, sta
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import pytest
 from apps import App, correction_ids, volunteer
 
 from crowd import replication
+from crowd.identity import load_secret
 from storage.db import connect, migrate
 from storage.litestream import find_binary
 
@@ -48,16 +50,17 @@ def test_a_clean_stop_then_a_wiped_disk_loses_nothing_and_keeps_every_token(app)
         assert client.predict(token, message_id, "Still me.", api_name="/api_rewrite") > 0
 
 
-def test_a_kill_right_after_an_acknowledgement_loses_nothing(app):
+def test_a_kill_right_after_an_acknowledgement_loses_nothing_even_on_a_wiped_disk(app):
     url = app.start()
     _, _, ids, _ = volunteer(url, "Ada")
     app.stop(signal.SIGKILL)
-    litestream = [line for line in app.text().splitlines() if "litestream replicating" in line]
-    pid = int(litestream[-1].rsplit("pid ", 1)[1].rstrip(")"))
+    guard = [line for line in app.text().splitlines() if "litestream replicating" in line]
+    pid = int(guard[-1].rsplit("pid ", 1)[1].rstrip(")"))
     deadline = time.monotonic() + 30
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # Litestream follows its parent (PR_SET_PDEATHSIG), after a last sync
+        time.sleep(0.1)  # Litestream's last sync, once its guard saw the app go
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    shutil.rmtree(app.data_dir)  # so what comes back can only come from the replica
     app.start()
     assert set(ids) <= correction_ids(app.data_dir / "crowd.db")
 
@@ -107,6 +110,7 @@ def replicated(settings, tmp_path):
     settings = replace(settings, replica=tmp_path / "replica", replica_sync_ms=200)
     migrate(settings.db_path)
     add_people(settings.db_path, "ada")
+    load_secret(settings.data_dir)  # the key file, as the app makes it at start
     replicate(settings)
     return settings
 
@@ -173,8 +177,6 @@ def test_a_local_database_is_never_replaced_by_an_older_replica(replicated):
 
 
 def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
-    from crowd.identity import load_secret
-
     secret = load_secret(replicated.data_dir)
     with connect(replicated.db_path) as db:
         db["campaigns"].insert(
@@ -217,7 +219,9 @@ def test_litestream_dying_is_loud_never_fatal_and_it_comes_back(replicated, capl
         while replicator.process is None and time.monotonic() < deadline:
             time.sleep(0.05)
         first = replicator.process
-        first.kill()
+        while replicator.litestream_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(replicator.litestream_pid(), signal.SIGKILL)  # Litestream itself dies
         while replicator.restarts == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert replicator.restarts == 1 and replicator.process is not first
@@ -229,3 +233,24 @@ def test_litestream_dying_is_loud_never_fatal_and_it_comes_back(replicated, capl
     shutil.rmtree(replicated.data_dir)
     replication.prepare(replicated)
     assert people(replicated.db_path) == {"ada", "grace"}
+
+
+def test_a_replica_whose_key_file_is_lost_is_refused_without_a_secret(replicated):
+    (replicated.replica / "identity.key").unlink()
+    shutil.rmtree(replicated.data_dir)
+    with pytest.raises(replication.ReplicaRefused, match="no identity.key.*CROWD_IDENTITY_SECRET"):
+        replication.prepare(replicated)
+    assert not (replicated.data_dir / "crowd.db").exists()
+    with_secret = replace(replicated, identity_secret="s" * 32)  # new identities, on purpose
+    replication.prepare(with_secret)
+    assert people(replicated.db_path) == {"ada"}
+
+
+def test_a_folder_replica_with_a_marker_but_no_database_is_never_started_over(replicated):
+    before = fingerprint(replicated.replica)
+    shutil.rmtree(replicated.replica / "db")  # the audit's case: db/ lost, marker and key kept
+    kept = {k: v for k, v in before.items() if not k.startswith("db/")}
+    shutil.rmtree(replicated.data_dir)
+    with pytest.raises(replication.ReplicaRefused, match="replica.json and identity.key but no"):
+        replication.prepare(replicated)
+    assert fingerprint(replicated.replica) == kept
