@@ -185,7 +185,7 @@ class Outcome:
     detail: str
 
 
-def judge(name, d: Deployment, first: Run, second: Run, before: dict, expect_failing=False):
+def judge(name, d: Deployment, first: Run, second: Run, before: dict, failing=False):
     """The verdict on the second start, given what the first acknowledged."""
     line = second.wait_for("HEALTH", timeout=120)
     after = fingerprint(d.files())
@@ -205,7 +205,7 @@ def judge(name, d: Deployment, first: Run, second: Run, before: dict, expect_fai
         )
     if changed and verdict != "failing":
         return Outcome(name, d.store, "overwrite", f"{changed} replaced silently")
-    if expect_failing and verdict != "failing":
+    if failing and verdict != "failing":
         return Outcome(name, d.store, "silent", f"replication broken, health {verdict}")
     return Outcome(name, d.store, "ok", f"{len(first.acked)} rows kept, health {verdict}")
 
@@ -225,22 +225,27 @@ def written(d: Deployment, rows: int = 5, settle_s: float = 2.0) -> Run:
     return first
 
 
-# Each fault: (name, function(deployment) -> Outcome). They share one shape: write, break,
-# start again, judge.
+# Each fault: (name, function(deployment, name) -> Outcome). They share one shape: write,
+# break, start again (`start_again`), judge.
 
 
-def restart_after(sig, wipe: bool, settle: float = 2.0):
+def start_again(d: Deployment, name: str, first: Run, wipe: bool, failing=False, **env):
+    """Maybe wipe the disk, start a second writer on what is left, judge it, stop it."""
+    before = fingerprint(d.files())  # what the second start finds
+    if wipe:
+        d.wipe()
+    second = d.start(**env)
+    try:
+        return judge(name, d, first, second, before, failing)
+    finally:
+        stop(second)
+
+
+def restart_after(sig, wipe: bool):
     def fault(d: Deployment, name: str) -> Outcome:
-        first = written(d, settle_s=settle)
-        before = fingerprint(d.files())
+        first = written(d)
         stop(first, sig)
-        if wipe:
-            d.wipe()
-        second = d.start()
-        try:
-            return judge(name, d, first, second, before)
-        finally:
-            stop(second)
+        return start_again(d, name, first, wipe)
 
     return fault
 
@@ -254,46 +259,26 @@ def kill_right_after_acks(wipe: bool):
             pass
         stop(first, signal.SIGKILL)
         time.sleep(3)  # Litestream's last sync, after its parent died
-        before = fingerprint(d.files())
-        if wipe:
-            d.wipe()
-        second = d.start()
-        try:
-            return judge(name, d, first, second, before)
-        finally:
-            stop(second)
+        return start_again(d, name, first, wipe)
 
     return fault
 
 
-def kill_before_first_sync(d: Deployment, name: str) -> Outcome:
+def kill_at_start(d: Deployment, name: str) -> Outcome:
     first = d.start(rows=0, settle_s=30)
     first.wait_for("READY")
     stop(first, signal.SIGKILL)
-    before = fingerprint(d.files())
-    d.wipe()
-    second = d.start()
-    try:
-        return judge(name, d, first, second, before)
-    finally:
-        stop(second)
+    return start_again(d, name, first, wipe=True)
 
 
-def broken_replica(mutate, wipe: bool, expect_failing: bool = False):
+def broken_replica(mutate, wipe: bool, failing: bool = False):
     """Write, stop cleanly, damage the replica (and maybe wipe the disk), start again."""
 
     def fault(d: Deployment, name: str) -> Outcome:
         first = written(d)
         stop(first)
         mutate(d)
-        before = fingerprint(d.files())  # what the second start finds
-        if wipe:
-            d.wipe()
-        second = d.start()
-        try:
-            return judge(name, d, first, second, before, expect_failing)
-        finally:
-            stop(second)
+        return start_again(d, name, first, wipe, failing)
 
     return fault
 
@@ -302,11 +287,6 @@ def broken_access(env: dict, wipe: bool):
     """Write, stop, then start with the replica unreachable or refusing."""
 
     def fault(d: Deployment, name: str) -> Outcome:
-        first = written(d)
-        stop(first)
-        before = fingerprint(d.files())
-        if wipe:
-            d.wipe()
         changes = dict(env)
         if d.store == "folder" and "CROWD_REPLICA" in changes:
             changes["CROWD_REPLICA"] = str(d.tmp / "not-mounted")
@@ -314,11 +294,9 @@ def broken_access(env: dict, wipe: bool):
             return Outcome(name, d.store, "n/a", "no credentials or endpoint for a folder")
         if changes.get("CROWD_REPLICA") == "BUCKET":
             changes["CROWD_REPLICA"] = "s3://no-such-bucket/space"
-        second = d.start(**changes)
-        try:
-            return judge(name, d, first, second, before, expect_failing=not wipe)
-        finally:
-            stop(second)
+        first = written(d)
+        stop(first)
+        return start_again(d, name, first, wipe, not wipe, **changes)
 
     return fault
 
@@ -358,7 +336,7 @@ FAULTS = {
     "sigkill of the app, wiped disk": restart_after(signal.SIGKILL, wipe=True),
     "sigkill right after the acks, same disk": kill_right_after_acks(wipe=False),
     "sigkill right after the acks, wiped disk": kill_right_after_acks(wipe=True),
-    "sigkill before the first sync, wiped disk": kill_before_first_sync,
+    "sigkill at start-up, wiped disk": kill_at_start,
     "replica db/ lost, wiped disk": broken_replica(lambda d: d.delete(in_db), wipe=True),
     "replica db/ lost, same disk": broken_replica(lambda d: d.delete(in_db), wipe=False),
     "replica marker lost, wiped disk": broken_replica(
@@ -371,7 +349,7 @@ FAULTS = {
         lambda d: d.overwrite(ltx, b"garbage"), wipe=True
     ),
     "replica LTX corrupt, same disk": broken_replica(
-        lambda d: d.overwrite(ltx, b"garbage"), wipe=False, expect_failing=True
+        lambda d: d.overwrite(ltx, b"garbage"), wipe=False, failing=True
     ),
     "replica emptied entirely, same disk": broken_replica(
         lambda d: d.delete(lambda n: True), wipe=False

@@ -216,3 +216,22 @@ def correction_ids(db: Path) -> set[int]:
         return {row[0] for row in conn.execute("SELECT id FROM corrections")}
     finally:
         conn.close()
+
+
+def restart_on_a_wiped_disk(app: App, people: list) -> None:
+    """Wipe the data dir (what a Space restart does to its disk), start again, and check that
+    the start restored from the replica, with every acknowledged correction, and that every
+    volunteer's token still works."""
+    import shutil
+
+    from gradio_client import Client
+
+    acknowledged = {cid for _, _, ids, _ in people for cid in ids}
+    shutil.rmtree(app.data_dir)
+    url = app.start()
+    restored = [line for line in app.text().splitlines() if "from the replica" in line]
+    assert len(restored) == 1 and "identity key file" in restored[0], app.text()
+    assert acknowledged <= correction_ids(app.data_dir / "crowd.db")
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    for _, token, _, message_id in people:
+        assert client.predict(token, message_id, "Still me.", api_name="/api_rewrite") > 0

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from apps import App, correction_ids, volunteer
+from apps import App, correction_ids, restart_on_a_wiped_disk, volunteer
 
 from crowd import replication
 from crowd.identity import load_secret
@@ -34,20 +34,10 @@ def app(tmp_path, tiny_model_dir):
 def test_a_clean_stop_then_a_wiped_disk_loses_nothing_and_keeps_every_token(app):
     url = app.start()
     people = [volunteer(url, name) for name in ("Ada", "Grace")]
-    acknowledged = {cid for _, _, ids, _ in people for cid in ids}
     assert app.stop(signal.SIGTERM) == 0, app.text()
     assert "litestream stopped after its last sync" in app.text()
 
-    shutil.rmtree(app.data_dir)  # what a Space restart does to its disk
-    url = app.start()
-    restored = [line for line in app.text().splitlines() if "from the replica" in line]
-    assert len(restored) == 1 and "identity key file" in restored[0], app.text()
-    assert acknowledged <= correction_ids(app.data_dir / "crowd.db")
-    from gradio_client import Client
-
-    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
-    for _, token, _, message_id in people:  # every token still valid on the new disk
-        assert client.predict(token, message_id, "Still me.", api_name="/api_rewrite") > 0
+    restart_on_a_wiped_disk(app, people)
 
 
 def test_a_kill_right_after_an_acknowledgement_loses_nothing_even_on_a_wiped_disk(app):
