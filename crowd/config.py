@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -450,7 +451,8 @@ def _read(
     env: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str], Any], secret: bool
 ) -> Any:
     """The parsed value of the first of `names` that is set, or None when none is. A bad
-    secret's message never holds its value (start-up errors end up in logs)."""
+    secret's message never holds its value, nor does a URL's that holds credentials
+    (start-up errors end up in logs)."""
     for name in names:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
@@ -458,7 +460,8 @@ def _read(
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
-            shown = f"{name} (its value is not shown)" if secret else f"{name}={raw!r}"
+            hidden = secret or re.search(r"://[^/]*@", raw)  # a URL with a password in it
+            shown = f"{name} (its value is not shown)" if hidden else f"{name}={raw!r}"
             raise ConfigError(f"{shown} is not valid: {exc}") from None
     return None
 

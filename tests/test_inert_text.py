@@ -52,7 +52,8 @@ def test_markdown_and_html_from_volunteers_stay_text_everywhere(trap, tmp_path, 
     from playwright.sync_api import expect, sync_playwright
 
     rewrite = payload(trap, "Rewrite")
-    app = App(tmp_path, str(tiny_model_dir), None)
+    (tmp_path / "replica").mkdir()
+    app = App(tmp_path, str(tiny_model_dir), str(tmp_path / "replica"))
     try:
         url = app.start()
         client, token, _, message_id = volunteer(url, "Ada")
@@ -70,6 +71,9 @@ def test_markdown_and_html_from_volunteers_stay_text_everywhere(trap, tmp_path, 
                 organizer_table(
                     browser.new_page(viewport={"width": 1400, "height": 900}), url, rewrite, expect
                 )
+                for size, viewport in (("desktop", (1400, 900)), ("phone", (390, 844))):
+                    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+                    replication_tab(page, url, size, expect)
             finally:
                 browser.close()
     finally:
@@ -113,6 +117,20 @@ def organizer_table(page, url: str, rewrite: str, expect) -> None:
     expect(table).to_contain_text(first_line[:60])
     assert table.locator("img, a[href]").count() == 0
     page.screenshot(path=str(SHOTS / "inert-organizer.png"), full_page=True)
+
+
+def replication_tab(page, url: str, size: str, expect) -> None:
+    """The organizer's Replication tab on a live folder replica: healthy, with its facts."""
+    page.goto(url + "organizer")
+    page.locator("#org-key input").fill(KEY)
+    page.locator("#org-unlock").click()
+    expect(page.locator("#org-status")).to_contain_text("round 1 is open", timeout=90_000)
+    page.get_by_role("tab", name="Replication").click()
+    page.locator("#org-replication-refresh").click()
+    health = page.locator("#org-replication")
+    expect(health).to_contain_text("Healthy")
+    expect(health).to_contain_text("Last successful sync")
+    page.screenshot(path=str(SHOTS / f"organizer-replication-{size}.png"), full_page=True)
 
 
 def test_inert_shows_every_character_and_parses_none():
