@@ -63,11 +63,9 @@ def plain(history: object) -> list[dict]:
     if not isinstance(history, list):
         return []
     return [
-        {"role": row["role"], "content": row["content"]}
+        {"role": row["role"], "content": row.get("content")}
         for row in history
-        if isinstance(row, dict)
-        and row.get("role") in ("user", "assistant")
-        and isinstance(row.get("content"), str)
+        if isinstance(row, dict) and row.get("role") in ("user", "assistant")
     ]
 
 
