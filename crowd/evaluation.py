@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,6 +45,9 @@ REPLY_CACHE_MAX = 100_000  # replies kept for re-judging (short strings: a few M
 
 MIN_DISTINCT = 0.5
 """The least share of distinct texts among a model's sampled replies for it to win a round."""
+
+
+Progress = Callable[[float, int], None]  # (models judged so far, models)
 
 
 @dataclass(frozen=True)
@@ -156,21 +159,29 @@ class Evaluator:
         return name
 
     def evaluate(
-        self, eval_set: EvalSet, adapters: Sequence[str], samples: int | None = None
+        self,
+        eval_set: EvalSet,
+        adapters: Sequence[str],
+        samples: int | None = None,
+        progress: Progress | None = None,
     ) -> list[Score]:
         """One Score per adapter name, all on the same items; emotion: `samples` replies per
-        model (default: the evaluator's)."""
+        model (default: the evaluator's). `progress(models judged, models)` as it goes (the
+        first may be fractional: models decode together)."""
+        report = progress or (lambda judged, models: None)
         if eval_set.task == "emotion":
-            return self._emotion(eval_set, adapters, samples or self.samples)
-        return self._preference(eval_set.pairs, adapters)
+            return self._emotion(eval_set, adapters, samples or self.samples, report)
+        return self._preference(eval_set.pairs, adapters, report)
 
-    def _emotion(self, eval_set: EvalSet, adapters: Sequence[str], samples: int) -> list[Score]:
+    def _emotion(
+        self, eval_set: EvalSet, adapters: Sequence[str], samples: int, progress: Progress
+    ) -> list[Score]:
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
         # Prompt j gets the same sampling noise under every model and in every round, whatever
         # the batch it decodes in (each row samples from its own seeded generator).
         seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
-        replies = self._sample(rows, seeds)
+        replies = self._sample(rows, seeds, progress)
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
         scores = []
@@ -187,9 +198,12 @@ class Evaluator:
             scores.append(Score("emotion_l2", float(mine.mean()), None, len(prompts), detail))
         return scores
 
-    def _sample(self, rows: list[tuple[str, list[dict]]], seeds: list[int]) -> list[str]:
+    def _sample(
+        self, rows: list[tuple[str, list[dict]]], seeds: list[int], progress: Progress
+    ) -> list[str]:
         """Replies for (adapter, chat) rows with their seeds; only those not decoded before
-        under the same adapter files, prompt, seed and sampling are decoded now."""
+        under the same adapter files, prompt, seed and sampling are decoded now. `progress` in
+        models, the rows being model after model."""
         s = self.sampling
         keys = [
             (self._files.get(name, name), json.dumps(chat, sort_keys=True), seed, s)
@@ -197,6 +211,9 @@ class Evaluator:
         ]
         todo = [i for i, key in enumerate(keys) if key not in self._replies]
         self.decoded, self.reused = self.decoded + len(todo), self.reused + len(keys) - len(todo)
+        models = len({name for name, _ in rows}) or 1
+        per_model, kept = len(rows) / models, len(keys) - len(todo)
+        progress(kept / per_model, models)
         if todo:
             sample = (
                 self.remote.replies if self.remote is not None else partial(decode_all, self.loaded)
@@ -207,15 +224,19 @@ class Evaluator:
                 s,
                 [seeds[i] for i in todo],
                 max_batch=self.batch_size,
+                progress=lambda done, _: progress((kept + done) / per_model, models),
             )
             if len(self._replies) + len(todo) > REPLY_CACHE_MAX:
                 self._replies.clear()
             self._replies.update({keys[i]: reply for i, reply in zip(todo, fresh)})
         return [self._replies[key] for key in keys]
 
-    def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:
+    def _preference(
+        self, pairs: Sequence[PairExample], adapters: Sequence[str], progress: Progress
+    ) -> list[Score]:
         scores = []
-        for name in adapters:
+        for i, name in enumerate(adapters):
+            progress(i, len(adapters))
             chosen = self.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], name)
             rejected = self.mean_log_likelihood([(p.prompt, p.rejected) for p in pairs], name)
             wins = [float(c > r) for c, r in zip(chosen, rejected)]
@@ -228,6 +249,7 @@ class Evaluator:
                     {"margins": [round(c - r, 4) for c, r in zip(chosen, rejected)][:50]},
                 )
             )
+        progress(len(adapters), len(adapters))
         return scores
 
     def mean_log_likelihood(

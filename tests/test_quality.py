@@ -359,11 +359,11 @@ def test_an_open_page_redraws_my_record_when_a_review_arrives(settings):
     with session.service.db() as db:
         tiny = Tiny(db, ("bob", "cat"), campaign=campaign["id"])
         mine = tiny.correct(me.participant_id, tiny.reply(me.participant_id))
-    _, _, stamp, text, *_ = session.tick(me.token, None)
+    _, _, stamp, _, _, seen, text, *_ = session.tick(me.token, None)
     assert "1 waiting for reviews" in text
-    assert session.tick(me.token, stamp)[3] == gr.skip()  # nothing new: boards skipped
+    assert session.tick(me.token, stamp, seen)[6] == gr.skip()  # nothing new: boards skipped
     with session.service.db() as db:
         for reviewer in ("bob", "cat"):
             add_review(db, mine, reviewer, "endorse", tiny.round, "2026-01-05T11:00:00+00:00")
-    _, _, stamp, text, *_ = session.tick(me.token, stamp)
+    _, _, stamp, _, _, _, text, *_ = session.tick(me.token, stamp, seen)
     assert "1 endorsed" in text and "0 waiting" in text

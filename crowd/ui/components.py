@@ -101,6 +101,12 @@ def reason_text(reason: object) -> str:
     share of its points, how many of my corrections counted."""
     if not isinstance(reason, dict):
         return str(reason)
+    if reason.get("rule") == "review" and isinstance(reason.get("agreeing_reviews"), int):
+        return (
+            f"Reviews: {reason['agreeing_reviews']} of your "
+            f"{reason.get('decided_reviews', reason['agreeing_reviews'])} decided reviews agreed "
+            "with the crowd's verdict"
+        )
     parts = []
     if isinstance(reason.get("group_rank"), int):  # 0 = the best group
         of = f" of {reason['n_groups']}" if reason.get("n_groups") else ""
@@ -119,12 +125,15 @@ def reason_text(reason: object) -> str:
     return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
 
+REVIEWS = "(reviews)"  # the ledger's group column for review points, which have no group
+
+
 def ledger_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
                 "round": r["round"],
-                "group": group_name(r["group_index"]),
+                "group": REVIEWS if r["group_index"] is None else group_name(r["group_index"]),
                 "points": round(r["amount"], 2),
                 "why": reason_text(r["reason"]),
             }
