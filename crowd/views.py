@@ -123,6 +123,50 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
     )
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """One round as the organizer reviews it."""
+
+    number: int
+    state: str
+    winner: str | None  # the crowned group's name; None while judging or when the champion stayed
+    metric: str | None
+    lower_is_better: bool
+    values: dict[str, float]  # 'champion' and each judged group's name -> the metric
+    points: float  # awarded for the round, in total
+    people: int  # how many people were awarded any
+
+
+def round_results(db_path, campaign: dict) -> list[RoundResult]:
+    """Every round of the campaign, oldest first: state, winner, metric per model, points."""
+    history = metric_history(db_path, campaign["id"])
+    with connect(db_path) as db:
+        rounds = store.rounds_of(db, campaign["id"])
+        winners = {
+            r["number"]: r["winner_group"] for r in boards.finished_rounds(db, campaign["id"])
+        }
+        paid = boards.points_per_round(db, campaign["id"])
+    results = []
+    for r in rounds:
+        values = {h["series"]: h["value"] for h in history if h["round"] == r["number"]}
+        metric = next((h["metric"] for h in history if h["round"] == r["number"]), None)
+        crowned = r["state"] == "done" and r["improved"] and winners.get(r["number"]) is not None
+        total, people = paid.get(r["number"], (0.0, 0))
+        results.append(
+            RoundResult(
+                r["number"],
+                r["state"],
+                group_name(winners[r["number"]]) if crowned else None,
+                metric,
+                LOWER_IS_BETTER.get(metric, True),
+                values,
+                total,
+                people,
+            )
+        )
+    return results
+
+
 def rounds_done(db_path, campaign_id: int) -> int:
     """How many rounds have finished: a cheap stamp for open pages to notice a new result."""
     with connect(db_path) as db:

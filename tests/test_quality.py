@@ -295,18 +295,21 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
     )
     assert picked == crowd.trolls[0] and len(row) == len(QUEUE_COLUMNS)
 
-    _, _, queue = handlers.act("hide")(KEY, picked)
+    confirm, question = handlers.ask("hide")(KEY, picked)  # asked first, done on confirmation
+    assert confirm == gr.update(visible=True) and f"Hide all the data of {picked}?" in question
+    _, _, queue, confirm = handlers.act("hide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "hidden"
+    assert confirm == gr.update(visible=False)
     for typed, why in [
         ("", "Click a row"),
         (picked, "already hidden"),
         ("nobody", "no participant"),
     ]:
         with pytest.warns(UserWarning, match=why):
-            assert handlers.act("hide")(KEY, typed) == (gr.skip(),) * 3
-    _, _, queue = handlers.act("unhide")(KEY, picked)
+            assert handlers.act("hide")(KEY, typed)[:3] == (gr.skip(),) * 3
+    _, _, queue, _ = handlers.act("unhide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "shown"
-    _, _, queue = handlers.act("ban")(KEY, picked, "spam")
+    _, _, queue, _ = handlers.act("ban")(KEY, picked, "spam")
     assert picked not in list(queue["participant"])  # banned: out of the queue
 
 

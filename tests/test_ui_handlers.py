@@ -355,16 +355,44 @@ def test_the_form_sets_review_and_the_per_person_cap(organizer_page):
     assert (campaign["min_reviews"], campaign["person_cap"]) == (3, 0.5)  # nothing changed
 
 
-def test_close_round_then_jobs_show_live_and_cancel(organizer_page):
+def test_close_round_asks_first_then_jobs_and_results_show_live(organizer_page):
     with pytest.warns(UserWarning, match="Organizer access only"):
-        organizer_page.close_round(None)
-    status = organizer_page.close_round(KEY)
-    assert "round 2 is open" in status
-    _, jobs = organizer_page.live(KEY)
+        organizer_page.ask_close(None)
+    confirm, question, about = organizer_page.ask_close(KEY)
+    assert confirm == gr.update(visible=True) and about == 1
+    assert question.startswith("**Close round 1 now?**")
+    assert "round 2 is open" not in organizer_page.status(KEY)  # asking closed nothing
+    status, confirm = organizer_page.close_round(KEY, float(about))
+    assert "round 2 is open" in status and confirm == gr.update(visible=False)
+    with pytest.warns(UserWarning, match="Round 1 is not the open round any more"):
+        organizer_page.close_round(KEY, 1.0)  # a second confirmation of the same question
+    assert "round 2 is open" in organizer_page.status(KEY)
+    _, jobs, results = organizer_page.live(KEY)
     assert list(jobs["status"]) == ["pending"]
-    assert organizer_page.live("wrong") == (SKIP, SKIP)
+    assert list(results["round"]) == [2, 1] and list(results["winner"]) == ["(open)", "(judging)"]
+    assert organizer_page.live("wrong") == (SKIP, SKIP, SKIP)
     jobs = organizer_page.job_action("cancel")(KEY, float(jobs["id"][0]))
     assert list(jobs["status"]) == ["cancelled"]
+
+
+def test_round_results_show_the_winner_the_metric_per_group_and_the_points():
+    from crowd.ui.organizer_tables import results_frame
+    from crowd.views import RoundResult
+
+    frame = results_frame(
+        [
+            RoundResult(
+                1, "done", "Blue", "emotion_l2", True, {"champion": 0.9, "Blue": 0.7}, 6, 3
+            ),
+            RoundResult(2, "done", None, "emotion_l2", True, {"champion": 0.7, "Coral": 0.8}, 0, 0),
+        ],
+        n_groups=3,
+    )
+    first = frame.set_index("round").loc[1]
+    assert (first["winner"], first["metric"]) == ("Blue", "emotion_l2 (lower is better)")
+    assert (first["champion"], first["Blue"], first["Coral"]) == (0.9, 0.7, "—")
+    assert (first["points awarded"], first["people"]) == ("6", 3)
+    assert frame.set_index("round").loc[2]["winner"] == "champion stayed"
 
 
 def test_moderation_and_export(organizer_page, page):
@@ -379,9 +407,15 @@ def test_moderation_and_export(organizer_page, page):
         gr.SelectData(None, {"index": [0, 2], "value": row[2], "row_value": row})
     )
     assert picked == (table["id"][0], table["participant"][0])
-    assert list(organizer_page.hide(KEY, float(picked[0]))["state"]) == ["hidden"]
+    confirm, question = organizer_page.ask_hide(KEY, float(picked[0]))
+    assert confirm == gr.update(visible=True) and "Hide correction" in question
+    assert list(organizer_page.corrections(KEY)["state"]) == ["live"]  # asking hid nothing
+    hidden, confirm = organizer_page.hide(KEY, float(picked[0]))
+    assert list(hidden["state"]) == ["hidden"] and confirm == gr.update(visible=False)
     with pytest.warns(UserWarning, match="no participant"):
         organizer_page.ban(KEY, "nobody", "")
+    confirm, question = organizer_page.ask_ban(KEY, table["participant"][0], "<b>spam</b>")
+    assert "Ban participant" in question and "<b>" not in question
     organizer_page.ban(KEY, table["participant"][0], "spam")
     with pytest.warns(UserWarning, match="suspended"):
         chat(handlers, token, tab)

@@ -4,6 +4,7 @@ or tables, and reading the copy in `assets/`. Everything a person typed is escap
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -195,3 +196,15 @@ def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
     ]
     frame = pd.DataFrame(rows, columns=["before (champion)", "after (winner)"])
     return gr.update(value=frame, visible=bool(rows))
+
+
+def confirm_row(elem_id: str, yes: str) -> dict[str, Any]:
+    """A question and two buttons, hidden until a first click asks (close, hide, ban act on a
+    second click, never on one). Cancel only hides it."""
+    c: dict[str, Any] = {}
+    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as c["row"]:
+        c["text"] = gr.Markdown()
+        c["yes"] = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
+        c["no"] = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
+    c["no"].click(lambda: gr.update(visible=False), None, [c["row"]], api_visibility="private")
+    return c
