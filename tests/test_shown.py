@@ -75,7 +75,7 @@ class Page:
         self.token = SessionHandlers(self.service).join("Ada", True)[0]
 
     def send(self, text: str) -> None:
-        chat, self.tab, _, _ = list(self.handlers.send(self.token, self.tab, text))[-1]
+        chat, self.tab, *_ = list(self.handlers.send(self.token, self.tab, text))[-1]
         self.rows = chat["value"]
 
     def target(self) -> int:

@@ -27,6 +27,9 @@ WHAT = {"rewrite": "rewrite", "rating": "rating", "emotion": "emotion label", "c
 FEEDBACK = {1: "Like", -1: "Dislike"}  # a rating as the chatbot's thumbs show it
 EDITED = "✎ Edited by you · show the model's reply"  # the marker under a rewritten reply
 HIDDEN, SHOWN = gr.update(visible=False), gr.update(visible=True)
+LAST_REPLY_BUTTONS = 4  # send, rewrite, another, label: they wait while a reply streams
+BUSY = (gr.update(interactive=False),) * LAST_REPLY_BUTTONS
+READY = (gr.update(interactive=True),) * LAST_REPLY_BUTTONS
 
 
 @dataclass
@@ -102,20 +105,20 @@ def draw(view: list[Shown], tab: ChatTab) -> tuple[list[dict], list[str | None]]
     return rows, feedback
 
 
-def pair_html(pair: Pair | None, b_text: str | None = None) -> str:
-    """Replies A and B side by side (stacked on a phone), labelled; B may still be streaming."""
-    if pair is None and b_text is None:
+def pair_html(pair: Pair | None, streaming: bool = False) -> str:
+    """Replies A and B side by side (stacked on a phone), labelled; while B is still being
+    written it says so (and the panel is not yet marked `ready`)."""
+    if pair is None:
         return ""
-    a_text = pair.a_text if pair else ""
-    b_text = pair.b_text if b_text is None and pair else b_text or ""
     side = (
         '<div class="crowd-ab-side crowd-ab-{key}"><h4>{title}</h4>'
         '<p class="crowd-ab-text">{text}</p></div>'
     )
+    b_title = "Reply B · new" + (" (being written…)" if streaming else "")
     return (
-        '<div class="crowd-ab-pair">'
-        + side.format(key="a", title="Reply A · in your chat", text=html.escape(a_text))
-        + side.format(key="b", title="Reply B · new", text=html.escape(b_text or "…"))
+        f'<div class="crowd-ab-pair{"" if streaming else " ready"}">'
+        + side.format(key="a", title="Reply A · in your chat", text=html.escape(pair.a_text))
+        + side.format(key="b", title=b_title, text=html.escape(pair.b_text or "…"))
         + "</div>"
     )
 
@@ -158,11 +161,14 @@ class ChatHandlers:
     def send(
         self, token: str | None, tab: ChatTab, text: str, request: gr.Request = None
     ) -> Iterator[tuple]:
-        """Stream the group model's reply. Yields (chat, tab, message box, A/B panel)."""
+        """Stream the group model's reply. While it streams, the buttons that act on "the last
+        reply" (send, rewrite, another, label) wait: they would act on the one before it.
+        Yields (chat, tab, message box, A/B panel, *those buttons)."""
         before = self.chat(token, tab)
         rows = [*before["value"], user_row(text), bot_row("")]
         tab.pair = None  # a new turn: the A/B panel's pair was about an earlier reply
-        yield gr.update(value=rows, feedback_value=before["feedback_value"]), tab, "", HIDDEN
+        chat = gr.update(value=rows, feedback_value=before["feedback_value"])
+        yield chat, tab, "", HIDDEN, *BUSY
         try:
             for step in self.service.send(
                 token, tab.conversation_id, text, address_of(request, self.proxies)
@@ -174,12 +180,12 @@ class ChatHandlers:
                 tab.conversation_id = step.conversation_id
                 rows[-1] = bot_row(step.text)
                 if step.message_id is not None:
-                    yield self.chat(token, tab), tab, "", HIDDEN
+                    yield self.chat(token, tab), tab, "", HIDDEN, *READY
                 else:
-                    yield gr.update(value=rows), tab, "", HIDDEN
+                    yield gr.update(value=rows), tab, "", HIDDEN, *BUSY
         except Refused as exc:
-            warn(exc)
-            yield self.chat(token, tab), tab, text, HIDDEN  # as it was, the message back in the box
+            warn(exc)  # as it was, with the message back in the box
+            yield self.chat(token, tab), tab, text, HIDDEN, *READY
 
     def starter(
         self, token: str | None, tab: ChatTab, data: gr.SelectData, request: gr.Request = None
@@ -204,10 +210,11 @@ class ChatHandlers:
             for step in self.service.another(
                 token, first, address_of(request, self.proxies), shown=a_text
             ):
-                streaming = Pair(first, 0, a_text, step.text)
-                if step.message_id is not None:
+                if step.message_id is None:
+                    yield tab, SHOWN, pair_html(Pair(first, 0, a_text, step.text), streaming=True)
+                else:
                     tab.pair = Pair(first, step.message_id, a_text, step.text)
-                yield tab, SHOWN, pair_html(tab.pair or streaming)
+                    yield tab, SHOWN, pair_html(tab.pair)
         except Refused as exc:
             warn(exc)
             yield tab, HIDDEN, ""

@@ -83,7 +83,9 @@ class SessionHandlers:
         # visitor has typed while the page loaded.
         suggestion = profile.username if profile is not None else gr.skip()
         if not token:
-            return None, ChatTab(), *screens(False), suggestion
+            # The page opens on the join screen already. Leave it as it is: a visitor who joined
+            # while this load was still on its way (a cold server) must not be sent back.
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), suggestion
         try:
             session = self.service.resume(token)
         except Refused as exc:

@@ -241,7 +241,13 @@ def _wire_chat(chat: ChatHandlers, token, tab, c: dict, tick: dict) -> None:
     send = dict(
         fn=chat.send,
         inputs=[token, tab, c["message"]],
-        outputs=[chatbot, tab, c["message"], c["ab"]],
+        outputs=[
+            chatbot,
+            tab,
+            c["message"],
+            c["ab"],
+            *(c[name] for name in ("send", "rewrite", "another", "label")),
+        ],
     )
     c["message"].submit(**send, api_visibility="private")
     c["send"].click(**send, api_name="send")
