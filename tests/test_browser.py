@@ -43,9 +43,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_campaign(settings) -> None:
+def prepare_campaign(settings, **changes) -> None:
     """A preference round small enough to train in seconds: one correction suffices, and the
-    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable."""
+    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable.
+    `changes`: other campaign settings."""
     organizer = Organizer(CrowdService(settings, None))
     organizer.update_campaign(
         KEY,
@@ -54,6 +55,7 @@ def prepare_campaign(settings) -> None:
         heldout_share=0.0,
         training_mode="sft",
         points_rule="paper",
+        **changes,
     )
     organizer.add_references(
         KEY,

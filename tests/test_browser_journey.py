@@ -16,18 +16,25 @@ from dataclasses import replace
 
 import pytest
 from loopback import Forwarder, network_address
-from test_browser import ARGS, CHROMIUM, KEY, ROOT, app_env, free_port, open_tab, run_app
-
-from crowd.organizer import Organizer
-from crowd.service import CrowdService
+from test_browser import (
+    ARGS,
+    CHROMIUM,
+    HAPPY,
+    KEY,
+    ROOT,
+    app_env,
+    free_port,
+    open_tab,
+    prepare_campaign,
+    run_app,
+)
 
 pytestmark = pytest.mark.browser
 
 SHOTS = ROOT / "artifacts" / "screenshots" / "issue-27"
 DESKTOP = {"viewport": {"width": 1400, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-STARTER = "Hello"  # the organizer's first suggested prompt
-HAPPY = "I am so happy today, what a wonderful day!"
+STARTER = "Hello"  # the organizer's first suggested prompt, and the reference pair's
 AFTER_THE_RESULT_S = 30  # how long the reviewer's page must stay up after the round's result
 
 
@@ -37,20 +44,7 @@ def app(settings, tmp_path):
     correction trains a group, and the organizer's reference pair (the rewrite preferred to a
     rude reply, after the starter) judges it. Reviews are on (the default: two endorsements)."""
     settings = replace(settings, organizer_secret=KEY)
-    organizer = Organizer(CrowdService(settings, None))
-    organizer.update_campaign(
-        KEY,
-        task="preference",
-        min_corrections=1,
-        heldout_share=0.0,
-        training_mode="sft",
-        points_rule="paper",
-        prompts=[STARTER, "Any plans for tonight?"],
-    )
-    prompt = [{"role": "user", "content": STARTER}]
-    organizer.add_references(
-        KEY, [{"kind": "pair", "prompt": prompt, "chosen": HAPPY, "rejected": "Go away."}]
-    )
+    prepare_campaign(settings, prompts=[STARTER, "Any plans for tonight?"])
     port = free_port()
     for url in run_app(settings, tmp_path, app_env(settings, port, worker=True), port):
         yield url, settings.db_path, tmp_path / "app.log"

@@ -20,7 +20,6 @@ from crowd.config import ModelSettings
 from crowd.generation import BASE, GenerationService, Sampling
 from crowd.lessons import lesson
 from crowd.limits import Limits, Refused
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatHandlers, ChatTab
@@ -45,11 +44,6 @@ class RecordingGeneration(GenerationService):
     ) -> Iterator[str]:
         self.asked.append([dict(m) for m in chat])
         yield from super().stream(chat, adapter, sampling)
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir, tmp_path_factory):
-    return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from crowd import views
 from crowd.config import ModelSettings
 from crowd.generation import GenerationService
 from crowd.limits import Limits
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from crowd.ui import build_app, launch_options
@@ -35,11 +34,6 @@ from storage.db import connect
 KEY = "organizer-test-secret"
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = gr.skip()
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir, tmp_path_factory):
-    return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
 
 
 @pytest.fixture
@@ -190,10 +184,11 @@ def test_thumbs_keep_one_rating_per_reply_and_their_highlight(page):
     with connect(session.service.settings.db_path) as db:
         live = [r for r in db["corrections"].rows if not (r["undone_at"] or r["replaced_at"])]
     assert [(r["kind"], r["rating"]) for r in live] == [("rating", -1)]
-    shown, *_ = handlers.like(
+    shown, tab, _, undo = handlers.like(
         token, tab, gr.LikeData(None, {"index": 1, "value": "x", "liked": ""})
     )
     assert shown["feedback_value"] == [None, None]  # the same thumb again: withdrawn
+    assert tab.last is None and undo == gr.update(visible=False)  # and nothing left to undo
 
 
 def test_labels_and_ab_choices(page):
