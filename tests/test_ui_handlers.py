@@ -398,19 +398,22 @@ def test_moderation_and_export(organizer_page, page):
     session, handlers = page
     token = joined(session)
     rows, tab, _ = chat(handlers, token, ChatTab())
-    rewrite(handlers, token, tab, 1, "A kinder reply.")
+    _, tab, _ = rewrite(handlers, token, tab, 1, "A kinder reply.")
+    handlers.label(token, tab, "joy")
     table = organizer_page.corrections(KEY)
-    assert list(table["value"]) == ["A kinder reply."] and list(table["state"]) == ["live"]
-    row = table.iloc[0].tolist()
+    assert list(table["value"]) == ["joy", "A kinder reply."]
+    # each row shows the text it is about: the label the rewrite, the rewrite the model's reply
+    assert list(table["reply"]) == ["A kinder reply.", rows[1]["content"]]
+    row = table.iloc[1].tolist()  # the rewrite
     picked = organizer_page.pick(
-        gr.SelectData(None, {"index": [0, 2], "value": row[2], "row_value": row})
+        gr.SelectData(None, {"index": [1, 2], "value": row[2], "row_value": row})
     )
-    assert picked == (table["id"][0], table["participant"][0])
+    assert picked == (table["id"][1], table["participant"][1])
     confirm, question = organizer_page.ask_hide(KEY, float(picked[0]))
     assert confirm == gr.update(visible=True) and "Hide correction" in question
-    assert list(organizer_page.corrections(KEY)["state"]) == ["live"]  # asking hid nothing
+    assert list(organizer_page.corrections(KEY)["state"]) == ["live", "live"]  # asked only
     hidden, confirm = organizer_page.hide(KEY, float(picked[0]))
-    assert list(hidden["state"]) == ["hidden"] and confirm == gr.update(visible=False)
+    assert list(hidden["state"]) == ["live", "hidden"] and confirm == gr.update(visible=False)
     with pytest.warns(UserWarning, match="no participant"):
         organizer_page.ban(KEY, "nobody", "")
     confirm, question = organizer_page.ask_ban(KEY, table["participant"][0], "<b>spam</b>")

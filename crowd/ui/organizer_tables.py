@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from crowd.campaigns import GROUP_NAMES, group_name
+from crowd.lessons import about
 from crowd.ui.components import points, table
 from crowd.views import RoundResult
 
@@ -16,7 +17,7 @@ CORRECTION_COLUMNS = [
     "name",
     "group",
     "value",
-    "original",
+    "reply",  # the text the correction is about, as its author saw it (crowd.lessons.about)
     "state",
     "created",
     "participant",
@@ -61,7 +62,7 @@ def corrections_frame(rows: list[dict]) -> pd.DataFrame:
                 "participant": r["participant_id"],
                 "group": group_name(r["group_index"]),
                 "value": short(r["value"]),
-                "original": short(r["original"]),
+                "reply": short(about(r)),
                 "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
                 "created": r["created_at"],
             }
