@@ -18,7 +18,7 @@ and new rows whose prompts continue them prefill only their new tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,9 +312,11 @@ def decode_all(
     sampling: Sampling,
     seeds: Sequence[int | None] | None = None,
     max_batch: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Replies to `chats` (row i with adapter `adapters[i]`, seed `seeds[i]`), decoded by
-    continuous batching with at most `max_batch` rows at a time: the evaluator's path."""
+    continuous batching with at most `max_batch` rows at a time: the evaluator's path.
+    `progress(rows done, rows)` is called whenever rows finish."""
     tokenizer = loaded.tokenizer
     seeds = list(seeds) if seeds is not None else [None] * len(chats)
     rows = [
@@ -329,7 +331,10 @@ def decode_all(
             batch.admit(waiting[:room])
             waiting = waiting[room:]
         if batch.rows:
+            before = len(batch.rows)
             batch.step()
+            if progress is not None and len(batch.rows) < before:
+                progress(len(rows) - len(waiting) - len(batch.rows), len(rows))
     for row in rows:
         if row.error is not None:
             raise row.error

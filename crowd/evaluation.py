@@ -12,10 +12,17 @@ the next round, is not decoded again.
 
 A candidate beats the champion only by more than `z` standard errors of the paired difference
 of their distances (prompt j has the same sampling seed under every model), so a round does not
-crown the noise of a few samples; and only when at least MIN_DISTINCT of its sampled replies
-differ from each other: a model that says one prototypical phrase to everyone sits near the
-target's centroid without being a better model (the poisoning study's champion said "Good Job"
-to all 200 prompts, docs/results/poisoning.md).
+crown the noise of a few samples; and only when it has not collapsed. Degenerate text is caught
+twice, with one threshold, MIN_DISTINCT:
+- across replies: under MIN_DISTINCT of its sampled replies differ from each other (a model that
+  says one prototypical phrase to everyone sits near the target's centroid without being a
+  better model: the poisoning study's champion said "Good Job" to all 200 prompts,
+  docs/results/poisoning.md);
+- within one reply (`repeats_itself`): under MIN_DISTINCT of its sentences, or of its word
+  trigrams, differ (a crowned model answered a question with one sentence five times, which
+  scored 0.00 from the target). Such a sample counts as collapsed: it scores the worst distance
+  a reply can have (`worst_distance`), so it never pulls the mean towards the target, and it
+  counts as not distinct.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,9 +50,14 @@ if TYPE_CHECKING:
 LOWER_IS_BETTER = {"emotion_l2": True, "pref_accuracy": False}
 REPLY_CACHE_MAX = 100_000  # replies kept for re-judging (short strings: a few MB at most)
 
-
 MIN_DISTINCT = 0.5
-"""The least share of distinct texts among a model's sampled replies for it to win a round."""
+"""The least share of distinct texts among a model's sampled replies for it to win a round, and
+the least share of distinct sentences (or word trigrams) within one reply for it to count."""
+MIN_SENTENCES = 3  # a reply is judged on its sentences from this many on
+MIN_TRIGRAMS = 8  # and on its word trigrams from this many on (10 words)
+
+
+Progress = Callable[[float, int], None]  # (models judged so far, models)
 
 
 @dataclass(frozen=True)
@@ -55,10 +68,6 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
-
-
-MIN_DISTINCT = 0.5
-"""The least share of distinct texts among a model's sampled replies for it to win a round."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,8 @@ class Score:
 
     @property
     def collapsed(self) -> bool:
-        """Fewer than MIN_DISTINCT of its sampled replies differ: one phrase for everything."""
+        """Fewer than MIN_DISTINCT of its sampled replies are distinct texts that do not repeat
+        themselves: one phrase for everything, or one phrase over and over."""
         return self.detail.get("distinct", 1.0) < MIN_DISTINCT
 
     @property
@@ -156,40 +166,55 @@ class Evaluator:
         return name
 
     def evaluate(
-        self, eval_set: EvalSet, adapters: Sequence[str], samples: int | None = None
+        self,
+        eval_set: EvalSet,
+        adapters: Sequence[str],
+        samples: int | None = None,
+        progress: Progress | None = None,
     ) -> list[Score]:
         """One Score per adapter name, all on the same items; emotion: `samples` replies per
-        model (default: the evaluator's)."""
+        model (default: the evaluator's). `progress(models judged, models)` as it goes (the
+        first may be fractional: models decode together)."""
+        report = progress or (lambda judged, models: None)
         if eval_set.task == "emotion":
-            return self._emotion(eval_set, adapters, samples or self.samples)
-        return self._preference(eval_set.pairs, adapters)
+            return self._emotion(eval_set, adapters, samples or self.samples, report)
+        return self._preference(eval_set.pairs, adapters, report)
 
-    def _emotion(self, eval_set: EvalSet, adapters: Sequence[str], samples: int) -> list[Score]:
+    def _emotion(
+        self, eval_set: EvalSet, adapters: Sequence[str], samples: int, progress: Progress
+    ) -> list[Score]:
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
         # Prompt j gets the same sampling noise under every model and in every round, whatever
         # the batch it decodes in (each row samples from its own seeded generator).
         seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
-        replies = self._sample(rows, seeds)
+        replies = self._sample(rows, seeds, progress)
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
+        degenerate = np.array([repeats_itself(r) for r in replies], dtype=bool)
+        distances[degenerate] = worst_distance(eval_set.target)
         scores = []
         for i, _ in enumerate(adapters):
             part = slice(i * len(prompts), (i + 1) * len(prompts))
             mine = distances[part]
             sd = float(mine.std(ddof=1)) if len(mine) > 1 else 0.0  # replies differ a lot
+            fine = {r for r, bad in zip(replies[part], degenerate[part]) if not bad}
             detail = {
                 "samples": replies[part][:5],
-                "distinct": round(len(set(replies[part])) / max(1, len(prompts)), 4),
+                "distinct": round(len(fine) / max(1, len(prompts)), 4),
+                "repetitive": int(degenerate[part].sum()),
                 "sd": round(sd, 6),
                 "distances": [round(float(d), 6) for d in mine],
             }
             scores.append(Score("emotion_l2", float(mine.mean()), None, len(prompts), detail))
         return scores
 
-    def _sample(self, rows: list[tuple[str, list[dict]]], seeds: list[int]) -> list[str]:
+    def _sample(
+        self, rows: list[tuple[str, list[dict]]], seeds: list[int], progress: Progress
+    ) -> list[str]:
         """Replies for (adapter, chat) rows with their seeds; only those not decoded before
-        under the same adapter files, prompt, seed and sampling are decoded now."""
+        under the same adapter files, prompt, seed and sampling are decoded now. `progress` in
+        models, the rows being model after model."""
         s = self.sampling
         keys = [
             (self._files.get(name, name), json.dumps(chat, sort_keys=True), seed, s)
@@ -197,6 +222,9 @@ class Evaluator:
         ]
         todo = [i for i, key in enumerate(keys) if key not in self._replies]
         self.decoded, self.reused = self.decoded + len(todo), self.reused + len(keys) - len(todo)
+        models = len({name for name, _ in rows}) or 1
+        per_model, kept = len(rows) / models, len(keys) - len(todo)
+        progress(kept / per_model, models)
         if todo:
             sample = (
                 self.remote.replies if self.remote is not None else partial(decode_all, self.loaded)
@@ -207,15 +235,19 @@ class Evaluator:
                 s,
                 [seeds[i] for i in todo],
                 max_batch=self.batch_size,
+                progress=lambda done, _: progress((kept + done) / per_model, models),
             )
             if len(self._replies) + len(todo) > REPLY_CACHE_MAX:
                 self._replies.clear()
             self._replies.update({keys[i]: reply for i, reply in zip(todo, fresh)})
         return [self._replies[key] for key in keys]
 
-    def _preference(self, pairs: Sequence[PairExample], adapters: Sequence[str]) -> list[Score]:
+    def _preference(
+        self, pairs: Sequence[PairExample], adapters: Sequence[str], progress: Progress
+    ) -> list[Score]:
         scores = []
-        for name in adapters:
+        for i, name in enumerate(adapters):
+            progress(i, len(adapters))
             chosen = self.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], name)
             rejected = self.mean_log_likelihood([(p.prompt, p.rejected) for p in pairs], name)
             wins = [float(c > r) for c, r in zip(chosen, rejected)]
@@ -228,6 +260,7 @@ class Evaluator:
                     {"margins": [round(c - r, 4) for c, r in zip(chosen, rejected)][:50]},
                 )
             )
+        progress(len(adapters), len(adapters))
         return scores
 
     def mean_log_likelihood(
@@ -267,6 +300,26 @@ class Evaluator:
             per_item = (token_logp * reply_mask).sum(1) / reply_mask.sum(1).clamp(min=1)
             out += per_item.tolist()
         return out
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether a reply says the same thing over and over: under MIN_DISTINCT of its sentences
+    (from MIN_SENTENCES on) or of its word trigrams (from MIN_TRIGRAMS on) are distinct."""
+    sentences = [
+        " ".join(re.findall(r"\w+", part.lower())) for part in re.split(r"[.!?…\n]+", text)
+    ]
+    sentences = [s for s in sentences if s]
+    if len(sentences) >= MIN_SENTENCES and len(set(sentences)) / len(sentences) < MIN_DISTINCT:
+        return True
+    words = re.findall(r"\w+", text.lower())
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(trigrams) >= MIN_TRIGRAMS and len(set(trigrams)) / len(trigrams) < MIN_DISTINCT
+
+
+def worst_distance(target: np.ndarray) -> float:
+    """What a degenerate sample scores: the distance to `target` of the single emotion farthest
+    from it (a one-hot vector), as far as a real reply of one emotion can be."""
+    return float(np.linalg.norm(np.eye(len(target)) - target[None, :], axis=1).max())
 
 
 def _identity(adapter_dir: Path) -> str:

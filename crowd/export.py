@@ -197,6 +197,7 @@ def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool) -> dict
         "other_message_id": row["other_message_id"],
         "prompt": prompt,
         "original": row["original"],
+        "shown": row["shown"],
         "other_reply": row["other_reply"],
         "rewrite": row["rewrite"],
         "choice": row["choice"],

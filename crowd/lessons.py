@@ -1,19 +1,27 @@
 """What a correction teaches: the one definition that a round's training data, its held-out set
 and every export file are built from.
 
-A stored correction (a row of `corrections`, with `other_reply`: the text of reply B for an A/B
-pick) teaches, by kind:
+What is stored is what was shown. A stored correction (a row of `corrections`) keeps the texts
+the volunteer saw when acting: `original`, the reply as the model wrote it; `shown`, that reply as
+their page displayed it (their own live rewrite of it, if they had rewritten it: a rewrite
+stands for the reply from then on, in the page, in the next turn's context and in every later
+correction); `other_reply`, reply B of an A/B pick as displayed; `prompt`, the conversation
+displayed before the reply (earlier rewritten replies as rewritten). The service
+(crowd/service.py) fills them from `storage.queries.SHOWN`, and refuses an action whose page
+shows another text than the one stored now (rewritten or restored elsewhere since), and an A/B
+pick for a pair the page does not show (reply B is always the newest second reply to A). By kind:
 
-| kind     | SFT target                         | preference pair (chosen, rejected)  | KTO labels (completion, desirable)   |
-|----------|------------------------------------|-------------------------------------|--------------------------------------|
-| rewrite  | the rewrite                        | (rewrite, original) if they differ  | rewrite +, original - if they differ |
-| choice   | the picked reply (A or B)          | (picked, other)                     | picked +, other -                    |
-|          | tie: nothing; both bad: nothing    |                                     | both bad: both -                     |
-| rating   | thumbs up: the reply               |                                     | the reply, + or -                    |
-| emotion  | the reply, if the label is the campaign's target emotion (emotion task) | | |
+| kind     | the text it is about     | SFT target                 | pair (chosen, rejected)            | KTO labels (completion, desirable)   |
+|----------|--------------------------|----------------------------|------------------------------------|--------------------------------------|
+| rewrite  | the model's `original`   | the rewrite                | (rewrite, original) if they differ | rewrite +, original - if they differ |
+| choice   | A = `shown`, B = `other_reply` | the picked reply (A or B); tie, both bad: nothing | (picked, other) | picked +, other -; both bad: both - |
+| rating   | `shown`                  | thumbs up: that text       |                                    | that text, + or -                    |
+| emotion  | `shown`                  | that text, if the label is the campaign's target emotion (emotion task) | |               |
 
-An emotion label is also an (text, label) example for the emotion scorer. An unchanged rewrite
-endorses the reply (an SFT target) but prefers nothing, so it makes no pair.
+A rewrite always pairs against the model's text, never against an earlier rewrite of the
+volunteer's own (which the new one replaces). An emotion label is also a (text, label) example
+for the emotion scorer. An unchanged rewrite endorses the reply (an SFT target) but prefers
+nothing, so it makes no pair. A correction made before a rewrite keeps the text it was made on.
 """
 
 from __future__ import annotations
@@ -66,22 +74,31 @@ def parse_prompt(raw: str, correction_id: object = "?") -> list[Message]:
 def lesson(correction: dict[str, Any], task: str, target_emotion: str | None) -> Lesson:
     """What `correction` teaches in a campaign of `task` (and `target_emotion`)."""
     prompt = parse_prompt(correction["prompt"], correction.get("id"))
-    original, kind = correction["original"], correction["kind"]
+    kind = correction["kind"]
     if kind == "rewrite":
-        return _rewrite(prompt, correction["rewrite"], original)
+        return _rewrite(prompt, correction["rewrite"], correction["original"])
+    shown = about(correction)
     if kind == "choice":
-        return _choice(prompt, correction["choice"], original, correction.get("other_reply"))
+        return _choice(prompt, correction["choice"], shown, correction.get("other_reply"))
     if kind == "rating" and correction["rating"] in (-1, 1):
         liked = correction["rating"] == 1
-        return Lesson(prompt, sft_target=original if liked else None, kto=((original, liked),))
+        return Lesson(prompt, sft_target=shown if liked else None, kto=((shown, liked),))
     if kind == "emotion" and correction["emotion"]:
         on_target = task == "emotion" and correction["emotion"] == target_emotion
         return Lesson(
             prompt,
-            sft_target=original if on_target else None,
-            emotion=(original, correction["emotion"]),
+            sft_target=shown if on_target else None,
+            emotion=(shown, correction["emotion"]),
         )
     return Lesson(prompt)
+
+
+def about(correction: dict[str, Any]) -> str:
+    """The reply text a correction is about (the table above): the model's text for a rewrite,
+    the text shown for every other kind (`original` where a row predates `shown`)."""
+    if correction["kind"] == "rewrite":
+        return correction["original"]
+    return correction.get("shown") or correction["original"]
 
 
 def _rewrite(prompt: list[Message], rewrite: str | None, original: str) -> Lesson:
@@ -92,14 +109,14 @@ def _rewrite(prompt: list[Message], rewrite: str | None, original: str) -> Lesso
     return Lesson(prompt, rewrite, (rewrite, original), ((rewrite, True), (original, False)))
 
 
-def _choice(prompt: list[Message], choice: str, original: str, other: str | None) -> Lesson:
-    if other is None:
+def _choice(prompt: list[Message], choice: str, a: str, b: str | None) -> Lesson:
+    if b is None:
         return Lesson(prompt)
     if choice == "both_bad":
-        return Lesson(prompt, kto=((original, False), (other, False)))
+        return Lesson(prompt, kto=((a, False), (b, False)))
     if choice not in ("a", "b"):
         return Lesson(prompt)  # a tie prefers nothing
-    chosen, rejected = (original, other) if choice == "a" else (other, original)
+    chosen, rejected = (a, b) if choice == "a" else (b, a)
     if chosen == rejected:
         return Lesson(prompt, sft_target=chosen, kto=((chosen, True),))
     return Lesson(prompt, chosen, (chosen, rejected), ((chosen, True), (rejected, False)))

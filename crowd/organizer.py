@@ -17,6 +17,7 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from crowd import views
 from crowd.campaigns import CampaignSpec
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
@@ -148,15 +149,28 @@ class Organizer:
 
     # -- rounds and jobs ---------------------------------------------------------------------
 
-    def close_round(self, key: str) -> int:
-        """Close the current round now; the worker trains and judges it. Returns the job id."""
+    def close_round(self, key: str, expected: int | None = None) -> int:
+        """Close the current round now; the worker trains and judges it. Returns the job id.
+        `expected`: the round number the organizer confirmed closing; another round is refused
+        (a confirmation left open while the round changed closes nothing)."""
         self.check_key(key)
         with self.service.action() as db:
             campaign, round_ = context_of(db)
+            if expected is not None and round_["number"] != expected:
+                raise Refused(
+                    f"Round {expected} is not the open round any more (round {round_['number']} "
+                    "is); nothing was closed."
+                )
             try:
                 return close_round(db, campaign, round_, "organizer", self.service.now(), self.rng)
             except IllegalTransition:
                 raise Refused("The round is already closed.") from None
+
+    def round_results(self, key: str) -> list[views.RoundResult]:
+        """Every round of the campaign so far: its state, winner, metric per model and points."""
+        self.check_key(key)
+        campaign, _ = self.service.context()
+        return views.round_results(self.service.settings.db_path, campaign)
 
     def round_status(self, key: str) -> dict:
         """The current round: number, state, closing time, and per group its members and live

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crowd.lessons import parse_prompt
+from crowd.lessons import about, parse_prompt
 from crowd.limits import Refused
 from crowd.service import CrowdService, context_of
 from crowd.trust import VERDICTS
@@ -78,13 +78,15 @@ class Reviews:
 
 
 def _item(row: dict) -> dict[str, Any]:
-    """What a reviewer sees of a correction: the prompt, the reply and what was done to it."""
+    """What a reviewer sees of a correction: the prompt, the reply as its author saw it
+    (crowd.lessons.about) and what was done to it."""
     return {
         "correction_id": row["id"],
         "kind": row["kind"],
         "group": row["group_index"],
         "prompt": parse_prompt(row["prompt"], row["id"]),
-        "original": row["original"],
+        "original": about(row),  # the text the correction is about, as its author saw it
+        "edited": about(row) != row["original"],  # their own rewrite of the model's reply
         "rewrite": row["rewrite"],
         "choice": row["choice"],
         "other_reply": row.get("other_reply"),

@@ -15,21 +15,24 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from crowd import campaigns
 from crowd.campaigns import (
-    SIGN_IN_FIRST,
     CampaignSpec,
     group_colour,
     group_name,
-    may_correct,
     parse_time,
     utcnow,
 )
 from crowd.config import Settings
-from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.corrections import (  # noqa: F401 (CHOICES, ROUND_CLOSED, context_of: imported from here)
+    CHOICES,
+    NOT_IN_CHAT,
+    ROUND_CLOSED,
+    CorrectionActions,
+    context_of,
+)
 from crowd.generation import BASE, GenerationService
 from crowd.groups import assign_arrival
 from crowd.identity import Identities, load_secret
@@ -41,8 +44,6 @@ from storage import rounds as store
 from storage.db import connect, migrate, transaction
 
 log = logging.getLogger(__name__)
-
-CHOICES = ("a", "b", "tie", "both_bad")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,23 @@ class Reply:
     message_id: int | None = None
 
 
-class CrowdService:
+@dataclass(frozen=True)
+class Shown:
+    """One message of a conversation as its owner's page shows it (storage.queries.SHOWN)."""
+
+    message_id: int
+    role: str
+    text: str  # what the page shows: the volunteer's live rewrite of a reply, if any
+    written: str  # what the model (or the volunteer) wrote
+    rating: int | None  # the volunteer's live thumbs on the text shown: 1, -1 or None
+    rating_id: int | None = None  # that rating's correction
+
+    @property
+    def edited(self) -> bool:
+        return self.text != self.written
+
+
+class CrowdService(CorrectionActions):
     def __init__(
         self,
         settings: Settings,
@@ -187,7 +204,7 @@ class CrowdService:
             campaign, round_ = context_of(db)
             group = self._group_of(db, person["id"], campaign, round_)
             conversation_id = self._conversation(db, person["id"], conversation_id, round_, group)
-            history = [
+            history = [  # as the volunteer sees it: a rewritten reply is its rewrite
                 {"role": m["role"], "content": m["content"]}
                 for m in queries.conversation_messages(db, conversation_id)
             ]
@@ -266,119 +283,34 @@ class CrowdService:
             f"v{version_id}", self.settings.data_dir / path if path else None
         )
 
-    def another(self, token: str, message_id: int, address: str | None = None) -> Iterator[Reply]:
-        """A second reply to the same turn, for an A/B choice."""
+    def another(
+        self, token: str, message_id: int, address: str | None = None, *, shown: str | None = None
+    ) -> Iterator[Reply]:
+        """A second reply (B) to the same turn as reply A (`message_id`), for an A/B pick: from
+        the conversation before A, as the volunteer sees it. `shown`: A's text on the page."""
         self._hit_address(address)
         with self.action() as db:
             person = self.who(db, token)
             self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
-            message, round_ = self._own_reply(db, person, message_id)
+            message, round_ = self._own_reply(db, person, message_id, shown)
+            if message["alternative_of"] is not None:
+                raise Refused(NOT_IN_CHAT)
             chat = queries.prompt_before(db, message)
         yield from self._reply(
             message["conversation_id"], chat, round_["champion_id"], alternative_of=message["id"]
         )
 
-    # -- corrections -----------------------------------------------------------------------
-
-    def _own_reply(self, db, person: dict, message_id: object) -> tuple[dict, dict]:
-        """The reply, if it is the caller's, a model reply, and from the current round."""
-        try:
-            message_id = int(message_id)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise Refused("That reply does not exist.") from None
-        message = queries.get_message(db, message_id)  # type: ignore[arg-type]
-        if message is None or message["participant_id"] != person["id"]:
-            raise Refused("That reply does not exist.")
-        if message["role"] != "assistant":
-            raise Refused("Only the model's replies can be corrected.")
-        _, round_ = context_of(db)
-        if message["round_id"] != round_["id"]:
-            raise Refused(ROUND_CLOSED)
-        return message, round_
-
-    def _submit(
-        self, token: str, message_id: object, address: str | None, other_id: object = None, **fields
-    ) -> int:
-        """Store one correction of the caller's own reply (and, for an A/B pick, its second
-        reply `other_id`), replacing their earlier one of the same kind (kept, marked replaced).
-        Checks and writes are one transaction."""
-        self._hit_address(address)
-        with self.action() as db:
+    def conversation(self, token: str, conversation_id: int | None) -> list[Shown]:
+        """The caller's conversation as their page shows it (nothing for someone else's)."""
+        with self.db() as db:
             person = self.who(db, token)
-            message, round_ = self._own_reply(db, person, message_id)
-            if other_id is not None:
-                fields["other_message_id"] = self._second_reply(db, person, message, other_id)
-            campaign, _ = context_of(db)
-            if not may_correct(campaign, person):
-                raise Refused(SIGN_IN_FIRST)
-            self.rate.hit(
-                f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
-            )
-            correction = {
-                "participant_id": person["id"],
-                "round_id": message["round_id"],
-                "group_index": message["group_index"],
-                "message_id": message["id"],
-                "model_version_id": message["model_version_id"],
-                "prompt": queries.prompt_before(db, message),
-                "original": message["content"],
-                "created_at": self.now(),
-                **fields,
-            }
-            correction["id"] = queries.add_correction(db, **correction)
-            if correction["id"] is None:
-                raise Refused(ROUND_CLOSED)
-            queries.replace_earlier(db, correction, self.now())
-            return correction["id"]
-
-    def _second_reply(self, db, person: dict, message: dict, other_id: object) -> int:
-        other, _ = self._own_reply(db, person, other_id)
-        if other["alternative_of"] != message["id"]:
-            raise Refused("Reply B is not a second reply to reply A.")
-        return other["id"]
-
-    def rewrite(self, token: str, message_id: int, text: str, address: str | None = None) -> int:
-        """A better version of the reply: an SFT target, and with the original a DPO pair."""
-        text = clean_text(text, "rewrite", self.limits.max_rewrite_chars)
-        return self._submit(token, message_id, address, kind="rewrite", rewrite=text)
-
-    def rate_reply(
-        self, token: str, message_id: int, value: int, address: str | None = None
-    ) -> int:
-        """Thumbs up (1) or down (-1); a new rating of the same reply replaces the earlier one."""
-        if value not in (1, -1):
-            raise Refused("A rating is thumbs up or thumbs down.")
-        return self._submit(token, message_id, address, kind="rating", rating=value)
-
-    def label(self, token: str, message_id: int, emotion: str, address: str | None = None) -> int:
-        if emotion not in GOEMOTIONS_LABELS:
-            raise Refused(f"{str(emotion)[:40]!r} is not one of the 28 emotion labels.")
-        return self._submit(token, message_id, address, kind="emotion", emotion=emotion)
-
-    def choose(
-        self, token: str, message_id: int, other_id: int, choice: str, address: str | None = None
-    ) -> int:
-        """Pick between reply A (`message_id`) and its second reply B (`other_id`)."""
-        if choice not in CHOICES:
-            raise Refused("Pick A, B, tie or both bad.")
-        return self._submit(token, message_id, address, other_id, kind="choice", choice=choice)
-
-    def undo(self, token: str, correction_id: int) -> None:
-        """Withdraw one's own correction within the undo window (kept, marked undone)."""
-        with self.action() as db:
-            person = self.who(db, token)
-            correction = queries.get_correction(db, _as_int(correction_id))
-            if correction is None or correction["participant_id"] != person["id"]:
-                raise Refused("That correction does not exist.")
-            if correction["replaced_at"]:
-                raise Refused("That correction was already replaced by your newer one.")
-            age = parse_time(self.now()) - parse_time(correction["created_at"])
-            if age > timedelta(seconds=self.limits.undo_window_s):
-                raise Refused("The undo window for that correction has passed.")
-            _, round_ = context_of(db)
-            if correction["round_id"] != round_["id"]:
-                raise Refused("That round is closed; its corrections are final.")
-            queries.mark_undone(db, correction["id"], self.now())
+            conversation = conversation_id and queries.get_conversation(db, int(conversation_id))
+            if not conversation or conversation["participant_id"] != person["id"]:
+                return []
+            return [
+                Shown(m["id"], m["role"], m["content"], m["written"], m["rating"], m["rating_id"])
+                for m in queries.conversation_messages(db, conversation["id"])
+            ]
 
     # -- what a volunteer sees ---------------------------------------------------------------
 
@@ -413,21 +345,3 @@ class CrowdService:
     def adapter_of_round(self) -> str:
         _, round_ = self.context()
         return self.adapter_for(round_["champion_id"]) if self.generation else BASE
-
-
-ROUND_CLOSED = (
-    "That reply is from a round that has closed; corrections count for the current round only."
-)
-
-
-def context_of(db) -> tuple[dict, dict]:
-    """(active campaign, its current round) as `db` sees them."""
-    campaign = store.active_campaign(db)
-    return campaign, store.current_round(db, campaign["id"])
-
-
-def _as_int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise Refused("That item does not exist.") from None

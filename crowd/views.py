@@ -123,6 +123,50 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
     )
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """One round as the organizer reviews it."""
+
+    number: int
+    state: str
+    winner: str | None  # the crowned group's name; None while judging or when the champion stayed
+    metric: str | None
+    lower_is_better: bool
+    values: dict[str, float]  # 'champion' and each judged group's name -> the metric
+    points: float  # awarded for the round, in total
+    people: int  # how many people were awarded any
+
+
+def round_results(db_path, campaign: dict) -> list[RoundResult]:
+    """Every round of the campaign, oldest first: state, winner, metric per model, points."""
+    history = metric_history(db_path, campaign["id"])
+    with connect(db_path) as db:
+        rounds = store.rounds_of(db, campaign["id"])
+        winners = {
+            r["number"]: r["winner_group"] for r in boards.finished_rounds(db, campaign["id"])
+        }
+        paid = boards.points_per_round(db, campaign["id"])
+    results = []
+    for r in rounds:
+        values = {h["series"]: h["value"] for h in history if h["round"] == r["number"]}
+        metric = next((h["metric"] for h in history if h["round"] == r["number"]), None)
+        crowned = r["state"] == "done" and r["improved"] and winners.get(r["number"]) is not None
+        total, people = paid.get(r["number"], (0.0, 0))
+        results.append(
+            RoundResult(
+                r["number"],
+                r["state"],
+                group_name(winners[r["number"]]) if crowned else None,
+                metric,
+                LOWER_IS_BETTER.get(metric, True),
+                values,
+                total,
+                people,
+            )
+        )
+    return results
+
+
 def rounds_done(db_path, campaign_id: int) -> int:
     """How many rounds have finished: a cheap stamp for open pages to notice a new result."""
     with connect(db_path) as db:
@@ -146,10 +190,12 @@ class RoundProgress:
     stage: str  # 'waiting for the worker', 'drawing the held-out set', 'training group 2', ...
     groups_done: int  # groups whose candidate is trained (or failed)
     n_groups: int
-    eta_s: float | None  # the worker's estimate for the group it trains now; None if unknown
+    eta_s: float | None  # the worker's estimate for the step it is on; None if unknown
+    judged: int | None = None  # while judging: models judged so far, of `models`
+    models: int | None = None  # the candidates and the champion
 
 
-STAGES = {"closing": "drawing the held-out set", "evaluating": "judging the candidates"}
+STAGES = {"closing": "drawing the held-out set", "evaluating": "judging the models"}
 
 
 def round_progress(db_path, campaign: dict) -> RoundProgress | None:
@@ -171,8 +217,17 @@ def round_progress(db_path, campaign: dict) -> RoundProgress | None:
         stage = STAGES.get(stage, stage)  # the worker's word for it, as a volunteer would say it
     if round_["state"] == "evaluating":
         done = campaign["n_groups"]  # groups without enough corrections sat the round out
-    eta = progress.get("eta_s") if round_["state"] == "training" else None
-    return RoundProgress(round_["number"], stage, done, campaign["n_groups"], eta)
+    judging = round_["state"] == "evaluating" and "models" in progress
+    eta = progress.get("eta_s") if round_["state"] == "training" or judging else None
+    return RoundProgress(
+        round_["number"],
+        stage,
+        done,
+        campaign["n_groups"],
+        eta,
+        progress.get("judged") if judging else None,
+        progress.get("models") if judging else None,
+    )
 
 
 STAGES_ORDER = ("closing", "training", "evaluating")
@@ -215,15 +270,22 @@ class BeforeAfter:
     number: int
     target: str | None  # the emotion the distances are to; None for the preference task
     rows: list[dict]  # prompt, before, after, before_distance, after_distance
+    wrote: bool = False  # whether I wrote to the model that round
+    preparing: bool = False  # no rows yet, and the round's job is still making them
 
 
 def before_after(db_path, participant_id: str, campaign: dict) -> BeforeAfter | None:
     """For the last finished round, when it crowned a new champion: my prompts' replies as
-    stored after the crowning (crowd.rounds.showcase); None otherwise."""
+    stored after the crowning (crowd.rounds.showcase); None otherwise. The round is done before
+    they are made, so while its job still runs, no rows means "being prepared"."""
     with connect(db_path) as db:
         done = boards.finished_rounds(db, campaign["id"])
         if not done or not done[-1]["improved"]:
             return None
-        rows = before_after_store.before_after_of(db, done[-1]["id"], participant_id)
+        round_id = done[-1]["id"]
+        rows = before_after_store.before_after_of(db, round_id, participant_id)
+        wrote = bool(rows) or before_after_store.wrote_in_round(db, round_id, participant_id)
+        job = store.last_job_of_round(db, round_id)
+    preparing = not rows and wrote and job is not None and job["status"] in ("pending", "running")
     target = campaign["target_emotion"] if campaign["task"] == "emotion" else None
-    return BeforeAfter(done[-1]["number"], target, rows)
+    return BeforeAfter(done[-1]["number"], target, rows, wrote, preparing)

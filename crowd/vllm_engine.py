@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -127,13 +127,20 @@ class VLLMGeneration:
         sampling: Sampling,
         seeds: Sequence[int | None] | None = None,
         max_batch: int = 16,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[str]:
         """Whole replies to `chats` (row i with `adapters[i]`, `seeds[i]`), at most `max_batch`
-        in flight: the evaluator's samples, batched by the server."""
+        in flight: the evaluator's samples, batched by the server. `progress(rows done, rows)`
+        as they arrive, in order."""
         seeds = list(seeds) if seeds is not None else [None] * len(chats)
         jobs = list(zip(chats, adapters, seeds, strict=True))
+        out: list[str] = []
         with ThreadPoolExecutor(max_workers=max_batch) as pool:
-            return list(pool.map(lambda job: self.reply(job[0], job[1], sampling, job[2]), jobs))
+            for text in pool.map(lambda job: self.reply(job[0], job[1], sampling, job[2]), jobs):
+                out.append(text)
+                if progress is not None:
+                    progress(len(out), len(jobs))
+        return out
 
     def close(self) -> None:
         self._http.close()

@@ -26,6 +26,16 @@ def prompts_of_round(db: Database, round_id: int, per_person: int) -> dict[str, 
     return prompts
 
 
+def wrote_in_round(db: Database, round_id: int, participant_id: str) -> bool:
+    """Whether the participant wrote to the model in the round (a prompt of theirs to show)."""
+    row = db.execute(
+        """SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id
+           WHERE c.round_id = ? AND c.participant_id = ? AND m.role = 'user' LIMIT 1""",
+        [round_id, participant_id],
+    )
+    return row.fetchone() is not None
+
+
 def has_before_after(db: Database, round_id: int) -> bool:
     row = db.execute("SELECT 1 FROM before_after WHERE round_id = ? LIMIT 1", [round_id])
     return row.fetchone() is not None

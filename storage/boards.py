@@ -44,6 +44,16 @@ def my_points(db: Database, participant_id: str) -> list[dict]:
     return [{**row, "reason": json.loads(row["reason"])} for row in rows]
 
 
+def points_per_round(db: Database, campaign_id: int) -> dict[int, tuple[float, int]]:
+    """Round number -> (points awarded in total, people awarded any)."""
+    rows = db.execute(
+        """SELECT r.number, sum(l.amount), count(DISTINCT l.participant_id) FROM points l
+           JOIN rounds r ON r.id = l.round_id WHERE r.campaign_id = ? GROUP BY r.number""",
+        [campaign_id],
+    )
+    return {number: (total, people) for number, total, people in rows.fetchall()}
+
+
 def finished_rounds(db: Database, campaign_id: int) -> list[dict]:
     return list(
         db.query(

@@ -28,7 +28,7 @@ COLUMNS = {
     "prompt": "chat messages up to the reply (`role`, `content`)",
     "chosen / rejected / completion": "one assistant message",
     "label": "kto: true = desirable; emotions: the emotion label",
-    "text / annotator": "emotions: the reply labelled, the labeller's pseudonym",
+    "text / annotator": "emotions: the reply labelled, as the labeller saw it; their pseudonym",
     "source": "the kind of correction the row comes from: rewrite, choice, rating, emotion",
     "split": "`train`, or `heldout` (kept aside by the app to judge the groups' models)",
     "round / group": "the round number and the 0-based group of the volunteer",
@@ -37,6 +37,8 @@ COLUMNS = {
     "participant_name / hf_username": "events: set only for volunteers who opted in",
     "undone / hidden": "events: withdrawn by the author / moderated out (never training rows)",
     "model_version_id": "events: the model version that wrote the corrected reply",
+    "original / shown / other_reply": "events: the reply as the model wrote it / as the "
+    "volunteer saw it when acting (their own rewrite, if they had rewritten it) / reply B as shown",
 }
 
 

@@ -55,7 +55,8 @@ SCHEMAS = {
         + [("participant_banned", pa.bool_())]
         + [(name, pa.int64()) for name in ("model_version_id", "message_id", "other_message_id")]
         + [("prompt", MESSAGES)]
-        + [(n, pa.string()) for n in ("original", "other_reply", "rewrite", "choice", "emotion")]
+        + [(n, pa.string()) for n in ("original", "shown", "other_reply", "rewrite")]
+        + [(n, pa.string()) for n in ("choice", "emotion")]
         + [("rating", pa.int64()), ("split", pa.string())]
         + [("hidden", pa.bool_()), ("hidden_at", pa.string())]
         + [("undone", pa.bool_()), ("undone_at", pa.string()), ("created_at", pa.string())]
@@ -153,11 +154,9 @@ class Snapshot:
         return self.rows(
             "SELECT c.*, r.number AS round, r.campaign_id, p.display_name, p.hf_username,"
             " p.share_identity, p.banned_at, p.hidden_at AS person_hidden_at,"
-            " b.content AS other_reply,"
             " coalesce(v.endorsements, 0) AS endorsements, coalesce(v.rejections, 0) AS rejections"
             " FROM corrections c JOIN rounds r ON r.id = c.round_id"
             " JOIN participants p ON p.id = c.participant_id"
-            " LEFT JOIN messages b ON b.id = c.other_message_id"
             f" LEFT JOIN ({_VERDICTS}) v ON v.correction_id = c.id"
             f" WHERE {where} ORDER BY c.id",
             params,

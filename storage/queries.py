@@ -105,11 +105,32 @@ def get_conversation(db: Database, conversation_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
+SHOWN = """coalesce((SELECT r.rewrite FROM corrections r
+    WHERE r.message_id = m.id AND r.kind = 'rewrite' AND r.undone_at IS NULL
+      AND r.replaced_at IS NULL AND r.participant_id = c.participant_id
+    ORDER BY r.id DESC LIMIT 1), m.content)"""
+"""SQL over `messages m JOIN conversations c`: the text the message shows its conversation's owner.
+A reply they rewrote shows their live rewrite (not undone, not replaced by a newer one), which
+stands for the reply from then on (crowd/lessons.py); anything else shows what was written."""
+
+
 def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
-    """The main line of a conversation (second replies left out), in order."""
+    """The main line of a conversation (second replies left out), in order, as its owner sees
+    it: `content` is the text shown (SHOWN), `written` what the model or person wrote, and
+    `rating_id`, `rating` the owner's live thumbs on the text shown now (a rating given before
+    a rewrite stays about the text it was given on, so it is not the rewrite's)."""
+    rating = f"""(SELECT r.{{}} FROM corrections r WHERE r.message_id = m.id
+                   AND r.kind = 'rating' AND r.participant_id = c.participant_id
+                   AND r.undone_at IS NULL AND r.replaced_at IS NULL AND r.shown = {SHOWN}
+                 ORDER BY r.id DESC LIMIT 1)"""
     return list(
-        db["messages"].rows_where(
-            "conversation_id = ? AND alternative_of IS NULL", [conversation_id], order_by="position"
+        db.query(
+            f"""SELECT m.id, m.position, m.role, {SHOWN} AS content, m.content AS written,
+                   m.model_version_id, {rating.format("id")} AS rating_id,
+                   {rating.format("rating")} AS rating
+                FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                WHERE m.conversation_id = ? AND m.alternative_of IS NULL ORDER BY m.position""",
+            [conversation_id],
         )
     )
 
@@ -145,27 +166,38 @@ def add_message(
 
 
 def get_message(db: Database, message_id: int) -> dict | None:
-    """A message with its conversation's owner, round and group."""
+    """A message with its conversation's owner, round and group, and the text it shows its
+    owner (`shown`, see SHOWN)."""
     rows = db.query(
-        """SELECT m.*, c.participant_id AS participant_id, c.round_id AS round_id,
-                  c.group_index AS group_index
+        f"""SELECT m.*, c.participant_id AS participant_id, c.round_id AS round_id,
+                  c.group_index AS group_index, {SHOWN} AS shown
            FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?""",
         [message_id],
     )
     return next(iter(rows), None)
 
 
+def latest_alternative(db: Database, message_id: int) -> int | None:
+    """The newest second reply to `message_id` (the one a page shows beside it), or None."""
+    row = db.execute(
+        "SELECT max(id) FROM messages WHERE alternative_of = ?", [message_id]
+    ).fetchone()
+    return row[0]
+
+
 def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
-    """The chat (role, content) up to, not including, `message`. A second reply (B) answers
-    the same turn as the reply it is an alternative of (A), so its prompt stops before A."""
+    """The chat (role, content) up to, not including, `message`, as its owner sees it (SHOWN).
+    A second reply (B) answers the same turn as the reply it is an alternative of (A), so its
+    prompt stops before A."""
     position = message["position"]
     if message.get("alternative_of") is not None:
         position = db.execute(
             "SELECT position FROM messages WHERE id = ?", [message["alternative_of"]]
         ).fetchone()[0]
     rows = db.execute(
-        """SELECT role, content FROM messages WHERE conversation_id = ? AND position < ?
-           AND alternative_of IS NULL ORDER BY position""",
+        f"""SELECT m.role, {SHOWN} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+            WHERE m.conversation_id = ? AND m.position < ? AND m.alternative_of IS NULL
+            ORDER BY m.position""",
         [message["conversation_id"], position],
     ).fetchall()
     return [{"role": role, "content": content} for role, content in rows]
@@ -176,6 +208,7 @@ def add_correction(db: Database, **fields: Any) -> int | None:
     a round closed a moment earlier refuses it); returns its id, or None when refused."""
     if isinstance(fields.get("prompt"), list):
         fields["prompt"] = json.dumps(fields["prompt"], ensure_ascii=False)
+    fields.setdefault("shown", fields.get("original"))  # nothing else was shown, then
     names = list(fields)
     cursor = db.execute(
         f"""INSERT INTO corrections ({", ".join(names)})
@@ -256,6 +289,7 @@ def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
         db.query(
             """SELECT c.id, c.kind, c.participant_id, p.display_name, c.round_id, c.group_index,
                    coalesce(c.rewrite, c.choice, c.emotion, c.rating) AS value, c.original,
+                   c.shown,
                    c.hidden_at, c.undone_at, c.created_at
             FROM corrections c JOIN participants p ON p.id = c.participant_id
             ORDER BY c.id DESC LIMIT ?""",

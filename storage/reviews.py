@@ -61,10 +61,10 @@ def reviewable(
     marks = ",".join("?" * len(round_ids))
     return list(
         db.query(
-            f"""SELECT c.*, b.content AS other_reply,
+            f"""SELECT c.*,
                    (SELECT count(*) FROM reviews r WHERE r.correction_id = c.id) AS n_reviews,
                    row_number() OVER (PARTITION BY c.group_index ORDER BY c.id) AS in_group
-                FROM corrections c LEFT JOIN messages b ON b.id = c.other_message_id
+                FROM corrections c
                 WHERE c.round_id IN ({marks}) AND {LIVE} AND c.participant_id != ?
                   AND c.kind IN ({",".join("?" * len(kinds))})
                   AND NOT EXISTS (SELECT 1 FROM reviews r

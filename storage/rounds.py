@@ -138,11 +138,10 @@ def rounds_of(db: Database, campaign_id: int) -> list[dict]:
 
 
 def round_corrections(db: Database, round_id: int) -> list[dict]:
-    """Live corrections of a round, oldest first, with reply B's text as `other_reply`."""
+    """Live corrections of a round, oldest first."""
     return list(
         db.query(
-            f"""SELECT c.*, b.content AS other_reply FROM corrections c
-            LEFT JOIN messages b ON b.id = c.other_message_id
+            f"""SELECT c.* FROM corrections c
             WHERE c.round_id = ? AND {LIVE} ORDER BY c.id""",
             [round_id],
         )
@@ -160,8 +159,7 @@ def heldout_corrections(db: Database, campaign_id: int, up_to_round: int) -> lis
     """Every live held-out correction of the campaign up to and including `up_to_round`."""
     return list(
         db.query(
-            f"""SELECT c.*, b.content AS other_reply FROM corrections c
-            JOIN rounds r ON r.id = c.round_id LEFT JOIN messages b ON b.id = c.other_message_id
+            f"""SELECT c.* FROM corrections c JOIN rounds r ON r.id = c.round_id
             WHERE r.campaign_id = ? AND r.number <= ? AND c.split = 'heldout' AND {LIVE}
             ORDER BY c.id""",
             [campaign_id, up_to_round],
@@ -309,9 +307,10 @@ def recent_jobs(db: Database, limit: int = 20) -> list[dict]:
 
 
 def emotion_labels(db: Database, campaign_id: int) -> list[tuple[str, str]]:
-    """(reply text, label) for every live emotion label of the campaign."""
+    """(text labelled, label) for every live emotion label of the campaign: the reply as the
+    labeller saw it (`shown`), as crowd/lessons.py says a label applies to."""
     return db.execute(
-        f"""SELECT c.original, c.emotion FROM corrections c JOIN rounds r ON r.id = c.round_id
+        f"""SELECT c.shown, c.emotion FROM corrections c JOIN rounds r ON r.id = c.round_id
             WHERE r.campaign_id = ? AND c.kind = 'emotion' AND {LIVE} ORDER BY c.id""",
         [campaign_id],
     ).fetchall()

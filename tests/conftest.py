@@ -38,6 +38,14 @@ def default_model_dir() -> Path:
     return convert_packaged_model(CACHE / "models")
 
 
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir, tmp_path_factory):
+    """The tiny model loaded once per test module (real tokenizer, real weights)."""
+    from crowd.models import load_base
+
+    return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
+
+
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
     """Settings for a fresh data dir, on the tiny model, with small training budgets."""

@@ -43,9 +43,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_campaign(settings) -> None:
+def prepare_campaign(settings, **changes) -> None:
     """A preference round small enough to train in seconds: one correction suffices, and the
-    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable."""
+    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable.
+    `changes`: other campaign settings."""
     organizer = Organizer(CrowdService(settings, None))
     organizer.update_campaign(
         KEY,
@@ -54,6 +55,7 @@ def prepare_campaign(settings) -> None:
         heldout_share=0.0,
         training_mode="sft",
         points_rule="paper",
+        **changes,
     )
     organizer.add_references(
         KEY,
@@ -167,13 +169,7 @@ def join_and_correct(page, url: str, expect) -> None:
 
     page.locator("#message textarea").fill("Hello")
     page.locator("#send").click()
-    buttons = page.locator("#chat .message-buttons-left").last
-    edit = buttons.get_by_role("button", name="Edit")
-    expect(edit).to_be_enabled()  # disabled while the reply streams
-    edit.click()
-    page.locator("textarea.edit-textarea").fill(HAPPY)
-    page.get_by_role("button", name="Submit").click()
-    expect(page.locator("#ack")).to_contain_text("Saved your rewrite")
+    rewrite_the_last_reply(page, HAPPY, expect)
     expect(page.locator("#chat")).to_contain_text(HAPPY)
 
     page.locator("#emotion input").click()
@@ -183,6 +179,17 @@ def join_and_correct(page, url: str, expect) -> None:
     expect(page.locator("#ack")).to_contain_text("Saved your emotion label")
     expect(page.locator("#banner")).to_contain_text("2 corrections this round")
     page.screenshot(path=str(SHOTS / "volunteer-chat.png"), full_page=True)
+
+
+def rewrite_the_last_reply(page, text: str, expect) -> None:
+    """Wait for the reply, open the editor on it, type `text` and save with Enter."""
+    expect(page.locator("#chat .message-buttons-left").last).to_be_visible()  # the reply is in
+    page.locator("#rewrite").click()
+    box = page.locator("#editor-text textarea")
+    expect(box).to_be_visible()
+    box.fill(text)
+    box.press("Enter")
+    expect(page.locator("#ack")).to_contain_text("Saved your rewrite")
 
 
 def review_as_another_volunteer(page, url: str, expect) -> None:
@@ -214,7 +221,9 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     page.locator("#org-key input").fill(KEY)
     page.locator("#org-unlock").click()
     expect(page.locator("#org-status")).to_contain_text("round 1 is open", timeout=90_000)
-    page.locator("#org-close").click()
+    page.locator("#org-close").click()  # asks first
+    expect(page.locator("#org-confirm-close")).to_contain_text("Close round 1 now?")
+    page.locator("#org-confirm-close-yes").click()
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
     page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
@@ -297,7 +306,7 @@ def test_the_volunteer_journey_at_desktop_and_phone_sizes(journey_app):
 
 
 def first_visit(page, url: str, name: str, size: str, expect) -> None:
-    """Join, read the how-to, dismiss it (it stays dismissed), reopen it; chat with Enter;
+    """Join; the how-to is folded under one line and opens on a click; chat with Enter;
     rewrite the reply; pick an emotion label and read its definition."""
     page.goto(url)
     page.locator("#name").locator("input, textarea").first.fill(name)
@@ -306,31 +315,30 @@ def first_visit(page, url: str, name: str, size: str, expect) -> None:
     expect(page.locator("#banner")).to_contain_text(name)  # the page has settled
     howto = page.locator("#howto")
     expect(howto).to_contain_text("How to take part")
+    expect(page.locator("#howto-text")).to_be_hidden()  # folded: the chat stays on screen
+    fold = page.get_by_role("button", name="How to take part (new here? start here)")
+    fold.click()
     expect(howto).to_contain_text("A good rewrite")
     no_sideways_scroll(page)
     shoot(page, f"journey-howto-{size}")
-    page.locator("#howto-close").click()
-    expect(howto).to_be_hidden()
-    page.reload()
-    expect(page.locator("#banner")).to_contain_text(name)
-    expect(howto).to_be_hidden()  # dismissed stays dismissed in this browser
-    page.get_by_role("button", name="How to take part").click()
-    expect(howto).to_be_visible()
-    page.locator("#howto-close").click()
+    fold.click()
+    expect(page.locator("#howto-text")).to_be_hidden()
 
     page.locator("#message textarea").fill("Hello")
     page.locator("#message textarea").press("Enter")  # the keyboard alone sends
-    edit = page.locator("#chat .message-buttons-left").last.get_by_role("button", name="Edit")
-    expect(edit).to_be_enabled()
-    edit.click()
-    page.locator("textarea.edit-textarea").fill(HAPPY)
-    page.get_by_role("button", name="Submit").click()
-    expect(page.locator("#ack")).to_contain_text("Saved your rewrite")
+    rewrite_the_last_reply(page, HAPPY, expect)
     page.locator("#emotion input").click()
     page.keyboard.type("joy")
     page.keyboard.press("Enter")
     expect(page.locator("#emotion-definition")).to_contain_text("joy: a feeling of pleasure")
-    for name_ in ("Send", "Label it", "Another reply", "New conversation", "Undo"):
+    for name_ in (
+        "Send",
+        "Rewrite the last reply",
+        "Label it",
+        "Another reply",
+        "Undo",
+        "New conversation",
+    ):
         expect(page.get_by_role("button", name=name_, exact=True)).to_be_visible()
     no_sideways_scroll(page)
     shoot(page, f"journey-label-{size}")

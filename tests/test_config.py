@@ -95,6 +95,15 @@ def test_the_readme_table_is_the_declared_settings():
     assert table == settings_table(), "regenerate it with `python -m crowd settings`"
 
 
+def test_the_readmes_first_section_says_how_to_open_the_organizer_view():
+    """Two outside testers had to guess the variable's name (issue 27)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    first = readme[: readme.index("\n## ")]
+    example = "CROWD_ORGANIZER_SECRET='a-long-key-you-choose' make run"
+    assert example in first and "/organizer" in first
+    load_settings({"CROWD_ORGANIZER_SECRET": "a-long-key-you-choose"})  # the example is valid
+
+
 @pytest.mark.parametrize("name,meta", [(n, m) for n, _, m in declared()], ids=lambda v: str(v))
 def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
     allowed = getattr(meta["parse"], "range", "")

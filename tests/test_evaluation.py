@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from crowd.batching import BASE
 from crowd.config import TrainingSettings
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.evaluation import EvalSet, Evaluator, Score
+from crowd.evaluation import EvalSet, Evaluator, Score, repeats_itself, worst_distance
 from crowd.models import load_base
 from crowd.training.trainer import create_initial_adapter
 
@@ -118,3 +118,60 @@ def test_scores_without_samples_compare_as_before():
     accuracy = [Score("pref_accuracy", v, 0.5, 10, {}) for v in (0.7, 0.6)]
     assert accuracy[0].better_than(accuracy[1], z=2.0)
     assert not accuracy[1].better_than(accuracy[0], z=2.0)
+
+
+class ScriptedServer:
+    """The vLLM protocol the evaluator samples from (`VLLMGeneration.replies`), answering each
+    adapter with scripted texts in turn: what a model that repeats itself would say."""
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script = script
+
+    def replies(self, chats, adapters, sampling, seeds, max_batch=16, progress=None):
+        out = [
+            self.script[name][seed % len(self.script[name])] for name, seed in zip(adapters, seeds)
+        ]
+        if progress is not None:
+            progress(len(out), len(out))
+        return out
+
+
+BREAKFAST = "I'm so glad you're enjoying my breakfast! " * 5
+
+
+@pytest.mark.parametrize(
+    "text, repeats",
+    [
+        (BREAKFAST, True),
+        ("ha " * 12, True),
+        ("I am happy, I am happy, I am happy, I am happy and so glad", True),
+        ("Good Job", False),  # short: the check across replies catches one phrase for all
+        ("I love it. I love it. Thanks!", False),
+        ("It was a lovely day at the beach, and we swam until the sun set over the hills.", False),
+    ],
+)
+def test_a_reply_that_repeats_itself_is_degenerate(text, repeats):
+    assert repeats_itself(text) is repeats
+
+
+def test_a_sample_that_repeats_itself_counts_as_collapsed(evaluator):
+    """Each degenerate sample scores the worst distance, however close its text sits to the
+    target, and is not counted as distinct: half of them, and the model has collapsed."""
+    target = LengthScorer().score([BREAKFAST])[0]  # the repeated sentence *is* on target
+    fine = [f"A varied reply number {i}, each one different from the others." for i in range(4)]
+    evaluator.remote = ScriptedServer(
+        {"half": [BREAKFAST, *fine[:3]], "most": [BREAKFAST, BREAKFAST, BREAKFAST, fine[0]]}
+    )
+    evaluator.seed = 0
+    seen = []
+    half, most = evaluator.evaluate(
+        EvalSet("emotion", prompts=[CHAT], target=target),
+        ["half", "most"],
+        samples=4,
+        progress=lambda judged, models: seen.append((judged, models)),
+    )
+    worst = worst_distance(target)
+    assert half.detail["distances"][0] == pytest.approx(worst) and half.detail["repetitive"] == 1
+    assert half.detail["distinct"] == 0.75 and not half.collapsed
+    assert most.detail["repetitive"] == 3 and most.collapsed
+    assert seen[-1] == (2, 2)  # progress ends with both models judged

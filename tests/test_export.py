@@ -126,9 +126,11 @@ class Seed:
             "group_index": group,
             "message_id": a,
             "other_message_id": b if kind == "choice" else None,
+            "other_reply": reply_b if kind == "choice" else None,  # B as the page showed it
             "model_version_id": 1,
             "prompt": prompt,
             "original": reply_a,
+            "shown": reply_a,
             "created_at": T0,
             **fields,
         }

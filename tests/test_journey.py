@@ -31,6 +31,7 @@ from crowd.ui.journey import (
     definition_of,
     emotion_choices,
     howto_text,
+    progress_text,
 )
 from storage import before_after as before_after_store
 from storage.db import connect
@@ -122,7 +123,9 @@ def test_progress_then_notice_then_before_after_stored_once(world):
 
     stages = watch_progress(db_path, campaign, worker)
     assert any(p.stage.startswith("training group") and p.eta_s is not None for p in stages)
-    assert any(p.stage == "judging the candidates" and p.groups_done == 3 for p in stages)
+    judging = [p for p in stages if p.stage == "judging the models"]
+    assert judging and all(p.groups_done == 3 and p.models in (None, 4) for p in judging)
+    assert judging[-1].judged == 4 and "4 of 4 models judged" in progress_text(judging[-1])
     assert [p.groups_done for p in stages] == sorted(p.groups_done for p in stages)
     assert views.round_progress(db_path, campaign) is None
 
@@ -144,7 +147,7 @@ def test_progress_then_notice_then_before_after_stored_once(world):
     )
     if notice.points:
         assert f"You earned **{notice.points:g} points**" in news["value"]
-    assert "Question 2?" in cards and "Before (old champion)" in cards and seen == [1, 3]
+    assert "Question 2?" in cards and "Before (old champion)" in cards and seen == [1, 3, False]
     assert journey.news(sessions[0].token, seen)[1] == gr.skip()  # unchanged: not re-sent
 
     # Generated once: asking again changes nothing, and a view only reads.
@@ -153,6 +156,17 @@ def test_progress_then_notice_then_before_after_stored_once(world):
     )
     with connect(db_path) as db:
         assert list(db.query("SELECT * FROM before_after ORDER BY id")) == stored
+    said_nothing = service.join("Quiet One", consent=True)
+    # The round is done before its before/after replies are made: while its job still runs,
+    # a volunteer who wrote is told they are being prepared, not that they wrote nothing.
+    with connect(db_path) as db, db.atomic():
+        db.execute("UPDATE jobs SET status = 'running'")
+        db.execute("DELETE FROM before_after")
+    assert "answering your prompts" in journey.news(sessions[0].token, None)[1]
+    assert "You wrote no messages" in journey.news(said_nothing.token, None)[1]
+    with connect(db_path) as db:
+        db.execute("UPDATE jobs SET status = 'finished'")
+    assert "No before/after replies" in journey.news(sessions[0].token, None)[1]
 
 
 def watch_progress(db_path, campaign: dict, worker) -> list:

@@ -295,18 +295,21 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
     )
     assert picked == crowd.trolls[0] and len(row) == len(QUEUE_COLUMNS)
 
-    _, _, queue = handlers.act("hide")(KEY, picked)
+    confirm, question = handlers.ask("hide")(KEY, picked)  # asked first, done on confirmation
+    assert confirm == gr.update(visible=True) and f"Hide all the data of {picked}?" in question
+    _, _, queue, confirm = handlers.act("hide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "hidden"
+    assert confirm == gr.update(visible=False)
     for typed, why in [
         ("", "Click a row"),
         (picked, "already hidden"),
         ("nobody", "no participant"),
     ]:
         with pytest.warns(UserWarning, match=why):
-            assert handlers.act("hide")(KEY, typed) == (gr.skip(),) * 3
-    _, _, queue = handlers.act("unhide")(KEY, picked)
+            assert handlers.act("hide")(KEY, typed)[:3] == (gr.skip(),) * 3
+    _, _, queue, _ = handlers.act("unhide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "shown"
-    _, _, queue = handlers.act("ban")(KEY, picked, "spam")
+    _, _, queue, _ = handlers.act("ban")(KEY, picked, "spam")
     assert picked not in list(queue["participant"])  # banned: out of the queue
 
 
@@ -359,11 +362,11 @@ def test_an_open_page_redraws_my_record_when_a_review_arrives(settings):
     with session.service.db() as db:
         tiny = Tiny(db, ("bob", "cat"), campaign=campaign["id"])
         mine = tiny.correct(me.participant_id, tiny.reply(me.participant_id))
-    _, _, stamp, text, *_ = session.tick(me.token, None)
+    _, _, stamp, _, _, seen, text, *_ = session.tick(me.token, None)
     assert "1 waiting for reviews" in text
-    assert session.tick(me.token, stamp)[3] == gr.skip()  # nothing new: boards skipped
+    assert session.tick(me.token, stamp, seen)[6] == gr.skip()  # nothing new: boards skipped
     with session.service.db() as db:
         for reviewer in ("bob", "cat"):
             add_review(db, mine, reviewer, "endorse", tiny.round, "2026-01-05T11:00:00+00:00")
-    _, _, stamp, text, *_ = session.tick(me.token, stamp)
+    _, _, stamp, _, _, _, text, *_ = session.tick(me.token, stamp, seen)
     assert "1 endorsed" in text and "0 waiting" in text

@@ -190,7 +190,9 @@ def test_empty_or_odd_id_boxes_are_refused_with_a_message(handlers):
         with pytest.warns(UserWarning, match="Type the job id first"):
             assert cancel(KEY, empty) == SKIP
         with pytest.warns(UserWarning, match="Type the correction id first"):
-            assert handlers.hide(KEY, empty) == SKIP
+            assert handlers.ask_hide(KEY, empty) == (SKIP, SKIP)  # nothing to confirm
+        with pytest.warns(UserWarning, match="Type the correction id first"):
+            assert handlers.hide(KEY, empty)[0] == SKIP
     for odd in ("abc", "0", "-3", "1.5"):
         with pytest.warns(UserWarning, match="whole number"):
             cancel(KEY, odd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crowd.config import ModelSettings
@@ -93,6 +95,63 @@ def test_corrections_keep_provenance(service):
     assert b_prompt == row["prompt"]
 
 
+def test_a_rewritten_reply_is_the_rewrite_from_then_on(service):
+    """Issue 27: after a rewrite, the reply's label, rating and A/B pick are about the rewrite,
+    the next turn's context holds it, and reply B answers the conversation before reply A."""
+    session = service.join("Ada", consent=True)
+    first = chat(service, session)
+    service.rewrite(session.token, first.message_id, "Mine, kinder.")
+    reply = chat(service, session, "And then?", first.conversation_id)
+    label = service.label(session.token, first.message_id, "joy", shown="Mine, kinder.")
+    b = list(service.another(session.token, reply.message_id))[-1]
+    pick = service.choose(
+        session.token, reply.message_id, b.message_id, "a", shown=(reply.text, b.text)
+    )
+    with connect(service.settings.db_path) as db:
+        labelled, picked = (queries.get_correction(db, i) for i in (label, pick))
+    assert (labelled["shown"], labelled["original"]) == ("Mine, kinder.", first.text)
+    context = [
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": "Mine, kinder."},
+        {"role": "user", "content": "And then?"},
+    ]
+    assert json.loads(picked["prompt"]) == context
+    assert (picked["shown"], picked["other_reply"]) == (reply.text, b.text)
+    with connect(service.settings.db_path) as db:
+        b_message = queries.get_message(db, b.message_id)
+    assert queries_prompt(service, b_message) == context  # B answers what A answered
+
+
+def queries_prompt(service, message: dict) -> list[dict]:
+    with connect(service.settings.db_path) as db:
+        return queries.prompt_before(db, message)
+
+
+def test_actions_on_text_not_shown_are_refused_and_store_nothing(service):
+    session = service.join("Ada", consent=True)
+    reply = chat(service, session)
+    first_b = list(service.another(session.token, reply.message_id))[-1]
+    newer_b = list(service.another(session.token, reply.message_id))[-1]
+    service.rewrite(session.token, reply.message_id, "Changed in another tab.")
+    token, a = session.token, reply.message_id
+    for match, call in [
+        ("changed since", lambda: service.label(token, a, "joy", shown=reply.text)),
+        ("changed since", lambda: service.rate_reply(token, a, 1, shown=reply.text)),
+        ("changed since", lambda: list(service.another(token, a, shown=reply.text))),
+        ("newer second reply", lambda: service.choose(token, a, first_b.message_id, "a")),
+        (
+            "changed since",
+            lambda: service.choose(
+                token, a, newer_b.message_id, "a", shown=(reply.text, newer_b.text)
+            ),
+        ),
+        ("not a reply in your chat", lambda: list(service.another(token, newer_b.message_id))),
+    ]:
+        with pytest.raises(Refused, match=match):
+            call()
+    assert count(service, "corrections") == 1  # the rewrite only
+
+
 @pytest.mark.parametrize(
     "text", ["", "   ", "x" * 20_000, "hi\x00there", "<script>alert(1)</script>"]
 )
@@ -146,8 +205,8 @@ def test_a_correction_is_refused_when_the_round_closes_between_check_and_insert(
     from crowd.service import context_of
 
     class OrganizerClosesMidway(CrowdService):  # a real service, closing the round after checking
-        def _own_reply(self, db, person, message_id):
-            checked = super()._own_reply(db, person, message_id)
+        def _own_reply(self, db, person, message_id, shown=None):
+            checked = super()._own_reply(db, person, message_id, shown)
             campaign, round_ = context_of(db)
             close_round(db, campaign, round_, "organizer", self.now(), self.rng)
             return checked

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import stat
 
@@ -98,3 +99,85 @@ def test_the_database_is_private_and_commits_are_durable(tmp_path):
         db.conn.commit()
         for name in ("crowd.db", "crowd.db-wal", "crowd.db-shm"):
             assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+
+
+def test_rows_stored_before_the_fix_are_repaired_from_the_history(tmp_path):
+    """The old page showed a saved rewrite in place of the reply, yet stored a later label or
+    pick as about the model's text, and the next turn's prompt with the model's text. The
+    migration re-derives what each correction's page showed."""
+    from sqlite_utils import Database
+
+    db = Database(tmp_path / "old.db")
+    MIGRATIONS.apply(db, stop_before="m027_shown_texts")
+    t = "2026-01-01T00:00:0{}Z".format
+    db["participants"].insert(
+        {"id": "ada", "display_name": "Ada", "consented_at": t(0), "created_at": t(0)}
+    )
+    db["campaigns"].insert(
+        {"id": 1, "name": "c", "task": "emotion", "n_groups": 1, "created_at": t(0)}
+    )
+    db["model_versions"].insert({"id": 1, "campaign_id": 1, "created_at": t(0)})
+    db["rounds"].insert(
+        {"id": 1, "campaign_id": 1, "number": 1, "champion_id": 1, "opened_at": t(0)}
+    )
+    db["conversations"].insert(
+        {"id": 1, "participant_id": "ada", "round_id": 1, "group_index": 0, "created_at": t(0)}
+    )
+    for mid, position, role, content, alt in [
+        (1, 0, "user", "Hello", None),
+        (2, 1, "assistant", "Model one.", None),
+        (3, 2, "user", "And then?", None),
+        (4, 3, "assistant", "Model two.", None),
+        (5, 4, "assistant", "Second reply.", 4),
+    ]:
+        db["messages"].insert(
+            {
+                "id": mid,
+                "conversation_id": 1,
+                "position": position,
+                "role": role,
+                "content": content,
+                "alternative_of": alt,
+                "created_at": t(0),
+            }
+        )
+    first = json.dumps([{"role": "user", "content": "Hello"}])
+    second = json.dumps(
+        [
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Model one."},
+            {"role": "user", "content": "And then?"},
+        ]
+    )
+    common = {"participant_id": "ada", "round_id": 1, "group_index": 0, "model_version_id": 1}
+    for cid, kind, message, prompt, original, extra, at in [
+        (1, "rewrite", 2, first, "Model one.", {"rewrite": "Mine one."}, t(1)),
+        (2, "emotion", 2, first, "Model one.", {"emotion": "joy"}, t(2)),
+        (3, "choice", 4, second, "Model two.", {"choice": "a", "other_message_id": 5}, t(3)),
+        (4, "rewrite", 4, second, "Model two.", {"rewrite": "Mine two.", "undone_at": t(5)}, t(4)),
+        (5, "rating", 4, second, "Model two.", {"rating": 1}, t(6)),
+    ]:
+        db["corrections"].insert(
+            {
+                "id": cid,
+                "kind": kind,
+                "message_id": message,
+                "prompt": prompt,
+                "original": original,
+                "created_at": at,
+                **common,
+                **extra,
+            }
+        )
+    MIGRATIONS.apply(db)
+    rows = {r["id"]: r for r in db["corrections"].rows}
+    assert [rows[i]["shown"] for i in range(1, 6)] == [
+        "Model one.",  # the rewrite was made on the model's text
+        "Mine one.",  # the label, on the rewrite the page showed
+        "Model two.",
+        "Model two.",
+        "Model two.",  # the rating came after that rewrite was undone
+    ]
+    assert rows[3]["other_reply"] == "Second reply."
+    assert json.loads(rows[3]["prompt"])[1]["content"] == "Mine one."  # the context shown
+    assert rows[1]["prompt"] == first

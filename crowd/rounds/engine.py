@@ -171,6 +171,28 @@ class RoundEngine:
 
         return report
 
+    def _judging_reporter(self, job_id: int) -> Callable[[float, int], None]:
+        """The evaluator's progress as the job's: how many of the models are judged, and an
+        estimate of the time left from the pace so far (at most every half second)."""
+        start, last = time.monotonic(), [0.0]
+
+        def report(judged: float, models: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.5 and judged < models:
+                return
+            last[0] = now
+            pace = (now - start) / judged if judged > 0 else None
+            progress = {
+                "stage": "judging the models",
+                "judged": int(judged),
+                "models": models,
+                "eta_s": round(pace * (models - judged), 1) if pace is not None else None,
+            }
+            with connect(self.db_path) as db:
+                store.update_job(db, job_id, self.now(), progress=progress)
+
+        return report
+
     # 3-4. evaluating, crowning, points ------------------------------------------------------
 
     def _judge(self, job: dict, campaign: dict, round_: dict) -> None:
@@ -189,7 +211,7 @@ class RoundEngine:
             )
             for v in [champion, *candidates]
         }
-        scores = self._scores(eval_set, round_, [champion, *candidates], names)
+        scores = self._scores(eval_set, round_, [champion, *candidates], names, job["id"])
         contenders = [v for v in candidates if not scores[v["id"]].collapsed]
         best = max(contenders, key=lambda v: scores[v["id"]].oriented, default=None)
         improved = best is not None and scores[best["id"]].better_than(
@@ -212,11 +234,16 @@ class RoundEngine:
         )
         self._crown(campaign, round_, champion, best if improved else None, outcome, usage)
         if improved:
-            self._before_after(round_, names[champion["id"]], names[best["id"]], eval_set)
+            self._before_after(
+                job["id"], round_, names[champion["id"]], names[best["id"]], eval_set
+            )
 
-    def _before_after(self, round_: dict, before: str, after: str, eval_set: EvalSet) -> None:
+    def _before_after(
+        self, job_id: int, round_: dict, before: str, after: str, eval_set: EvalSet
+    ) -> None:
         """Volunteers' own prompts answered by the old and the new champion, stored once
         (crowd.rounds.showcase). After the crowning: a failure here costs no result."""
+        store_job_progress(self.db_path, job_id, self.now(), "preparing the before/after replies")
         try:
             make_before_after(
                 self.evaluator,
@@ -259,10 +286,17 @@ class RoundEngine:
         return EvalSet("emotion", prompts=prompts or [DEFAULT_PROMPT], target=target)
 
     def _scores(
-        self, eval_set: EvalSet, round_: dict, versions: list[dict], names: dict[int, str]
+        self,
+        eval_set: EvalSet,
+        round_: dict,
+        versions: list[dict],
+        names: dict[int, str],
+        job_id: int,
     ) -> dict[int, Score]:
         """Every version on the same items, stored; returns scores by version id."""
-        results = self.evaluator.evaluate(eval_set, [names[v["id"]] for v in versions])
+        results = self.evaluator.evaluate(
+            eval_set, [names[v["id"]] for v in versions], progress=self._judging_reporter(job_id)
+        )
         with connect(self.db_path) as db, db.atomic():
             for version, score in zip(versions, results):
                 store.add_evaluation(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import html.entities
 import re
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -34,9 +35,9 @@ def inert(text: object, markdown: bool = True) -> str:
     `markdown=True` (gr.Markdown, gr.HTML): every character that could begin markup becomes a
     numeric character reference, which renderers display and never parse; line breaks become
     <br>. `markdown=False` (the chat, whose Markdown is off but which renders HTML, and whose
-    edit box shows the raw value): only a `<` that could open a tag and an `&` that could open
-    a character reference are escaped, so the edit box shows text as typed in all but those
-    cases; `as_typed` undoes it exactly."""
+    copy button copies the raw value): only a `<` that could open a tag and an `&` that could
+    open a character reference are escaped, so the raw value stays the text as typed in all
+    but those cases; a browser displays it exactly as typed."""
     if text is None:
         return ""
     if not markdown:
@@ -51,12 +52,6 @@ _LEGACY = "|".join(sorted((n for n in html.entities.html5 if not n.endswith(";")
 _CHAT_MARKUP = re.compile(rf"<(?=[A-Za-z!/?])|&(?=#|[A-Za-z][A-Za-z0-9]*;|(?:{_LEGACY}))")
 """A `<` that could open a tag, an `&` that a browser would read as a character reference
 (with a semicolon, or one of the legacy names it reads without: `&copy 2020`)."""
-_CHAT_ESCAPES = re.compile(r"&(lt|amp);")
-
-
-def as_typed(shown: object) -> str:
-    """The text behind `inert(text, markdown=False)` (what the chat's edit box sends back)."""
-    return _CHAT_ESCAPES.sub(lambda m: "<" if m.group(1) == "lt" else "&", str(shown or ""))
 
 
 def warn(refused: Refused | ValueError) -> None:
@@ -142,6 +137,12 @@ def reason_text(reason: object) -> str:
     share of its points, how many of my corrections counted."""
     if not isinstance(reason, dict):
         return str(reason)
+    if reason.get("rule") == "review" and isinstance(reason.get("agreeing_reviews"), int):
+        return (
+            f"Reviews: {reason['agreeing_reviews']} of your "
+            f"{reason.get('decided_reviews', reason['agreeing_reviews'])} decided reviews agreed "
+            "with the crowd's verdict"
+        )
     parts = []
     if isinstance(reason.get("group_rank"), int):  # 0 = the best group
         of = f" of {reason['n_groups']}" if reason.get("n_groups") else ""
@@ -160,12 +161,15 @@ def reason_text(reason: object) -> str:
     return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
 
+REVIEWS = "(reviews)"  # the ledger's group column for review points, which have no group
+
+
 def ledger_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
                 "round": r["round"],
-                "group": group_name(r["group_index"]),
+                "group": REVIEWS if r["group_index"] is None else group_name(r["group_index"]),
                 "points": round(r["amount"], 2),
                 "why": reason_text(r["reason"]),
             }
@@ -227,3 +231,20 @@ def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
     ]
     frame = pd.DataFrame(rows, columns=["before (champion)", "after (winner)"])
     return gr.update(value=frame, visible=bool(rows))
+
+
+def confirm_row(elem_id: str, yes: str) -> dict[str, Any]:
+    """A question and two buttons, hidden until a first click asks (close, hide, ban act on a
+    second click, never on one). Cancel only hides it."""
+    c: dict[str, Any] = {}
+    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as c["row"]:
+        c["text"] = gr.Markdown()
+        c["yes"] = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
+        c["no"] = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
+    c["no"].click(hide_row, None, [c["row"]], api_visibility="private")
+    return c
+
+
+def hide_row() -> dict:
+    """A confirmation's Cancel: only hides the question (it takes no key and changes nothing)."""
+    return gr.update(visible=False)

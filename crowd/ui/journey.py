@@ -1,5 +1,5 @@
-"""The volunteer's journey around the chat: the first-visit how-to (dismissable, reopenable,
-remembered in the browser), the emotion labels with their definitions, and the live round
+"""The volunteer's journey around the chat: the how-to (folded under one line), the emotion
+labels with their definitions, and the live round
 notices. Rendering and wiring only; the copy comes from `crowd.guide`, the facts from
 `crowd.views`."""
 
@@ -14,8 +14,6 @@ from crowd.guide import emotion_definitions, good_rewrite, howto_steps
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.components import duration, inert, points, reason_text
-
-HOWTO_KEY = "crowd-sft-howto-dismissed"  # localStorage: the how-to was dismissed here
 
 
 def howto_text(task: str, target: str | None, reviews_on: bool = False) -> str:
@@ -47,14 +45,9 @@ def definition_of(emotion: str | None) -> str:
     return f"**{emotion}**: {meaning}" if meaning else ""
 
 
-def howto_dismissed() -> gr.BrowserState:
-    """Whether this browser dismissed the how-to. Create it outside any hidden column: a
-    component in one is not mounted at page load, so its stored value would not be read."""
-    return gr.BrowserState(False, storage_key=HOWTO_KEY)
-
-
-def howto_panel(service: CrowdService, dismissed: gr.BrowserState) -> dict:
-    """The how-to column (hidden until the page knows it is a first visit) and its buttons."""
+def howto_panel(service: CrowdService) -> gr.Accordion:
+    """The how-to, folded under one line so that the chat and its message box stay on the
+    first screen (a 390 x 844 phone included); the campaign's copy is read at each page load."""
 
     def text() -> str:
         campaign, _ = service.context()
@@ -62,41 +55,23 @@ def howto_panel(service: CrowdService, dismissed: gr.BrowserState) -> dict:
             campaign["task"], campaign["target_emotion"], bool(campaign["reviews_on"])
         )
 
-    h: dict = {"dismissed": dismissed}
-    with gr.Column(visible=False, elem_id="howto") as h["panel"]:
+    with gr.Accordion("How to take part (new here? start here)", open=False, elem_id="howto") as h:
         gr.Markdown(text, elem_id="howto-text")
-        h["close"] = gr.Button("Got it, hide this", size="sm", elem_id="howto-close")
-    h["open"] = gr.Button(
-        "How to take part", size="sm", variant="secondary", visible=False, elem_id="howto-open"
-    )
     return h
-
-
-def wire_howto(demo: gr.Blocks, h: dict) -> None:
-    def hidden_unless_new(seen: bool) -> tuple[dict, dict]:
-        return gr.update(visible=not seen), gr.update(visible=bool(seen))
-
-    def dismiss() -> tuple[bool, dict, dict]:
-        return True, gr.update(visible=False), gr.update(visible=True)
-
-    def reopen() -> tuple[dict, dict]:
-        return gr.update(visible=True), gr.update(visible=False)
-
-    quiet: dict = dict(show_progress="hidden", api_visibility="private")
-    panel, again = h["panel"], h["open"]
-    demo.load(hidden_unless_new, [h["dismissed"]], [panel, again], **quiet)
-    h["close"].click(dismiss, None, [h["dismissed"], panel, again], **quiet)
-    again.click(reopen, None, [panel, again], **quiet)
 
 
 # -- the round's news: live progress while it is judged, then what it meant for me ---------
 
 
 def progress_text(p: views.RoundProgress) -> str:
-    left = f", about {duration(int(p.eta_s))} for this group" if p.eta_s is not None else ""
+    if p.models:
+        left = f", about {duration(int(p.eta_s))}" if p.eta_s is not None else ""
+        where = f"{p.judged} of {p.models} models judged{left}"
+    else:
+        left = f", about {duration(int(p.eta_s))} for this group" if p.eta_s is not None else ""
+        where = f"{p.groups_done} of {p.n_groups} groups trained{left}"
     return (
-        f"**Round {p.number} is being trained and judged**: {html.escape(p.stage)}; "
-        f"{p.groups_done} of {p.n_groups} groups trained{left}. "
+        f"**Round {p.number} is being trained and judged**: {html.escape(p.stage)}; {where}. "
         "You can keep chatting and correcting for the next round meanwhile."
     )
 
@@ -148,7 +123,7 @@ class JourneyHandlers:
         else:
             news = gr.update(visible=False)
         cards = views.before_after(db_path, session.participant_id, campaign)
-        now_seen = [cards.number, len(cards.rows)] if cards else None
+        now_seen = [cards.number, len(cards.rows), cards.preparing] if cards else None
         if now_seen == seen:
             return news, gr.skip(), gr.skip()
         return news, before_after_html(cards), now_seen
@@ -161,10 +136,21 @@ def before_after_html(view: views.BeforeAfter | None) -> str:
         return ""
     e = html.escape
     if not view.rows:
+        if view.preparing:
+            why = (
+                "The old and the new champion are answering your prompts of that round now; "
+                "their replies appear here in a few minutes."
+            )
+        elif view.wrote:
+            why = "No before/after replies were made for that round."
+        else:
+            why = (
+                "You wrote no messages that round; chat in this one to see your own prompts "
+                "answered by the next winner."
+            )
         return (
             f'<div class="crowd-ba"><h3>Round {view.number}: your prompts, before and after</h3>'
-            "<p>You wrote no messages that round; chat in this one to see your own prompts "
-            "answered by the next winner.</p></div>"
+            f"<p>{why}</p></div>"
         )
     cards = []
     for row in view.rows:

@@ -8,6 +8,7 @@ of the configured organisation gets a signed pass in that box instead of typing 
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import json
 import tempfile
@@ -16,30 +17,27 @@ from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
-from crowd.campaigns import CampaignSpec, group_name
+from crowd.campaigns import CampaignSpec
 from crowd.limits import CALLER, Refused, as_id
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
-from crowd.ui.components import ack, address_of, table, warn
+from crowd.ui.components import ack, address_of, warn
+from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported from here too)
+    CORRECTION_COLUMNS,
+    JOB_COLUMNS,
+    corrections_frame,
+    jobs_frame,
+    results_frame,
+    status_text,
+)
+
+SHOWN, HIDDEN = gr.update(visible=True), gr.update(visible=False)  # a confirmation row
 
 # The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
 FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
-JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
-CORRECTION_COLUMNS = [
-    "id",
-    "kind",
-    "name",
-    "group",
-    "value",
-    "original",
-    "state",
-    "created",
-    "participant",
-]
 
 
 def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
@@ -84,52 +82,6 @@ def form_changes(values: tuple) -> dict:
     return changes
 
 
-def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
-    rows = []
-    for job in jobs:
-        progress = job["progress"]
-        step = f"{progress['step']}/{progress['steps']}" if "steps" in progress else ""
-        loss = progress.get("loss")
-        rows.append(
-            {
-                "id": job["id"],
-                "round": job["round_id"],
-                "status": job["status"],
-                "stage": "done" if job["status"] == "finished" else progress.get("stage", ""),
-                "step": step,
-                "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
-                "eta_s": progress.get("eta_s"),
-                "attempts": job.get("attempts"),
-                "error": (job.get("error") or "")[:300],
-            }
-        )
-    return table(rows, JOB_COLUMNS)
-
-
-def corrections_frame(rows: list[dict]) -> pd.DataFrame:
-    def short(text: object) -> str:
-        text = "" if text is None else str(text)
-        return text if len(text) <= 120 else text[:119] + "…"
-
-    return table(
-        [
-            {
-                "id": r["id"],
-                "kind": r["kind"],
-                "name": r["display_name"],
-                "participant": r["participant_id"],
-                "group": group_name(r["group_index"]),
-                "value": short(r["value"]),
-                "original": short(r["original"]),
-                "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
-                "created": r["created_at"],
-            }
-            for r in rows
-        ],
-        CORRECTION_COLUMNS,
-    )
-
-
 def parse_id(value: object, what: str) -> int:
     """The id typed in a box (text; a number from a table click or an API call), or Refused
     when it is empty or not an id (`crowd.limits.as_id`)."""
@@ -155,18 +107,6 @@ def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
     return (
         f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
         f"{campaign['task']}: {use}."
-    )
-
-
-def status_text(status: dict) -> str:
-    groups = ", ".join(
-        f"{group_name(i)}: {m} people, {c} corrections"
-        for i, (m, c) in enumerate(zip(status["group_members"], status["group_corrections"]))
-    )
-    closes = f"; closes at {status['closes_at']}" if status["closes_at"] else ""
-    return (
-        f"**{status['campaign']}**: round {status['round']} is {status['state']} "
-        f"(policy: {status['policy']}{closes}). {groups or 'No one has joined yet.'}"
     )
 
 
@@ -301,20 +241,39 @@ class OrganizerHandlers:
         )
         return self.references(key), None
 
-    def close_round(self, key: str | None) -> str:
+    def ask_close(self, key: str | None) -> tuple:
+        """The first click on "Close the round now": what closing means, for this round.
+        Returns (confirmation, its question, the round number it is about)."""
         try:
-            job = self.organizer.close_round(key)
+            number = self.organizer.round_status(key)["round"]
         except Refused as exc:
             warn(exc)
-            return gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
+        question = (
+            f"**Close round {number} now?** Its corrections become final; the worker trains "
+            f"and judges every group's model, and round {number + 1} opens at once."
+        )
+        return SHOWN, question, number
+
+    def close_round(self, key: str | None, expected: float | None = None) -> tuple:
+        """Close the round the organizer confirmed (`expected`; None: the open one).
+        Returns (status, confirmation)."""
+        try:
+            number = None if expected in (None, "") else int(expected)
+            job = self.organizer.close_round(key, number)
+        except (Refused, ValueError, TypeError) as exc:
+            warn(Refused(str(exc)) if not isinstance(exc, Refused) else exc)
+            return gr.skip(), HIDDEN
         ack(f"Round closed; training job {job} is queued and the next round is open.")
-        return self.status(key)
+        return self.status(key), HIDDEN
 
     def live(self, key: str | None) -> tuple:
-        """Timer: (status, jobs table). Quiet while the page is locked."""
+        """Timer: (status, jobs table, round results). Quiet while the page is locked."""
         if not self.organizer.authorized(key):
-            return gr.skip(), gr.skip()
-        return self.status(key), jobs_frame(self.organizer.jobs(key))
+            return gr.skip(), gr.skip(), gr.skip()
+        campaign, _ = self.organizer.service.context()
+        results = results_frame(self.organizer.round_results(key), campaign["n_groups"])
+        return self.status(key), jobs_frame(self.organizer.jobs(key)), results
 
     def job_action(self, action: str) -> Callable[[str | None, str | float | None], object]:
         """A handler that cancels or retries the job whose id is in the box."""
@@ -353,26 +312,58 @@ class OrganizerHandlers:
             return gr.skip(), gr.skip()
         return row[CORRECTION_COLUMNS.index("id")], row[CORRECTION_COLUMNS.index("participant")]
 
-    def hide(self, key: str | None, typed_id: str | float | None) -> object:
+    def ask_hide(self, key: str | None, typed_id: str | float | None) -> tuple:
+        """The first click on "Hide correction": which one, and what hiding does.
+        Returns (confirmation, its question)."""
+        try:
+            self.organizer.check_key(key)
+            correction_id = parse_id(typed_id, "correction")
+        except Refused as exc:
+            warn(exc)
+            return gr.skip(), gr.skip()
+        return SHOWN, (
+            f"**Hide correction {correction_id}?** It leaves training, evaluation, points and "
+            "export (it is kept, marked hidden)."
+        )
+
+    def hide(self, key: str | None, typed_id: str | float | None) -> tuple:
+        """Returns (corrections table, confirmation)."""
         try:
             correction_id = parse_id(typed_id, "correction")
             self.organizer.hide(key, correction_id)
         except Refused as exc:
             warn(exc)
-            return gr.skip()
+            return gr.skip(), HIDDEN
         ack(f"Correction {correction_id} hidden: it leaves training, points and export.")
-        return self.corrections(key)
+        return self.corrections(key), HIDDEN
 
-    def ban(self, key: str | None, participant_id: str | None, reason: str | None) -> object:
+    def ask_ban(self, key: str | None, participant_id: str | None, reason: str | None) -> tuple:
+        """The first click on "Ban participant": who, and what a ban does.
+        Returns (confirmation, its question)."""
+        try:
+            self.organizer.check_key(key)
+            if not participant_id or not participant_id.strip():
+                raise Refused("Type the participant's id first.")
+        except Refused as exc:
+            warn(exc)
+            return gr.skip(), gr.skip()
+        why = f' for "{html.escape(reason.strip()[:80])}"' if reason and reason.strip() else ""
+        return SHOWN, (
+            f"**Ban participant {html.escape(participant_id.strip()[:40])}{why}?** They can no "
+            "longer act, and all their data leaves training, evaluation, points and export."
+        )
+
+    def ban(self, key: str | None, participant_id: str | None, reason: str | None) -> tuple:
+        """Returns (corrections table, confirmation)."""
         try:
             if not participant_id or not participant_id.strip():
                 raise Refused("Type the participant's id first.")
             self.organizer.ban(key, participant_id.strip(), (reason or "").strip())
         except Refused as exc:
             warn(exc)
-            return gr.skip()
+            return gr.skip(), HIDDEN
         ack("Participant banned: their data leaves training and export.")
-        return self.corrections(key)
+        return self.corrections(key), HIDDEN
 
     def export(self, key: str | None) -> Iterator[object]:
         """Build the export zip in a private temporary folder, hand it to Gradio (which copies

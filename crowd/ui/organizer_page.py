@@ -11,8 +11,10 @@ import gradio as gr
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
+from crowd.ui.components import confirm_row
 from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
-from crowd.ui.quality import ALPHA_COLUMNS, QUEUE_COLUMNS, QualityHandlers
+from crowd.ui.organizer_tables import RESULT_COLUMNS, RESULT_TAIL
+from crowd.ui.quality import QualityHandlers, quality_tab, wire_quality
 from crowd.ui.replication_view import ReplicationHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
@@ -63,7 +65,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         with gr.Tab("Moderation"):
             moderation = _moderation_section()
         with gr.Tab("Data quality"):
-            quality = _quality_section()
+            quality = quality_tab()
         with gr.Tab("Export"):
             gr.Markdown(
                 "TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
@@ -105,13 +107,23 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         [references["summary"], references["file"]],
         api_name="organizer_references",
     )
+    close = rounds["confirm"]
     rounds["close"].click(
-        handlers.wired(handlers.close_round), [key], [status], api_name="organizer_close"
+        handlers.wired(handlers.ask_close),
+        [key],
+        [close["row"], close["text"], close["about"]],
+        api_visibility="private",
+    )
+    close["yes"].click(
+        handlers.wired(handlers.close_round),
+        [key, close["about"]],
+        [status, close["row"]],
+        api_name="organizer_close",
     )
     timer.tick(
         handlers.wired(handlers.live),
         [key],
-        [status, rounds["jobs"]],
+        [status, rounds["jobs"], rounds["results"]],
         show_progress="hidden",
         api_visibility="private",
     )
@@ -124,7 +136,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         )
     _wire_moderation(handlers, key, moderation)
     _wire_replication(handlers, ReplicationHandlers(handlers.organizer), key, replication)
-    _wire_quality(handlers, QualityHandlers(handlers.organizer), key, quality)
+    wire_quality(QualityHandlers(handlers.organizer), key, quality, handlers.wired)
     build.click(handlers.wired(handlers.export), [key], [download], api_name="organizer_export")
     model["build"].click(
         handlers.wired(handlers.export_model),
@@ -141,38 +153,31 @@ def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> N
     m["table"].select(
         handlers.pick, None, [m["correction_id"], m["participant_id"]], api_visibility="private"
     )
+    quiet: dict = dict(api_visibility="private")
+    hide, ban = m["confirm_hide"], m["confirm_ban"]
     m["hide"].click(
+        handlers.wired(handlers.ask_hide),
+        [key, m["correction_id"]],
+        [hide["row"], hide["text"]],
+        **quiet,
+    )
+    hide["yes"].click(
         handlers.wired(handlers.hide),
         [key, m["correction_id"]],
-        [m["table"]],
+        [m["table"], hide["row"]],
         api_name="organizer_hide",
     )
     m["ban"].click(
+        handlers.wired(handlers.ask_ban),
+        [key, m["participant_id"], m["reason"]],
+        [ban["row"], ban["text"]],
+        **quiet,
+    )
+    ban["yes"].click(
         handlers.wired(handlers.ban),
         [key, m["participant_id"], m["reason"]],
-        [m["table"]],
+        [m["table"], ban["row"]],
         api_name="organizer_ban",
-    )
-
-
-def _wire_quality(
-    wiring: OrganizerHandlers, handlers: QualityHandlers, key: gr.Textbox, q: dict
-) -> None:
-    view = [q["summary"], q["alpha"], q["queue"]]
-    q["refresh"].click(wiring.wired(handlers.view), [key], view, api_name="organizer_quality")
-    q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
-    for action in ("hide", "unhide"):
-        q[action].click(
-            wiring.wired(handlers.act(action)),
-            [key, q["participant_id"]],
-            view,
-            api_name=f"organizer_{action}_person",
-        )
-    q["ban"].click(
-        wiring.wired(handlers.act("ban")),
-        [key, q["participant_id"], q["reason"]],
-        view,
-        api_visibility="private",  # the Moderation tab's organizer_ban is the API for bans
     )
 
 
@@ -196,14 +201,24 @@ def _wire_replication(
     )
 
 
-def _rounds_section() -> dict:
-    r = {}
+def _rounds_section() -> dict[str, Any]:
+    r: dict[str, Any] = {}
     gr.Markdown(
         "Closing a round opens the next one at once; the worker then trains each "
         "group's candidate, judges them on the held-out set and crowns the best."
     )
     r["close"] = gr.Button("Close the round now", variant="stop", elem_id="org-close")
-    r["jobs"] = gr.Dataframe(  # type: ignore[assignment]
+    r["confirm"] = confirm_row("org-confirm-close", "Yes, close it")
+    r["confirm"]["about"] = gr.State(None)  # the round number the question named
+    r["results"] = gr.Dataframe(
+        headers=[*RESULT_COLUMNS, *RESULT_TAIL],
+        interactive=False,
+        label="Rounds: the winner, the metric of the champion and of each group's model, the "
+        "points awarded (newest first; — = the group sat the round out)",
+        elem_id="org-results",
+        wrap=True,
+    )
+    r["jobs"] = gr.Dataframe(
         headers=JOB_COLUMNS,
         interactive=False,
         label="Training jobs (live)",
@@ -212,7 +227,7 @@ def _rounds_section() -> dict:
     )
     with gr.Row(equal_height=True):
         # Textboxes, not Numbers: an empty gr.Number shows (and sends) 0
-        r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)  # type: ignore[assignment]
+        r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)
         r["cancel"] = gr.Button("Cancel job", scale=1)
         r["retry"] = gr.Button("Retry job", scale=1)
     return r
@@ -309,11 +324,11 @@ def _references_section() -> dict:
     return r
 
 
-def _moderation_section() -> dict:
-    m = {}
+def _moderation_section() -> dict[str, Any]:
+    m: dict[str, Any] = {}
     m["refresh"] = gr.Button("Show recent corrections", elem_id="org-refresh")
     gr.Markdown("Click a row to fill in its ids below.")
-    m["table"] = gr.Dataframe(  # type: ignore[assignment]
+    m["table"] = gr.Dataframe(
         headers=CORRECTION_COLUMNS,
         interactive=False,
         wrap=True,
@@ -321,14 +336,16 @@ def _moderation_section() -> dict:
         elem_id="org-corrections",
     )
     with gr.Row(equal_height=True):
-        m["correction_id"] = gr.Textbox(  # type: ignore[assignment]
+        m["correction_id"] = gr.Textbox(
             label="Correction id", placeholder="click a row, or type its id", max_length=12, scale=2
         )
-        m["hide"] = gr.Button("Hide correction", scale=1)
+        m["hide"] = gr.Button("Hide correction", scale=1, elem_id="org-hide")
+    m["confirm_hide"] = confirm_row("org-confirm-hide", "Yes, hide it")
     with gr.Row(equal_height=True):
-        m["participant_id"] = gr.Textbox(label="Participant id", scale=2)  # type: ignore[assignment]
-        m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)  # type: ignore[assignment]
-        m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
+        m["participant_id"] = gr.Textbox(label="Participant id", scale=2)
+        m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)
+        m["ban"] = gr.Button("Ban participant", variant="stop", scale=1, elem_id="org-ban")
+    m["confirm_ban"] = confirm_row("org-confirm-ban", "Yes, ban them")
     return m
 
 
@@ -351,35 +368,3 @@ def _model_export_section() -> dict[str, Any]:
         m["build"] = gr.Button("Build the model export", scale=1, elem_id="org-export-model")
     m["download"] = gr.File(label="Download the model", interactive=False, elem_id="org-model-file")
     return m
-
-
-def _quality_section() -> dict:
-    q: dict[str, Any] = {}
-    gr.Markdown(
-        "How far volunteers agree (Krippendorff's alpha: 1 perfect, 0 chance, below 0 "
-        "systematic disagreement), how much of their work was reviewed, and who looks like a "
-        "troll. Hiding a person takes all of their data out of training, evaluation, points "
-        "and export, and can be undone; a ban also stops them from acting."
-    )
-    q["refresh"] = gr.Button("Compute the quality view", elem_id="org-quality")
-    q["summary"] = gr.Markdown(elem_id="org-quality-summary")
-    q["alpha"] = gr.Dataframe(
-        headers=ALPHA_COLUMNS,
-        interactive=False,
-        label="Agreement per round (all rounds first)",
-        elem_id="org-alpha",
-    )
-    q["queue"] = gr.Dataframe(
-        headers=QUEUE_COLUMNS,
-        interactive=False,
-        label="People, most suspicious first",
-        elem_id="org-suspects",
-    )
-    with gr.Row(equal_height=True):
-        q["participant_id"] = gr.Textbox(label="Participant id", scale=2, elem_id="org-q-person")
-        q["hide"] = gr.Button("Hide their data", scale=1, elem_id="org-q-hide")
-        q["unhide"] = gr.Button("Show it again", scale=1, elem_id="org-q-unhide")
-    with gr.Row(equal_height=True):
-        q["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=3)
-        q["ban"] = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
-    return q

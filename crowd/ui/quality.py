@@ -4,13 +4,17 @@ stays short; the page's layout is in `organizer_page.py`."""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable
+from typing import Any
+
 import gradio as gr
 import pandas as pd
 
 from crowd.limits import Refused
 from crowd.organizer import Organizer
 from crowd.quality import WEIGHTS, Agreement, Coverage, QualityReport, Suspect
-from crowd.ui.components import ack, table, warn
+from crowd.ui.components import ack, confirm_row, table, warn
 
 FAMILY_NAMES = {"emotion": "emotion labels", "choice": "A/B picks", "review": "review verdicts"}
 ALPHA_COLUMNS = ["labels", "round", "alpha", "items", "labels given", "note"]
@@ -114,9 +118,36 @@ class QualityHandlers:
             return gr.skip()
         return row[QUEUE_COLUMNS.index("participant")]
 
+    def ask(self, action: str):
+        """The first click on hide or ban: whom, and what it does. The handler returns
+        (confirmation, its question)."""
+
+        def handler(key: str | None, participant_id: str | None, reason: str | None = None):
+            try:
+                self.organizer.check_key(key)
+                pid = (participant_id or "").strip()
+                if not pid:
+                    raise Refused("Click a row of the queue (or type a participant id) first.")
+            except Refused as exc:
+                warn(exc)
+                return gr.skip(), gr.skip()
+            what = {
+                "hide": "Hide all the data of",
+                "ban": "Ban",
+            }[action]
+            effect = (
+                "It leaves training, evaluation, points and export until shown again."
+                if action == "hide"
+                else "They can no longer act, and all their data leaves training, evaluation, "
+                "points and export."
+            )
+            return gr.update(visible=True), f"**{what} {html.escape(pid[:40])}?** {effect}"
+
+        return handler
+
     def act(self, action: str):
         """A handler that hides, shows again or bans the person whose id is in the box, then
-        refreshes the view."""
+        refreshes the view. Returns (*the view, confirmation: hidden)."""
 
         def handler(key: str | None, participant_id: str | None, reason: str | None = None):
             try:
@@ -126,9 +157,9 @@ class QualityHandlers:
                 done = self._apply(action, key, pid, (reason or "").strip())
             except Refused as exc:
                 warn(exc)
-                return gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False)
             ack(done)
-            return self.view(key)
+            return (*self.view(key), gr.update(visible=False))
 
         return handler
 
@@ -144,3 +175,73 @@ class QualityHandlers:
         if not self.organizer.ban(key, pid, reason or "data quality"):
             raise Refused("That person is already banned.")
         return "Banned: their data leaves training, evaluation, points and export."
+
+
+def quality_tab() -> dict:
+    q: dict[str, Any] = {}
+    gr.Markdown(
+        "How far volunteers agree (Krippendorff's alpha: 1 perfect, 0 chance, below 0 "
+        "systematic disagreement), how much of their work was reviewed, and who looks like a "
+        "troll. Hiding a person takes all of their data out of training, evaluation, points "
+        "and export, and can be undone; a ban also stops them from acting."
+    )
+    q["refresh"] = gr.Button("Compute the quality view", elem_id="org-quality")
+    q["summary"] = gr.Markdown(elem_id="org-quality-summary")
+    q["alpha"] = gr.Dataframe(
+        headers=ALPHA_COLUMNS,
+        interactive=False,
+        label="Agreement per round (all rounds first)",
+        elem_id="org-alpha",
+    )
+    q["queue"] = gr.Dataframe(
+        headers=QUEUE_COLUMNS,
+        interactive=False,
+        label="People, most suspicious first",
+        elem_id="org-suspects",
+    )
+    with gr.Row(equal_height=True):
+        q["participant_id"] = gr.Textbox(label="Participant id", scale=2, elem_id="org-q-person")
+        q["hide"] = gr.Button("Hide their data", scale=1, elem_id="org-q-hide")
+        q["unhide"] = gr.Button("Show it again", scale=1, elem_id="org-q-unhide")
+    with gr.Row(equal_height=True):
+        q["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=3)
+        q["ban"] = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
+    q["confirm_hide"] = confirm_row("org-q-confirm-hide", "Yes, hide their data")
+    q["confirm_ban"] = confirm_row("org-q-confirm-ban", "Yes, ban them")
+    return q
+
+
+def wire_quality(
+    handlers: QualityHandlers, key: gr.Textbox, q: dict, wired: Callable[[Callable], Callable]
+) -> None:
+    """Wire the tab; every handler that takes the key goes through `wired` (the organizer
+    page's one wrapper: the caller's address for the key's back-off)."""
+    view = [q["summary"], q["alpha"], q["queue"]]
+    q["refresh"].click(wired(handlers.view), [key], view, api_name="organizer_quality")
+    q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
+    person = [key, q["participant_id"], q["reason"]]
+    for action in ("hide", "ban"):  # asked first, done on confirmation
+        confirm = q[f"confirm_{action}"]
+        q[action].click(
+            wired(handlers.ask(action)),
+            person,
+            [confirm["row"], confirm["text"]],
+            api_visibility="private",
+        )
+        confirm["yes"].click(
+            wired(handlers.act(action)),
+            person,
+            [*view, confirm["row"]],
+            # the Moderation tab's organizer_ban is the API for bans
+            **(
+                {"api_name": "organizer_hide_person"}
+                if action == "hide"
+                else {"api_visibility": "private"}
+            ),
+        )
+    q["unhide"].click(
+        wired(handlers.act("unhide")),
+        [key, q["participant_id"]],
+        [*view, q["confirm_hide"]["row"]],
+        api_name="organizer_unhide_person",
+    )

@@ -65,7 +65,8 @@ def render(item: dict | None) -> str:
     asked = item["prompt"][-1]["content"] if item["prompt"] else ""
     lines = [
         f"**They asked:** {_quote(asked)}",
-        f"**The model replied:** {_quote(item['original'])}",
+        f"**{'The reply, as they had rewritten it' if item.get('edited') else 'The model replied'}:** "
+        f"{_quote(item['original'])}",
     ]
     if item["kind"] == "rewrite":
         lines.append(f"**Their rewrite:** {_quote(item['rewrite'])}")

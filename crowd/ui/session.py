@@ -3,6 +3,7 @@ the timer tick that keeps the banner, points, leaderboards and last round's resu
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import gradio as gr
@@ -23,6 +24,7 @@ from crowd.ui.components import (
     table,
     warn,
 )
+from crowd.ui.journey import JourneyHandlers
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Boards:
 
 
 N_BOARDS = 7
+MAX_STARTERS = 4  # suggested prompts shown in the empty chat (more would push it down)
 
 
 def screens(joined: bool) -> tuple[dict, dict]:
@@ -69,6 +72,7 @@ class SessionHandlers:
         self.service = service
         self.oauth = oauth  # whether this page offers Hugging Face sign-in
         self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
+        self.journey = JourneyHandlers(service)
 
     def enter(
         self, token: str | None, profile: gr.OAuthProfile | None = None
@@ -79,7 +83,9 @@ class SessionHandlers:
         # visitor has typed while the page loaded.
         suggestion = profile.username if profile is not None else gr.skip()
         if not token:
-            return None, ChatTab(), *screens(False), suggestion
+            # The page opens on the join screen already. Leave it as it is: a visitor who joined
+            # while this load was still on its way (a cold server) must not be sent back.
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), suggestion
         try:
             session = self.service.resume(token)
         except Refused as exc:
@@ -132,17 +138,18 @@ class SessionHandlers:
 
     # -- the live page -----------------------------------------------------------------------
 
-    def tick(self, token: str | None, stamp: tuple | None) -> tuple:
-        """The banner every tick; the boards only when a round finished, my points changed or a
-        review of mine (or of my corrections) arrived.
-        Returns (banner, (round, my group's name), stamp, *boards). It never writes the chat:
-        an event writing the chatbot disables its edit buttons while it runs."""
+    def tick(self, token: str | None, stamp: tuple | None, seen: object = None) -> tuple:
+        """Every few seconds, one event for everything that follows the rounds, so they agree:
+        the banner; the round's news and my before/after cards (journey.news); the boards only
+        when a round finished, my points changed or a review of mine (or of my corrections)
+        arrived. Returns (banner, (round, my group's name), stamp, news, cards, seen, *boards).
+        It never writes the chat: an event writing the chatbot disables its buttons meanwhile."""
         skip = gr.skip()
         try:
             session = self.service.resume(token)
             banner = self.service.banner(token)
         except Refused:
-            return (skip,) * (3 + N_BOARDS)  # the next action says why
+            return (skip,) * (6 + N_BOARDS)  # the next action says why
         campaign, _ = self.service.context()
         now_stamp = (
             views.rounds_done(self.service.settings.db_path, campaign["id"]),
@@ -152,22 +159,32 @@ class SessionHandlers:
         )
         header = banner_html(session.display_name, banner)
         round_now = (banner["round"], banner["group_name"])
+        news = self.journey.news(token, seen)
         if stamp is not None and tuple(stamp) == now_stamp:
-            return (header, round_now, skip) + (skip,) * N_BOARDS
+            return (header, round_now, skip, *news) + (skip,) * N_BOARDS
         boards = self.boards(session.participant_id, banner["points"], campaign)
-        return (header, round_now, now_stamp) + boards.as_tuple()
+        return (header, round_now, now_stamp, *news) + boards.as_tuple()
 
     def new_round(self, tab: ChatTab, round_now: tuple | None) -> tuple:
         """When the tick sees another round: a fresh chat (the old round's replies can no
-        longer be corrected). Returns (chat rows, tab)."""
+        longer be corrected, nor its corrections undone). Returns (chat, tab, ack, undo, A/B
+        panel, editor)."""
+        skip = gr.skip()
         if not round_now:
-            return gr.skip(), gr.skip()
+            return (skip,) * 6
         number, group = round_now
         if tab.round is None or tab.round == number:
             tab.round = number
-            return gr.skip(), tab
+            return skip, tab, skip, skip, skip, skip
         ack(f"Round {number} has started: you are in group {group}.")
-        return [], ChatTab(round=number)
+        hidden = gr.update(visible=False)
+        return [], ChatTab(round=number), "", hidden, hidden, hidden
+
+    def starters(self) -> dict:
+        """The organizer's suggested prompts, as one-click starters in the empty chat."""
+        campaign, _ = self.service.context()
+        prompts = json.loads(campaign["prompts"] or "[]")
+        return gr.update(examples=[{"text": p} for p in prompts[:MAX_STARTERS]] or None)
 
     def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
         db_path = self.service.settings.db_path

@@ -10,23 +10,16 @@ from crowd.service import CrowdService
 from crowd.ui import review as ui_review
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
-from crowd.ui.journey import (
-    JourneyHandlers,
-    definition_of,
-    emotion_choices,
-    howto_dismissed,
-    howto_panel,
-    wire_howto,
-)
+from crowd.ui.journey import definition_of, emotion_choices, howto_panel
 from crowd.ui.session import SessionHandlers
 
 TICK_S = 4.0  # how often an open page polls for a new round, points and results
 IDENTITY_KEY = "crowd-sft-identity"  # the browser's localStorage key for the signed token
 
 HELP = (
-    "Under each reply: the **pencil** rewrites it in place (your version teaches the "
-    "model), the **thumbs** rate it. Below: label the last reply's emotion, or ask for "
-    "another reply and pick the better one."
+    "**Click a reply** (or **Rewrite the last reply**) to write a better version: yours teaches "
+    "the model. The **thumbs** under a reply rate it. Below: label the last reply's emotion, or "
+    "ask for **another reply** and pick the better one."
 )
 
 
@@ -37,14 +30,13 @@ def volunteer_page(
     session, chat = SessionHandlers(service, oauth), ChatHandlers(service)
     token = gr.BrowserState(None, storage_key=IDENTITY_KEY, secret=browser_secret)
     tab, stamp, round_now = gr.State(ChatTab()), gr.State(None), gr.State(None)
-    dismissed = howto_dismissed()
     seen = gr.State("unseen")  # the before/after cards last shown (journey.news)
 
     join_screen, name, consent, join = _join_screen(service, oauth)
     with gr.Column(visible=False, elem_id="main-screen") as main_screen:
         banner = gr.HTML(elem_id="banner")
-        howto = howto_panel(service, dismissed)
         news = gr.Markdown(visible=False, elem_id="round-news")
+        howto_panel(service)
         with gr.Tabs():
             with gr.Tab("Chat and correct", id="chat-tab"):
                 c = _chat_tab()
@@ -54,53 +46,42 @@ def volunteer_page(
                 boards = _points_tab()
             with gr.Tab("Last round", id="round-tab"):
                 boards += _round_tab()
-                cards = gr.HTML(elem_id="before-after")  # filled by journey.news, not tick
+                cards = gr.HTML(elem_id="before-after")
         leave = gr.Button(
             "Not you? Forget me in this browser", size="sm", variant="secondary", elem_id="leave"
         )
     timer = gr.Timer(TICK_S)
 
     screens = [join_screen, main_screen]
+    quiet: dict = dict(show_progress="hidden", api_visibility="private")
+    # One event draws the banner, the round's news, the before/after cards and the boards from
+    # the same moment, so that they never disagree (session.tick).
     tick = dict(
         fn=session.tick,
-        inputs=[token, stamp],
-        outputs=[banner, round_now, stamp, *boards],
-        show_progress="hidden",
-        api_visibility="private",
+        inputs=[token, stamp, seen],
+        outputs=[banner, round_now, stamp, news, cards, seen, *boards],
+        **quiet,
     )
     round_now.change(
         session.new_round,
         [tab, round_now],
-        [c["chatbot"], tab],
-        show_progress="hidden",
-        api_visibility="private",
+        [c["chatbot"], tab, c["ack"], c["undo"], c["ab"], c["editor"]],
+        **quiet,
     )
     gate = dict(
-        fn=session.sign_in_gate,
-        inputs=[token],
-        outputs=[c["sign_in"], c["label"]],
-        show_progress="hidden",
-        api_visibility="private",
+        fn=session.sign_in_gate, inputs=[token], outputs=[c["sign_in"], c["label"]], **quiet
     )
+    starters = dict(fn=session.starters, inputs=None, outputs=[c["chatbot"]], **quiet)
     demo.load(session.enter, [token], [token, tab, *screens, name], api_visibility="private").then(
         **tick
-    ).then(**gate)
+    ).then(**gate).then(**starters)
     join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(
         **tick
-    ).then(**gate)
+    ).then(**gate).then(**starters)
     timer.tick(**tick)  # type: ignore[arg-type]
-    news_tick = dict(
-        fn=JourneyHandlers(service).news,
-        inputs=[token, seen],
-        outputs=[news, cards, seen],
-        show_progress="hidden",
-        api_visibility="private",
-    )
-    demo.load(**news_tick)  # type: ignore[arg-type]
-    timer.tick(**news_tick)  # type: ignore[arg-type]
+    timer.tick(chat.expire, [tab], [c["ack"], c["undo"]], **quiet)
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
-    wire_howto(demo, howto)
     ui_review.wire_review(ui_review.ReviewHandlers(Reviews(service)), token, r, review_tab.select)
 
 
@@ -133,16 +114,18 @@ def _chat_tab() -> dict:
     c["sign_in"] = gr.Markdown(visible=False, elem_id="sign-in-notice")  # see sign_in_gate
     c["chatbot"] = gr.Chatbot(
         elem_id="chat",
-        editable="all",
         render_markdown=False,
-        group_consecutive_messages=False,
-        height=430,
+        group_consecutive_messages=True,  # a rewritten reply and its "edited" marker: one bubble
+        height=400,
         show_label=False,
         buttons=["copy"],
-        placeholder="Say hello to your group's model. Then make its replies better.",
+        placeholder="Say hello to your group's model, or start with a suggestion. "
+        "Then make its replies better.",
     )
-    with gr.Row(equal_height=True):
-        c["message"] = gr.Textbox(  # type: ignore[assignment]
+    _editor(c)
+    _ab_panel(c)
+    with gr.Row(equal_height=True, elem_id="message-row"):
+        c["message"] = gr.Textbox(
             show_label=False,
             placeholder="Write to your group's model…",
             max_lines=6,
@@ -150,28 +133,64 @@ def _chat_tab() -> dict:
             elem_id="message",
             max_length=2000,
         )
-        c["send"] = gr.Button("Send", variant="primary", scale=1, elem_id="send")  # type: ignore[assignment]
+        c["send"] = gr.Button("Send", variant="primary", scale=1, elem_id="send")
     gr.Markdown(HELP, elem_classes=["crowd-help"])
     with gr.Row(elem_id="actions"):
-        c["emotion"] = gr.Dropdown(  # type: ignore[assignment]
+        c["rewrite"] = gr.Button("Rewrite the last reply", scale=1, elem_id="rewrite")
+        c["another"] = gr.Button("Another reply", scale=1, elem_id="another")
+        c["emotion"] = gr.Dropdown(
             emotion_choices(),  # each label with its one-line definition
             value=None,
             label="Emotion of the last reply",
             scale=3,
             elem_id="emotion",
         )
-        c["label"] = gr.Button("Label it", scale=1, elem_id="label")  # type: ignore[assignment]
-        c["another"] = gr.Button("Another reply", scale=1, elem_id="another")  # type: ignore[assignment]
-        c["new"] = gr.Button("New conversation", scale=1, variant="secondary", elem_id="new")  # type: ignore[assignment]
+        c["label"] = gr.Button("Label it", scale=1, elem_id="label")
+        c["new"] = gr.Button("New conversation", scale=1, variant="secondary", elem_id="new")
     c["definition"] = gr.Markdown(elem_id="emotion-definition")
-    with gr.Row(visible=False, elem_id="choice-row", equal_height=True) as c["choice_row"]:
-        gr.Markdown("**Which is better: the first reply (A) or the second (B)?**")
-        for choice, text in (("a", "A"), ("b", "B"), ("tie", "Tie"), ("both_bad", "Both bad")):
-            c[f"choose_{choice}"] = gr.Button(text, size="sm", elem_id=f"choose-{choice}")  # type: ignore[assignment]
     with gr.Row(equal_height=True, elem_id="ack-row"):
-        c["ack"] = gr.Markdown(elem_id="ack")  # type: ignore[assignment]
-        c["undo"] = gr.Button("Undo", size="sm", variant="secondary", scale=0, elem_id="undo")  # type: ignore[assignment]
+        c["ack"] = gr.Markdown(elem_id="ack")
+        c["undo"] = gr.Button(
+            "Undo", size="sm", variant="secondary", scale=0, visible=False, elem_id="undo"
+        )
     return c
+
+
+def _editor(c: dict) -> None:
+    """The rewrite editor: full width, the model's text above the box, labelled buttons."""
+    with gr.Column(visible=False, elem_id="editor") as c["editor"]:
+        gr.Markdown("**Rewrite this reply**: your version teaches the model.")
+        c["editor_original"] = gr.HTML(elem_id="editor-original")
+        c["editor_text"] = gr.Textbox(
+            label="Your version (Enter saves; Shift+Enter starts a new line)",
+            lines=1,
+            max_lines=14,
+            max_length=4000,
+            elem_id="editor-text",
+        )
+        with gr.Row(elem_id="editor-buttons"):
+            c["editor_save"] = gr.Button(
+                "Save my rewrite", variant="primary", scale=0, elem_id="editor-save"
+            )
+            c["editor_cancel"] = gr.Button("Cancel", scale=0, elem_id="editor-cancel")
+
+
+def _ab_panel(c: dict) -> None:
+    """Replies A and B side by side (stacked on a phone), the pick buttons right under them."""
+    with gr.Column(visible=False, elem_id="ab") as c["ab"]:
+        gr.Markdown("**Which reply is better?** Your chat goes on with reply A.")
+        c["ab_pair"] = gr.HTML(elem_id="ab-pair")
+        with gr.Row(elem_id="choice-row", equal_height=True):
+            for choice, text in CHOICE_BUTTONS:
+                c[f"choose_{choice}"] = gr.Button(text, size="sm", elem_id=f"choose-{choice}")
+
+
+CHOICE_BUTTONS = (
+    ("a", "A is better"),
+    ("b", "B is better"),
+    ("tie", "Tie"),
+    ("both_bad", "Both bad"),
+)
 
 
 def _points_tab() -> list:
@@ -211,41 +230,61 @@ def _round_tab() -> list:
     return [last, chart, samples]
 
 
+def scroll_to(elem_id: str) -> str:
+    """Browser code that scrolls the element into view (a panel opened under the chat)."""
+    return f"() => document.getElementById('{elem_id}')?.scrollIntoView({{block: 'nearest'}})"
+
+
 def _wire_chat(chat: ChatHandlers, token, tab, c: dict, tick: dict) -> None:
-    chatbot, ack_md = c["chatbot"], c["ack"]
+    chatbot, ack_md, undo = c["chatbot"], c["ack"], c["undo"]
+    quiet: dict = dict(show_progress="hidden", api_visibility="private")
     send = dict(
         fn=chat.send,
-        inputs=[token, tab, c["message"], chatbot],
-        outputs=[chatbot, tab, c["message"]],
+        inputs=[token, tab, c["message"]],
+        outputs=[
+            chatbot,
+            tab,
+            c["message"],
+            c["ab"],
+            *(c[name] for name in ("send", "rewrite", "another", "label")),
+        ],
     )
     c["message"].submit(**send, api_visibility="private")
     c["send"].click(**send, api_name="send")
-    chatbot.edit(
-        chat.edit, [token, tab, chatbot], [chatbot, tab, ack_md], api_visibility="private"
+    chatbot.example_select(chat.starter, [token, tab], send["outputs"], api_visibility="private")
+    editor = [tab, c["editor"], c["editor_original"], c["editor_text"]]
+    chatbot.select(chat.open_editor, [tab], editor, **quiet).then(None, js=scroll_to("editor"))
+    c["rewrite"].click(chat.edit_last, [tab], editor, **quiet).then(None, js=scroll_to("editor"))
+    save = dict(
+        fn=chat.save_edit,
+        inputs=[token, tab, c["editor_text"]],
+        outputs=[chatbot, tab, ack_md, undo, c["editor"], c["ab_pair"]],
+    )
+    c["editor_save"].click(**save, api_visibility="private").then(**tick)
+    c["editor_text"].submit(**save, api_visibility="private").then(**tick)
+    c["editor_cancel"].click(chat.cancel_edit, [tab], [tab, c["editor"]], **quiet)
+    chatbot.like(
+        chat.like, [token, tab], [chatbot, tab, ack_md, undo], api_visibility="private"
     ).then(**tick)
-    chatbot.like(chat.like, [token, tab], [tab, ack_md], api_visibility="private").then(**tick)
-    c["label"].click(chat.label, [token, tab, c["emotion"]], [tab, ack_md], api_name="label").then(
-        **tick
-    )
+    c["label"].click(
+        chat.label, [token, tab, c["emotion"]], [tab, ack_md, undo], api_name="label"
+    ).then(**tick)
     c["another"].click(
-        chat.another, [token, tab, chatbot], [chatbot, tab, c["choice_row"]], api_name="another"
-    )
-    for choice in ("a", "b", "tie", "both_bad"):
+        chat.another, [token, tab], [tab, c["ab"], c["ab_pair"]], api_name="another"
+    ).then(None, js=scroll_to("ab"))
+    for choice, _ in CHOICE_BUTTONS:
         c[f"choose_{choice}"].click(
             chat.chooser(choice),
             [token, tab],
-            [tab, ack_md, c["choice_row"]],
+            [tab, ack_md, undo, c["ab"]],
             api_name=f"choose_{choice}",
         ).then(**tick)
-    c["undo"].click(chat.undo, [token, tab, chatbot], [chatbot, tab, ack_md], api_name="undo").then(
-        **tick
+    c["undo"].click(
+        chat.undo, [token, tab], [chatbot, tab, ack_md, undo, c["ab_pair"]], api_name="undo"
+    ).then(**tick)
+    c["emotion"].change(definition_of, [c["emotion"]], [c["definition"]], **quiet)
+    fresh = dict(
+        fn=chat.new_conversation, inputs=[tab], outputs=[chatbot, tab, c["ab"], c["editor"]]
     )
-    c["emotion"].change(
-        definition_of,
-        [c["emotion"]],
-        [c["definition"]],
-        show_progress="hidden",
-        api_visibility="private",
-    )
-    c["new"].click(chat.new_conversation, [tab], [chatbot, tab], api_visibility="private")
-    chatbot.clear(chat.new_conversation, [tab], [chatbot, tab], api_visibility="private")
+    c["new"].click(**fresh, **quiet)
+    chatbot.clear(**fresh, **quiet)

@@ -1,0 +1,124 @@
+"""The organizer page's tables and lines, as plain data for Gradio: the live jobs, every round's
+result (winner, metric per model, points), the recent corrections and the round's status."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from crowd.campaigns import GROUP_NAMES, group_name
+from crowd.lessons import about
+from crowd.ui.components import points, table
+from crowd.views import RoundResult
+
+JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
+CORRECTION_COLUMNS = [
+    "id",
+    "kind",
+    "name",
+    "group",
+    "value",
+    "reply",  # the text the correction is about, as its author saw it (crowd.lessons.about)
+    "state",
+    "created",
+    "participant",
+]
+
+
+def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for job in jobs:
+        progress = job["progress"]
+        step = f"{progress['step']}/{progress['steps']}" if "steps" in progress else ""
+        if "models" in progress:  # judging: models judged of all
+            step = f"{progress.get('judged', 0)}/{progress['models']} models"
+        loss = progress.get("loss")
+        rows.append(
+            {
+                "id": job["id"],
+                "round": job["round_id"],
+                "status": job["status"],
+                "stage": "done" if job["status"] == "finished" else progress.get("stage", ""),
+                "step": step,
+                "loss": round(loss, 4) if isinstance(loss, (int, float)) else None,
+                "eta_s": progress.get("eta_s"),
+                "attempts": job.get("attempts"),
+                "error": (job.get("error") or "")[:300],
+            }
+        )
+    return table(rows, JOB_COLUMNS)
+
+
+def corrections_frame(rows: list[dict]) -> pd.DataFrame:
+    def short(text: object) -> str:
+        text = "" if text is None else str(text)
+        return text if len(text) <= 120 else text[:119] + "…"
+
+    return table(
+        [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "name": r["display_name"],
+                "participant": r["participant_id"],
+                "group": group_name(r["group_index"]),
+                "value": short(r["value"]),
+                "reply": short(about(r)),
+                "state": "hidden" if r["hidden_at"] else "undone" if r["undone_at"] else "live",
+                "created": r["created_at"],
+            }
+            for r in rows
+        ],
+        CORRECTION_COLUMNS,
+    )
+
+
+def status_text(status: dict) -> str:
+    groups = ", ".join(
+        f"{group_name(i)}: {m} people, {c} corrections"
+        for i, (m, c) in enumerate(zip(status["group_members"], status["group_corrections"]))
+    )
+    closes = f"; closes at {status['closes_at']}" if status["closes_at"] else ""
+    return (
+        f"**{status['campaign']}**: round {status['round']} is {status['state']} "
+        f"(policy: {status['policy']}{closes}). {groups or 'No one has joined yet.'}"
+    )
+
+
+RESULT_COLUMNS = ["round", "state", "winner", "metric", "champion"]  # then one per group
+RESULT_TAIL = ["points awarded", "people"]
+
+
+def results_frame(results: list[RoundResult], n_groups: int) -> pd.DataFrame:
+    """One row per round: its winner, the metric of the champion it started with and of each
+    group's candidate ('—': the group sat the round out), and the points it awarded."""
+    groups = [group_name(g) for g in range(max(n_groups, *[_groups(r) for r in results], 0))]
+    rows = []
+    for r in reversed(results):  # the newest first
+        if r.state != "done":
+            winner = "(judging)" if r.state != "open" else "(open)"
+        else:
+            winner = r.winner or "champion stayed"
+        direction = "lower is better" if r.lower_is_better else "higher is better"
+        rows.append(
+            {
+                "round": r.number,
+                "state": r.state,
+                "winner": winner,
+                "metric": f"{r.metric} ({direction})" if r.metric else "",
+                "champion": _value(r.values.get("champion")),
+                **{g: _value(r.values.get(g)) for g in groups},
+                "points awarded": points(r.points) if r.points else "",
+                "people": r.people or "",
+            }
+        )
+    return table(rows, [*RESULT_COLUMNS, *groups, *RESULT_TAIL])
+
+
+def _groups(result: RoundResult) -> int:
+    """How many groups a round's values name (a campaign may have had more then)."""
+    named = [GROUP_NAMES.index(s) + 1 for s in result.values if s in GROUP_NAMES]
+    return max(named, default=0)
+
+
+def _value(value: float | None) -> object:
+    return "—" if value is None else round(value, 3)
