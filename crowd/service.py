@@ -19,12 +19,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from crowd import campaigns
+from crowd.callers import Callers
 from crowd.campaigns import (
-    SIGN_IN_FIRST,
     CampaignSpec,
     group_colour,
     group_name,
     may_correct,
+    not_a_contributor,
     parse_time,
     utcnow,
 )
@@ -36,6 +37,7 @@ from crowd.identity import Identities, load_secret
 from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
 from crowd.models import ModelError, ModelUnavailable
 from crowd.replies import end_cleanly
+from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
 from storage.db import connect, migrate, transaction
@@ -80,6 +82,7 @@ class CrowdService:
         self.rate = RateLimiter()
         migrate(settings.db_path)
         self.identities = Identities(load_secret(settings.data_dir, settings.identity_secret))
+        self.callers = Callers(self.identities, self.rate, limits, settings, now)
         self.ensure_campaign(CampaignSpec(n_groups=settings.n_groups), initial_adapter)
 
     def db(self):
@@ -115,35 +118,37 @@ class CrowdService:
         consent: bool,
         hf_username: str | None = None,
         address: str | None = None,
+        hf_orgs: list[str] | None = None,
     ) -> Session:
-        """Register a consenting visitor and put them in a group. Nothing is stored without consent."""
+        """Register a consenting visitor and put them in a group. Nothing is stored without
+        consent. `hf_orgs`: a signed-in person's organisations, kept for campaigns that ask."""
         if consent is not True:
             raise Refused("Please read the terms and tick the consent box first.")
         name = clean_name(display_name)
-        self._hit_address(address)
         with self.action() as db:
+            origin = self.callers.origin(db, address)
+            self.callers.hit(origin, "addr", self.limits.address_per_minute, "requests")
             known = hf_username and queries.participant_by_hf(db, hf_username)
-            if known:
-                return self._session(db, known)
-            self._hit_joins(address)
-            participant_id = self.identities.new_id()
-            queries.add_participant(db, participant_id, name, self.now(), hf_username)
-            return self._session(db, queries.get_participant(db, participant_id))
+            if not known:
+                self.callers.hit_joins(origin)
+                participant_id = self.identities.new_id()
+                queries.add_participant(db, participant_id, name, self.now(), hf_username)
+                known = queries.get_participant(db, participant_id)
+            if hf_username:
+                queries.set_hf_orgs(db, known["id"], hf_orgs or [])
+            self.callers.seen(db, known, origin)
+            return self._session(db, known)
 
     def resume(self, token: str | None) -> Session:
         """The session behind a stored token; forged or unknown tokens are refused."""
         with self.action() as db:
             return self._session(db, self.who(db, token))
 
-    def who(self, db, token: str | None) -> dict:
-        """The participant behind `token`, or Refused (forged, unknown or banned)."""
-        participant_id = self.identities.verify(token)
-        person = participant_id and queries.get_participant(db, participant_id)
-        if not person:
-            raise Refused("Your identity could not be verified; please join again.")
-        if person["banned_at"]:
-            raise Refused("This account has been suspended by the organizers.")
-        return person
+    def who(self, db, token: str | None, address: str | None = None) -> dict:
+        """The participant behind `token`, or Refused (forged, unknown or banned); with the
+        caller's address, the action is counted and recorded against its source
+        (`crowd.callers`)."""
+        return self.callers.who(db, token, address)
 
     def _session(self, db, person: dict) -> Session:
         campaign, round_ = context_of(db)
@@ -162,17 +167,6 @@ class CrowdService:
             queries.add_membership(db, round_["id"], participant_id, group, self.now())
         return group
 
-    def _hit_joins(self, address: str | None) -> None:
-        # Per hour, not minute: a classroom behind one router fits, a script minting
-        # identities does not. A returning Hugging Face user is not a new volunteer.
-        if address and self.settings.joins_per_hour:
-            what = "new volunteers from your network"
-            self.rate.hit(f"join:{address}", self.settings.joins_per_hour, what, window_s=3600)
-
-    def _hit_address(self, address: str | None) -> None:
-        if address:
-            self.rate.hit(f"addr:{address}", self.limits.address_per_minute, "requests")
-
     # -- chat ------------------------------------------------------------------------------
 
     def send(
@@ -180,9 +174,8 @@ class CrowdService:
     ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
         text = clean_text(text, "message", self.limits.max_message_chars)
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
             campaign, round_ = context_of(db)
             group = self._group_of(db, person["id"], campaign, round_)
@@ -268,9 +261,8 @@ class CrowdService:
 
     def another(self, token: str, message_id: int, address: str | None = None) -> Iterator[Reply]:
         """A second reply to the same turn, for an A/B choice."""
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
             message, round_ = self._own_reply(db, person, message_id)
             chat = queries.prompt_before(db, message)
@@ -302,15 +294,14 @@ class CrowdService:
         """Store one correction of the caller's own reply (and, for an A/B pick, its second
         reply `other_id`), replacing their earlier one of the same kind (kept, marked replaced).
         Checks and writes are one transaction."""
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             message, round_ = self._own_reply(db, person, message_id)
             if other_id is not None:
                 fields["other_message_id"] = self._second_reply(db, person, message, other_id)
             campaign, _ = context_of(db)
             if not may_correct(campaign, person):
-                raise Refused(SIGN_IN_FIRST)
+                raise Refused(not_a_contributor(campaign))
             self.rate.hit(
                 f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
@@ -322,6 +313,7 @@ class CrowdService:
                 "model_version_id": message["model_version_id"],
                 "prompt": queries.prompt_before(db, message),
                 "original": message["content"],
+                "source": network_source(address),
                 "created_at": self.now(),
                 **fields,
             }

@@ -106,7 +106,10 @@ def api_join(client: httpx.Client, name: str, forwarded_for: str) -> tuple[str, 
 
 def forged_joins(url: str, n: int = 120) -> list[tuple[str, str]]:
     with httpx.Client(base_url=url, timeout=30) as client:
-        return [api_join(client, f"Sybil {i}", f"198.51.{i // 250}.{i % 250}") for i in range(n)]
+        # each forged hop on a network (a /24) of its own
+        return [
+            api_join(client, f"Sybil {i}", f"198.{51 + i // 250}.{i % 250}.7") for i in range(n)
+        ]
 
 
 def test_120_joins_with_forged_forwarded_for_from_one_peer_count_as_one_address(launch, settings):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -83,9 +84,17 @@ def app(settings):
 
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
     generation = GenerationService(loaded, ModelSettings(max_new_tokens=3, temperature=0.0))
-    limits = Limits(chats_per_minute=10**4, submissions_per_minute=10**4, address_per_minute=10**5)
+    limits = Limits(
+        chats_per_minute=10**4,
+        submissions_per_minute=10**4,
+        address_per_minute=10**5,
+        reviews_per_minute=10**5,
+    )
     service = CrowdService(replace(settings, eval_samples=2), generation, limits=limits)
     organizer = Organizer(service)
+    # The campaign defaults (reviews on, min_reviews 2, person_cap 0.25), on the preference
+    # task: it judges by held-out pairs, so the round needs no emotion scorer (16 s to load).
+    organizer.update_campaign(KEY, task="preference")
     demo = build_app(service, organizer, oauth=False)
     port = free_port()
     demo.queue(default_concurrency_limit=None).launch(
@@ -135,8 +144,8 @@ def review_all(api: Api, token: str, verdict_of) -> list[str]:
     results = []
     for item in api.ok("api_review_queue", token):
         verdict = verdict_of(item)
-        done, _ = api.call("api_review", token, item_key(item), verdict)
-        results.append(f"{verdict}:{done}")
+        done, why = api.call("api_review", token, item_key(item), verdict)
+        results.append(f"{verdict}:{done}" + ("" if done else f":{why}"))
     return results
 
 
@@ -201,40 +210,44 @@ def run_round(service) -> None:
 
 def shares(events: list[dict]) -> dict:
     """The ring's share of each group's used training rows and of the used judging rows, and
-    the honest rows that trained."""
-    rows = [e for e in events if e["used"] and e["kind"] == "rewrite"]
+    what became of the honest rewrites."""
+    rewrites = [e for e in events if e["kind"] == "rewrite"]
     train: dict[int, Counter] = {}
-    for e in rows:
-        if e["split"] == "train":
+    for e in rewrites:
+        if e["used"] and e["split"] == "train":
             train.setdefault(e["group"], Counter())[e["rewrite"].startswith(SPAM)] += 1
-    judging = Counter(e["rewrite"].startswith(SPAM) for e in rows if e["split"] == "heldout")
+    judging = Counter(
+        e["rewrite"].startswith(SPAM) for e in rewrites if e["used"] and e["split"] == "heldout"
+    )
+    honest = [e for e in rewrites if not e["rewrite"].startswith(SPAM)]
     return {
-        "train": {g: c[True] / (c[True] + c[False]) for g, c in sorted(train.items())},
-        "judging": judging[True] / max(1, judging[True] + judging[False]),
-        "honest_train_rows": sum(c[False] for c in train.values()),
-        "ring_train_rows": sum(c[True] for c in train.values()),
-        "judging_rows": dict(judging),
+        "ring_share_of_training": {g: c[True] / sum(c.values()) for g, c in sorted(train.items())},
+        "ring_share_of_judging": judging[True] / max(1, sum(judging.values())),
+        "ring_rows": {"train": sum(c[True] for c in train.values()), "judging": judging[True]},
+        "honest_rows": {
+            "train": sum(c[False] for c in train.values()),
+            "judging": judging[False],
+            "train_split": sum(e["split"] == "train" for e in honest),
+            "statuses": dict(Counter(e["status"] for e in honest)),
+        },
     }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: voices, dealt reviews and independence not built")
 def test_a_ring_of_pseudonyms_on_one_network_owns_little_of_what_trains_and_judges(app, tmp_path):
-    import time
-
     from crowd.export import export_dataset
 
     url, service, _ = app
-    t0 = time.monotonic()
+    started = time.monotonic()
     done = attack(url)
-    t1 = time.monotonic()
+    attacked = time.monotonic()
     run_round(service)
-    print("attack", t1 - t0, "round", time.monotonic() - t1)
+    done["seconds"] = {"attack": attacked - started, "round": time.monotonic() - attacked}
     export_dataset(service.settings.db_path, tmp_path / "export")
     lines = (tmp_path / "export" / "events.jsonl").read_text().splitlines()
     found = shares([json.loads(line) for line in lines])
-    print(json.dumps({**done, **found}))
-    assert done["refused_21st_join"]
-    assert found["honest_train_rows"] > 0, "honest data still trains"
-    assert len(found["train"]) == 3
-    assert max(found["train"].values()) <= TARGET, found
-    assert found["judging"] <= TARGET, found
+    print(json.dumps({**done, **found}))  # the figures, with -s
+    assert done["refused_21st_join"] and done["id_endorsements_stored"] == 0
+    assert found["honest_rows"]["train"] > 0, "honest data still trains"
+    assert len(found["ring_share_of_training"]) == 3, "every group trained"
+    assert max(found["ring_share_of_training"].values()) <= TARGET, found
+    assert found["ring_share_of_judging"] <= TARGET, found

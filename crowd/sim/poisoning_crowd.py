@@ -239,13 +239,13 @@ class CrowdRound:
         for item in self.reviews.queue(token, self.b.reviews):
             verdict = self._verdict(v, item, rng)
             try:
-                self.reviews.review(token, item["correction_id"], verdict)
+                self.reviews.review(token, item["item_id"], verdict)
             except Refused:
                 continue  # withdrawn or replaced since the queue was read
 
     def _verdict(self, v: Volunteer, item: dict, rng: random.Random) -> str:
-        if v.role == "ring":
-            return "endorse" if self._author(item["correction_id"]) in self.ring else "reject"
+        if v.role == "ring":  # the ring knows its own work when it sees it
+            return "endorse" if _work(item) in self._ring_work() else "reject"
         if v.role != "honest":
             return rng.choice(("endorse", "reject"))
         good = self._looks_good(item)
@@ -260,8 +260,17 @@ class CrowdRound:
             return item["emotion"] == self.m.top_emotion(item["original"])
         return item["choice"] == self.m.honest_pick(item["original"], item["other_reply"] or "…")
 
-    def _author(self, correction_id: int) -> str:
+    def _ring_work(self) -> set[tuple]:
+        """What the ring's members wrote (from the database: the ring's shared memory)."""
         from storage import queries
 
         with self.service.db() as db:
-            return queries.get_correction(db, correction_id)["participant_id"]
+            rows = [
+                queries.get_correction(db, cid) for cid in queries.corrections_of(db, self.ring)
+            ]
+        return {_work(row) for row in rows}
+
+
+def _work(item: dict) -> tuple:
+    """A correction as anyone who sees it can tell it apart: its kind, reply and value."""
+    return (item["kind"], item["original"], item["rewrite"], item["choice"], item["emotion"])

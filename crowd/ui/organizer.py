@@ -22,12 +22,12 @@ from crowd.campaigns import CampaignSpec, group_name
 from crowd.limits import CALLER, Refused
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
-from crowd.ui.components import ack, address_of, table, warn
+from crowd.ui.components import ack, address_of, hub_orgs, table, warn
 
 # The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
 FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"}
-OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
+OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections", "hf_org"}
 JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
 CORRECTION_COLUMNS = [
     "id",
@@ -42,30 +42,13 @@ CORRECTION_COLUMNS = [
 ]
 
 
-def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
-    """The Hugging Face organisations of the logged-in person: from the OAuth profile when the
-    Space asked for them, else from `whoami` with their token. Empty when unknown."""
-    names = [
-        org.get("preferred_username") or org.get("name")
-        for org in (profile or {}).get("orgs", [])
-        if isinstance(org, dict)
-    ]
-    if not names and token:
-        from huggingface_hub import whoami
-
-        try:
-            names = [org.get("name") for org in whoami(token).get("orgs", [])]
-        except (OSError, ValueError):  # the Hub is unreachable or the token is stale
-            names = []
-    return [n for n in names if isinstance(n, str)]
-
-
 def form_values(campaign: dict) -> list:
     """The campaign's settings as the form's values, in FORM_FIELDS order."""
     values = dict(campaign)
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
-    for flag in ("require_login", "reviews_on"):  # stored as 0/1
+    values["hf_org"] = campaign.get("hf_org") or ""
+    for flag in ("require_login", "reviews_on", "hold_unreviewed"):  # stored as 0/1
         values[flag] = bool(campaign.get(flag))
     return [values.get(name) for name in FORM_FIELDS]
 
@@ -345,6 +328,23 @@ class OrganizerHandlers:
             return gr.skip()
         ack(f"Correction {correction_id} hidden: it leaves training, points and export.")
         return self.corrections(key)
+
+    def confirm(self, verdict: str) -> Callable[[str | None, str | float | None], object]:
+        """A handler that confirms the correction in the box as good ('endorse') or bad
+        ('reject'): the organizer's verdict decides it, and it becomes a gold item."""
+
+        def handler(key: str | None, typed_id: str | float | None) -> object:
+            try:
+                correction_id = parse_id(typed_id, "correction")
+                self.organizer.confirm(key, correction_id, verdict)
+            except Refused as exc:
+                warn(exc)
+                return gr.skip()
+            word = "good" if verdict == "endorse" else "bad"
+            ack(f"Correction {correction_id} confirmed {word}; it is now a gold item.")
+            return self.corrections(key)
+
+        return handler
 
     def ban(self, key: str | None, participant_id: str | None, reason: str | None) -> object:
         try:

@@ -12,6 +12,7 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
+from crowd.ui.organizer_trust import contributors_section, gold_section, rings_section
 from crowd.ui.quality import ALPHA_COLUMNS, QUEUE_COLUMNS, QualityHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
 from storage.vocabulary import ROUND_POLICIES as POLICIES
@@ -149,10 +150,17 @@ def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> N
         [m["table"]],
         api_name="organizer_ban",
     )
+    for verdict, button in (("endorse", "confirm_good"), ("reject", "confirm_bad")):
+        m[button].click(
+            handlers.wired(handlers.confirm(verdict)),
+            [key, m["correction_id"]],
+            [m["table"]],
+            api_name=f"organizer_{button}",
+        )
 
 
 def _wire_quality(handlers: QualityHandlers, key: gr.Textbox, q: dict) -> None:
-    view = [q["summary"], q["alpha"], q["queue"]]
+    view = [q["summary"], q["alpha"], q["queue"], q["sources"], q["clusters"]]
     q["refresh"].click(handlers.view, [key], view, api_name="organizer_quality")
     q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
     for action in ("hide", "unhide"):
@@ -168,6 +176,13 @@ def _wire_quality(handlers: QualityHandlers, key: gr.Textbox, q: dict) -> None:
         view,
         api_visibility="private",  # the Moderation tab's organizer_ban is the API for bans
     )
+    for action in ("hide_group", "ban_group"):
+        q[action].click(
+            handlers.act(action),
+            [key, q["participant_id"], q["reason"]],
+            view,
+            api_name=f"organizer_{action}",
+        )
 
 
 def _rounds_section() -> dict:
@@ -216,10 +231,11 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
         heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
         margin = gr.Number(label="Win margin (metric units)")
+    contributors = contributors_section()
     with gr.Row():
         reviews_on = gr.Checkbox(
-            label="Peer review: volunteers review each other's corrections, and rejected ones "
-            "do not train",
+            label="Peer review: the server deals volunteers each other's corrections, and "
+            "rejected ones do not train",
             elem_id="org-reviews-on",
         )
         min_reviews = gr.Number(
@@ -233,13 +249,14 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
             0.05,
             1.0,
             step=0.05,
-            label="Most of a group's training one person may supply (1 = no cap)",
+            label="Most of a group's training one voice (a network or an account) may supply "
+            "(1 = no cap)",
             elem_id="org-person-cap",
         )
-    require_login = gr.Checkbox(
-        label="Corrections need a Hugging Face sign-in (anyone may still chat; works on a Space "
-        "with hf_oauth)",
-        elem_id="org-require-login",
+    hold_unreviewed = gr.Checkbox(
+        label="With peer review on, only corrections endorsed by independent reviewers train "
+        "(unreviewed ones wait; safer, but less of the crowd's work trains)",
+        elem_id="org-hold-unreviewed",
     )
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
@@ -262,7 +279,8 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         "reviews_on": reviews_on,
         "min_reviews": min_reviews,
         "person_cap": person_cap,
-        "require_login": require_login,
+        "hold_unreviewed": hold_unreviewed,
+        **contributors,
     }
     form = [by_name[field] for field in FORM_FIELDS]  # a setting without a control fails here
     return form, save, saved
@@ -303,6 +321,7 @@ def _moderation_section() -> dict:
         m["participant_id"] = gr.Textbox(label="Participant id", scale=2)  # type: ignore[assignment]
         m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)  # type: ignore[assignment]
         m["ban"] = gr.Button("Ban participant", variant="stop", scale=1)
+    m.update(gold_section())
     return m
 
 
@@ -356,4 +375,5 @@ def _quality_section() -> dict:
     with gr.Row(equal_height=True):
         q["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=3)
         q["ban"] = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
+    q.update(rings_section())
     return q

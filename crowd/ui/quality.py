@@ -1,6 +1,7 @@
 """Handlers of the organizer's Data quality tab: thin adapters over `Organizer.quality`,
-`hide_person`, `unhide_person` and `ban`. Kept apart from `organizer.py` so that each module
-stays short; the page's layout is in `organizer_page.py`."""
+`hide_person`, `unhide_person`, `ban` and `hide_group` / `ban_group` (a person's voice and
+collusion cluster at once). Kept apart from `organizer.py` so that each module stays short; the
+page's layout is in `organizer_page.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 
 from crowd.limits import Refused
 from crowd.organizer import Organizer
-from crowd.quality import WEIGHTS, Agreement, Coverage, QualityReport, Suspect
+from crowd.quality import Agreement, Coverage, QualityReport
+from crowd.suspicion import WEIGHTS, ClusterRow, SourceGroup, Suspect
 from crowd.ui.components import ack, table, warn
 
 FAMILY_NAMES = {"emotion": "emotion labels", "choice": "A/B picks", "review": "review verdicts"}
@@ -22,16 +24,32 @@ QUEUE_COLUMNS = [
     "rejected / decided",
     "median gap s",
     "actions",
+    "source group",
+    "pseudonyms there",
+    "gold right / answered",
+    "cluster",
     "state",
     "participant",
 ]
+SOURCE_COLUMNS = ["source group", "networks and accounts", "pseudonyms", "names", "cluster"]
+CLUSTER_COLUMNS = [
+    "cluster",
+    "voices",
+    "pseudonyms",
+    "mutual-endorsement density",
+    "endorsements inside",
+    "expected by chance",
+]
 QUEUE_LIMIT = 200
+VIEW_OUTPUTS = 5
 SCORE_HELP = (
     "**Suspicion score** (0 to 1) = "
     + " + ".join(f"{weight:g} × {name}" for name, weight in WEIGHTS.items())
     + ". Each signal is 0 to 1, and 0 without evidence: disagreement with the majority of the "
-    "others on the same item; share of their reviewed corrections rejected; pace (1 at ten "
-    "times faster than the crowd's median); near-duplicate rewrites; volume (1 at ten times the "
+    "other voices on the same item (a network's pseudonyms, or a collusion cluster, vote "
+    "once); share of their reviewed corrections rejected; wrong answers on gold items; being "
+    "in a collusion cluster; pseudonyms sharing their network (1 at 20); pace (1 at ten times "
+    "faster than the crowd's median); near-duplicate rewrites; volume (1 at ten times the "
     "median person's). Click a row to fill in its id below."
 )
 
@@ -78,8 +96,12 @@ def queue_frame(suspects: list[Suspect]) -> pd.DataFrame:
                 **{name: round(value, 2) for name, value in s.signals.items()},
                 "agreed / compared": ratio(e.get("agreed"), e.get("compared")),
                 "rejected / decided": ratio(e.get("rejected"), e.get("decided")),
-                "median gap s": "—" if gap is None else round(gap, 1),
+                "median gap s": "—" if gap is None else round(float(gap), 1),
                 "actions": e.get("actions"),
+                "source group": e.get("voice"),
+                "pseudonyms there": e.get("pseudonyms"),
+                "gold right / answered": ratio(e.get("gold_right"), e.get("gold_answered")),
+                "cluster": e.get("cluster") or "—",
                 "state": "hidden" if s.hidden else "shown",
                 "participant": s.participant_id,
             }
@@ -87,23 +109,62 @@ def queue_frame(suspects: list[Suspect]) -> pd.DataFrame:
     return table(rows, QUEUE_COLUMNS)
 
 
+def sources_frame(groups: list[SourceGroup], names: dict[str, str]) -> pd.DataFrame:
+    """Voices with more than one pseudonym, or in a cluster: who shares a source."""
+    return table(
+        [
+            {
+                "source group": g.voice,
+                "networks and accounts": ", ".join(g.sources),
+                "pseudonyms": len(g.pseudonyms),
+                "names": ", ".join(names.get(p, p[:8]) for p in g.pseudonyms[:12])
+                + (" …" if len(g.pseudonyms) > 12 else ""),
+                "cluster": g.cluster or "—",
+            }
+            for g in groups
+            if len(g.pseudonyms) > 1 or g.cluster
+        ][:QUEUE_LIMIT],
+        SOURCE_COLUMNS,
+    )
+
+
+def clusters_frame(rows: list[ClusterRow]) -> pd.DataFrame:
+    return table(
+        [
+            {
+                "cluster": r.number,
+                "voices": ", ".join(r.voices),
+                "pseudonyms": r.pseudonyms,
+                "mutual-endorsement density": round(r.density, 2),
+                "endorsements inside": r.endorsements,
+                "expected by chance": round(r.expected, 1),
+            }
+            for r in rows
+        ],
+        CLUSTER_COLUMNS,
+    )
+
+
 class QualityHandlers:
     def __init__(self, organizer: Organizer):
         self.organizer = organizer
 
     def view(self, key: str | None) -> tuple:
-        """(coverage and score help, alpha table, suspicion queue)."""
+        """(coverage and score help, alpha table, suspicion queue, source groups, clusters)."""
         try:
             report: QualityReport = self.organizer.quality(key)
         except Refused as exc:
             warn(exc)
-            return gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * VIEW_OUTPUTS
         campaign, _ = self.organizer.service.context()
         summary = coverage_text(report.coverage, campaign["min_reviews"] or 2)
+        names = {s.participant_id: s.name for s in report.suspects}
         return (
             f"{summary}\n\n{SCORE_HELP}",
             alpha_frame(report.agreement),
             queue_frame(report.suspects),
+            sources_frame(report.sources, names),
+            clusters_frame(report.clusters),
         )
 
     @staticmethod
@@ -126,7 +187,7 @@ class QualityHandlers:
                 done = self._apply(action, key, pid, (reason or "").strip())
             except Refused as exc:
                 warn(exc)
-                return gr.skip(), gr.skip(), gr.skip()
+                return (gr.skip(),) * VIEW_OUTPUTS
             ack(done)
             return self.view(key)
 
@@ -137,6 +198,13 @@ class QualityHandlers:
             if not self.organizer.hide_person(key, pid):
                 raise Refused("That person's data is already hidden.")
             return "Hidden: their data leaves training, evaluation, points and export."
+        if action in ("hide_group", "ban_group"):
+            act = self.organizer.hide_group if action == "hide_group" else self.organizer.ban_group
+            n = act(key, pid, reason or "data quality")
+            if not n:
+                raise Refused("Everyone in that group is already hidden or banned.")
+            verb = "Hidden" if action == "hide_group" else "Banned"
+            return f"{verb}: {n} pseudonyms of that source group (and its cluster)."
         if action == "unhide":
             if not self.organizer.unhide_person(key, pid):
                 raise Refused("That person's data is not hidden.")
