@@ -40,15 +40,24 @@ class Assessment:
         return self.voices.of(pseudonym)
 
     def weight(self, voice: str) -> float:
+        """What a voice's verdict weighs: nothing in a collusion cluster (an exposed ring),
+        else its gold record's weight (`crowd.trust.gold_weight`)."""
+        if voice in self.in_cluster:
+            return 0.0
         return gold_weight(*self.gold.get(voice, (0, 0)))
 
     def independent(self, reviewer: str, author: str) -> bool:
-        """Whether `reviewer`'s review of `author`'s work may count: another voice, no shared
-        venue, not in the same collusion cluster."""
+        """Whether `reviewer` is independent of `author`: another voice, no shared venue, not in
+        the same collusion cluster."""
         if not self.voices.independent(reviewer, author):
             return False
         mine = self.in_cluster.get(self.voice(reviewer))
         return mine is None or mine != self.in_cluster.get(self.voice(author))
+
+    def counts(self, reviewer: str, author: str) -> bool:
+        """Whether `reviewer`'s review of `author`'s work counts toward trust: independent, and
+        weighing something."""
+        return self.independent(reviewer, author) and self.weight(self.voice(reviewer)) > 0
 
     def tally(self, correction_id: int) -> Tally:
         return self.verdicts.get(correction_id, NO_REVIEWS)
@@ -108,8 +117,8 @@ def assess(db: Database, campaign: dict) -> Assessment:
     # 3. what each correction's counting reviews add up to
     verdicts = tallies(
         ((cid, reviewer, verdict) for cid, reviewer, _, verdict in given),
-        lambda cid, reviewer: partial.independent(reviewer, authors[cid]),
-        lambda reviewer: weight(found.of(reviewer)),
+        lambda cid, reviewer: partial.counts(reviewer, authors[cid]),
+        lambda reviewer: partial.weight(found.of(reviewer)),
         deals.confirmed(db, campaign["id"]),
         found.of,
     )

@@ -9,7 +9,8 @@ crowd's attention (in the issue-26 attack, 90 honest reviews met none of them). 
 1. Never an item of the reviewer's own voice, never one their voice has already reviewed, been
    dealt or has in flight, and an item only once per voice: each item's reviewers are spread
    over different voices. Items of fellow venue members (whose review would not count) only
-   when nothing else is left, so a classroom still has something to review.
+   when nothing else is left, so a classroom still has something to review. Only reviews that
+   count toward trust (`crowd.assess`: independent, weighing something) count below.
 2. Items still short of a verdict before the others: fewer than `min_reviews` counting reviews
    given or in flight, or, once rejected by someone, fewer than 2r + 1 (r rejections) given or
    in flight. One voice's rejection never settles an item alone: a ring that rejects every
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from crowd.voices import Voices
 
@@ -44,10 +45,13 @@ def deal(
     min_reviews: int,
     limit: int,
     rng: random.Random,
+    counts: Callable[[str, str], bool] | None = None,
 ) -> list[int]:
     """Up to `limit` item ids for `reviewer`, in the order to show them. `candidates`: (item
     id, author) of every reviewable item the reviewer's voice was not dealt yet; `reviewed`:
-    item id -> pseudonym -> their verdict, or None while the item is in flight to them."""
+    item id -> pseudonym -> their verdict, or None while the item is in flight to them;
+    `counts(reviewer, author)`: whether a review counts toward trust (default: independent)."""
+    counts = counts or voices.independent
     mine = voices.of(reviewer)
     primary: list[tuple[int, str]] = []
     fallback: list[tuple[int, str]] = []
@@ -56,9 +60,9 @@ def deal(
         if voices.of(author) == mine or any(voices.of(p) == mine for p in takers):
             continue
         (primary if voices.independent(reviewer, author) else fallback).append((item, author))
-    picks = _order(primary, reviewed, voices, min_reviews, limit, rng)
+    picks = _order(primary, reviewed, voices, counts, min_reviews, limit, rng)
     if len(picks) < limit:
-        picks += _order(fallback, reviewed, voices, min_reviews, limit - len(picks), rng)
+        picks += _order(fallback, reviewed, voices, counts, min_reviews, limit - len(picks), rng)
     return picks
 
 
@@ -66,6 +70,7 @@ def _order(
     pool: list[tuple[int, str]],
     reviewed: dict[int, dict[str, str | None]],
     voices: Voices,
+    counts: Callable[[str, str], bool],
     min_reviews: int,
     limit: int,
     rng: random.Random,
@@ -77,7 +82,7 @@ def _order(
     for item, author in pool:
         counted: dict[str, str | None] = {}
         for p, verdict in reviewed.get(item, {}).items():
-            if voices.independent(p, author):
+            if counts(p, author):
                 counted.setdefault(voices.of(p), verdict)  # a voice counts once
         given = [v for v in counted.values() if v is not None]
         votes[item] = [given.count("endorse"), given.count("reject"), len(counted) - len(given)]

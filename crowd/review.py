@@ -2,8 +2,9 @@
 (`crowd.dealing` says which), and a verdict is accepted only on an item dealt to that reviewer.
 
 Items are live corrections (rewrites, A/B picks, emotion labels) of the current and the last
-round, and about one in `crowd.trust.GOLD_EVERY` is a gold item (a correction the organizer
-confirmed, or a reference example shown as a rewrite), dealt unmarked: every item is named by
+round, and one in every `crowd.trust.GOLD_EVERY` dealt to a voice (at a place keyed by the
+server's secret) is a gold item when there is one (a correction the organizer confirmed, or a
+reference example shown as a rewrite), dealt unmarked: every item is named by
 its deal's id, so a gold item looks like any other. What the reviews make of a correction is
 `crowd.trust`'s rule. Each action is one transaction, as in `crowd.service`; a refusal stores
 nothing.
@@ -11,13 +12,15 @@ nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from typing import Any
 
-from crowd.assess import voices
+from crowd.assess import assess, voices
 from crowd.campaigns import may_correct, not_a_contributor, parse_time
 from crowd.dealing import DEAL_TTL_S, QUEUE_MAX, deal
+from crowd.identity import load_secret
 from crowd.lessons import parse_prompt
 from crowd.limits import Refused
 from crowd.service import CrowdService, context_of
@@ -156,7 +159,8 @@ class Reviews:
         """Deal up to `n` new items (`crowd.dealing`), about one in GOLD_EVERY of them gold."""
         campaign, round_ = context_of(db)
         window, now = self._window(db), self.service.now()
-        found = voices(db, campaign)
+        trust = assess(db, campaign)
+        found = trust.voices
         mine = found.members().get(found.of(person["id"]), [person["id"]])
         dealt, dealt_gold = deals.dealt_to(db, mine)
         taken: dict[int, dict[str, str | None]] = {}
@@ -184,12 +188,20 @@ class Reviews:
             g for g in gold if not g["author"] or found.of(g["author"]) != found.of(person["id"])
         ]
         plan: list[dict] = []
+        before, slot = deals.deals_made(db, mine), self._gold_slot(campaign, found.of(person["id"]))
         for cid in picks:
-            if gold and self.service.rng.random() < 1 / GOLD_EVERY:
+            if gold and (before + len(plan)) % GOLD_EVERY == slot:
                 plan.append({"gold_id": gold.pop(self.service.rng.randrange(len(gold)))["id"]})
             plan.append({"correction_id": cid})
         made = [deals.add_deal(db, person["id"], round_["id"], now, **p) for p in plan[:n]]
         return [deals.get_deal(db, d) for d in made]
+
+    def _gold_slot(self, campaign: dict, voice: str) -> int:
+        """Which of every GOLD_EVERY items dealt to `voice` is gold: one in each run of
+        GOLD_EVERY, at a place no reviewer can predict (keyed by the server's secret)."""
+        secret = load_secret(self.service.settings.data_dir, self.service.settings.identity_secret)
+        digest = hashlib.sha256(f"{secret}:gold:{campaign['id']}:{voice}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % GOLD_EVERY
 
     def _gold(self, db, campaign: dict) -> list[dict]:
         """The campaign's live gold items, turning reference examples not yet gold into gold:

@@ -5,9 +5,10 @@ in one place. The data it reads is gathered by `crowd.assess`; who counts as one
 **Which reviews count.** A review counts toward trust only when it is *independent* of the
 correction's author: another voice (a pseudonym on another network, or another account), not a
 fellow member of a venue the organizer declared, and not in the author's collusion cluster (dense
-mutual endorsement far above what dealing produces by chance, `crowd.collusion`). One voice
-counts once per correction (its first review), however many pseudonyms it has. Reviews are
-dealt by the server (`crowd.review`), so a ring cannot choose what it reviews.
+mutual endorsement far above what the rest of the crowd gives the same authors,
+`crowd.collusion`); and only when it weighs something. One voice counts once per correction
+(its first review), however many pseudonyms it has. Reviews are dealt by the server
+(`crowd.review`), so a ring cannot choose what it reviews.
 
 **How much a review weighs.** Each voice's verdicts are weighted by its record on *gold*
 items, dealt unmarked about one in GOLD_EVERY (the organizer's reference examples and the
@@ -17,7 +18,10 @@ most accurate (Nitzan and Paroush 1982; the idea behind Dawid and Skene 1979 and
 al. 2013), scaled so that a reviewer with no gold answers yet weighs 1. The accuracy is
 smoothed towards GOLD_PRIOR (a new reviewer is presumed decent, as GOLD_PRIOR_ANSWERS answers
 at that accuracy): endorsing known-bad gold or rejecting known-good gold loses weight; at or
-below chance a voice weighs 0; the weight never exceeds MAX_WEIGHT.
+below chance a voice weighs 0; the weight never exceeds MAX_WEIGHT. A voice in a collusion
+cluster is a ring the crowd has exposed: its verdicts weigh nothing, inside the cluster or out
+(its rejections of honest work were part of the attack). A review that weighs nothing does not
+count toward `min_reviews` either.
 
 **Status.** A correction the organizer confirmed has the organizer's verdict. Otherwise, with
 fewer than `min_reviews` counting reviews it is *unreviewed* (none) or *pending*; then the
@@ -54,13 +58,17 @@ before its standing counts: every volunteer has some bad luck with reviewers."""
 
 # Collusion clusters (crowd.collusion): a community of the mutual-endorsement graph is a
 # cluster when it has at least CLUSTER_MIN_VOICES voices, at least CLUSTER_MIN_DENSITY of its
-# pairs endorse each other beyond chance, and its members endorse each other at least
-# CLUSTER_MIN_LIFT times as often as everyone else endorses the same authors (the rate dealing
-# would produce by chance), by at least CLUSTER_MIN_EXCESS endorsements in all.
+# pairs endorse each other beyond chance, its members endorse each other at least
+# CLUSTER_MIN_LIFT times as often as the reviewers outside it endorse the same authors (what
+# dealing gives by chance), by at least CLUSTER_MIN_EXCESS endorsements in all, with outside
+# reviews weighing at least CLUSTER_MIN_OUTSIDE behind that rate, and it holds less than half
+# of the reviewers' weight. An honest subgroup whose outside reviewers are half a ring sits
+# near a lift of 2; a ring that the crowd rejects, near 10.
 CLUSTER_MIN_VOICES = 2
 CLUSTER_MIN_DENSITY = 0.5
-CLUSTER_MIN_LIFT = 2.0
+CLUSTER_MIN_LIFT = 3.0
 CLUSTER_MIN_EXCESS = 3.0
+CLUSTER_MIN_OUTSIDE = 3.0
 
 
 @dataclass(frozen=True)

@@ -285,3 +285,58 @@ def test_points_follow_the_ledger_rule_used_corrections_and_agreeing_reviews(wor
         if row["rule"] != "review":
             assert row["reason"]["corrections_used"] == 1
     assert review_awards([("a", "endorse", None)]) == []  # no verdict yet: nothing either way
+
+
+def test_gold_items_are_dealt_unmarked_and_weigh_their_reviewers(world):
+    from crowd.assess import assess
+
+    service, reviews, organizer = world
+    organizer.add_references(
+        KEY, [{"kind": "pair", "prompt": None, "chosen": "Kind words.", "rejected": "Go away."}]
+    )
+    authors = people(service, 24)
+    for i, token in enumerate(authors):
+        rewrite(service, token, f"Rewrite {i}.")
+    gullible, careful = people(service, 2)
+    items = reviews.queue(gullible, limit=20)
+    gold = [i for i in items if dealt(service, i["item_id"])["gold_id"]]
+    real = [i for i in items if not dealt(service, i["item_id"])["gold_id"]]
+    assert gold and real, "a few gold items among the crowd's"
+    assert all(set(g) == set(real[0]) and g["kind"] == "rewrite" for g in gold), "unmarked"
+    bad = [g for g in gold if g["rewrite"] == "Go away."]
+    assert bad, "the reference pair is dealt the wrong way round too (a known-bad rewrite)"
+    for item in items:  # endorses everything, the bad gold too
+        reviews.review(gullible, item["item_id"], "endorse")
+    with connect(service.settings.db_path) as db:
+        campaign, _ = context_of(db)
+        trust = assess(db, campaign)
+    voice = trust.voice(service.identities.verify(gullible))
+    assert trust.gold[voice][1] >= 1 and trust.weight(voice) < 1
+    assert trust.weight(trust.voice(service.identities.verify(careful))) == 1  # no gold yet
+
+
+def test_the_organizers_verdict_decides_and_makes_a_gold_item(world):
+    from crowd.assess import assess
+
+    service, reviews, organizer = world
+    author, *crowd = people(service, 4)
+    spam = rewrite(service, author, "Spam.")
+    for i in range(8):  # gold is dealt among the crowd's items, one in eight
+        rewrite(service, author, f"Fine {i}.")
+    for token in crowd[:2]:
+        review_of(service, reviews, token, spam, "endorse")  # the crowd is fooled
+    for bad in ("maybe", None):
+        with pytest.raises(Refused, match="'endorse' or 'reject'"):
+            organizer.confirm(KEY, spam, bad)
+    with pytest.raises(Refused, match="no reviewable correction"):
+        organizer.confirm(KEY, 9999, "reject")
+    gold_id = organizer.confirm(KEY, spam, "reject")
+    assert organizer.confirm(KEY, spam, "reject") == gold_id  # confirming again changes nothing
+    with connect(service.settings.db_path) as db:
+        campaign, round_ = context_of(db)
+        assert assess(db, campaign).status(spam) == "rejected"
+        data, _ = training_material(db, campaign, round_)
+    assert not any(e.messages[-1]["content"] == "Spam." for g in data.values() for e in g.sft)
+    items = reviews.queue(crowd[2], limit=9)  # the last one of the crowd is dealt it, as gold
+    spam_items = [i for i in items if i["rewrite"] == "Spam."]
+    assert len(spam_items) == 1 and dealt(service, spam_items[0]["item_id"])["gold_id"] == gold_id

@@ -236,7 +236,7 @@ def shares(events: list[dict]) -> dict:
 def test_a_ring_of_pseudonyms_on_one_network_owns_little_of_what_trains_and_judges(app, tmp_path):
     from crowd.export import export_dataset
 
-    url, service, _ = app
+    url, service, organizer = app
     started = time.monotonic()
     done = attack(url)
     attacked = time.monotonic()
@@ -251,3 +251,20 @@ def test_a_ring_of_pseudonyms_on_one_network_owns_little_of_what_trains_and_judg
     assert len(found["ring_share_of_training"]) == 3, "every group trained"
     assert max(found["ring_share_of_training"].values()) <= TARGET, found
     assert found["ring_share_of_judging"] <= TARGET, found
+    the_organizer_sees_the_ring(organizer)
+
+
+def the_organizer_sees_the_ring(organizer) -> None:
+    """The Data quality view on the attack's data: disagreeing with twenty puppets does not make
+    an honest volunteer suspicious, every puppet shows its source group of 20, and hiding that
+    group is one action."""
+    report = organizer.quality(KEY)
+    puppets = [s for s in report.suspects if s.name.startswith("Puppet")]
+    honest = [s for s in report.suspects if s.name.startswith("Honest")]
+    assert len(puppets) == PUPPETS and len(honest) == HONEST
+    assert max(s.score for s in honest) < min(s.score for s in puppets), report.suspects
+    assert {s.evidence["pseudonyms"] for s in puppets} == {PUPPETS}
+    assert {s.evidence["pseudonyms"] for s in honest} == {1}
+    assert report.sources[0].pseudonyms == sorted(s.participant_id for s in puppets)
+    assert organizer.hide_group(KEY, puppets[0].participant_id) == PUPPETS
+    assert all(s.hidden for s in organizer.quality(KEY).suspects if s.name.startswith("Puppet"))
