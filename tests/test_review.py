@@ -340,3 +340,42 @@ def test_the_organizers_verdict_decides_and_makes_a_gold_item(world):
     items = reviews.queue(crowd[2], limit=9)  # the last one of the crowd is dealt it, as gold
     spam_items = [i for i in items if i["rewrite"] == "Spam."]
     assert len(spam_items) == 1 and dealt(service, spam_items[0]["item_id"])["gold_id"] == gold_id
+
+
+def test_the_review_tab_and_the_api_refuse_what_the_service_refuses(world):
+    """An item id that is not yours, sent through the page's handlers or the HTTP API's
+    functions, is refused the same way and stores nothing; so are the organizer's new actions
+    without the key."""
+    import gradio as gr
+
+    from crowd.ui.api import VolunteerApi
+    from crowd.ui.review import ReviewHandlers, ReviewTab
+
+    service, reviews, organizer = world
+    author, mine, theirs = people(service, 3)
+    correction = rewrite(service, author)
+    their_item = reviews.queue(theirs)[0]
+    handlers = ReviewHandlers(reviews)
+    with pytest.warns(UserWarning, match="not dealt to you"):
+        tab, shown = handlers.verdict("endorse")(mine, ReviewTab(their_item))
+    assert stored_reviews(service) == 0
+    assert tab.item is not None and tab.item["item_id"] != their_item["item_id"]  # mine now
+    with pytest.warns(UserWarning, match="not dealt to you"):
+        handlers.skip(mine, ReviewTab(their_item))
+    api = VolunteerApi(service)
+    for call in (
+        lambda: api.api_review(mine, their_item["item_id"], "endorse"),
+        lambda: api.api_review_skip(mine, their_item["item_id"]),
+        lambda: api.api_review(mine, correction, "endorse"),
+    ):
+        with pytest.raises(gr.Error, match="not dealt to you"):
+            call()
+    assert dealt(service, their_item["item_id"])["skipped_at"] is None
+    assert stored_reviews(service) == 0
+    for action in (organizer.hide_group, organizer.ban_group):
+        with pytest.raises(Refused, match="Organizer access only"):
+            action("wrong", service.identities.verify(author))
+    with pytest.raises(Refused, match="Organizer access only"):
+        organizer.confirm("wrong", correction, "reject")
+    tab, _ = handlers.verdict("endorse")(mine, tab)  # the item dealt to me is accepted
+    assert stored_reviews(service) == 1
