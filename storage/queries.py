@@ -290,3 +290,15 @@ def corrections_of(db: Database, participant_ids: set[str] | list[str]) -> list[
             f"SELECT id FROM corrections WHERE participant_id IN ({marks}) ORDER BY id", people
         )
     ]
+
+
+def actions_by_participant(db: Database) -> dict[str, int]:
+    """participant -> corrections and reviews they stored (withdrawn and replaced ones too)."""
+    return dict(
+        db.execute(
+            """SELECT participant_id, count(*) FROM (
+                   SELECT participant_id FROM corrections
+                   UNION ALL SELECT participant_id FROM reviews)
+               GROUP BY participant_id"""
+        ).fetchall()
+    )
