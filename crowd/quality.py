@@ -37,6 +37,7 @@ from crowd.suspicion import (
 )
 from storage import quality as quality_store
 from storage import rounds as store
+from storage import sources
 
 FAMILIES = ("emotion", "choice", "review")
 
@@ -70,6 +71,7 @@ class QualityData:
     labels: list[Label]
     corrections: list[dict]  # kept: id, participant_id, round_id, kind, person_hidden
     trust: Assessment  # voices, gold records, clusters and every correction's tally
+    names: dict[str, str]  # pseudonym -> display name, for everyone seen in the campaign
     times: list[tuple[str, str]]  # (person, ISO time) of every action
     texts: list[tuple[str, str]]  # (person, rewrite)
 
@@ -81,6 +83,7 @@ class QualityReport:
     suspects: list[Suspect]  # highest score first
     sources: list[SourceGroup]  # every voice, most pseudonyms first
     clusters: list[ClusterRow]  # collusion clusters, largest first
+    names: dict[str, str]  # pseudonym -> display name, for everyone seen
 
 
 def quality_report(data: QualityData) -> QualityReport:
@@ -92,6 +95,7 @@ def quality_report(data: QualityData) -> QualityReport:
         suspicion_queue(data, agreement),
         source_groups(data.trust),
         cluster_rows(data.trust),
+        data.names,
     )
 
 
@@ -200,6 +204,7 @@ def load(db: Database, campaign_id: int) -> QualityData:
         labels=quality_store.labels(db, campaign_id),
         corrections=corrections,
         trust=assess(db, campaign),
+        names=sources.names(db, campaign_id),
         times=quality_store.action_times(db, campaign_id),
         texts=quality_store.rewrite_texts(db, campaign_id, TEXTS_PER_PERSON),
     )

@@ -40,3 +40,14 @@ def accounts(db: Database, campaign_id: int) -> dict[str, str]:
             [campaign_id],
         ).fetchall()
     )
+
+
+def names(db: Database, campaign_id: int) -> dict[str, str]:
+    """pseudonym -> display name, for everyone seen in the campaign."""
+    return dict(
+        db.execute(
+            """SELECT p.id, p.display_name FROM participants p WHERE p.id IN (
+                   SELECT participant_id FROM sightings WHERE campaign_id = ?)""",
+            [campaign_id],
+        ).fetchall()
+    )

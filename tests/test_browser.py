@@ -46,8 +46,12 @@ def free_port() -> int:
 
 def prepare_campaign(settings) -> None:
     """A preference round small enough to train in seconds: one correction suffices, and the
-    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable."""
-    organizer = Organizer(CrowdService(settings, None))
+    organizer's reference pair (the rewrite preferred) judges it, so the outcome is stable.
+    Three pseudonyms join from one network, for the organizer's view of source groups."""
+    service = CrowdService(settings, None)
+    for i in range(3):
+        service.join(f"Puppet {i}", True, address="203.0.113.5")
+    organizer = Organizer(service)
     organizer.update_campaign(
         KEY,
         task="preference",
@@ -153,6 +157,8 @@ def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(
                 review_as_another_volunteer(second.new_page(), other_network.url, expect)
             close_round_as_organizer(context.new_page(), app_url, expect)
             see_the_result(volunteer, expect)
+            for size, options in (("desktop", WIDE), ("phone", PHONE)):
+                look_at_who_counts(browser.new_context(**options).new_page(), app_url, size, expect)
         finally:
             browser.close()
 
@@ -232,6 +238,29 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     expect(page.locator("#org-min-reviews input")).to_have_value("2")
     page.screenshot(path=str(SHOTS / "organizer-settings.png"), full_page=True)
     export_the_model(page, expect)
+
+
+WIDE = {"viewport": {"width": 1400, "height": 900}}
+
+
+def look_at_who_counts(page, url: str, size: str, expect) -> None:
+    """The organizer's sections about voices (issue 26): who may contribute, gold items, and
+    the rings in Data quality, where the three pseudonyms of one network are one source group."""
+    page.goto(url + "organizer")
+    page.locator("#org-key input").fill(KEY)
+    page.locator("#org-unlock").click()
+    expect(page.locator("#org-status")).to_contain_text("round 2", timeout=90_000)
+    open_tab(page, "Campaign settings")
+    expect(page.locator("#org-contributors")).to_contain_text("Requiring a Hugging Face sign-in")
+    page.locator("#org-contributors").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / f"organizer-contributors-{size}.png"))
+    open_tab(page, "Moderation")
+    expect(page.locator("#org-gold-help")).to_be_visible()
+    page.screenshot(path=str(SHOTS / f"organizer-moderation-{size}.png"), full_page=True)
+    open_tab(page, "Data quality")
+    page.locator("#org-quality").click()
+    expect(page.locator("#org-sources")).to_contain_text("net:203.0.113.0/24")
+    page.screenshot(path=str(SHOTS / f"organizer-quality-{size}.png"), full_page=True)
 
 
 def export_the_model(page, expect) -> None:

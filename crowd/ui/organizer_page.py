@@ -208,7 +208,8 @@ def _rounds_section() -> dict:
 
 
 def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
-    """The campaign form, components in `FORM_FIELDS` order."""
+    """The campaign form, components in `FORM_FIELDS` order; who may contribute first."""
+    contributors = contributors_section()
     with gr.Row():
         name = gr.Textbox(label="Campaign name", max_length=120)
         licence = gr.Textbox(label="Licence of the contributions", max_length=120)
@@ -231,7 +232,6 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
         heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
         margin = gr.Number(label="Win margin (metric units)")
-    contributors = contributors_section()
     with gr.Row():
         reviews_on = gr.Checkbox(
             label="Peer review: the server deals volunteers each other's corrections, and "

@@ -28,11 +28,13 @@ def contributors_section() -> dict:
             label="Require a Hugging Face sign-in to correct and review (works on a Space with "
             "hf_oauth: true)",
             elem_id="org-require-login",
+            min_width=320,  # stacks above the organisation box on a phone
         )
         hf_org = gr.Textbox(
             label="…and membership of this Hugging Face organisation (empty: any account)",
             max_length=96,
             elem_id="org-hf-org",
+            min_width=320,
         )
     venues = gr.Textbox(
         label="Venues: networks where many people share one address (a classroom, a lab), one "

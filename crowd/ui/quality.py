@@ -158,7 +158,7 @@ class QualityHandlers:
             return (gr.skip(),) * VIEW_OUTPUTS
         campaign, _ = self.organizer.service.context()
         summary = coverage_text(report.coverage, campaign["min_reviews"] or 2)
-        names = {s.participant_id: s.name for s in report.suspects}
+        names = {**report.names, **{s.participant_id: s.name for s in report.suspects}}
         return (
             f"{summary}\n\n{SCORE_HELP}",
             alpha_frame(report.agreement),
