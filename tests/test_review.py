@@ -379,3 +379,18 @@ def test_the_review_tab_and_the_api_refuse_what_the_service_refuses(world):
         organizer.confirm("wrong", correction, "reject")
     tab, _ = handlers.verdict("endorse")(mine, tab)  # the item dealt to me is accepted
     assert stored_reviews(service) == 1
+
+
+def test_reviews_are_rate_limited_per_network(world):
+    service, reviews, _ = world
+    author = service.join("Author", True, **net(0)).token
+    for i in range(31):
+        rewrite(service, author, f"Rewrite {i}.", **net(0))
+    puppets = [service.join(f"Puppet {i}", True, **net(1)).token for i in range(2)]
+    items = [(p, i["item_id"]) for p in puppets for i in reviews.queue(p, 20, **net(1))]
+    assert len(items) == 31, "one network, one voice: each item dealt to it once"
+    for token, item in items[:30]:  # the network's budget, spread over its pseudonyms
+        reviews.review(token, item, "endorse", **net(1))
+    with pytest.raises(Refused, match="Too many reviews in a minute"):
+        reviews.review(*items[30], "endorse", **net(1))
+    assert stored_reviews(service) == 30

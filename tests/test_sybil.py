@@ -9,12 +9,15 @@ each spam rewrite endorsed by 3 other pseudonyms (by id, as the old API allowed,
 queue) and rejects the honest work it is dealt; then the honest volunteers review what they are
 dealt, the organizer closes round 1 and the worker runs it. The ring's share of each group's
 training rows and of the judging rows is counted in the export's events.jsonl (`used`, `split`).
-Rate limits are raised for everyone: they only slow an attacker down.
+Rate limits are raised for everyone: they only slow an attacker down. With
+CROWD_TEST_HOLD_UNREVIEWED=1 the campaign holds unreviewed corrections back (only trusted ones
+train): the figures printed with -s are then the other choice's (docs/results/poisoning.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections import Counter
@@ -37,6 +40,7 @@ GOOD = [
 ]
 HONEST, PUPPETS, SPAM_EACH, ENDORSEMENTS = 9, 20, 5, 3
 TARGET = 0.10  # the ring's largest share of any group's training rows and of the judging rows
+HOLD = os.environ.get("CROWD_TEST_HOLD_UNREVIEWED") == "1"
 
 
 def free_port() -> int:
@@ -94,7 +98,7 @@ def app(settings):
     organizer = Organizer(service)
     # The campaign defaults (reviews on, min_reviews 2, person_cap 0.25), on the preference
     # task: it judges by held-out pairs, so the round needs no emotion scorer (16 s to load).
-    organizer.update_campaign(KEY, task="preference")
+    organizer.update_campaign(KEY, task="preference", hold_unreviewed=HOLD)
     demo = build_app(service, organizer, oauth=False)
     port = free_port()
     demo.queue(default_concurrency_limit=None).launch(
