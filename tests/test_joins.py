@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from gradio_http import call
 
 from crowd.limits import Refused
 from crowd.network import parse_proxies
@@ -91,17 +92,7 @@ def launch(settings):
 
 def api_join(client: httpx.Client, name: str, forwarded_for: str) -> tuple[str, str]:
     """POST /api_join as any HTTP client can, then read its result stream: (event, data)."""
-    headers = {"X-Forwarded-For": forwarded_for}
-    posted = client.post("/gradio_api/call/api_join", json={"data": [name, True]}, headers=headers)
-    posted.raise_for_status()
-    stream = client.get(f"/gradio_api/call/api_join/{posted.json()['event_id']}", headers=headers)
-    event = data = ""
-    for line in stream.text.splitlines():
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            data = line.split(":", 1)[1].strip()
-    return event, data
+    return call(client, "api_join", [name, True], {"X-Forwarded-For": forwarded_for})
 
 
 def forged_joins(url: str, n: int = 120) -> list[tuple[str, str]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 import pytest
+from gradio_http import call, free_port
 from loopback import Forwarder, network_address
 
 from crowd.config import ModelSettings
@@ -43,12 +43,6 @@ TARGET = 0.10  # the ring's largest share of any group's training rows and of th
 HOLD = os.environ.get("CROWD_TEST_HOLD_UNREVIEWED") == "1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Api:
     """One network's HTTP client of the app's named endpoints (`crowd.ui.api`)."""
@@ -57,15 +51,7 @@ class Api:
 
     def call(self, name: str, *data) -> tuple[bool, object]:
         """(True, result) or (False, the refusal's message)."""
-        posted = self.http.post(f"/gradio_api/call/{name}", json={"data": list(data)})
-        posted.raise_for_status()
-        stream = self.http.get(f"/gradio_api/call/{name}/{posted.json()['event_id']}")
-        event = payload = ""
-        for line in stream.text.splitlines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                payload = line.split(":", 1)[1].strip()
+        event, payload = call(self.http, name, list(data))
         value = json.loads(payload) if payload else None
         if event == "complete":
             return True, value[0] if isinstance(value, list) and len(value) == 1 else value
