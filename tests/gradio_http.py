@@ -29,3 +29,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve(demo) -> str:
+    """Launch the app's Blocks in this process on a free loopback port, as app.py would (the
+    same launch options); returns its URL. The caller closes it (`demo.close()`)."""
+    from crowd.ui import launch_options
+
+    port = free_port()
+    demo.queue(default_concurrency_limit=None).launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_options(),
+    )
+    return f"http://127.0.0.1:{port}"

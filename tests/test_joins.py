@@ -5,12 +5,11 @@ still counts as one address."""
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import replace
 
 import httpx
 import pytest
-from gradio_http import call
+from gradio_http import call, serve
 
 from crowd.limits import Refused
 from crowd.network import parse_proxies
@@ -57,33 +56,19 @@ def test_zero_turns_the_join_limit_off(settings):
 # -- the real app ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def launch(settings):
     """Start the real Gradio app (on no model: joining needs none) on a free port; returns its
     URL. Closed at the end of the test."""
-    from crowd.ui import build_app, launch_options
+    from crowd.ui import build_app
 
     launched = []
 
     def start(**changes) -> str:
         service = CrowdService(replace(settings, **changes), None)
         demo = build_app(service, Organizer(service), oauth=False)
-        port = free_port()
-        demo.queue(default_concurrency_limit=None).launch(
-            server_name="127.0.0.1",
-            server_port=port,
-            prevent_thread_lock=True,
-            quiet=True,
-            **launch_options(),
-        )
         launched.append(demo)
-        return f"http://127.0.0.1:{port}"
+        return serve(demo)
 
     yield start
     for demo in launched:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 import pytest
-from gradio_http import call, free_port
+from gradio_http import call, serve
 from loopback import Forwarder, network_address
 
 from crowd.config import ModelSettings
@@ -70,7 +70,7 @@ def app(settings):
     from crowd.models import load_base
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
-    from crowd.ui import build_app, launch_options
+    from crowd.ui import build_app
 
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
     generation = GenerationService(loaded, ModelSettings(max_new_tokens=3, temperature=0.0))
@@ -86,16 +86,9 @@ def app(settings):
     # task: it judges by held-out pairs, so the round needs no emotion scorer (16 s to load).
     organizer.update_campaign(KEY, task="preference", hold_unreviewed=HOLD)
     demo = build_app(service, organizer, oauth=False)
-    port = free_port()
-    demo.queue(default_concurrency_limit=None).launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_options(),
-    )
+    url = serve(demo)
     try:
-        yield f"http://127.0.0.1:{port}/", service, organizer
+        yield f"{url}/", service, organizer
     finally:
         demo.close()
         generation.close()
