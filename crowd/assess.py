@@ -44,7 +44,8 @@ class Assessment:
         else its gold record's weight (`crowd.trust.gold_weight`)."""
         if voice in self.in_cluster:
             return 0.0
-        return gold_weight(*self.gold.get(voice, (0, 0)))
+        answers = self.gold.get(voice)
+        return gold_weight(*answers) if answers else 1.0
 
     def independent(self, reviewer: str, author: str) -> bool:
         """Whether `reviewer` is independent of `author`: another voice, no shared venue, not in
@@ -91,9 +92,10 @@ def assess(db: Database, campaign: dict) -> Assessment:
     for reviewer, right in deals.gold_answers(db, campaign["id"]):
         gold[found.of(reviewer)][not right] += 1
     record = {voice: (right, wrong) for voice, (right, wrong) in gold.items()}
+    weights = {voice: gold_weight(*answers) for voice, answers in record.items()}
 
     def weight(voice: str) -> float:
-        return gold_weight(*record.get(voice, (0, 0)))
+        return weights.get(voice, 1.0)  # no gold answers yet: a full voice
 
     # 2. collusion clusters among voices that review each other independently of venues
     given = reviews.campaign_reviews(db, campaign["id"])
