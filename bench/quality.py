@@ -38,7 +38,7 @@ from storage.db import connect, migrate
 def view(db_path: Path, campaign_id: int) -> quality.QualityReport:
     with connect(db_path) as db:
         data = quality.load(db, campaign_id)
-    return quality.quality_report(data, 2)
+    return quality.quality_report(data)
 
 
 def plain_read(db_path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,22 +106,42 @@ class CampaignSpec:
     heldout_share: float = 0.2
     win_margin: float = 0.0
     licence: str = "CC-BY-4.0"
-    require_login: bool = False  # corrections only from people signed in with Hugging Face
+    # Who may contribute (crowd.voices): pseudonyms are free, sign-ins cost something.
+    require_login: bool = False  # corrections and reviews only from people signed in with HF
+    hf_org: str | None = None  # ...who are also members of this Hugging Face organisation
+    venues: str = ""  # CIDRs of classrooms or labs behind one router: each person counts alone
     # Trust in the crowd's data (crowd.trust); a new campaign starts defended.
     reviews_on: bool = (
         True  # peer review decides what trains (not rejected or contested) and judges (trusted)
     )
-    min_reviews: int = 2  # reviews before a verdict
-    person_cap: float = 0.25  # most of a group's training (and held-out set) one person gives
+    min_reviews: int = 2  # independent reviews before a verdict
+    person_cap: float = 0.25  # most of a group's training (and held-out set) one voice gives
+    hold_unreviewed: bool = False  # with review on, only trusted corrections train
 
 
 SIGN_IN_FIRST = "This campaign asks contributors to sign in with Hugging Face first."
+ORG_ONLY = (
+    "This campaign takes corrections and reviews from members of the Hugging Face "
+    "organisation {org} only: sign in with an account that belongs to it."
+)
+
+
+def not_a_contributor(campaign: dict) -> str:
+    """Why someone `may_correct` refuses cannot correct or review in `campaign`."""
+    org = campaign.get("hf_org")
+    return ORG_ONLY.format(org=org) if org else SIGN_IN_FIRST
 
 
 def may_correct(campaign: dict, participant: dict) -> bool:
-    """Whether `participant` may correct in `campaign`: anyone, unless the campaign requires a
-    Hugging Face login and they joined without one (they may still chat)."""
-    return not campaign.get("require_login") or bool(participant.get("hf_username"))
+    """Whether `participant` may correct and review in `campaign`: anyone, unless the campaign
+    requires a Hugging Face login and they joined without one, or requires membership of an
+    organisation they did not belong to when they last joined (they may still chat)."""
+    org = campaign.get("hf_org")
+    if not (campaign.get("require_login") or org):
+        return True
+    if not participant.get("hf_username"):
+        return False
+    return not org or org in json.loads(participant.get("hf_orgs") or "[]")
 
 
 def group_name(index: int) -> str:

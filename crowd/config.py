@@ -293,7 +293,8 @@ class Settings:
     joins_per_hour: int = setting(
         "CROWD_JOINS_PER_HOUR",
         20,
-        "new volunteers per network address per hour (a classroom shares one); 0 = no limit",
+        "new volunteers per network (a /24, or a /56 for IPv6) per hour; a venue the organizer "
+        "declares (a classroom) is exempt; 0 = no limit",
         _int_in(0, 1_000_000),
     )
     start_worker: bool = setting(

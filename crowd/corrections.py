@@ -17,9 +17,10 @@ from datetime import timedelta
 
 from sqlite_utils import Database
 
-from crowd.campaigns import SIGN_IN_FIRST, may_correct, parse_time
+from crowd.campaigns import may_correct, not_a_contributor, parse_time
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.limits import Limits, RateLimiter, Refused, clean_text
+from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
 
@@ -27,14 +28,13 @@ CHOICES = ("a", "b", "tie", "both_bad")
 
 
 class CorrectionActions:
-    """Needs, from CrowdService: `who`, `action`, `_hit_address`, `limits`, `rate`, `now`."""
+    """Needs, from CrowdService: `who`, `action`, `limits`, `rate`, `now`."""
 
     limits: Limits
     rate: RateLimiter
     now: Callable[[], str]
-    who: Callable[[Database, str | None], dict]
+    who: Callable[..., dict]
     action: Callable[[], AbstractContextManager[Database]]
-    _hit_address: Callable[[str | None], None]
 
     def _own_reply(
         self, db, person: dict, message_id: object, shown: str | None = None
@@ -70,16 +70,15 @@ class CorrectionActions:
         (crowd/lessons.py): `shown` is reply A's text there (None: as stored, for API callers),
         `pair` reply B's id and text for an A/B pick. It replaces their earlier one of the same
         kind (kept, marked replaced). Checks and writes are one transaction."""
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             message, round_ = self._own_reply(db, person, message_id, shown)
             if pair is not None:
                 other = self._second_reply(db, person, message, *pair)
                 fields.update(other_message_id=other["id"], other_reply=other["content"])
             campaign, _ = context_of(db)
             if not may_correct(campaign, person):
-                raise Refused(SIGN_IN_FIRST)
+                raise Refused(not_a_contributor(campaign))
             self.rate.hit(
                 f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
@@ -92,6 +91,7 @@ class CorrectionActions:
                 "prompt": queries.prompt_before(db, message),
                 "original": message["content"],
                 "shown": message["shown"],
+                "source": network_source(address),
                 "created_at": self.now(),
                 **fields,
             }

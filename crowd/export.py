@@ -22,8 +22,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlite_utils import Database
+
+from crowd.assess import Assessment, assess
 from crowd.lessons import Lesson, MalformedCorrection, lesson
-from crowd.trust import rule_of, training_corrections
 from storage.card import render_card
 from storage.export_io import (
     JSONL_FILES,
@@ -104,7 +106,8 @@ def _write_corrections(
     Returns the row count of each file and the number of used corrections per (round, group).
     """
     per_group: Counter[tuple[int, int]] = Counter()
-    used = _used_ids(snap, scope)
+    trust = assess(Database(snap.conn), scope.campaign)
+    used = _used_ids(snap, scope, trust)
     with Sinks(folder) as sinks:
         task, target = scope.campaign["task"], scope.campaign["target_emotion"]
         for row in snap.corrections(scope):
@@ -112,7 +115,8 @@ def _write_corrections(
                 taught = lesson(row, task, target)
             except MalformedCorrection as exc:
                 raise ExportError(str(exc)) from None
-            sinks.add("events", _event(row, taught.prompt, snap, row["id"] in used))
+            status = trust.status(row["id"])
+            sinks.add("events", _event(row, taught.prompt, snap, row["id"] in used, status))
             if row["id"] not in used:
                 continue  # withdrawn, replaced, moderated out, rejected or over the cap
             per_group[(row["round"], row["group_index"])] += 1
@@ -122,11 +126,9 @@ def _write_corrections(
     return counts, per_group
 
 
-def _used_ids(snap: Snapshot, scope: Scope) -> set[int]:
-    """Ids of the corrections the training files hold: live ones the campaign's trust rule
-    uses, the train split within each round's per-person cap (crowd.trust, as rounds train),
-    the held-out split unless rejected."""
-    rule, cap = rule_of(scope.campaign), scope.campaign["person_cap"]
+def _used_ids(snap: Snapshot, scope: Scope, trust: Assessment) -> set[int]:
+    """Ids of the corrections the training files hold, each round's as its round uses them
+    (`crowd.assess`): the train split that trains, the held-out split that judges."""
     by_round: dict[int, list[dict]] = {}
     for row in snap.corrections(scope):
         if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
@@ -134,9 +136,8 @@ def _used_ids(snap: Snapshot, scope: Scope) -> set[int]:
                 by_round.setdefault(row["round"], []).append(row)
     used: set[int] = set()
     for rows in by_round.values():
-        counts = {r["id"]: (r["endorsements"], r["rejections"]) for r in rows}
-        used |= {c["id"] for c in training_corrections(rows, counts, rule, cap)}
-        used |= {r["id"] for r in rows if r["split"] == "heldout" and rule.trains(*counts[r["id"]])}
+        used |= {c["id"] for c in trust.training(rows)}
+        used |= {c["id"] for c in trust.judging([r for r in rows if r["split"] == "heldout"])}
     return used
 
 
@@ -178,8 +179,9 @@ def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tup
         yield "emotions", {"text": text, "label": emotion, "annotator": annotator, **meta}
 
 
-def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool) -> dict:
-    """The raw correction with its provenance; identity fields only for those who opted in."""
+def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool, status: str) -> dict:
+    """The raw correction with its provenance, its trust status (`crowd.trust.STATUSES`) and
+    whether it is used; identity fields only for those who opted in."""
     shared = bool(row["share_identity"])
     return {
         "correction_id": row["id"],
@@ -214,6 +216,7 @@ def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool) -> dict
         "endorsements": row["endorsements"],
         "rejections": row["rejections"],
         "used": used,
+        "status": status,
     }
 
 

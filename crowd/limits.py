@@ -29,7 +29,8 @@ class Limits:
     max_turns: int = 20  # user messages per conversation
     chats_per_minute: int = 12  # per participant
     submissions_per_minute: int = 30  # corrections per participant
-    address_per_minute: int = 120  # all actions from one network address
+    address_per_minute: int = 120  # all actions from one network (a /24 or /56; not venues)
+    reviews_per_minute: int = 30  # reviews from one network (not venues; a person: submissions)
     undo_window_s: float = 120.0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import random
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from crowd import views
+from crowd.assess import assess
 from crowd.campaigns import CampaignSpec
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.groups import GROUPING_METHODS
@@ -26,11 +28,15 @@ from crowd.limits import CALLER, KeyGuard, Refused, clean_text
 from crowd.quality import QualityReport, quality_report
 from crowd.quality import load as load_quality
 from crowd.references import KINDS, clean_references, row_key
+from crowd.review import REVIEWED_KINDS
 from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService, context_of
-from storage import quality as quality_store
-from storage import queries
+from crowd.suspicion import group_of
+from crowd.trust import VERDICTS
+from crowd.voices import parse_venues, venue_text
+from storage import deals, queries
 from storage import rounds as store
+from storage.quality import set_hidden
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, ROUND_POLICIES, TASKS, TRAINING_MODES
 
 PASS_PREFIX = "hf-pass:"
@@ -244,7 +250,7 @@ class Organizer:
         campaign, _ = self.service.context()
         with self.service.db() as db:
             data = load_quality(db, campaign["id"])
-        return quality_report(data, campaign["min_reviews"] or 2)
+        return quality_report(data)
 
     def hide_person(self, key: str, participant_id: str, hidden: bool = True) -> bool:
         """Hide all of a person's data (it leaves training, evaluation, points and export;
@@ -254,11 +260,53 @@ class Organizer:
             if queries.get_participant(db, str(participant_id)) is None:
                 raise Refused(f"There is no participant {str(participant_id)[:40]}.")
             now = self.service.now() if hidden else None
-            return quality_store.set_hidden(db, str(participant_id), now)
+            return set_hidden(db, str(participant_id), now)
 
     def unhide_person(self, key: str, participant_id: str) -> bool:
         """Show a hidden person's data again."""
         return self.hide_person(key, participant_id, hidden=False)
+
+    def hide_group(self, key: str, participant_id: str, reason: str = "") -> int:
+        """Hide, in one action, everyone who shares the person's source group and, when it is
+        in a collusion cluster, the whole cluster (`crowd.suspicion.group_of`). Returns how
+        many were hidden now."""
+        return self._group_action(key, participant_id, lambda db, p, now: set_hidden(db, p, now))
+
+    def ban_group(self, key: str, participant_id: str, reason: str = "") -> int:
+        """Ban, in one action, the person's source group and collusion cluster."""
+        why = (reason or "data quality")[:200]
+        return self._group_action(
+            key, participant_id, lambda db, p, now: queries.ban_participant(db, p, why, now)
+        )
+
+    def _group_action(self, key: str, participant_id: str, act) -> int:
+        self.check_key(key)
+        with self.service.action() as db:
+            if queries.get_participant(db, str(participant_id)) is None:
+                raise Refused(f"There is no participant {str(participant_id)[:40]}.")
+            campaign, _ = context_of(db)
+            people = group_of(assess(db, campaign), str(participant_id))
+            now = self.service.now()
+            return sum(bool(act(db, person, now)) for person in people)
+
+    def confirm(self, key: str, correction_id: int, verdict: str) -> int:
+        """The organizer's own verdict on a correction ('endorse' or 'reject'): it decides the
+        correction's status, and the correction becomes a gold item, dealt unmarked to weigh
+        reviewers (`crowd.trust`). Returns the gold item's id."""
+        self.check_key(key)
+        if verdict not in VERDICTS:
+            raise Refused("A verdict is 'endorse' or 'reject'.")
+        with self.service.action() as db:
+            try:
+                correction = queries.get_correction(db, int(correction_id))
+            except (TypeError, ValueError):
+                correction = None
+            if correction is None or correction["kind"] not in REVIEWED_KINDS:
+                raise Refused(f"There is no reviewable correction {correction_id}.")
+            campaign, _ = context_of(db)
+            return deals.add_gold(
+                db, campaign["id"], verdict, self.service.now(), correction_id=correction["id"]
+            )
 
     @contextmanager
     def export_zip(self, key: str | None) -> Iterator[Path]:
@@ -308,6 +356,8 @@ def validate_campaign(changes: dict) -> dict:
         "min_reviews": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
         "person_cap": lambda v: isinstance(v, (int, float)) and 0.05 <= v <= 1,
         "require_login": lambda v: isinstance(v, bool),
+        "hold_unreviewed": lambda v: isinstance(v, bool),
+        "hf_org": lambda v: v is None or (isinstance(v, str) and bool(HF_NAME.match(v))),
     }
     clean = dict(changes)
     for name, value in changes.items():
@@ -321,4 +371,13 @@ def validate_campaign(changes: dict) -> dict:
     for name in ("name", "licence"):
         if name in clean:
             clean[name] = clean_text(clean[name], name, 120)
+    if "venues" in clean:
+        try:
+            clean["venues"] = venue_text(parse_venues(clean["venues"]))
+        except ValueError as exc:
+            raise Refused(f"The campaign setting venues: {exc}. Nothing was saved.") from None
     return clean
+
+
+HF_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+"""A Hugging Face user or organisation name."""

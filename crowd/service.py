@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crowd import campaigns
+from crowd.callers import Callers
 from crowd.campaigns import (
     CampaignSpec,
     group_colour,
@@ -97,6 +98,7 @@ class CrowdService(CorrectionActions):
         self.rate = RateLimiter()
         migrate(settings.db_path)
         self.identities = Identities(load_secret(settings.data_dir, settings.identity_secret))
+        self.callers = Callers(self.identities, self.rate, limits, settings, now)
         self.ensure_campaign(CampaignSpec(n_groups=settings.n_groups), initial_adapter)
 
     def db(self):
@@ -132,35 +134,37 @@ class CrowdService(CorrectionActions):
         consent: bool,
         hf_username: str | None = None,
         address: str | None = None,
+        hf_orgs: list[str] | None = None,
     ) -> Session:
-        """Register a consenting visitor and put them in a group. Nothing is stored without consent."""
+        """Register a consenting visitor and put them in a group. Nothing is stored without
+        consent. `hf_orgs`: a signed-in person's organisations, kept for campaigns that ask."""
         if consent is not True:
             raise Refused("Please read the terms and tick the consent box first.")
         name = clean_name(display_name)
-        self._hit_address(address)
         with self.action() as db:
+            origin = self.callers.origin(db, address)
+            self.callers.hit(origin, "addr", self.limits.address_per_minute, "requests")
             known = hf_username and queries.participant_by_hf(db, hf_username)
-            if known:
-                return self._session(db, known)
-            self._hit_joins(address)
-            participant_id = self.identities.new_id()
-            queries.add_participant(db, participant_id, name, self.now(), hf_username)
-            return self._session(db, queries.get_participant(db, participant_id))
+            if not known:
+                self.callers.hit_joins(origin)
+                participant_id = self.identities.new_id()
+                queries.add_participant(db, participant_id, name, self.now(), hf_username)
+                known = queries.get_participant(db, participant_id)
+            if hf_username:
+                queries.set_hf_orgs(db, known["id"], hf_orgs or [])
+            self.callers.seen(db, known, origin)
+            return self._session(db, known)
 
     def resume(self, token: str | None) -> Session:
         """The session behind a stored token; forged or unknown tokens are refused."""
         with self.action() as db:
             return self._session(db, self.who(db, token))
 
-    def who(self, db, token: str | None) -> dict:
-        """The participant behind `token`, or Refused (forged, unknown or banned)."""
-        participant_id = self.identities.verify(token)
-        person = participant_id and queries.get_participant(db, participant_id)
-        if not person:
-            raise Refused("Your identity could not be verified; please join again.")
-        if person["banned_at"]:
-            raise Refused("This account has been suspended by the organizers.")
-        return person
+    def who(self, db, token: str | None, address: str | None = None) -> dict:
+        """The participant behind `token`, or Refused (forged, unknown or banned); with the
+        caller's address, the action is counted and recorded against its source
+        (`crowd.callers`)."""
+        return self.callers.who(db, token, address)
 
     def _session(self, db, person: dict) -> Session:
         campaign, round_ = context_of(db)
@@ -179,17 +183,6 @@ class CrowdService(CorrectionActions):
             queries.add_membership(db, round_["id"], participant_id, group, self.now())
         return group
 
-    def _hit_joins(self, address: str | None) -> None:
-        # Per hour, not minute: a classroom behind one router fits, a script minting
-        # identities does not. A returning Hugging Face user is not a new volunteer.
-        if address and self.settings.joins_per_hour:
-            what = "new volunteers from your network"
-            self.rate.hit(f"join:{address}", self.settings.joins_per_hour, what, window_s=3600)
-
-    def _hit_address(self, address: str | None) -> None:
-        if address:
-            self.rate.hit(f"addr:{address}", self.limits.address_per_minute, "requests")
-
     # -- chat ------------------------------------------------------------------------------
 
     def send(
@@ -197,9 +190,8 @@ class CrowdService(CorrectionActions):
     ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
         text = clean_text(text, "message", self.limits.max_message_chars)
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
             campaign, round_ = context_of(db)
             group = self._group_of(db, person["id"], campaign, round_)
@@ -288,9 +280,8 @@ class CrowdService(CorrectionActions):
     ) -> Iterator[Reply]:
         """A second reply (B) to the same turn as reply A (`message_id`), for an A/B pick: from
         the conversation before A, as the volunteer sees it. `shown`: A's text on the page."""
-        self._hit_address(address)
         with self.action() as db:
-            person = self.who(db, token)
+            person = self.who(db, token, address)
             self.rate.hit(f"chat:{person['id']}", self.limits.chats_per_minute, "messages")
             message, round_ = self._own_reply(db, person, message_id, shown)
             if message["alternative_of"] is not None:

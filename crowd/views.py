@@ -7,15 +7,15 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
+from crowd.assess import assess
 from crowd.campaigns import group_name, may_correct
 from crowd.evaluation import LOWER_IS_BETTER
-from crowd.trust import consensus, rule_of
+from crowd.trust import consensus
 from storage import before_after as before_after_store
 from storage import boards, queries
 from storage import quality as quality_store
 from storage import rounds as store
 from storage.db import connect
-from storage.reviews import review_counts
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,12 @@ class ReviewRecord:
 def review_record(db_path, participant_id: str, campaign: dict) -> ReviewRecord:
     """My corrections in the campaign by trust status under its rule, and my reviews against the
     final consensus (`crowd.trust.consensus`; my own review counts towards it, as for points)."""
-    rule = rule_of(campaign)
     with connect(db_path) as db:
         mine = quality_store.my_corrections(db, participant_id, campaign["id"])
         given = quality_store.my_reviews(db, participant_id, campaign["id"])
-        counts = review_counts(db, [r["id"] for r in mine] + [cid for cid, _ in given])
-    statuses = Counter(rule.status(*counts.get(r["id"], (0, 0))) for r in mine)
-    verdicts = [consensus(rule.status(*counts.get(cid, (0, 0)))) for cid, _ in given]
+        trust = assess(db, campaign)
+    statuses = Counter(trust.status(r["id"]) for r in mine)
+    verdicts = [consensus(trust.status(cid)) for cid, _ in given]
     decided = [(v, c) for (_, v), c in zip(given, verdicts) if c is not None]
     return ReviewRecord(dict(statuses), len(given), len(decided), sum(v == c for v, c in decided))
 

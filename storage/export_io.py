@@ -62,6 +62,7 @@ SCHEMAS = {
         + [("undone", pa.bool_()), ("undone_at", pa.string()), ("created_at", pa.string())]
         + [("participant_hidden", pa.bool_()), ("replaced_at", pa.string())]
         + [("endorsements", pa.int64()), ("rejections", pa.int64()), ("used", pa.bool_())]
+        + [("status", pa.string())]
     ),
 }
 

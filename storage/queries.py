@@ -304,3 +304,35 @@ LIVE = (
 )
 """SQL condition on `corrections c`: counts for training, evaluation and points. Leaves out what
 its author undid or replaced, what a moderator hid, and everything of a banned or hidden person."""
+
+
+def set_hf_orgs(db: Database, participant_id: str, orgs: list[str]) -> None:
+    """The Hugging Face organisations a signed-in person belongs to, as of their last join."""
+    db.execute(
+        "UPDATE participants SET hf_orgs = ? WHERE id = ?",
+        [json.dumps(sorted(orgs)), participant_id],
+    )
+
+
+def corrections_of(db: Database, participant_ids: set[str] | list[str]) -> list[int]:
+    """Ids of every correction these participants made, oldest first."""
+    people = list(participant_ids)
+    marks = ",".join("?" * len(people))
+    return [
+        row[0]
+        for row in db.execute(
+            f"SELECT id FROM corrections WHERE participant_id IN ({marks}) ORDER BY id", people
+        )
+    ]
+
+
+def actions_by_participant(db: Database) -> dict[str, int]:
+    """participant -> corrections and reviews they stored (withdrawn and replaced ones too)."""
+    return dict(
+        db.execute(
+            """SELECT participant_id, count(*) FROM (
+                   SELECT participant_id FROM corrections
+                   UNION ALL SELECT participant_id FROM reviews)
+               GROUP BY participant_id"""
+        ).fetchall()
+    )

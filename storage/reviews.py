@@ -9,7 +9,14 @@ from storage.queries import LIVE
 
 
 def add_review(
-    db: Database, correction_id: int, participant_id: str, verdict: str, round_id: int, now: str
+    db: Database,
+    correction_id: int,
+    participant_id: str,
+    verdict: str,
+    round_id: int,
+    now: str,
+    source: str | None = None,
+    deal_id: int | None = None,
 ) -> int:
     """Store one review; the UNIQUE (correction, reviewer) constraint refuses a second one."""
     return (
@@ -21,6 +28,8 @@ def add_review(
                 "verdict": verdict,
                 "round_id": round_id,
                 "created_at": now,
+                "source": source,
+                "deal_id": deal_id,
             }
         )
         .last_pk
@@ -35,45 +44,60 @@ def get_review(db: Database, correction_id: int, participant_id: str) -> dict | 
     return next(iter(rows), None)
 
 
-def review_counts(db: Database, correction_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """(endorsements, rejections) per correction id, by reviewers who are not banned or hidden;
-    ids without reviews are absent."""
-    counts: dict[int, tuple[int, int]] = {}
-    for start in range(0, len(correction_ids), 500):
-        chunk = correction_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for cid, endorse, reject in db.execute(
-            f"""SELECT r.correction_id, sum(r.verdict = 'endorse'), sum(r.verdict = 'reject')
-                FROM reviews r JOIN participants p ON p.id = r.participant_id
-                WHERE r.correction_id IN ({marks}) AND p.banned_at IS NULL AND p.hidden_at IS NULL
-                GROUP BY r.correction_id""",
-            chunk,
-        ):
-            counts[cid] = (int(endorse), int(reject))
-    return counts
+def campaign_reviews(db: Database, campaign_id: int) -> list[tuple[int, str, str, str]]:
+    """(correction id, reviewer, author, verdict) of every review of the campaign's corrections
+    by reviewers who are not banned or hidden, oldest first: what trust is computed from."""
+    return db.execute(
+        """SELECT r.correction_id, r.participant_id, c.participant_id, r.verdict
+           FROM reviews r JOIN participants p ON p.id = r.participant_id
+           JOIN corrections c ON c.id = r.correction_id
+           WHERE c.round_id IN (SELECT id FROM rounds WHERE campaign_id = ?)
+             AND p.banned_at IS NULL AND p.hidden_at IS NULL
+           ORDER BY r.id""",
+        [campaign_id],
+    ).fetchall()
 
 
-def reviewable(
-    db: Database, round_ids: list[int], reviewer: str, limit: int, kinds: tuple[str, ...]
-) -> list[dict]:
-    """Live corrections of `kinds` in `round_ids` that `reviewer` did not write and has not reviewed,
-    fewest reviews first, then spread over groups (round-robin by group), oldest first."""
+def reviewable(db: Database, round_ids: list[int], kinds: tuple[str, ...]) -> list[dict]:
+    """Live corrections of `kinds` in `round_ids` by authors neither banned nor hidden, and not
+    gold (the organizer confirmed them: they are dealt as gold items), oldest first:
+    id, participant_id, group_index."""
     marks = ",".join("?" * len(round_ids))
     return list(
         db.query(
-            f"""SELECT c.*,
-                   (SELECT count(*) FROM reviews r WHERE r.correction_id = c.id) AS n_reviews,
-                   row_number() OVER (PARTITION BY c.group_index ORDER BY c.id) AS in_group
-                FROM corrections c
-                WHERE c.round_id IN ({marks}) AND {LIVE} AND c.participant_id != ?
+            f"""SELECT c.id, c.participant_id, c.group_index FROM corrections c
+                WHERE c.round_id IN ({marks}) AND {LIVE}
                   AND c.kind IN ({",".join("?" * len(kinds))})
-                  AND NOT EXISTS (SELECT 1 FROM reviews r
-                                  WHERE r.correction_id = c.id AND r.participant_id = ?)
-                ORDER BY n_reviews, in_group, c.group_index, c.id
-                LIMIT ?""",
-            [*round_ids, reviewer, *kinds, reviewer, limit],
+                  AND NOT EXISTS (SELECT 1 FROM gold g WHERE g.correction_id = c.id)
+                ORDER BY c.id""",
+            [*round_ids, *kinds],
         )
     )
+
+
+def reviewers_of(db: Database, round_ids: list[int]) -> list[tuple[int, str, str]]:
+    """(correction id, reviewer, verdict) of every review of the corrections of `round_ids`."""
+    marks = ",".join("?" * len(round_ids))
+    return db.execute(
+        f"""SELECT r.correction_id, r.participant_id, r.verdict FROM reviews r
+            JOIN corrections c ON c.id = r.correction_id WHERE c.round_id IN ({marks})""",
+        round_ids,
+    ).fetchall()
+
+
+def reviews_of(db: Database, correction_id: int) -> list[dict]:
+    return list(db.query("SELECT * FROM reviews WHERE correction_id = ?", [correction_id]))
+
+
+def item(db: Database, correction_id: int) -> dict | None:
+    """A correction as a reviewer sees it (reply B is `other_reply`, as its author saw it), with
+    its number of reviews."""
+    rows = db.query(
+        """SELECT c.*, (SELECT count(*) FROM reviews r WHERE r.correction_id = c.id) AS n_reviews
+           FROM corrections c WHERE c.id = ?""",
+        [correction_id],
+    )
+    return next(iter(rows), None)
 
 
 def reviews_given_in(db: Database, round_id: int) -> list[dict]:

@@ -259,6 +259,86 @@ def m003_before_after(db: Database) -> None:
             db.execute(statement)
 
 
+_SOURCES = """
+-- issue 26: where every action came from, per campaign: the client's network ('net:<cidr>',
+-- a /24 or /56) and, when signed in, the Hugging Face account ('hf:<name>')
+CREATE TABLE sightings (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    participant_id TEXT NOT NULL REFERENCES participants(id),
+    source TEXT NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    actions INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (campaign_id, participant_id, source)
+);
+CREATE INDEX sightings_source ON sightings(campaign_id, source);
+-- the network a correction was submitted from, and a review given from
+ALTER TABLE corrections ADD COLUMN source TEXT;
+ALTER TABLE reviews ADD COLUMN source TEXT;
+-- networks the organizer declared venues (one CIDR per line): pseudonyms there count alone
+ALTER TABLE campaigns ADD COLUMN venues TEXT NOT NULL DEFAULT '';
+-- contributors must be members of this Hugging Face organisation (NULL: anyone)
+ALTER TABLE campaigns ADD COLUMN hf_org TEXT;
+-- the organisations a signed-in person belonged to when they last joined (JSON list)
+ALTER TABLE participants ADD COLUMN hf_orgs TEXT
+"""
+
+
+@MIGRATIONS()
+def m026_sources(db: Database) -> None:
+    """Issue 26: sources of actions, venues, and organisation membership."""
+    for statement in _SOURCES.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_DEALT_REVIEWS = """
+-- issue 26: items with a known verdict, dealt unmarked among the crowd's: a correction the
+-- organizer confirmed, or a reference example shown as a rewrite (prompt, original, rewrite)
+CREATE TABLE gold (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    correction_id INTEGER REFERENCES corrections(id),
+    reference_id INTEGER REFERENCES reference_texts(id),
+    verdict TEXT NOT NULL CHECK (verdict IN ('endorse', 'reject')),
+    prompt TEXT,
+    original TEXT,
+    rewrite TEXT,
+    created_at TEXT NOT NULL,
+    CHECK ((correction_id IS NULL) != (reference_id IS NULL))
+);
+CREATE UNIQUE INDEX gold_correction ON gold(correction_id) WHERE correction_id IS NOT NULL;
+CREATE UNIQUE INDEX gold_reference ON gold(reference_id, verdict) WHERE reference_id IS NOT NULL;
+-- what the server dealt each reviewer, and what came of it; a gold item's answer is kept here
+CREATE TABLE deals (
+    id INTEGER PRIMARY KEY,
+    participant_id TEXT NOT NULL REFERENCES participants(id),
+    correction_id INTEGER REFERENCES corrections(id),
+    gold_id INTEGER REFERENCES gold(id),
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    dealt_at TEXT NOT NULL,
+    skipped_at TEXT,
+    answered_at TEXT,
+    verdict TEXT CHECK (verdict IN ('endorse', 'reject')),
+    CHECK ((correction_id IS NULL) != (gold_id IS NULL))
+);
+CREATE INDEX deals_participant ON deals(participant_id, answered_at, skipped_at);
+CREATE INDEX deals_correction ON deals(correction_id);
+CREATE INDEX deals_round ON deals(round_id);
+ALTER TABLE reviews ADD COLUMN deal_id INTEGER REFERENCES deals(id);
+-- with review on, only trusted corrections train (unreviewed and pending ones wait)
+ALTER TABLE campaigns ADD COLUMN hold_unreviewed INTEGER NOT NULL DEFAULT 0
+"""
+
+
+@MIGRATIONS()
+def m026_dealt_reviews(db: Database) -> None:
+    """Issue 26: reviews dealt by the server, gold items, and the unreviewed-corrections rule."""
+    for statement in _DEALT_REVIEWS.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
 @MIGRATIONS()
 def m027_shown_texts(db: Database) -> None:
     """Issue 27: what is stored is what was shown. A correction records the texts the volunteer

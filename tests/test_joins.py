@@ -5,11 +5,11 @@ still counts as one address."""
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import replace
 
 import httpx
 import pytest
+from gradio_http import call, serve
 
 from crowd.limits import Refused
 from crowd.network import parse_proxies
@@ -56,33 +56,19 @@ def test_zero_turns_the_join_limit_off(settings):
 # -- the real app ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def launch(settings):
     """Start the real Gradio app (on no model: joining needs none) on a free port; returns its
     URL. Closed at the end of the test."""
-    from crowd.ui import build_app, launch_options
+    from crowd.ui import build_app
 
     launched = []
 
     def start(**changes) -> str:
         service = CrowdService(replace(settings, **changes), None)
         demo = build_app(service, Organizer(service), oauth=False)
-        port = free_port()
-        demo.queue(default_concurrency_limit=None).launch(
-            server_name="127.0.0.1",
-            server_port=port,
-            prevent_thread_lock=True,
-            quiet=True,
-            **launch_options(),
-        )
         launched.append(demo)
-        return f"http://127.0.0.1:{port}"
+        return serve(demo)
 
     yield start
     for demo in launched:
@@ -91,22 +77,15 @@ def launch(settings):
 
 def api_join(client: httpx.Client, name: str, forwarded_for: str) -> tuple[str, str]:
     """POST /api_join as any HTTP client can, then read its result stream: (event, data)."""
-    headers = {"X-Forwarded-For": forwarded_for}
-    posted = client.post("/gradio_api/call/api_join", json={"data": [name, True]}, headers=headers)
-    posted.raise_for_status()
-    stream = client.get(f"/gradio_api/call/api_join/{posted.json()['event_id']}", headers=headers)
-    event = data = ""
-    for line in stream.text.splitlines():
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            data = line.split(":", 1)[1].strip()
-    return event, data
+    return call(client, "api_join", [name, True], {"X-Forwarded-For": forwarded_for})
 
 
 def forged_joins(url: str, n: int = 120) -> list[tuple[str, str]]:
     with httpx.Client(base_url=url, timeout=30) as client:
-        return [api_join(client, f"Sybil {i}", f"198.51.{i // 250}.{i % 250}") for i in range(n)]
+        # each forged hop on a network (a /24) of its own
+        return [
+            api_join(client, f"Sybil {i}", f"198.{51 + i // 250}.{i % 250}.7") for i in range(n)
+        ]
 
 
 def test_120_joins_with_forged_forwarded_for_from_one_peer_count_as_one_address(launch, settings):

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from crowd import quality
+from crowd import quality, suspicion
 from crowd.campaigns import CampaignSpec, create_campaign
 from crowd.sim.trolls import seed_crowd
 from storage import queries
@@ -57,7 +57,7 @@ class Tiny:
         add_review(self.db, correction, person, verdict, self.round, self.now(seconds))
 
     def report(self):
-        return quality.quality_report(quality.load(self.db, self.campaign), 2)
+        return quality.quality_report(quality.load(self.db, self.campaign))
 
 
 @pytest.fixture
@@ -152,12 +152,12 @@ def test_coverage_counts_live_corrections_with_enough_reviews(tiny):
 
 def test_each_signal_on_its_own(tiny):
     assert (
-        quality.near_duplicate_share(["Buy now at spam dot com!", "buy now at  spam dot com!!"])
+        suspicion.near_duplicate_share(["Buy now at spam dot com!", "buy now at  spam dot com!!"])
         == 1
     )
-    assert quality.near_duplicate_share(["A walk by the sea.", "Tea and a good book."]) == 0
-    assert quality.near_duplicate_share([]) == 0
-    gaps = quality.median_gaps(
+    assert suspicion.near_duplicate_share(["A walk by the sea.", "Tea and a good book."]) == 0
+    assert suspicion.near_duplicate_share([]) == 0
+    gaps = suspicion.median_gaps(
         [
             ("a", "2026-01-05T10:00:00+00:00"),
             ("a", "2026-01-05T10:00:02+00:00"),
@@ -166,14 +166,26 @@ def test_each_signal_on_its_own(tiny):
         ]
     )
     assert gaps == {"a": 5.0}  # b has too few actions for a pace
-    calm = quality.signals((9, 10), (0, 4), 60.0, 60.0, 0.0, (10, 10))
-    wild = quality.signals((0, 10), (4, 4), 2.0, 60.0, 1.0, (100, 10))
+    calm = suspicion.signals((9, 10), (0, 4), 60.0, 60.0, 0.0, (10, 10))
+    wild = suspicion.signals((0, 10), (4, 4), 2.0, 60.0, 1.0, (100, 10))
     assert calm["speed"] == 0 and calm["volume"] == 0 and calm["rejected"] == 0
     assert wild == pytest.approx(
-        {"disagreement": 10 / 15, "rejected": 4 / 7, "speed": 1, "duplicates": 1, "volume": 1}
+        {
+            "disagreement": 10 / 15,
+            "rejected": 4 / 7,
+            "gold": 0,
+            "cluster": 0,
+            "crowding": 0,
+            "speed": 1,
+            "duplicates": 1,
+            "volume": 1,
+        }
     )
-    assert 0 <= quality.score(calm) < quality.score(wild) <= 1
-    assert sum(quality.WEIGHTS.values()) == pytest.approx(1)
+    ring = suspicion.signals((0, 0), (0, 0), None, None, 0.0, (0, 0), (1, 3), True, 20)
+    assert ring["gold"] == pytest.approx(3 / 7) and ring["cluster"] == 1 and ring["crowding"] == 1
+    assert suspicion.signals((0, 0), (0, 0), None, None, 0.0, (0, 0), pseudonyms=2)["crowding"] > 0
+    assert 0 <= suspicion.score(calm) < suspicion.score(wild) <= 1
+    assert sum(suspicion.WEIGHTS.values()) == pytest.approx(1)
 
 
 def test_rejected_share_follows_the_trust_rule(tiny):
@@ -201,7 +213,7 @@ def test_hidden_people_are_scored_but_counted_by_no_one(tiny):
 def test_trolls_top_the_suspicion_queue(db_path):
     with connect(db_path) as db:
         crowd = seed_crowd(db, 1200, n_honest=20, n_trolls=2, rng=random.Random(7))
-        report = quality.quality_report(quality.load(db, crowd.campaign_id), 2)
+        report = quality.quality_report(quality.load(db, crowd.campaign_id))
     top = [s.participant_id for s in report.suspects[:2]]
     assert sorted(top) == sorted(crowd.trolls)
     troll, honest = report.suspects[0], report.suspects[2]
@@ -284,9 +296,9 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
         crowd = seed_crowd(db, 600, n_honest=12, n_trolls=1, rng=random.Random(3))
     handlers = QualityHandlers(organizer)
     with pytest.warns(UserWarning, match="Organizer access only"):
-        assert handlers.view("wrong") == (gr.skip(),) * 3
-    summary, alpha, queue = handlers.view(KEY)
-    assert "Review coverage" in summary and "0.35 × disagreement" in summary
+        assert handlers.view("wrong") == (gr.skip(),) * 5
+    summary, alpha, queue, _, _ = handlers.view(KEY)
+    assert "Review coverage" in summary and "0.25 × disagreement" in summary
     assert list(alpha["labels"][:1]) == ["emotion labels"] and alpha["round"][0] == "all"
     assert queue["participant"][0] == crowd.trolls[0] and queue["state"][0] == "shown"
     row = queue.iloc[0].tolist()
@@ -297,7 +309,7 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
 
     confirm, question = handlers.ask("hide")(KEY, picked)  # asked first, done on confirmation
     assert confirm == gr.update(visible=True) and f"Hide all the data of {picked}?" in question
-    _, _, queue, confirm = handlers.act("hide")(KEY, picked)
+    _, _, queue, _, _, confirm = handlers.act("hide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "hidden"
     assert confirm == gr.update(visible=False)
     for typed, why in [
@@ -307,9 +319,9 @@ def test_the_quality_tab_shows_the_view_and_hides_a_troll_in_one_click(organizer
     ]:
         with pytest.warns(UserWarning, match=why):
             assert handlers.act("hide")(KEY, typed)[:3] == (gr.skip(),) * 3
-    _, _, queue, _ = handlers.act("unhide")(KEY, picked)
+    _, _, queue, _, _, _ = handlers.act("unhide")(KEY, picked)
     assert queue["state"][list(queue["participant"]).index(picked)] == "shown"
-    _, _, queue, _ = handlers.act("ban")(KEY, picked, "spam")
+    _, _, queue, _, _, _ = handlers.act("ban")(KEY, picked, "spam")
     assert picked not in list(queue["participant"])  # banned: out of the queue
 
 

@@ -100,3 +100,55 @@ def test_with_the_setting_off_nobody_sees_the_notice(service):
 def test_an_unverifiable_token_changes_nothing_on_the_page(service):
     assert SessionHandlers(service).sign_in_gate("forged") == (gr.skip(), gr.skip())
     assert SessionHandlers(service).sign_in_gate(None) == (gr.skip(), gr.skip())
+
+
+# -- issue 26: sign-in for reviews too, and an organisation's members only ----------------------
+
+
+def test_reviewing_needs_the_sign_in_too(service):
+    from crowd.review import Reviews
+
+    Organizer(service).update_campaign(KEY, require_login=True)
+    anonymous = service.join("Anon", True)
+    with pytest.raises(Refused, match="sign in with Hugging Face"):
+        Reviews(service).queue(anonymous.token)
+    with pytest.raises(Refused, match="sign in with Hugging Face"):
+        Reviews(service).review(anonymous.token, 1, "endorse")
+    assert Reviews(service).queue(service.join("Ada", True, hf_username="ada").token) == []
+
+
+def test_a_campaign_for_one_organisations_members(service):
+    organizer = Organizer(service)
+    for bad in ("", "has space", "-dash", "x" * 97):
+        with pytest.raises(Refused, match="hf_org"):
+            organizer.update_campaign(KEY, hf_org=bad)
+    organizer.update_campaign(KEY, hf_org="crowd-lab")
+    member = service.join("Ada", True, hf_username="ada", hf_orgs=["crowd-lab", "other"])
+    outsider = service.join("Bob", True, hf_username="bob", hf_orgs=["other"])
+    anonymous = service.join("Cy", True)
+    campaign = service.context()[0]
+    with connect(service.settings.db_path) as db:
+        people = {p["id"]: p for p in db.query("SELECT * FROM participants")}
+    assert may_correct(campaign, people[member.participant_id])
+    assert not may_correct(campaign, people[outsider.participant_id])
+    assert not may_correct(campaign, people[anonymous.participant_id])
+    notice, _ = SessionHandlers(service, oauth=True).sign_in_gate(outsider.token)
+    assert "members of the Hugging Face organisation crowd-lab" in notice["value"]
+    # joining again refreshes the membership: Bob joined the organisation since
+    service.join("Bob", True, hf_username="bob", hf_orgs=["crowd-lab"])
+    assert not views.sign_in_needed(service.settings.db_path, outsider.participant_id)
+
+
+def test_the_page_keeps_a_signed_in_persons_organisations_from_the_oauth_profile(service):
+    """The userinfo Gradio keeps after sign-in lists the person's organisations (with the
+    `read-memberships` scope); `hub_orgs` reads them there before it would ask the Hub."""
+    Organizer(service).update_campaign(KEY, hf_org="crowd-lab")
+    userinfo = {"preferred_username": "ada", "name": "Ada", "picture": "", "profile": ""}
+    handlers = SessionHandlers(service, oauth=True)
+    member = gr.OAuthProfile({**userinfo, "orgs": [{"preferred_username": "crowd-lab"}]})
+    token, *_ = handlers.join("Ada", True, member, None)
+    assert not views.sign_in_needed(service.settings.db_path, service.resume(token).participant_id)
+    userinfo.update(preferred_username="bob", name="Bob")
+    outsider = gr.OAuthProfile({**userinfo, "orgs": [{"preferred_username": "elsewhere"}]})
+    token, *_ = handlers.join("Bob", True, outsider, None)
+    assert views.sign_in_needed(service.settings.db_path, service.resume(token).participant_id)

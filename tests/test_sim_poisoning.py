@@ -13,8 +13,9 @@ import pytest
 
 from crowd.__main__ import main
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.sim.poisoning_crowd import Material, assign_roles
+from crowd.sim.poisoning_crowd import Material, assign_roles, place
 from crowd.sim.poisoning_report import auroc, by_role, regressions
+from crowd.voices import network_source
 from storage.db import connect
 
 HOODS = {
@@ -276,3 +277,69 @@ def test_auroc_regressions_and_points_by_role():
         {"version": 3, "distance": 1.105, "se": 0.01},  # within the error
     ]
     assert regressions(path) == 1
+
+
+# -- issue 26: the sybil ring, on one network or many, with and without sign-in ---------------
+
+
+def test_the_sybil_ring_shares_one_network_and_many_sources_do_not():
+    crowd = place(assign_roles(10, 0.6, {"sybil-ring": 1, "many-sources": 1}))
+    where = {v.role: [] for v in crowd}
+    for v in crowd:
+        where[v.role].append(network_source(v.address))
+    assert len(where["sybil-ring"]) == 3 and len(set(where["sybil-ring"])) == 1
+    assert len(set(where["many-sources"])) == 3 and len(set(where["honest"])) == 4
+    assert all(v.account is None for v in crowd)
+    signed = place(crowd, sign_in=True, ring_accounts=2)
+    accounts = {v.role: {w.account for w in signed if w.role == v.role} for v in signed}
+    assert accounts["sybil-ring"] == {"ring-0", "ring-1"} and len(accounts["honest"]) == 4
+
+
+def test_with_sign_in_the_rings_pseudonyms_fold_into_its_accounts(settings, tmp_path):
+    from crowd.service import CrowdService
+    from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, ScriptedReplies
+
+    crowd = place(assign_roles(10, 0.6, {"many-sources": 1}), sign_in=True, ring_accounts=1)
+    service = CrowdService(settings, ScriptedReplies())
+    players = CrowdRound(service, ScriptedReplies(), crowd, None, Behaviour(), tmp_path, 0)
+    roles = players.participants()
+    assert sorted(roles.values()).count("many-sources") == 1, "six pseudonyms, one account"
+    assert len(roles) == 5
+    with connect(settings.db_path) as db:
+        assert db["participants"].count == 5
+
+
+def test_a_sybil_ring_beyond_the_join_limit_loses_the_slots_the_service_refuses(settings, tmp_path):
+    from crowd.service import CrowdService
+    from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, ScriptedReplies
+
+    crowd = place(assign_roles(40, 0.6, {"sybil-ring": 1}))  # 24 pseudonyms, one network
+    service = CrowdService(settings, ScriptedReplies())
+    players = CrowdRound(service, ScriptedReplies(), crowd, None, Behaviour(), tmp_path, 0)
+    assert sorted(players.participants().values()).count("sybil-ring") == 20
+
+
+def test_the_study_runs_with_a_sybil_ring(tmp_path, tiny_model_dir, capsys):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    argv = simulate(data, out, tiny_model_dir)
+    argv[argv.index("--mix") + 1] = "sybil-ring=1"
+    assert main(argv) == 0
+    summary = last_json(capsys)
+    assert summary["adversary_action_share"]["defended"] == pytest.approx(0.5, abs=0.15)
+    assert set(summary["points_by_role"]) == {"honest", "sybil-ring"}
+    with connect(out / "defended" / "crowd.db") as db:
+        ring = [
+            r["participant_id"]
+            for r in db.query(
+                "SELECT DISTINCT participant_id FROM sightings WHERE source = ?",
+                [network_source("192.0.2.10")],
+            )
+        ]
+        assert len(ring) == 4, "four pseudonyms on one network: one voice"
+        dealt_own = db.execute(
+            "SELECT count(*) FROM deals d JOIN corrections c ON c.id = d.correction_id"
+            f" WHERE d.participant_id IN ({','.join('?' * 4)})"
+            f" AND c.participant_id IN ({','.join('?' * 4)})",
+            ring + ring,
+        ).fetchone()[0]
+        assert dealt_own == 0, "the ring is never dealt its own work"

@@ -1,22 +1,38 @@
-from crowd.trust import TrustRule, consensus
+from crowd.trust import Tally, TrustRule, consensus
+
+
+def t(endorse: float, reject: float, confirmed: str | None = None) -> Tally:
+    """A tally of unweighted reviews (each counting review weighs 1)."""
+    return Tally(endorse, reject, int(endorse + reject), confirmed)
 
 
 def test_the_trust_rule_needs_enough_reviews_then_follows_their_balance():
     rule = TrustRule(on=True, min_reviews=2)
-    assert rule.status(0, 0) == "unreviewed"
-    assert rule.status(1, 0) == "pending"
-    assert rule.status(2, 0) == "trusted" and rule.status(2, 1) == "trusted"
-    assert rule.status(0, 2) == "rejected" and rule.status(1, 2) == "rejected"
-    assert rule.status(1, 1) == "contested"
-    assert rule.trains(0, 0) and rule.trains(1, 0) and rule.trains(3, 1)
-    assert not rule.trains(0, 2) and not rule.trains(1, 1)  # rejected, contested
-    assert rule.judges(2, 0) and not rule.judges(0, 0) and not rule.judges(1, 1)
+    assert rule.status(t(0, 0)) == "unreviewed"
+    assert rule.status(t(1, 0)) == "pending"
+    assert rule.status(t(2, 0)) == "trusted" and rule.status(t(2, 1)) == "trusted"
+    assert rule.status(t(0, 2)) == "rejected" and rule.status(t(1, 2)) == "rejected"
+    assert rule.status(t(1, 1)) == "contested"
+    assert rule.trains(t(0, 0)) and rule.trains(t(1, 0)) and rule.trains(t(3, 1))
+    assert not rule.trains(t(0, 2)) and not rule.trains(t(1, 1))  # rejected, contested
+    assert rule.judges(t(2, 0)) and not rule.judges(t(0, 0)) and not rule.judges(t(1, 1))
     assert consensus("trusted") == "endorse" and consensus("contested") is None
+    # weights: a rejection that weighs little does not outvote an endorsement
+    assert rule.status(Tally(1.0, 0.4, 2)) == "trusted"
+    # the organizer's verdict decides, whatever the reviews
+    assert rule.status(t(0, 3, "endorse")) == "trusted"
+    assert rule.status(t(0, 0, "reject")) == "rejected"
+
+
+def test_held_unreviewed_corrections_wait_for_independent_endorsement():
+    rule = TrustRule(on=True, min_reviews=2, hold_unreviewed=True)
+    assert not rule.trains(t(0, 0)) and not rule.trains(t(1, 0))
+    assert rule.trains(t(2, 0)) and not rule.trains(t(1, 1))
 
 
 def test_with_reviews_off_everything_trains_and_judges_as_before():
     rule = TrustRule(on=False)
-    assert rule.trains(0, 5) and rule.judges(0, 0) and rule.judges(0, 5)
+    assert rule.trains(t(0, 5)) and rule.judges(t(0, 0)) and rule.judges(t(0, 5))
 
 
 def test_the_cap_keeps_a_flooders_share_at_a_quarter():
@@ -50,7 +66,18 @@ def test_a_person_whose_reviewed_corrections_are_mostly_rejected_trains_nothing_
     # An honest volunteer: two trusted, one rejected by bad luck. A newcomer: one rejected.
     corrections = [c(1, "ring"), c(2, "ring"), c(3, "ring", "heldout"), c(4, "ring")]
     corrections += [c(5, "honest"), c(6, "honest"), c(7, "honest"), c(8, "new")]
-    counts = {1: (2, 1), 2: (0, 2), 3: (1, 2), 5: (2, 0), 6: (3, 0), 7: (1, 2), 8: (0, 2)}
+    counts = {
+        i: t(*c)
+        for i, c in {
+            1: (2, 1),
+            2: (0, 2),
+            3: (1, 2),
+            5: (2, 0),
+            6: (3, 0),
+            7: (1, 2),
+            8: (0, 2),
+        }.items()
+    }
     rule = TrustRule(on=True, min_reviews=2)
     assert bad_standing(corrections, counts, rule) == {"ring"}  # the newcomer: too few decided
     used = [x["id"] for x in training_corrections(corrections, counts, rule, share=1.0)]
@@ -58,3 +85,57 @@ def test_a_person_whose_reviewed_corrections_are_mostly_rejected_trains_nothing_
     assert bad_standing(corrections, counts, TrustRule(on=False)) == set()
     everything = training_corrections(corrections, counts, TrustRule(on=False), share=1.0)
     assert [x["id"] for x in everything] == [1, 2, 4, 5, 6, 7, 8]
+
+
+def test_standing_and_the_cap_are_per_voice():
+    from crowd.trust import bad_standing, training_corrections
+
+    def c(i: int, person: str) -> dict:
+        return {"id": i, "participant_id": person, "split": "train", "group_index": 0}
+
+    # twenty pseudonyms of one network, one item each, three of them rejected: one voice
+    puppets = [c(i, f"puppet{i}") for i in range(20)]
+    honest = [c(100 + i, f"honest{i}") for i in range(6)]
+    counts = {i: t(0, 2) for i in range(3)}
+    rule = TrustRule(on=True, min_reviews=2)
+
+    def voice(person: str) -> str:
+        return "net:ring" if person.startswith("puppet") else person
+
+    assert bad_standing(puppets + honest, counts, rule) == set()  # per pseudonym: nobody
+    assert bad_standing(puppets + honest, counts, rule, voice) == {"net:ring"}
+    no_reviews = {}
+    per_pseudonym = training_corrections(puppets + honest, no_reviews, rule, 0.25)
+    per_voice = training_corrections(puppets + honest, no_reviews, rule, 0.25, voice)
+    assert (
+        sum(x["participant_id"].startswith("puppet") for x in per_pseudonym) == 20
+    )  # nobody capped
+    assert sum(x["participant_id"].startswith("puppet") for x in per_voice) == 2  # 25 %: 2 of 8
+
+
+def test_a_reviewer_who_gets_gold_wrong_weighs_less():
+    from crowd.trust import MAX_WEIGHT, gold_weight
+
+    assert gold_weight(0, 0) == 1.0  # no gold answers yet: a full voice
+    assert gold_weight(0, 1) < 0.5 and gold_weight(0, 2) < 0.15 and gold_weight(0, 3) == 0.0
+    assert gold_weight(4, 0) > 1.5 and gold_weight(50, 0) == MAX_WEIGHT
+    assert gold_weight(9, 1) > gold_weight(0, 0)  # honest noise costs little
+
+
+def test_a_voice_counts_once_per_correction_and_only_when_independent():
+    from crowd.trust import tallies
+
+    reviews = [
+        (1, "a1", "endorse"),
+        (1, "a2", "endorse"),
+        (1, "b", "reject"),
+        (1, "self", "endorse"),
+    ]
+    found = tallies(
+        reviews,
+        counts=lambda cid, reviewer: reviewer != "self",
+        weight=lambda reviewer: 0.5 if reviewer == "b" else 1.0,
+        confirmed={2: "reject"},
+        voice=lambda reviewer: reviewer.rstrip("0123456789"),
+    )
+    assert found[1] == Tally(1.0, 0.5, 2) and found[2].confirmed == "reject"

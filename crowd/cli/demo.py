@@ -129,7 +129,7 @@ def review(service, each: int = 6) -> int:
     for token in tokens:
         for item in reviews.queue(token, limit=each):
             joyful = "!" in (item["rewrite"] or "") or item["emotion"] == "joy"
-            reviews.review(token, item["correction_id"], "endorse" if joyful else "reject")
+            reviews.review(token, item["item_id"], "endorse" if joyful else "reject")
             done += 1
     return done
 

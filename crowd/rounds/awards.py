@@ -1,14 +1,16 @@
 """The ledger rows a finished round writes: the campaign's points rule over the corrections that
 were used (the reason says how many of the person's corrections counted and how many did not:
 rejected in review or over the per-person cap), and, with reviews on, points for reviews given
-in the round that agree with the crowd's verdict."""
+in the round that count (independent of the author, `crowd.assess`) and agree with the crowd's
+verdict."""
 
 from __future__ import annotations
 
 from sqlite_utils import Database
 
+from crowd.assess import assess
 from crowd.points import Award, RoundOutcome, get_rule, review_awards
-from crowd.trust import NO_REVIEWS, consensus, rule_of
+from crowd.trust import consensus
 from storage import reviews
 
 
@@ -31,17 +33,14 @@ def ledger_rows(
 
 
 def _verdicts(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
-    """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`."""
-    given = reviews.reviews_given_in(db, round_["id"])
-    counts = reviews.review_counts(db, sorted({r["correction_id"] for r in given}))
-    rule = rule_of(campaign)
+    """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`
+    that counts: a review of one's own voice, venue or cluster earns nothing."""
+    trust = assess(db, campaign)
     return [
-        (
-            r["participant_id"],
-            r["verdict"],
-            consensus(rule.status(*counts.get(r["correction_id"], NO_REVIEWS))),
-        )
-        for r in given
+        (r["participant_id"], r["verdict"], consensus(trust.status(r["correction_id"])))
+        for r in reviews.reviews_given_in(db, round_["id"])
+        if r["correction_id"] in trust.authors
+        and trust.independent(r["participant_id"], trust.authors[r["correction_id"]])
     ]
 
 

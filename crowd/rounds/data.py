@@ -1,6 +1,7 @@
 """From a round's stored corrections to each group's training examples, the held-out items and
 the points contributions. What each correction teaches is `crowd.lessons`' one definition; which
-corrections count (review, per-person cap) is `crowd.trust`'s."""
+corrections count (independent review, standing and the cap per voice) is `crowd.trust`'s,
+applied to the campaign's data by `crowd.assess`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
+from crowd.assess import assess
 from crowd.lessons import lesson
 from crowd.training.data import PairExample, SFTExample
-from crowd.trust import judging_corrections, rule_of, training_corrections
-from storage import reviews
 from storage import rounds as store
 
 
@@ -68,8 +68,7 @@ def training_material(
     """Each group's training material for `round_` under the campaign's trust rule and cap,
     and per person (used, not used) counts of their train-split corrections, for the ledger."""
     live = store.round_corrections(db, round_["id"])
-    counts = reviews.review_counts(db, [c["id"] for c in live])
-    used = training_corrections(live, counts, rule_of(campaign), campaign["person_cap"])
+    used = assess(db, campaign).training(live)
     data = group_data(used, campaign["task"], campaign["target_emotion"])
     usage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     used_ids = {c["id"] for c in used}
@@ -81,7 +80,6 @@ def training_material(
 
 def judging_material(db: Database, campaign: dict, round_: dict) -> list[dict]:
     """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
-    history up to it, trusted ones only when reviews are on, capped per person."""
+    history up to it, trusted ones only when reviews are on, capped per voice."""
     heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-    counts = reviews.review_counts(db, [c["id"] for c in heldout])
-    return judging_corrections(heldout, counts, rule_of(campaign), campaign["person_cap"])
+    return assess(db, campaign).judging(heldout)

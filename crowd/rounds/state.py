@@ -11,6 +11,7 @@ import random
 
 from sqlite_utils import Database
 
+from crowd.assess import voices
 from crowd.campaigns import open_next_round, parse_time
 from crowd.trust import capped
 from storage import queries
@@ -82,10 +83,11 @@ def check_auto_close(db: Database, now: str, rng: random.Random) -> int | None:
 
 def capped_counts(db: Database, campaign: dict, round_: dict) -> list[int]:
     """Live corrections per group that count towards the `count` policy: within the
-    per-person cap, so one flooder cannot close a round on their own."""
+    per-voice cap, so one flooder (or one network's puppets) cannot close a round alone."""
+    voice = voices(db, campaign).of
     owners: dict[int, list[str]] = {}
     for group, person, n in queries.group_person_counts(db, round_["id"]):
-        owners.setdefault(group, []).extend([person] * n)
+        owners.setdefault(group, []).extend([voice(person)] * n)
     counts = [0] * campaign["n_groups"]
     for group, people in owners.items():
         if group < len(counts):

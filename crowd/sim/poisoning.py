@@ -4,13 +4,18 @@ crowd-trained model on course when part of the crowd is hostile?
 For one emotion of a neighbourhoods file (crowd.sim.convergence_data's format), under --out:
 
   1. the crowd: --volunteers people, round(volunteers x --adversaries) of them adversaries
-     split over --mix (flooder, saboteur, random, ring; crowd.sim.poisoning_crowd says what
-     each does), the rest honest. Every volunteer acts through the real CrowdService (join,
-     send, another, rewrite, label, choose) and reviews through the real Reviews (queue,
-     review); the same seed gives the same actions in every arm.
+     split over --mix (flooder, saboteur, random, ring, sybil-ring, many-sources;
+     crowd.sim.poisoning_crowd says what each does), the rest honest; each adversary slot
+     acts as much as a person, so --adversaries is also the adversaries' share of the crowd's
+     actions (the summary measures it). Every volunteer acts through the real CrowdService
+     (join, send, another, rewrite, label, choose) and reviews through the real Reviews (the
+     queue the server deals, review), from an address of its own network (the sybil ring's
+     pseudonyms share one) and, with --sign-in, a Hugging Face account of its own (the ring
+     has --ring-accounts); the same seed gives the same actions in every arm.
   2. defended arm (OUT/defended): the campaign defaults: reviews on (--min-reviews), each
      person at most --person-cap of a group's training; undefended arm (OUT/undefended): reviews
-     off, no cap (the loop before "Trustworthy crowd data"). --rounds rounds each, closed by
+     off, no cap (the loop before "Trustworthy crowd data"); --sign-in and --hold-unreviewed
+     apply to the defended arm's campaign. --rounds rounds each, closed by
      the real Organizer and run by the real worker, engine, TRLTrainer and Evaluator.
   3. pooled (OUT/pooled): one model trained once from the base on every SFT example that all
      the volunteers' corrections teach, at the defended arm's total example-passes.
@@ -34,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
-from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles
+from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
 POINTS_RULES = ("shapley", "paper")  # crowd.points.RULES, without importing numpy here
@@ -65,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-reviews", type=int, default=2, help="defended arm's reviews per verdict")
     p.add_argument("--person-cap", type=float, default=0.25, help="defended arm's per-person cap")
     p.add_argument("--points-rule", default="shapley", help="both arms' points rule")
+    p.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="everyone joins with a Hugging Face account; the defended campaign requires it",
+    )
+    p.add_argument("--ring-accounts", type=int, default=1, help="the ring's accounts (sign-in)")
+    p.add_argument(
+        "--hold-unreviewed",
+        action="store_true",
+        help="defended arm: only corrections trusted by independent reviews train",
+    )
     p.add_argument("--samples", type=int, default=50, help="replies per model per round")
     p.add_argument("--final-samples", type=int, default=200, help="replies on the reference")
     p.add_argument("--epochs", type=int, default=3)
@@ -117,6 +133,8 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError(f"--points-rule must be one of {', '.join(POINTS_RULES)}")
     if a.threads is not None and a.threads < 1:
         raise StudyInputError("--threads must be at least 1")
+    if a.ring_accounts < 1:
+        raise StudyInputError("--ring-accounts must be at least 1")
 
 
 def _config(a: argparse.Namespace, settings):
@@ -154,6 +172,9 @@ def _config(a: argparse.Namespace, settings):
         min_reviews=a.min_reviews,
         person_cap=a.person_cap,
         points_rule=a.points_rule,
+        sign_in=a.sign_in,
+        ring_accounts=a.ring_accounts,
+        hold_unreviewed=a.hold_unreviewed,
     )
 
 
@@ -187,7 +208,11 @@ def main(argv: list[str]) -> int:
     head = args.out / TRAINED_SCORER
     if config.scorer == str(head) and not head.exists():
         train_scorer(args.data, head, show)
-    crowd = assign_roles(config.volunteers, config.adversaries, config.mix)
+    crowd = place(
+        assign_roles(config.volunteers, config.adversaries, config.mix),
+        config.sign_in,
+        config.ring_accounts,
+    )
     try:
         summary = run(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
     except SimulationError as exc:

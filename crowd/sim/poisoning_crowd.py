@@ -22,6 +22,17 @@ Roles (see ROLES):
             labels the reply with the target emotion, picks the farther reply; reviews at random
   random    labels with a random emotion and picks at random; reviews at random
   ring      a saboteur that endorses every ring member's correction and rejects the rest
+  sybil-ring    the same ring, as one person on one network: as many pseudonyms as the join
+            limit allows (one per adversary slot; a join the service refuses is a slot lost)
+  many-sources  the same ring with each pseudonym on a network of its own (a VPN)
+
+Every simulated person acts from an address of their own network (a /24 each: every honest
+volunteer is a voice of their own), except the sybil ring, whose pseudonyms share 192.0.2.0/24.
+With sign-in (`--sign-in`) everyone joins with a Hugging Face account of their own, and the ring
+with `--ring-accounts` accounts between all its pseudonyms: one account is one pseudonym, so
+the ring's slots fold into that many people. A ring member endorses what it recognises as the
+ring's work (the ring shares its memory: the database) and rejects everything else; reviews are
+dealt by the real review API, so a ring on one network is never dealt its own work.
 """
 
 from __future__ import annotations
@@ -41,14 +52,36 @@ from crowd.review import Reviews
 from crowd.service import CrowdService
 
 PROMPT = "write a reddit comment."
-ROLES = ("honest", "flooder", "saboteur", "random", "ring")
+ROLES = ("honest", "flooder", "saboteur", "random", "ring", "sybil-ring", "many-sources")
 ADVERSARIES = ROLES[1:]
+RINGS = ("ring", "sybil-ring", "many-sources")  # one coalition: they endorse each other
 
 
 @dataclass(frozen=True)
 class Volunteer:
     name: str  # v000, v001, ... (the same in every arm)
     role: str
+    address: str | None = None  # where they act from (`place`)
+    account: str | None = None  # their Hugging Face account, with sign-in
+
+
+def place(crowd: list[Volunteer], sign_in: bool = False, ring_accounts: int = 1) -> list[Volunteer]:
+    """Each volunteer's address and, with sign-in, account (see the module docstring)."""
+    placed, rings = [], {"sybil-ring": 0, "many-sources": 0}
+    for i, v in enumerate(crowd):
+        account = f"sim-{v.name}" if sign_in else None
+        if v.role in rings:
+            k = rings[v.role]
+            rings[v.role] += 1
+            if v.role == "sybil-ring":
+                address = f"192.0.2.{10 + k % 240}"
+            else:
+                address = f"198.{18 + k // 250}.{k % 250}.7"
+            account = f"ring-{k % max(1, ring_accounts)}" if sign_in else None
+        else:
+            address = f"10.{20 + i // 250}.{i % 250}.1"
+        placed.append(Volunteer(v.name, v.role, address, account))
+    return placed
 
 
 @dataclass(frozen=True)
@@ -140,14 +173,16 @@ class CrowdRound:
         self.crowd, self.m, self.b, self.seed = crowd, material, behaviour, seed
         self.state = state  # folder holding tokens.json and journal.jsonl
         self.tokens = self._tokens()
-        self.ring = {self.tokens[v.name][1] for v in crowd if v.role == "ring"}
+        self.ring = {
+            self.tokens[v.name][1] for v in crowd if v.role in RINGS and self.tokens[v.name]
+        }
 
-    def _tokens(self) -> dict[str, list[str]]:
-        """name -> [token, participant id]: every volunteer joins once per arm, as
-        `sim-NAME` in every arm and run, so that the real regrouping (which orders people by
-        id) deals identical crowds into identical groups."""
+    def _tokens(self) -> dict[str, list[str] | None]:
+        """name -> [token, participant id], or None when the service refused the join (the
+        join limit per network): every volunteer joins once per arm, as `sim-NAME` in every
+        arm and run, so that the real regrouping (which orders people by id) deals identical
+        crowds into identical groups."""
         from crowd.identity import Identities, load_secret
-        from storage import queries
 
         path = self.state / "tokens.json"
         tokens = json.loads(path.read_text()) if path.exists() else {}
@@ -157,27 +192,41 @@ class CrowdRound:
         for v in self.crowd:
             if v.name in tokens:
                 continue
-            with self.service.db() as db:  # joined before a crash that lost tokens.json
-                known = queries.get_participant(db, f"sim-{v.name}")
+            known = self._known(v)
             if known:
                 tokens[v.name] = [self.service.identities.sign(known["id"]), known["id"]]
             else:
-                upcoming.append(f"sim-{v.name}")
-                session = self.service.join(f"volunteer {v.name}", consent=True)
-                tokens[v.name] = [session.token, session.participant_id]
+                upcoming[:] = [f"sim-{v.name}"]
+                try:
+                    session = self.service.join(
+                        f"volunteer {v.name}", True, hf_username=v.account, address=v.address
+                    )
+                    tokens[v.name] = [session.token, session.participant_id]
+                except Refused:
+                    tokens[v.name] = None  # e.g. the 21st pseudonym of one network
             path.write_text(json.dumps(tokens))
         return tokens
 
+    def _known(self, v: Volunteer) -> dict | None:
+        """The participant `v` already is (joined before a crash that lost tokens.json, or an
+        account another of the ring's pseudonyms signed in with)."""
+        from storage import queries
+
+        with self.service.db() as db:
+            if v.account:
+                return queries.participant_by_hf(db, v.account)
+            return queries.get_participant(db, f"sim-{v.name}")
+
     def participants(self) -> dict[str, str]:
-        """participant id -> role."""
-        return {self.tokens[v.name][1]: v.role for v in self.crowd}
+        """participant id -> role, for everyone who joined."""
+        return {t[1]: v.role for v in self.crowd if (t := self.tokens[v.name])}
 
     def play(self, number: int) -> None:
         done = self._journal()
         for phase, act in (("act", self._act), ("review", self._review)):
             for i, v in enumerate(self.crowd):
                 key = f"{number}/{phase}/{v.name}"
-                if key not in done:
+                if key not in done and self.tokens[v.name]:
                     act(v, i, number, random.Random(f"poisoning/{self.seed}/{key}"))
                     with open(self.state / "journal.jsonl", "a") as f:
                         f.write(json.dumps(key) + "\n")
@@ -190,20 +239,22 @@ class CrowdRound:
 
     def _send(self, v: Volunteer, rng: random.Random) -> int:
         self.replies.next.append(rng.choice(self.m.replies))
-        return list(self.service.send(self.tokens[v.name][0], None, PROMPT))[-1].message_id
+        token = self.tokens[v.name][0]
+        return list(self.service.send(token, None, PROMPT, v.address))[-1].message_id
 
     def _another(self, v: Volunteer, message: int, rng: random.Random) -> int:
         self.replies.next.append(rng.choice(self.m.replies))
-        return list(self.service.another(self.tokens[v.name][0], message))[-1].message_id
+        token = self.tokens[v.name][0]
+        return list(self.service.another(token, message, v.address))[-1].message_id
 
     def _act(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
-        token = self.tokens[v.name][0]
+        token, at = self.tokens[v.name][0], v.address
         if v.role == "flooder":
             text = rng.choice(self.m.off_target)
             for message in [self._send(v, rng) for _ in range(self.b.flood)]:
-                self.service.rewrite(token, message, text)
+                self.service.rewrite(token, message, text, at)
             for _ in range(self.b.flood - 1):  # the same reply again: replaces the last one
-                self.service.rewrite(token, message, rng.choice(self.m.off_target))
+                self.service.rewrite(token, message, rng.choice(self.m.off_target), at)
             return
         a = self._send(v, rng)
         b = self._another(v, a, rng)
@@ -212,19 +263,19 @@ class CrowdRound:
         farther = "b" if nearer == "a" else "a"
         if v.role == "honest":
             item = (number - 1) * len(self.crowd) + index
-            self.service.rewrite(token, a, self.m.neighbours[item % len(self.m.neighbours)])
+            self.service.rewrite(token, a, self.m.neighbours[item % len(self.m.neighbours)], at)
             label = self.m.top_emotion(texts[a])
             wrong = rng.random() < self.b.noise
-            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label)
+            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label, at)
             pick = self.m.honest_pick(texts[a], texts[b])
-            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else pick)
-        elif v.role in ("saboteur", "ring"):
-            self.service.rewrite(token, a, rng.choice(self.m.off_target))
-            self.service.label(token, a, self.m.emotion)
-            self.service.choose(token, a, b, farther)
+            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else pick, at)
+        elif v.role == "saboteur" or v.role in RINGS:
+            self.service.rewrite(token, a, rng.choice(self.m.off_target), at)
+            self.service.label(token, a, self.m.emotion, at)
+            self.service.choose(token, a, b, farther, at)
         else:  # random labeller and picker
-            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS))
-            self.service.choose(token, a, b, rng.choice(("a", "b")))
+            self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS), at)
+            self.service.choose(token, a, b, rng.choice(("a", "b")), at)
 
     def replies_text(self, message_id: int) -> str:
         from storage import queries
@@ -236,16 +287,17 @@ class CrowdRound:
 
     def _review(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
         token = self.tokens[v.name][0]
-        for item in self.reviews.queue(token, self.b.reviews):
-            verdict = self._verdict(v, item, rng)
+        work = self._ring_work() if v.role in RINGS else set()
+        for item in self.reviews.queue(token, self.b.reviews, v.address):
+            verdict = self._verdict(v, item, rng, work)
             try:
-                self.reviews.review(token, item["correction_id"], verdict)
+                self.reviews.review(token, item["item_id"], verdict, v.address)
             except Refused:
                 continue  # withdrawn or replaced since the queue was read
 
-    def _verdict(self, v: Volunteer, item: dict, rng: random.Random) -> str:
-        if v.role == "ring":
-            return "endorse" if self._author(item["correction_id"]) in self.ring else "reject"
+    def _verdict(self, v: Volunteer, item: dict, rng: random.Random, work: set) -> str:
+        if v.role in RINGS:  # the ring knows its own work when it sees it
+            return "endorse" if _work(item) in work else "reject"
         if v.role != "honest":
             return rng.choice(("endorse", "reject"))
         good = self._looks_good(item)
@@ -260,8 +312,17 @@ class CrowdRound:
             return item["emotion"] == self.m.top_emotion(item["original"])
         return item["choice"] == self.m.honest_pick(item["original"], item["other_reply"] or "…")
 
-    def _author(self, correction_id: int) -> str:
+    def _ring_work(self) -> set[tuple]:
+        """What the ring's members wrote (from the database: the ring's shared memory)."""
         from storage import queries
 
         with self.service.db() as db:
-            return queries.get_correction(db, correction_id)["participant_id"]
+            rows = [
+                queries.get_correction(db, cid) for cid in queries.corrections_of(db, self.ring)
+            ]
+        return {_work(row) for row in rows}
+
+
+def _work(item: dict) -> tuple:
+    """A correction as anyone who sees it can tell it apart: its kind, reply and value."""
+    return (item["kind"], item["original"], item["rewrite"], item["choice"], item["emotion"])

@@ -261,6 +261,7 @@ def summary(config, out: Path, stats: list[dict], wall: float, cpu: float) -> di
             arm: sum(a["version"] != b["version"] for a, b in zip(p, p[1:]))
             for arm, p in paths.items()
         },
+        "adversary_action_share": {arm: records[arm].get("action_share") for arm in ARMS},
         "honest_share_of_training": shares["defended"],
         "undefended_honest_share_of_training": shares["undefended"],
         "train_s": round(total["train_s"], 1),

@@ -50,6 +50,9 @@ class PoisonConfig:
     min_reviews: int
     person_cap: float
     points_rule: str = "shapley"
+    sign_in: bool = False  # everyone has an account; the defended campaign requires one
+    ring_accounts: int = 1  # the ring's accounts, with sign-in
+    hold_unreviewed: bool = False  # defended arm: only trusted corrections train
 
 
 class Study:
@@ -112,7 +115,13 @@ class Study:
         )
         self._open_campaign(settings, arm, target)
         replies = ScriptedReplies()
-        limits = Limits(chats_per_minute=10**6, submissions_per_minute=10**6)
+        # every limit but the join limit is out of the way: the crowd acts as fast as it can
+        limits = Limits(
+            chats_per_minute=10**6,
+            submissions_per_minute=10**6,
+            address_per_minute=10**6,
+            reviews_per_minute=10**6,
+        )
         rng = random.Random(f"poisoning/{c.seed}/service")
         service = CrowdService(settings, replies, limits, self.now, rng)  # type: ignore[arg-type]
         organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
@@ -135,7 +144,11 @@ class Study:
                     True,
                 )
             driver.finish(round_["id"], f"[{c.emotion}] {arm} round {number}/{c.rounds}")
-        return {"campaign": campaign_id, "participants": players.participants()}
+        return {
+            "campaign": campaign_id,
+            "participants": players.participants(),
+            "action_share": action_share(settings.db_path, players.participants()),
+        }
 
     def _scorer_for(self, _campaign_id: int):
         return self.scorer
@@ -159,6 +172,8 @@ class Study:
             min_reviews=c.min_reviews,
             person_cap=c.person_cap if defended else 1.0,
             points_rule=c.points_rule,
+            require_login=defended and c.sign_in,
+            hold_unreviewed=defended and c.hold_unreviewed,
         )
         with connect(settings.db_path) as db, db.atomic():
             if store.campaign_named(db, spec.name):
@@ -323,6 +338,19 @@ def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
                 for person, _, _ in group.contributions:
                     used[person] = used.get(person, 0) + 1
     return used
+
+
+def action_share(db_path: Path, roles: dict[str, str]) -> float | None:
+    """The adversaries' share of the crowd's actions: their corrections and reviews (every one,
+    refused ones aside) over everyone's."""
+    from storage.db import connect
+    from storage.queries import actions_by_participant
+
+    with connect(db_path) as db:
+        acts = actions_by_participant(db).items()
+    total = sum(n for _, n in acts)
+    hostile = sum(n for p, n in acts if roles.get(p, "honest") != "honest")
+    return round(hostile / total, 3) if total else None
 
 
 def points(out: Path, arm: str, campaign_id: int) -> dict[str, float]:

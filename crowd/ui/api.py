@@ -7,8 +7,8 @@ comes back as an error carrying the service's message.
     # reply = {"conversation_id": ..., "message_id": ..., "text": ...}
     correction_id = client.predict(token, reply["message_id"], "Better.",
                                    api_name="/api_rewrite")
-    items = client.predict(token, api_name="/api_review_queue")  # others' corrections
-    review_id = client.predict(token, items[0]["correction_id"], "endorse", api_name="/api_review")
+    items = client.predict(token, api_name="/api_review_queue")  # dealt by the server
+    client.predict(token, items[0]["item_id"], "endorse", api_name="/api_review")
 """
 
 from __future__ import annotations
@@ -114,17 +114,31 @@ class VolunteerApi:
 
         return self._call(run)
 
-    def api_review_queue(self, token: str) -> list[dict]:
-        """Corrections by others to review: items with correction_id, kind, prompt, original,
-        rewrite / other_reply and choice / emotion, and how many reviews each has."""
-        return self._call(lambda: self.reviews.queue(token))
+    def api_review_queue(self, token: str, request: gr.Request = None) -> list[dict]:
+        """Items the server deals the caller to review (never their own voice's): item_id,
+        kind, prompt, original, rewrite / other_reply and choice / emotion, and how many
+        reviews each has. Items dealt earlier and not yet answered come first."""
+        address = address_of(request, self.proxies)
+        return self._call(lambda: self.reviews.queue(token, address=address))
 
-    def api_review(self, token: str, correction_id: int, verdict: str) -> int:
-        """Endorse or reject someone else's correction ('endorse' / 'reject'); returns the
-        review id. One review per person and correction; never one's own."""
+    def api_review(self, token: str, item_id: int, verdict: str, request: gr.Request = None) -> int:
+        """Endorse or reject an item dealt to the caller ('endorse' / 'reject'); returns the
+        item id. Refused for an item not dealt to them, one reviewed already, or one another
+        pseudonym of their network has reviewed."""
+        address = address_of(request, self.proxies)
         return self._call(
-            lambda: self.reviews.review(token, as_id(correction_id, "correction"), verdict)
+            lambda: self.reviews.review(token, as_id(item_id, "item"), verdict, address)
         )
+
+    def api_review_skip(self, token: str, item_id: int, request: gr.Request = None) -> bool:
+        """Pass on an item dealt to the caller; it is not dealt to them again."""
+        address = address_of(request, self.proxies)
+
+        def run() -> bool:
+            self.reviews.skip(token, as_id(item_id, "item"), address)
+            return True
+
+        return self._call(run)
 
     @staticmethod
     def _call(action):
@@ -146,6 +160,7 @@ class VolunteerApi:
             self.api_undo,
             self.api_review_queue,
             self.api_review,
+            self.api_review_skip,
         ):
             gr.api(fn, api_name=fn.__name__)
 

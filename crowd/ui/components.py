@@ -75,6 +75,24 @@ def address_of(request: gr.Request | None, trusted: tuple[Network, ...]) -> str 
     return client_address(getattr(client, "host", None), forwarded, trusted)
 
 
+def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
+    """The Hugging Face organisations of the logged-in person: from the OAuth profile when the
+    Space asked for them, else from `whoami` with their token. Empty when unknown."""
+    names = [
+        org.get("preferred_username") or org.get("name")
+        for org in (profile or {}).get("orgs", [])
+        if isinstance(org, dict)
+    ]
+    if not names and token:
+        from huggingface_hub import whoami
+
+        try:
+            names = [org.get("name") for org in whoami(token).get("orgs", [])]
+        except (OSError, ValueError):  # the Hub is unreachable or the token is stale
+            names = []
+    return [n for n in names if isinstance(n, str)]
+
+
 def css() -> str:
     return CSS_FILE.read_text(encoding="utf-8")
 

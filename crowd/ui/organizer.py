@@ -22,7 +22,7 @@ from crowd.campaigns import CampaignSpec
 from crowd.limits import CALLER, Refused, as_id
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
-from crowd.ui.components import ack, address_of, warn
+from crowd.ui.components import ack, address_of, hub_orgs, warn
 from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported from here too)
     CORRECTION_COLUMNS,
     JOB_COLUMNS,
@@ -37,25 +37,7 @@ SHOWN, HIDDEN = gr.update(visible=True), gr.update(visible=False)  # a confirmat
 # The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
 FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
 INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"}
-OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections"}
-
-
-def hub_orgs(profile: dict | None, token: str | None) -> list[str]:
-    """The Hugging Face organisations of the logged-in person: from the OAuth profile when the
-    Space asked for them, else from `whoami` with their token. Empty when unknown."""
-    names = [
-        org.get("preferred_username") or org.get("name")
-        for org in (profile or {}).get("orgs", [])
-        if isinstance(org, dict)
-    ]
-    if not names and token:
-        from huggingface_hub import whoami
-
-        try:
-            names = [org.get("name") for org in whoami(token).get("orgs", [])]
-        except (OSError, ValueError):  # the Hub is unreachable or the token is stale
-            names = []
-    return [n for n in names if isinstance(n, str)]
+OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections", "hf_org"}
 
 
 def form_values(campaign: dict) -> list:
@@ -63,7 +45,8 @@ def form_values(campaign: dict) -> list:
     values = dict(campaign)
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
-    for flag in ("require_login", "reviews_on"):  # stored as 0/1
+    values["hf_org"] = campaign.get("hf_org") or ""
+    for flag in ("require_login", "reviews_on", "hold_unreviewed"):  # stored as 0/1
         values[flag] = bool(campaign.get(flag))
     return [values.get(name) for name in FORM_FIELDS]
 
@@ -336,6 +319,23 @@ class OrganizerHandlers:
             return gr.skip(), HIDDEN
         ack(f"Correction {correction_id} hidden: it leaves training, points and export.")
         return self.corrections(key), HIDDEN
+
+    def confirm(self, verdict: str) -> Callable[[str | None, str | float | None], object]:
+        """A handler that confirms the correction in the box as good ('endorse') or bad
+        ('reject'): the organizer's verdict decides it, and it becomes a gold item."""
+
+        def handler(key: str | None, typed_id: str | float | None) -> object:
+            try:
+                correction_id = parse_id(typed_id, "correction")
+                self.organizer.confirm(key, correction_id, verdict)
+            except Refused as exc:
+                warn(exc)
+                return gr.skip()
+            word = "good" if verdict == "endorse" else "bad"
+            ack(f"Correction {correction_id} confirmed {word}; it is now a gold item.")
+            return self.corrections(key)
+
+        return handler
 
     def ask_ban(self, key: str | None, participant_id: str | None, reason: str | None) -> tuple:
         """The first click on "Ban participant": who, and what a ban does.

@@ -14,6 +14,7 @@ from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.components import confirm_row
 from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
 from crowd.ui.organizer_tables import RESULT_COLUMNS, RESULT_TAIL
+from crowd.ui.organizer_trust import contributors_section, gold_section, rings_section
 from crowd.ui.quality import QualityHandlers, quality_tab, wire_quality
 from crowd.ui.replication_view import ReplicationHandlers
 from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
@@ -66,6 +67,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             moderation = _moderation_section()
         with gr.Tab("Data quality"):
             quality = quality_tab()
+            quality.update(rings_section())
         with gr.Tab("Export"):
             gr.Markdown(
                 "TRL-ready JSONL and Parquet (SFT, DPO, KTO, emotion labels), raw "
@@ -179,6 +181,13 @@ def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> N
         [m["table"], ban["row"]],
         api_name="organizer_ban",
     )
+    for verdict, button in (("endorse", "confirm_good"), ("reject", "confirm_bad")):
+        m[button].click(
+            handlers.wired(handlers.confirm(verdict)),
+            [key, m["correction_id"]],
+            [m["table"]],
+            api_name=f"organizer_{button}",
+        )
 
 
 def _replication_section() -> dict:
@@ -234,7 +243,8 @@ def _rounds_section() -> dict[str, Any]:
 
 
 def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
-    """The campaign form, components in `FORM_FIELDS` order."""
+    """The campaign form, components in `FORM_FIELDS` order; who may contribute first."""
+    contributors = contributors_section()
     with gr.Row():
         name = gr.Textbox(label="Campaign name", max_length=120)
         licence = gr.Textbox(label="Licence of the contributions", max_length=120)
@@ -259,8 +269,8 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         margin = gr.Number(label="Win margin (metric units)")
     with gr.Row():
         reviews_on = gr.Checkbox(
-            label="Peer review: volunteers review each other's corrections, and rejected ones "
-            "do not train",
+            label="Peer review: the server deals volunteers each other's corrections, and "
+            "rejected ones do not train",
             elem_id="org-reviews-on",
         )
         min_reviews = gr.Number(
@@ -274,13 +284,14 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
             0.05,
             1.0,
             step=0.05,
-            label="Most of a group's training one person may supply (1 = no cap)",
+            label="Most of a group's training one voice (a network or an account) may supply "
+            "(1 = no cap)",
             elem_id="org-person-cap",
         )
-    require_login = gr.Checkbox(
-        label="Corrections need a Hugging Face sign-in (anyone may still chat; works on a Space "
-        "with hf_oauth)",
-        elem_id="org-require-login",
+    hold_unreviewed = gr.Checkbox(
+        label="With peer review on, only corrections endorsed by independent reviewers train "
+        "(unreviewed ones wait; safer, but less of the crowd's work trains)",
+        elem_id="org-hold-unreviewed",
     )
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
@@ -303,7 +314,8 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         "reviews_on": reviews_on,
         "min_reviews": min_reviews,
         "person_cap": person_cap,
-        "require_login": require_login,
+        "hold_unreviewed": hold_unreviewed,
+        **contributors,
     }
     form = [by_name[field] for field in FORM_FIELDS]  # a setting without a control fails here
     return form, save, saved
@@ -346,6 +358,7 @@ def _moderation_section() -> dict[str, Any]:
         m["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=2)
         m["ban"] = gr.Button("Ban participant", variant="stop", scale=1, elem_id="org-ban")
     m["confirm_ban"] = confirm_row("org-confirm-ban", "Yes, ban them")
+    m.update(gold_section())
     return m
 
 

@@ -1,6 +1,7 @@
 """Handlers of the organizer's Data quality tab: thin adapters over `Organizer.quality`,
-`hide_person`, `unhide_person` and `ban`. Kept apart from `organizer.py` so that each module
-stays short; the page's layout is in `organizer_page.py`."""
+`hide_person`, `unhide_person`, `ban` and `hide_group` / `ban_group` (a person's voice and
+collusion cluster at once). Kept apart from `organizer.py` so that each module stays short; the
+page's layout is in `organizer_page.py`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pandas as pd
 
 from crowd.limits import Refused
 from crowd.organizer import Organizer
-from crowd.quality import WEIGHTS, Agreement, Coverage, QualityReport, Suspect
+from crowd.quality import Agreement, Coverage, QualityReport
+from crowd.suspicion import WEIGHTS, ClusterRow, SourceGroup, Suspect
 from crowd.ui.components import ack, confirm_row, table, warn
 
 FAMILY_NAMES = {"emotion": "emotion labels", "choice": "A/B picks", "review": "review verdicts"}
@@ -26,16 +28,32 @@ QUEUE_COLUMNS = [
     "rejected / decided",
     "median gap s",
     "actions",
+    "source group",
+    "pseudonyms there",
+    "gold right / answered",
+    "cluster",
     "state",
     "participant",
 ]
+SOURCE_COLUMNS = ["source group", "networks and accounts", "pseudonyms", "names", "cluster"]
+CLUSTER_COLUMNS = [
+    "cluster",
+    "voices",
+    "pseudonyms",
+    "mutual-endorsement density",
+    "endorsements inside",
+    "expected by chance",
+]
 QUEUE_LIMIT = 200
+VIEW_OUTPUTS = 5
 SCORE_HELP = (
     "**Suspicion score** (0 to 1) = "
     + " + ".join(f"{weight:g} × {name}" for name, weight in WEIGHTS.items())
     + ". Each signal is 0 to 1, and 0 without evidence: disagreement with the majority of the "
-    "others on the same item; share of their reviewed corrections rejected; pace (1 at ten "
-    "times faster than the crowd's median); near-duplicate rewrites; volume (1 at ten times the "
+    "other voices on the same item (a network's pseudonyms, or a collusion cluster, vote "
+    "once); share of their reviewed corrections rejected; wrong answers on gold items; being "
+    "in a collusion cluster; pseudonyms sharing their network (1 at 20); pace (1 at ten times "
+    "faster than the crowd's median); near-duplicate rewrites; volume (1 at ten times the "
     "median person's). Click a row to fill in its id below."
 )
 
@@ -82,8 +100,12 @@ def queue_frame(suspects: list[Suspect]) -> pd.DataFrame:
                 **{name: round(value, 2) for name, value in s.signals.items()},
                 "agreed / compared": ratio(e.get("agreed"), e.get("compared")),
                 "rejected / decided": ratio(e.get("rejected"), e.get("decided")),
-                "median gap s": "—" if gap is None else round(gap, 1),
+                "median gap s": "—" if gap is None else round(float(gap), 1),
                 "actions": e.get("actions"),
+                "source group": e.get("voice"),
+                "pseudonyms there": e.get("pseudonyms"),
+                "gold right / answered": ratio(e.get("gold_right"), e.get("gold_answered")),
+                "cluster": e.get("cluster") or "—",
                 "state": "hidden" if s.hidden else "shown",
                 "participant": s.participant_id,
             }
@@ -91,23 +113,62 @@ def queue_frame(suspects: list[Suspect]) -> pd.DataFrame:
     return table(rows, QUEUE_COLUMNS)
 
 
+def sources_frame(groups: list[SourceGroup], names: dict[str, str]) -> pd.DataFrame:
+    """Voices with more than one pseudonym, or in a cluster: who shares a source."""
+    return table(
+        [
+            {
+                "source group": g.voice,
+                "networks and accounts": ", ".join(g.sources),
+                "pseudonyms": len(g.pseudonyms),
+                "names": ", ".join(names.get(p, p[:8]) for p in g.pseudonyms[:12])
+                + (" …" if len(g.pseudonyms) > 12 else ""),
+                "cluster": g.cluster or "—",
+            }
+            for g in groups
+            if len(g.pseudonyms) > 1 or g.cluster
+        ][:QUEUE_LIMIT],
+        SOURCE_COLUMNS,
+    )
+
+
+def clusters_frame(rows: list[ClusterRow]) -> pd.DataFrame:
+    return table(
+        [
+            {
+                "cluster": r.number,
+                "voices": ", ".join(r.voices),
+                "pseudonyms": r.pseudonyms,
+                "mutual-endorsement density": round(r.density, 2),
+                "endorsements inside": r.endorsements,
+                "expected by chance": round(r.expected, 1),
+            }
+            for r in rows
+        ],
+        CLUSTER_COLUMNS,
+    )
+
+
 class QualityHandlers:
     def __init__(self, organizer: Organizer):
         self.organizer = organizer
 
     def view(self, key: str | None) -> tuple:
-        """(coverage and score help, alpha table, suspicion queue)."""
+        """(coverage and score help, alpha table, suspicion queue, source groups, clusters)."""
         try:
             report: QualityReport = self.organizer.quality(key)
         except Refused as exc:
             warn(exc)
-            return gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * VIEW_OUTPUTS
         campaign, _ = self.organizer.service.context()
         summary = coverage_text(report.coverage, campaign["min_reviews"] or 2)
+        names = {**report.names, **{s.participant_id: s.name for s in report.suspects}}
         return (
             f"{summary}\n\n{SCORE_HELP}",
             alpha_frame(report.agreement),
             queue_frame(report.suspects),
+            sources_frame(report.sources, names),
+            clusters_frame(report.clusters),
         )
 
     @staticmethod
@@ -134,10 +195,12 @@ class QualityHandlers:
             what = {
                 "hide": "Hide all the data of",
                 "ban": "Ban",
+                "hide_group": "Hide all the data of the source group (and collusion cluster) of",
+                "ban_group": "Ban the whole source group (and collusion cluster) of",
             }[action]
             effect = (
                 "It leaves training, evaluation, points and export until shown again."
-                if action == "hide"
+                if action.startswith("hide")
                 else "They can no longer act, and all their data leaves training, evaluation, "
                 "points and export."
             )
@@ -157,7 +220,7 @@ class QualityHandlers:
                 done = self._apply(action, key, pid, (reason or "").strip())
             except Refused as exc:
                 warn(exc)
-                return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False)
+                return (*(gr.skip(),) * VIEW_OUTPUTS, gr.update(visible=False))
             ack(done)
             return (*self.view(key), gr.update(visible=False))
 
@@ -168,6 +231,13 @@ class QualityHandlers:
             if not self.organizer.hide_person(key, pid):
                 raise Refused("That person's data is already hidden.")
             return "Hidden: their data leaves training, evaluation, points and export."
+        if action in ("hide_group", "ban_group"):
+            act = self.organizer.hide_group if action == "hide_group" else self.organizer.ban_group
+            n = act(key, pid, reason or "data quality")
+            if not n:
+                raise Refused("Everyone in that group is already hidden or banned.")
+            verb = "Hidden" if action == "hide_group" else "Banned"
+            return f"{verb}: {n} pseudonyms of that source group (and its cluster)."
         if action == "unhide":
             if not self.organizer.unhide_person(key, pid):
                 raise Refused("That person's data is not hidden.")
@@ -214,13 +284,19 @@ def quality_tab() -> dict:
 def wire_quality(
     handlers: QualityHandlers, key: gr.Textbox, q: dict, wired: Callable[[Callable], Callable]
 ) -> None:
-    """Wire the tab; every handler that takes the key goes through `wired` (the organizer
+    """Wire the tab (with `crowd.ui.organizer_trust.rings_section` added to `q`); every handler that takes the key goes through `wired` (the organizer
     page's one wrapper: the caller's address for the key's back-off)."""
-    view = [q["summary"], q["alpha"], q["queue"]]
+    view = [q["summary"], q["alpha"], q["queue"], q["sources"], q["clusters"]]
     q["refresh"].click(wired(handlers.view), [key], view, api_name="organizer_quality")
     q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
     person = [key, q["participant_id"], q["reason"]]
-    for action in ("hide", "ban"):  # asked first, done on confirmation
+    apis = {  # the Moderation tab's organizer_ban is the API for one person's ban
+        "hide": {"api_name": "organizer_hide_person"},
+        "ban": {"api_visibility": "private"},
+        "hide_group": {"api_name": "organizer_hide_group"},
+        "ban_group": {"api_name": "organizer_ban_group"},
+    }
+    for action, api in apis.items():  # asked first, done on confirmation
         confirm = q[f"confirm_{action}"]
         q[action].click(
             wired(handlers.ask(action)),
@@ -228,17 +304,7 @@ def wire_quality(
             [confirm["row"], confirm["text"]],
             api_visibility="private",
         )
-        confirm["yes"].click(
-            wired(handlers.act(action)),
-            person,
-            [*view, confirm["row"]],
-            # the Moderation tab's organizer_ban is the API for bans
-            **(
-                {"api_name": "organizer_hide_person"}
-                if action == "hide"
-                else {"api_visibility": "private"}
-            ),
-        )
+        confirm["yes"].click(wired(handlers.act(action)), person, [*view, confirm["row"]], **api)
     q["unhide"].click(
         wired(handlers.act("unhide")),
         [key, q["participant_id"]],

@@ -1,16 +1,16 @@
-"""The Review tab: one correction by someone else at a time, endorse / reject / skip. Thin
-handlers over `crowd.review.Reviews`; a refusal becomes a toast and changes nothing."""
+"""The Review tab: one item the server deals at a time, endorse / reject / skip. Thin handlers
+over `crowd.review.Reviews`; a refusal becomes a toast and changes nothing."""
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gradio as gr
 
 from crowd.limits import Refused
 from crowd.review import Reviews
-from crowd.ui.components import ack, inert, warn
+from crowd.ui.components import ack, address_of, inert, warn
 
 EMPTY = "Nothing to review right now: come back after others have corrected a few replies."
 CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "both bad"}
@@ -18,44 +18,52 @@ CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "bot
 
 @dataclass
 class ReviewTab:
-    """Per-tab scratch: the item shown and what this tab skipped."""
+    """Per-tab scratch: the item shown (the server remembers what was dealt and skipped)."""
 
     item: dict | None = None
-    skipped: set[int] = field(default_factory=set)
 
 
 class ReviewHandlers:
-    def __init__(self, reviews: Reviews):
+    def __init__(self, reviews: Reviews, proxies: tuple = ()):
         self.reviews = reviews
+        self.proxies = proxies  # whose X-Forwarded-For counts
 
-    def show(self, token: str | None, tab: ReviewTab) -> tuple[ReviewTab, str]:
-        """The next item to review (fewest reviews first), skipping what this tab skipped."""
+    def show(
+        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+    ) -> tuple[ReviewTab, str]:
+        """The next item the server deals (or the one dealt and not yet answered)."""
         try:
-            queue = self.reviews.queue(token, limit=len(tab.skipped) + 5)
+            queue = self.reviews.queue(token, limit=1, address=address_of(request, self.proxies))
         except Refused as exc:
-            return ReviewTab(None, tab.skipped), html.escape(str(exc))
-        item = next((i for i in queue if i["correction_id"] not in tab.skipped), None)
-        return ReviewTab(item, tab.skipped), render(item)
+            return ReviewTab(None), html.escape(str(exc))
+        item = queue[0] if queue else None
+        return ReviewTab(item), render(item)
 
     def verdict(self, verdict: str):
-        def handler(token: str | None, tab: ReviewTab) -> tuple[ReviewTab, str]:
-            if tab.item is None:
-                return self.show(token, tab)
-            try:
-                self.reviews.review(token, tab.item["correction_id"], verdict)
-                ack("Thanks: your review is saved.")
-            except Refused as exc:
-                warn(exc)
-                tab.skipped.add(tab.item["correction_id"])
-            return self.show(token, tab)
+        def handler(
+            token: str | None, tab: ReviewTab, request: gr.Request = None
+        ) -> tuple[ReviewTab, str]:
+            if tab.item is not None:
+                try:
+                    address = address_of(request, self.proxies)
+                    self.reviews.review(token, tab.item["item_id"], verdict, address)
+                    ack("Thanks: your review is saved.")
+                except Refused as exc:
+                    warn(exc)
+            return self.show(token, tab, request)
 
         handler.__name__ = verdict
         return handler
 
-    def skip(self, token: str | None, tab: ReviewTab) -> tuple[ReviewTab, str]:
+    def skip(
+        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+    ) -> tuple[ReviewTab, str]:
         if tab.item is not None:
-            tab.skipped.add(tab.item["correction_id"])
-        return self.show(token, tab)
+            try:
+                self.reviews.skip(token, tab.item["item_id"], address_of(request, self.proxies))
+            except Refused as exc:
+                warn(exc)
+        return self.show(token, tab, request)
 
 
 def render(item: dict | None) -> str:
@@ -94,7 +102,8 @@ def review_tab() -> dict:
         r["skip"] = gr.Button("Skip", variant="secondary", elem_id="review-skip")
     gr.Markdown(
         "Endorse what makes the model better at the campaign's task; reject spam, off-task or "
-        "wrong corrections. Your own corrections never show here.",
+        "wrong corrections. The server deals the items, one at a time; your own corrections "
+        "never show here.",
         elem_classes=["crowd-help"],
     )
     return r

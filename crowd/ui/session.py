@@ -4,12 +4,13 @@ the timer tick that keeps the banner, points, leaderboards and last round's resu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
 
 from crowd import views
-from crowd.campaigns import SIGN_IN_FIRST
+from crowd.campaigns import not_a_contributor
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
@@ -17,6 +18,7 @@ from crowd.ui.components import (
     ack,
     address_of,
     banner_html,
+    hub_orgs,
     ledger_table,
     metric_figure,
     points,
@@ -68,9 +70,15 @@ SIGN_IN_UNAVAILABLE = "Sign-in is not available on this server, so only chatting
 
 
 class SessionHandlers:
-    def __init__(self, service: CrowdService, oauth: bool = False):
+    def __init__(
+        self,
+        service: CrowdService,
+        oauth: bool = False,
+        orgs_of: Callable[[dict | None, str | None], list[str]] = hub_orgs,
+    ):
         self.service = service
         self.oauth = oauth  # whether this page offers Hugging Face sign-in
+        self.orgs_of = orgs_of  # a signed-in person's organisations (the Hub, in production)
         self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
         self.journey = JourneyHandlers(service)
 
@@ -98,15 +106,21 @@ class SessionHandlers:
         name: str,
         consent: bool,
         profile: gr.OAuthProfile | None = None,
+        oauth_token: gr.OAuthToken | None = None,
         request: gr.Request = None,
     ) -> tuple:
-        """Consent and join. Returns (token, tab, join screen, main screen)."""
+        """Consent and join; a signed-in person's organisations are kept for campaigns open to
+        one organisation only. Returns (token, tab, join screen, main screen)."""
         try:
+            orgs = None
+            if profile is not None:
+                orgs = self.orgs_of(profile, oauth_token.token if oauth_token else None)
             session = self.service.join(
                 name,
                 consent is True,
                 hf_username=profile.username if profile else None,
                 address=address_of(request, self.proxies),
+                hf_orgs=orgs,
             )
         except Refused as exc:
             warn(exc)
@@ -129,7 +143,8 @@ class SessionHandlers:
         if not views.sign_in_needed(db_path, session.participant_id):
             return gr.update(visible=False), gr.update(value="Label it")
         how = SIGN_IN_HOW if self.oauth else SIGN_IN_UNAVAILABLE
-        notice = f"**{SIGN_IN_FIRST}** You can chat with the model. {how}"
+        campaign, _ = self.service.context()
+        notice = f"**{not_a_contributor(campaign)}** You can chat with the model. {how}"
         return gr.update(value=notice, visible=True), gr.update(value="Sign in to label")
 
     def leave(self) -> tuple:

@@ -82,7 +82,8 @@ def volunteer_page(
     timer.tick(chat.expire, [tab], [c["ack"], c["undo"]], **quiet)
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
-    ui_review.wire_review(ui_review.ReviewHandlers(Reviews(service)), token, r, review_tab.select)
+    handlers = ui_review.ReviewHandlers(Reviews(service), service.settings.trusted_proxies)
+    ui_review.wire_review(handlers, token, r, review_tab.select)
 
 
 def _join_screen(service: CrowdService, oauth: bool) -> tuple:

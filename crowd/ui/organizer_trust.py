@@ -1,0 +1,99 @@
+"""The organizer page's sections about who counts as whom (issue 26): who may contribute
+(sign-in, organisation, venues) in the campaign settings, gold items in Moderation, and the
+rings (source groups, collusion clusters, one action for a whole group) in Data quality. Layout
+only; `organizer_page.py` wires them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from crowd.ui.components import confirm_row
+from crowd.ui.quality import CLUSTER_COLUMNS, SOURCE_COLUMNS
+
+CONTRIBUTORS_HELP = """### Who may contribute
+Pseudonyms are free: one person can join twenty from one address. The app counts **voices**, not
+pseudonyms: everyone on one network (a /24, or a /56 for IPv6) is one voice for the share cap,
+standing and independent review, and so is each Hugging Face account. **Requiring a Hugging Face
+sign-in is the strongest defence** against one person with many names, and the only one against
+someone who also has many addresses (a VPN); restricting contributors to an organisation's
+members is stronger still. Anyone may still chat."""
+
+
+def contributors_section() -> dict:
+    """Sign-in, organisation and venues: the campaign settings about who counts as whom."""
+    gr.Markdown(CONTRIBUTORS_HELP, elem_id="org-contributors")
+    with gr.Row():
+        require_login = gr.Checkbox(
+            label="Require a Hugging Face sign-in to correct and review (works on a Space with "
+            "hf_oauth: true)",
+            elem_id="org-require-login",
+            min_width=320,  # stacks above the organisation box on a phone
+        )
+        hf_org = gr.Textbox(
+            label="…and membership of this Hugging Face organisation (empty: any account)",
+            max_length=96,
+            elem_id="org-hf-org",
+            min_width=320,
+        )
+    venues = gr.Textbox(
+        label="Venues: networks where many people share one address (a classroom, a lab), one "
+        "CIDR per line, e.g. 192.0.2.0/24. Each person there counts alone, but their reviews "
+        "of each other do not establish trust.",
+        lines=2,
+        elem_id="org-venues",
+    )
+    return {"require_login": require_login, "hf_org": hf_org, "venues": venues}
+
+
+def gold_section() -> dict:
+    """The organizer's own verdict on a correction: it decides it, and it becomes gold."""
+    g: dict[str, Any] = {}
+    gr.Markdown(
+        "**Gold items.** Confirm a correction (its id in the box above) as good or bad: your "
+        "verdict decides it, and it is dealt unmarked to reviewers, about one item in eight, "
+        "with your reference examples. Reviewers who endorse bad gold or reject good gold "
+        "weigh less.",
+        elem_id="org-gold-help",
+    )
+    with gr.Row(equal_height=True):
+        g["confirm_good"] = gr.Button("Confirm good (gold)", scale=1, elem_id="org-confirm-good")
+        g["confirm_bad"] = gr.Button("Confirm bad (gold)", scale=1, elem_id="org-confirm-bad")
+    return g
+
+
+def rings_section() -> dict:
+    """Who shares a source, the collusion clusters, and one action for a whole group."""
+    r: dict[str, Any] = {}
+    gr.Markdown(
+        "### Rings\nA **source group** is one voice: the pseudonyms seen on one network (a /24, "
+        "or a /56 for IPv6; a venue's people count alone) or one Hugging Face account. A "
+        "**collusion cluster** is a set of voices that endorse each other far more often than "
+        "the others endorse the same authors (dealing would spread their reviews by chance). "
+        "Hiding or banning a group takes in the person's whole source group and, when it is in "
+        "a cluster, the whole cluster.",
+        elem_id="org-rings-help",
+    )
+    with gr.Row(equal_height=True):
+        r["hide_group"] = gr.Button("Hide their whole group", scale=1, elem_id="org-q-hide-group")
+        r["ban_group"] = gr.Button(
+            "Ban their whole group", variant="stop", scale=1, elem_id="org-q-ban-group"
+        )
+    r["confirm_hide_group"] = confirm_row("org-q-confirm-hide-group", "Yes, hide the whole group")
+    r["confirm_ban_group"] = confirm_row("org-q-confirm-ban-group", "Yes, ban the whole group")
+    r["sources"] = gr.Dataframe(
+        headers=SOURCE_COLUMNS,
+        interactive=False,
+        label="Pseudonyms per source (groups of two or more, or in a cluster)",
+        elem_id="org-sources",
+        wrap=True,
+    )
+    r["clusters"] = gr.Dataframe(
+        headers=CLUSTER_COLUMNS,
+        interactive=False,
+        label="Collusion clusters",
+        elem_id="org-clusters",
+        wrap=True,
+    )
+    return r
