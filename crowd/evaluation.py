@@ -20,6 +20,7 @@ to all 200 prompts, docs/results/poisoning.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -55,10 +56,6 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
-
-
-MIN_DISTINCT = 0.5
-"""The least share of distinct texts among a model's sampled replies for it to win a round."""
 
 
 @dataclass(frozen=True)
@@ -270,11 +267,17 @@ class Evaluator:
 
 
 def _identity(adapter_dir: Path) -> str:
-    """The adapter's folder and its weights' modification time: a folder trained again (after
-    a crash) is another model."""
+    """The sha256 of the adapter's weights: a folder trained again (after a crash) is another
+    model, and the same weights in another folder (last round's winner, copied into this round's
+    bundle as its champion) are the same model, whose replies need not be decoded again."""
     weights = Path(adapter_dir) / "adapter_model.safetensors"
-    stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-    return f"{Path(adapter_dir).resolve()}@{stamp}"
+    if not weights.exists():
+        return f"{Path(adapter_dir).resolve()}@missing"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def split_heldout(

@@ -123,17 +123,24 @@ def _write_corrections(
 
 
 def _used_ids(snap: Snapshot, scope: Scope) -> set[int]:
-    """Ids of the corrections the training files hold: live ones the campaign's trust rule
-    uses, the train split within each round's per-person cap (crowd.trust, as rounds train),
-    the held-out split unless rejected."""
+    """Ids of the corrections the training files hold: live, not moderated out, and used. A
+    round that has been closed into its bundle says what it used in its record (what trained,
+    and what judged it or a later round: storage.records), read as written; a round still open
+    (or closed before records were kept) is read with the rules it would train by
+    (crowd.trust): the train split within each round's per-person cap, the held-out split
+    unless rejected."""
+    recorded, recorded_used = snap.recorded(scope)
     rule, cap = rule_of(scope.campaign), scope.campaign["person_cap"]
     by_round: dict[int, list[dict]] = {}
     for row in snap.corrections(scope):
         if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
             if not (row["banned_at"] or row["person_hidden_at"]):
-                by_round.setdefault(row["round"], []).append(row)
+                by_round.setdefault(row["round_id"], []).append(row)
     used: set[int] = set()
-    for rows in by_round.values():
+    for round_id, rows in by_round.items():
+        if round_id in recorded:
+            used |= {r["id"] for r in rows if r["id"] in recorded_used}
+            continue
         counts = {r["id"]: (r["endorsements"], r["rejections"]) for r in rows}
         used |= {c["id"] for c in training_corrections(rows, counts, rule, cap)}
         used |= {r["id"] for r in rows if r["split"] == "heldout" and rule.trains(*counts[r["id"]])}

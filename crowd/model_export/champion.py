@@ -14,7 +14,7 @@ from typing import Any
 
 from crowd.config import PACKAGED_MODEL, Settings
 from crowd.model_export.card import CardFacts
-from storage import model_history
+from storage import model_history, records
 from storage import rounds as store
 from storage.db import connect
 
@@ -221,10 +221,13 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
 
 
 def _trained_by(db: Any, campaign: dict, round_: dict, group: int) -> tuple[set[str], int]:
-    """(participant ids, number of corrections) behind a group's candidate of a round: the
-    training material the engine draws (`crowd.rounds.data.training_material`: live, train
-    split, the campaign's trust rule and per-person cap) that taught something; only the pairs
-    under DPO. Corrections hidden or rejected since the round no longer count."""
+    """(participant ids, number of corrections) behind a group's candidate of a round, as the
+    round's record says (storage.records: the corrections that gave the group an example in the
+    campaign's training mode, written when the round's bundle was). A round closed before
+    records were kept is read with the rules it trained by (crowd.rounds.data)."""
+    if records.bundle_of(db, round_["id"]) is not None:
+        rows = records.taught_by(db, round_["id"], group)
+        return {r["participant_id"] for r in rows}, len(rows)
     from crowd.rounds.data import training_material
 
     data = training_material(db, campaign, round_)[0].get(group)

@@ -13,9 +13,14 @@ from storage import reviews
 
 
 def ledger_rows(
-    db: Database, campaign: dict, round_: dict, outcome: RoundOutcome, usage: dict
+    campaign: dict,
+    round_: dict,
+    outcome: RoundOutcome,
+    usage: dict,
+    verdicts: list[tuple[str, str, str | None]],
 ) -> list[dict]:
-    """Points rows for `round_`; `usage` maps a person to (used, not used) corrections."""
+    """Points rows for `round_`; `usage` maps a person to (used, not used) corrections and
+    `verdicts` are the round's reviews with the consensus as recorded (`verdicts_of`)."""
     rule = get_rule(campaign["points_rule"])
     rows = []
     for award in rule.award(outcome):
@@ -23,15 +28,13 @@ def ledger_rows(
         reason = {**award.reason, "corrections_used": used, "corrections_not_used": unused}
         rows.append(_row(round_, award, rule.name, reason))
     if campaign["reviews_on"]:
-        rows += [
-            _row(round_, a, "review", a.reason)
-            for a in review_awards(_verdicts(db, campaign, round_))
-        ]
+        rows += [_row(round_, a, "review", a.reason) for a in review_awards(verdicts)]
     return [row for row in rows if row["amount"]]
 
 
-def _verdicts(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
-    """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`."""
+def verdicts_of(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
+    """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`:
+    read when the round's bundle is written and kept in its record."""
     given = reviews.reviews_given_in(db, round_["id"])
     counts = reviews.review_counts(db, sorted({r["correction_id"] for r in given}))
     rule = rule_of(campaign)
