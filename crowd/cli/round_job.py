@@ -32,7 +32,6 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from crowd.config import ConfigError, load_settings
     from crowd.rounds.bundle import BundleError, read_bundle
-    from crowd.rounds.job import Reporter, build_kit, run_round_job
 
     try:
         settings = load_settings()
@@ -40,6 +39,8 @@ def main(argv: list[str]) -> int:
     except (ConfigError, BundleError) as exc:
         print(f"round-job: {exc}", file=sys.stderr)
         return 2
+    from crowd.rounds.job import Reporter, build_kit, run_round_job  # torch: after the checks
+
     if settings.model.threads:
         import torch
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # one-sided 2-sigma test crowns one in about 15 rounds instead of one in two.
 CROWN_Z = 2.0
 JOBS = "round-jobs"  # each round's OUT folder, under the data dir
+SCHEDULING_MARGIN_S = 900  # hf-jobs: a job may wait this long for hardware before it runs
 
 
 @dataclass
@@ -186,10 +187,11 @@ class RoundEngine:
             return store.get_round(db, round_id)["state"]
 
 
-def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
+def build_engine(settings, now: Callable[[], str], jobs_api=None) -> RoundEngine:
     """The worker's engine for `CROWD_ROUND_RUNNER`. `thread` keeps its own copies of the base
     model (for training and for judging) in the app, so the serving model never enters train
-    mode; `process` and `hf-jobs` load none in the app."""
+    mode; `process` and `hf-jobs` load none in the app. `jobs_api`: the Jobs service for
+    `hf-jobs` (default: huggingface_hub's, with the settings' token)."""
     from crowd.rounds.hf_jobs import hf_jobs_runner
     from crowd.rounds.runners import ProcessRunner
 
@@ -197,7 +199,7 @@ def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
     if settings.round_runner == "process":
         runner = ProcessRunner()
     elif settings.round_runner == "hf-jobs":
-        runner = hf_jobs_runner(settings)
+        runner = hf_jobs_runner(settings, jobs_api)
     else:
         runner = ThreadRunner(_kit_builder(settings))
     return RoundEngine(
@@ -209,8 +211,19 @@ def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
         settings.model.base_model,
         settings.training,
         JudgingSettings(samples=settings.eval_samples, crown_z=CROWN_Z),
-        timeout_s=settings.job_timeout_s if settings.round_runner != "thread" else None,
+        timeout_s=_backstop(settings),
     )
+
+
+def _backstop(settings) -> float | None:
+    """When the worker gives a job up: `process` after CROWD_JOB_TIMEOUT_S; `hf-jobs` stops
+    its jobs itself after that long running, so the worker waits that plus a margin for the
+    job's scheduling and image pull; a thread cannot be stopped from outside."""
+    if settings.round_runner == "process":
+        return float(settings.job_timeout_s)
+    if settings.round_runner == "hf-jobs":
+        return settings.job_timeout_s + SCHEDULING_MARGIN_S
+    return None
 
 
 def _kit_builder(settings) -> Callable[[Bundle | None], Kit]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from crowd.rounds.bundle import Bundle
+from crowd.rounds.bundle import Bundle, BundleError, read_bundle
 from crowd.rounds.results import RESULTS
 from crowd.rounds.runners import LOG_TAIL_CHARS, JobFailed, RunState, read_progress
 
@@ -115,11 +115,15 @@ class BucketFolder:
         self.bucket, self.root = bucket, Path(root)
 
     def put_bundle(self, bundle: Bundle) -> str:
+        """Copy the bundle into the bucket, unless a whole, unchanged copy is there already."""
         target = self.root / "bundles" / bundle.hash
-        if not target.is_dir():  # content-addressed: one there already is this one
+        try:
+            read_bundle(target, bundle.hash)
+        except BundleError:
             partial = target.with_name(f".{bundle.hash}.partial")
             shutil.rmtree(partial, ignore_errors=True)
             shutil.copytree(bundle.root, partial)  # type: ignore[arg-type]
+            shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
         return f"{MOUNT}/bundles/{bundle.hash}"
 
@@ -144,6 +148,7 @@ class BucketFolder:
 
 class HFJobsRunner:
     name, poll_s = "hf-jobs", 10.0
+    bundle_wait_s = BUNDLE_WAIT_S
 
     def __init__(
         self,
@@ -170,7 +175,7 @@ class HFJobsRunner:
             raise JobFailed(f"hf-jobs cannot start: {self.problem}", retry=False)
         command = ["python", "-m", "crowd", "round-job", self.store.put_bundle(bundle)]
         command += [self.store.job_out(out.name), "--hash", bundle.hash]
-        command += ["--wait-s", str(BUNDLE_WAIT_S)]
+        command += ["--wait-s", str(self.bundle_wait_s)]
         try:
             info = self.api.run_job(
                 image=self.image,

@@ -28,7 +28,7 @@ import numpy as np
 
 from crowd.evaluation import EvalSet, Evaluator
 from crowd.generation import Sampling
-from crowd.rounds.bundle import Bundle, BundleError, Candidate
+from crowd.rounds.bundle import ADAPTER_FILES, Bundle, BundleError, Candidate
 from crowd.rounds.results import (
     CANDIDATES,
     CHAMPION,
@@ -168,7 +168,10 @@ def _made(kit: Kit, bundle: Bundle, candidate: Candidate, out: Path, report: Rep
     marker = out / CANDIDATES / f"{candidate.name}.json"
     target = out / CANDIDATES / candidate.name
     if marker.is_file():
-        return json.loads(marker.read_text())
+        outcome = json.loads(marker.read_text())
+        if outcome.get("status") != "trained" or all((target / f).is_file() for f in ADAPTER_FILES):
+            return outcome
+        marker.unlink()  # its adapter went missing (a lossy store): train it again
     shutil.rmtree(target, ignore_errors=True)  # a half-written folder from a killed job
     make = CANDIDATE_KINDS.get(candidate.kind)
     started = time.monotonic()

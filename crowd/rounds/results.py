@@ -34,7 +34,12 @@ CHAMPION = "champion"  # the champion's key among the scores
 
 
 class ResultsMismatch(ValueError):
-    """OUT does not hold the complete results of this bundle; the message says what differs."""
+    """OUT does not hold the complete results of this bundle; the message says what differs.
+    `out`: the folder that was checked."""
+
+    def __init__(self, message: str, out: Path | None = None):
+        super().__init__(message)
+        self.out = out
 
 
 @dataclass(frozen=True)
@@ -100,21 +105,25 @@ def read_results(out: Path, bundle: Bundle) -> Results:
     try:
         raw = json.loads((out / RESULTS).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ResultsMismatch(f"{out} holds no {RESULTS}: the job did not finish") from None
+        raise ResultsMismatch(f"{out} holds no {RESULTS}: the job did not finish", out) from None
     except ValueError as exc:
-        raise ResultsMismatch(f"{out / RESULTS} is not JSON: {exc}") from None
+        raise ResultsMismatch(f"{out / RESULTS} is not JSON: {exc}", out) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ResultsMismatch(f"{out / RESULTS} is not a {FORMAT} file")
+        raise ResultsMismatch(f"{out / RESULTS} is not a {FORMAT} file", out)
     if raw.get("bundle") != bundle.hash:
         raise ResultsMismatch(
             f"the results in {out} are for bundle {str(raw.get('bundle'))[:12]}, "
-            f"not for this round's bundle {bundle.hash[:12]}"
+            f"not for this round's bundle {bundle.hash[:12]}",
+            out,
         )
     try:
         results = _parse(raw, out)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ResultsMismatch(f"{out / RESULTS} is malformed: {exc!r}") from None
-    _check(results, raw["hashes"], bundle)
+        raise ResultsMismatch(f"{out / RESULTS} is malformed: {exc!r}", out) from None
+    try:
+        _check(results, raw["hashes"], bundle)
+    except ResultsMismatch as exc:
+        raise ResultsMismatch(str(exc), out) from None
     return results
 
 

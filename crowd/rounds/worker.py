@@ -110,7 +110,7 @@ class Worker:
             tail = getattr(exc, "log_tail", "") or None
             retry = getattr(exc, "retry", True)
             if isinstance(exc, ResultsMismatch):
-                self._set_aside(job)
+                self._set_aside(job, exc)
             status, error = self._after_failure(job, str(exc), retry)
         except BundleError as exc:
             status, error = "failed", f"the round's bundle cannot be used: {exc}"
@@ -143,10 +143,10 @@ class Worker:
         log.error("job %s failed, left for the organizer: %s", job["id"], message)
         return "failed", message
 
-    def _set_aside(self, job: dict) -> None:
-        """Move an OUT whose results do not match the bundle aside, so the retry starts clean."""
+    def _set_aside(self, job: dict, exc: ResultsMismatch) -> None:
+        """Move an OUT whose results do not match the bundle aside, and forget the job that
+        wrote it, so that the retry starts clean."""
+        if exc.out is not None and exc.out.exists():
+            exc.out.rename(exc.out.with_name(f"{exc.out.name}.rejected-{int(time.time())}"))
         with connect(self.db_path) as db:
-            round_ = store.get_round(db, job["round_id"])
-        out = self.engine.out_dir(round_)
-        if out.exists():
-            out.rename(out.with_name(f"{out.name}.rejected-{job['id']}-{int(time.time())}"))
+            records.set_runner(db, job["id"], external_id=None)
