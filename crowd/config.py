@@ -343,7 +343,8 @@ class Settings:
     job_dir: Path | None = setting(
         "CROWD_JOB_DIR",
         None,
-        "hf-jobs: where this app sees that bucket (its mount); unset = `CROWD_REPLICA`/round-jobs",
+        "hf-jobs: where this app sees that bucket (its mount); unset = `CROWD_REPLICA` (the replica's"
+        " bucket); round jobs use its folder round-jobs/",
         _folder,
     )
     scorer: str = setting(

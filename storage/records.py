@@ -19,6 +19,7 @@ def add_record(
     bundle_hash: str,
     path: str,
     verdicts: list[tuple[str, str, str | None]],
+    settings: dict[str, Any],
     rows: Iterable[dict[str, Any]],
     now: str,
 ) -> None:
@@ -30,6 +31,7 @@ def add_record(
             "hash": bundle_hash,
             "path": path,
             "verdicts": json.dumps([list(v) for v in verdicts], ensure_ascii=False),
+            "settings": json.dumps(settings, ensure_ascii=False),
             "created_at": now,
         }
     )
@@ -37,11 +39,13 @@ def add_record(
 
 
 def bundle_of(db: Database, round_id: int) -> dict | None:
-    """The round's bundle row (hash, path, verdicts as a list), or None before it is written."""
+    """The round's bundle row (hash, path, verdicts as a list, settings as a dict), or None
+    before it is written."""
     rows = list(db.query("SELECT * FROM round_bundles WHERE round_id = ?", [round_id]))
     if not rows:
         return None
-    return {**rows[0], "verdicts": [tuple(v) for v in json.loads(rows[0]["verdicts"])]}
+    verdicts = [tuple(v) for v in json.loads(rows[0]["verdicts"])]
+    return {**rows[0], "verdicts": verdicts, "settings": json.loads(rows[0]["settings"])}
 
 
 def material(db: Database, round_id: int, role: str) -> list[dict]:

@@ -7,6 +7,8 @@ bucket), which SQLite itself must never write to. Layout of the folder:
     replica.json     the id of the database this replica belongs to
     db/              Litestream's replica of crowd.db
     adapters/NAME/   a copy of each adapter folder the database names (immutable once written)
+    bundles/HASH/    a copy of the bundle of each round not yet done (content-addressed), so a
+                     round closed before a restart is trained from its own bundle after it
     identity.key     the identity key file, when the identity comes from it
 
 The app restores from here only when its local database is missing, and replicates into here
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -153,7 +156,7 @@ class FolderReplica:
 
     def _fetch_adapters(self, db: Path, staging: Path) -> tuple[list[str], list[str]]:
         found, missing = [], []
-        for name in adapter_paths(db):
+        for name in [*adapter_paths(db), *bundle_paths(db)]:
             source = self.root / name
             if source.is_dir() and not source.is_symlink():
                 shutil.copytree(source, staging / name, symlinks=True)
@@ -176,7 +179,7 @@ class FolderReplica:
         """Copy each adapter folder the database names that the replica lacks; returns them.
         Adapters are immutable once written, so one copy each is enough."""
         copied = []
-        for name in adapter_paths(db):
+        for name in [*adapter_paths(db), *bundle_paths(db)]:
             source, target = data_dir / name, self.root / name
             if target.exists() or not source.is_dir():
                 continue
@@ -206,6 +209,21 @@ def adapter_paths(db: Path) -> list[str]:
     finally:
         conn.close()
     return sorted(p for (p,) in rows if adapter_folder(p) == p)
+
+
+def bundle_paths(db: Path) -> list[str]:
+    """The bundle folders (`bundles/<hash>`) of the rounds a database has not finished yet."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT b.path FROM round_bundles b JOIN rounds r ON r.id = b.round_id"
+            " WHERE r.state != 'done'"
+        ).fetchall()
+    except sqlite3.DatabaseError:  # a database from before round bundles
+        return []
+    finally:
+        conn.close()
+    return sorted(p for (p,) in rows if re.fullmatch(r"bundles/[0-9a-f]{64}", p or ""))
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -266,6 +266,8 @@ CREATE TABLE round_bundles (
     path TEXT NOT NULL,                   -- the bundle folder, relative to the data dir
     verdicts TEXT NOT NULL DEFAULT '[]',  -- JSON [reviewer, verdict, consensus] of the round's
                                           -- reviews, frozen with the bundle (review points)
+    settings TEXT NOT NULL DEFAULT '{}',  -- JSON: base model, mode, seed, training and judging
+                                          -- settings, as the bundle has them (the model card)
     created_at TEXT NOT NULL
 );
 CREATE TABLE round_material (

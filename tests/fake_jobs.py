@@ -64,7 +64,7 @@ class FakeJobs:
         flavor = flavor or "cpu-basic"
         if flavor not in self.flavors:
             raise http_error(402, f"Payment Required: this account cannot run Jobs on {flavor}")
-        mounts = {v.mount_path: self.buckets[v.source] for v in volumes or []}
+        mounts = {v.mount_path: self.buckets[v.source] / (v.path or "") for v in volumes or []}
         argv = [self._local(arg, mounts) for arg in command]
         if argv and argv[0] == "python":
             argv[0] = sys.executable

@@ -217,6 +217,8 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     page.locator("#org-close").click()
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
+    expect(page.locator("#org-runner")).to_contain_text("CROWD_ROUND_RUNNER=thread")
+    expect(page.locator("#org-runner")).to_contain_text("finished; its thread runner says")
     page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
     page.get_by_role("tab", name="Campaign settings").click()
     # The campaign's review settings, as the organizer finds them: the defaults.
@@ -366,3 +368,55 @@ def no_sideways_scroll(page) -> None:
 
 def shoot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def hf_jobs_app(settings, tmp_path):
+    """The real app with its worker, set to send rounds to Hugging Face Jobs, without a token."""
+    settings = replace(settings, organizer_secret=KEY)
+    prepare_campaign(settings)
+    port = free_port()
+    env = app_env(settings, port, worker=True)
+    for name in ("HF_TOKEN", "CROWD_HF_TOKEN"):
+        env.pop(name, None)
+    env.update(
+        CROWD_ROUND_RUNNER="hf-jobs",
+        CROWD_JOB_FLAVOR="l4x1",
+        CROWD_JOB_BUCKET="organizer/crowd-sft-replica",
+        CROWD_JOB_DIR=str(tmp_path / "bucket"),
+        CROWD_JOB_IMAGE="hf.co/spaces/organizer/crowd-sft",
+    )
+    yield from run_app(settings, tmp_path, env, port)
+
+
+def test_the_organizer_sees_where_rounds_train_and_why_a_job_failed(hf_jobs_app):
+    """hf-jobs without a token: the round's job fails before anything is rented, and the
+    organizer page says so beside the runner and its price, at desktop and phone sizes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        try:
+            sizes = {"desktop": {"viewport": {"width": 1400, "height": 900}}, "phone": PHONE}
+            for size, options in sizes.items():
+                page = browser.new_context(**options).new_page()
+                page.goto(hf_jobs_app + "organizer")
+                page.locator("#org-key input").fill(KEY)
+                page.locator("#org-unlock").click()
+                expect(page.locator("#org-status")).to_contain_text("is open", timeout=90_000)
+                if size == "desktop":
+                    page.locator("#org-close").click()
+                runner = page.locator("#org-runner")
+                expect(runner).to_contain_text("on Hugging Face Jobs", timeout=60_000)
+                expect(runner).to_contain_text("l4x1")
+                expect(runner).to_contain_text("$0.80 an hour, billed by the minute")
+                expect(runner).to_contain_text("needs a Hugging Face token", timeout=90_000)
+                expect(runner).to_contain_text("failed")
+                page.locator("#org-runner").scroll_into_view_if_needed()
+                shoot(page, f"organizer-runner-{size}")
+        finally:
+            browser.close()

@@ -19,10 +19,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_settings
 from test_rounds import KEY, crowd_submits, round_row
 
 from crowd.campaigns import utcnow
-from crowd.config import ModelSettings, Settings, TrainingSettings
+from crowd.config import ModelSettings, Settings
 from crowd.export import export_dataset
 from crowd.generation import GenerationService
 from crowd.limits import Limits
@@ -41,20 +42,6 @@ from storage import rounds as store
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_LOOP = dict(reviews_on=False, person_cap=1.0)  # the round's mechanics, as test_rounds
-
-
-def tiny_settings(data_dir: Path, tiny_model_dir: Path, **fields) -> Settings:
-    """The conftest's `settings`, for module-scoped fixtures."""
-    return Settings(
-        data_dir=data_dir,
-        n_groups=3,
-        model=ModelSettings(base_model=str(tiny_model_dir), device="cpu", max_new_tokens=12),
-        training=TrainingSettings(epochs=1, batch_size=4, max_length=128, learning_rate=1e-3),
-        organizer_secret=KEY,
-        start_worker=False,
-        eval_samples=2,
-        **fields,
-    )
 
 
 def make_world(settings: Settings, people: int, each: int, **campaign) -> tuple:
@@ -97,7 +84,7 @@ def finished(tmp_path_factory, tiny_model_dir):
     """A preference round closed into its bundle, and the OUT of its job run to the end in this
     process (the round itself not yet crowned)."""
     tmp = tmp_path_factory.mktemp("finished")
-    settings = tiny_settings(tmp / "data", tiny_model_dir)
+    settings = tiny_settings(tmp / "data", tiny_model_dir, eval_samples=2)
     service, organizer, worker, _ = make_world(
         settings, 6, 3, task="preference", min_corrections=2, heldout_share=0.34,
         points_rule="shapley", **PLAIN_LOOP,

@@ -30,7 +30,8 @@ from crowd.rounds.runners import LOG_TAIL_CHARS, JobFailed, RunState, read_progr
 
 log = logging.getLogger(__name__)
 
-MOUNT = "/crowd-jobs"  # where the job sees the bucket
+MOUNT = "/crowd-jobs"  # where the job sees the bucket's PREFIX folder
+PREFIX = "round-jobs"  # the bucket's folder for bundles/ and results/
 RESULTS_GRACE_S = 60.0  # a finished job's results.json may reach the app's mount this late
 BUNDLE_WAIT_S = 120  # ... and its bundle the job's mount
 LOG_LINES = 80
@@ -109,10 +110,12 @@ class JobStore(Protocol):
 
 
 class BucketFolder:
-    """A storage bucket the app sees at `root` (its mount) and a job at MOUNT."""
+    """A storage bucket the app sees at `root` (its mount); round jobs use its folder PREFIX
+    only, which a job sees mounted at MOUNT (the rest of the bucket, the database's replica,
+    stays out of the job's reach)."""
 
     def __init__(self, bucket: str, root: Path):
-        self.bucket, self.root = bucket, Path(root)
+        self.bucket, self.root = bucket, Path(root) / PREFIX
 
     def put_bundle(self, bundle: Bundle) -> str:
         """Copy the bundle into the bucket, unless a whole, unchanged copy is there already."""
@@ -143,7 +146,7 @@ class BucketFolder:
     def volumes(self) -> list:
         from huggingface_hub import Volume
 
-        return [Volume(type="bucket", source=self.bucket, mount_path=MOUNT)]
+        return [Volume(type="bucket", source=self.bucket, mount_path=MOUNT, path=PREFIX)]
 
 
 class HFJobsRunner:
@@ -274,7 +277,7 @@ def hf_jobs_runner(settings, api: JobsApi | None = None) -> HFJobsRunner:
     """The runner for `settings`; what is missing (a token, a bucket, an image) is said when a
     round job starts, on the organizer page and in the log, and nothing runs."""
     token = settings.hf_token
-    folder = settings.job_dir or (settings.replica / "round-jobs" if settings.replica else None)
+    folder = settings.job_dir or settings.replica
     problem = None
     if not token:
         problem = "it needs a Hugging Face token that may run Jobs: set HF_TOKEN (docs/deploy.md)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -78,9 +78,25 @@ def close_into_bundle(
         rows = _record_rows(db, round_, material, written)
         path = str(written.root.relative_to(data_dir))  # type: ignore[union-attr]
         verdicts = verdicts_of(db, campaign, round_)
-        records.add_record(db, round_["id"], written.hash, path, verdicts, rows, now)
+        records.add_record(
+            db, round_["id"], written.hash, path, verdicts, recorded_settings(written), rows, now
+        )
         advance(db, round_["id"], "training")
     return written
+
+
+def recorded_settings(bundle: Bundle) -> dict:
+    """What trained and judged the round, beside its record: the model card reads it."""
+    return {
+        "base_model": bundle.base_model,
+        "mode": bundle.mode,
+        "seed": bundle.seed,
+        "training": {
+            **asdict(bundle.training),
+            "target_modules": list(bundle.training.target_modules),
+        },
+        "judging": asdict(bundle.judging),
+    }
 
 
 def _bundle(
