@@ -50,20 +50,7 @@ def crown(
             return None
         versions = _versions(db, campaign, round_, bundle, results, now)
         judged = {CHAMPION: store.get_version(db, round_["champion_id"]), **versions}
-        for name, score in results.scores.items():
-            version = judged[name]
-            store.add_evaluation(
-                db,
-                now,
-                round_id=round_["id"],
-                model_version_id=version["id"],
-                group_index=version["group_index"],
-                metric=score.metric,
-                value=score.value,
-                loss=score.loss,
-                n_items=score.n_items,
-                detail=score.detail,
-            )
+        _evaluations(db, round_, judged, results, now)
         winner = versions[results.best] if results.improved and results.best else None
         if winner is not None:
             _promote(db, campaign, round_, winner)
@@ -107,6 +94,24 @@ def _versions(db, campaign, round_, bundle: Bundle, results: Results, now: str) 
             store.set_version_status(db, version_id, "failed", results.failed[candidate.name])
         versions[candidate.name] = store.get_version(db, version_id)
     return versions
+
+
+def _evaluations(db, round_: dict, judged: dict, results: Results, now: str) -> None:
+    """Every score, with its per-sample detail, against the version it judged."""
+    for name, score in results.scores.items():
+        version = judged[name]
+        store.add_evaluation(
+            db,
+            now,
+            round_id=round_["id"],
+            model_version_id=version["id"],
+            group_index=version["group_index"],
+            metric=score.metric,
+            value=score.value,
+            loss=score.loss,
+            n_items=score.n_items,
+            detail=score.detail,
+        )
 
 
 def _promote(db, campaign: dict, round_: dict, winner: dict) -> None:

@@ -145,13 +145,16 @@ class RoundEngine:
             records.set_runner(
                 db, job["id"], runner=runner.name, external_id=handle, flavor=runner.flavor
             )
-        started = time.monotonic()
+        started, said = time.monotonic(), None
         while True:
             if self._cancelled(job["id"]):
                 runner.cancel(handle)
                 raise TrainingCancelled(f"job {job['id']} was cancelled")
             state = runner.poll(handle)
-            self._relay(job, bundle, runner.progress(handle, out), state)
+            news = (runner.progress(handle, out), state)
+            if news != said:  # a commit only when there is news: the replica ships each one
+                self._relay(job, *news)
+                said = news
             if state.state == "finished":
                 return read_results(runner.results(handle, out), bundle)
             if state.state == "failed":
@@ -168,7 +171,7 @@ class RoundEngine:
         with connect(self.db_path) as db:
             return store.job_status(db, job_id) == "cancelled"
 
-    def _relay(self, job: dict, bundle: Bundle, progress: dict, state: RunState) -> None:
+    def _relay(self, job: dict, progress: dict, state: RunState) -> None:
         """The job's progress and the runner's word into the jobs table; the round moves to
         'evaluating' when the job starts judging."""
         with transaction(self.db_path) as db:

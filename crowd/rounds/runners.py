@@ -98,7 +98,7 @@ class ThreadRunner:
     with the job (crowd/threads.py, rule 1). Started from the worker's job thread, it inherits
     that thread's lowered priority (Linux: a new thread starts at its creator's nice value)."""
 
-    name, poll_s = "thread", 0.2
+    name, poll_s = "thread", 0.5
     flavor: str | None = None
 
     def __init__(self, kit_for: Callable[[Bundle | None], Kit]):
