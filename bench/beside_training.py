@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
     base = convert_packaged_model(cache)
     work = Path(tempfile.mkdtemp(prefix="bench-beside-"))
-    service = GenerationService(load_base(str(base), cache, device="cpu"), ModelSettings())
+    # No prefix cache: the same four questions come back in every arm, and a cached prompt's
+    # first token would time the cache, not the prefill beside a round.
+    service = GenerationService(
+        load_base(str(base), cache, device="cpu"), ModelSettings(prefix_cache_tokens=0)
+    )
     service.adapters.load("g0", make_adapters(base, work, 1, 16)[0])
     replies(service, 1, args.sampling)  # warm up
     bundle = round_bundle(base, work / "bundles")

@@ -74,13 +74,15 @@ class Example:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A model the job makes and judges against the champion. `kind` 'group': a LoRA trained
-    from the champion on the examples of the groups in `sources` (one group, its own)."""
+    """A model the job makes and judges against the champion, in bundle order. `kind` 'group':
+    a LoRA trained from the champion on the examples of the groups in `sources` (one group, its
+    own; several: their union). A kind that combines other candidates names them in `inputs`."""
 
     name: str  # 'g0': its folder in the job's results
     kind: str
     group: int | None  # the group it stands for, for ranks and points; None for none
-    sources: tuple[int, ...] = ()
+    sources: tuple[int, ...] = ()  # the groups whose examples it trains on
+    inputs: tuple[str, ...] = ()  # candidates made before it that it is made from (a merge)
 
 
 @dataclass(frozen=True)
@@ -283,10 +285,7 @@ def _content(root: Path, header: dict, digest: str) -> Bundle:
         judging=JudgingSettings(**header["judging"]),
         champion_version=header["champion"]["version_id"],
         groups={g: _examples(root / "groups" / f"g{g}.jsonl") for g in header["groups"]},
-        candidates=[
-            Candidate(c["name"], c["kind"], c["group"], tuple(c["sources"]))
-            for c in header["candidates"]
-        ],
+        candidates=[_candidate(c) for c in header["candidates"]],
         sat_out={int(g): why for g, why in header["sat_out"].items()},
         prompts=judging["prompts"],
         pairs=[PairExample(**p) for p in judging["pairs"]],
@@ -297,6 +296,12 @@ def _content(root: Path, header: dict, digest: str) -> Bundle:
         hash=digest,
         root=root,
     )
+
+
+def _candidate(fields: dict[str, Any]) -> Candidate:
+    """A candidate from the manifest; JSON lists back to tuples."""
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return Candidate(**values)
 
 
 def _examples(path: Path) -> list[Example]:
