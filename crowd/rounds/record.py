@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 from sqlite_utils import Database
 
 from crowd.config import TrainingSettings
@@ -186,15 +187,19 @@ def _judging_set(
 
 
 def _with_target(db: Database, bundle: Bundle, campaign: dict, scorer) -> Bundle:
-    """The emotion target: the mean scored vector of the reference texts labelled for this
-    target (or none), else the target's one-hot vector."""
+    return replace(bundle, target=[float(v) for v in emotion_target(db, campaign, scorer)])
+
+
+def emotion_target(db: Database, campaign: dict, scorer) -> np.ndarray:
+    """The emotion target a round closed now is judged against: the mean scored vector of the
+    organizer's reference texts labelled for this target (or unlabelled; texts labelled for an
+    earlier target do not shape it), else the target's one-hot vector."""
     texts = [
         r["text"]
         for r in store.reference_texts(db, campaign["id"], "emotion")
         if r["text"] and r["label"] in (None, campaign["target_emotion"])
     ]
-    target = target_vector(scorer, texts, campaign["target_emotion"])
-    return replace(bundle, target=[float(v) for v in target])
+    return target_vector(scorer, texts, campaign["target_emotion"])
 
 
 def _showcase(db: Database, round_id: int) -> list[dict]:
