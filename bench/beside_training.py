@@ -1,25 +1,28 @@
-"""Replies while a round trains, on the default model: does lowering the round worker's CPU
-priority (CROWD_WORKER_NICE) keep replies fast?
+"""Replies while a round trains, on the default model: the round in a thread of the app (runner
+`thread`) against the round in a child process (runner `process`), both at the worker's lowered
+CPU priority, against nobody training.
 
-    .venv/bin/python bench/beside_training.py [--nice 10] [--repeats 3] [--replies 4]
+    .venv/bin/python bench/beside_training.py [--nice 10] [--repeats 3] [--replies 6]
 
 Three arms, interleaved in one process on the same loaded model, `--repeats` times:
   idle      nobody trains;
-  equal     the product's TRLTrainer trains a LoRA round in a background thread at the serving
-            thread's priority (CROWD_WORKER_NICE=0, the app before this setting);
-  lowered   the same training with the worker's priority lowered by `--nice`
-            (crowd.threads.lower_priority, what the app's worker thread does).
+  thread    a round job (crowd.rounds.job: TRL training of three groups' LoRA candidates, from a
+            bundle) in a thread of this process, started from a thread at `--nice` as the worker
+            does (CROWD_ROUND_RUNNER=thread);
+  process   the same bundle's job as `python -m crowd round-job` in a child process forked from
+            a thread at `--nice` (CROWD_ROUND_RUNNER=process).
 In each arm one volunteer asks `--replies` questions one after another (greedy, `--tokens`
-tokens, a group's adapter) and the time to the first streamed text and to the whole reply are
-recorded; the training thread also reports its optimizer steps per second, so the cost to the
-round is visible. Prints medians; the last line is one JSON object with the ratios
-(`ttft_equal_over_idle`, `ttft_lowered_over_idle`, `training_lowered_over_equal`, ...).
+tokens, a group's adapter) once the round is training, and the time to the first streamed text
+and to the whole reply are recorded; the job's optimizer steps per second are read from its
+progress file. Prints p50 and p95 of each, the ratios to idle and the load average; the last line
+is one JSON object (`ttft_p95_thread_over_idle`, `ttft_p95_process_over_idle`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,9 +33,11 @@ from pathlib import Path
 from crowd.config import ModelSettings, TrainingSettings
 from crowd.generation import GenerationService, Sampling
 from crowd.models import convert_packaged_model, load_base
+from crowd.rounds.bundle import Bundle, Candidate, Example, JudgingSettings, write_bundle
+from crowd.rounds.job import build_kit
+from crowd.rounds.runners import ProcessRunner, ThreadRunner, read_progress
 from crowd.threads import lower_priority
-from crowd.training.data import SFTExample, TrainingCancelled
-from crowd.training.trainer import TRLTrainer
+from crowd.training.data import PairExample
 
 QUESTIONS = [
     "Tell me about your day.",
@@ -43,49 +48,67 @@ QUESTIONS = [
 REPLY = "What a joyful thing to hear, I am so happy for you! Tell me more about it."
 
 
-class Training(threading.Thread):
-    """A LoRA round in the background at `nice`, cancelled by `stop()`; counts its steps."""
+def round_bundle(base: Path, parent: Path) -> Bundle:
+    """A round of three groups, each 32 examples, trained for many epochs: it trains for the
+    whole of an arm (the arm cancels it)."""
+    examples = [
+        Example(
+            i,
+            [{"role": "user", "content": q}, {"role": "assistant", "content": REPLY}],
+            PairExample([{"role": "user", "content": q}], REPLY, "No."),
+        )
+        for i, q in enumerate(QUESTIONS * 8)
+    ]
+    bundle = Bundle(
+        campaign={"id": 1, "name": "bench", "database_id": None},
+        round={"id": 1, "number": 1},
+        base_model=str(base),
+        task="preference",
+        target_emotion=None,
+        mode="sft",
+        seed=0,
+        training=TrainingSettings(epochs=50),
+        judging=JudgingSettings(),
+        champion_version=1,
+        groups={g: examples for g in range(3)},
+        candidates=[Candidate(f"g{g}", "group", g, (g,)) for g in range(3)],
+        sat_out={},
+        pairs=[e.pair for e in examples[:4]],  # type: ignore[misc]
+    )
+    return write_bundle(bundle, parent, None)
 
-    def __init__(self, base: Path, nice: int, work: Path):
-        super().__init__(name="round-worker", daemon=True)
-        self.base, self.nice, self.work = base, nice, work
-        self.steps, self.steps_at_start, self.measured_from = 0, 0, 0.0
-        self._stop_event = threading.Event()
-        self.running = threading.Event()
 
-    def run(self) -> None:
-        lower_priority(self.nice)  # first, as the worker does: torch's threads inherit it
-        trainer = TRLTrainer(str(self.base), TrainingSettings(epochs=50), device="cpu")
-        sft = [
-            SFTExample(({"role": "user", "content": q}, {"role": "assistant", "content": REPLY}))
-            for q in QUESTIONS * 8
-        ]
-        try:
-            trainer.train(
-                init_adapter=None,
-                sft=sft,
-                pairs=[],
-                mode="sft",
-                out_dir=self.work / f"adapter-{time.monotonic_ns()}",
-                progress=self._step,
-            )
-        except TrainingCancelled:
-            pass
+class Round:
+    """A round job in the background through `runner`, started (and cancelled) from a thread
+    at `nice`, as the worker's job thread does."""
 
-    def _step(self, _progress) -> bool:
-        self.steps += 1
-        self.running.set()  # training has reached its steady state (model loaded, first step)
-        return not self._stop_event.is_set()
+    def __init__(self, runner, bundle: Bundle, out: Path, nice: int):
+        self.runner, self.bundle, self.out, self.nice = runner, bundle, out, nice
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._drive, name="round-job", daemon=True)
 
-    def stop(self) -> float:
-        """Stop; returns optimizer steps per second while replies were measured."""
-        steps, seconds = self.steps, time.perf_counter() - self.measured_from
-        self._stop_event.set()
-        self.join()
-        return (steps - self.steps_at_start) / seconds
+    def _drive(self) -> None:
+        lower_priority(self.nice)
+        handle = self.runner.start(self.bundle, self.out, None)
+        self.stop_event.wait()
+        self.runner.cancel(handle)
 
-    def mark(self) -> None:
-        self.steps_at_start, self.measured_from = self.steps, time.perf_counter()
+    def start_and_wait_for_training(self, timeout: float = 900) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while read_progress(self.out).get("step", 0) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the round in {self.out} did not start training")
+            time.sleep(0.2)
+
+    def steps(self) -> tuple[int, int, float]:
+        """(candidates done, optimizer steps done on the current one, now)."""
+        p = read_progress(self.out)
+        return p.get("groups_done", 0), p.get("step", 0), time.monotonic()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
 
 
 def replies(service: GenerationService, n: int, sampling: Sampling) -> list[tuple[float, float]]:
@@ -102,25 +125,33 @@ def replies(service: GenerationService, n: int, sampling: Sampling) -> list[tupl
     return times
 
 
-def arm(service, base, nice, args, work) -> tuple[list[tuple[float, float]], float | None]:
-    if nice is None:
+def arm(name: str, service, runners: dict, bundle: Bundle, args, work: Path):
+    """(replies measured, training steps per second or None) of one arm."""
+    if name == "idle":
         return replies(service, args.replies, args.sampling), None
-    training = Training(base, nice, work)
-    training.start()
-    training.running.wait(timeout=600)
-    training.mark()
+    out = work / f"{name}-{time.monotonic_ns()}"
+    job = Round(runners[name], bundle, out, args.nice)
+    job.start_and_wait_for_training()
+    group0, steps0, t0 = job.steps()
     measured = replies(service, args.replies, args.sampling)
-    return measured, training.stop()
+    group1, steps1, t1 = job.steps()
+    job.stop()
+    return measured, (steps1 - steps0) / (t1 - t0) if group0 == group1 else None
+
+
+def p95(values: list[float]) -> float:
+    return (
+        statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--replies", type=int, default=4)
+    parser.add_argument("--replies", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--scheduler", choices=("continuous", "static"), default="continuous")
     args = parser.parse_args(argv)
     import torch  # here, after crowd set its thread-pool default (crowd/__init__.py)
 
@@ -132,54 +163,68 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(__file__).resolve().parent.parent / ".venv" / "test-cache" / "models"
     base = convert_packaged_model(cache)
     work = Path(tempfile.mkdtemp(prefix="bench-beside-"))
+    # No prefix cache: the same four questions come back in every arm, and a cached prompt's
+    # first token would time the cache, not the prefill beside a round.
     service = GenerationService(
-        load_base(str(base), cache, device="cpu"), ModelSettings(scheduler=args.scheduler)
+        load_base(str(base), cache, device="cpu"), ModelSettings(prefix_cache_tokens=0)
     )
     service.adapters.load("g0", make_adapters(base, work, 1, 16)[0])
     replies(service, 1, args.sampling)  # warm up
-    arms = {"idle": None, "equal": 0, "lowered": args.nice}
-    times: dict[str, list] = {name: [] for name in arms}
-    steps: dict[str, list] = {"equal": [], "lowered": []}
+    bundle = round_bundle(base, work / "bundles")
+    kit = build_kit(bundle, cache, "cpu")  # the thread runner's models, loaded once as the app's
+    env = {
+        "CROWD_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "CROWD_MODELS_DIR": str(cache),
+    }
+    runners = {"thread": ThreadRunner(lambda _b: kit), "process": ProcessRunner(env)}
+    times: dict[str, list] = {"idle": [], "thread": [], "process": []}
+    rates: dict[str, list] = {"thread": [], "process": []}
     for repeat in range(args.repeats):
-        for name, nice in arms.items():
-            measured, rate = arm(service, base, nice, args, work)
+        for name in times:
+            measured, rate = arm(name, service, runners, bundle, args, work)
             times[name] += measured
             if rate is not None:
-                steps[name].append(rate)
+                rates[name].append(rate)
             ttft = statistics.median(t for t, _ in measured)
-            print(
-                f"repeat {repeat + 1} {name:>8}: ttft {ttft:.2f} s"
-                + (f", training {rate:.3f} steps/s" if rate is not None else ""),
-                flush=True,
-            )
+            print(f"repeat {repeat + 1} {name:>8}: ttft p50 {ttft:.2f} s"
+                  + (f", training {rate:.3f} steps/s" if rate is not None else ""), flush=True)  # fmt: skip
     service.close()
-    print(json.dumps(result(args, times, steps)))
+    print(json.dumps(result(args, times, rates)))
     return 0
 
 
-def result(args, times: dict[str, list], steps: dict[str, list]) -> dict:
-    med = {
-        name: (statistics.median(t for t, _ in ts), statistics.median(w for _, w in ts))
-        for name, ts in times.items()
-    }
-    rate = {name: statistics.median(r) for name, r in steps.items()}
-    for name, (ttft, whole) in med.items():
-        print(f"{name:>8}: ttft {ttft:.3f} s, whole reply {whole:.2f} s (medians)")
-    return {
+def result(args, times: dict[str, list], rates: dict[str, list]) -> dict:
+    stats = {}
+    for name, ts in times.items():
+        first, whole = [t for t, _ in ts], [w for _, w in ts]
+        stats[name] = (statistics.median(first), p95(first), statistics.median(whole), p95(whole))
+        print(
+            f"{name:>8}: ttft p50 {stats[name][0]:.3f} s, p95 {stats[name][1]:.3f} s; whole reply "
+            f"p50 {stats[name][2]:.2f} s, p95 {stats[name][3]:.2f} s ({len(ts)} replies)"
+        )
+    load = os.getloadavg()
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    idle = stats["idle"]
+    out = {
         "nice": args.nice,
-        "scheduler": args.scheduler,
         "threads": args.threads,
         "replies_per_arm": args.replies * args.repeats,
-        **{f"ttft_{n}_s": round(v[0], 3) for n, v in med.items()},
-        **{f"reply_{n}_s": round(v[1], 3) for n, v in med.items()},
-        "ttft_equal_over_idle": round(med["equal"][0] / med["idle"][0], 2),
-        "ttft_lowered_over_idle": round(med["lowered"][0] / med["idle"][0], 2),
-        "reply_equal_over_idle": round(med["equal"][1] / med["idle"][1], 2),
-        "reply_lowered_over_idle": round(med["lowered"][1] / med["idle"][1], 2),
-        "training_steps_per_s_equal": round(rate["equal"], 4),
-        "training_steps_per_s_lowered": round(rate["lowered"], 4),
-        "training_lowered_over_equal": round(rate["lowered"] / rate["equal"], 2),
+        "load_average_1m": round(load[0], 2),
     }
+    for name in ("thread", "process"):
+        s = stats[name]
+        out[f"ttft_p50_{name}_over_idle"] = round(s[0] / idle[0], 2)
+        out[f"ttft_p95_{name}_over_idle"] = round(s[1] / idle[1], 2)
+        out[f"reply_p50_{name}_over_idle"] = round(s[2] / idle[2], 2)
+        out[f"reply_p95_{name}_over_idle"] = round(s[3] / idle[3], 2)
+        out[f"training_steps_per_s_{name}"] = (
+            round(statistics.median(rates[name]), 4) if rates[name] else None
+        )
+    for name, s in stats.items():
+        out.update({f"ttft_p50_{name}_s": round(s[0], 3), f"ttft_p95_{name}_s": round(s[1], 3)})
+        out.update({f"reply_p50_{name}_s": round(s[2], 3), f"reply_p95_{name}_s": round(s[3], 3)})
+    return out
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""One whole round on the default model: 3 groups x 30 corrections, timed by stage; TRL against
-a plain PyTorch LoRA loop on the same examples; chat latency while the round trains vs idle.
+"""One whole round on the default model: 3 groups x 30 corrections, timed by stage (closing into
+its bundle, then the job); the bundle's size and the time to write and read it; TRL against a
+plain PyTorch LoRA loop on the same examples; chat latency while the round trains vs idle.
 
     .venv/bin/python bench/round.py [--per-group 30] [--eval-samples 24] [--skip-compare]
 
@@ -85,10 +86,18 @@ def chat_latency(
 
 
 def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapter: str) -> dict:
-    """Close the round, run it in a thread, time its stages, probe chat latency meanwhile."""
+    """Close the round, write its bundle (timed), run its job in a thread, time its stages,
+    probe chat latency meanwhile."""
     job_id = organizer.close_round(KEY)
+    with service.db() as db:
+        job = store.claim_job(db, utcnow())
+        round_ = store.get_round(db, job["round_id"])
+        campaign = store.get_campaign(db, round_["campaign_id"])
+    started = time.perf_counter()
+    worker.engine._close(campaign, round_)  # draw, material, scorer, bundle, record: one commit
+    closing_s = time.perf_counter() - started
     marks: dict[str, float] = {}
-    thread = threading.Thread(target=worker.step)
+    thread = threading.Thread(target=worker.run_job, args=(job,))
     start = time.monotonic()
     thread.start()
     stop = threading.Event()
@@ -109,11 +118,58 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
     return {
         "job": job["status"],
         "error": job["error"],
+        "closing_s": closing_s,
         "round_s": total,
         "training_s": evaluating - marks.get("training", 0.0),
         "evaluation_s": total - evaluating,
         "busy_latencies": busy,
     }
+
+
+def bundle_figures(service: CrowdService, scorer_for) -> dict:
+    """Round 1's bundle: its size and files, the time to read it back (every file hashed and
+    checked), and the time to write its content again and read that, with a trained candidate
+    as the champion adapter (what every later round's bundle carries)."""
+    from crowd.rounds.bundle import read_bundle, write_bundle
+    from storage import records
+
+    campaign, _ = service.context()
+    data_dir = service.settings.data_dir
+    with service.db() as db:
+        first = store.rounds_of(db, campaign["id"])[0]
+        record = records.bundle_of(db, first["id"])
+        trained = [v for g in range(3) if (v := store.candidate_for(db, first["id"], g))]
+    root = data_dir / record["path"]
+    files = [p for p in root.rglob("*") if p.is_file()]
+    started = time.perf_counter()
+    bundle = read_bundle(root, record["hash"])
+    read_s = time.perf_counter() - started
+    adapter = next((data_dir / v["adapter_path"] for v in trained if v["adapter_path"]), None)
+    scorer = scorer_for(campaign["id"])
+    again = Path(tempfile.mkdtemp(prefix="bench-bundle-"))
+    started = time.perf_counter()
+    written = write_bundle(bundle, again, adapter, scorer)
+    write_s = time.perf_counter() - started
+    started = time.perf_counter()
+    read_bundle(written.root)  # type: ignore[arg-type]
+    read_again_s = time.perf_counter() - started
+    with_adapter = sum(p.stat().st_size for p in written.root.rglob("*") if p.is_file())  # type: ignore[union-attr]
+    figures = {
+        "bundle_bytes": sum(p.stat().st_size for p in files),
+        "bundle_files": len(files),
+        "bundle_examples": sum(len(v) for v in bundle.groups.values()),
+        "bundle_read_s": read_s,
+        "bundle_with_adapter_bytes": with_adapter,
+        "bundle_with_adapter_write_s": write_s,
+        "bundle_with_adapter_read_s": read_again_s,
+    }
+    print(
+        f"bundle: {figures['bundle_bytes'] / 1e6:.2f} MB in {len(files)} files "
+        f"({figures['bundle_examples']} examples), read and checked in {read_s * 1000:.0f} ms; "
+        f"with a champion adapter {with_adapter / 1e6:.2f} MB, written in {write_s * 1000:.0f} ms, "
+        f"read in {read_again_s * 1000:.0f} ms"
+    )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     result = run_round(organizer, worker, service, adapter)
     busy = result.pop("busy_latencies")
     print(
-        f"round: {result['round_s']:.0f} s (training {result['training_s']:.0f} s, "
+        f"round: closing (bundle and record) {result['closing_s']:.2f} s, then the job "
+        f"{result['round_s']:.0f} s (training {result['training_s']:.0f} s, "
         f"evaluation {result['evaluation_s']:.0f} s), job {result['job']}"
     )
+    result.update(bundle_figures(service, worker.engine.scorer_for))
+    load = os.getloadavg()
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    result["load_average_1m"] = round(load[0], 2)
     ratio = statistics.median(busy) / statistics.median(idle) if busy else None
     print(
         f"chat reply (40 tokens): idle median {statistics.median(idle):.2f} s, while the round "

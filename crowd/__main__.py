@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "crowd.cli.export_model",
         "export the champion model (PEFT adapter or merged) with a model card",
     ),
+    "round-job": (
+        "crowd.cli.round_job",
+        "train and judge a round from its bundle alone: `round-job BUNDLE OUT`",
+    ),
     "backup": ("crowd.cli.backup", "snapshot the live database and champion adapters"),
     "restore": ("crowd.cli.backup", "bring a snapshot back"),
     "simulate": ("crowd.sim", "simulations: `simulate convergence` or `simulate grouping`"),

@@ -85,6 +85,19 @@ def _repo_id(raw: str) -> str:
 _repo_id.range = "OWNER/NAME"  # type: ignore[attr-defined]
 
 
+def _flavor(raw: str) -> str:
+    """A Jobs hardware flavor that huggingface_hub knows (its JobHardware list)."""
+    from huggingface_hub import JobHardware
+
+    known = [flavor.value for flavor in JobHardware]
+    if raw not in known:
+        raise ValueError(f"must be a Jobs hardware flavor: {', '.join(known)}")
+    return raw
+
+
+_flavor.range = "t4-small, l4x1, a10g-small, a100-large, h200, ... (`hf jobs hardware`)"  # type: ignore[attr-defined]
+
+
 def _url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
         raise ValueError("must be an http:// or https:// URL")
@@ -110,6 +123,12 @@ def _key(min_chars: int) -> Callable[[str], str]:
 
     parse.range = f">= {min_chars} characters"  # type: ignore[attr-defined]
     return parse
+
+
+def _folder(raw: str) -> Path:
+    if "://" in raw and not raw.startswith("file://"):
+        raise ValueError("must be a folder (e.g. the storage bucket's mount), not a URL")
+    return Path(raw.removeprefix("file://")).expanduser()
 
 
 def _replica(raw: str) -> Path | S3Location:
@@ -307,6 +326,44 @@ class Settings:
         "a round that trains beside the chat takes the CPU the replies leave; 0 = equal",
         _int_in(0, 19),
     )
+    round_runner: str = setting(
+        "CROWD_ROUND_RUNNER",
+        "thread",
+        "where a round trains and is judged: `thread` (in the app, below the replies' priority),"
+        " `process` (a child process at that priority: a crash fails the job, not the app),"
+        " `hf-jobs` (a Hugging Face Job on `CROWD_JOB_FLAVOR`, the Space's image; docs/deploy.md)",
+        _choice("thread", "process", "hf-jobs"),
+    )
+    job_flavor: str = setting(
+        "CROWD_JOB_FLAVOR",
+        "t4-small",
+        "hf-jobs: the hardware a round rents (`hf jobs hardware` lists them)",
+        _flavor,
+    )
+    job_timeout_s: int = setting(
+        "CROWD_JOB_TIMEOUT_S",
+        3600,
+        "process and hf-jobs: seconds a round job may run before it is stopped and retried",
+        _int_in(60, 7 * 86400),
+    )
+    job_image: str | None = setting(
+        "CROWD_JOB_IMAGE",
+        None,
+        "hf-jobs: the image a round runs in; unset = this Space's own (`hf.co/spaces/$SPACE_ID`)",
+    )
+    job_bucket: str | None = setting(
+        "CROWD_JOB_BUCKET",
+        None,
+        "hf-jobs: the storage bucket that carries bundles and results, mounted into the job",
+        _repo_id,
+    )
+    job_dir: Path | None = setting(
+        "CROWD_JOB_DIR",
+        None,
+        "hf-jobs: where this app sees that bucket (its mount); unset = `CROWD_REPLICA` when that is"
+        " a folder (the bucket's mount); round jobs use its folder round-jobs/",
+        _folder,
+    )
     scorer: str = setting(
         "CROWD_SCORER",
         "default",
@@ -495,9 +552,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def _on_a_space(settings: Settings, env: Mapping[str, str]) -> Settings:
     """On a Space (SPACE_ID set) every visitor arrives through the platform's proxy: unless
-    CROWD_TRUSTED_PROXIES says otherwise, believe its hop, or all would share one address."""
+    CROWD_TRUSTED_PROXIES says otherwise, believe its hop, or all would share one address. And a
+    round job on Hugging Face Jobs runs the Space's own image unless CROWD_JOB_IMAGE says."""
     if env.get("SPACE_ID") and not env.get("CROWD_TRUSTED_PROXIES", "").strip():
-        return replace(settings, trusted_proxies=parse_proxies(SPACES))
+        settings = replace(settings, trusted_proxies=parse_proxies(SPACES))
+    if env.get("SPACE_ID") and settings.job_image is None:  # a round job runs the Space's image
+        settings = replace(settings, job_image=f"hf.co/spaces/{env['SPACE_ID']}")
     return settings
 
 

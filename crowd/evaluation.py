@@ -27,6 +27,7 @@ twice, with one threshold, MIN_DISTINCT:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -323,11 +324,17 @@ def worst_distance(target: np.ndarray) -> float:
 
 
 def _identity(adapter_dir: Path) -> str:
-    """The adapter's folder and its weights' modification time: a folder trained again (after
-    a crash) is another model."""
+    """The sha256 of the adapter's weights: a folder trained again (after a crash) is another
+    model, and the same weights in another folder (last round's winner, copied into this round's
+    bundle as its champion) are the same model, whose replies need not be decoded again."""
     weights = Path(adapter_dir) / "adapter_model.safetensors"
-    stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-    return f"{Path(adapter_dir).resolve()}@{stamp}"
+    if not weights.exists():
+        return f"{Path(adapter_dir).resolve()}@missing"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def split_heldout(

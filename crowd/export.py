@@ -127,15 +127,22 @@ def _write_corrections(
 
 
 def _used_ids(snap: Snapshot, scope: Scope, trust: Assessment) -> set[int]:
-    """Ids of the corrections the training files hold, each round's as its round uses them
-    (`crowd.assess`): the train split that trains, the held-out split that judges."""
+    """Ids of the corrections the training files hold: live, not moderated out, and used. A
+    round that has been closed into its bundle says what it used in its record (what trained,
+    and what judged it or a later round: storage.records), read as written; a round still open
+    (or closed before records were kept) is read as it would use them (`crowd.assess`): the
+    train split that trains, the held-out split that judges."""
+    recorded, recorded_used = snap.recorded(scope)
     by_round: dict[int, list[dict]] = {}
     for row in snap.corrections(scope):
         if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
             if not (row["banned_at"] or row["person_hidden_at"]):
-                by_round.setdefault(row["round"], []).append(row)
+                by_round.setdefault(row["round_id"], []).append(row)
     used: set[int] = set()
-    for rows in by_round.values():
+    for round_id, rows in by_round.items():
+        if round_id in recorded:
+            used |= {r["id"] for r in rows if r["id"] in recorded_used}
+            continue
         used |= {c["id"] for c in trust.training(rows)}
         used |= {c["id"] for c in trust.judging([r for r in rows if r["split"] == "heldout"])}
     return used

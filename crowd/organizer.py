@@ -202,6 +202,27 @@ class Organizer:
             rows = store.recent_jobs(db, limit)
         return [{**row, "progress": json.loads(row["progress"] or "{}")} for row in rows]
 
+    def runner_status(self, key: str) -> dict:
+        """Where round jobs run (CROWD_ROUND_RUNNER, and on Hugging Face Jobs the flavor and its
+        price), and the latest round job as its runner last saw it: its stage, billed minutes,
+        cost so far, error and the tail of its log."""
+        self.check_key(key)
+        from crowd.rounds.hf_jobs import PRICES_USD_PER_HOUR, cost_usd
+        from storage import records
+
+        settings = self.service.settings
+        hf = settings.round_runner == "hf-jobs"
+        with self.service.db() as db:
+            job = records.latest_round_job(db)
+        if job is not None:
+            job = {**job, "cost_usd": cost_usd(job["flavor"], job["running_s"])}
+        return {
+            "runner": settings.round_runner,
+            "flavor": settings.job_flavor if hf else None,
+            "price_per_hour": PRICES_USD_PER_HOUR.get(settings.job_flavor) if hf else None,
+            "job": job,
+        }
+
     def cancel_job(self, key: str, job_id: int) -> bool:
         self.check_key(key)
         with self.service.action() as db:

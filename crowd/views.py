@@ -194,7 +194,12 @@ class RoundProgress:
     models: int | None = None  # the candidates and the champion
 
 
-STAGES = {"closing": "drawing the held-out set", "evaluating": "judging the models"}
+STAGES = {
+    "closing": "drawing the held-out set",
+    "evaluating": "judging the models",
+    "before/after replies": "answering your prompts with the new champion",
+    "finished": "crowning the winner",
+}
 
 
 def round_progress(db_path, campaign: dict) -> RoundProgress | None:
@@ -206,14 +211,13 @@ def round_progress(db_path, campaign: dict) -> RoundProgress | None:
             return None
         round_ = busy[-1]
         job = store.last_job_of_round(db, round_["id"])
-        groups = range(campaign["n_groups"])
-        done = sum(store.candidate_for(db, round_["id"], g) is not None for g in groups)
     progress = json.loads(job["progress"] or "{}") if job else {}
     if job is None or job["status"] == "pending":
         stage = "waiting for the worker"
     else:
         stage = progress.get("stage") or round_["state"]
         stage = STAGES.get(stage, stage)  # the worker's word for it, as a volunteer would say it
+    done = progress.get("groups_done", 0)  # candidates the round job has made (crowd.rounds.job)
     if round_["state"] == "evaluating":
         done = campaign["n_groups"]  # groups without enough corrections sat the round out
     judging = round_["state"] == "evaluating" and "models" in progress

@@ -163,6 +163,25 @@ class Snapshot:
             params,
         )
 
+    def recorded(self, scope: Scope) -> tuple[set[int], set[int]]:
+        """(ids of the rounds in scope whose record is written, ids of the corrections any
+        round's record says trained or judged): storage.records, read as it was written."""
+        ids = list(scope.round_ids)
+        marks = ",".join("?" * len(ids))
+        rounds = {
+            r["round_id"]
+            for r in self.rows(
+                f"SELECT round_id FROM round_bundles WHERE round_id IN ({marks})", ids
+            )
+        }
+        used = {
+            r["correction_id"]
+            for r in self.rows(
+                "SELECT DISTINCT correction_id FROM round_material WHERE role IN ('train', 'judge')"
+            )
+        }
+        return rounds, used
+
     def summary(self, scope: Scope, counts: dict[str, int], now: datetime) -> dict[str, Any]:
         """What the dataset card needs: campaign, filters, counts, and the rounds' outcomes."""
         ids = list(scope.round_ids)

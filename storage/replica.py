@@ -8,6 +8,8 @@ which SQLite itself must never write to. Layout under the replica's root:
     replica.json     the id of the database this replica belongs to
     db/              Litestream's replica of crowd.db
     adapters/NAME/   a copy of each adapter folder the database names (immutable once written)
+    bundles/HASH/    a copy of the bundle of each round not yet done (content-addressed), so a
+                     round closed before a restart is trained from its own bundle after it
     identity.key     the identity key file, when the identity comes from it
 
 The rules that keep data safe:
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -180,7 +183,7 @@ class Replica:
     def _fetch_adapters(self, db: Path, staging: Path) -> tuple[list[str], list[str]]:
         found: list[str] = []
         missing: list[str] = []
-        for name in adapter_paths(db):
+        for name in [*adapter_paths(db), *bundle_paths(db)]:
             (found if self.store.get_folder(name, staging / name) else missing).append(name)
         return found, missing
 
@@ -199,7 +202,7 @@ class Replica:
         Adapters are immutable once written, so one copy each is enough; `known` collects
         those already in the replica, so each is looked up there once."""
         copied = []
-        for name in adapter_paths(db):
+        for name in [*adapter_paths(db), *bundle_paths(db)]:
             source = data_dir / name
             if name in known or not source.is_dir():
                 continue
@@ -235,6 +238,21 @@ def adapter_paths(db: Path) -> list[str]:
     finally:
         conn.close()
     return sorted(p for (p,) in rows if adapter_folder(p) == p)
+
+
+def bundle_paths(db: Path) -> list[str]:
+    """The bundle folders (`bundles/<hash>`) of the rounds a database has not finished yet."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT b.path FROM round_bundles b JOIN rounds r ON r.id = b.round_id"
+            " WHERE r.state != 'done'"
+        ).fetchall()
+    except sqlite3.DatabaseError:  # a database from before round bundles
+        return []
+    finally:
+        conn.close()
+    return sorted(p for (p,) in rows if re.fullmatch(r"bundles/[0-9a-f]{64}", p or ""))
 
 
 def _clear_stale(data_dir: Path) -> None:

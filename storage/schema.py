@@ -419,3 +419,50 @@ def _same_turns(stored: str, seen: list[dict]) -> bool:
     return isinstance(old, list) and [m.get("role") for m in old if isinstance(m, dict)] == [
         m["role"] for m in seen
     ]
+
+
+_ROUND_RECORD = """
+-- issue 30: the record of what a round trained and judged, written once when its bundle is
+-- written (crowd.rounds.record). Points, the export's `used` flag and the model card read it.
+CREATE TABLE round_bundles (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(id),
+    hash TEXT NOT NULL,                   -- sha256 of the bundle's manifest (its folder's name)
+    path TEXT NOT NULL,                   -- the bundle folder, relative to the data dir
+    verdicts TEXT NOT NULL DEFAULT '[]',  -- JSON [reviewer, verdict, consensus] of the round's
+                                          -- reviews, frozen with the bundle (review points)
+    settings TEXT NOT NULL DEFAULT '{}',  -- JSON: base model, mode, seed, training and judging
+                                          -- settings, as the bundle has them (the model card)
+    created_at TEXT NOT NULL
+);
+CREATE TABLE round_material (
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    correction_id INTEGER NOT NULL REFERENCES corrections(id),
+    participant_id TEXT NOT NULL REFERENCES participants(id),
+    group_index INTEGER NOT NULL,
+    -- train: admitted to its group's training material; set_aside: of the round's train split,
+    -- not admitted (rejected in review, bad standing, over the cap); judge: in the judging set
+    role TEXT NOT NULL CHECK (role IN ('train', 'set_aside', 'judge')),
+    taught INTEGER NOT NULL DEFAULT 0,    -- 'train': it gives an example the training mode uses
+    PRIMARY KEY (round_id, role, correction_id)
+);
+CREATE INDEX round_material_correction ON round_material(correction_id);
+-- the runner that runs a round job, and what it last said about it: the runner ('thread',
+-- 'process', 'hf-jobs'), the child's pid or the Hub job's id, the hardware flavor (hf-jobs), the
+-- runner's word for the job's stage (RUNNING, COMPLETED, ...), the seconds it has run (billed),
+-- the end of its log on failure, and its runner failures so far (for retries)
+ALTER TABLE jobs ADD COLUMN runner TEXT;
+ALTER TABLE jobs ADD COLUMN external_id TEXT;
+ALTER TABLE jobs ADD COLUMN flavor TEXT;
+ALTER TABLE jobs ADD COLUMN runner_stage TEXT;
+ALTER TABLE jobs ADD COLUMN running_s REAL;
+ALTER TABLE jobs ADD COLUMN log_tail TEXT;
+ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0
+"""
+
+
+@MIGRATIONS()
+def m030_round_bundle(db: Database) -> None:
+    """Issue 30: the round bundle's record (what trained and judged) and the job's runner."""
+    for statement in _ROUND_RECORD.split(";\n"):
+        if statement.strip():
+            db.execute(statement)

@@ -46,17 +46,24 @@ def loaded(tiny_model_dir, tmp_path_factory):
     return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
 
 
-@pytest.fixture
-def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
-    """Settings for a fresh data dir, on the tiny model, with small training budgets."""
+def tiny_settings(data_dir: Path, tiny_model_dir: Path, **fields) -> Settings:
+    """Settings for `data_dir`, on the tiny model, with small training budgets (and `fields`
+    replaced): the `settings` fixture's, for fixtures of a wider scope too."""
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         n_groups=3,
         model=ModelSettings(base_model=str(tiny_model_dir), device="cpu", max_new_tokens=12),
         training=TrainingSettings(epochs=1, batch_size=4, max_length=128, learning_rate=1e-3),
         organizer_secret="organizer-test-secret",
         start_worker=False,
+        **fields,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
+    """Settings for a fresh data dir, on the tiny model, with small training budgets."""
+    return tiny_settings(tmp_path / "data", tiny_model_dir)
 
 
 @pytest.fixture

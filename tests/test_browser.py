@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +37,21 @@ ARGS = [
 ]
 KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium through Playwright, headless; closed when the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -141,28 +157,22 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 
 
 
 def test_a_volunteer_corrects_an_organizer_closes_and_the_page_shows_the_winner(app_url):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=30_000)  # a shared CI machine can be slow; failures still fail
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=ARGS
-        )
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1200, "height": 1000})
         context.set_default_timeout(30_000)
         volunteer = context.new_page()
-        try:
-            join_and_correct(volunteer, app_url, expect)
-            second = browser.new_context(viewport={"width": 1200, "height": 1000})
-            with Forwarder(app_url, network_address(1)) as other_network:  # another voice
-                review_as_another_volunteer(second.new_page(), other_network.url, expect)
-            close_round_as_organizer(context.new_page(), app_url, expect)
-            see_the_result(volunteer, expect)
-            for size, options in (("desktop", WIDE), ("phone", PHONE)):
-                look_at_who_counts(browser.new_context(**options).new_page(), app_url, size, expect)
-        finally:
-            browser.close()
+        join_and_correct(volunteer, app_url, expect)
+        second = browser.new_context(viewport={"width": 1200, "height": 1000})
+        with Forwarder(app_url, network_address(1)) as other_network:  # another voice
+            review_as_another_volunteer(second.new_page(), other_network.url, expect)
+        close_round_as_organizer(context.new_page(), app_url, expect)
+        see_the_result(volunteer, expect)
+        for size, options in (("desktop", WIDE), ("phone", PHONE)):
+            look_at_who_counts(browser.new_context(**options).new_page(), app_url, size, expect)
 
 
 def join_and_correct(page, url: str, expect) -> None:
@@ -240,6 +250,8 @@ def close_round_as_organizer(page, url: str, expect) -> None:
     page.locator("#org-confirm-close-yes").click()
     expect(page.locator("#org-status")).to_contain_text("round 2 is open")
     expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=90_000)
+    expect(page.locator("#org-runner")).to_contain_text("CROWD_ROUND_RUNNER=thread")
+    expect(page.locator("#org-runner")).to_contain_text("finished; its thread runner says")
     page.screenshot(path=str(SHOTS / "organizer.png"), full_page=True)
     page.get_by_role("tab", name="Campaign settings").click()
     # The campaign's review settings, as the organizer finds them: the defaults.
@@ -312,7 +324,7 @@ def journey_app(settings, tmp_path):
 
 
 def test_the_volunteer_journey_at_desktop_and_phone_sizes(journey_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from crowd.campaigns import utcnow
     from crowd.rounds.engine import build_engine
@@ -321,25 +333,19 @@ def test_the_volunteer_journey_at_desktop_and_phone_sizes(journey_app):
     url, settings = journey_app
     SHOTS.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=30_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=ARGS
-        )
-        try:
-            pages = {"desktop": browser.new_context(**DESKTOP).new_page()}
-            pages["phone"] = browser.new_context(**PHONE).new_page()
-            first_visit(pages["desktop"], url, "Ada Lovelace", "desktop", expect)
-            first_visit(pages["phone"], url, "Pat Phone", "phone", expect)
-            Organizer(CrowdService(settings, None)).close_round(KEY)
-            for size, page in pages.items():
-                expect(page.locator("#round-news")).to_contain_text("being trained and judged")
-                expect(page.locator("#round-news")).to_contain_text("0 of 3 groups trained")
-                shoot(page, f"journey-progress-{size}")
-            assert Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
-            for size, page in pages.items():
-                see_the_round_end(page, size, expect)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        pages = {"desktop": browser.new_context(**DESKTOP).new_page()}
+        pages["phone"] = browser.new_context(**PHONE).new_page()
+        first_visit(pages["desktop"], url, "Ada Lovelace", "desktop", expect)
+        first_visit(pages["phone"], url, "Pat Phone", "phone", expect)
+        Organizer(CrowdService(settings, None)).close_round(KEY)
+        for size, page in pages.items():
+            expect(page.locator("#round-news")).to_contain_text("being trained and judged")
+            expect(page.locator("#round-news")).to_contain_text("0 of 3 groups trained")
+            shoot(page, f"journey-progress-{size}")
+        assert Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
+        for size, page in pages.items():
+            see_the_round_end(page, size, expect)
 
 
 def first_visit(page, url: str, name: str, size: str, expect) -> None:
@@ -411,3 +417,49 @@ def no_sideways_scroll(page) -> None:
 
 def shoot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def hf_jobs_app(settings, tmp_path):
+    """The real app with its worker, set to send rounds to Hugging Face Jobs, without a token."""
+    settings = replace(settings, organizer_secret=KEY)
+    prepare_campaign(settings)
+    port = free_port()
+    env = app_env(settings, port, worker=True)
+    for name in ("HF_TOKEN", "CROWD_HF_TOKEN"):
+        env.pop(name, None)
+    env.update(
+        CROWD_ROUND_RUNNER="hf-jobs",
+        CROWD_JOB_FLAVOR="l4x1",
+        CROWD_JOB_BUCKET="organizer/crowd-sft-replica",
+        CROWD_JOB_DIR=str(tmp_path / "bucket"),
+        CROWD_JOB_IMAGE="hf.co/spaces/organizer/crowd-sft",
+    )
+    yield from run_app(settings, tmp_path, env, port)
+
+
+def test_the_organizer_sees_where_rounds_train_and_why_a_job_failed(hf_jobs_app):
+    """hf-jobs without a token: the round's job fails before anything is rented, and the
+    organizer page says so beside the runner and its price, at desktop and phone sizes."""
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with chromium() as browser:
+        sizes = {"desktop": {"viewport": {"width": 1400, "height": 900}}, "phone": PHONE}
+        for size, options in sizes.items():
+            page = browser.new_context(**options).new_page()
+            page.goto(hf_jobs_app + "organizer")
+            page.locator("#org-key input").fill(KEY)
+            page.locator("#org-unlock").click()
+            expect(page.locator("#org-status")).to_contain_text("is open", timeout=90_000)
+            if size == "desktop":
+                page.locator("#org-close").click()
+            runner = page.locator("#org-runner")
+            expect(runner).to_contain_text("on Hugging Face Jobs", timeout=60_000)
+            expect(runner).to_contain_text("l4x1")
+            expect(runner).to_contain_text("$0.80 an hour, billed by the minute")
+            expect(runner).to_contain_text("needs a Hugging Face token", timeout=90_000)
+            expect(runner).to_contain_text("failed")
+            page.locator("#org-runner").scroll_into_view_if_needed()
+            shoot(page, f"organizer-runner-{size}")

@@ -150,10 +150,8 @@ def test_progress_then_notice_then_before_after_stored_once(world):
     assert "Question 2?" in cards and "Before (old champion)" in cards and seen == [1, 3, False]
     assert journey.news(sessions[0].token, seen)[1] == gr.skip()  # unchanged: not re-sent
 
-    # Generated once: asking again changes nothing, and a view only reads.
-    assert (
-        showcase.make_before_after(engine.evaluator, db_path, round_1[0], "x", "y", None, "t") == 0
-    )
+    # Generated once, by the round job, and stored with the crowning; a view only reads.
+    assert worker.step() is False
     with connect(db_path) as db:
         assert list(db.query("SELECT * FROM before_after ORDER BY id")) == stored
     said_nothing = service.join("Quiet One", consent=True)

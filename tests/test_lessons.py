@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,14 @@ class RecordingTrainer:
     def __init__(self, inner):
         self.inner, self.sft, self.pairs = inner, [], []
 
+    @property
+    def settings(self):
+        return self.inner.settings
+
+    @settings.setter
+    def settings(self, value):  # the round job sets the bundle's training settings
+        self.inner.settings = value
+
     def train(self, **kwargs):
         self.sft += [example.messages for example in kwargs["sft"]]
         self.pairs += [(p.prompt, p.chosen, p.rejected) for p in kwargs["pairs"]]
@@ -110,7 +119,8 @@ def test_the_export_train_split_is_exactly_what_the_round_trained_on(settings):
         heldout_share=0.25,
     )
     engine = build_engine(settings, utcnow)
-    engine.trainer = recorder = RecordingTrainer(engine.trainer)
+    kit = engine.runner.kit_for(None)  # the thread runner's models, as the job trains with them
+    kit.trainer = recorder = RecordingTrainer(kit.trainer)
     worker = Worker(settings.db_path, lambda: engine, utcnow)
     for i in range(6):  # every kind, from six people spread over the groups
         token = service.join(f"Volunteer {i}", consent=True).token
@@ -134,8 +144,9 @@ def test_the_export_train_split_is_exactly_what_the_round_trained_on(settings):
         for r in _train_rows(out, "dpo")
     ]
     assert recorder.sft and recorder.pairs
-    assert Counter(map(json.dumps, sft)) == Counter(map(json.dumps, recorder.sft))
-    assert Counter(map(json.dumps, dpo)) == Counter(map(json.dumps, recorder.pairs))
+    same = partial(json.dumps, sort_keys=True)  # the bundle keeps its JSON's keys sorted
+    assert Counter(map(same, sft)) == Counter(map(same, recorder.sft))
+    assert Counter(map(same, dpo)) == Counter(map(same, recorder.pairs))
 
 
 def _train_rows(folder: Path, name: str) -> list[dict]:

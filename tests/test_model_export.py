@@ -170,7 +170,8 @@ def test_the_card_tells_how_it_was_made_without_naming_anyone(crowned, tmp_path)
         assert f"v{e['model_version_id']} | {e['value']:.4f} |" in card
     assert f"v{winner['id']} | " in card and "| crowned |" in card
     assert "Volunteer" not in card and "Volunteer" not in (out / "crowd-export.json").read_text()
-    assert "pref_accuracy" in card and "learning rate" in card and "](data/README.md)" in card
+    assert "pref_accuracy" in card and "](data/README.md)" in card
+    assert "- learning rate (as the round trained): `0.02`" in card  # from the round's record
     chart = ET.fromstring((out / "metric.svg").read_text())
     circles = chart.findall("{http://www.w3.org/2000/svg}circle")
     assert len(circles) == len(evaluations)

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.evaluation import Evaluator
 from crowd.limits import Refused
 from crowd.organizer import Organizer
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
-from crowd.rounds.engine import RoundEngine
+from crowd.rounds.record import emotion_target
 from crowd.scoring.scorers import one_hot, target_vector
 from crowd.service import CrowdService
 from crowd.ui import build_app
@@ -69,18 +68,11 @@ def stored(handlers: OrganizerHandlers) -> list[dict]:
 
 
 def engine_target(handlers: OrganizerHandlers, scorer: LexiconScorer) -> np.ndarray:
-    """The emotion target the round engine judges the current round against."""
+    """The emotion target a round closed now carries in its bundle (crowd.rounds.record)."""
     service = handlers.organizer.service
-    campaign, round_ = service.context()
-    engine = RoundEngine(
-        service.settings.db_path,
-        service.settings.data_dir,
-        trainer=None,
-        evaluator=Evaluator(None),
-        scorer_for=lambda campaign_id: scorer,
-        now=service.now,
-    )
-    return engine._eval_set(campaign, round_).target
+    campaign, _ = service.context()
+    with service.db() as db:
+        return emotion_target(db, campaign, scorer)
 
 
 def test_a_good_file_loads_and_becomes_the_engines_emotion_target(handlers, tmp_path):

@@ -182,6 +182,17 @@ def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
                     "created_at": "t",
                 }
             )
+        # a round being trained keeps its bundle (issue 30); a finished one's is not needed
+        for number, state, bundle in ((1, "training", "a" * 64), (2, "done", "b" * 64)):
+            db["rounds"].insert(
+                {"id": number, "campaign_id": 1, "number": number, "state": state,
+                 "champion_id": 1, "opened_at": "t"}
+            )  # fmt: skip
+            db["round_bundles"].insert(
+                {"round_id": number, "hash": bundle, "path": f"bundles/{bundle}", "created_at": "t"}
+            )
+            (replicated.data_dir / "bundles" / bundle).mkdir(parents=True)
+            (replicated.data_dir / "bundles" / bundle / "manifest.json").write_text("{}")
     adapter = replicated.data_dir / "adapters" / "r1-g0"
     saved = tmp_path / "saved"
     adapter.mkdir(parents=True)
@@ -191,13 +202,16 @@ def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
     assert (replicated.replica / "adapters" / "r1-g0" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in replicated.replica.iterdir()) == [
         "adapters",
+        "bundles",
         "db",
         "identity.key",
         "replica.json",
-    ]  # the paths outside adapters/ were never followed
+    ]  # the paths outside adapters/ and bundles/ were never followed
+    assert [p.name for p in (replicated.replica / "bundles").iterdir()] == ["a" * 64]
     shutil.rmtree(replicated.data_dir)
     replication.prepare(replicated)
     assert fingerprint(replicated.data_dir / "adapters") == fingerprint(saved)
+    assert (replicated.data_dir / "bundles" / ("a" * 64) / "manifest.json").is_file()
     assert load_secret(replicated.data_dir) == secret
 
 

@@ -338,8 +338,8 @@ def test_an_emotion_round_crowns_only_beyond_the_standard_errors(world):
         KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
     )
     crowd_submits(service)
-    strict = lambda: replace(build_engine(service.settings, utcnow), crown_z=1e9)  # noqa: E731
-    worker._engine_factory = strict
+    engine = build_engine(service.settings, utcnow)
+    worker._engine_factory = lambda: replace(engine, judging=replace(engine.judging, crown_z=1e9))
     assert run_round(organizer, worker)["status"] == "finished"
     done = round_row(service, 1)
     with service.db() as db:

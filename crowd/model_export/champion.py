@@ -8,13 +8,13 @@ nothing to export.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from crowd.config import PACKAGED_MODEL, Settings
 from crowd.model_export.card import CardFacts
-from storage import model_history
+from storage import model_history, records
 from storage import rounds as store
 from storage.db import connect
 
@@ -157,7 +157,7 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
         lineage=lineage,
         volunteers=len(people),
         corrections=sum(v["corrections"] for v in lineage),
-        training=_training(settings, campaign, champion.adapter_dir),
+        training=_training(settings, campaign, champion),
         data_command=data_command(campaign["id"], last),
         generated_at=now,
     )
@@ -221,10 +221,13 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
 
 
 def _trained_by(db: Any, campaign: dict, round_: dict, group: int) -> tuple[set[str], int]:
-    """(participant ids, number of corrections) behind a group's candidate of a round: the
-    training material the engine draws (`crowd.rounds.data.training_material`: live, train
-    split, the campaign's trust rule and per-person cap) that taught something; only the pairs
-    under DPO. Corrections hidden or rejected since the round no longer count."""
+    """(participant ids, number of corrections) behind a group's candidate of a round, as the
+    round's record says (storage.records: the corrections that gave the group an example in the
+    campaign's training mode, written when the round's bundle was). A round closed before
+    records were kept is read with the rules it trained by (crowd.rounds.data)."""
+    if records.bundle_of(db, round_["id"]) is not None:
+        rows = records.taught_by(db, round_["id"], group)
+        return {r["participant_id"] for r in rows}, len(rows)
     from crowd.rounds.data import training_material
 
     data = training_material(db, campaign, round_)[0].get(group)
@@ -234,20 +237,27 @@ def _trained_by(db: Any, campaign: dict, round_: dict, group: int) -> tuple[set[
     return {pid for pid, _, _ in taught}, len(taught)
 
 
-def _training(settings: Settings, campaign: dict, adapter_dir: Path) -> dict[str, Any]:
-    """The LoRA shape as saved in the adapter, the rest as configured when exporting (training
-    settings are not stored per round)."""
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    t = settings.training
+def _training(settings: Settings, campaign: dict, champion: Champion) -> dict[str, Any]:
+    """The LoRA shape as saved in the adapter; the rest as the crowning round's record says
+    (storage.records: the settings its bundle trained with), or, for a round closed before
+    records were kept, as configured when exporting."""
+    config = json.loads((champion.adapter_dir / "adapter_config.json").read_text())
+    recorded = None
+    if champion.version["round_id"] is not None:
+        with connect(settings.db_path) as db:
+            record = records.bundle_of(db, champion.version["round_id"])
+        recorded = record["settings"].get("training") if record else None
+    t = recorded or asdict(settings.training)
+    how = "as the round trained" if recorded else "as configured at export"
     return {
         "method": f"LoRA, TRL ({campaign['training_mode']})",
         "lora r / alpha / dropout": f"{config.get('r')} / {config.get('lora_alpha')} / "
         f"{config.get('lora_dropout')}",
         "target modules": ", ".join(sorted(config.get("target_modules") or [])),
-        "learning rate (as configured at export)": t.learning_rate,
-        "epochs per round (as configured at export)": t.epochs,
-        "min examples per round (as configured at export)": t.min_examples,
-        "batch size / max length (as configured at export)": f"{t.batch_size} / {t.max_length}",
+        f"learning rate ({how})": t["learning_rate"],
+        f"epochs per round ({how})": t["epochs"],
+        f"min examples per round ({how})": t["min_examples"],
+        f"batch size / max length ({how})": f"{t['batch_size']} / {t['max_length']}",
         "min corrections for a group to train": campaign["min_corrections"],
         "win margin over the champion": campaign["win_margin"],
     }

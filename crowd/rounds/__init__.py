@@ -1,3 +1,4 @@
 """A round, from open to crowned: the state machine (`state`), what the round trains and
-judges on (`data`), the engine that trains, judges and crowns (`engine`) and the background
-worker that runs it (`worker`)."""
+judges on (`data`), its bundle and record (`bundle`, `record`), the job that trains and judges it
+from the bundle alone (`job`, `results`), where that job runs (`runners`, `hf_jobs`), the engine
+that drives it and crowns (`engine`, `crown`) and the background worker that runs it (`worker`)."""

@@ -15,9 +15,14 @@ from storage import reviews
 
 
 def ledger_rows(
-    db: Database, campaign: dict, round_: dict, outcome: RoundOutcome, usage: dict
+    campaign: dict,
+    round_: dict,
+    outcome: RoundOutcome,
+    usage: dict,
+    verdicts: list[tuple[str, str, str | None]],
 ) -> list[dict]:
-    """Points rows for `round_`; `usage` maps a person to (used, not used) corrections."""
+    """Points rows for `round_`; `usage` maps a person to (used, not used) corrections and
+    `verdicts` are the round's reviews with the consensus as recorded (`verdicts_of`)."""
     rule = get_rule(campaign["points_rule"])
     rows = []
     for award in rule.award(outcome):
@@ -25,16 +30,14 @@ def ledger_rows(
         reason = {**award.reason, "corrections_used": used, "corrections_not_used": unused}
         rows.append(_row(round_, award, rule.name, reason))
     if campaign["reviews_on"]:
-        rows += [
-            _row(round_, a, "review", a.reason)
-            for a in review_awards(_verdicts(db, campaign, round_))
-        ]
+        rows += [_row(round_, a, "review", a.reason) for a in review_awards(verdicts)]
     return [row for row in rows if row["amount"]]
 
 
-def _verdicts(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
+def verdicts_of(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
     """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`
-    that counts: a review of one's own voice, venue or cluster earns nothing."""
+    that counts (a review of one's own voice, venue or cluster earns nothing): read when the
+    round's bundle is written and kept in its record."""
     trust = assess(db, campaign)
     return [
         (r["participant_id"], r["verdict"], consensus(trust.status(r["correction_id"])))

@@ -25,6 +25,9 @@ class GroupData:
     corrections: int = 0
     # (participant_id, target text, pair or None) per accepted example, for points
     contributions: list[tuple[str, str, PairExample | None]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # every admitted correction, oldest first
+    sft_ids: list[int] = field(default_factory=list)  # the correction behind each SFT example
+    pair_ids: list[int] = field(default_factory=list)  # the correction behind each pair
 
 
 def group_data(
@@ -38,13 +41,16 @@ def group_data(
             continue
         data = groups[correction["group_index"]]
         data.corrections += 1
+        data.ids.append(correction["id"])
         taught = lesson(correction, task, target_emotion)
         pair = PairExample(taught.prompt, *taught.pair) if taught.pair else None
         if taught.sft_target is not None:
             data.sft.append(SFTExample(taught.sft_messages()))
+            data.sft_ids.append(correction["id"])
             data.contributions.append((correction["participant_id"], taught.sft_target, pair))
         if pair is not None:
             data.pairs.append(pair)
+            data.pair_ids.append(correction["id"])
     return dict(groups)
 
 

@@ -1,10 +1,14 @@
-"""One round, from closed to crowned. Each stage is resumable: a worker killed at any point
-picks the round up where SQLite says it stands, and redoes at most one group's training.
+"""One round, from closed to crowned, as a job. Each stage is resumable: a worker killed at any
+point picks the round up where SQLite says it stands, and the job where its OUT folder stands.
 
-    1. closing:    draw the held-out share of every group's corrections
-    2. training:   one LoRA candidate per group with enough data, from the champion adapter
-    3. evaluating: every candidate and the champion on the same held-out set
-    4. done:       crown the best candidate if it beats the champion, award points
+    1. closing:    draw the held-out share, write the round's bundle and its record
+                   (crowd.rounds.record), in one transaction
+    2. training,   the runner (crowd.rounds.runners: a thread, a child process, a Hugging Face
+       evaluating: Job) trains every candidate and judges them with the champion from the bundle
+                   alone (crowd.rounds.job); the worker relays its progress and its cancel
+    3. done:       the results checked against the bundle (crowd.rounds.results), then the
+                   crowning, points and the next round's champion in one transaction
+                   (crowd.rounds.crown)
 
 A candidate beats the champion when it is better by the campaign's `win_margin` plus
 `crown_z` standard errors of the paired difference of their held-out scores (emotion task; the
@@ -16,403 +20,234 @@ A candidate whose sampled replies are mostly one text has collapsed and never wi
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import shutil
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from crowd.evaluation import EvalSet, Evaluator, Score, split_heldout
-from crowd.points import ContributionItem, RoundOutcome
-from crowd.rounds.awards import ledger_rows
-from crowd.rounds.data import GroupData, heldout_items, judging_material, training_material
+from crowd.config import TrainingSettings
+from crowd.evaluation import Evaluator
+from crowd.rounds.bundle import Bundle, BundleError, JudgingSettings, check_owner, read_bundle
+from crowd.rounds.crown import crown, install_adapters
+from crowd.rounds.job import Kit
+from crowd.rounds.record import close_into_bundle
+from crowd.rounds.results import Results, read_results
+from crowd.rounds.runners import JobFailed, Runner, RunState, ThreadRunner
 from crowd.rounds.scorers import ScorerCache
-from crowd.rounds.showcase import make_before_after
 from crowd.rounds.state import advance
-from crowd.scoring.scorers import target_vector
-from crowd.training.base import Progress
-from crowd.training.data import PairExample, TrainingCancelled, TrainingFailed
-from crowd.training.trainer import Trainer
+from crowd.training.data import TrainingCancelled
+from storage import records
 from storage import rounds as store
-from storage.db import connect
+from storage.db import connect, database_id, transaction
 
 log = logging.getLogger(__name__)
 
-MIN_EVAL_PROMPTS = 4
 # Standard errors a candidate must beat the champion by: with 3 candidates and no real gain, a
 # one-sided 2-sigma test crowns one in about 15 rounds instead of one in two.
 CROWN_Z = 2.0
-DEFAULT_PROMPT = [{"role": "user", "content": "Write a reddit comment."}]
+JOBS = "round-jobs"  # each round's OUT folder, under the data dir
+SCHEDULING_MARGIN_S = 900  # hf-jobs: a job may wait this long for hardware before it runs
 
 
 @dataclass
 class RoundEngine:
-    """Runs round jobs. `trainer` and `evaluator` hold the worker's own model copies."""
+    """Runs round jobs through `runner`; `training` and `judging` go into every bundle."""
 
     db_path: Path
     data_dir: Path
-    trainer: Trainer
-    evaluator: Evaluator
+    runner: Runner
     scorer_for: Callable[[int], object]  # campaign id -> emotion scorer (may retrain on labels)
     now: Callable[[], str]
-    crown_z: float = CROWN_Z
+    base_model: str
+    training: TrainingSettings
+    judging: JudgingSettings = field(default_factory=JudgingSettings)
+    timeout_s: float | None = None  # a job running longer fails (and is retried)
+
+    @classmethod
+    def in_process(
+        cls,
+        db_path: Path,
+        data_dir: Path,
+        trainer,
+        evaluator: Evaluator,
+        scorer_for: Callable[[int], object],
+        now: Callable[[], str],
+        crown_z: float = CROWN_Z,
+    ) -> RoundEngine:
+        """The `thread` runner on models already loaded (the studies in crowd.sim)."""
+        kit = Kit(trainer, evaluator, str(evaluator.loaded.path))
+        s = evaluator.sampling
+        judging = JudgingSettings(
+            evaluator.samples,
+            s.max_new_tokens,
+            evaluator.batch_size,
+            evaluator.seed,
+            s.temperature,
+            s.top_p,
+            crown_z=crown_z,
+        )
+        runner = ThreadRunner(lambda _bundle: kit)
+        return cls(
+            db_path, data_dir, runner, scorer_for, now, kit.base_model, trainer.settings, judging
+        )
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The in-process judge (the `thread` runner's), for studies and tests."""
+        return self.runner.kit_for(None).evaluator  # type: ignore[attr-defined]
 
     def run(self, job: dict) -> None:
-        """Drive the job's round to 'done'. Raises TrainingCancelled if the job is cancelled."""
+        """Drive the job's round to 'done'. Raises TrainingCancelled if the job is cancelled,
+        JobFailed if its runner failed, BundleError / ResultsMismatch on a bad bundle or results."""
         with connect(self.db_path) as db:
             round_ = store.get_round(db, job["round_id"])
             campaign = store.get_campaign(db, round_["campaign_id"])
         if round_["state"] == "closing":
-            self._draw_heldout(campaign, round_)
-        if store_state(self.db_path, round_["id"]) == "training":
-            self._train_groups(job, campaign, round_)
-        if store_state(self.db_path, round_["id"]) == "evaluating":
-            self._judge(job, campaign, round_)
+            self._close(campaign, round_)
+        if self._state(round_["id"]) in ("training", "evaluating"):
+            bundle = self._bundle(campaign, round_)
+            results = self._drive(job, bundle, self.out_dir(round_))
+            install_adapters(self.data_dir, campaign, round_, results)
+            crown(self.db_path, campaign, round_, bundle, results, self.now())
+            shutil.rmtree(self.out_dir(round_), ignore_errors=True)  # crowned: the data dir has it
+
+    def out_dir(self, round_: dict) -> Path:
+        return self.data_dir / JOBS / f"r{round_['id']}"
 
     # 1. closing -----------------------------------------------------------------------------
 
-    def _draw_heldout(self, campaign: dict, round_: dict) -> None:
-        with connect(self.db_path) as db, db.atomic():
-            by_group: dict[int, list[int]] = defaultdict(list)
-            for correction in store.round_corrections(db, round_["id"]):
-                by_group[correction["group_index"]].append(correction["id"])
-            rng = random.Random(f"heldout-{round_['id']}")  # the same draw if redone
-            heldout = split_heldout(by_group, campaign["heldout_share"], rng)
-            store.set_split(db, [i for ids in by_group.values() for i in ids], "train")
-            store.set_split(db, heldout, "heldout")
-            advance(db, round_["id"], "training")
+    def _close(self, campaign: dict, round_: dict) -> None:
+        scorer = self.scorer_for(campaign["id"]) if campaign["task"] == "emotion" else None
+        settings = (self.base_model, self.training, self.judging)
+        close_into_bundle(self.db_path, self.data_dir, round_["id"], settings, scorer, self.now())
 
-    # 2. training ----------------------------------------------------------------------------
+    def _bundle(self, campaign: dict, round_: dict) -> Bundle:
+        """The round's bundle as its record names it, checked file by file and for whose it is."""
+        with connect(self.db_path) as db:
+            record = records.bundle_of(db, round_["id"])
+        if record is None:
+            raise BundleError(f"round {round_['number']} has no bundle recorded")
+        bundle = read_bundle(self.data_dir / record["path"], record["hash"])
+        check_owner(bundle, database_id(self.db_path), campaign["id"], round_["id"])
+        return bundle
 
-    def _train_groups(self, job: dict, campaign: dict, round_: dict) -> None:
-        with connect(self.db_path) as db:
-            data, _ = training_material(db, campaign, round_)
-            champion = store.get_version(db, round_["champion_id"])
-        for group in range(campaign["n_groups"]):
-            self._train_group(job, campaign, round_, champion, group, data.get(group, GroupData()))
-        with connect(self.db_path) as db:
-            advance(db, round_["id"], "evaluating")
+    # 2. the job -----------------------------------------------------------------------------
 
-    def _train_group(
-        self, job: dict, campaign: dict, round_: dict, champion: dict, group: int, data: GroupData
-    ) -> None:
+    def _drive(self, job: dict, bundle: Bundle, out: Path) -> Results:
+        """Start (or pick up) the job, relay its progress, cancel it when the organizer does,
+        and return its checked results."""
+        runner = self.runner
+        previous = job.get("external_id") if job.get("runner") == runner.name else None
+        handle = runner.start(bundle, out, previous)
         with connect(self.db_path) as db:
-            existing = store.candidate_for(db, round_["id"], group)
-        if existing and existing["status"] in ("candidate", "failed"):
-            return  # trained before a restart
-        mode = campaign["training_mode"]
-        usable = data.pairs if mode == "dpo" else data.sft
-        if data.corrections < campaign["min_corrections"] or not usable:
-            return  # sits the round out
-        relative = Path("adapters") / f"c{campaign['id']}" / f"r{round_['number']}" / f"g{group}"
-        out_dir = self.data_dir / relative
-        shutil.rmtree(out_dir, ignore_errors=True)  # a half-written folder from a crash
-        init = self.data_dir / champion["adapter_path"] if champion["adapter_path"] else None
-        progress = self._progress_reporter(job["id"], group)
-        status, error = "candidate", None
-        try:
-            self.trainer.train(
-                init_adapter=init,
-                sft=data.sft,
-                pairs=data.pairs,
-                mode=mode,
-                out_dir=out_dir,
-                progress=progress,
+            records.set_runner(
+                db, job["id"], runner=runner.name, external_id=handle, flavor=runner.flavor
             )
-        except TrainingFailed as exc:
-            status, error = "failed", str(exc)
-        except TrainingCancelled:
-            raise
-        except Exception as exc:  # any other crash fails this candidate, not the round
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        started, said = time.monotonic(), None
+        while True:
+            if self._cancelled(job["id"]):
+                runner.cancel(handle)
+                raise TrainingCancelled(f"job {job['id']} was cancelled")
+            state = runner.poll(handle)
+            news = (runner.progress(handle, out), state)
+            if news != said:  # a commit only when there is news: the replica ships each one
+                self._relay(job, *news)
+                said = news
+            if state.state == "finished":
+                return read_results(runner.results(handle, out), bundle)
+            if state.state == "failed":
+                raise JobFailed(state.message, runner.logs(handle, out))
+            if self.timeout_s and time.monotonic() - started > self.timeout_s:
+                runner.cancel(handle)
+                raise JobFailed(
+                    f"the job ran past its timeout of {self.timeout_s:.0f} s",
+                    runner.logs(handle, out),
+                )
+            time.sleep(runner.poll_s)
+
+    def _cancelled(self, job_id: int) -> bool:
         with connect(self.db_path) as db:
-            version = store.add_version(
-                db,
-                campaign["id"],
-                self.now(),
-                adapter_path=str(relative) if status == "candidate" else None,
-                status=status,
-                round_id=round_["id"],
-                group_index=group,
-                parent_id=champion["id"],
-            )
-            if error:
-                store.set_version_status(db, version, "failed", error)
+            return store.job_status(db, job_id) == "cancelled"
 
-    def _progress_reporter(self, job_id: int, group: int) -> Callable[[Progress], bool]:
-        last = [0.0]
-
-        def report(p: Progress) -> bool:
-            with connect(self.db_path) as db:
-                if store.job_status(db, job_id) == "cancelled":
-                    return False
-                if time.monotonic() - last[0] > 0.5 or p.step == p.steps:
-                    last[0] = time.monotonic()
-                    store.update_job(
-                        db,
-                        job_id,
-                        self.now(),
-                        progress={
-                            "stage": f"training group {group}",
-                            "group": group,
-                            "step": p.step,
-                            "steps": p.steps,
-                            "loss": p.loss,
-                            "eta_s": p.eta_s,
-                        },
-                    )
-            return True
-
-        return report
-
-    def _judging_reporter(self, job_id: int) -> Callable[[float, int], None]:
-        """The evaluator's progress as the job's: how many of the models are judged, and an
-        estimate of the time left from the pace so far (at most every half second)."""
-        start, last = time.monotonic(), [0.0]
-
-        def report(judged: float, models: int) -> None:
-            now = time.monotonic()
-            if now - last[0] < 0.5 and judged < models:
+    def _relay(self, job: dict, progress: dict, state: RunState) -> None:
+        """The job's progress and the runner's word into the jobs table; the round moves to
+        'evaluating' when the job starts judging."""
+        with transaction(self.db_path) as db:
+            if store.job_status(db, job["id"]) == "cancelled":
                 return
-            last[0] = now
-            pace = (now - start) / judged if judged > 0 else None
-            progress = {
-                "stage": "judging the models",
-                "judged": int(judged),
-                "models": models,
-                "eta_s": round(pace * (models - judged), 1) if pace is not None else None,
-            }
-            with connect(self.db_path) as db:
-                store.update_job(db, job_id, self.now(), progress=progress)
+            store.update_job(db, job["id"], self.now(), progress=progress)
+            records.set_runner(db, job["id"], runner_stage=state.stage, running_s=state.running_s)
+            if (
+                progress.get("judging")
+                and store.get_round(db, job["round_id"])["state"] == "training"
+            ):
+                advance(db, job["round_id"], "evaluating")
 
-        return report
-
-    # 3-4. evaluating, crowning, points ------------------------------------------------------
-
-    def _judge(self, job: dict, campaign: dict, round_: dict) -> None:
-        eval_set = self._eval_set(campaign, round_)
+    def _state(self, round_id: int) -> str:
         with connect(self.db_path) as db:
-            champion = store.get_version(db, round_["champion_id"])
-            candidates = [
-                v
-                for g in range(campaign["n_groups"])
-                if (v := store.candidate_for(db, round_["id"], g)) and v["status"] == "candidate"
-            ]
-        store_job_progress(self.db_path, job["id"], self.now(), "evaluating")
-        names = {
-            v["id"]: self.evaluator.load(
-                f"v{v['id']}", self.data_dir / v["adapter_path"] if v["adapter_path"] else None
-            )
-            for v in [champion, *candidates]
-        }
-        scores = self._scores(eval_set, round_, [champion, *candidates], names, job["id"])
-        contenders = [v for v in candidates if not scores[v["id"]].collapsed]
-        best = max(contenders, key=lambda v: scores[v["id"]].oriented, default=None)
-        improved = best is not None and scores[best["id"]].better_than(
-            scores[champion["id"]], campaign["win_margin"], self.crown_z
-        )
-        with connect(self.db_path) as db:
-            data, usage = training_material(db, campaign, round_)
-        items = self._contributions(
-            campaign, data, names[champion["id"]], names[best["id"]] if best else None
-        )
-        outcome = RoundOutcome(
-            round_id=round_["id"],
-            task=campaign["task"],
-            improved=improved,
-            n_groups=campaign["n_groups"],
-            group_scores={v["group_index"]: scores[v["id"]].oriented for v in candidates},
-            members=_members(items),
-            items=items,
-            target=eval_set.target,
-        )
-        self._crown(campaign, round_, champion, best if improved else None, outcome, usage)
-        if improved:
-            self._before_after(
-                job["id"], round_, names[champion["id"]], names[best["id"]], eval_set
-            )
-
-    def _before_after(
-        self, job_id: int, round_: dict, before: str, after: str, eval_set: EvalSet
-    ) -> None:
-        """Volunteers' own prompts answered by the old and the new champion, stored once
-        (crowd.rounds.showcase). After the crowning: a failure here costs no result."""
-        store_job_progress(self.db_path, job_id, self.now(), "preparing the before/after replies")
-        try:
-            make_before_after(
-                self.evaluator,
-                self.db_path,
-                round_["id"],
-                before,
-                after,
-                eval_set.target,
-                self.now(),
-            )
-        except Exception:
-            log.exception("before/after replies of round %s failed", round_["id"])
-
-    def _eval_set(self, campaign: dict, round_: dict) -> EvalSet:
-        with connect(self.db_path) as db:
-            heldout = judging_material(db, campaign, round_)
-            prompts, pairs = heldout_items(heldout, campaign["task"], campaign["target_emotion"])
-            kind = "emotion" if campaign["task"] == "emotion" else "pair"
-            references = store.reference_texts(db, campaign["id"], kind)
-        if campaign["task"] == "preference":
-            pairs += [
-                PairExample(
-                    json.loads(r["prompt"] or "[]") or DEFAULT_PROMPT, r["chosen"], r["rejected"]
-                )
-                for r in references
-            ]
-            return EvalSet("preference", pairs=pairs)
-        for text in json.loads(campaign["prompts"] or "[]"):
-            if len(prompts) >= MIN_EVAL_PROMPTS:
-                break
-            prompts.append([{"role": "user", "content": text}])
-        self.evaluator.scorer = self.scorer_for(campaign["id"])
-        # Texts labelled for another emotion (an earlier target) do not shape this target.
-        texts = [
-            r["text"]
-            for r in references
-            if r["text"] and r["label"] in (None, campaign["target_emotion"])
-        ]
-        target = target_vector(self.evaluator.scorer, texts, campaign["target_emotion"])
-        return EvalSet("emotion", prompts=prompts or [DEFAULT_PROMPT], target=target)
-
-    def _scores(
-        self,
-        eval_set: EvalSet,
-        round_: dict,
-        versions: list[dict],
-        names: dict[int, str],
-        job_id: int,
-    ) -> dict[int, Score]:
-        """Every version on the same items, stored; returns scores by version id."""
-        results = self.evaluator.evaluate(
-            eval_set, [names[v["id"]] for v in versions], progress=self._judging_reporter(job_id)
-        )
-        with connect(self.db_path) as db, db.atomic():
-            for version, score in zip(versions, results):
-                store.add_evaluation(
-                    db,
-                    self.now(),
-                    round_id=round_["id"],
-                    model_version_id=version["id"],
-                    group_index=version["group_index"],
-                    metric=score.metric,
-                    value=score.value,
-                    loss=score.loss,
-                    n_items=score.n_items,
-                    detail=score.detail,
-                )
-        return {v["id"]: s for v, s in zip(versions, results)}
-
-    def _contributions(
-        self, campaign: dict, data: dict[int, GroupData], champion: str, best: str | None
-    ) -> list[ContributionItem]:
-        """Each accepted correction as a points contribution: its target text's emotion vector
-        (emotion task) or how much more the best candidate prefers its pair's chosen reply than
-        the champion did (preference task)."""
-        rows = [
-            (g, pid, text, pair)
-            for g, d in sorted(data.items())
-            for pid, text, pair in d.contributions
-        ]
-        if campaign["task"] == "emotion":
-            vectors = self.evaluator.scorer.score([t for _, _, t, _ in rows]) if rows else []
-            return [
-                ContributionItem(pid, g, vec, None) for (g, pid, _, _), vec in zip(rows, vectors)
-            ]
-        margins = {}
-        with_pairs = [(i, r[3]) for i, r in enumerate(rows) if r[3] is not None]
-        if best is not None and with_pairs:
-            gains = np.array(self._margins([p for _, p in with_pairs], best)) - np.array(
-                self._margins([p for _, p in with_pairs], champion)
-            )
-            margins = {i: float(gain) for (i, _), gain in zip(with_pairs, gains)}
-        return [
-            ContributionItem(pid, g, None, margins.get(i)) for i, (g, pid, _, _) in enumerate(rows)
-        ]
-
-    def _margins(self, pairs: list[PairExample], adapter: str) -> list[float]:
-        chosen = self.evaluator.mean_log_likelihood([(p.prompt, p.chosen) for p in pairs], adapter)
-        rejected = self.evaluator.mean_log_likelihood(
-            [(p.prompt, p.rejected) for p in pairs], adapter
-        )
-        return [c - r for c, r in zip(chosen, rejected)]
-
-    def _crown(
-        self,
-        campaign: dict,
-        round_: dict,
-        champion: dict,
-        winner: dict | None,
-        outcome: RoundOutcome,
-        usage: dict,
-    ) -> None:
-        """Crown `winner` (None keeps the champion), write the points, finish the round."""
-        with connect(self.db_path) as db, db.atomic():
-            if winner is not None:
-                store.set_version_status(db, champion["id"], "retired")
-                store.set_version_status(db, winner["id"], "champion")
-                following = store.current_round(db, campaign["id"])
-                if following["number"] == round_["number"] + 1 and following["state"] == "open":
-                    store.set_round_champion(db, following["id"], winner["id"])
-            store.add_points(db, ledger_rows(db, campaign, round_, outcome, usage), self.now())
-            advance(
-                db,
-                round_["id"],
-                "done",
-                winner_id=(winner or champion)["id"],
-                improved=int(winner is not None),
-                finished_at=self.now(),
-            )
+            return store.get_round(db, round_id)["state"]
 
 
-def _members(items: list[ContributionItem]) -> dict[int, list[str]]:
-    members: dict[int, list[str]] = defaultdict(list)
-    for item in items:
-        if item.participant_id not in members[item.group_index]:
-            members[item.group_index].append(item.participant_id)
-    return dict(members)
+def build_engine(settings, now: Callable[[], str], jobs_api=None) -> RoundEngine:
+    """The worker's engine for `CROWD_ROUND_RUNNER`. `thread` keeps its own copies of the base
+    model (for training and for judging) in the app, so the serving model never enters train
+    mode; `process` and `hf-jobs` load none in the app. `jobs_api`: the Jobs service for
+    `hf-jobs` (default: huggingface_hub's, with the settings' token)."""
+    from crowd.rounds.hf_jobs import hf_jobs_runner
+    from crowd.rounds.runners import ProcessRunner
 
-
-def store_state(db_path: Path, round_id: int) -> str:
-    with connect(db_path) as db:
-        return store.get_round(db, round_id)["state"]
-
-
-def store_job_progress(db_path: Path, job_id: int, now: str, stage: str) -> None:
-    with connect(db_path) as db:
-        store.update_job(db, job_id, now, progress={"stage": stage})
-
-
-def build_engine(settings, now: Callable[[], str]) -> RoundEngine:
-    """The worker's engine: its own copies of the base model, for training and for judging,
-    so the serving model never enters train mode."""
-    from crowd.models import load_base, resolve_base_model
-    from crowd.training.trainer import TRLTrainer
-
-    base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
-    judge = load_base(base_path, settings.models_dir, settings.model.device)
-    trainer = TRLTrainer(base_path, settings.training, device=judge.device)
-    remote = None
-    if settings.model.serving == "vllm":  # the judges' samples come from the same server
-        from crowd.vllm_engine import VLLMGeneration
-
-        remote = VLLMGeneration(settings.model)
-    evaluator = Evaluator(judge, samples=settings.eval_samples, remote=remote)
+    runner: Runner
+    if settings.round_runner == "process":
+        runner = ProcessRunner()
+    elif settings.round_runner == "hf-jobs":
+        runner = hf_jobs_runner(settings, jobs_api)
+    else:
+        runner = ThreadRunner(_kit_builder(settings))
     return RoundEngine(
         settings.db_path,
         settings.data_dir,
-        trainer,
-        evaluator,
+        runner,
         ScorerCache(settings.scorer, settings.data_dir, settings.db_path),
         now,
+        settings.model.base_model,
+        settings.training,
+        JudgingSettings(samples=settings.eval_samples, crown_z=CROWN_Z),
+        timeout_s=_backstop(settings),
     )
+
+
+def _backstop(settings) -> float | None:
+    """When the worker gives a job up: `process` after CROWD_JOB_TIMEOUT_S; `hf-jobs` stops
+    its jobs itself after that long running, so the worker waits that plus a margin for the
+    job's scheduling and image pull; a thread cannot be stopped from outside."""
+    if settings.round_runner == "process":
+        return float(settings.job_timeout_s)
+    if settings.round_runner == "hf-jobs":
+        return settings.job_timeout_s + SCHEDULING_MARGIN_S
+    return None
+
+
+def _kit_builder(settings) -> Callable[[Bundle | None], Kit]:
+    """The thread runner's models, loaded on the first job and kept (in the job's thread, so
+    torch's threads start at the worker's priority)."""
+    kit: list[Kit] = []
+
+    def kit_for(bundle: Bundle | None) -> Kit:
+        if not kit:
+            from crowd.models import load_base, resolve_base_model
+            from crowd.training.trainer import TRLTrainer
+
+            base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
+            judge = load_base(base_path, settings.models_dir, settings.model.device)
+            trainer = TRLTrainer(base_path, settings.training, device=judge.device)
+            remote = None
+            if settings.model.serving == "vllm":  # the judges' samples come from the same server
+                from crowd.vllm_engine import VLLMGeneration
+
+                remote = VLLMGeneration(settings.model)
+            kit.append(Kit(trainer, Evaluator(judge, remote=remote), settings.model.base_model))
+        return kit[0]
+
+    return kit_for

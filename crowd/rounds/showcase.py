@@ -1,5 +1,6 @@
-"""After a crowning: each volunteer's own prompts of the round (up to three), answered by the
-champion the round started with and by the one it crowned, generated once and stored, so that
+"""After a crowning: each volunteer's own prompts of the round (up to three, chosen when the
+round's bundle is written: crowd.rounds.record), answered by the champion the round started with
+and by the one it crowned, generated once by the round job and stored with the crowning, so that
 an open page shows "what the model said to you before, and what it says now" without running
 the model per view. For the emotion task, each reply's distance to the round's target."""
 
@@ -10,52 +11,37 @@ import numpy as np
 from crowd.evaluation import Evaluator
 from crowd.generation import Sampling, generate_texts
 from crowd.replies import end_cleanly
-from storage import before_after as store
-from storage.db import connect
 
-PER_PERSON = 3  # prompts per volunteer
-MAX_PEOPLE = 64  # a large crowd: the most recent this many (bounds the worker's extra time)
 SAMPLING = Sampling(max_new_tokens=64, temperature=0.0)  # greedy: one reply per prompt, stable
 
 
-def make_before_after(
+def before_after_rows(
     evaluator: Evaluator,
-    db_path,
-    round_id: int,
+    items: list[dict],
     before: str,
     after: str,
     target: np.ndarray | None,
-    now: str,
-) -> int:
-    """Generate and store the before/after replies of round `round_id` with the adapters named
-    `before` and `after` (loaded in `evaluator`); `target`: the emotion target, or None.
-    Does nothing when the round already has them (a restarted worker). Returns rows stored."""
-    with connect(db_path) as db:
-        if store.has_before_after(db, round_id):
-            return 0
-        prompts = store.prompts_of_round(db, round_id, PER_PERSON)
-    people = list(prompts)[-MAX_PEOPLE:]
-    items = [(person, text) for person in people for text in prompts[person]]
+) -> list[dict]:
+    """Each item ({participant_id, prompt}: volunteers' own prompts, chosen when the round's
+    bundle was written) answered by the adapters named `before` and `after` (loaded in
+    `evaluator`), with each reply's distance to the emotion `target` (None: preference task).
+    The round job makes them; the worker stores them with the crowning."""
     if not items:
-        return 0
-    old = _replies(evaluator, [text for _, text in items], before)
-    new = _replies(evaluator, [text for _, text in items], after)
+        return []
+    prompts = [item["prompt"] for item in items]
+    old, new = _replies(evaluator, prompts, before), _replies(evaluator, prompts, after)
     far_old, far_new = _distances(evaluator, old, target), _distances(evaluator, new, target)
-    rows = [
+    return [
         {
-            "round_id": round_id,
-            "participant_id": person,
-            "prompt": text,
+            "participant_id": item["participant_id"],
+            "prompt": item["prompt"],
             "before": b,
             "after": a,
             "before_distance": db_,
             "after_distance": da,
         }
-        for (person, text), b, a, db_, da in zip(items, old, new, far_old, far_new)
+        for item, b, a, db_, da in zip(items, old, new, far_old, far_new)
     ]
-    with connect(db_path) as db, db.atomic():
-        store.add_before_after(db, rows, now)
-    return len(rows)
 
 
 def _replies(evaluator: Evaluator, prompts: list[str], adapter: str) -> list[str]:

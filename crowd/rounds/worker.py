@@ -1,9 +1,15 @@
 """The background worker: one thread that closes rounds by their policy and runs round jobs,
-each in a thread of its own at a lower priority (crowd/threads.py).
+each driven from a thread of its own at a lower priority (crowd/threads.py) through the
+engine's runner (crowd.rounds.runners).
 
 Jobs live in SQLite (status pending -> running -> finished | failed | cancelled). Cancel is a
-plain UPDATE that the engine notices between training steps. Jobs left 'running' by a process
-that died are re-queued at start-up; the engine resumes the round from its stored state.
+plain UPDATE that the engine notices between training steps (or between two polls of a child
+process or a Hugging Face Job, which it then cancels). Jobs left 'running' by a process that
+died are re-queued at start-up; the engine resumes the round from its stored state, and picks
+up a Hugging Face Job that still runs. A runner that fails (a crash, a kill, a timeout, a job
+that vanished, results that do not match the bundle) re-queues the job, up to MAX_FAILURES
+times, the error kept on the job for the organizer; a bad bundle or a refused job is left
+failed for the organizer at once. Nothing is crowned from partial results.
 """
 
 from __future__ import annotations
@@ -11,18 +17,25 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from crowd.rounds.bundle import BundleError
 from crowd.rounds.engine import RoundEngine
+from crowd.rounds.results import ResultsMismatch
+from crowd.rounds.runners import JobFailed
 from crowd.rounds.state import check_auto_close
 from crowd.threads import run_in_own_thread
 from crowd.training.data import TrainingCancelled
+from storage import records
 from storage import rounds as store
 from storage.db import connect
 
 log = logging.getLogger(__name__)
+
+MAX_FAILURES = 3  # runner failures of one job before it is left for the organizer
 
 
 class Worker:
@@ -88,16 +101,52 @@ class Worker:
         return True
 
     def run_job(self, job: dict) -> None:
-        status, error = "finished", None
+        status, error, tail = "finished", None, None
         try:
             self.engine.run(job)
         except TrainingCancelled:
             status = "cancelled"
+        except (JobFailed, ResultsMismatch) as exc:
+            tail = getattr(exc, "log_tail", "") or None
+            retry = getattr(exc, "retry", True)
+            if isinstance(exc, ResultsMismatch):
+                self._set_aside(job, exc)
+            status, error = self._after_failure(job, str(exc), retry)
+        except BundleError as exc:
+            status, error = "failed", f"the round's bundle cannot be used: {exc}"
+            log.error("job %s: %s", job["id"], error)
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("job %s failed:\n%s", job["id"], traceback.format_exc())
         with connect(self.db_path) as db:
             if store.job_status(db, job["id"]) != "cancelled":
-                store.update_job(
-                    db, job["id"], self.now(), status=status, error=error, finished_at=self.now()
-                )
+                store.update_job(db, job["id"], self.now(), status=status, error=error)
+                if status != "pending":
+                    store.update_job(db, job["id"], self.now(), finished_at=self.now())
+                if tail is not None:
+                    records.set_runner(db, job["id"], log_tail=tail)
+
+    def _after_failure(self, job: dict, message: str, retry: bool) -> tuple[str, str]:
+        """(status, error) after a runner failure: queued again while it may help."""
+        with connect(self.db_path) as db:
+            failures = (store.get_job(db, job["id"])["failures"] or 0) + 1
+            records.set_runner(db, job["id"], failures=failures)
+        if retry and failures < MAX_FAILURES:
+            log.warning(
+                "job %s failed (%d of %d), queued again: %s",
+                job["id"],
+                failures,
+                MAX_FAILURES,
+                message,
+            )
+            return "pending", f"attempt {failures} failed, trying again: {message}"
+        log.error("job %s failed, left for the organizer: %s", job["id"], message)
+        return "failed", message
+
+    def _set_aside(self, job: dict, exc: ResultsMismatch) -> None:
+        """Move an OUT whose results do not match the bundle aside, and forget the job that
+        wrote it, so that the retry starts clean."""
+        if exc.out is not None and exc.out.exists():
+            exc.out.rename(exc.out.with_name(f"{exc.out.name}.rejected-{int(time.time())}"))
+        with connect(self.db_path) as db:
+            records.set_runner(db, job["id"], external_id=None)

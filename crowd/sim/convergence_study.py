@@ -98,7 +98,7 @@ class Study:
             batch_size=config.batch_size,
             seed=config.seed,
         )
-        self.engine = RoundEngine(
+        self.engine = RoundEngine.in_process(
             self.db_path, self.data_dir, trainer, evaluator, lambda _campaign: self.scorer, utcnow
         )
         self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)

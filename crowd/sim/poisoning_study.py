@@ -127,7 +127,7 @@ class Study:
         organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
         behaviour = Behaviour(c.reviews, c.flood, c.noise)
         players = CrowdRound(service, replies, crowd, material, behaviour, data_dir, c.seed)
-        engine = RoundEngine(
+        engine = RoundEngine.in_process(
             settings.db_path, data_dir, self.trainer, self.evaluator, self._scorer_for, self.now
         )
         driver = RoundDriver(settings.db_path, engine, self.now, self.show)

@@ -96,6 +96,40 @@ def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
 WIRED = "__crowd_wired__"  # set on every wrapped handler; tests/test_organizer_page.py checks it
 
 
+RUNNER_WORDS = {
+    "thread": "in the app, in a thread below the replies' priority",
+    "process": "in a child process of the app, below the replies' priority",
+    "hf-jobs": "on Hugging Face Jobs",
+}
+
+
+def runner_text(status: dict) -> str:
+    """Where round jobs run, and the latest one's state and cost so far (Markdown)."""
+    where = RUNNER_WORDS.get(status["runner"], status["runner"])
+    lines = [f"**Round jobs run** {where} (`CROWD_ROUND_RUNNER={status['runner']}`)"]
+    if status["flavor"]:
+        price = status["price_per_hour"]
+        priced = f"${price:.2f} an hour, billed by the minute" if price else "price unknown"
+        lines[0] += f" on `{status['flavor']}` ({priced})"
+    job = status["job"]
+    if job is None:
+        return lines[0] + ". No round job yet."
+    line = f"**Latest round job** {job['id']}: {job['status']}"
+    if job["runner"]:
+        line += f"; its {job['runner']} runner says {job['runner_stage'] or 'not started'}"
+    if job["running_s"] is not None:
+        line += f", {job['running_s'] / 60:.1f} min"
+    if job["cost_usd"] is not None:
+        line += f", ${job['cost_usd']:.2f} so far"
+    lines.append(line + ".")
+    if job["error"]:
+        lines.append(f"**Error**: {job['error'][:600]}")
+    if job["log_tail"]:
+        tail = job["log_tail"][-2000:].replace("```", "` ` `")
+        lines.append(f"The end of its log:\n```\n{tail}\n```")
+    return "\n\n".join(lines)
+
+
 def from_address(handler: Callable, trusted: tuple = ()) -> Callable:
     """`handler` as the page wires it: Gradio hands the caller's request to a first parameter
     annotated `gr.Request`; the wrapper runs `handler` with the caller's address (behind the
@@ -257,6 +291,12 @@ class OrganizerHandlers:
         campaign, _ = self.organizer.service.context()
         results = results_frame(self.organizer.round_results(key), campaign["n_groups"])
         return self.status(key), jobs_frame(self.organizer.jobs(key)), results
+
+    def runner(self, key: str | None) -> str:
+        """Timer: where round jobs run and the latest one's state and cost; quiet while locked."""
+        if not self.organizer.authorized(key):
+            return gr.skip()
+        return runner_text(self.organizer.runner_status(key))
 
     def job_action(self, action: str) -> Callable[[str | None, str | float | None], object]:
         """A handler that cancels or retries the job whose id is in the box."""

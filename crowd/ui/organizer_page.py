@@ -60,6 +60,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         status = gr.Markdown(elem_id="org-status")
         with gr.Tab("Rounds and jobs"):
             rounds = _rounds_section()
+            runner = _runner_section()
         with gr.Tab("Campaign settings"):
             form, save, saved = _settings_section()
             references = _references_section()
@@ -136,6 +137,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             [rounds["jobs"]],
             api_name=f"organizer_{action}",
         )
+    _wire_runner(handlers, key, timer, runner)
     _wire_moderation(handlers, key, moderation)
     _wire_replication(handlers, ReplicationHandlers(handlers.organizer), key, replication)
     wire_quality(QualityHandlers(handlers.organizer), key, quality, handlers.wired)
@@ -146,6 +148,25 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
         [model["download"]],
         api_name="organizer_export_model",
     )
+
+
+def _wire_runner(
+    handlers: OrganizerHandlers, key: gr.Textbox, timer: gr.Timer, runner: gr.Markdown
+) -> None:
+    timer.tick(
+        handlers.wired(handlers.runner),
+        [key],
+        [runner],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
+def _runner_section() -> gr.Markdown:
+    """Where round jobs run (CROWD_ROUND_RUNNER), the latest job's state and its cost so far,
+    and on a failure its error and the end of its log."""
+    gr.Markdown("### Where rounds train")
+    return gr.Markdown("Unlock to see where round jobs run.", elem_id="org-runner")
 
 
 def _wire_moderation(handlers: OrganizerHandlers, key: gr.Textbox, m: dict) -> None:
