@@ -180,6 +180,11 @@ class KeyGuard:
             until = self._failures.get(source_of(address), (0, 0.0))[1]
         return max(0.0, until - now)
 
+    def failures(self, address: str | None) -> int:
+        """Wrong keys in a row from `address`'s source (refused attempts while locked excluded)."""
+        with self._lock:
+            return self._failures.get(source_of(address), (0, 0.0))[0]
+
     def delay_s(self) -> float:
         """How long every check waits now: 0 until many wrong keys came from everywhere."""
         now = self._clock()

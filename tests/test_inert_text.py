@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from apps import KEY, App, volunteer
+from loopback import Forwarder, network_address
 from test_browser import ARGS, CHROMIUM, SHOTS
 
 from crowd.ui.components import inert
@@ -65,9 +66,13 @@ def test_markdown_and_html_from_volunteers_stay_text_everywhere(trap, tmp_path, 
                 executable_path=str(CHROMIUM), headless=True, args=ARGS
             )
             try:
-                for size, viewport in (("desktop", (1400, 900)), ("phone", (390, 844))):
+                for n, (size, viewport) in enumerate(
+                    (("desktop", (1400, 900)), ("phone", (390, 844))), start=1
+                ):
                     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-                    review_and_chat(page, url, trap, rewrite, size, expect)
+                    # a reviewer is another voice than the author: another network
+                    with Forwarder(url, network_address(n)) as elsewhere:
+                        review_and_chat(page, elsewhere.url, trap, rewrite, size, expect)
                 organizer_table(
                     browser.new_page(viewport={"width": 1400, "height": 900}), url, rewrite, expect
                 )

@@ -95,7 +95,7 @@ def test_60_wrong_keys_from_one_network_never_lock_out_the_organizer_on_another(
     )
     endpoints = [
         ("organizer_quality", ()),
-        ("organizer_hide_person", ("p1",)),
+        ("organizer_hide_person", ("p1", "")),
         ("organizer_unhide_person", ("p1",)),
         ("organizer_export_model", ("", False)),
         ("organizer_unlock", ()),
@@ -107,7 +107,9 @@ def test_60_wrong_keys_from_one_network_never_lock_out_the_organizer_on_another(
                 api_name, rest = endpoints[n % len(endpoints)]
                 event, _ = call(client, api_name, f"guess-{n}", *rest)
                 assert event in ("complete", "error")
-    assert organizer.guard.wait_s(network_address(1)) > 0  # the guesser is backed off
+    # The guesser is backed off: locked after the free tries (on a loaded machine the last
+    # lock may have run out by now, so its count is what shows it).
+    assert organizer.guard.failures(network_address(1)) > organizer.guard.free
     with Forwarder(demo.local_url, network_address(2)) as desk:
         with httpx.Client(base_url=desk.url, timeout=30) as client:
             event, unlocked = call(client, "organizer_unlock", KEY)

@@ -182,13 +182,10 @@ class CrowdRound:
         join limit per network): every volunteer joins once per arm, as `sim-NAME` in every
         arm and run, so that the real regrouping (which orders people by id) deals identical
         crowds into identical groups."""
-        from crowd.identity import Identities, load_secret
-
         path = self.state / "tokens.json"
         tokens = json.loads(path.read_text()) if path.exists() else {}
         upcoming: list[str] = []
-        secret = load_secret(self.service.settings.data_dir)
-        self.service.identities = Identities(secret, new_id=lambda: upcoming.pop(0))
+        self.service.identities.new_id = lambda: upcoming.pop(0)
         for v in self.crowd:
             if v.name in tokens:
                 continue

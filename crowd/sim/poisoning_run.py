@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import time
 from collections.abc import Callable
 from functools import partial
@@ -180,7 +181,10 @@ def campaign_id(out: Path, arm: str, config) -> int | None:
     if not path.exists():
         return None
     with connect(path) as db:
-        campaign = store.campaign_named(db, f"{config.emotion}/{arm}")
+        try:
+            campaign = store.campaign_named(db, f"{config.emotion}/{arm}")
+        except sqlite3.OperationalError:  # the other lane has created it, not yet migrated it
+            return None
         return campaign["id"] if campaign else None
 
 

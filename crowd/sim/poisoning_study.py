@@ -111,6 +111,9 @@ class Study:
             data_dir=data_dir,
             n_groups=c.groups,
             organizer_secret=ORGANIZER_KEY,
+            # the server's secret places gold items in the review queues: fixed by the seed, so
+            # that the same study deals the same items however its arms are laid out in lanes
+            identity_secret=self.settings.identity_secret or f"poisoning-study/{c.seed}",
             start_worker=False,
         )
         self._open_campaign(settings, arm, target)
