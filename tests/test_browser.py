@@ -454,7 +454,8 @@ def test_the_organizer_sees_where_rounds_train_and_why_a_job_failed(hf_jobs_app)
             page.locator("#org-unlock").click()
             expect(page.locator("#org-status")).to_contain_text("is open", timeout=90_000)
             if size == "desktop":
-                page.locator("#org-close").click()
+                page.locator("#org-close").click()  # asks first
+                page.locator("#org-confirm-close-yes").click()
             runner = page.locator("#org-runner")
             expect(runner).to_contain_text("on Hugging Face Jobs", timeout=60_000)
             expect(runner).to_contain_text("l4x1")
