@@ -32,6 +32,7 @@ from crowd.service import CrowdService
 from storage import rounds as store
 
 KEY = "organizer-test-secret"
+ONE_PER_GROUP = dict(union_candidate=False, memory_rounds=0, merge_method="off", judge="fixed")
 HAPPY = "I am so happy today, what a wonderful day!"
 
 
@@ -46,8 +47,10 @@ def world(settings):
     )
     organizer = Organizer(service)
     # These tests are about the round's mechanics: the loop as it was before peer review (no
-    # reviews, no per-person cap); tests/test_review.py covers what review changes.
-    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0)
+    # reviews, no per-person cap) and before issue 28's candidates and judge (one candidate
+    # per group, the fixed judge); tests/test_review.py and tests/test_candidates.py cover
+    # what those change.
+    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0, **ONE_PER_GROUP)
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
     yield service, organizer, worker
     generation.close()
@@ -290,7 +293,8 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
 
 @pytest.mark.slow
 def test_a_short_round_on_the_default_model(settings, default_model_dir):
-    """The real SmolLM2-135M-Instruct: chat, correct, train three candidates, judge, finish."""
+    """The real SmolLM2-135M-Instruct with the campaign defaults: chat, correct, train three
+    group candidates and the union, merge the groups', judge them all in looks, finish."""
     settings = replace(
         settings, eval_samples=3, model=replace(settings.model, base_model=str(default_model_dir))
     )
@@ -311,7 +315,9 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     done = round_row(service, 1)
     with service.db() as db:
         n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
-    assert done["state"] == "done" and n_evaluations == 4
+        kinds = sorted(v["kind"] for v in store.round_versions(db, done["id"]))
+    assert kinds == ["group", "group", "group", "merged", "union"]
+    assert done["state"] == "done" and n_evaluations == 6
 
 
 def test_the_shapley_rule_writes_shares_into_the_ledger(world):
