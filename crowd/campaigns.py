@@ -117,7 +117,7 @@ class CampaignSpec:
     min_reviews: int = 2  # independent reviews before a verdict
     person_cap: float = 0.25  # most of a group's training (and held-out set) one voice gives
     hold_unreviewed: bool = False  # with review on, only trusted corrections train
-    # More and stronger candidates per round (crowd.rounds.record.candidates, docs/results/
+    # More and stronger candidates per round (crowd.rounds.candidates, docs/results/
     # candidates.md): each is one more candidate in the round's bundle.
     union_candidate: bool = True  # one more candidate trained on every group's trusted data
     union_continues: bool = True  # while nothing is crowned, the union goes on from the last one

@@ -130,7 +130,7 @@ class RoundResult:
 
     number: int
     state: str
-    winner: str | None  # the crowned group's name; None while judging or when the champion stayed
+    winner: str | None  # the crowned candidate's name; None while judging or the champion stayed
     metric: str | None
     lower_is_better: bool
     values: dict[str, float]  # 'champion' and each judged group's name -> the metric
