@@ -488,7 +488,8 @@ def test_the_organizer_sets_the_candidates_and_reads_the_rounds_notes(app_url):
         expect(page.get_by_text("Campaign settings saved.")).to_be_visible()
         shoot(page, "organizer-candidates-desktop")
         open_tab(page, "Rounds and jobs")
-        page.locator("#org-close").click()
+        page.locator("#org-close").click()  # asks first
+        page.locator("#org-confirm-close-yes").click()
         expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=180_000)
         expect(page.locator("#org-notes")).to_contain_text("The memory window is 7 earlier rounds")
         shoot(page, "organizer-notes-desktop")

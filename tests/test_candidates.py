@@ -241,3 +241,43 @@ def test_the_union_goes_on_from_its_last_round_while_nothing_is_crowned(world):
 
     assert union.scale == len(groups) == 3
     assert passes(union) >= sum(passes(c) for c in groups)
+    # The last union's adapter is lost (a data folder restored without it): round 3's union
+    # starts from the champion, says so, and the round goes on.
+    import shutil
+
+    union_two_dir = service.settings.data_dir / union_two["adapter_path"]
+    shutil.rmtree(union_two_dir)
+    crowd_submits(service, people=6, each=2)
+    assert run_round(organizer, worker)["status"] == "finished"
+    assert any("union adapter" in n and "is missing" in n for n in notes(service, 3))
+    third, _ = bundle_of(service, 3)
+    assert not next(c for c in third.candidates if c.kind == "union").start
+
+
+def test_an_emotion_round_is_judged_in_looks_inside_the_job(world):
+    """The sequential judge in the round job on the tiny model: the champion gets the most
+    replies, a candidate dropped early fewer; the worker reaches the job's decision from the
+    stored scores alone (else the round would not be done)."""
+    service, organizer, worker = world
+    organizer.update_campaign(
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=2,
+        heldout_share=0.34,
+        union_candidate=True,
+        judge="sequential",
+    )
+    crowd_submits(service)
+    assert run_round(organizer, worker)["status"] == "finished"
+    done = round_row(service, 1)
+    assert done["state"] == "done"
+    with service.db() as db:
+        replies = {
+            e["model_version_id"]: e["n_items"]
+            for e in db.query("SELECT * FROM evaluations WHERE round_id = ?", [done["id"]])
+        }
+    bundle, _ = bundle_of(service, 1)
+    assert bundle.judging.judge == "sequential" and len(replies) == 5  # champion, 3 groups, union
+    assert replies[done["champion_id"]] == max(replies.values())
+    assert set(replies.values()) <= {4, 8}  # the looks of eval_samples 4 (crowd.rounds.judge)

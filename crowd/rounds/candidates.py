@@ -36,10 +36,11 @@ of different ranks or targets fails in the job and is noted at the crowning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlite_utils import Database
 
-from crowd.rounds.bundle import Candidate, Example
+from crowd.rounds.bundle import ADAPTER_FILES, Candidate, Example
 from crowd.rounds.data import GroupData, training_material
 from crowd.training.merge import DENSITY
 from storage import rounds as store
@@ -68,9 +69,11 @@ def plan(
     round_: dict,
     groups: dict[int, list[Example]],
     sat_out: dict[int, str],
+    data_dir: Path | None = None,
 ) -> Plan:
     """The candidates of `round_` under the campaign's settings, from its groups' examples
-    (`groups`, every group) and the groups that sit the round out (`sat_out`)."""
+    (`groups`, every group) and the groups that sit the round out (`sat_out`); `data_dir`:
+    where installed adapters are (a union line whose adapter is gone starts afresh)."""
     result = Plan(
         [Candidate(f"g{g}", "group", g, (g,)) for g in sorted(groups) if g not in sat_out]
     )
@@ -83,7 +86,8 @@ def plan(
             if own:
                 result.memory[c.name] = own
     if campaign.get("union_candidate"):
-        _add_union(db, campaign, round_, groups, [e for _, e, _ in earlier], result)
+        remembered = [e for _, e, _ in earlier]
+        _add_union(db, campaign, round_, (groups, remembered), data_dir, result)
     method = campaign.get("merge_method") or "off"
     group_names = tuple(c.name for c in result.candidates if c.kind == "group")
     if method != "off" and len(group_names) >= 2:
@@ -102,11 +106,13 @@ def _add_union(
     db: Database,
     campaign: dict,
     round_: dict,
-    groups: dict[int, list[Example]],
-    earlier: list[Example],
+    examples: tuple[dict[int, list[Example]], list[Example]],
+    data_dir: Path | None,
     result: Plan,
 ) -> None:
-    """The union candidate into `result`, or a note saying why there is none."""
+    """The union candidate into `result`, or a note saying why there is none. `examples`: the
+    round's by group, and the memory's."""
+    groups, earlier = examples
     sources = tuple(g for g in sorted(groups) if any(usable(e, campaign) for e in groups[g]))
     remembered = [e for e in earlier if usable(e, campaign)]
     if not sources and not remembered:
@@ -118,6 +124,16 @@ def _add_union(
         return
     scale = max(1, sum(c.kind == "group" for c in result.candidates))
     line = union_line(db, round_) if campaign.get("union_continues") else None
+    if (
+        line is not None
+        and data_dir is not None
+        and not _installed(data_dir / line["adapter_path"])
+    ):
+        result.notes.append(
+            "The union candidate starts from the champion: the last round's union adapter "
+            f"({line['adapter_path']}) is missing from the data folder."
+        )
+        line = None
     result.candidates.append(
         Candidate(UNION, UNION, None, sources, scale=scale, start=line is not None)
     )
@@ -125,6 +141,10 @@ def _add_union(
         result.memory[UNION] = remembered
     if line is not None:
         result.starts[UNION] = line["adapter_path"]
+
+
+def _installed(adapter_dir: Path) -> bool:
+    return all((adapter_dir / name).is_file() for name in ADAPTER_FILES)
 
 
 def usable(example: Example, campaign: dict) -> bool:

@@ -98,13 +98,15 @@ def run_round_job(bundle: Bundle, out: Path, kit: Kit, report: Reporter) -> Resu
         return done
     trained, failed = {}, {}
     for n, candidate in enumerate(bundle.candidates):
-        _stage(report, {"stage": _training_stage(candidate), "groups_done": n})
+        groups_done = sum(c.kind == "group" for c in bundle.candidates[:n])  # the union's too
+        _stage(report, {"stage": _training_stage(candidate), "groups_done": groups_done})
         outcome = make_candidate(kit, bundle, candidate, out, report)
         if outcome.get("status") == "trained":
             trained[candidate.name] = {k: outcome[k] for k in ("steps", "loss", "seconds")}
         else:
             failed[candidate.name] = outcome["error"]
-    _stage(report, {"stage": "evaluating", "groups_done": len(bundle.candidates), "judging": True})
+    groups = sum(c.kind == "group" for c in bundle.candidates)
+    _stage(report, {"stage": "evaluating", "groups_done": groups, "judging": True})
     names, scores = _judge(kit, bundle, out, list(trained), report)
     best, improved = decide(scores, [c.name for c in bundle.candidates], bundle.judging)
     contributions = _contributions(kit, bundle, names, best)

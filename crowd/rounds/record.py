@@ -75,7 +75,7 @@ def close_into_bundle(
         heldout = judging_material(db, campaign, round_)
         material = (data, heldout)
         bundle, plan = _bundle(
-            db, db_path, campaign, round_, material, (base_model, training, judging)
+            db, (db_path, data_dir), campaign, round_, material, (base_model, training, judging)
         )
         if campaign["task"] == "emotion":
             bundle = _with_target(db, bundle, campaign, scorer)
@@ -121,7 +121,7 @@ def recorded_settings(bundle: Bundle) -> dict:
 
 def _bundle(
     db: Database,
-    db_path: Path,
+    paths: tuple[Path, Path],
     campaign: dict,
     round_: dict,
     material: tuple[dict[int, GroupData], list[dict]],
@@ -130,10 +130,11 @@ def _bundle(
     """The bundle's content from the round's training material and judging corrections, and
     the plan of its candidates (crowd.rounds.candidates)."""
     (data, heldout), (base_model, training, judging) = material, settings
+    db_path, data_dir = paths
     groups = {g: examples_of(data.get(g, GroupData())) for g in range(campaign["n_groups"])}
     sat_out = {g: why for g in groups if (why := _sits_out(campaign, data.get(g, GroupData())))}
     prompts, pairs = _judging_set(db, campaign, heldout)
-    plan = plans.plan(db, campaign, round_, groups, sat_out)
+    plan = plans.plan(db, campaign, round_, groups, sat_out, data_dir)
     bundle = Bundle(
         campaign={
             "id": campaign["id"],
