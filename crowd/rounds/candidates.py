@@ -77,7 +77,10 @@ def plan(
     result = Plan(
         [Candidate(f"g{g}", "group", g, (g,)) for g in sorted(groups) if g not in sat_out]
     )
-    earlier, result.notes = memory(db, campaign, round_)
+    if campaign.get("union_candidate") or campaign.get("memory_groups"):  # memory's users
+        earlier, result.notes = memory(db, campaign, round_)
+    else:
+        earlier = []
     if campaign.get("memory_groups") and earlier:
         authors = _authors(db, round_)
         for c in result.candidates:
