@@ -3,6 +3,7 @@ its bundle, then the job); the bundle's size and the time to write and read it; 
 plain PyTorch LoRA loop on the same examples; chat latency while the round trains vs idle.
 
     .venv/bin/python bench/round.py [--per-group 30] [--eval-samples 24] [--skip-compare]
+                                    [--judge-repeats 3]
 
 The last line is one JSON object. Ratios come from one run; absolute seconds depend on load.
 """
@@ -31,7 +32,8 @@ from crowd.limits import Limits  # noqa: E402
 from crowd.models import load_base  # noqa: E402
 from crowd.organizer import Organizer  # noqa: E402
 from crowd.rounds.data import group_data  # noqa: E402
-from crowd.rounds.engine import build_engine  # noqa: E402
+from crowd.rounds.engine import RoundEngine, build_engine  # noqa: E402
+from crowd.rounds.judge import FixedJudge, Judge, SequentialJudge  # noqa: E402
 from crowd.rounds.worker import Worker  # noqa: E402
 from crowd.service import CrowdService  # noqa: E402
 from storage import rounds as store  # noqa: E402
@@ -172,12 +174,74 @@ def bundle_figures(service: CrowdService, scorer_for) -> dict:
     return figures
 
 
+def compare_judges(engine: RoundEngine, service: CrowdService, repeats: int) -> dict:
+    """The first round's champion and candidates judged `repeats` times by each judge on its
+    bundle's judging set, alternating which goes first; every judgement starts with no replies
+    kept and its own sampling seed (a round like another). Mean wall seconds and replies
+    decoded per judge."""
+    import numpy as np
+
+    from crowd.evaluation import EvalSet
+    from crowd.rounds.bundle import read_bundle
+    from storage import records
+
+    campaign, _ = service.context()
+    data_dir = service.settings.data_dir
+    with service.db() as db:
+        first = store.rounds_of(db, campaign["id"])[0]
+        made = [v for v in store.round_versions(db, first["id"]) if v["adapter_path"]]
+        champion = store.get_version(db, first["champion_id"])
+        record = records.bundle_of(db, first["id"])
+    bundle = read_bundle(data_dir / record["path"])
+    evaluator = engine.evaluator
+    evaluator.scorer = engine.scorer_for(campaign["id"])
+    names = [
+        evaluator.load(f"v{v['id']}", data_dir / v["adapter_path"] if v["adapter_path"] else None)
+        for v in [champion, *made]
+    ]
+    target = np.asarray(bundle.target, dtype=np.float32)
+    eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target)
+    judges: dict[str, Judge] = {"fixed": FixedJudge(), "sequential": SequentialJudge()}
+    seconds: dict[str, list[float]] = {name: [] for name in judges}
+    replies: dict[str, list[int]] = {name: [] for name in judges}
+    crowned: dict[str, list[bool]] = {name: [] for name in judges}
+    for repeat in range(repeats):
+        order = list(judges) if repeat % 2 == 0 else list(judges)[::-1]
+        for name in order:
+            evaluator._replies.clear()  # a new round: nothing decoded before
+            evaluator.seed, before = 1000 + repeat, evaluator.decoded
+            start = time.monotonic()
+            verdict = judges[name].judge(
+                evaluator, eval_set, names[0], names[1:], campaign["win_margin"]
+            )
+            seconds[name].append(time.monotonic() - start)
+            replies[name].append(evaluator.decoded - before)
+            crowned[name].append(verdict.crowned)
+    fixed, sequential = (statistics.mean(seconds[n]) for n in judges)
+    print(
+        f"judging {len(names)} models ({repeats} repeats, eval samples {evaluator.samples}): "
+        f"fixed {fixed:.1f} s ({statistics.mean(replies['fixed']):.0f} replies), sequential "
+        f"{sequential:.1f} s ({statistics.mean(replies['sequential']):.0f} replies) -> "
+        f"sequential / fixed {sequential / fixed:.2f}; crowned: {crowned}"
+    )
+    return {
+        "judge_models": len(names),
+        "judge_fixed_s": fixed,
+        "judge_sequential_s": sequential,
+        "judge_sequential_over_fixed": sequential / fixed,
+        "judge_fixed_replies": statistics.mean(replies["fixed"]),
+        "judge_sequential_replies": statistics.mean(replies["sequential"]),
+        "judge_runs_s": seconds,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--eval-samples", type=int, default=24)
     parser.add_argument("--compare-steps", type=int, default=8)
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--judge-repeats", type=int, default=3, help="0: skip the judges")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-round-"))
     settings = load_settings({"CROWD_DATA_DIR": str(tmp), "CROWD_WORKER": "false"})
@@ -223,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         f"replies -> ratio {ratio:.2f}"
     )
     generation.close()
+    judges = (
+        compare_judges(worker.engine, service, args.judge_repeats) if args.judge_repeats else {}
+    )
     summary = {
         **result,
         "corrections": submitted,
@@ -230,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "chat_idle_s": round(statistics.median(idle), 3),
         "chat_busy_s": round(statistics.median(busy), 3) if busy else None,
         "chat_busy_over_idle": round(ratio, 3) if ratio else None,
+        **judges,
+        "load_average": os.getloadavg(),
     }
     if not args.skip_compare:
         from train import compare
@@ -242,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             str(loaded.path), data[0].sft, args.compare_steps, repeats=2, settings=settings.training
         )
         summary.update({k: cmp[k] for k in ("trl_s_per_step", "loop_s_per_step", "trl_over_loop")})
+    print(f"load average {os.getloadavg()}")
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0
 

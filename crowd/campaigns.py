@@ -117,6 +117,16 @@ class CampaignSpec:
     min_reviews: int = 2  # independent reviews before a verdict
     person_cap: float = 0.25  # most of a group's training (and held-out set) one voice gives
     hold_unreviewed: bool = False  # with review on, only trusted corrections train
+    # More and stronger candidates per round (crowd.rounds.candidates, docs/results/
+    # candidates.md): each is one more candidate in the round's bundle. Off until the studies
+    # of docs/results/candidates.md show on the dev grid that they help: the union alone
+    # doubles a round's training.
+    union_candidate: bool = False  # one more candidate trained on every group's trusted data
+    union_continues: bool = False  # while nothing is crowned, the union goes on from its last
+    memory_rounds: int = 0  # earlier rounds whose trusted corrections the union trains on again
+    memory_groups: bool = False  # ... and each group's candidate its members' own earlier ones
+    merge_method: str = "off"  # one more candidate merging the group adapters (MERGE_METHODS)
+    judge: str = "fixed"  # emotion rounds: fixed replies per model, or in stages (JUDGES)
 
 
 SIGN_IN_FIRST = "This campaign asks contributors to sign in with Hugging Face first."
@@ -146,6 +156,28 @@ def may_correct(campaign: dict, participant: dict) -> bool:
 
 def group_name(index: int) -> str:
     return GROUP_NAMES[index % len(GROUP_NAMES)]
+
+
+UNION_NAME = "All groups"
+MERGED_NAME = "Merged"
+
+
+def candidate_name(kind: str | None, group_index: int | None) -> str:
+    """How volunteers see a candidate: its group's name, or the union's or the merge's."""
+    if kind == "union":
+        return UNION_NAME
+    if kind == "merged":
+        return MERGED_NAME
+    return group_name(group_index or 0)
+
+
+def won_text(name: str) -> str:
+    """'group Amber won', or what the union's or the merge's win reads as."""
+    if name == UNION_NAME:
+        return "the model trained on all groups' corrections together won"
+    if name == MERGED_NAME:
+        return "the merge of the groups' models won"
+    return f"group {name} won"
 
 
 def group_colour(index: int) -> str:

@@ -269,12 +269,15 @@ class TrainingSettings:
         _int_in(0, 1_000_000),
     )
 
-    def epochs_for(self, n_examples: int) -> int:
+    def epochs_for(self, n_examples: int, scale: int = 1) -> int:
         """Epochs for a set of `n_examples`: `epochs`, or more when that would train on fewer
-        than `min_examples` (33 items -> 4, 22 -> 5, 15 -> 7 with 3 epochs and 100)."""
-        if n_examples < 1 or n_examples * self.epochs >= self.min_examples:
+        than `min_examples` (33 items -> 4, 22 -> 5, 15 -> 7 with 3 epochs and 100). `scale`: a
+        candidate standing for that many (the union of the groups') needs `min_examples` that
+        many times, so it trains at least as many example-passes as they do together."""
+        wanted = self.min_examples * max(1, scale)
+        if n_examples < 1 or n_examples * self.epochs >= wanted:
             return self.epochs
-        return min(MAX_AUTO_EPOCHS, math.ceil(self.min_examples / n_examples))
+        return min(MAX_AUTO_EPOCHS, math.ceil(wanted / n_examples))
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,18 @@ from crowd.voices import parse_venues, venue_text
 from storage import deals, queries
 from storage import rounds as store
 from storage.quality import set_hidden
-from storage.vocabulary import MAX_GROUPS, POINTS_RULES, ROUND_POLICIES, TASKS, TRAINING_MODES
+from storage.vocabulary import (
+    JUDGES,
+    MAX_GROUPS,
+    MERGE_METHODS,
+    POINTS_RULES,
+    ROUND_POLICIES,
+    TASKS,
+    TRAINING_MODES,
+)
 
 PASS_PREFIX = "hf-pass:"
+MAX_MEMORY_ROUNDS = 100  # a window past the campaign's rounds is allowed: the round says so
 PASS_MAX_AGE_S = 8 * 3600
 
 
@@ -200,7 +209,14 @@ class Organizer:
         self.check_key(key)
         with self.service.db() as db:
             rows = store.recent_jobs(db, limit)
-        return [{**row, "progress": json.loads(row["progress"] or "{}")} for row in rows]
+        return [
+            {
+                **row,
+                "progress": json.loads(row["progress"] or "{}"),
+                "notes": json.loads(row.get("notes") or "[]"),
+            }
+            for row in rows
+        ]
 
     def runner_status(self, key: str) -> dict:
         """Where round jobs run (CROWD_ROUND_RUNNER, and on Hugging Face Jobs the flavor and its
@@ -379,6 +395,14 @@ def validate_campaign(changes: dict) -> dict:
         "require_login": lambda v: isinstance(v, bool),
         "hold_unreviewed": lambda v: isinstance(v, bool),
         "hf_org": lambda v: v is None or (isinstance(v, str) and bool(HF_NAME.match(v))),
+        "union_candidate": lambda v: isinstance(v, bool),
+        "union_continues": lambda v: isinstance(v, bool),
+        "memory_rounds": lambda v: (
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_MEMORY_ROUNDS
+        ),
+        "memory_groups": lambda v: isinstance(v, bool),
+        "merge_method": lambda v: v in MERGE_METHODS,
+        "judge": lambda v: v in JUDGES,
     }
     clean = dict(changes)
     for name, value in changes.items():

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from crowd.assess import assess
-from crowd.campaigns import group_name, may_correct
+from crowd.campaigns import candidate_name, group_name, may_correct
 from crowd.evaluation import LOWER_IS_BETTER
 from crowd.trust import consensus
 from storage import before_after as before_after_store
@@ -94,7 +94,9 @@ def metric_history(db_path, campaign_id: int) -> list[dict]:
             "round": r["round"],
             "value": round(r["value"], 4),
             "metric": r["metric"],
-            "series": "champion" if r["group_index"] is None else group_name(r["group_index"]),
+            "series": "champion"
+            if r["is_champion"] or (r["group_index"] is None and r["kind"] == "group")
+            else candidate_name(r["kind"], r["group_index"]),
         }
         for r in rows
     ]
@@ -110,7 +112,7 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
         before = boards.sample_replies(db, latest["id"], latest["champion_id"])
         after = boards.sample_replies(db, latest["id"], latest["winner_id"])
     metric = metric_row["metric"] if metric_row else None
-    winner = group_name(latest["winner_group"]) if latest["improved"] else None
+    winner = _winner(latest)
     return LastRound(
         latest["number"],
         bool(latest["improved"]),
@@ -128,7 +130,7 @@ class RoundResult:
 
     number: int
     state: str
-    winner: str | None  # the crowned group's name; None while judging or when the champion stayed
+    winner: str | None  # the crowned candidate's name; None while judging or the champion stayed
     metric: str | None
     lower_is_better: bool
     values: dict[str, float]  # 'champion' and each judged group's name -> the metric
@@ -136,26 +138,32 @@ class RoundResult:
     people: int  # how many people were awarded any
 
 
+def _winner(round_: dict) -> str | None:
+    """The crowned candidate's name (a group's, or the union's or merge's), None when the
+    champion stayed."""
+    if not round_["improved"] or round_["winner_kind"] is None:
+        return None
+    return candidate_name(round_["winner_kind"], round_["winner_group"])
+
+
 def round_results(db_path, campaign: dict) -> list[RoundResult]:
     """Every round of the campaign, oldest first: state, winner, metric per model, points."""
     history = metric_history(db_path, campaign["id"])
     with connect(db_path) as db:
         rounds = store.rounds_of(db, campaign["id"])
-        winners = {
-            r["number"]: r["winner_group"] for r in boards.finished_rounds(db, campaign["id"])
-        }
+        winners = {r["number"]: _winner(r) for r in boards.finished_rounds(db, campaign["id"])}
         paid = boards.points_per_round(db, campaign["id"])
     results = []
     for r in rounds:
         values = {h["series"]: h["value"] for h in history if h["round"] == r["number"]}
         metric = next((h["metric"] for h in history if h["round"] == r["number"]), None)
-        crowned = r["state"] == "done" and r["improved"] and winners.get(r["number"]) is not None
+        winner = winners.get(r["number"]) if r["state"] == "done" else None
         total, people = paid.get(r["number"], (0.0, 0))
         results.append(
             RoundResult(
                 r["number"],
                 r["state"],
-                group_name(winners[r["number"]]) if crowned else None,
+                winner,
                 metric,
                 LOWER_IS_BETTER.get(metric, True),
                 values,
@@ -256,7 +264,7 @@ def round_notice(db_path, participant_id: str, campaign_id: int) -> RoundNotice 
         latest = done[-1]
         group = queries.membership(db, latest["id"], participant_id)
         ledger = [r for r in boards.my_points(db, participant_id) if r["round"] == latest["number"]]
-    winner = group_name(latest["winner_group"]) if latest["improved"] else None
+    winner = _winner(latest)
     return RoundNotice(
         latest["number"],
         winner,

@@ -26,7 +26,7 @@ def group_board(db: Database, campaign_id: int) -> list[dict]:
     return list(
         db.query(
             """SELECT v.group_index, count(*) AS wins FROM rounds r JOIN model_versions v
-           ON v.id = r.winner_id WHERE r.campaign_id = ? AND r.improved = 1
+           ON v.id = r.winner_id WHERE r.campaign_id = ? AND r.improved = 1 AND v.kind = 'group'
            GROUP BY v.group_index ORDER BY wins DESC""",
             [campaign_id],
         )
@@ -57,7 +57,7 @@ def points_per_round(db: Database, campaign_id: int) -> dict[int, tuple[float, i
 def finished_rounds(db: Database, campaign_id: int) -> list[dict]:
     return list(
         db.query(
-            """SELECT r.*, v.group_index AS winner_group FROM rounds r
+            """SELECT r.*, v.group_index AS winner_group, v.kind AS winner_kind FROM rounds r
            LEFT JOIN model_versions v ON v.id = r.winner_id
            WHERE r.campaign_id = ? AND r.state = 'done' ORDER BY r.number""",
             [campaign_id],

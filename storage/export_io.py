@@ -189,7 +189,8 @@ class Snapshot:
         rounds = list(
             self.rows(
                 "SELECT r.number, r.state, r.improved, r.opened_at, r.finished_at,"
-                " w.group_index AS winner_group FROM rounds r"
+                " CASE WHEN w.kind = 'group' THEN w.group_index ELSE w.kind END AS winner_group"
+                " FROM rounds r"
                 " LEFT JOIN model_versions w ON w.id = r.winner_id"
                 f" WHERE r.id IN ({marks}) ORDER BY r.number",
                 ids,

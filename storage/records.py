@@ -70,16 +70,15 @@ def usage(db: Database, round_id: int) -> dict[str, list[int]]:
     return counts
 
 
-def taught_by(db: Database, round_id: int, group: int) -> list[dict]:
-    """The recorded corrections that gave group `group` an example in round `round_id`'s mode:
-    rows (correction_id, participant_id)."""
-    return list(
-        db.query(
-            "SELECT correction_id, participant_id FROM round_material WHERE round_id = ? "
-            "AND group_index = ? AND role = 'train' AND taught = 1 ORDER BY correction_id",
-            [round_id, group],
-        )
+def taught_by(db: Database, round_id: int, groups: set[int] | None) -> list[dict]:
+    """The recorded corrections that gave one of `groups` (None: any group) an example in round
+    `round_id`'s mode: rows (correction_id, participant_id, group_index)."""
+    rows = db.query(
+        "SELECT correction_id, participant_id, group_index FROM round_material "
+        "WHERE round_id = ? AND role = 'train' AND taught = 1 ORDER BY correction_id",
+        [round_id],
     )
+    return [r for r in rows if groups is None or r["group_index"] in groups]
 
 
 # --- the job's runner --------------------------------------------------------------------------

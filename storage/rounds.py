@@ -51,6 +51,8 @@ def add_version(
     round_id: int | None = None,
     group_index: int | None = None,
     parent_id: int | None = None,
+    kind: str = "group",
+    sources: list[int] | None = None,
 ) -> int:
     return (
         db["model_versions"]  # type: ignore[union-attr]
@@ -62,6 +64,8 @@ def add_version(
                 "parent_id": parent_id,
                 "adapter_path": adapter_path,
                 "status": status,
+                "kind": kind,
+                "sources": None if sources is None else json.dumps(sources),
                 "created_at": now,
             }
         )
@@ -77,9 +81,37 @@ def candidate_for(db: Database, round_id: int, group: int) -> dict | None:
     return _one(
         db,
         "SELECT * FROM model_versions WHERE round_id = ? AND group_index = ? "
-        "ORDER BY id DESC LIMIT 1",
+        "AND kind = 'group' ORDER BY id DESC LIMIT 1",
         [round_id, group],
     )
+
+
+def candidate_of(db: Database, round_id: int, kind: str, group: int | None = None) -> dict | None:
+    """The round's latest candidate of `kind` ('group' with its `group`, 'union', 'merged')."""
+    if kind == "group":
+        return candidate_for(db, round_id, group if group is not None else -1)
+    return _one(
+        db,
+        "SELECT * FROM model_versions WHERE round_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+        [round_id, kind],
+    )
+
+
+def round_versions(db: Database, round_id: int) -> list[dict]:
+    """Every model version a round made (its candidates of every kind), oldest first."""
+    return list(db.query("SELECT * FROM model_versions WHERE round_id = ? ORDER BY id", [round_id]))
+
+
+def add_round_notes(db: Database, round_id: int, notes: list[str]) -> None:
+    """Append `notes` to the round's notes, each once (a resumed job says them again)."""
+    row = get_round(db, round_id)
+    known = json.loads(row["notes"] or "[]")
+    new = [n for n in notes if n not in known]
+    if new:
+        db.execute(
+            "UPDATE rounds SET notes = ? WHERE id = ?",
+            [json.dumps(known + new, ensure_ascii=False), round_id],
+        )
 
 
 def set_version_status(
@@ -215,7 +247,8 @@ def evaluations_of(db: Database, campaign_id: int) -> list[dict]:
     return list(
         db.query(
             """SELECT r.number AS round, e.group_index, e.metric, e.value, e.loss, e.n_items,
-                  e.model_version_id, v.status
+                  e.model_version_id, v.status, v.kind,
+                  e.model_version_id = r.champion_id AS is_champion
            FROM evaluations e JOIN rounds r ON r.id = e.round_id
            JOIN model_versions v ON v.id = e.model_version_id
            WHERE r.campaign_id = ? ORDER BY r.number, e.group_index""",
@@ -303,7 +336,15 @@ def cancel_job(db: Database, job_id: int, now: str) -> bool:
 
 
 def recent_jobs(db: Database, limit: int = 20) -> list[dict]:
-    return list(db.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", [limit]))
+    """The latest jobs, newest first, each with its round's number and notes (JSON list)."""
+    return list(
+        db.query(
+            "SELECT j.*, r.notes AS notes, r.number AS round_number FROM jobs j "
+            "LEFT JOIN rounds r ON r.id = j.round_id "
+            "ORDER BY j.id DESC LIMIT ?",
+            [limit],
+        )
+    )
 
 
 def emotion_labels(db: Database, campaign_id: int) -> list[tuple[str, str]]:

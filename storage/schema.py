@@ -466,3 +466,34 @@ def m030_round_bundle(db: Database) -> None:
     for statement in _ROUND_RECORD.split(";\n"):
         if statement.strip():
             db.execute(statement)
+
+
+_CANDIDATES = """
+-- issue 28: more candidates per round, and a judge in stages. These defaults keep an existing
+-- campaign as it was; new campaigns get crowd.campaigns.CampaignSpec's defaults.
+ALTER TABLE campaigns ADD COLUMN union_candidate INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE campaigns ADD COLUMN union_continues INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE campaigns ADD COLUMN memory_rounds INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE campaigns ADD COLUMN memory_groups INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE campaigns ADD COLUMN merge_method TEXT NOT NULL DEFAULT 'off'
+    CHECK (merge_method IN ('off', 'ties_svd', 'dare_ties_svd', 'svd', 'ties', 'dare_ties', 'linear'));
+ALTER TABLE campaigns ADD COLUMN judge TEXT NOT NULL DEFAULT 'fixed'
+    CHECK (judge IN ('fixed', 'sequential'));
+-- what a candidate is: a group's (group_index set), the union of every group's trusted data,
+-- or a merge of group adapters (`sources`: JSON list of the merged versions' ids)
+ALTER TABLE model_versions ADD COLUMN kind TEXT NOT NULL DEFAULT 'group'
+    CHECK (kind IN ('group', 'union', 'merged'));
+ALTER TABLE model_versions ADD COLUMN sources TEXT;
+-- what the round could not build, and why (JSON list of texts): written when the round closes
+-- into its bundle (a union with no data, a memory window past the campaign's first round) and
+-- when it is crowned (a candidate the job could not make, such as a merge of unlike adapters)
+ALTER TABLE rounds ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'
+"""
+
+
+@MIGRATIONS()
+def m028_candidates(db: Database) -> None:
+    """Issue 28: the union, memory and merged candidates, the sequential judge, round notes."""
+    for statement in _CANDIDATES.split(";\n"):
+        if statement.strip():
+            db.execute(statement)

@@ -18,3 +18,15 @@ TRAINING_MODES = ("sft", "dpo", "sft+dpo")
 
 POINTS_RULES = ("paper", "shapley")
 """How a round's points are shared out (crowd.points)."""
+
+CANDIDATE_KINDS = ("group", "union", "merged")
+"""What a round's candidate is: one group's LoRA, one trained on every group's trusted data, or a
+merge of the group candidates' adapters (crowd.rounds.candidates)."""
+
+MERGE_METHODS = ("off", "ties_svd", "dare_ties_svd", "svd", "ties", "dare_ties", "linear")
+"""How the merged candidate combines the group adapters: off, or one of PEFT's
+`add_weighted_adapter` combination types (crowd.training.merge says what each does)."""
+
+JUDGES = ("fixed", "sequential")
+"""How an emotion round judges: every model on the same fixed number of replies, or in stages
+that stop when the leader's lead over the champion is clear (crowd.rounds.judge)."""

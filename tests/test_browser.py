@@ -464,3 +464,49 @@ def test_the_organizer_sees_where_rounds_train_and_why_a_job_failed(hf_jobs_app)
             expect(runner).to_contain_text("failed")
             page.locator("#org-runner").scroll_into_view_if_needed()
             shoot(page, f"organizer-runner-{size}")
+
+
+# -- the organizer's candidate settings and round notes (issue 28), desktop and phone -------
+
+
+def test_the_organizer_sets_the_candidates_and_reads_the_rounds_notes(app_url):
+    """The settings tab shows the candidate settings at their defaults; a saved memory window
+    comes back as saved; a closed round's notes (the window is longer than the campaign) are
+    under the jobs table, as the round stores them, at desktop and phone sizes."""
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with chromium() as browser:
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        unlock(page, app_url, expect)
+        open_tab(page, "Campaign settings")
+        expect(page.locator("#org-union input")).not_to_be_checked()  # off by default
+        expect(page.locator("#org-memory input")).to_have_value("0")
+        page.locator("#org-union input").check()
+        page.locator("#org-union-continues input").check()
+        page.locator("#org-memory input").fill("7")
+        page.locator("#org-save").click()
+        expect(page.get_by_text("Campaign settings saved.")).to_be_visible()
+        shoot(page, "organizer-candidates-desktop")
+        open_tab(page, "Rounds and jobs")
+        page.locator("#org-close").click()  # asks first
+        page.locator("#org-confirm-close-yes").click()
+        expect(page.locator("#org-jobs")).to_contain_text("finished", timeout=180_000)
+        expect(page.locator("#org-notes")).to_contain_text("The memory window is 7 earlier rounds")
+        shoot(page, "organizer-notes-desktop")
+        phone = browser.new_context(**PHONE).new_page()
+        unlock(phone, app_url, expect)
+        expect(phone.locator("#org-notes")).to_contain_text("memory window", timeout=20_000)
+        no_sideways_scroll(phone)
+        shoot(phone, "organizer-notes-phone")
+        open_tab(phone, "Campaign settings")
+        expect(phone.locator("#org-memory input")).to_have_value("7")
+        shoot(phone, "organizer-candidates-phone")
+
+
+def unlock(page, url: str, expect) -> None:
+    page.goto(url + "organizer")
+    page.locator("#org-key input").fill(KEY)
+    page.locator("#org-unlock").click()
+    expect(page.locator("#org-status")).to_contain_text("round", timeout=90_000)

@@ -35,6 +35,7 @@ from crowd.ui.journey import (
 )
 from storage import before_after as before_after_store
 from storage.db import connect
+from tests.test_rounds import ONE_PER_GROUP
 
 KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
@@ -91,6 +92,7 @@ def world(settings):
         points_rule="paper",
         reviews_on=False,
         person_cap=1.0,
+        **ONE_PER_GROUP,  # one candidate per group: the progress counts them
     )
     engine = build_engine(settings, utcnow)
     yield service, organizer, Worker(settings.db_path, lambda: engine, utcnow), engine

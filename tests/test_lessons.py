@@ -22,6 +22,7 @@ from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
+from tests.test_rounds import ONE_PER_GROUP
 
 PROMPT = json.dumps([{"role": "user", "content": "Hi"}])
 KEY = "organizer-test-secret"
@@ -117,6 +118,7 @@ def test_the_export_train_split_is_exactly_what_the_round_trained_on(settings):
         training_mode="sft+dpo",
         min_corrections=1,
         heldout_share=0.25,
+        **ONE_PER_GROUP,  # each correction trains once, in its group's candidate
     )
     engine = build_engine(settings, utcnow)
     kit = engine.runner.kit_for(None)  # the thread runner's models, as the job trains with them

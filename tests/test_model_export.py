@@ -28,6 +28,7 @@ from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
 from storage import rounds as store
 from storage.db import connect
+from tests.test_rounds import ONE_PER_GROUP
 
 KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
@@ -55,8 +56,11 @@ def make_settings(data_dir: Path, tiny_model_dir: Path) -> Settings:
 def play_round(settings: Settings, service: CrowdService, people: int, each: int, **campaign):
     """`people` volunteers rewrite `each` replies, the organizer closes, the worker runs it."""
     organizer = Organizer(service)
-    # The loop without peer review or a per-person cap, as tests/test_rounds.py runs it.
-    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0, **campaign)
+    # The loop without peer review, a per-person cap or issue 28's candidates, as
+    # tests/test_rounds.py runs it (tests/test_candidates.py exports a union's card).
+    organizer.update_campaign(
+        KEY, reviews_on=False, person_cap=1.0, **{**ONE_PER_GROUP, **campaign}
+    )
     for i in range(people):
         session = service.join(f"Volunteer {i}", consent=True)
         for turn in range(each):

@@ -32,6 +32,11 @@ from crowd.service import CrowdService
 from storage import rounds as store
 
 KEY = "organizer-test-secret"
+ONE_PER_GROUP = dict(union_candidate=False, memory_rounds=0, merge_method="off", judge="fixed")
+ALL_KINDS = dict(  # every candidate kind of issue 28, and the judge in stages
+    union_candidate=True, union_continues=True, memory_rounds=3, merge_method="ties_svd",
+    judge="sequential",
+)  # fmt: skip
 HAPPY = "I am so happy today, what a wonderful day!"
 
 
@@ -46,8 +51,10 @@ def world(settings):
     )
     organizer = Organizer(service)
     # These tests are about the round's mechanics: the loop as it was before peer review (no
-    # reviews, no per-person cap); tests/test_review.py covers what review changes.
-    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0)
+    # reviews, no per-person cap) and before issue 28's candidates and judge (one candidate
+    # per group, the fixed judge); tests/test_review.py and tests/test_candidates.py cover
+    # what those change.
+    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0, **ONE_PER_GROUP)
     worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
     yield service, organizer, worker
     generation.close()
@@ -245,6 +252,7 @@ def test_rounds_close_on_count_and_timer(world):
     assert round_row(service, 2)["closed_by"] == "timer"
 
 
+# Enough epochs to be killed mid-training (not more: the restart trains them again, from the bundle).
 KILLED_WORKER = """
 import sys, time
 from dataclasses import replace
@@ -254,7 +262,7 @@ from crowd.config import Settings, ModelSettings, TrainingSettings
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 settings = Settings(data_dir=Path(sys.argv[1]), model=ModelSettings(base_model=sys.argv[2], device="cpu"),
-                    training=TrainingSettings(epochs=400, batch_size=1, max_length=64), eval_samples=2)
+                    training=TrainingSettings(epochs=30, batch_size=1, max_length=64), eval_samples=2)
 Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
 """
 
@@ -290,7 +298,8 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
 
 @pytest.mark.slow
 def test_a_short_round_on_the_default_model(settings, default_model_dir):
-    """The real SmolLM2-135M-Instruct: chat, correct, train three candidates, judge, finish."""
+    """The real SmolLM2-135M-Instruct with every candidate kind on: chat, correct, train three
+    group candidates and the union, merge the groups', judge them all in looks, finish."""
     settings = replace(
         settings, eval_samples=3, model=replace(settings.model, base_model=str(default_model_dir))
     )
@@ -299,7 +308,12 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000))
     organizer = Organizer(service)
     organizer.update_campaign(
-        KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=2,
+        heldout_share=0.34,
+        **ALL_KINDS,
     )
     try:
         crowd_submits(service, people=3, each=3)
@@ -311,7 +325,9 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     done = round_row(service, 1)
     with service.db() as db:
         n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
-    assert done["state"] == "done" and n_evaluations == 4
+        kinds = sorted(v["kind"] for v in store.round_versions(db, done["id"]))
+    assert kinds == ["group", "group", "group", "merged", "union"]
+    assert done["state"] == "done" and n_evaluations == 6
 
 
 def test_the_shapley_rule_writes_shares_into_the_ledger(world):

@@ -16,7 +16,7 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.scoring.scorers import load_scorer
 from crowd.sim.convergence_data import Neighbourhood, StudyInputError, check_protocol, deal
 from crowd.sim.convergence_rounds import ALWAYS_MOVE, Arm, open_campaign, submit_and_close
-from crowd.sim.convergence_study import reduction_se
+from crowd.sim.convergence_study import StudyConfig, _after_win, reduction_se
 from storage import rounds as store
 from storage.db import connect, migrate
 
@@ -263,3 +263,26 @@ def test_the_reductions_standard_error_follows_both_judgements():
     assert reduction_se(1.0, 0.8, 0.0, 0.05) == pytest.approx(5.0)
     assert reduction_se(1.0, 0.8, 0.05, 0.0) == pytest.approx(4.0)  # 100 * 0.8 * 0.05 / 1
     assert reduction_se(0.0, 0.8, 0.05, 0.05) == 0.0
+
+
+def test_the_union_candidate_competes_in_every_generation(tmp_path, tiny_model_dir, capsys):
+    data, out = write_hoods(tmp_path / "hoods.jsonl"), tmp_path / "run"
+    assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger", "--union", "on")) == 0
+    last_json(capsys)
+    result = json.loads((out / "emotions" / "anger.json").read_text())
+    generations = result["multi_arm"]["generations"]
+    assert all(set(g["candidates"]) == {"0", "1", "union"} for g in generations)
+    assert all(g["winner"] in g["candidates"] for g in generations)  # 'best': always moves
+    with connect(out / "data" / "crowd.db") as db:
+        single = next(db["campaigns"].rows_where("name = ?", ["anger/single"]))
+        assert single["union_candidate"] == 0  # one model on everything needs no union
+
+
+def test_a_union_win_takes_every_segment_out_of_the_pool_until_it_runs_dry():
+    config = StudyConfig("x", 2, (2, 2, 1), 2, "s", 0, "best", "m", 1, 1e-3, 6, 2)
+    hood = Neighbourhood("anger", ["t"], [f"n{i}" for i in range(6)])
+    segments = {0: [0, 1], 1: [2, 3]}
+    assert _after_win(list(range(6)), segments, "1", config, 1, hood) == [0, 1, 4, 5]
+    # the union learned both segments: 2 items left, too few for 2 groups of 2: all come back
+    assert _after_win(list(range(6)), segments, "union", config, 1, hood) == list(range(6))
+    assert _after_win(list(range(6)), segments, "union", config, 2, hood) == [4, 5]

@@ -186,14 +186,19 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
     assert last_json(capsys)["pooled_distance"] == pytest.approx(summary["pooled_distance"])
 
 
+CANDIDATES = ["--union", "on", "--union-continues", "on", "--memory", "1"]
+CANDIDATES += ["--merge", "ties_svd", "--judge", "sequential"]
+
+
 def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
     # --threads 2: the undefended arm and the judging run in a second process beside the
-    # defended arm and the pooled model; the same crowds, trainings and judgements come out.
+    # defended arm and the pooled model; the same crowds, trainings and judgements come out,
+    # with issue 28's candidates and judge in both arms.
     data = write_hoods(tmp_path / "hoods.jsonl")
     summaries = {}
     for threads in ("1", "2"):
         out = tmp_path / f"threads-{threads}"
-        argv = [*simulate(data, out, tiny_model_dir)[:-2], "--threads", threads]
+        argv = [*simulate(data, out, tiny_model_dir), *CANDIDATES, "--threads", threads]
         assert main(argv) == 0
         summaries[threads] = last_json(capsys)
         summaries[threads]["counts"] = counts(out)
@@ -207,8 +212,20 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         "honest_share_of_training",
         "adversary_points_auroc",
         "points_by_role",
+        "crowned_kinds",
     ):
         assert two[key] == one[key], key
+    assert one["candidates"] == {
+        "union_candidate": True,
+        "union_continues": True,
+        "memory_rounds": 1,
+        "memory_groups": False,
+        "merge_method": "ties_svd",
+        "judge": "sequential",
+    }
+    with connect(tmp_path / "threads-2" / "defended" / "crowd.db") as db:
+        kinds = {v["kind"] for v in db["model_versions"].rows}
+    assert kinds == {"group", "union", "merged"}
     # The same replies; the scorer embeds them in other batches, so the last digits may move.
     for a, b in zip(one["rows"], two["rows"], strict=True):
         assert (a["arm"], a["round"], a["version"]) == (b["arm"], b["round"], b["version"])
@@ -229,6 +246,8 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         (["--final-samples", "0"], "--final-samples must be at least 1"),
         (["--person-cap", "0"], "--person-cap must lie in"),
         (["--points-rule", "owen"], "--points-rule must be one of shapley, paper"),
+        (["--merge", "average"], "--merge must be one of off, ties_svd"),
+        (["--memory", "-1"], "--memory must be 0 or more"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, extra, message):

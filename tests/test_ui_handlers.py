@@ -366,10 +366,11 @@ def test_close_round_asks_first_then_jobs_and_results_show_live(organizer_page):
     with pytest.warns(UserWarning, match="Round 1 is not the open round any more"):
         organizer_page.close_round(KEY, 1.0)  # a second confirmation of the same question
     assert "round 2 is open" in organizer_page.status(KEY)
-    _, jobs, results = organizer_page.live(KEY)
+    _, jobs, results, notes = organizer_page.live(KEY)
     assert list(jobs["status"]) == ["pending"]
     assert list(results["round"]) == [2, 1] and list(results["winner"]) == ["(open)", "(judging)"]
-    assert organizer_page.live("wrong") == (SKIP, SKIP, SKIP)
+    assert notes == ""  # the round closes into its bundle (and its notes) when the job runs
+    assert organizer_page.live("wrong") == (SKIP, SKIP, SKIP, SKIP)
     jobs = organizer_page.job_action("cancel")(KEY, float(jobs["id"][0]))
     assert list(jobs["status"]) == ["cancelled"]
 

@@ -81,7 +81,11 @@ def rounds_table(facts: CardFacts) -> list[str]:
     for r in facts.rounds:
         for e in r["entries"]:
             model = (
-                "champion (incumbent)" if e["group"] is None else f"group {e['group']} candidate"
+                "champion (incumbent)"
+                if e["group"] is None
+                else f"{e['group']} candidate"
+                if isinstance(e["group"], str)
+                else f"group {e['group']} candidate"
             )
             value = _fmt(e["value"])
             if e["metric"] not in (None, facts.metric):  # the campaign's task changed since

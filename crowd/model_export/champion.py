@@ -178,12 +178,12 @@ def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dic
     judged = [versions[round_["champion_id"]]]
     judged += sorted(
         (v for v in versions.values() if v["round_id"] == round_["id"]),
-        key=lambda v: v["group_index"],
+        key=lambda v: (v["group_index"] is None, v["group_index"] or 0, v["id"]),
     )
     entries = []
     for v in judged:
         evaluation = values.get((round_["id"], v["id"]))
-        group = None if v["id"] == round_["champion_id"] else v["group_index"]
+        group = None if v["id"] == round_["champion_id"] else _group(v)
         entries.append(
             {
                 "version_id": v["id"],
@@ -205,11 +205,11 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
     while current is not None:
         if current["round_id"] is not None:  # the campaign's first version was not trained
             round_ = store.get_round(db, current["round_id"])
-            people, corrections = _trained_by(db, campaign, round_, current["group_index"])
+            people, corrections = _trained_by(db, campaign, round_, _groups_of(current, versions))
             chain.append(
                 {
                     "round": round_["number"],
-                    "group": current["group_index"],
+                    "group": _group(current),
                     "version_id": current["id"],
                     "people": people,
                     "volunteers": len(people),
@@ -220,18 +220,40 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
     return chain[::-1]
 
 
-def _trained_by(db: Any, campaign: dict, round_: dict, group: int) -> tuple[set[str], int]:
-    """(participant ids, number of corrections) behind a group's candidate of a round, as the
-    round's record says (storage.records: the corrections that gave the group an example in the
-    campaign's training mode, written when the round's bundle was). A round closed before
-    records were kept is read with the rules it trained by (crowd.rounds.data)."""
+def _group(version: dict) -> int | str | None:
+    """A candidate's label in the card: its group, or 'union' / 'merged'."""
+    return version["group_index"] if version["kind"] == "group" else version["kind"]
+
+
+def _groups_of(version: dict, versions: dict[int, dict]) -> set[int] | None:
+    """The groups whose round material trained a version: its own, the merged ones, or every
+    group (None) for the union. The union's memory of earlier rounds is not counted again."""
+    if version["kind"] == "union":
+        return None
+    if version["kind"] == "merged":
+        return {versions[i]["group_index"] for i in json.loads(version["sources"] or "[]")}
+    return {version["group_index"]}
+
+
+def _trained_by(
+    db: Any, campaign: dict, round_: dict, groups: set[int] | None
+) -> tuple[set[str], int]:
+    """(participant ids, number of corrections) behind a candidate of a round, from `groups`
+    (None: all), as the round's record says (storage.records: the corrections that gave a group
+    an example in the campaign's training mode, written when the round's bundle was). A round
+    closed before records were kept is read with the rules it trained by (crowd.rounds.data)."""
     if records.bundle_of(db, round_["id"]) is not None:
-        rows = records.taught_by(db, round_["id"], group)
+        rows = records.taught_by(db, round_["id"], groups)
         return {r["participant_id"] for r in rows}, len(rows)
     from crowd.rounds.data import training_material
 
-    data = training_material(db, campaign, round_)[0].get(group)
-    taught = data.contributions if data else []
+    material = training_material(db, campaign, round_)[0]
+    taught = [
+        c
+        for g, data in material.items()
+        if groups is None or g in groups
+        for c in data.contributions
+    ]
     if campaign["training_mode"] == "dpo":
         taught = [c for c in taught if c[2] is not None]
     return {pid for pid, _, _ in taught}, len(taught)

@@ -6,6 +6,8 @@ and judges it (crowd.rounds.job), wherever that runs. It is also the record of w
                           training and judging settings, seed, candidates, every file's sha256
     champion/             the champion's LoRA adapter (absent when the champion is the bare base)
     groups/g<N>.jsonl     group N's training examples, one correction's lesson a line, with its id
+    memory/<name>.jsonl   earlier rounds' examples candidate <name> also trains on (memory)
+    starts/<name>/        the adapter candidate <name> starts from when not the champion's
     judging.json          the judging set: prompts and the target vector (emotion) or pairs
     showcase.json         volunteers' own prompts, answered by the old and new champion if crowned
     scorer.npz            the emotion scorer's head (emotion task, offline scorer)
@@ -15,8 +17,9 @@ folder is named by it. Reading checks all of it (`read_bundle`): a changed, miss
 file is refused with a message naming it, before any of it is used.
 
 Candidates are listed, each with a `kind` (crowd.rounds.job.CANDIDATE_KINDS says how a kind is
-made); a new kind of candidate (a union of groups, a merge of adapters) is a new entry there and
-in `crowd.rounds.record.candidates`, not a new bundle format.
+made; crowd.rounds.candidates which a round has): 'group' (one group's examples, or a union of
+several groups' with the earlier rounds' examples it remembers) and 'merged' (a merge of the
+adapters of candidates made before it). A new kind is a new entry there, not a new format.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ FORMAT = "crowd-round-bundle/1"
 MANIFEST = "manifest.json"
 CHAMPION = "champion"
 SCORER = "scorer.npz"
+STARTS = "starts"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -55,7 +59,8 @@ class JudgingSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     win_margin: float = 0.0  # the campaign's: a candidate must beat the champion by this
-    crown_z: float = 2.0  # ... plus this many standard errors (crowd.rounds.engine.CROWN_Z)
+    crown_z: float = 2.0  # ... plus this many standard errors (crowd.rounds.judge.CROWN_Z)
+    judge: str = "fixed"  # emotion task: 'fixed' replies per model, or 'sequential' (in looks)
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,19 @@ class Example:
 class Candidate:
     """A model the job makes and judges against the champion, in bundle order. `kind` 'group':
     a LoRA trained from the champion on the examples of the groups in `sources` (one group, its
-    own; several: their union). A kind that combines other candidates names them in `inputs`."""
+    own; several: their union) and on its memory of earlier rounds (`Bundle.memory`). Kind
+    'union': the same, standing for every group. A kind that combines other candidates names
+    them in `inputs` ('merged')."""
 
     name: str  # 'g0': its folder in the job's results
     kind: str
     group: int | None  # the group it stands for, for ranks and points; None for none
     sources: tuple[int, ...] = ()  # the groups whose examples it trains on
     inputs: tuple[str, ...] = ()  # candidates made before it that it is made from (a merge)
+    scale: int = 1  # it stands for this many candidates: min_examples counts that many times
+    start: bool = False  # it starts from its own adapter in starts/<name>/, not the champion
+    method: str = ""  # a merge's PEFT combination type (crowd.training.merge)
+    density: float | None = None  # ... and the share of entries TIES and DARE keep
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class Bundle:
     scorer: dict | None = None  # {'file': 'scorer.npz'} or {'hub': model id}; emotion only
     showcase: list[dict] = field(default_factory=list)  # {participant_id, prompt}
     has_champion_adapter: bool = False
+    memory: dict[str, list[Example]] = field(default_factory=dict)  # candidate -> earlier ones
     hash: str = ""
     root: Path | None = None
 
@@ -118,6 +130,17 @@ class Bundle:
     @property
     def scorer_file(self) -> Path | None:
         return self.root / SCORER if self.root and self.scorer and "file" in self.scorer else None
+
+    def start_dir(self, candidate: Candidate) -> Path | None:
+        """The adapter `candidate` trains from: its own start, else the champion's."""
+        if candidate.start and self.root is not None:
+            return self.root / STARTS / candidate.name
+        return self.champion_dir
+
+    def examples_of(self, candidate: Candidate) -> list[Example]:
+        """What `candidate` trains on: its memory of earlier rounds, then its groups'."""
+        own = [e for g in candidate.sources for e in self.groups[g]]
+        return [*self.memory.get(candidate.name, []), *own]
 
     def contributions(self) -> list[tuple[int, int, Example]]:
         """(group, correction id, example) of every example that teaches a reply, in points
@@ -134,15 +157,22 @@ class Bundle:
 
 
 def write_bundle(
-    bundle: Bundle, parent: Path, champion_dir: Path | None, scorer: Any = None
+    bundle: Bundle,
+    parent: Path,
+    champion_dir: Path | None,
+    scorer: Any = None,
+    starts: dict[str, Path] | None = None,
 ) -> Bundle:
     """Write `bundle` under `parent` as a folder named by its hash; returns it with `hash` and
-    `root` set. `scorer`: an emotion scorer with `save(path)` (written as scorer.npz) or None.
+    `root` set. `scorer`: an emotion scorer with `save(path)` (written as scorer.npz) or None;
+    `starts`: candidate name -> the adapter it starts from (for candidates with `start`).
     Writing the same content twice gives the same folder."""
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=parent))
     try:
-        files = _write_files(bundle, staging, champion_dir, scorer)
+        adapters = {CHAMPION: champion_dir} if champion_dir is not None else {}
+        adapters |= {f"{STARTS}/{name}": path for name, path in (starts or {}).items()}
+        files = _write_files(bundle, staging, adapters, scorer)
         header = _header(bundle, files, champion_dir is not None, scorer)
         text = _canonical(header)
         (staging / MANIFEST).write_text(text, encoding="utf-8")
@@ -158,24 +188,32 @@ def write_bundle(
     return read_bundle(target, digest)
 
 
-def _write_files(bundle: Bundle, root: Path, champion_dir: Path | None, scorer: Any) -> dict:
+def _write_files(bundle: Bundle, root: Path, adapters: dict[str, Path], scorer: Any) -> dict:
     (root / "groups").mkdir()
     for group, examples in bundle.groups.items():
-        lines = [_canonical(_example_json(e)) for e in examples]
-        (root / "groups" / f"g{group}.jsonl").write_text("".join(f"{line}\n" for line in lines))
+        _write_examples(root / "groups" / f"g{group}.jsonl", examples)
+    if bundle.memory:
+        (root / "memory").mkdir()
+    for name, examples in bundle.memory.items():
+        _write_examples(root / "memory" / f"{name}.jsonl", examples)
     judging = {"prompts": bundle.prompts, "pairs": [asdict(p) for p in bundle.pairs]}
     judging["target"] = bundle.target
     (root / "judging.json").write_text(_canonical(judging))
     (root / "showcase.json").write_text(_canonical(bundle.showcase))
-    if champion_dir is not None:
-        (root / CHAMPION).mkdir()
+    for folder, source in adapters.items():
+        (root / folder).mkdir(parents=True)
         for name in ADAPTER_FILES:
-            shutil.copyfile(champion_dir / name, root / CHAMPION / name)
+            shutil.copyfile(source / name, root / folder / name)
     if scorer is not None and hasattr(scorer, "save"):
         scorer.save(root / SCORER)
     return {
         p.relative_to(root).as_posix(): file_hash(p) for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+def _write_examples(path: Path, examples: list[Example]) -> None:
+    lines = [_canonical(_example_json(e)) for e in examples]
+    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def _header(bundle: Bundle, files: dict, has_champion: bool, scorer: Any) -> dict:
@@ -199,6 +237,7 @@ def _header(bundle: Bundle, files: dict, has_champion: bool, scorer: Any) -> dic
         "champion": {"version_id": bundle.champion_version, "adapter": has_champion},
         "groups": sorted(bundle.groups),
         "candidates": [asdict(c) for c in bundle.candidates],
+        "memory": sorted(bundle.memory),
         "sat_out": {str(g): why for g, why in sorted(bundle.sat_out.items())},
         "scorer": scorer_ref,
         "files": files,
@@ -293,6 +332,7 @@ def _content(root: Path, header: dict, digest: str) -> Bundle:
         scorer=header["scorer"],
         showcase=json.loads((root / "showcase.json").read_text(encoding="utf-8")),
         has_champion_adapter=bool(header["champion"]["adapter"]),
+        memory={n: _examples(root / "memory" / f"{n}.jsonl") for n in header.get("memory", [])},
         hash=digest,
         root=root,
     )

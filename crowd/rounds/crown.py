@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from crowd.campaigns import group_name
 from crowd.points import ContributionItem, RoundOutcome
 from crowd.rounds.awards import ledger_rows
 from crowd.rounds.bundle import Bundle
+from crowd.rounds.candidates import union_line
+from crowd.rounds.record import note
 from crowd.rounds.results import CHAMPION, Results
 from crowd.rounds.state import advance
 from storage import before_after, records
@@ -60,7 +63,10 @@ def crown(
         outcome = _outcome(db, campaign, round_, bundle, results, versions)
         verdicts = records.bundle_of(db, round_["id"])["verdicts"]
         usage = records.usage(db, round_["id"])
-        store.add_points(db, ledger_rows(campaign, round_, outcome, usage, verdicts), now)
+        kind, merged = _won_by(bundle, results) if winner is not None else ("group", None)
+        rows = ledger_rows(campaign, round_, outcome, usage, verdicts, kind, merged)
+        store.add_points(db, rows, now)
+        note(db, round_, not_built(bundle, results))
         if current["state"] == "training":
             advance(db, round_["id"], "evaluating")
         advance(
@@ -74,12 +80,34 @@ def crown(
     return winner
 
 
+def _won_by(bundle: Bundle, results: Results) -> tuple[str, set[int] | None]:
+    """The crowned candidate's kind, and for a merge the groups whose adapters it merged (its
+    points go to their contributors, crowd.rounds.awards)."""
+    won = next(c for c in bundle.candidates if c.name == results.best)
+    groups = {c.group for c in bundle.candidates if c.name in won.inputs and c.group is not None}
+    return won.kind, (groups if won.kind == "merged" else None)
+
+
+def not_built(bundle: Bundle, results: Results) -> list[str]:
+    """A note per candidate the job could not make, with why (a merge of unlike adapters)."""
+    notes = []
+    for c in bundle.candidates:
+        if c.name in results.failed:
+            which = c.kind if c.group is None else f"group {group_name(c.group)}"
+            notes.append(f"The {which} candidate was not built: {results.failed[c.name]}")
+    return notes
+
+
 def _versions(db, campaign, round_, bundle: Bundle, results: Results, now: str) -> dict:
-    """A model version per candidate: 'candidate' with its adapter, or 'failed' with why."""
-    versions = {}
+    """A model version per candidate: 'candidate' with its adapter, or 'failed' with why; a
+    merge names the versions it merged, a union that went on from the last round's union has
+    that one as its parent."""
+    versions: dict[str, dict] = {}
     for candidate in bundle.candidates:
         trained = candidate.name in results.trained
         path = str(adapter_path(campaign, round_, candidate.name)) if trained else None
+        line = union_line(db, round_) if candidate.start else None
+        sources = [versions[n]["id"] for n in candidate.inputs if n in results.trained] or None
         version_id = store.add_version(
             db,
             campaign["id"],
@@ -88,7 +116,9 @@ def _versions(db, campaign, round_, bundle: Bundle, results: Results, now: str) 
             status="candidate" if trained else "failed",
             round_id=round_["id"],
             group_index=candidate.group,
-            parent_id=round_["champion_id"],
+            parent_id=(line or {}).get("id", round_["champion_id"]),
+            kind=candidate.kind,
+            sources=sources,
         )
         if not trained:
             store.set_version_status(db, version_id, "failed", results.failed[candidate.name])

@@ -10,12 +10,16 @@ point picks the round up where SQLite says it stands, and the job where its OUT 
                    crowning, points and the next round's champion in one transaction
                    (crowd.rounds.crown)
 
-A candidate beats the champion when it is better by the campaign's `win_margin` plus
-`crown_z` standard errors of the paired difference of their held-out scores (emotion task; the
-preference task compares accuracies as before): with a few dozen sampled replies per model, the
-best of three candidates is often better by chance alone, and crowning it makes the model worse.
+The candidates are one per group and, by the campaign's settings, a union of every group's data
+with memory of earlier rounds and a merge of the group adapters (crowd.rounds.candidates). With
+the fixed judge (crowd.rounds.judge), a candidate beats the champion when it is better by the
+campaign's `win_margin` plus `crown_z` standard errors of the paired difference of their
+held-out scores (emotion task; the preference task compares accuracies as before): with a few
+dozen sampled replies per model, the best of three candidates is often better by chance alone,
+and crowning it makes the model worse.
 A candidate whose sampled replies are mostly one text has collapsed and never wins
-(`Score.collapsed`); the best of the others may.
+(`Score.collapsed`); the best of the others may. The sequential judge reaches the same kind of
+decision in looks, spending replies only while the leader's lead is unclear.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from crowd.evaluation import Evaluator
 from crowd.rounds.bundle import Bundle, BundleError, JudgingSettings, check_owner, read_bundle
 from crowd.rounds.crown import crown, install_adapters
 from crowd.rounds.job import Kit
+from crowd.rounds.judge import CROWN_Z
 from crowd.rounds.record import close_into_bundle
 from crowd.rounds.results import Results, read_results
 from crowd.rounds.runners import JobFailed, Runner, RunState, ThreadRunner
@@ -44,9 +49,6 @@ from storage.db import connect, database_id, transaction
 
 log = logging.getLogger(__name__)
 
-# Standard errors a candidate must beat the champion by: with 3 candidates and no real gain, a
-# one-sided 2-sigma test crowns one in about 15 rounds instead of one in two.
-CROWN_Z = 2.0
 JOBS = "round-jobs"  # each round's OUT folder, under the data dir
 SCHEDULING_MARGIN_S = 900  # hf-jobs: a job may wait this long for hardware before it runs
 

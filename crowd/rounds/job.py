@@ -29,6 +29,7 @@ import numpy as np
 from crowd.evaluation import EvalSet, Evaluator
 from crowd.generation import Sampling
 from crowd.rounds.bundle import ADAPTER_FILES, Bundle, BundleError, Candidate
+from crowd.rounds.judge import SequentialJudge
 from crowd.rounds.results import (
     CANDIDATES,
     CHAMPION,
@@ -43,7 +44,7 @@ from crowd.rounds.results import (
     write_results,
 )
 from crowd.rounds.showcase import before_after_rows
-from crowd.training.base import LoraHost, Progress
+from crowd.training.base import LoraHost, Progress, TrainResult
 from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
 
 REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
@@ -97,13 +98,15 @@ def run_round_job(bundle: Bundle, out: Path, kit: Kit, report: Reporter) -> Resu
         return done
     trained, failed = {}, {}
     for n, candidate in enumerate(bundle.candidates):
-        _stage(report, {"stage": _training_stage(candidate), "groups_done": n})
-        outcome = _made(kit, bundle, candidate, out, report)
+        groups_done = sum(c.kind == "group" for c in bundle.candidates[:n])  # the union's too
+        _stage(report, {"stage": _training_stage(candidate), "groups_done": groups_done})
+        outcome = make_candidate(kit, bundle, candidate, out, report)
         if outcome.get("status") == "trained":
             trained[candidate.name] = {k: outcome[k] for k in ("steps", "loss", "seconds")}
         else:
             failed[candidate.name] = outcome["error"]
-    _stage(report, {"stage": "evaluating", "groups_done": len(bundle.candidates), "judging": True})
+    groups = sum(c.kind == "group" for c in bundle.candidates)
+    _stage(report, {"stage": "evaluating", "groups_done": groups, "judging": True})
     names, scores = _judge(kit, bundle, out, list(trained), report)
     best, improved = decide(scores, [c.name for c in bundle.candidates], bundle.judging)
     contributions = _contributions(kit, bundle, names, best)
@@ -138,7 +141,9 @@ def _stage(report: Reporter, update: dict) -> None:
 def _training_stage(candidate: Candidate) -> str:
     if candidate.kind == "group":
         return f"training group {candidate.group}"
-    return f"training {candidate.name}"
+    if candidate.kind == "union":
+        return "training all groups together"
+    return f"making the {candidate.name} candidate"
 
 
 def _claim(out: Path, bundle: Bundle) -> Results | None:
@@ -163,7 +168,9 @@ def _claim(out: Path, bundle: Bundle) -> Results | None:
 # --- 2. candidates -----------------------------------------------------------------------------
 
 
-def _made(kit: Kit, bundle: Bundle, candidate: Candidate, out: Path, report: Reporter) -> dict:
+def make_candidate(
+    kit: Kit, bundle: Bundle, candidate: Candidate, out: Path, report: Reporter
+) -> dict:
     """How `candidate` ended, making it first unless OUT already says (a resumed job)."""
     marker = out / CANDIDATES / f"{candidate.name}.json"
     target = out / CANDIDATES / candidate.name
@@ -200,23 +207,60 @@ def _progress_of(report: Reporter, candidate: Candidate) -> Callable[[Progress],
 
 
 def train_group(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, progress) -> Any:
-    """Kind 'group': a LoRA from the champion on the examples of the candidate's groups."""
-    examples = [e for g in candidate.sources for e in bundle.groups[g]]
+    """Kinds 'group' and 'union': a LoRA from the champion (or the candidate's own start) on
+    the examples of the candidate's groups and its memory of earlier rounds."""
+    examples = bundle.examples_of(candidate)
     kit.trainer.settings = bundle.training  # the round's settings, whatever the kit was built with
     return kit.trainer.train(  # type: ignore[attr-defined]
-        init_adapter=bundle.champion_dir,
+        init_adapter=bundle.start_dir(candidate),
         sft=[SFTExample(e.sft) for e in examples if e.sft],
         pairs=[e.pair for e in examples if e.pair],
         mode=bundle.mode,
         out_dir=out_dir,
         progress=progress,
+        scale=candidate.scale,
     )
 
 
-CANDIDATE_KINDS: dict[str, Callable[..., Any]] = {"group": train_group}
+def merge_inputs(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, progress) -> Any:
+    """Kind 'merged': the adapters of the candidate's inputs that trained, merged by PEFT's
+    combination `candidate.method` (crowd.training.merge). MergeRefused (a TrainingFailed:
+    the candidate fails, the round goes on) when fewer than two trained or they differ in rank
+    or targets."""
+    done = out_dir.parent
+    trained = [
+        name
+        for name in candidate.inputs
+        if (done / f"{name}.json").is_file()
+        and json.loads((done / f"{name}.json").read_text()).get("status") == "trained"
+    ]
+    started = time.monotonic()
+    kit.trainer.merge(  # type: ignore[attr-defined]
+        [done / name for name in trained],
+        out_dir,
+        candidate.method,
+        [_label(bundle, name) for name in trained],
+        candidate.density,
+    )
+    return TrainResult(out_dir, 0, 0.0, time.monotonic() - started)
+
+
+def _label(bundle: Bundle, name: str) -> str:
+    """How a message names a candidate: 'group Amber', or its name."""
+    from crowd.campaigns import group_name
+
+    group = next((c.group for c in bundle.candidates if c.name == name), None)
+    return f"group {group_name(group)}" if group is not None else name
+
+
+CANDIDATE_KINDS: dict[str, Callable[..., Any]] = {
+    "group": train_group,
+    "union": train_group,
+    "merged": merge_inputs,
+}
 """How each kind of candidate is made: (kit, bundle, candidate, out_dir, progress) -> a
-TrainResult, the adapter written to out_dir. Issue 28's kinds (a union of groups' examples, a
-merge of trained adapters) are new entries; the judging, results and crowning take any kind."""
+TrainResult, the adapter written to out_dir (crowd.rounds.candidates says which a round has).
+A kind made from others ('merged') comes after them in the bundle's order."""
 
 
 # --- 3-4. judging, contributions -----------------------------------------------------------
@@ -241,7 +285,15 @@ def _judge(kit: Kit, bundle: Bundle, out: Path, trained: list[str], report: Repo
         eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target)
     else:
         eval_set = EvalSet("preference", pairs=bundle.pairs)
-    results = evaluator.evaluate(eval_set, list(names.values()), progress=_judging(report))
+    progress = _judging(report)
+    if j.judge == "sequential":  # in looks (crowd.rounds.judge); preference: as the fixed one
+        adapters = list(names.values())
+        verdict = SequentialJudge(j.crown_z).judge(
+            evaluator, eval_set, adapters[0], adapters[1:], j.win_margin, progress
+        )
+        key = {adapter: name for name, adapter in names.items()}
+        return names, {key[a]: score for a, score in verdict.scores.items()}
+    results = evaluator.evaluate(eval_set, list(names.values()), progress=progress)
     return names, dict(zip(names, results))
 
 

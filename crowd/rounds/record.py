@@ -10,6 +10,7 @@ the export's `used` flag and the model card read the record.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import defaultdict
 from dataclasses import asdict, replace
@@ -20,8 +21,9 @@ from sqlite_utils import Database
 
 from crowd.config import TrainingSettings
 from crowd.evaluation import split_heldout
+from crowd.rounds import candidates as plans
 from crowd.rounds.awards import verdicts_of
-from crowd.rounds.bundle import Bundle, Candidate, Example, JudgingSettings, write_bundle
+from crowd.rounds.bundle import Bundle, Example, JudgingSettings, write_bundle
 from crowd.rounds.data import GroupData, heldout_items, judging_material, training_material
 from crowd.rounds.state import advance
 from crowd.scoring.scorers import target_vector
@@ -29,6 +31,8 @@ from crowd.training.data import PairExample
 from storage import before_after, records
 from storage import rounds as store
 from storage.db import database_id, transaction
+
+log = logging.getLogger(__name__)
 
 BUNDLES = "bundles"  # under the data dir
 MIN_EVAL_PROMPTS = 4  # the emotion task's judging prompts, topped up from the campaign's
@@ -70,12 +74,16 @@ def close_into_bundle(
         data, _ = training_material(db, campaign, round_)
         heldout = judging_material(db, campaign, round_)
         material = (data, heldout)
-        bundle = _bundle(db, db_path, campaign, round_, material, (base_model, training, judging))
+        bundle, plan = _bundle(
+            db, (db_path, data_dir), campaign, round_, material, (base_model, training, judging)
+        )
         if campaign["task"] == "emotion":
             bundle = _with_target(db, bundle, campaign, scorer)
         champion = store.get_version(db, round_["champion_id"])
         adapter = data_dir / champion["adapter_path"] if champion["adapter_path"] else None
-        written = write_bundle(bundle, data_dir / BUNDLES, adapter, scorer)
+        starts = {name: data_dir / path for name, path in plan.starts.items()}
+        written = write_bundle(bundle, data_dir / BUNDLES, adapter, scorer, starts)
+        note(db, round_, plan.notes)
         rows = _record_rows(db, round_, material, written)
         path = str(written.root.relative_to(data_dir))  # type: ignore[union-attr]
         verdicts = verdicts_of(db, campaign, round_)
@@ -86,9 +94,20 @@ def close_into_bundle(
     return written
 
 
+def note(db: Database, round_: dict, notes: list[str]) -> None:
+    """Say in the round (shown on the organizer page) and the log what could not be built."""
+    for text in notes:
+        log.warning("round %s: %s", round_["id"], text)
+    if notes:
+        store.add_round_notes(db, round_["id"], notes)
+
+
 def recorded_settings(bundle: Bundle) -> dict:
-    """What trained and judged the round, beside its record: the model card reads it."""
+    """What trained and judged the round, beside its record: the model card reads it, and
+    `memory` keeps which earlier rounds' corrections each candidate trained on again."""
     return {
+        "candidates": [c.name for c in bundle.candidates],
+        "memory": {n: [e.correction_id for e in ex] for n, ex in sorted(bundle.memory.items())},
         "base_model": bundle.base_model,
         "mode": bundle.mode,
         "seed": bundle.seed,
@@ -102,18 +121,21 @@ def recorded_settings(bundle: Bundle) -> dict:
 
 def _bundle(
     db: Database,
-    db_path: Path,
+    paths: tuple[Path, Path],
     campaign: dict,
     round_: dict,
     material: tuple[dict[int, GroupData], list[dict]],
     settings: tuple[str, TrainingSettings, JudgingSettings],
-) -> Bundle:
-    """The bundle's content from the round's training material and judging corrections."""
+) -> tuple[Bundle, plans.Plan]:
+    """The bundle's content from the round's training material and judging corrections, and
+    the plan of its candidates (crowd.rounds.candidates)."""
     (data, heldout), (base_model, training, judging) = material, settings
-    groups = {g: _examples(data.get(g, GroupData())) for g in range(campaign["n_groups"])}
+    db_path, data_dir = paths
+    groups = {g: examples_of(data.get(g, GroupData())) for g in range(campaign["n_groups"])}
     sat_out = {g: why for g in groups if (why := _sits_out(campaign, data.get(g, GroupData())))}
     prompts, pairs = _judging_set(db, campaign, heldout)
-    return Bundle(
+    plan = plans.plan(db, campaign, round_, groups, sat_out, data_dir)
+    bundle = Bundle(
         campaign={
             "id": campaign["id"],
             "name": campaign["name"],
@@ -126,25 +148,19 @@ def _bundle(
         mode=campaign["training_mode"],
         seed=training.seed,
         training=training,
-        judging=replace(judging, win_margin=float(campaign["win_margin"])),
+        judging=replace(
+            judging, win_margin=float(campaign["win_margin"]), judge=campaign.get("judge", "fixed")
+        ),
         champion_version=round_["champion_id"],
         groups=groups,
-        candidates=candidates(campaign, sat_out),
+        candidates=plan.candidates,
         sat_out=sat_out,
         prompts=prompts,
         pairs=pairs,
         showcase=_showcase(db, round_["id"]),
+        memory=plan.memory,
     )
-
-
-def candidates(campaign: dict, sat_out: dict[int, str]) -> list[Candidate]:
-    """The round's candidates: one per group that trains. (Another kind of candidate is
-    another entry here and in crowd.rounds.job.CANDIDATE_KINDS.)"""
-    return [
-        Candidate(f"g{g}", "group", g, (g,))
-        for g in range(campaign["n_groups"])
-        if g not in sat_out
-    ]
+    return bundle, plan
 
 
 def _sits_out(campaign: dict, data: GroupData) -> str | None:
@@ -157,7 +173,7 @@ def _sits_out(campaign: dict, data: GroupData) -> str | None:
     return None
 
 
-def _examples(data: GroupData) -> list[Example]:
+def examples_of(data: GroupData) -> list[Example]:
     """The group's examples, one per correction that teaches a reply or a preference."""
     sft = dict(zip(data.sft_ids, data.sft))
     pairs = dict(zip(data.pair_ids, data.pairs))

@@ -24,6 +24,7 @@ from typing import Any
 
 from crowd.evaluation import Score
 from crowd.rounds.bundle import ADAPTER_FILES, Bundle, JudgingSettings, file_hash
+from crowd.rounds.judge import looks, sequential_decision
 
 FORMAT = "crowd-round-results/1"
 RESULTS = "results.json"
@@ -61,7 +62,11 @@ class Results:
 def decide(scores: dict[str, Score], names: list[str], judging: JudgingSettings) -> tuple:
     """(best, improved): the best of the candidates `names` that did not collapse, and whether
     it beats the champion by the win margin plus `crown_z` standard errors. The one crowning
-    rule: the job applies it, and the worker applies it again to the job's scores."""
+    rule: the job applies it, and the worker applies it again to the job's scores. An emotion
+    round judged in looks (`judge` 'sequential') is decided by that judge's rule
+    (crowd.rounds.judge.sequential_decision)."""
+    if judging.judge == "sequential" and scores[CHAMPION].metric == "emotion_l2":
+        return sequential_decision(scores, names, CHAMPION, judging)
     contenders = [n for n in names if n in scores and not scores[n].collapsed]
     best = max(contenders, key=lambda n: scores[n].oriented, default=None)
     improved = best is not None and scores[best].better_than(
@@ -141,6 +146,16 @@ def _parse(raw: dict, out: Path) -> Results:
     )
 
 
+def _same_items(scores: dict[str, Score], judging: JudgingSettings) -> bool:
+    """Every model judged on the same items; judged in looks, each on one of the looks'
+    (crowd.rounds.judge.looks), the champion on the most."""
+    counts = {s.n_items for s in scores.values()}
+    if judging.judge != "sequential" or scores[CHAMPION].metric != "emotion_l2":
+        return len(counts) == 1
+    allowed = {*looks(judging.samples), judging.samples}  # the champion alone: the fixed rule
+    return counts <= allowed and scores[CHAMPION].n_items == max(counts)
+
+
 def _check(results: Results, hashes: dict, bundle: Bundle) -> None:
     names = [c.name for c in bundle.candidates]
     ended = set(results.trained) | set(results.failed)
@@ -158,7 +173,7 @@ def _check(results: Results, hashes: dict, bundle: Bundle) -> None:
     judged = {CHAMPION, *results.trained}
     if set(results.scores) != judged:
         raise ResultsMismatch(f"scores for {sorted(results.scores)}, expected {sorted(judged)}")
-    if len({s.n_items for s in results.scores.values()}) != 1:
+    if not _same_items(results.scores, bundle.judging):
         raise ResultsMismatch("the models were not judged on the same number of items")
     wanted = {cid for _, cid, _ in bundle.contributions()}
     if set(results.contributions) != wanted:

@@ -54,6 +54,7 @@ from crowd.sim.convergence_data import (
 )
 from crowd.sim.convergence_rounds import SimulationError
 from crowd.sim.convergence_study import JUDGING_ONLY, PAPER_SAMPLES, Study, StudyConfig
+from storage.vocabulary import MERGE_METHODS
 
 SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
@@ -124,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
         "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
         "0 = always --epochs",
     )
+    p.add_argument(
+        "--union",
+        choices=("on", "off"),
+        default="off",
+        help="the multi arm's union candidate, trained on all of a generation's segments",
+    )
+    p.add_argument(
+        "--merge",
+        default="off",
+        help=f"the multi arm's merged candidate: {', '.join(MERGE_METHODS)}",
+    )
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--base-model", default=None, help="default: the app's base model")
     p.add_argument("--max-new-tokens", type=int, default=48)
@@ -164,6 +176,8 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         raise StudyInputError("--min-examples must be 0 or more")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise StudyInputError("--learning-rate must lie in (0, 1)")
+    if args.merge not in MERGE_METHODS:
+        raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
     return StudyConfig(
         data_sha256=hashlib.sha256(args.data.read_bytes()).hexdigest(),
         groups=args.groups,
@@ -179,6 +193,8 @@ def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
         batch_size=args.batch_size,
         min_examples=args.min_examples,
         final_samples=args.final_samples or args.samples,
+        union=args.union == "on",
+        merge=args.merge,
     )
 
 

@@ -83,17 +83,18 @@ def _panel(ax, result: dict) -> None:
     base = result["single_arm"]["base_to_target"]
     path_x, path_y = [0], [base]
     for g in gens:
-        groups = sorted(g["candidates"], key=int)
+        keys = sorted(g["candidates"], key=lambda k: (not k.isdigit(), k.zfill(3)))
         ax.scatter(
-            [g["generation"]] * len(groups),
-            [g["candidates"][k] for k in groups],
-            c=[f"C{int(k)}" for k in groups],
+            [g["generation"]] * len(keys),
+            [g["candidates"][k] for k in keys],
+            c=[f"C{int(k)}" if k.isdigit() else "k" for k in keys],
+            marker="o",
             s=22,
             alpha=0.8,
             zorder=3,
         )
-        winner = g["winner_group"]
-        crowned = g["candidates"][str(winner)] if winner is not None else g["champion"]
+        winner = g.get("winner", None if g["winner_group"] is None else str(g["winner_group"]))
+        crowned = g["candidates"][winner] if winner is not None else g["champion"]
         path_x.append(g["generation"])
         path_y.append(crowned)
     ax.plot(path_x, path_y, "k-", lw=1.2, label="champion (multi)")

@@ -35,6 +35,17 @@ the best candidate whatever the champion scored, as the paper's loop always move
 sub-model. 0.0 is the app's rule: crown only on improvement."""
 
 
+WITHOUT_CANDIDATES = dict(
+    union_candidate=False,
+    union_continues=False,
+    memory_rounds=0,
+    memory_groups=False,
+    merge_method="off",
+    judge="fixed",
+)
+"""The loop before issue 28: one candidate per group, judged on a fixed number of replies."""
+
+
 class SimulationError(RuntimeError):
     """A round could not finish (its job failed, or a candidate the study needs failed)."""
 
@@ -50,9 +61,12 @@ class Arm:
     win_margin: float
 
 
-def open_campaign(db_path: Path, data_dir: Path, arm: Arm, now: str) -> int:
+def open_campaign(
+    db_path: Path, data_dir: Path, arm: Arm, now: str, candidates: dict | None = None
+) -> int:
     """The arm's campaign id, creating it (first champion = the bare base, round 1 open, the
-    target comment as its one reference text) on first use."""
+    target comment as its one reference text) on first use; `candidates`: issue 28's campaign
+    settings (union_candidate, memory_rounds, merge_method, judge), default the loop without."""
     with connect(db_path) as db:
         found = store.campaign_named(db, arm.name)
         if found:
@@ -71,6 +85,7 @@ def open_campaign(db_path: Path, data_dir: Path, arm: Arm, now: str) -> int:
             win_margin=arm.win_margin,
             reviews_on=False,  # the paper's simulated volunteers: all honest, nobody reviews
             person_cap=1.0,
+            **{**WITHOUT_CANDIDATES, **(candidates or {})},
         )
         with db.atomic():
             campaign_id = create_campaign(db, spec, None, data_dir, now)
@@ -226,11 +241,10 @@ def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
         round_ = store.get_round(db, round_id)
         champion = store.evaluation(db, round_id, round_["champion_id"])
         candidates = {}
-        for group in range(n_groups):
-            version = store.candidate_for(db, round_id, group)
-            scored = version and store.evaluation(db, round_id, version["id"])
-            if scored:
-                candidates[str(group)] = scored["value"]  # str: the same after a JSON trip
+        for version in store.round_versions(db, round_id):
+            scored = store.evaluation(db, round_id, version["id"])
+            if scored:  # str keys: the same after a JSON trip; 'union', 'merged' by kind
+                candidates[_key(version)] = scored["value"]
         winner = store.get_version(db, round_["winner_id"])
     return {
         "round": round_["number"],
@@ -238,8 +252,14 @@ def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
         "candidates": candidates,
         "improved": bool(round_["improved"]),
         "winner_group": winner["group_index"] if round_["improved"] else None,
+        "winner": _key(winner) if round_["improved"] else None,
         "winner_id": winner["id"],
     }
+
+
+def _key(version: dict) -> str:
+    """A candidate's key in a round's result: its group ('0', '1', ...), or its kind."""
+    return str(version["group_index"]) if version["kind"] == "group" else version["kind"]
 
 
 def version(db_path: Path, version_id: int) -> dict:

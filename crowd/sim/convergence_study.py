@@ -44,6 +44,8 @@ class StudyConfig:
     batch_size: int  # replies decoded together
     min_examples: int = 0  # more epochs for small segments (TrainingSettings.min_examples)
     final_samples: int = PAPER_SAMPLES  # replies per final model; may change between reruns
+    union: bool = False  # issue 28: the multi arm's union candidate (all segments of a round)
+    merge: str = "off"  # ... and its merged candidate
 
 
 JUDGING_ONLY = {"final_samples"}
@@ -147,7 +149,8 @@ class Study:
         c = self.config
         margin = ALWAYS_MOVE if c.selection == "best" else 0.0
         arm = Arm(f"{hood.emotion}/multi", hood.emotion, hood.target, c.groups, margin)
-        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now())
+        extra = {"union_candidate": c.union, "merge_method": c.merge}
+        campaign = open_campaign(self.db_path, self.data_dir, arm, self.now(), extra)
         pool, generations, result = list(range(len(hood.neighbours))), [], {}
         for generation, size in enumerate(c.segments, 1):
             segments = deal(pool, c.groups, size, generation_rng(c.seed, hood.emotion, generation))
@@ -177,8 +180,7 @@ class Study:
                 }
             )
             if result["improved"]:
-                leaving = set(segments[result["winner_group"]])
-                pool = [item for item in pool if item not in leaving]
+                pool = _after_win(pool, segments, result["winner"], c, generation, hood)
         return {"generations": generations, "version": version(self.db_path, result["winner_id"])}
 
     def _final(self, hood: Neighbourhood, single: dict, multi: dict) -> dict:
@@ -215,6 +217,26 @@ class Study:
                 "multi": scores[1].detail["samples"],
             },
         }
+
+
+def _after_win(
+    pool: list[int],
+    segments: dict[int, list[int]],
+    winner: str,
+    config: StudyConfig,
+    generation: int,
+    hood: Neighbourhood,
+) -> list[int]:
+    """The pool after a crowning: the winner's items leave it (the paper's rule); a union or
+    merged winner learned every segment, so all of them leave. When that leaves fewer items
+    than the next generation deals, the whole pool comes back (a new pass over the data)."""
+    won = [segments[int(winner)]] if winner.isdigit() else list(segments.values())
+    leaving = {item for items in won for item in items}
+    left = [item for item in pool if item not in leaving]
+    following = config.segments[generation] if generation < len(config.segments) else 0
+    if len(left) < following * config.groups:
+        return list(range(len(hood.neighbours)))
+    return left
 
 
 def reduction_se(single: float, multi: float, se_single: float, se_multi: float) -> float:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
+from storage.vocabulary import MERGE_METHODS
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
 POINTS_RULES = ("shapley", "paper")  # crowd.points.RULES, without importing numpy here
@@ -88,6 +89,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--base-model", default=None, help="default: the app's base model")
     p.add_argument("--scorer", default=None, help="default: trained on --data's scores")
+    p.add_argument(
+        "--union", choices=("on", "off"), default="off", help="the union candidate (both arms)"
+    )
+    p.add_argument(
+        "--union-continues",
+        choices=("on", "off"),
+        default="off",
+        help="while nothing is crowned, the union goes on from the last round's union",
+    )
+    p.add_argument("--memory", type=int, default=0, help="earlier rounds the union trains on")
+    p.add_argument(
+        "--memory-groups",
+        choices=("on", "off"),
+        default="off",
+        help="each group's candidate also trains on its members' earlier corrections",
+    )
+    p.add_argument("--merge", default="off", help=f"merged candidate: {', '.join(MERGE_METHODS)}")
+    p.add_argument("--judge", choices=("fixed", "sequential"), default="fixed")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)
     return p
@@ -135,6 +154,10 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError("--threads must be at least 1")
     if a.ring_accounts < 1:
         raise StudyInputError("--ring-accounts must be at least 1")
+    if a.memory < 0:
+        raise StudyInputError("--memory must be 0 or more")
+    if a.merge not in MERGE_METHODS:
+        raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
 
 
 def _config(a: argparse.Namespace, settings):
@@ -175,6 +198,14 @@ def _config(a: argparse.Namespace, settings):
         sign_in=a.sign_in,
         ring_accounts=a.ring_accounts,
         hold_unreviewed=a.hold_unreviewed,
+        candidates={
+            "union_candidate": a.union == "on",
+            "union_continues": a.union_continues == "on",
+            "memory_rounds": a.memory,
+            "memory_groups": a.memory_groups == "on",
+            "merge_method": a.merge,
+            "judge": a.judge,
+        },
     )
 
 

@@ -30,6 +30,7 @@ from crowd.sim.poisoning_study import (
     ARMS,
     Study,
     champions,
+    crowned_kinds,
     points,
     used_by,
     write_json,
@@ -266,6 +267,8 @@ def summary(config, out: Path, stats: list[dict], wall: float, cpu: float) -> di
             for arm, p in paths.items()
         },
         "adversary_action_share": {arm: records[arm].get("action_share") for arm in ARMS},
+        "crowned_kinds": {arm: crowned_kinds(out, arm, records[arm]["campaign"]) for arm in ARMS},
+        "candidates": config.candidates,
         "honest_share_of_training": shares["defended"],
         "undefended_honest_share_of_training": shares["undefended"],
         "train_s": round(total["train_s"], 1),

@@ -11,11 +11,11 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from crowd.sim.convergence_rounds import CHAT, RoundDriver, round_number
+from crowd.sim.convergence_rounds import CHAT, WITHOUT_CANDIDATES, RoundDriver, round_number
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
 from crowd.threads import run_in_own_thread
 
@@ -53,6 +53,9 @@ class PoisonConfig:
     sign_in: bool = False  # everyone has an account; the defended campaign requires one
     ring_accounts: int = 1  # the ring's accounts, with sign-in
     hold_unreviewed: bool = False  # defended arm: only trusted corrections train
+    # Issue 28's candidates and judge in both arms: CampaignSpec fields (crowd.rounds.candidates,
+    # .judge) over WITHOUT_CANDIDATES, so a run from before them reads as what it was.
+    candidates: dict = field(default_factory=dict)
 
 
 class Study:
@@ -177,6 +180,7 @@ class Study:
             points_rule=c.points_rule,
             require_login=defended and c.sign_in,
             hold_unreviewed=defended and c.hold_unreviewed,
+            **{**WITHOUT_CANDIDATES, **c.candidates},
         )
         with connect(settings.db_path) as db, db.atomic():
             if store.campaign_named(db, spec.name):
@@ -193,21 +197,23 @@ class Study:
     # -- the pooled model -----------------------------------------------------------------
 
     def passes(self, arm: str, campaign_id: int) -> int:
-        """Example-passes (rows x epochs) of every candidate the arm's rounds trained."""
-        from crowd.rounds.data import training_material
+        """Example-passes (rows x epochs) of every candidate the arm's rounds trained, as their
+        bundles list them (group and union, with their memory; a merge trains nothing)."""
+        from crowd.rounds.bundle import read_bundle
+        from storage import records
         from storage import rounds as store
         from storage.db import connect
 
         total = 0
         with connect(self.out / arm / "crowd.db") as db:
-            campaign = store.get_campaign(db, campaign_id)
-            for round_ in store.rounds_of(db, campaign_id):
-                if round_["state"] != "done":
-                    continue
-                data, _ = training_material(db, campaign, round_)
-                for group in data.values():
-                    if group.corrections >= campaign["min_corrections"] and group.sft:
-                        total += len(group.sft) * self.training.epochs_for(len(group.sft))
+            done = [r for r in store.rounds_of(db, campaign_id) if r["state"] == "done"]
+            paths = [record["path"] for r in done if (record := records.bundle_of(db, r["id"]))]
+        for path in paths:
+            bundle = read_bundle(self.out / arm / path)
+            for c in bundle.candidates:
+                if c.kind != "merged":
+                    n = sum(1 for e in bundle.examples_of(c) if e.sft)
+                    total += n * self.training.epochs_for(n, c.scale)
         return total
 
     def pooled(self, source: str, campaign_id: int, passes: int) -> Path | None:
@@ -319,6 +325,20 @@ def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str
         path = [(0, rounds[0]["champion_id"])] if rounds else []
         path += [(r["number"], r["winner_id"]) for r in rounds]
         return [(n, v, store.get_version(db, v)["adapter_path"]) for n, v in path]
+
+
+def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
+    """The kind of candidate ('group', 'union', 'merged') each crowning round of the arm
+    crowned, in round order."""
+    from storage import rounds as store
+    from storage.db import connect
+
+    with connect(out / arm / "crowd.db") as db:
+        return [
+            store.get_version(db, r["winner_id"])["kind"]
+            for r in store.rounds_of(db, campaign_id)
+            if r["state"] == "done" and r["improved"]
+        ]
 
 
 def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:

@@ -119,6 +119,12 @@ class LoraHost:
             del config.quantization_config
         self.base = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=self.dtype)
         self.base.to(self.device).requires_grad_(False)  # type: ignore[arg-type]
+        self.scale = 1  # the running train() call's: see epochs_for
+
+    def epochs_for(self, n_rows: int) -> int:
+        """Epochs over `n_rows` for the running train() call: the settings' rule, with
+        `min_examples` counted `scale` times (a union of that many groups' candidates)."""
+        return self.settings.epochs_for(n_rows, self.scale)
 
     def attach(self, init_adapter: Path | None) -> Any:
         """The base wrapped in a trainable TRAINED adapter: init_adapter's weights, or fresh."""
@@ -142,17 +148,46 @@ class LoraHost:
         self.base.__dict__.pop("forward", None)
         self.base.eval()
 
+    def merge(
+        self,
+        sources: Sequence[Path],
+        out_dir: Path,
+        method: str,
+        names: Sequence[str],
+        density: float | None = None,
+    ) -> Path:
+        """Merge the adapters in `sources` into `out_dir` on this host's base copy
+        (crowd.training.merge; `density` defaults to its DENSITY); MergeRefused when they
+        cannot be merged."""
+        from crowd.training.merge import DENSITY, merge_adapters
+
+        try:
+            return merge_adapters(
+                self.base,
+                sources,
+                out_dir,
+                method,
+                names,
+                density=DENSITY if density is None else density,
+                seed=self.settings.seed,
+            )
+        finally:
+            self.base.eval()
+
     def run(
         self,
         init_adapter: Path | None,
         out_dir: Path,
         stages: Sequence[Callable[[Any], tuple[int, float]]],
+        scale: int = 1,
     ) -> TrainResult:
-        """Attach, run the stages in turn (each returns its steps and last loss), save."""
+        """Attach, run the stages in turn (each returns its steps and last loss), save;
+        `scale`: see epochs_for."""
         if out_dir.exists():
             raise FileExistsError(f"the output folder {out_dir} already exists")
         started = time.monotonic()
         model = self.attach(init_adapter)
+        self.scale = max(1, scale)
         try:
             steps, loss = 0, math.nan
             for stage in stages:
@@ -160,6 +195,7 @@ class LoraHost:
                 steps += stage_steps
             save_adapter(model, out_dir)
         finally:
+            self.scale = 1
             self.detach(model)
         return TrainResult(out_dir, steps, loss, time.monotonic() - started)
 

@@ -53,6 +53,7 @@ class TorchLoopTrainer(LoraHost):
         mode: str,
         out_dir: Path,
         progress: ProgressFn | None = None,
+        scale: int = 1,
     ) -> TrainResult:
         check_inputs(mode, sft, pairs)
         max_length = self.settings.max_length
@@ -65,7 +66,7 @@ class TorchLoopTrainer(LoraHost):
             duos = encode_pair(self.tokenizer, pair_rows(pairs), max_length)
             require_examples(len(duos), "dpo", max_length)
             stages.append(lambda model: self._stage("dpo", model, duos, self._dpo_loss, progress))
-        return self.run(init_adapter, out_dir, stages)
+        return self.run(init_adapter, out_dir, stages, scale)
 
     def _stage(
         self,
@@ -83,7 +84,7 @@ class TorchLoopTrainer(LoraHost):
             add_reference(model)  # before collecting the trainable parameters: it freezes it
             _disable_dropout(model)  # as TRL's DPOTrainer does (disable_dropout=True)
         params = [p for p in model.parameters() if p.requires_grad]
-        epochs = s.epochs_for(len(items))
+        epochs = self.epochs_for(len(items))
         steps = math.ceil(len(items) / s.batch_size) * epochs
         optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=0.0)
         # linear decay to zero, as transformers' "linear" schedule without warm-up

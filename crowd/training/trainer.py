@@ -76,12 +76,23 @@ class Trainer(Protocol):
         mode: str,
         out_dir: Path,
         progress: ProgressFn | None = None,
+        scale: int = 1,
     ) -> TrainResult:
         """Train from `init_adapter` (None: a fresh adapter) in `mode` ('sft', 'dpo' or
         'sft+dpo': SFT then DPO against the SFT result) and write the adapter to `out_dir`.
         `progress` is called after every optimizer step; returning False cancels: raises
-        TrainingCancelled and writes nothing. Raises TrainingFailed on bad data or on a NaN or
-        inf loss, FileExistsError when `out_dir` exists."""
+        TrainingCancelled and writes nothing. `scale`: the candidate stands for that many
+        groups' candidates (the union), and its `min_examples` counts that many times, so it
+        trains at least as many example-passes as they do together. Raises TrainingFailed on
+        bad data or on a NaN or inf loss, FileExistsError when `out_dir` exists."""
+        ...
+
+    def merge(
+        self, sources: Sequence[Path], out_dir: Path, method: str, names: Sequence[str]
+    ) -> Path:
+        """Merge the saved adapters `sources` (named `names` in messages) by PEFT's combination
+        `method` into `out_dir` (crowd.training.merge). Raises MergeRefused when they differ in
+        rank or targets, FileExistsError when `out_dir` exists."""
         ...
 
 
@@ -97,6 +108,7 @@ class TRLTrainer(LoraHost):
         mode: str,
         out_dir: Path,
         progress: ProgressFn | None = None,
+        scale: int = 1,
     ) -> TrainResult:
         check_inputs(mode, sft, pairs)
         stages = []
@@ -104,7 +116,7 @@ class TRLTrainer(LoraHost):
             stages.append(lambda model: self._stage("sft", model, sft, progress))
         if "dpo" in mode:
             stages.append(lambda model: self._stage("dpo", model, pairs, progress))
-        return self.run(init_adapter, out_dir, stages)
+        return self.run(init_adapter, out_dir, stages, scale)
 
     def _stage(
         self, stage: str, model: Any, data: Sequence, progress: ProgressFn | None
@@ -165,7 +177,7 @@ class TRLTrainer(LoraHost):
         return dict(
             output_dir=str(work),  # a temporary folder; nothing is saved there
             per_device_train_batch_size=s.batch_size,
-            num_train_epochs=s.epochs_for(n_rows),
+            num_train_epochs=self.epochs_for(n_rows),
             learning_rate=s.learning_rate,
             seed=s.seed,
             max_length=s.max_length,

@@ -162,7 +162,10 @@ def reason_text(reason: object) -> str:
             "with the crowd's verdict"
         )
     parts = []
-    if isinstance(reason.get("group_rank"), int):  # 0 = the best group
+    if reason.get("candidate") in ("union", "merged"):  # the crowd's own candidate won
+        together = "all groups'" if reason["candidate"] == "union" else "the merged groups'"
+        parts.append(f"the model trained on {together} corrections won")
+    elif isinstance(reason.get("group_rank"), int):  # 0 = the best group
         of = f" of {reason['n_groups']}" if reason.get("n_groups") else ""
         parts.append(f"your group ranked {ordinal(reason['group_rank'] + 1)}{of}")
     if isinstance(reason.get("share_of_group"), (int, float)):

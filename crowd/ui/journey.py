@@ -10,6 +10,7 @@ import html
 import gradio as gr
 
 from crowd import views
+from crowd.campaigns import won_text
 from crowd.guide import emotion_definitions, good_rewrite, howto_steps
 from crowd.limits import Refused
 from crowd.service import CrowdService
@@ -80,7 +81,7 @@ def notice_text(n: views.RoundNotice) -> str:
     if n.winner_group is None:
         outcome = f"**Round {n.number} is over: the champion stayed** (no group's model beat it)."
     else:
-        outcome = f"**Round {n.number} is over: group {html.escape(n.winner_group)} won.**"
+        outcome = f"**Round {n.number} is over: {html.escape(won_text(n.winner_group))}.**"
     if n.my_group is None:
         mine = "You did not take part in that round."
     elif n.my_group == n.winner_group:

@@ -28,6 +28,7 @@ from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported fro
     JOB_COLUMNS,
     corrections_frame,
     jobs_frame,
+    notes_text,
     results_frame,
     status_text,
 )
@@ -36,7 +37,10 @@ SHOWN, HIDDEN = gr.update(visible=True), gr.update(visible=False)  # a confirmat
 
 # The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
 FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
-INT_FIELDS = {"n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"}
+INT_FIELDS = {
+    *("n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"),
+    "memory_rounds",
+}
 OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections", "hf_org"}
 
 
@@ -46,7 +50,10 @@ def form_values(campaign: dict) -> list:
     values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
     values["target_emotion"] = campaign.get("target_emotion") or ""
     values["hf_org"] = campaign.get("hf_org") or ""
-    for flag in ("require_login", "reviews_on", "hold_unreviewed"):  # stored as 0/1
+    for flag in (  # stored as 0/1
+        *("require_login", "reviews_on", "hold_unreviewed"),
+        *("union_candidate", "union_continues", "memory_groups"),
+    ):
         values[flag] = bool(campaign.get(flag))
     return [values.get(name) for name in FORM_FIELDS]
 
@@ -285,12 +292,14 @@ class OrganizerHandlers:
         return self.status(key), HIDDEN
 
     def live(self, key: str | None) -> tuple:
-        """Timer: (status, jobs table, round results). Quiet while the page is locked."""
+        """Timer: (status, jobs table, round results, round notes). Quiet while the page is
+        locked."""
         if not self.organizer.authorized(key):
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         campaign, _ = self.organizer.service.context()
         results = results_frame(self.organizer.round_results(key), campaign["n_groups"])
-        return self.status(key), jobs_frame(self.organizer.jobs(key)), results
+        jobs = self.organizer.jobs(key)
+        return self.status(key), jobs_frame(jobs), results, notes_text(jobs)
 
     def runner(self, key: str | None) -> str:
         """Timer: where round jobs run and the latest one's state and cost; quiet while locked."""

@@ -13,6 +13,7 @@ from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
 from crowd.ui.components import confirm_row
 from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
+from crowd.ui.organizer_candidates import candidates_controls
 from crowd.ui.organizer_tables import RESULT_COLUMNS, RESULT_TAIL
 from crowd.ui.organizer_trust import contributors_section, gold_section, rings_section
 from crowd.ui.quality import QualityHandlers, quality_tab, wire_quality
@@ -126,7 +127,7 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
     timer.tick(
         handlers.wired(handlers.live),
         [key],
-        [status, rounds["jobs"], rounds["results"]],
+        [status, rounds["jobs"], rounds["results"], rounds["notes"]],
         show_progress="hidden",
         api_visibility="private",
     )
@@ -260,6 +261,7 @@ def _rounds_section() -> dict[str, Any]:
         r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)
         r["cancel"] = gr.Button("Cancel job", scale=1)
         r["retry"] = gr.Button("Retry job", scale=1)
+    r["notes"] = gr.Markdown(elem_id="org-notes")  # type: ignore[assignment]
     return r
 
 
@@ -314,6 +316,7 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         "(unreviewed ones wait; safer, but less of the crowd's work trains)",
         elem_id="org-hold-unreviewed",
     )
+    candidates = candidates_controls()
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
     by_name = {
@@ -337,6 +340,7 @@ def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
         "person_cap": person_cap,
         "hold_unreviewed": hold_unreviewed,
         **contributors,
+        **candidates,
     }
     form = [by_name[field] for field in FORM_FIELDS]  # a setting without a control fails here
     return form, save, saved

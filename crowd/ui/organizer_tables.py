@@ -3,9 +3,11 @@ result (winner, metric per model, points), the recent corrections and the round'
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 
-from crowd.campaigns import GROUP_NAMES, group_name
+from crowd.campaigns import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
 from crowd.lessons import about
 from crowd.ui.components import points, table
 from crowd.views import RoundResult
@@ -46,6 +48,18 @@ def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
             }
         )
     return table(rows, JOB_COLUMNS)
+
+
+def notes_text(jobs: list[dict]) -> str:
+    """What the recent rounds could not build, and why (crowd.rounds.record at closing,
+    crowd.rounds.crown for a candidate the job could not make), newest first; empty when they
+    built everything."""
+    lines = [
+        f"- **Round {job['round_number']}**: {html.escape(note)}"
+        for job in jobs
+        for note in job.get("notes") or []
+    ]
+    return "### Round notes\n" + "\n".join(dict.fromkeys(lines)) if lines else ""
 
 
 def corrections_frame(rows: list[dict]) -> pd.DataFrame:
@@ -90,8 +104,10 @@ RESULT_TAIL = ["points awarded", "people"]
 
 def results_frame(results: list[RoundResult], n_groups: int) -> pd.DataFrame:
     """One row per round: its winner, the metric of the champion it started with and of each
-    group's candidate ('—': the group sat the round out), and the points it awarded."""
+    group's candidate ('—': the group sat the round out), then the union's and the merge's when
+    a round had them, and the points it awarded."""
     groups = [group_name(g) for g in range(max(n_groups, *[_groups(r) for r in results], 0))]
+    groups += [k for k in (UNION_NAME, MERGED_NAME) if any(k in r.values for r in results)]
     rows = []
     for r in reversed(results):  # the newest first
         if r.state != "done":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd import views
-from crowd.campaigns import not_a_contributor
+from crowd.campaigns import not_a_contributor, won_text
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
@@ -279,6 +279,6 @@ def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
     else:
         change = f": {before:.3f} → {after:.3f}"
     return (
-        f"### Round {last.number}: group {last.winner_group} won\nIts model beat the "
+        f"### Round {last.number}: {won_text(last.winner_group)}\nIts model beat the "
         f"champion on {metric}{change}, and now serves every group."
     )

@@ -1,0 +1,104 @@
+"""The judges' error rates and replies, simulated: the fixed judge (every model on S replies,
+crown past 2 SE) against the sequential judge (crowd.rounds.judge), the real classes, on
+replies that are on target (distance about 0.15) or off it (about 1.2), as a round's are.
+
+    .venv/bin/python bench/judge_rule.py [--trials 2000] [--seed 0]
+
+A model is its chance p of an on-target reply; reply j of every model shares its sampling
+noise half of the time (the same prompt and seed), so their distances are paired. Scenarios:
+every candidate as good as the champion (p = 0.2: a crown is false), one better by dp, or
+every candidate worse (the fear rounds of docs/results/poisoning.md). Prints, per S and
+number of candidates K, the share of rounds that crown (a false crown when none is better,
+the better one otherwise) and the mean replies decoded per round; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crowd.evaluation import EvalSet, Score  # noqa: E402
+from crowd.rounds.judge import FixedJudge, SequentialJudge, looks  # noqa: E402
+
+ON, OFF, P0 = 0.15, 1.2, 0.2
+SCENARIOS = {"null": 0.0, "better 0.1": 0.1, "better 0.2": 0.2, "better 0.3": 0.3, "worse": -0.1}
+EVAL_SET = EvalSet("emotion", prompts=[[{"role": "user", "content": "-"}]], target=np.zeros(28))
+
+
+class MixtureEvaluator:
+    """The judging protocol over simulated replies: reply j of model i is on target when a
+    uniform draw is below p_i; the draw is shared by all models for half of the j."""
+
+    def __init__(self, ps: dict[str, float], samples: int, rng: np.random.Generator):
+        self.samples, self.replies = samples, 0
+        cap = max(looks(samples))
+        shared, own = rng.random(cap), rng.random((len(ps), cap))
+        pick = rng.random((len(ps), cap)) < 0.5
+        u = np.where(pick, shared[None], own)
+        noise = rng.normal(0, 0.12, (len(ps), cap))
+        p = np.array(list(ps.values()))[:, None]
+        table = np.where(u < p, ON, OFF) + noise
+        self.distances = dict(zip(ps, table))
+        self.given: dict[str, int] = {}
+
+    def evaluate(self, eval_set, adapters, samples=None):
+        n = samples or self.samples
+        out = []
+        for name in adapters:
+            self.replies += max(0, n - self.given.get(name, 0))  # earlier replies are kept
+            self.given[name] = max(self.given.get(name, 0), n)
+            mine = [float(d) for d in self.distances[name][:n]]
+            detail = {"distances": mine, "distinct": 1.0, "sd": float(np.std(mine, ddof=1))}
+            out.append(Score("emotion_l2", float(np.mean(mine)), None, n, detail))
+        return out
+
+
+def trial(judge, samples: int, k: int, dp: float, rng: np.random.Generator) -> tuple[bool, int]:
+    """(crowned the right model, replies decoded) for one simulated round."""
+    ps = {"champion": P0, **{f"c{i}": P0 for i in range(k)}}
+    if dp > 0:
+        ps["c0"] = P0 + dp
+    elif dp < 0:
+        ps = {name: (P0 if name == "champion" else P0 + dp) for name in ps}
+    evaluator = MixtureEvaluator(ps, samples, rng)
+    verdict = judge.judge(evaluator, EVAL_SET, "champion", list(ps)[1:], 0.0)
+    right = verdict.crowned and (dp <= 0 or verdict.leader == "c0")
+    return right, evaluator.replies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    judges = {"fixed": FixedJudge(), "sequential": SequentialJudge()}
+    result: dict[str, dict] = {}
+    for samples in (24, 50):
+        for k in (3, 5):
+            print(f"S = {samples}, K = {k} candidates: crowned / replies per round")
+            for name, judge in judges.items():
+                cells = {}
+                for scenario, dp in SCENARIOS.items():
+                    rng = np.random.default_rng([args.seed, samples, k, int(dp * 100) + 50])
+                    runs = [trial(judge, samples, k, dp, rng) for _ in range(args.trials)]
+                    cells[scenario] = {
+                        "crowned": round(float(np.mean([r for r, _ in runs])), 3),
+                        "replies": round(float(np.mean([n for _, n in runs])), 1),
+                    }
+                result[f"S{samples}-K{k}-{name}"] = cells
+                row = "  ".join(
+                    f"{s}: {c['crowned']:.3f} / {c['replies']:.0f}" for s, c in cells.items()
+                )
+                print(f"  {name:10s} {row}")
+    print(json.dumps({"trials": args.trials, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
