@@ -137,7 +137,9 @@ def test_a_job_that_times_out_or_vanishes_is_retried_then_left_with_its_logs(hub
     assert hf_worker(replace(settings, job_timeout_s=1), fake).step()
     last = job_row(service, job_id)
     assert last["status"] == "failed" and last["failures"] == 3 and "Job timeout" in last["error"]
-    assert round_row(service, 1)["state"] == "training"
+    # Left for the organizer where the last attempt got to: a resumed attempt may reach judging
+    # (the round's 'evaluating') before its timeout. Nothing is crowned either way.
+    assert round_row(service, 1)["state"] in ("training", "evaluating")
     with service.db() as db:
         assert db["evaluations"].count == 0 and db["model_versions"].count == 1  # nothing crowned
 
