@@ -230,17 +230,21 @@ def assert_stored_as_shown(db_path, shown: dict) -> None:
 
 
 def endorse_everything(page, expect) -> None:
-    """Endorse each of Ada's reviewable corrections (her rewrite, pick and label)."""
+    """Review all that is dealt as an honest reviewer would: endorse Ada's reviewable corrections
+    (her rewrite, pick and label), and of the gold items dealt unmarked among them (the
+    reference pair shown as a rewrite, at a place keyed by the server's secret) endorse the
+    good one and reject the one that rewrites the happy reply into "Go away."."""
     open_tab(page, "Review")
     item = page.locator("#review-item")
     expect(item).to_contain_text("They asked")
-    endorsed = 0
+    answered = 0
     while "Nothing to review" not in (before := settled(item, expect)):
-        assert endorsed < 3, f"more to review than Ada's three corrections: {before}"
-        page.locator("#review-endorse").click()
+        assert answered < 5, f"more to review than Ada's three corrections and 2 gold: {before}"
+        bad = "Their rewrite: Go away." in before
+        page.locator("#review-reject" if bad else "#review-endorse").click()
         expect(item).not_to_have_text(before)
-        endorsed += 1
-    assert endorsed == 3
+        answered += 1
+    assert answered >= 3
 
 
 PROGRESS = re.compile(r"^\s*(processing|[\d./]+\s*s)\b")  # Gradio's overlay: "0.1s", ...
