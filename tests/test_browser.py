@@ -222,10 +222,11 @@ def review_as_another_volunteer(page, url: str, expect) -> None:
     item = page.locator("#review-item")
     expect(item).to_contain_text("They asked")  # an item is dealt (which one first is the server's)
     page.screenshot(path=str(SHOTS / "volunteer-review.png"), full_page=True)
-    seen = []
-    while "Nothing to review" not in (shown := item.inner_text()) and len(seen) < 4:
+    seen = []  # the first one's two corrections, and any gold items dealt unmarked among them
+    while "Nothing to review" not in (shown := item.inner_text()) and len(seen) < 8:
         seen.append(shown)
-        page.locator("#review-endorse").click()
+        bad = "Their rewrite: Go away." in shown  # the reference pair's bad gold item
+        page.locator("#review-reject" if bad else "#review-endorse").click()
         deadline = time.monotonic() + 30  # the next item replaces this one
         while item.inner_text() == shown and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -404,8 +405,10 @@ def see_the_round_end(page, size: str, expect) -> None:
 def open_tab(page, name: str) -> None:
     """Click a tab; on a phone Gradio moves the tabs that do not fit behind its "…" menu."""
     tab = page.get_by_role("tab", name=name)
+    menu = page.locator(".overflow-menu button").first
+    tab.or_(menu).first.wait_for(state="visible")  # the tabs are drawn, in full or behind "…"
     if not tab.is_visible():
-        page.locator(".overflow-menu button").first.click()
+        menu.click()
         tab = page.locator(".overflow-dropdown").get_by_role("button", name=name)
     tab.click()
 
