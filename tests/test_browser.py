@@ -99,6 +99,8 @@ def app_env(settings, port: int, worker: bool) -> dict:
         "CROWD_BASE_MODEL": settings.model.base_model,
         "CROWD_DEVICE": "cpu",
         "CROWD_ORGANIZER_SECRET": KEY,
+        # fixed, so that the gold items of review queues fall at the same places in every run
+        "CROWD_IDENTITY_SECRET": "browser-tests-identity-secret-fixed-so-runs-repeat",
         "CROWD_MAX_NEW_TOKENS": "12",
         "CROWD_EPOCHS": "3",
         "CROWD_LEARNING_RATE": "0.001",
