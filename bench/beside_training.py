@@ -1,21 +1,23 @@
 """Replies while a round trains, on the default model: the round in a thread of the app (runner
-`thread`) against the round in a child process (runner `process`), both at the worker's lowered
-CPU priority, against nobody training.
+`thread`) against the round in a child process (runner `process`), against nobody training.
 
     .venv/bin/python bench/beside_training.py [--nice 10] [--repeats 3] [--replies 6]
 
-Three arms, interleaved in one process on the same loaded model, `--repeats` times:
+Four arms, interleaved in one process on the same loaded model, `--repeats` times:
   idle      nobody trains;
   thread    a round job (crowd.rounds.job: TRL training of three groups' LoRA candidates, from a
             bundle) in a thread of this process, started from a thread at `--nice` as the worker
             does (CROWD_ROUND_RUNNER=thread);
   process   the same bundle's job as `python -m crowd round-job` in a child process forked from
-            a thread at `--nice` (CROWD_ROUND_RUNNER=process).
+            a thread at `--nice`, in Linux's idle scheduling class (CROWD_ROUND_RUNNER=process,
+            the default CROWD_JOB_IDLE_CLASS=1);
+  process-nice  the same child at `--nice` only (CROWD_JOB_IDLE_CLASS=0).
 In each arm one volunteer asks `--replies` questions one after another (greedy, `--tokens`
 tokens, a group's adapter) once the round is training, and the time to the first streamed text
 and to the whole reply are recorded; the job's optimizer steps per second are read from its
 progress file. Prints p50 and p95 of each, the ratios to idle and the load average; the last line
 is one JSON object (`ttft_p95_thread_over_idle`, `ttft_p95_process_over_idle`, ...).
+Results: docs/results/round-job.md.
 """
 
 from __future__ import annotations
@@ -177,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         "HF_HUB_OFFLINE": "1",
         "CROWD_MODELS_DIR": str(cache),
     }
-    runners = {"thread": ThreadRunner(lambda _b: kit), "process": ProcessRunner(env)}
-    times: dict[str, list] = {"idle": [], "thread": [], "process": []}
-    rates: dict[str, list] = {"thread": [], "process": []}
+    runners = {
+        "thread": ThreadRunner(lambda _b: kit),
+        "process": ProcessRunner(env),
+        "process-nice": ProcessRunner(env, idle_class=False),
+    }
+    times: dict[str, list] = {"idle": [], **{name: [] for name in runners}}
+    rates: dict[str, list] = {name: [] for name in runners}
     for repeat in range(args.repeats):
         for name in times:
             measured, rate = arm(name, service, runners, bundle, args, work)
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             if rate is not None:
                 rates[name].append(rate)
             ttft = statistics.median(t for t, _ in measured)
-            print(f"repeat {repeat + 1} {name:>8}: ttft p50 {ttft:.2f} s"
+            print(f"repeat {repeat + 1} {name:>12}: ttft p50 {ttft:.2f} s"
                   + (f", training {rate:.3f} steps/s" if rate is not None else ""), flush=True)  # fmt: skip
     service.close()
     print(json.dumps(result(args, times, rates)))
@@ -200,7 +206,7 @@ def result(args, times: dict[str, list], rates: dict[str, list]) -> dict:
         first, whole = [t for t, _ in ts], [w for _, w in ts]
         stats[name] = (statistics.median(first), p95(first), statistics.median(whole), p95(whole))
         print(
-            f"{name:>8}: ttft p50 {stats[name][0]:.3f} s, p95 {stats[name][1]:.3f} s; whole reply "
+            f"{name:>12}: ttft p50 {stats[name][0]:.3f} s, p95 {stats[name][1]:.3f} s; whole reply "
             f"p50 {stats[name][2]:.2f} s, p95 {stats[name][3]:.2f} s ({len(ts)} replies)"
         )
     load = os.getloadavg()
@@ -212,7 +218,7 @@ def result(args, times: dict[str, list], rates: dict[str, list]) -> dict:
         "replies_per_arm": args.replies * args.repeats,
         "load_average_1m": round(load[0], 2),
     }
-    for name in ("thread", "process"):
+    for name in ("thread", "process", "process-nice"):
         s = stats[name]
         out[f"ttft_p50_{name}_over_idle"] = round(s[0] / idle[0], 2)
         out[f"ttft_p95_{name}_over_idle"] = round(s[1] / idle[1], 2)

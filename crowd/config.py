@@ -329,11 +329,19 @@ class Settings:
         "a round that trains beside the chat takes the CPU the replies leave; 0 = equal",
         _int_in(0, 19),
     )
+    job_idle_class: bool = setting(
+        "CROWD_JOB_IDLE_CLASS",
+        True,
+        "`process` runner: the round's child runs in Linux's idle scheduling class, taking only "
+        "the CPU the replies leave (a round on a CPU that chats without pause waits for a "
+        "pause); 0 = at CROWD_WORKER_NICE",
+        _flag,
+    )
     round_runner: str = setting(
         "CROWD_ROUND_RUNNER",
         "thread",
         "where a round trains and is judged: `thread` (in the app, below the replies' priority),"
-        " `process` (a child process at that priority: a crash fails the job, not the app),"
+        " `process` (a child process below the replies: a crash fails the job, not the app),"
         " `hf-jobs` (a Hugging Face Job on `CROWD_JOB_FLAVOR`, the Space's image; docs/deploy.md)",
         _choice("thread", "process", "hf-jobs"),
     )

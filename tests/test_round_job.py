@@ -297,6 +297,9 @@ def outcome(db_path: Path) -> dict:
 
 
 def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings):
+    """While it trains, the child and every thread it started are in the idle scheduling class
+    (CROWD_JOB_IDLE_CLASS), so the replies preempt it; killed, it fails visibly, and the
+    retry resumes from what OUT holds."""
     settings = replace(settings, round_runner="process", eval_samples=2,
                        training=replace(settings.training, epochs=10, batch_size=1))  # fmt: skip
     service, organizer, worker, _ = make_world(
@@ -311,7 +314,10 @@ def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings):
         if job["progress"].get("step", 0) >= 2:
             break
         time.sleep(0.2)
-    os.kill(int(job["external_id"]), signal.SIGKILL)
+    child = int(job["external_id"])
+    threads = [int(t) for t in os.listdir(f"/proc/{child}/task")]
+    assert len(threads) > 1 and {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+    os.kill(child, signal.SIGKILL)
     thread.join(120)
     with service.db() as db:
         killed = store.get_job(db, job_id)

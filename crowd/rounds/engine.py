@@ -202,7 +202,7 @@ def build_engine(settings, now: Callable[[], str], jobs_api=None) -> RoundEngine
 
     runner: Runner
     if settings.round_runner == "process":
-        runner = ProcessRunner()
+        runner = ProcessRunner(idle_class=settings.job_idle_class)
     elif settings.round_runner == "hf-jobs":
         runner = hf_jobs_runner(settings, jobs_api)
     else:

@@ -42,6 +42,17 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def idle_child() -> None:  # runs in the child between fork and exec
+    """Die with the parent, and run in Linux's idle scheduling class (SCHED_IDLE, inherited by
+    every thread the job starts): the job takes only the CPU the replies leave free, and a
+    waking reply preempts it at once. A nice value cannot do that: beside a nice-10 child on
+    2 cores, the chat's torch threads still waited on the child's (bench/beside_training.py:
+    first-token p95 several times idle's; docs/results/round-job.md)."""
+    die_with_parent()
+    if sys.platform.startswith("linux"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 class JobFailed(RuntimeError):
     """The runner could not run the job to its end. `retry`: worth running again (a crash, a
     timeout, a vanished job); False: left for the organizer (a refused flavor, no token)."""
@@ -157,13 +168,15 @@ class ThreadRunner:
 class ProcessRunner:
     """`python -m crowd round-job BUNDLE OUT` in a child process. Forked from the worker's job
     thread, the child starts at that thread's lowered priority (CROWD_WORKER_NICE), and it is
-    told to die with that thread (PR_SET_PDEATHSIG), which lives until the job ends."""
+    told to die with that thread (PR_SET_PDEATHSIG), which lives until the job ends. With
+    `idle_class` (CROWD_JOB_IDLE_CLASS, the default) it runs in the idle scheduling class
+    instead of at a nice value (`idle_child`)."""
 
     name, poll_s = "process", 0.5
     flavor: str | None = None
 
-    def __init__(self, env: dict[str, str] | None = None):
-        self.env = env
+    def __init__(self, env: dict[str, str] | None = None, idle_class: bool = True):
+        self.env, self.idle_class = env, idle_class
         self._children: dict[str, subprocess.Popen] = {}
 
     def command(self, bundle: Bundle, out: Path) -> list[str]:
@@ -179,7 +192,7 @@ class ProcessRunner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=child_env(self.env),
-                preexec_fn=die_with_parent,  # runs between fork and exec
+                preexec_fn=idle_child if self.idle_class else die_with_parent,
             )
         self._children[str(child.pid)] = child
         return str(child.pid)
