@@ -22,9 +22,9 @@ from pathlib import Path
 
 from crowd.export import export_dataset  # noqa: E402
 from storage.db import migrate  # noqa: E402
+from storage.vocabulary import CHOICES, KINDS, RATINGS  # noqa: E402
 
 T0 = "2026-11-02T10:00:00+00:00"
-KINDS = ("rewrite", "choice", "emotion", "rating")
 WORDS = "the a day joy bright happy warm sun friends music laugh glad kind sweet we you".split()
 
 
@@ -54,9 +54,9 @@ def _correction(i: int, rng: random.Random, n_people: int, n_messages: int) -> t
         prompt,
         _text(rng, rng.randint(20, 40)),
         _text(rng, 30) if kind == "rewrite" else None,
-        rng.choice(("a", "b", "tie", "both_bad")) if kind == "choice" else None,
+        rng.choice(CHOICES) if kind == "choice" else None,
         "joy" if kind == "emotion" else None,
-        rng.choice((-1, 1)) if kind == "rating" else None,
+        rng.choice(RATINGS) if kind == "rating" else None,
         "heldout" if i % 5 == 0 else "train",
         T0 if i % 50 == 0 else None,
         T0,

@@ -23,8 +23,7 @@ from crowd.limits import Limits, RateLimiter, Refused, clean_text
 from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
-
-CHOICES = ("a", "b", "tie", "both_bad")
+from storage.vocabulary import CHOICES, RATINGS
 
 
 class CorrectionActions:
@@ -142,7 +141,7 @@ class CorrectionActions:
     ) -> int:
         """Thumbs up (1) or down (-1) on the reply as shown; a new rating of the same reply
         replaces the earlier one."""
-        if value not in (1, -1):
+        if value not in RATINGS:
             raise Refused("A rating is thumbs up or thumbs down.")
         return self._submit(token, message_id, address, shown, kind="rating", rating=value)
 

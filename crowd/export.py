@@ -27,16 +27,8 @@ from sqlite_utils import Database
 from crowd.assess import Assessment, assess
 from crowd.lessons import Lesson, MalformedCorrection, lesson
 from storage.card import render_card
-from storage.export_io import (
-    JSONL_FILES,
-    ExportError,
-    Scope,
-    Sinks,
-    Snapshot,
-    open_snapshot,
-    write_points_csv,
-    write_rounds_csv,
-)
+from storage.export_io import JSONL_FILES, Sinks, write_points_csv, write_rounds_csv
+from storage.export_snapshot import ExportError, Scope, Snapshot, open_snapshot
 
 __all__ = ["ExportError", "export_dataset", "export_zip"]
 
@@ -127,7 +119,7 @@ def _write_corrections(
 
 
 def _used_ids(snap: Snapshot, scope: Scope, trust: Assessment) -> set[int]:
-    """Ids of the corrections the training files hold: live, not moderated out, and used. A
+    """Ids of the corrections the training files hold: live (storage.queries.LIVE), and used. A
     round that has been closed into its bundle says what it used in its record (what trained,
     and what judged it or a later round: storage.records), read as written; a round still open
     (or closed before records were kept) is read as it would use them (`crowd.assess`): the
@@ -135,9 +127,8 @@ def _used_ids(snap: Snapshot, scope: Scope, trust: Assessment) -> set[int]:
     recorded, recorded_used = snap.recorded(scope)
     by_round: dict[int, list[dict]] = {}
     for row in snap.corrections(scope):
-        if not (row["undone_at"] or row["replaced_at"] or row["hidden_at"]):
-            if not (row["banned_at"] or row["person_hidden_at"]):
-                by_round.setdefault(row["round_id"], []).append(row)
+        if row["live"]:
+            by_round.setdefault(row["round_id"], []).append(row)
     used: set[int] = set()
     for round_id, rows in by_round.items():
         if round_id in recorded:

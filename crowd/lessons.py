@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from storage.vocabulary import CHAT_ROLES
+from storage.vocabulary import CHAT_ROLES, RATINGS
 
 Message = dict[str, str]
 
@@ -80,7 +80,7 @@ def lesson(correction: dict[str, Any], task: str, target_emotion: str | None) ->
     shown = about(correction)
     if kind == "choice":
         return _choice(prompt, correction["choice"], shown, correction.get("other_reply"))
-    if kind == "rating" and correction["rating"] in (-1, 1):
+    if kind == "rating" and correction["rating"] in RATINGS:
         liked = correction["rating"] == 1
         return Lesson(prompt, sft_target=shown if liked else None, kto=((shown, liked),))
     if kind == "emotion" and correction["emotion"]:

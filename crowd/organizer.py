@@ -32,7 +32,6 @@ from crowd.review import REVIEWED_KINDS
 from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService, context_of
 from crowd.suspicion import group_of
-from crowd.trust import VERDICTS
 from crowd.voices import parse_venues, venue_text
 from storage import deals, queries
 from storage import rounds as store
@@ -45,6 +44,7 @@ from storage.vocabulary import (
     ROUND_POLICIES,
     TASKS,
     TRAINING_MODES,
+    VERDICTS,
 )
 
 PASS_PREFIX = "hf-pass:"

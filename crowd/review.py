@@ -24,12 +24,14 @@ from crowd.identity import load_secret
 from crowd.lessons import about, parse_prompt
 from crowd.limits import Refused
 from crowd.service import CrowdService, context_of
-from crowd.trust import GOLD_EVERY, VERDICTS
+from crowd.trust import GOLD_EVERY
 from crowd.voices import network_source
 from storage import deals, queries, reviews
 from storage import rounds as store
+from storage.vocabulary import VERDICTS, Kind
 
-REVIEWED_KINDS = ("rewrite", "choice", "emotion")  # a thumb is too small a claim to review
+REVIEWED_KINDS: tuple[Kind, ...] = ("rewrite", "choice", "emotion")
+"""The kinds peers review: a thumb is too small a claim to review."""
 NOT_DEALT = "That item was not dealt to you: review the items your queue deals you."
 SAME_VOICE = (
     "Someone on your network (or account) has already reviewed that item; one voice reviews "
@@ -117,10 +119,9 @@ class Reviews:
         correction = queries.get_correction(db, correction_id)
         if correction["participant_id"] == person["id"]:
             raise Refused("You cannot review your own corrections.")
-        if correction["undone_at"] or correction["replaced_at"]:
-            raise Refused("That correction was withdrawn by its author.")
-        author = queries.get_participant(db, correction["participant_id"])
-        if correction["hidden_at"] or author["banned_at"] or author["hidden_at"]:
+        if not queries.is_live(db, correction["id"]):
+            if correction["undone_at"] or correction["replaced_at"]:
+                raise Refused("That correction was withdrawn by its author.")
             raise Refused("That correction was removed by the organizers.")
         if correction["round_id"] not in self._window(db):
             raise Refused("That correction's round is over; it can no longer be reviewed.")

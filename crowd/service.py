@@ -27,8 +27,7 @@ from crowd.campaigns import (
     utcnow,
 )
 from crowd.config import Settings
-from crowd.corrections import (  # noqa: F401 (CHOICES, ROUND_CLOSED, context_of: imported from here)
-    CHOICES,
+from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: imported from here)
     NOT_IN_CHAT,
     ROUND_CLOSED,
     CorrectionActions,

@@ -22,7 +22,7 @@ from crowd.hub import Hub
 from crowd.identity import backup_signer, key_file
 from storage.backup import DB_NAME, make_backup
 from storage.db import has_participants
-from storage.export_io import ExportError
+from storage.export_snapshot import ExportError
 
 log = logging.getLogger("crowd.sync")
 REPO_TYPE = "dataset"

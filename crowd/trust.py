@@ -44,7 +44,6 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-VERDICTS = ("endorse", "reject")
 STATUSES = ("unreviewed", "pending", "trusted", "rejected", "contested")
 
 GOLD_EVERY = 8  # about one dealt item in this many is a gold item

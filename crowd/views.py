@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from crowd.assess import assess
 from crowd.campaigns import candidate_name, group_name, may_correct
-from crowd.evaluation import LOWER_IS_BETTER
+from crowd.metrics import lower_is_better
 from crowd.trust import consensus
 from storage import before_after as before_after_store
 from storage import boards, queries
@@ -118,7 +118,7 @@ def last_round(db_path, campaign_id: int) -> LastRound | None:
         bool(latest["improved"]),
         winner,
         metric,
-        LOWER_IS_BETTER.get(metric, True),
+        lower_is_better(metric),
         before,
         after,
     )
@@ -165,7 +165,7 @@ def round_results(db_path, campaign: dict) -> list[RoundResult]:
                 r["state"],
                 winner,
                 metric,
-                LOWER_IS_BETTER.get(metric, True),
+                lower_is_better(metric),
                 values,
                 total,
                 people,

@@ -298,12 +298,23 @@ def recent_corrections(db: Database, limit: int = 50) -> list[dict]:
     )
 
 
+IN_STANDING = "SELECT id FROM participants WHERE banned_at IS NULL AND hidden_at IS NULL"
+"""SQL: the ids of the people in good standing, neither banned nor hidden by a moderator. Only
+their corrections count (LIVE) and only their reviews are counted (storage.reviews.COUNTED)."""
+
 LIVE = (
-    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.replaced_at IS NULL AND c.participant_id IN "
-    "(SELECT id FROM participants WHERE banned_at IS NULL AND hidden_at IS NULL)"
+    "c.undone_at IS NULL AND c.hidden_at IS NULL AND c.replaced_at IS NULL"
+    f" AND c.participant_id IN ({IN_STANDING})"
 )
-"""SQL condition on `corrections c`: counts for training, evaluation and points. Leaves out what
-its author undid or replaced, what a moderator hid, and everything of a banned or hidden person."""
+"""SQL condition on `corrections c`: a *live* correction, the one rule of what counts for
+training, evaluation, review, points and the export. Leaves out what its author undid or
+replaced, what a moderator hid, and everything of a banned or hidden person."""
+
+
+def is_live(db: Database, correction_id: int) -> bool:
+    """Whether the correction is live (LIVE)."""
+    found = db.execute(f"SELECT 1 FROM corrections c WHERE c.id = ? AND {LIVE}", [correction_id])
+    return found.fetchone() is not None
 
 
 def set_hf_orgs(db: Database, participant_id: str, orgs: list[str]) -> None:

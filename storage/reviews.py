@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from storage.queries import LIVE
+from storage.queries import IN_STANDING, LIVE
+from storage.vocabulary import VERDICTS
+
+COUNTED = f"SELECT * FROM reviews WHERE participant_id IN ({IN_STANDING})"
+"""SQL: the reviews that count, those by reviewers in good standing (storage.queries.IN_STANDING);
+what trust is computed from and what the export counts."""
+
+ENDORSE, REJECT = VERDICTS
+COUNTS = (
+    f"SELECT correction_id, sum(verdict = '{ENDORSE}') AS endorsements,"
+    f" sum(verdict = '{REJECT}') AS rejections FROM ({COUNTED}) GROUP BY correction_id"
+)
+"""SQL: per correction (`correction_id`), its counted reviews' `endorsements` and `rejections`."""
 
 
 def add_review(
@@ -48,12 +60,10 @@ def campaign_reviews(db: Database, campaign_id: int) -> list[tuple[int, str, str
     """(correction id, reviewer, author, verdict) of every review of the campaign's corrections
     by reviewers who are not banned or hidden, oldest first: what trust is computed from."""
     return db.execute(
-        """SELECT r.correction_id, r.participant_id, c.participant_id, r.verdict
-           FROM reviews r JOIN participants p ON p.id = r.participant_id
-           JOIN corrections c ON c.id = r.correction_id
-           WHERE c.round_id IN (SELECT id FROM rounds WHERE campaign_id = ?)
-             AND p.banned_at IS NULL AND p.hidden_at IS NULL
-           ORDER BY r.id""",
+        f"""SELECT r.correction_id, r.participant_id, c.participant_id, r.verdict
+            FROM ({COUNTED}) r JOIN corrections c ON c.id = r.correction_id
+            WHERE c.round_id IN (SELECT id FROM rounds WHERE campaign_id = ?)
+            ORDER BY r.id""",
         [campaign_id],
     ).fetchall()
 
@@ -104,8 +114,7 @@ def reviews_given_in(db: Database, round_id: int) -> list[dict]:
     """Reviews given while `round_id` was the current round, by reviewers still in good standing."""
     return list(
         db.query(
-            """SELECT r.* FROM reviews r JOIN participants p ON p.id = r.participant_id
-               WHERE r.round_id = ? AND p.banned_at IS NULL AND p.hidden_at IS NULL ORDER BY r.id""",
+            f"SELECT * FROM ({COUNTED}) WHERE round_id = ? ORDER BY id",
             [round_id],
         )
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crowd.config import PACKAGED_MODEL, Settings
+from crowd.metrics import lower_is_better
 from crowd.model_export.card import CardFacts
 from storage import model_history, records
 from storage import rounds as store
@@ -126,8 +127,6 @@ def base_hub_id(base_model: str) -> str | None:
 
 def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str) -> CardFacts:
     """Everything the model card states, read in one connection."""
-    from crowd.evaluation import LOWER_IS_BETTER
-
     campaign, last = champion.campaign, champion.round["number"]
     with connect(settings.db_path) as db:
         versions = {v["id"]: v for v in model_history.versions_of(db, campaign["id"])}
@@ -152,7 +151,7 @@ def gather_facts(settings: Settings, champion: Champion, merged: bool, now: str)
         base_note=PACKAGED_NOTE if settings.model.base_model == PACKAGED_MODEL else "",
         merged=merged,
         metric=metric,
-        lower_is_better=LOWER_IS_BETTER.get(metric or "", True),
+        lower_is_better=lower_is_better(metric),
         rounds=rounds,
         lineage=lineage,
         volunteers=len(people),

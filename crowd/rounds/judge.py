@@ -40,7 +40,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from crowd.evaluation import LOWER_IS_BETTER, EvalSet, Evaluator, Progress, Score
+from crowd.evaluation import EvalSet, Evaluator, Progress
+from crowd.metrics import LOWER_IS_BETTER, Score
 
 CROWN_Z = 2.0
 """Standard errors a candidate must beat the champion by: with 3 candidates and no real gain, a

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crowd.evaluation import Score
+from crowd.metrics import Score
 from crowd.rounds.bundle import ADAPTER_FILES, Bundle, JudgingSettings, file_hash
 from crowd.rounds.judge import looks, sequential_decision
 

@@ -50,6 +50,7 @@ from crowd.generation import BASE
 from crowd.limits import Refused
 from crowd.review import Reviews
 from crowd.service import CrowdService
+from storage.vocabulary import VERDICTS, Verdict
 
 PROMPT = "write a reddit comment."
 ROLES = ("honest", "flooder", "saboteur", "random", "ring", "sybil-ring", "many-sources")
@@ -292,11 +293,11 @@ class CrowdRound:
             except Refused:
                 continue  # withdrawn or replaced since the queue was read
 
-    def _verdict(self, v: Volunteer, item: dict, rng: random.Random, work: set) -> str:
+    def _verdict(self, v: Volunteer, item: dict, rng: random.Random, work: set) -> Verdict:
         if v.role in RINGS:  # the ring knows its own work when it sees it
             return "endorse" if _work(item) in work else "reject"
         if v.role != "honest":
-            return rng.choice(("endorse", "reject"))
+            return rng.choice(VERDICTS)
         good = self._looks_good(item)
         if rng.random() < self.b.noise:
             good = not good

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from crowd.limits import Refused
-from crowd.service import CHOICES, CrowdService
+from crowd.service import CrowdService
 from crowd.ui.chat_view import (  # noqa: F401 (ChatTab, Pair: the page's state, imported from here)
     ChatTab,
     LastCorrection,
@@ -29,9 +29,8 @@ from crowd.ui.chat_view import (  # noqa: F401 (ChatTab, Pair: the page's state,
     user_row,
 )
 from crowd.ui.components import ack, address_of, warn
+from storage.vocabulary import CHOICE_WORDS, CHOICES, KIND_WORDS, Kind
 
-CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "both bad"}
-WHAT = {"rewrite": "rewrite", "rating": "rating", "emotion": "emotion label", "choice": "choice"}
 HIDDEN, SHOWN = gr.update(visible=False), gr.update(visible=True)
 LAST_REPLY_BUTTONS = 4  # send, rewrite, another, label: they wait while a reply streams
 BUSY = (gr.update(interactive=False),) * LAST_REPLY_BUTTONS
@@ -41,10 +40,7 @@ READY = (gr.update(interactive=True),) * LAST_REPLY_BUTTONS
 def ack_line(last: LastCorrection | None, window_s: float) -> str:
     if last is None:
         return ""
-    return (
-        f"Saved your {WHAT.get(last.kind, last.kind)}. You can undo it for "
-        f"{int(window_s // 60)} minutes."
-    )
+    return f"Saved your {KIND_WORDS[last.kind]}. You can undo it for {int(window_s // 60)} minutes."
 
 
 class ChatHandlers:
@@ -65,7 +61,7 @@ class ChatHandlers:
         rows, feedback = draw(view, tab)
         return gr.update(value=rows, feedback_value=feedback)
 
-    def _saved(self, tab: ChatTab, correction_id: int, kind: str, thanks: str) -> tuple:
+    def _saved(self, tab: ChatTab, correction_id: int, kind: Kind, thanks: str) -> tuple:
         """(ack line, undo button) after a correction was stored."""
         tab.last = LastCorrection(correction_id, kind)
         ack(thanks)
@@ -309,7 +305,7 @@ class ChatHandlers:
         if tab.pair is not None and tab.pair.a in tab.texts:
             pair = tab.pair
             tab.pair = Pair(pair.a, pair.b, tab.texts[pair.a], pair.b_text)
-        what = WHAT.get(last.kind, last.kind)
+        what = KIND_WORDS[last.kind]
         ack(f"Your {what} is withdrawn.")
         return chat, tab, f"Your {what} was withdrawn.", HIDDEN, pair_html(tab.pair)
 

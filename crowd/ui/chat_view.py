@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from crowd.service import Shown
 from crowd.ui.components import inert
+from storage.vocabulary import Kind
 
 FEEDBACK = {1: "Like", -1: "Dislike"}  # a rating as the chatbot's thumbs show it
 EDITED = "✎ Edited by you · show the model's reply"  # the marker under a rewritten reply
@@ -19,7 +20,7 @@ class LastCorrection:
     """The correction the Undo button withdraws, and when it was saved (time.monotonic())."""
 
     correction_id: int
-    kind: str
+    kind: Kind
     saved_at: float = field(default_factory=time.monotonic)
 
 

@@ -11,9 +11,9 @@ import gradio as gr
 from crowd.limits import Refused
 from crowd.review import Reviews
 from crowd.ui.components import ack, address_of, inert, warn
+from storage.vocabulary import CHOICE_WORDS, VERDICTS
 
 EMPTY = "Nothing to review right now: come back after others have corrected a few replies."
-CHOICE_WORDS = {"a": "reply A", "b": "reply B", "tie": "a tie", "both_bad": "both bad"}
 
 
 @dataclass
@@ -113,7 +113,7 @@ def wire_review(handlers: ReviewHandlers, token, r: dict, opened) -> gr.State:
     """Wire the tab; `opened` is the event (the tab's select) that loads the first item."""
     state = gr.State(ReviewTab())
     opened(handlers.show, [token, state], [state, r["item"]], api_visibility="private")
-    for verdict in ("endorse", "reject"):
+    for verdict in VERDICTS:
         r[verdict].click(
             handlers.verdict(verdict), [token, state], [state, r["item"]], api_visibility="private"
         )

@@ -12,6 +12,7 @@ from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
 from crowd.ui.journey import definition_of, emotion_choices, howto_panel
 from crowd.ui.session import SessionHandlers
+from storage.vocabulary import CHOICE_BUTTONS
 
 TICK_S = 4.0  # how often an open page polls for a new round, points and results
 IDENTITY_KEY = "crowd-sft-identity"  # the browser's localStorage key for the signed token
@@ -182,16 +183,8 @@ def _ab_panel(c: dict) -> None:
         gr.Markdown("**Which reply is better?** Your chat goes on with reply A.")
         c["ab_pair"] = gr.HTML(elem_id="ab-pair")
         with gr.Row(elem_id="choice-row", equal_height=True):
-            for choice, text in CHOICE_BUTTONS:
+            for choice, text in CHOICE_BUTTONS.items():
                 c[f"choose_{choice}"] = gr.Button(text, size="sm", elem_id=f"choose-{choice}")
-
-
-CHOICE_BUTTONS = (
-    ("a", "A is better"),
-    ("b", "B is better"),
-    ("tie", "Tie"),
-    ("both_bad", "Both bad"),
-)
 
 
 def _points_tab() -> list:
@@ -273,7 +266,7 @@ def _wire_chat(chat: ChatHandlers, token, tab, c: dict, tick: dict) -> None:
     c["another"].click(
         chat.another, [token, tab], [tab, c["ab"], c["ab_pair"]], api_name="another"
     ).then(None, js=scroll_to("ab"))
-    for choice, _ in CHOICE_BUTTONS:
+    for choice in CHOICE_BUTTONS:
         c[f"choose_{choice}"].click(
             chat.chooser(choice),
             [token, tab],
