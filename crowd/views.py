@@ -8,8 +8,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from crowd.assess import assess
-from crowd.campaigns import candidate_name, group_name, may_correct
+from crowd.campaigns import may_correct
 from crowd.evaluation import LOWER_IS_BETTER
+from crowd.groups import candidate_name, group_name
 from crowd.trust import consensus
 from storage import before_after as before_after_store
 from storage import boards, queries

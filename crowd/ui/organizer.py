@@ -10,18 +10,16 @@ from __future__ import annotations
 import functools
 import html
 import inspect
-import json
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
 
-from crowd.campaigns import CampaignSpec
 from crowd.limits import CALLER, Refused, as_id
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
+from crowd.ui.campaign_form import FORM_FIELDS, form_changes, form_values
 from crowd.ui.components import ack, address_of, hub_orgs, warn
 from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported from here too)
     CORRECTION_COLUMNS,
@@ -34,42 +32,6 @@ from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported fro
 )
 
 SHOWN, HIDDEN = gr.update(visible=True), gr.update(visible=False)  # a confirmation row
-
-# The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
-FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
-INT_FIELDS = {
-    *("n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"),
-    "memory_rounds",
-}
-OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections", "hf_org"}
-
-
-def form_values(campaign: dict) -> list:
-    """The campaign's settings as the form's values, in FORM_FIELDS order."""
-    values = dict(campaign)
-    values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
-    values["target_emotion"] = campaign.get("target_emotion") or ""
-    values["hf_org"] = campaign.get("hf_org") or ""
-    for flag in (  # stored as 0/1
-        *("require_login", "reviews_on", "hold_unreviewed"),
-        *("union_candidate", "union_continues", "memory_groups"),
-    ):
-        values[flag] = bool(campaign.get(flag))
-    return [values.get(name) for name in FORM_FIELDS]
-
-
-def form_changes(values: tuple) -> dict:
-    """The form's values as `Organizer.update_campaign` arguments (it validates them)."""
-    changes = dict(zip(FORM_FIELDS, values))
-    for name in INT_FIELDS:
-        value = changes[name]
-        if isinstance(value, float) and value.is_integer():
-            changes[name] = int(value)
-    for name in OPTIONAL_FIELDS:
-        if changes[name] in ("", None):
-            changes[name] = None
-    changes["prompts"] = [line for line in (changes["prompts"] or "").splitlines() if line.strip()]
-    return changes
 
 
 def parse_id(value: object, what: str) -> int:

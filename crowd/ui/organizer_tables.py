@@ -7,7 +7,7 @@ import html
 
 import pandas as pd
 
-from crowd.campaigns import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
+from crowd.groups import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
 from crowd.lessons import about
 from crowd.ui.components import points, table
 from crowd.views import RoundResult
