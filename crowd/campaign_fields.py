@@ -90,7 +90,7 @@ class Declared:
         if self.kind == "lines":
             if not isinstance(value, list) or not 1 <= len(value) <= self.max_lines:
                 raise ValueError
-            return [clean_text(line, f"line of {name}", self.max_chars) for line in value]
+            return [clean_text(line, f"{name} line", self.max_chars) for line in value]
         if self.parse is not None:
             if not isinstance(value, str):
                 raise ValueError("must be text")

@@ -31,24 +31,22 @@ class Parse:
         return self.read(raw)
 
 
-def int_in(low: int, high: int) -> Parse:
-    def parse(raw: str) -> int:
-        value = int(raw)
+def _in_range(convert: Callable[[str], Any], what: str, low: Any, high: Any, shown: str) -> Parse:
+    def parse(raw: str) -> Any:
+        value = convert(raw)
         if not low <= value <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
+            raise ValueError(f"must be {what} from {low} to {high}")
         return value
 
-    return Parse(parse, f"{low}-{high}")
+    return Parse(parse, shown)
+
+
+def int_in(low: int, high: int) -> Parse:
+    return _in_range(int, "an integer", low, high, f"{low}-{high}")
 
 
 def float_in(low: float, high: float) -> Parse:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError(f"must be a number from {low} to {high}")
-        return value
-
-    return Parse(parse, f"{low:g}-{high:g}")
+    return _in_range(float, "a number", low, high, f"{low:g}-{high:g}")
 
 
 def one_of(*options: str) -> Parse:

@@ -17,7 +17,7 @@ SETTINGS = campaign_settings()
 FORM_FIELDS = tuple(name for part in PARTS for name, d in SETTINGS.items() if d.part == part)
 """The form's components and values, in this order: the spec's, part by part."""
 
-WIDGET_MIN_WIDTH = 280  # px: one widget a line on a phone, four on a 1400 px desktop
+WIDGET_MIN_WIDTH = 280  # px: one widget a line on a phone, three on a 1400 px desktop
 RADIO_MAX_CHOICES = 4  # more choices: a dropdown
 
 CONTRIBUTORS_HELP = """### Who may contribute
@@ -56,8 +56,9 @@ def campaign_form() -> list[Any]:
         gr.Markdown(PART_HELP.get(part, ""), elem_id=f"org-{part}")
         for run in _rows([n for n in FORM_FIELDS if SETTINGS[n].part == part]):
             with gr.Row():
-                for name in run:
-                    widgets[name] = widget(name, SETTINGS[name])
+                for name in run:  # a column each: columns wrap where they do not fit
+                    with gr.Column(min_width=WIDGET_MIN_WIDTH):
+                        widgets[name] = widget(name, SETTINGS[name])
     return [widgets[name] for name in FORM_FIELDS]
 
 
@@ -81,8 +82,6 @@ def widget(name: str, d: Declared) -> Any:
     common: dict[str, Any] = dict(
         label=d.label, info=d.help or None, elem_id="org-" + name.replace("_", "-")
     )
-    if not _is_area(d):
-        common["min_width"] = WIDGET_MIN_WIDTH
     if d.kind == "flag":
         return gr.Checkbox(**common)
     if d.kind == "choice":
