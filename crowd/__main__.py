@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backup": ("crowd.cli.backup", "snapshot the live database and champion adapters"),
     "restore": ("crowd.cli.backup", "bring a snapshot back"),
     "simulate": ("crowd.sim", "simulations: `simulate convergence` or `simulate grouping`"),
-    "settings": ("crowd.config", "the settings (environment variables) as a Markdown table"),
+    "settings": ("crowd.cli.settings", "the settings (environment variables) as a Markdown table"),
     "models": ("crowd.cli.models", "convert the packaged default model into CROWD_MODELS_DIR"),
     "scorer": ("crowd.scoring.cli", "the emotion scorer: `scorer train --data FILE`"),
 }

@@ -1,4 +1,5 @@
-"""Group assignment: where a newcomer goes, and how the crowd is regrouped between rounds.
+"""Groups: their names and colours, where a newcomer goes, and how the crowd is regrouped
+between rounds.
 
 Pure functions; randomness comes in as `rng`. Group sizes are always balanced: they differ by
 at most one. The three regrouping methods are the paper's (experiment 2):
@@ -14,6 +15,94 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+
+GROUP_NAMES = (
+    "Amber",
+    "Blue",
+    "Coral",
+    "Dune",
+    "Emerald",
+    "Fern",
+    "Gold",
+    "Heather",
+    "Indigo",
+    "Jade",
+    "Kiwi",
+    "Lilac",
+    "Mint",
+    "Navy",
+    "Olive",
+    "Peach",
+    "Quartz",
+    "Rose",
+    "Sky",
+    "Teal",
+    "Umber",
+    "Violet",
+    "Wheat",
+    "Xanadu",
+    "Yellow",
+    "Zinc",
+)
+GROUP_COLOURS = (
+    "#f59e0b",
+    "#3b82f6",
+    "#f87171",
+    "#a16207",
+    "#10b981",
+    "#65a30d",
+    "#eab308",
+    "#a855f7",
+    "#6366f1",
+    "#14b8a6",
+    "#84cc16",
+    "#c084fc",
+    "#34d399",
+    "#1e3a8a",
+    "#808000",
+    "#fb923c",
+    "#94a3b8",
+    "#f43f5e",
+    "#38bdf8",
+    "#0d9488",
+    "#92400e",
+    "#7c3aed",
+    "#d97706",
+    "#16a34a",
+    "#facc15",
+    "#71717a",
+)
+
+
+def group_name(index: int) -> str:
+    return GROUP_NAMES[index % len(GROUP_NAMES)]
+
+
+UNION_NAME = "All groups"
+MERGED_NAME = "Merged"
+
+
+def candidate_name(kind: str | None, group_index: int | None) -> str:
+    """How volunteers see a candidate: its group's name, or the union's or the merge's."""
+    if kind == "union":
+        return UNION_NAME
+    if kind == "merged":
+        return MERGED_NAME
+    return group_name(group_index or 0)
+
+
+def won_text(name: str) -> str:
+    """'group Amber won', or what the union's or the merge's win reads as."""
+    if name == UNION_NAME:
+        return "the model trained on all groups' corrections together won"
+    if name == MERGED_NAME:
+        return "the merge of the groups' models won"
+    return f"group {name} won"
+
+
+def group_colour(index: int) -> str:
+    return GROUP_COLOURS[index % len(GROUP_COLOURS)]
+
 
 GROUPING_METHODS = ("random", "epsilon_greedy", "interleaved")
 EPSILON_FLOOR = 0.4  # epsilon-greedy never explores less often than this (the paper's value)

@@ -9,22 +9,18 @@ from __future__ import annotations
 import hmac
 import json
 import random
-import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from crowd import views
 from crowd.assess import assess
-from crowd.campaigns import CampaignSpec
-from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.groups import GROUPING_METHODS
+from crowd.campaigns import validate_campaign
 from crowd.identity import load_secret
-from crowd.limits import CALLER, KeyGuard, Refused, clean_text
+from crowd.limits import CALLER, KeyGuard, Refused
 from crowd.quality import QualityReport, quality_report
 from crowd.quality import load as load_quality
 from crowd.references import KINDS, clean_references, row_key
@@ -32,23 +28,12 @@ from crowd.review import REVIEWED_KINDS
 from crowd.rounds.state import IllegalTransition, close_round
 from crowd.service import CrowdService, context_of
 from crowd.suspicion import group_of
-from crowd.voices import parse_venues, venue_text
 from storage import deals, queries
 from storage import rounds as store
 from storage.quality import set_hidden
-from storage.vocabulary import (
-    JUDGES,
-    MAX_GROUPS,
-    MERGE_METHODS,
-    POINTS_RULES,
-    ROUND_POLICIES,
-    TASKS,
-    TRAINING_MODES,
-    VERDICTS,
-)
+from storage.vocabulary import VERDICTS
 
 PASS_PREFIX = "hf-pass:"
-MAX_MEMORY_ROUNDS = 100  # a window past the campaign's rounds is allowed: the round says so
 PASS_MAX_AGE_S = 8 * 3600
 
 
@@ -368,61 +353,3 @@ class Organizer:
         return export_model_zip(
             self.service.settings, out_dir / name, round_number=round_number, merged=merged
         )
-
-
-def validate_campaign(changes: dict) -> dict:
-    """Checked campaign fields, or Refused naming the first bad one."""
-    known = {f.name for f in fields(CampaignSpec)}
-    unknown = set(changes) - known
-    if unknown:
-        raise Refused(f"Unknown campaign setting(s): {', '.join(sorted(unknown))}.")
-    checks = {
-        "task": lambda v: v in TASKS,
-        "target_emotion": lambda v: v is None or v in GOEMOTIONS_LABELS,
-        "n_groups": lambda v: isinstance(v, int) and 1 <= v <= MAX_GROUPS,
-        "round_policy": lambda v: v in ROUND_POLICIES,
-        "round_seconds": lambda v: v is None or (isinstance(v, int) and 10 <= v <= 30 * 86400),
-        "round_corrections": lambda v: v is None or (isinstance(v, int) and 1 <= v <= 100_000),
-        "grouping": lambda v: v in GROUPING_METHODS,
-        "points_rule": lambda v: v in POINTS_RULES,
-        "training_mode": lambda v: v in TRAINING_MODES,
-        "min_corrections": lambda v: isinstance(v, int) and 1 <= v <= 100_000,
-        "heldout_share": lambda v: isinstance(v, (int, float)) and 0 <= v < 0.9,
-        "win_margin": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
-        "reviews_on": lambda v: isinstance(v, bool),
-        "min_reviews": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 20,
-        "person_cap": lambda v: isinstance(v, (int, float)) and 0.05 <= v <= 1,
-        "require_login": lambda v: isinstance(v, bool),
-        "hold_unreviewed": lambda v: isinstance(v, bool),
-        "hf_org": lambda v: v is None or (isinstance(v, str) and bool(HF_NAME.match(v))),
-        "union_candidate": lambda v: isinstance(v, bool),
-        "union_continues": lambda v: isinstance(v, bool),
-        "memory_rounds": lambda v: (
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_MEMORY_ROUNDS
-        ),
-        "memory_groups": lambda v: isinstance(v, bool),
-        "merge_method": lambda v: v in MERGE_METHODS,
-        "judge": lambda v: v in JUDGES,
-    }
-    clean = dict(changes)
-    for name, value in changes.items():
-        if name in checks and not checks[name](value):
-            raise Refused(f"The campaign setting {name} = {str(value)[:40]!r} is not allowed.")
-    if "prompts" in clean:
-        prompts = clean["prompts"]
-        if not isinstance(prompts, list) or not 1 <= len(prompts) <= 100:
-            raise Refused("Prompts are a list of 1-100 texts.")
-        clean["prompts"] = [clean_text(p, "prompt", 500) for p in prompts]
-    for name in ("name", "licence"):
-        if name in clean:
-            clean[name] = clean_text(clean[name], name, 120)
-    if "venues" in clean:
-        try:
-            clean["venues"] = venue_text(parse_venues(clean["venues"]))
-        except ValueError as exc:
-            raise Refused(f"The campaign setting venues: {exc}. Nothing was saved.") from None
-    return clean
-
-
-HF_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
-"""A Hugging Face user or organisation name."""

@@ -19,13 +19,7 @@ from pathlib import Path
 
 from crowd import campaigns
 from crowd.callers import Callers
-from crowd.campaigns import (
-    CampaignSpec,
-    group_colour,
-    group_name,
-    parse_time,
-    utcnow,
-)
+from crowd.campaigns import CampaignSpec, parse_time, utcnow
 from crowd.config import Settings
 from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: imported from here)
     NOT_IN_CHAT,
@@ -34,7 +28,7 @@ from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: importe
     context_of,
 )
 from crowd.generation import BASE, GenerationService
-from crowd.groups import assign_arrival
+from crowd.groups import assign_arrival, group_colour, group_name
 from crowd.identity import Identities, load_secret
 from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
 from crowd.models import ModelError, ModelUnavailable

@@ -8,7 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from crowd.assess import assess
-from crowd.campaigns import candidate_name, group_name, may_correct
+from crowd.campaigns import may_correct
+from crowd.groups import candidate_name, group_name
 from crowd.metrics import lower_is_better
 from crowd.trust import consensus
 from storage import before_after as before_after_store

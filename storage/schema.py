@@ -6,194 +6,26 @@ Times are ISO-8601 UTC strings. The points ledger is append-only, enforced by tr
 
 from __future__ import annotations
 
-import json
-
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from storage.repairs import repair_shown_texts
+from storage.schema_initial import INITIAL
+
 MIGRATIONS = Migrations("crowd")
 
-_INITIAL = """
-CREATE TABLE participants (
-    id TEXT PRIMARY KEY,                 -- server-issued pseudonymous id (uuid4 hex)
-    display_name TEXT NOT NULL,
-    hf_username TEXT,                    -- set only for Hugging Face logins
-    share_identity INTEGER NOT NULL DEFAULT 0,  -- opted in to appear by name in exports
-    consented_at TEXT NOT NULL,
-    banned_at TEXT,
-    ban_reason TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE UNIQUE INDEX participants_hf ON participants(hf_username) WHERE hf_username IS NOT NULL;
 
-CREATE TABLE campaigns (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    task TEXT NOT NULL CHECK (task IN ('emotion', 'preference')),
-    target_emotion TEXT,
-    n_groups INTEGER NOT NULL CHECK (n_groups BETWEEN 1 AND 26),
-    prompts TEXT NOT NULL DEFAULT '[]',          -- JSON list of suggested opening prompts
-    round_policy TEXT NOT NULL DEFAULT 'manual' CHECK (round_policy IN ('manual', 'timer', 'count')),
-    round_seconds INTEGER,                        -- for 'timer'
-    round_corrections INTEGER,                    -- per group, for 'count'
-    grouping TEXT NOT NULL DEFAULT 'random'
-        CHECK (grouping IN ('random', 'epsilon_greedy', 'interleaved')),
-    points_rule TEXT NOT NULL DEFAULT 'paper' CHECK (points_rule IN ('paper', 'shapley')),
-    training_mode TEXT NOT NULL DEFAULT 'sft' CHECK (training_mode IN ('sft', 'dpo', 'sft+dpo')),
-    min_corrections INTEGER NOT NULL DEFAULT 3,   -- a group with fewer sits the round out
-    heldout_share REAL NOT NULL DEFAULT 0.2 CHECK (heldout_share >= 0 AND heldout_share < 1),
-    win_margin REAL NOT NULL DEFAULT 0.0,         -- a candidate must beat the champion by this
-    licence TEXT NOT NULL DEFAULT 'CC-BY-4.0',
-    active INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT NOT NULL
-);
-
-CREATE TABLE model_versions (
-    id INTEGER PRIMARY KEY,
-    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
-    round_id INTEGER REFERENCES rounds(id),       -- NULL for the initial (base) version
-    group_index INTEGER,                          -- NULL for the initial version
-    parent_id INTEGER REFERENCES model_versions(id),
-    adapter_path TEXT,                            -- relative to the data dir; NULL = bare base
-    status TEXT NOT NULL DEFAULT 'candidate'
-        CHECK (status IN ('candidate', 'champion', 'retired', 'failed')),
-    error TEXT,
-    created_at TEXT NOT NULL
-);
-
-CREATE TABLE rounds (
-    id INTEGER PRIMARY KEY,
-    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
-    number INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'open'
-        CHECK (state IN ('open', 'closing', 'training', 'evaluating', 'done')),
-    champion_id INTEGER NOT NULL REFERENCES model_versions(id),  -- what every group serves
-    winner_id INTEGER REFERENCES model_versions(id),             -- set when done; may equal champion
-    improved INTEGER,                                            -- 1 if a candidate was crowned
-    opened_at TEXT NOT NULL,
-    closes_at TEXT,                                              -- timer policy deadline
-    closed_at TEXT,
-    closed_by TEXT,                                              -- 'timer', 'count', 'organizer'
-    finished_at TEXT,
-    UNIQUE (campaign_id, number)
-);
-
-CREATE TABLE memberships (
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    participant_id TEXT NOT NULL REFERENCES participants(id),
-    group_index INTEGER NOT NULL,
-    assigned_at TEXT NOT NULL,
-    PRIMARY KEY (round_id, participant_id)
-);
-
-CREATE TABLE conversations (
-    id INTEGER PRIMARY KEY,
-    participant_id TEXT NOT NULL REFERENCES participants(id),
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    group_index INTEGER NOT NULL,
-    created_at TEXT NOT NULL
-);
-
-CREATE TABLE messages (
-    id INTEGER PRIMARY KEY,
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id),
-    position INTEGER NOT NULL,                    -- order in the conversation
-    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-    content TEXT NOT NULL,
-    model_version_id INTEGER REFERENCES model_versions(id),  -- the writer, for replies
-    alternative_of INTEGER REFERENCES messages(id),          -- a second reply to the same turn
-    created_at TEXT NOT NULL
-);
-CREATE INDEX messages_conversation ON messages(conversation_id, position);
-
-CREATE TABLE corrections (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('rewrite', 'choice', 'emotion', 'rating')),
-    participant_id TEXT NOT NULL REFERENCES participants(id),
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    group_index INTEGER NOT NULL,
-    message_id INTEGER NOT NULL REFERENCES messages(id),      -- the reply corrected (reply A)
-    other_message_id INTEGER REFERENCES messages(id),         -- reply B, for 'choice'
-    model_version_id INTEGER REFERENCES model_versions(id),   -- who wrote the reply
-    prompt TEXT NOT NULL,                 -- JSON chat messages up to the reply
-    original TEXT NOT NULL,               -- the reply as the model wrote it
-    rewrite TEXT,                         -- 'rewrite'
-    choice TEXT CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),  -- 'choice'
-    emotion TEXT,                         -- 'emotion': one of the 28 GoEmotions labels
-    rating INTEGER CHECK (rating IN (-1, 1)),                 -- 'rating'
-    split TEXT NOT NULL DEFAULT 'train' CHECK (split IN ('train', 'heldout')),
-    hidden_at TEXT,                       -- moderated out of training and export
-    undone_at TEXT,                       -- withdrawn by its author
-    created_at TEXT NOT NULL
-);
-CREATE INDEX corrections_round ON corrections(round_id, group_index);
-CREATE INDEX corrections_participant ON corrections(participant_id);
-
-CREATE TABLE reference_texts (
-    id INTEGER PRIMARY KEY,
-    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
-    kind TEXT NOT NULL CHECK (kind IN ('emotion', 'pair', 'prompt')),
-    prompt TEXT,
-    text TEXT,                            -- 'emotion': a text showing the target emotion
-    chosen TEXT,                          -- 'pair'
-    rejected TEXT,                        -- 'pair'
-    label TEXT,
-    created_at TEXT NOT NULL
-);
-
-CREATE TABLE evaluations (
-    id INTEGER PRIMARY KEY,
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    model_version_id INTEGER NOT NULL REFERENCES model_versions(id),
-    group_index INTEGER,                  -- NULL for the champion
-    metric TEXT NOT NULL,                 -- 'emotion_l2' (lower is better), 'pref_accuracy' (higher)
-    value REAL NOT NULL,
-    loss REAL,                            -- held-out loss, the preference tie-breaker
-    n_items INTEGER NOT NULL,
-    detail TEXT,                          -- JSON: samples, per-item scores
-    created_at TEXT NOT NULL,
-    UNIQUE (round_id, model_version_id)
-);
-
-CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,                   -- 'round'
-    round_id INTEGER REFERENCES rounds(id),
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'cancelled', 'finished', 'failed')),
-    progress TEXT NOT NULL DEFAULT '{}',  -- JSON: stage, group, step, steps, loss, eta_s
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    heartbeat_at TEXT,
-    finished_at TEXT
-);
-CREATE INDEX jobs_status ON jobs(status);
-
-CREATE TABLE points (
-    id INTEGER PRIMARY KEY,
-    round_id INTEGER NOT NULL REFERENCES rounds(id),
-    participant_id TEXT NOT NULL REFERENCES participants(id),
-    group_index INTEGER,
-    amount REAL NOT NULL,
-    rule TEXT NOT NULL,                   -- 'paper', 'shapley', 'initial'
-    reason TEXT NOT NULL,                 -- JSON: group rank, share, ... (shown to the volunteer)
-    created_at TEXT NOT NULL
-);
-CREATE INDEX points_participant ON points(participant_id);
-CREATE TRIGGER points_no_update BEFORE UPDATE ON points
-BEGIN SELECT RAISE(ABORT, 'the points ledger is append-only'); END;
-CREATE TRIGGER points_no_delete BEFORE DELETE ON points
-BEGIN SELECT RAISE(ABORT, 'the points ledger is append-only'); END;
-"""
+def run_script(db: Database, script: str) -> None:
+    """Run the statements of `script`, one per `;` at a line's end, in the migration's
+    transaction (sqlite3's executescript would commit first)."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
 
 
 @MIGRATIONS()
 def m001_initial(db: Database) -> None:
-    for statement in _INITIAL.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, INITIAL)
 
 
 _TRUST = """
@@ -227,9 +59,7 @@ def m002_trust(db: Database) -> None:
 
     Existing campaigns keep today's behaviour (reviews off, no cap); new campaigns get the
     defended defaults from crowd.campaigns.CampaignSpec."""
-    for statement in _TRUST.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _TRUST)
 
 
 _BEFORE_AFTER = """
@@ -254,9 +84,7 @@ CREATE INDEX before_after_round ON before_after(round_id, participant_id)
 @MIGRATIONS()
 def m003_before_after(db: Database) -> None:
     """Issue 16: the old champion's and the new champion's replies to volunteers' prompts."""
-    for statement in _BEFORE_AFTER.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _BEFORE_AFTER)
 
 
 _SOURCES = """
@@ -287,9 +115,7 @@ ALTER TABLE participants ADD COLUMN hf_orgs TEXT
 @MIGRATIONS()
 def m026_sources(db: Database) -> None:
     """Issue 26: sources of actions, venues, and organisation membership."""
-    for statement in _SOURCES.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _SOURCES)
 
 
 _DEALT_REVIEWS = """
@@ -334,9 +160,7 @@ ALTER TABLE campaigns ADD COLUMN hold_unreviewed INTEGER NOT NULL DEFAULT 0
 @MIGRATIONS()
 def m026_dealt_reviews(db: Database) -> None:
     """Issue 26: reviews dealt by the server, gold items, and the unreviewed-corrections rule."""
-    for statement in _DEALT_REVIEWS.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _DEALT_REVIEWS)
 
 
 @MIGRATIONS()
@@ -348,77 +172,7 @@ def m027_shown_texts(db: Database) -> None:
     rating or pick of that reply was made on the rewrite, and a later turn's prompt held it."""
     db.execute("ALTER TABLE corrections ADD COLUMN shown TEXT")
     db.execute("ALTER TABLE corrections ADD COLUMN other_reply TEXT")
-    db.execute(
-        """UPDATE corrections SET other_reply =
-           (SELECT content FROM messages WHERE id = corrections.other_message_id)
-           WHERE other_message_id IS NOT NULL"""
-    )
-    history = _RewriteHistory(db)
-    for row in db.query(
-        """SELECT c.id, c.participant_id, c.created_at, c.original, c.prompt, c.message_id,
-                  m.conversation_id, coalesce(a.position, m.position) AS position
-           FROM corrections c JOIN messages m ON m.id = c.message_id
-           LEFT JOIN messages a ON a.id = m.alternative_of"""
-    ):
-        at = (row["participant_id"], row["id"], row["created_at"])
-        context = db.execute(
-            """SELECT id, role, content FROM messages WHERE conversation_id = ? AND position < ?
-               AND alternative_of IS NULL ORDER BY position""",
-            [row["conversation_id"], row["position"]],
-        ).fetchall()
-        seen = [
-            {
-                "role": role,
-                "content": history.shown(mid, content, *at) if role == "assistant" else content,
-            }
-            for mid, role, content in context
-        ]
-        prompt = (
-            json.dumps(seen, ensure_ascii=False)
-            if _same_turns(row["prompt"], seen)
-            else row["prompt"]
-        )
-        shown = history.shown(row["message_id"], row["original"], *at)
-        db.execute(
-            "UPDATE corrections SET shown = ?, prompt = ? WHERE id = ?", [shown, prompt, row["id"]]
-        )
-
-
-class _RewriteHistory:
-    """Every rewrite ever stored, to tell what a reply showed when a correction was made."""
-
-    def __init__(self, db: Database):
-        self.rewrites: dict[int, list[tuple]] = {}
-        for message_id, *rest in db.execute(
-            """SELECT message_id, participant_id, id, rewrite, undone_at, replaced_at
-               FROM corrections WHERE kind = 'rewrite' ORDER BY id"""
-        ):
-            self.rewrites.setdefault(message_id, []).append(rest)
-
-    def shown(self, message_id: int, content: str, owner: str, before_id: int, at: str) -> str:
-        """The reply's text as its owner's page showed it when correction `before_id` was made
-        at `at`: their latest rewrite made before it and not undone or replaced by then, else
-        the model's `content`."""
-        live = [
-            text
-            for person, rid, text, undone, replaced in self.rewrites.get(message_id, [])
-            if person == owner
-            and rid < before_id
-            and (undone is None or undone > at)
-            and (replaced is None or replaced > at)
-        ]
-        return live[-1] if live else content
-
-
-def _same_turns(stored: str, seen: list[dict]) -> bool:
-    """Whether a stored prompt has the same turns as `seen` (only then is it repaired)."""
-    try:
-        old = json.loads(stored)
-    except ValueError:
-        return False
-    return isinstance(old, list) and [m.get("role") for m in old if isinstance(m, dict)] == [
-        m["role"] for m in seen
-    ]
+    repair_shown_texts(db)
 
 
 _ROUND_RECORD = """
@@ -463,9 +217,7 @@ ALTER TABLE jobs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0
 @MIGRATIONS()
 def m030_round_bundle(db: Database) -> None:
     """Issue 30: the round bundle's record (what trained and judged) and the job's runner."""
-    for statement in _ROUND_RECORD.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _ROUND_RECORD)
 
 
 _CANDIDATES = """
@@ -494,6 +246,4 @@ ALTER TABLE rounds ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'
 @MIGRATIONS()
 def m028_candidates(db: Database) -> None:
     """Issue 28: the union, memory and merged candidates, the sequential judge, round notes."""
-    for statement in _CANDIDATES.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
+    run_script(db, _CANDIDATES)

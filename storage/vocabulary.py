@@ -12,7 +12,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 """Roles of chat messages in prompts, training examples and exports."""
 
 MAX_GROUPS = 26
-"""Groups in a campaign: 1 to MAX_GROUPS (one name per letter, crowd.campaigns.GROUP_NAMES)."""
+"""Groups in a campaign: 1 to MAX_GROUPS (one name per letter, crowd.groups.GROUP_NAMES)."""
 
 ROUND_POLICIES = ("manual", "timer", "count")
 """How a round closes: by the organizer only, on a timer, or on a count of corrections."""

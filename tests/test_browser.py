@@ -486,11 +486,11 @@ def test_the_organizer_sets_the_candidates_and_reads_the_rounds_notes(app_url):
         page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
         unlock(page, app_url, expect)
         open_tab(page, "Campaign settings")
-        expect(page.locator("#org-union input")).not_to_be_checked()  # off by default
-        expect(page.locator("#org-memory input")).to_have_value("0")
-        page.locator("#org-union input").check()
+        expect(page.locator("#org-union-candidate input")).not_to_be_checked()  # off by default
+        expect(page.locator("#org-memory-rounds input")).to_have_value("0")
+        page.locator("#org-union-candidate input").check()
         page.locator("#org-union-continues input").check()
-        page.locator("#org-memory input").fill("7")
+        page.locator("#org-memory-rounds input").fill("7")
         page.locator("#org-save").click()
         expect(page.get_by_text("Campaign settings saved.")).to_be_visible()
         shoot(page, "organizer-candidates-desktop")
@@ -506,7 +506,7 @@ def test_the_organizer_sets_the_candidates_and_reads_the_rounds_notes(app_url):
         no_sideways_scroll(phone)
         shoot(phone, "organizer-notes-phone")
         open_tab(phone, "Campaign settings")
-        expect(phone.locator("#org-memory input")).to_have_value("7")
+        expect(phone.locator("#org-memory-rounds input")).to_have_value("7")
         shoot(phone, "organizer-candidates-phone")
 
 

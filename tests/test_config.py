@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from crowd.cli.settings import settings_table
 from crowd.config import (
     PACKAGED_MODEL,
     ConfigError,
@@ -9,7 +10,6 @@ from crowd.config import (
     check_data_dir,
     declared,
     load_settings,
-    settings_table,
 )
 
 

@@ -9,11 +9,18 @@ import gradio as gr
 import pytest
 
 from crowd import views
-from crowd.campaigns import SIGN_IN_FIRST, CampaignSpec, create_campaign, may_correct
+from crowd.campaigns import (
+    SIGN_IN_FIRST,
+    CampaignSpec,
+    create_campaign,
+    may_correct,
+    validate_campaign,
+)
 from crowd.limits import Refused
-from crowd.organizer import Organizer, validate_campaign
+from crowd.organizer import Organizer
 from crowd.service import CrowdService
-from crowd.ui.organizer import FORM_FIELDS, OrganizerHandlers, form_changes, form_values
+from crowd.ui.campaign_form import FORM_FIELDS, form_changes, form_values
+from crowd.ui.organizer import OrganizerHandlers
 from crowd.ui.session import SessionHandlers
 from storage import rounds as store
 from storage.db import connect

@@ -24,9 +24,10 @@ from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from crowd.ui import build_app, launch_options
 from crowd.ui.api import VolunteerApi
+from crowd.ui.campaign_form import FORM_FIELDS, form_values
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import banner_html, reason_text
-from crowd.ui.organizer import FORM_FIELDS, OrganizerHandlers, form_values
+from crowd.ui.organizer import OrganizerHandlers
 from crowd.ui.session import SessionHandlers
 from storage import queries
 from storage.db import connect

@@ -160,7 +160,7 @@ def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
 
 
 def summarize(service, job_id: int) -> dict:
-    from crowd.campaigns import group_name
+    from crowd.groups import group_name
     from storage import rounds as store
 
     with service.db() as db:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crowd.campaigns import group_name
+from crowd.groups import group_name
 from crowd.points import ContributionItem, RoundOutcome
 from crowd.rounds.awards import ledger_rows
 from crowd.rounds.bundle import Bundle

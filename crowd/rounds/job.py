@@ -247,7 +247,7 @@ def merge_inputs(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, 
 
 def _label(bundle: Bundle, name: str) -> str:
     """How a message names a candidate: 'group Amber', or its name."""
-    from crowd.campaigns import group_name
+    from crowd.groups import group_name
 
     group = next((c.group for c in bundle.candidates if c.name == name), None)
     return f"group {group_name(group)}" if group is not None else name

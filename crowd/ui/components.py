@@ -13,8 +13,8 @@ import gradio as gr
 import pandas as pd
 from matplotlib.figure import Figure
 
-from crowd.campaigns import GROUP_NAMES, group_colour, group_name
 from crowd.config import ASSETS
+from crowd.groups import GROUP_NAMES, group_colour, group_name
 from crowd.limits import Refused
 from crowd.network import Network, client_address
 

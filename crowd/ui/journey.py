@@ -10,7 +10,7 @@ import html
 import gradio as gr
 
 from crowd import views
-from crowd.campaigns import won_text
+from crowd.groups import won_text
 from crowd.guide import emotion_definitions, good_rewrite, howto_steps
 from crowd.limits import Refused
 from crowd.service import CrowdService

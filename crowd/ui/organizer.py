@@ -10,18 +10,16 @@ from __future__ import annotations
 import functools
 import html
 import inspect
-import json
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
 
-from crowd.campaigns import CampaignSpec
 from crowd.limits import CALLER, Refused, as_id
 from crowd.organizer import Organizer
 from crowd.references import read_reference_path
+from crowd.ui.campaign_form import FORM_FIELDS, form_changes, form_values
 from crowd.ui.components import ack, address_of, hub_orgs, warn
 from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported from here too)
     CORRECTION_COLUMNS,
@@ -29,47 +27,13 @@ from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported fro
     corrections_frame,
     jobs_frame,
     notes_text,
+    references_text,
     results_frame,
+    runner_text,
     status_text,
 )
 
 SHOWN, HIDDEN = gr.update(visible=True), gr.update(visible=False)  # a confirmation row
-
-# The campaign form's values: every setting an organizer may change (crowd.campaigns.CampaignSpec).
-FORM_FIELDS = tuple(f.name for f in fields(CampaignSpec))
-INT_FIELDS = {
-    *("n_groups", "round_seconds", "round_corrections", "min_corrections", "min_reviews"),
-    "memory_rounds",
-}
-OPTIONAL_FIELDS = {"target_emotion", "round_seconds", "round_corrections", "hf_org"}
-
-
-def form_values(campaign: dict) -> list:
-    """The campaign's settings as the form's values, in FORM_FIELDS order."""
-    values = dict(campaign)
-    values["prompts"] = "\n".join(json.loads(campaign.get("prompts") or "[]"))
-    values["target_emotion"] = campaign.get("target_emotion") or ""
-    values["hf_org"] = campaign.get("hf_org") or ""
-    for flag in (  # stored as 0/1
-        *("require_login", "reviews_on", "hold_unreviewed"),
-        *("union_candidate", "union_continues", "memory_groups"),
-    ):
-        values[flag] = bool(campaign.get(flag))
-    return [values.get(name) for name in FORM_FIELDS]
-
-
-def form_changes(values: tuple) -> dict:
-    """The form's values as `Organizer.update_campaign` arguments (it validates them)."""
-    changes = dict(zip(FORM_FIELDS, values))
-    for name in INT_FIELDS:
-        value = changes[name]
-        if isinstance(value, float) and value.is_integer():
-            changes[name] = int(value)
-    for name in OPTIONAL_FIELDS:
-        if changes[name] in ("", None):
-            changes[name] = None
-    changes["prompts"] = [line for line in (changes["prompts"] or "").splitlines() if line.strip()]
-    return changes
 
 
 def parse_id(value: object, what: str) -> int:
@@ -80,61 +44,7 @@ def parse_id(value: object, what: str) -> int:
     return as_id(value, what)
 
 
-def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
-    """What reference data the campaign has and what the current task does with it."""
-    emotion, pairs = counts.get("emotion", {}), sum(counts.get("pair", {}).values())
-    labels = ", ".join(f"{label or 'no label'}: {n}" for label, n in emotion.items())
-    texts = f"{sum(emotion.values())} emotion text(s)" + (f" ({labels})" if labels else "")
-    if campaign["task"] == "preference":
-        use = "its pairs join the crowd's held-out pairs"
-    elif emotion:
-        use = "the target vector is the mean scored vector of the emotion texts"
-    else:
-        use = (
-            f"with no emotion texts, the target is the one-hot vector of "
-            f"{campaign['target_emotion'] or 'the target emotion'}"
-        )
-    return (
-        f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
-        f"{campaign['task']}: {use}."
-    )
-
-
 WIRED = "__crowd_wired__"  # set on every wrapped handler; tests/test_organizer_page.py checks it
-
-
-RUNNER_WORDS = {
-    "thread": "in the app, in a thread below the replies' priority",
-    "process": "in a child process of the app, below the replies' priority",
-    "hf-jobs": "on Hugging Face Jobs",
-}
-
-
-def runner_text(status: dict) -> str:
-    """Where round jobs run, and the latest one's state and cost so far (Markdown)."""
-    where = RUNNER_WORDS.get(status["runner"], status["runner"])
-    lines = [f"**Round jobs run** {where} (`CROWD_ROUND_RUNNER={status['runner']}`)"]
-    if status["flavor"]:
-        price = status["price_per_hour"]
-        priced = f"${price:.2f} an hour, billed by the minute" if price else "price unknown"
-        lines[0] += f" on `{status['flavor']}` ({priced})"
-    job = status["job"]
-    if job is None:
-        return lines[0] + ". No round job yet."
-    line = f"**Latest round job** {job['id']}: {job['status']}"
-    if job["runner"]:
-        line += f"; its {job['runner']} runner says {job['runner_stage'] or 'not started'}"
-    if job["running_s"] is not None:
-        line += f", {job['running_s'] / 60:.1f} min"
-    if job["cost_usd"] is not None:
-        line += f", ${job['cost_usd']:.2f} so far"
-    lines.append(line + ".")
-    if job["error"]:
-        lines.append(f"**Error**: {job['error'][:600]}")
-    if job["log_tail"]:
-        tail = job["log_tail"][-2000:].replace("```", "` ` `")
-        lines.append(f"The end of its log:\n```\n{tail}\n```")
-    return "\n\n".join(lines)
 
 
 def from_address(handler: Callable, trusted: tuple = ()) -> Callable:

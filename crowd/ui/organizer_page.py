@@ -8,18 +8,14 @@ from typing import Any
 
 import gradio as gr
 
-from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.groups import GROUPING_METHODS
 from crowd.references import MAX_FILE_BYTES, MAX_ROWS
+from crowd.ui.campaign_form import campaign_form
 from crowd.ui.components import confirm_row
-from crowd.ui.organizer import CORRECTION_COLUMNS, FORM_FIELDS, JOB_COLUMNS, OrganizerHandlers
-from crowd.ui.organizer_candidates import candidates_controls
+from crowd.ui.organizer import CORRECTION_COLUMNS, JOB_COLUMNS, OrganizerHandlers
 from crowd.ui.organizer_tables import RESULT_COLUMNS, RESULT_TAIL
-from crowd.ui.organizer_trust import contributors_section, gold_section, rings_section
+from crowd.ui.organizer_trust import gold_section, rings_section
 from crowd.ui.quality import QualityHandlers, quality_tab, wire_quality
 from crowd.ui.replication_view import ReplicationHandlers
-from storage.vocabulary import MAX_GROUPS, POINTS_RULES, TASKS, TRAINING_MODES
-from storage.vocabulary import ROUND_POLICIES as POLICIES
 
 JOBS_TICK_S = 3.0
 REFERENCE_HELP = (
@@ -266,83 +262,10 @@ def _rounds_section() -> dict[str, Any]:
 
 
 def _settings_section() -> tuple[list, gr.Button, gr.Markdown]:
-    """The campaign form, components in `FORM_FIELDS` order; who may contribute first."""
-    contributors = contributors_section()
-    with gr.Row():
-        name = gr.Textbox(label="Campaign name", max_length=120)
-        licence = gr.Textbox(label="Licence of the contributions", max_length=120)
-    with gr.Row():
-        task = gr.Radio(list(TASKS), label="Task")
-        target = gr.Dropdown(["", *GOEMOTIONS_LABELS], label="Target emotion (emotion task)")
-        n_groups = gr.Number(
-            label="Groups (from the next round)", precision=0, minimum=1, maximum=MAX_GROUPS
-        )
-    prompts = gr.Textbox(label="Suggested prompts, one per line", lines=4)
-    with gr.Row():
-        policy = gr.Radio(list(POLICIES), label="Round closes")
-        seconds = gr.Number(label="…after seconds (timer)", precision=0)
-        count = gr.Number(label="…after corrections per group (count)", precision=0)
-    with gr.Row():
-        grouping = gr.Dropdown(list(GROUPING_METHODS), label="Regrouping")
-        points = gr.Radio(list(POINTS_RULES), label="Points rule")
-        training = gr.Radio(list(TRAINING_MODES), label="Training")
-    with gr.Row():
-        min_corrections = gr.Number(label="Min corrections to train a group", precision=0)
-        heldout = gr.Slider(0, 0.85, step=0.05, label="Held-out share")
-        margin = gr.Number(label="Win margin (metric units)")
-    with gr.Row():
-        reviews_on = gr.Checkbox(
-            label="Peer review: the server deals volunteers each other's corrections, and "
-            "rejected ones do not train",
-            elem_id="org-reviews-on",
-        )
-        min_reviews = gr.Number(
-            label="Reviews a verdict needs",
-            precision=0,
-            minimum=1,
-            maximum=20,
-            elem_id="org-min-reviews",
-        )
-        person_cap = gr.Slider(
-            0.05,
-            1.0,
-            step=0.05,
-            label="Most of a group's training one voice (a network or an account) may supply "
-            "(1 = no cap)",
-            elem_id="org-person-cap",
-        )
-    hold_unreviewed = gr.Checkbox(
-        label="With peer review on, only corrections endorsed by independent reviewers train "
-        "(unreviewed ones wait; safer, but less of the crowd's work trains)",
-        elem_id="org-hold-unreviewed",
-    )
-    candidates = candidates_controls()
+    """The campaign form (`crowd.ui.campaign_form`: every setting of the spec) and its button."""
+    form = campaign_form()
     save = gr.Button("Save settings", variant="primary", elem_id="org-save")
     saved = gr.Markdown()
-    by_name = {
-        "name": name,
-        "task": task,
-        "target_emotion": target,
-        "n_groups": n_groups,
-        "prompts": prompts,
-        "round_policy": policy,
-        "round_seconds": seconds,
-        "round_corrections": count,
-        "grouping": grouping,
-        "points_rule": points,
-        "training_mode": training,
-        "min_corrections": min_corrections,
-        "heldout_share": heldout,
-        "win_margin": margin,
-        "licence": licence,
-        "reviews_on": reviews_on,
-        "min_reviews": min_reviews,
-        "person_cap": person_cap,
-        "hold_unreviewed": hold_unreviewed,
-        **contributors,
-        **candidates,
-    }
-    form = [by_name[field] for field in FORM_FIELDS]  # a setting without a control fails here
     return form, save, saved
 
 

@@ -1,5 +1,6 @@
 """The organizer page's tables and lines, as plain data for Gradio: the live jobs, every round's
-result (winner, metric per model, points), the recent corrections and the round's status."""
+result (winner, metric per model, points), the recent corrections, the round's status, where
+round jobs run and what reference data the campaign has."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import html
 
 import pandas as pd
 
-from crowd.campaigns import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
+from crowd.groups import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
 from crowd.lessons import about
 from crowd.ui.components import points, table
 from crowd.views import RoundResult
@@ -138,3 +139,57 @@ def _groups(result: RoundResult) -> int:
 
 def _value(value: float | None) -> object:
     return "—" if value is None else round(value, 3)
+
+
+def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
+    """What reference data the campaign has and what the current task does with it."""
+    emotion, pairs = counts.get("emotion", {}), sum(counts.get("pair", {}).values())
+    labels = ", ".join(f"{label or 'no label'}: {n}" for label, n in emotion.items())
+    texts = f"{sum(emotion.values())} emotion text(s)" + (f" ({labels})" if labels else "")
+    if campaign["task"] == "preference":
+        use = "its pairs join the crowd's held-out pairs"
+    elif emotion:
+        use = "the target vector is the mean scored vector of the emotion texts"
+    else:
+        use = (
+            f"with no emotion texts, the target is the one-hot vector of "
+            f"{campaign['target_emotion'] or 'the target emotion'}"
+        )
+    return (
+        f"**Reference data**: {texts}, {pairs} preference pair(s). The task is "
+        f"{campaign['task']}: {use}."
+    )
+
+
+RUNNER_WORDS = {
+    "thread": "in the app, in a thread below the replies' priority",
+    "process": "in a child process of the app, below the replies' priority",
+    "hf-jobs": "on Hugging Face Jobs",
+}
+
+
+def runner_text(status: dict) -> str:
+    """Where round jobs run, and the latest one's state and cost so far (Markdown)."""
+    where = RUNNER_WORDS.get(status["runner"], status["runner"])
+    lines = [f"**Round jobs run** {where} (`CROWD_ROUND_RUNNER={status['runner']}`)"]
+    if status["flavor"]:
+        price = status["price_per_hour"]
+        priced = f"${price:.2f} an hour, billed by the minute" if price else "price unknown"
+        lines[0] += f" on `{status['flavor']}` ({priced})"
+    job = status["job"]
+    if job is None:
+        return lines[0] + ". No round job yet."
+    line = f"**Latest round job** {job['id']}: {job['status']}"
+    if job["runner"]:
+        line += f"; its {job['runner']} runner says {job['runner_stage'] or 'not started'}"
+    if job["running_s"] is not None:
+        line += f", {job['running_s'] / 60:.1f} min"
+    if job["cost_usd"] is not None:
+        line += f", ${job['cost_usd']:.2f} so far"
+    lines.append(line + ".")
+    if job["error"]:
+        lines.append(f"**Error**: {job['error'][:600]}")
+    if job["log_tail"]:
+        tail = job["log_tail"][-2000:].replace("```", "` ` `")
+        lines.append(f"The end of its log:\n```\n{tail}\n```")
+    return "\n\n".join(lines)

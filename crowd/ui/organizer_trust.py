@@ -1,7 +1,7 @@
-"""The organizer page's sections about who counts as whom (issue 26): who may contribute
-(sign-in, organisation, venues) in the campaign settings, gold items in Moderation, and the
-rings (source groups, collusion clusters, one action for a whole group) in Data quality. Layout
-only; `organizer_page.py` wires them."""
+"""The organizer page's sections about who counts as whom (issue 26): gold items in Moderation,
+and the rings (source groups, collusion clusters, one action for a whole group) in Data quality
+(who may contribute is part of the campaign form, `campaign_form.py`). Layout only;
+`organizer_page.py` wires them."""
 
 from __future__ import annotations
 
@@ -11,40 +11,6 @@ import gradio as gr
 
 from crowd.ui.components import confirm_row
 from crowd.ui.quality import CLUSTER_COLUMNS, SOURCE_COLUMNS
-
-CONTRIBUTORS_HELP = """### Who may contribute
-Pseudonyms are free: one person can join twenty from one address. The app counts **voices**, not
-pseudonyms: everyone on one network (a /24, or a /56 for IPv6) is one voice for the share cap,
-standing and independent review, and so is each Hugging Face account. **Requiring a Hugging Face
-sign-in is the strongest defence** against one person with many names, and the only one against
-someone who also has many addresses (a VPN); restricting contributors to an organisation's
-members is stronger still. Anyone may still chat."""
-
-
-def contributors_section() -> dict:
-    """Sign-in, organisation and venues: the campaign settings about who counts as whom."""
-    gr.Markdown(CONTRIBUTORS_HELP, elem_id="org-contributors")
-    with gr.Row():
-        require_login = gr.Checkbox(
-            label="Require a Hugging Face sign-in to correct and review (works on a Space with "
-            "hf_oauth: true)",
-            elem_id="org-require-login",
-            min_width=320,  # stacks above the organisation box on a phone
-        )
-        hf_org = gr.Textbox(
-            label="…and membership of this Hugging Face organisation (empty: any account)",
-            max_length=96,
-            elem_id="org-hf-org",
-            min_width=320,
-        )
-    venues = gr.Textbox(
-        label="Venues: networks where many people share one address (a classroom, a lab), one "
-        "CIDR per line, e.g. 192.0.2.0/24. Each person there counts alone, but their reviews "
-        "of each other do not establish trust.",
-        lines=2,
-        elem_id="org-venues",
-    )
-    return {"require_login": require_login, "hf_org": hf_org, "venues": venues}
 
 
 def gold_section() -> dict:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd import views
-from crowd.campaigns import not_a_contributor, won_text
+from crowd.campaigns import not_a_contributor
+from crowd.groups import won_text
 from crowd.limits import Refused
 from crowd.service import CrowdService
 from crowd.ui.chat import ChatTab
