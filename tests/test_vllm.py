@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crowd.batching import BASE, Sampling
 from crowd.config import ModelSettings
 from crowd.limits import Limits, Refused
 from crowd.models import ModelError, ModelUnavailable
 from crowd.service import CrowdService
-from crowd.vllm_engine import VLLMGeneration
+from crowd.serving.protocol import BASE, Sampling
+from crowd.serving.vllm_engine import VLLMGeneration
 from storage.db import connect
 
 pytestmark = pytest.mark.vllm
