@@ -6,6 +6,7 @@
 - `generation`: the in-process engine, one scheduler thread over the one base model;
 - `batching`: its continuous batching (rows join and leave a running batch at every step), also
   the evaluator's own decoding path (`decode_all`);
+- `static`: static batching (one `model.generate` a batch), the benchmarks' baseline scheduler;
 - `prefix_cache`: the KV cache a conversation's last reply leaves for its next message;
 - `adapters`: the groups' LoRA adapters by name, and which of them replies in flight use;
 - `vllm_engine`: the scale-out engine, a vLLM server's OpenAI-compatible API with runtime LoRA;
