@@ -27,12 +27,13 @@ def build(settings: Settings, on_migrated=lambda: None):
     still stops start-up at once. `on_migrated` runs once the database is migrated."""
     from crowd.campaigns import utcnow
     from crowd.config import PACKAGED_MODEL
-    from crowd.generation import GenerationService
     from crowd.models import load_base, pick_device, resolve_base_model
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
+    from crowd.serving.generation import GenerationService
+    from crowd.serving.protocol import Generation
+    from crowd.serving.vllm_engine import VLLMGeneration
     from crowd.ui import build_app
-    from crowd.vllm_engine import VLLMGeneration
     from storage.db import migrate
 
     migrate(settings.db_path)
@@ -41,9 +42,9 @@ def build(settings: Settings, on_migrated=lambda: None):
         import torch
 
         torch.set_num_threads(settings.model.threads)
-    from crowd.warmup import WarmingGeneration
+    from crowd.serving.warmup import WarmingGeneration
 
-    generation: WarmingGeneration | VLLMGeneration
+    generation: Generation
     if settings.model.serving == "vllm":  # replies from the operator's vLLM server
         generation = VLLMGeneration(settings.model)
     else:
@@ -55,7 +56,7 @@ def build(settings: Settings, on_migrated=lambda: None):
                 load_base(settings.model.base_model, settings.models_dir, device), settings.model
             )
         )
-    service = CrowdService(settings, generation)  # type: ignore[arg-type]
+    service = CrowdService(settings, generation)
     worker = None
     if settings.start_worker:
         from crowd.rounds.engine import build_engine

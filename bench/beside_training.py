@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 from crowd.config import ModelSettings, TrainingSettings
-from crowd.generation import GenerationService, Sampling
 from crowd.models import convert_packaged_model, load_base
 from crowd.rounds.bundle import Bundle, Candidate, Example, JudgingSettings, write_bundle
 from crowd.rounds.job import build_kit
 from crowd.rounds.runners import ProcessRunner, ThreadRunner, read_progress
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import Sampling
 from crowd.threads import lower_priority
 from crowd.training.data import PairExample
 

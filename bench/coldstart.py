@@ -80,8 +80,10 @@ def answers(url: str) -> bool:
 
 
 def _source(tree: Path) -> str:
-    warmup = tree / "crowd" / "warmup.py"
-    return warmup.read_text() if warmup.is_file() else ""
+    for warmup in (tree / "crowd" / "serving" / "warmup.py", tree / "crowd" / "warmup.py"):
+        if warmup.is_file():  # the second: a tree from before crowd/serving/
+            return warmup.read_text()
+    return ""
 
 
 def baseline_tree(ref: str, into: Path) -> Path:

@@ -31,7 +31,7 @@ import time
 
 from serve import four_group_parser, four_groups, run_concurrent, settle  # bench/ on the path
 
-from crowd.generation import GenerationService
+from crowd.serving.generation import GenerationService
 from crowd.threads import SWITCH_INTERVAL_S
 
 PYTHON_DEFAULT_S = 0.005

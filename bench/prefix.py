@@ -1,5 +1,5 @@
 """Prefix caching: a conversation's later messages with the KV cache of its earlier turns
-(crowd/prefix_cache.py) against without it, in one run, on the default model.
+(crowd/serving/prefix_cache.py) against without it, in one run, on the default model.
 
     .venv/bin/python bench/prefix.py [--conversations 8] [--turns 4] [--tokens 48] [--repeats 2]
 
@@ -24,8 +24,9 @@ import time
 from serve import PROMPTS, packaged_model, settle  # bench/ is on the path: run as a script
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService, Sampling
 from crowd.models import load_base
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import Sampling
 
 FOLLOW_UPS = [
     "Can you say more about that?",

@@ -27,15 +27,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from crowd.campaigns import utcnow  # noqa: E402
 from crowd.config import load_settings  # noqa: E402
-from crowd.generation import GenerationService  # noqa: E402
 from crowd.limits import Limits  # noqa: E402
 from crowd.models import load_base  # noqa: E402
 from crowd.organizer import Organizer  # noqa: E402
-from crowd.rounds.data import group_data  # noqa: E402
 from crowd.rounds.engine import RoundEngine, build_engine  # noqa: E402
 from crowd.rounds.judge import FixedJudge, Judge, SequentialJudge  # noqa: E402
+from crowd.rounds.material import group_data  # noqa: E402
 from crowd.rounds.worker import Worker  # noqa: E402
 from crowd.service import CrowdService  # noqa: E402
+from crowd.serving.generation import GenerationService  # noqa: E402
 from storage import rounds as store  # noqa: E402
 
 KEY = "bench"

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService, Sampling
 from crowd.models import convert_packaged_model, load_base
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import Sampling
 
 PROMPTS = [
     "Tell me something nice about the sea.",

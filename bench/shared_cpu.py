@@ -40,10 +40,10 @@ def child(policy: str, replies: int, tokens: int, threads: int) -> None:
     importlib.import_module("torch" if policy == "default" else "crowd")
     import torch
 
-    from crowd.batching import Sampling
     from crowd.config import ModelSettings
-    from crowd.generation import GenerationService
     from crowd.models import convert_packaged_model, load_base
+    from crowd.serving.generation import GenerationService
+    from crowd.serving.protocol import Sampling
 
     torch.set_num_threads(threads)
     cache = ROOT / ".venv" / "test-cache" / "models"

@@ -34,7 +34,7 @@ from serve import (
     settle,
 )  # bench/ is on the path: run as a script
 
-from crowd.generation import GenerationService
+from crowd.serving.generation import GenerationService
 from crowd.threads import run_in_own_thread
 
 

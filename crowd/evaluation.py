@@ -6,9 +6,9 @@ Preference task: share of held-out pairs where the model gives the chosen reply 
 length-normalised log-likelihood (higher is better); mean held-out loss breaks ties.
 
 All models are decoded in the same batches (peft mixed-adapter batches over one base copy), by
-the continuous batching that serves replies (crowd/batching.py). Replies are kept per (adapter
-files, prompt, seed, sampling): a round's champion, judged again on the same prompts and seeds in
-the next round, is not decoded again.
+the continuous batching that serves replies (crowd/serving/batching.py). Replies are kept per
+(adapter files, prompt, seed, sampling): a round's champion, judged again on the same prompts and
+seeds in the next round, is not decoded again.
 
 A candidate beats the champion only by more than `z` standard errors of the paired difference
 of their distances, and only when it has not collapsed: the metrics, the Score and the collapse
@@ -24,18 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crowd.batching import BASE, Sampling, decode_all
-from crowd.generation import encode_chats
 from crowd.metrics import Score, repeats_itself, worst_distance
 from crowd.models import LoadedModel
+from crowd.serving.batching import decode_all, encode_chats
+from crowd.serving.protocol import BASE, Generation, Sampling
 from crowd.training.data import PairExample
-
-if TYPE_CHECKING:
-    from crowd.vllm_engine import VLLMGeneration
 
 REPLY_CACHE_MAX = 100_000  # replies kept for re-judging (short strings: a few MB at most)
 
@@ -64,7 +60,7 @@ class Evaluator:
         max_new_tokens: int = 48,
         batch_size: int = 16,
         seed: int = 0,
-        remote: VLLMGeneration | None = None,
+        remote: Generation | None = None,
     ):
         self.loaded = loaded
         self.remote = remote  # when set, emotion samples come from this vLLM server

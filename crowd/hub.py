@@ -1,5 +1,5 @@
 """The part of `huggingface_hub.HfApi` the app's pushes use (backups in `crowd.sync`, models in
-`crowd.model_export.hub`): three calls, so tests push to a folder on disk implementing them."""
+`crowd.model_export.push`): three calls, so tests push to a folder on disk implementing them."""
 
 from __future__ import annotations
 

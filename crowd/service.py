@@ -27,12 +27,12 @@ from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: importe
     CorrectionActions,
     context_of,
 )
-from crowd.generation import BASE, GenerationService
 from crowd.groups import assign_arrival, group_colour, group_name
 from crowd.identity import Identities, load_secret
 from crowd.limits import Limits, RateLimiter, Refused, clean_name, clean_text
 from crowd.models import ModelError, ModelUnavailable
-from crowd.replies import end_cleanly
+from crowd.serving.protocol import BASE, Generation
+from crowd.serving.trimming import end_cleanly
 from storage import queries
 from storage import rounds as store
 from storage.db import connect, migrate, transaction
@@ -77,7 +77,7 @@ class CrowdService(CorrectionActions):
     def __init__(
         self,
         settings: Settings,
-        generation: GenerationService | None,
+        generation: Generation | None,
         limits: Limits = Limits(),  # noqa: B008 (frozen)
         now: Callable[[], str] = utcnow,
         rng: random.Random | None = None,
@@ -236,7 +236,7 @@ class CrowdService(CorrectionActions):
             raise Refused(
                 "This group's model cannot be loaded right now; try again later."
             ) from None
-        text = end_cleanly(text, cut=self._at_cap(text)).strip() or "…"
+        text = end_cleanly(text, cut=self.generation.at_cap(text)).strip() or "…"
         with self.action() as db:
             message_id = queries.add_message(
                 db,
@@ -248,16 +248,6 @@ class CrowdService(CorrectionActions):
                 alternative_of=alternative_of,
             )
         yield Reply(conversation_id, text, message_id)
-
-    def _at_cap(self, text: str) -> bool:
-        """Whether a reply ran into the token cap rather than ending on its own (re-encoding
-        its text can differ from the sampled tokens by one)."""
-        loaded = getattr(self.generation, "loaded", None)
-        if loaded is None:  # a remote engine (vLLM): no local tokenizer; end as streamed
-            return False
-        tokenizer = loaded.tokenizer
-        cap = self.generation.default_sampling().max_new_tokens
-        return len(tokenizer.encode(text, add_special_tokens=False)) >= cap - 1
 
     def adapter_for(self, version_id: int) -> str:
         """The generation service's adapter name for a model version, loading it on first use."""

@@ -7,7 +7,7 @@
    halves batched decoding (docs/results/serving.md: 8 requests decoded 30-34 tok/s alone,
    14-17 tok/s while one idle thread kept its team). So a round runs in a thread of its own that
    ends with the round (`run_in_own_thread`), and the generation scheduler's thread ends when it
-   has been idle for a while (crowd/generation.py) and starts again with the next request.
+   has been idle for a while (crowd/serving/generation.py) and starts again with the next request.
 2. **Round work runs below the replies' priority** (`lower_priority`, `CROWD_WORKER_NICE`).
 3. **The GIL changes hands every 0.5 ms, not every 5** (`share_the_gil`, called when the
    generation service starts). Each of the hundreds of torch operations in a forward pass drops

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from crowd.ui import build_app, launch_options
 from storage.db import connect
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from test_generation import CHATS, make_adapter
 
-from crowd.batching import BASE, Row, RunningBatch, Sampling, decode_all, prompt_ids
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService, generate_texts
 from crowd.models import ModelError, load_base
+from crowd.serving.batching import Row, RunningBatch, decode_all, prompt_ids
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import BASE, Sampling
+from crowd.serving.static import generate_texts
 
 GREEDY = Sampling(max_new_tokens=10, temperature=0.0)
 MORE_CHATS = CHATS + [
@@ -200,7 +202,7 @@ def test_a_reader_that_stops_frees_its_row(service):
 def test_nucleus_sampling_keeps_the_top_p_mass_and_follows_the_probabilities():
     import torch
 
-    from crowd.batching import pick_tokens
+    from crowd.serving.batching import pick_tokens
 
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     logits = probs.log().repeat(4000, 1)
@@ -264,7 +266,7 @@ def test_next_messages_of_several_conversations_prefill_together(service):
 
 
 def test_rows_of_similar_new_lengths_share_a_prefill_pass():
-    from crowd.batching import plan_passes
+    from crowd.serving.batching import plan_passes
 
     assert plan_passes([]) == []
     assert plan_passes([20]) == [[0]]
@@ -278,7 +280,7 @@ def test_rows_of_similar_new_lengths_share_a_prefill_pass():
 def test_the_prefix_cache_stays_within_its_token_budget():
     import torch
 
-    from crowd.prefix_cache import PrefixCache
+    from crowd.serving.prefix_cache import PrefixCache
 
     cache = PrefixCache(max_tokens=100)
     kv = [(torch.zeros(1, 1, 40, 2), torch.zeros(1, 1, 40, 2))]

@@ -81,12 +81,12 @@ def test_a_ring_spread_over_three_networks_through_dealt_reviews(settings):
     was written, with all 27 honest rewrites training)."""
     from crowd.assess import assess
     from crowd.config import ModelSettings
-    from crowd.generation import GenerationService
     from crowd.limits import Limits
     from crowd.models import load_base
     from crowd.review import Reviews
-    from crowd.rounds.data import training_material
+    from crowd.rounds.material import training_material
     from crowd.service import CrowdService, context_of
+    from crowd.serving.generation import GenerationService
     from storage.db import connect
 
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")

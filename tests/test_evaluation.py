@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from crowd.batching import BASE
 from crowd.config import TrainingSettings
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.evaluation import EvalSet, Evaluator, Score, repeats_itself, worst_distance
 from crowd.models import load_base
+from crowd.serving.protocol import BASE
 from crowd.training.trainer import create_initial_adapter
 
 CHAT = [{"role": "user", "content": "Write a reddit comment."}]

@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import (
-    BASE,
-    GenerationService,
-    Sampling,
-    _Request,
-    generate_texts,
-    newest_texts,
-)
 from crowd.models import ModelError, load_base
+from crowd.serving.generation import GenerationService, _Request, newest_texts
+from crowd.serving.protocol import BASE, Sampling
+from crowd.serving.static import generate_texts
 
 GREEDY = Sampling(max_new_tokens=8, temperature=0.0)
 CHATS = [

@@ -16,7 +16,6 @@ from crowd import guide, views
 from crowd.campaigns import utcnow
 from crowd.config import ModelSettings
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
@@ -25,6 +24,7 @@ from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.scoring.scorers import one_hot
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from crowd.ui.journey import (
     JourneyHandlers,
     before_after_html,

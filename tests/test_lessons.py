@@ -14,7 +14,6 @@ import pytest
 from crowd.campaigns import utcnow
 from crowd.config import ModelSettings
 from crowd.export import export_dataset
-from crowd.generation import GenerationService
 from crowd.lessons import MalformedCorrection, lesson
 from crowd.limits import Limits
 from crowd.models import load_base
@@ -22,6 +21,7 @@ from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from tests.test_rounds import ONE_PER_GROUP
 
 PROMPT = json.dumps([{"role": "user", "content": "Hi"}])

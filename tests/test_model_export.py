@@ -17,7 +17,6 @@ from test_sync import FolderHub  # the backup push's fake hub: the same three ca
 from crowd.campaigns import utcnow
 from crowd.cli.export_model import main
 from crowd.config import PACKAGED_MODEL, ModelSettings, Settings, TrainingSettings
-from crowd.generation import GenerationService, Sampling
 from crowd.limits import Limits
 from crowd.model_export.card import front_matter, render_model_card
 from crowd.model_export.folder import export_model, export_model_zip
@@ -26,6 +25,8 @@ from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import Sampling
 from storage import rounds as store
 from storage.db import connect
 from tests.test_rounds import ONE_PER_GROUP

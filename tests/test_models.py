@@ -1,8 +1,9 @@
 import pytest
 
 from crowd.config import PACKAGED_MODEL, ModelSettings
-from crowd.generation import BASE, GenerationService, Sampling
 from crowd.models import ModelError, convert_packaged_model, load_base, resolve_base_model
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import BASE, Sampling
 
 
 def test_a_missing_folder_is_named(tmp_path):

@@ -4,7 +4,7 @@ stores the clean ending when the real model runs into the cap."""
 import pytest
 import torch
 
-from crowd.replies import ELLIPSIS, end_cleanly, ends_a_sentence
+from crowd.serving.trimming import ELLIPSIS, end_cleanly, ends_a_sentence
 
 
 @pytest.mark.parametrize(
@@ -40,9 +40,9 @@ def test_a_cut_reply_already_at_a_boundary_is_kept():
 
 def test_the_service_stores_a_capped_reply_ending_at_a_boundary(settings):
     from crowd.config import ModelSettings
-    from crowd.generation import GenerationService
     from crowd.models import load_base
     from crowd.service import CrowdService
+    from crowd.serving.generation import GenerationService
 
     torch.manual_seed(0)  # sampled, so the tiny model writes words, not only line breaks
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")

@@ -10,13 +10,13 @@ import random
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Limits, Refused
 from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.review import Reviews
-from crowd.rounds.data import judging_material, training_material
+from crowd.rounds.material import judging_material, training_material
 from crowd.service import CrowdService, context_of
+from crowd.serving.generation import GenerationService
 from storage import deals, queries
 from storage import rounds as store
 from storage.db import connect

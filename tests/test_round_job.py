@@ -25,18 +25,18 @@ from test_rounds import KEY, crowd_submits, round_row
 from crowd.campaigns import utcnow
 from crowd.config import ModelSettings, Settings
 from crowd.export import export_dataset
-from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.rounds.bundle import BundleError, check_owner, read_bundle
-from crowd.rounds.data import training_material
 from crowd.rounds.engine import build_engine
 from crowd.rounds.job import Reporter, build_kit, run_round_job
+from crowd.rounds.material import training_material
 from crowd.rounds.results import RESULTS, ResultsMismatch, read_results
 from crowd.rounds.runners import ThreadRunner
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService, context_of
+from crowd.serving.generation import GenerationService
 from storage import records, reviews
 from storage import rounds as store
 

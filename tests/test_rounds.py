@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 
 from crowd.campaigns import utcnow
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
@@ -29,6 +28,7 @@ from crowd.rounds.engine import build_engine
 from crowd.rounds.state import IllegalTransition, advance, check_auto_close
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from storage import rounds as store
 
 KEY = "organizer-test-secret"

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Limits, Refused
 from crowd.models import load_base
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from storage import queries
 from storage.db import connect
 

@@ -17,11 +17,12 @@ import gradio as gr
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import BASE, GenerationService, Sampling
 from crowd.lessons import lesson
 from crowd.limits import Limits, Refused
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
+from crowd.serving.protocol import BASE, Sampling
 from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.session import SessionHandlers
 from storage import queries

@@ -66,10 +66,10 @@ class Api:
 @pytest.fixture
 def app(settings):
     """The real app on the tiny model on a free port: (url, service, organizer)."""
-    from crowd.generation import GenerationService
     from crowd.models import load_base
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
+    from crowd.serving.generation import GenerationService
     from crowd.ui import build_app
 
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")

@@ -18,10 +18,10 @@ import pytest
 
 from crowd import views
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Limits
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
+from crowd.serving.generation import GenerationService
 from crowd.ui import build_app, launch_options
 from crowd.ui.api import VolunteerApi
 from crowd.ui.campaign_form import FORM_FIELDS, form_values

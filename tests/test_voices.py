@@ -116,12 +116,12 @@ def test_every_action_records_its_source_and_the_account(settings):
 
 def test_a_classroom_of_30_behind_one_address_declared_a_venue_keeps_working(settings):
     from crowd.config import ModelSettings
-    from crowd.generation import GenerationService
     from crowd.models import load_base
     from crowd.organizer import Organizer
     from crowd.review import Reviews
-    from crowd.rounds.data import training_material
+    from crowd.rounds.material import training_material
     from crowd.service import CrowdService, context_of
+    from crowd.serving.generation import GenerationService
     from storage.db import connect
 
     loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")

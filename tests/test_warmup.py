@@ -8,10 +8,10 @@ import time
 import pytest
 
 from crowd.config import ModelSettings
-from crowd.generation import GenerationService
 from crowd.limits import Refused
 from crowd.models import ModelError, load_base
-from crowd.warmup import WarmingGeneration
+from crowd.serving.generation import GenerationService
+from crowd.serving.warmup import WarmingGeneration
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 

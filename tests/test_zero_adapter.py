@@ -11,7 +11,7 @@ import torch
 from peft import PeftModel
 
 from crowd.models import ModelError
-from crowd.vllm_engine import write_zero_adapter, zero_adapter_folder
+from crowd.serving.vllm_engine import write_zero_adapter, zero_adapter_folder
 
 
 def test_the_zero_adapter_loads_and_changes_nothing(loaded, tiny_model_dir, tmp_path):

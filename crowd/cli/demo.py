@@ -65,12 +65,12 @@ def main(argv: list[str]) -> int:
 
 def run_demo(settings, volunteers: int, corrections: int, seed: int) -> dict:
     """The whole round; returns the summary printed as the last line."""
-    from crowd.generation import GenerationService
     from crowd.models import load_base
     from crowd.organizer import Organizer
     from crowd.rounds.engine import build_engine
     from crowd.rounds.worker import Worker
     from crowd.service import CrowdService
+    from crowd.serving.generation import GenerationService
 
     rng = random.Random(seed)
     key = settings.organizer_secret or "demo"

@@ -12,7 +12,7 @@ from crowd.config import ConfigError, load_settings
 from crowd.hub import Hub
 from crowd.model_export.champion import ModelExportError
 from crowd.model_export.folder import export_model
-from crowd.model_export.hub import PushFailed, PushTarget, check_repo_id, connect_hub
+from crowd.model_export.push import PushFailed, PushTarget, check_repo_id, connect_hub
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,5 +5,5 @@ pushed to a Hugging Face model repo.
 - `champion`: which model (the champion after a finished round) and what its card states;
 - `card`: the model card (README.md with Hub front matter) and its metric chart (SVG);
 - `folder`: writing the export atomically, and the zip for the organizer page;
-- `hub`: the push (private unless asked to publish).
+- `push`: the push (private unless asked to publish).
 """

@@ -240,11 +240,11 @@ def _trained_by(
     """(participant ids, number of corrections) behind a candidate of a round, from `groups`
     (None: all), as the round's record says (storage.records: the corrections that gave a group
     an example in the campaign's training mode, written when the round's bundle was). A round
-    closed before records were kept is read with the rules it trained by (crowd.rounds.data)."""
+    closed before records were kept is read with the rules it trained by (crowd.rounds.material)."""
     if records.bundle_of(db, round_["id"]) is not None:
         rows = records.taught_by(db, round_["id"], groups)
         return {r["participant_id"] for r in rows}, len(rows)
-    from crowd.rounds.data import training_material
+    from crowd.rounds.material import training_material
 
     material = training_material(db, campaign, round_)[0]
     taught = [

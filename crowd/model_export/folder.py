@@ -20,7 +20,7 @@ from crowd.model_export.champion import (
     find_champion,
     gather_facts,
 )
-from crowd.model_export.hub import PushTarget, prepare_repo, upload
+from crowd.model_export.push import PushTarget, prepare_repo, upload
 from crowd.models import CONVERTED_NAME, ModelError, resolve_base_model
 
 MANIFEST = "crowd-export.json"

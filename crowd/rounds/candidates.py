@@ -4,7 +4,7 @@ Decided once, when the round closes into its bundle (crowd.rounds.record); the j
 by its kind (crowd.rounds.job.CANDIDATE_KINDS).
 
 - **group**: a group's LoRA from the champion, on the group's training material of the round
-  (`crowd.rounds.data.training_material`: the one rule of what trains, with its caps per voice).
+  (`crowd.rounds.material.training_material`: the one rule of what trains, with its caps per voice).
 - **union** (`union_candidate`): from the champion, on every group's training material of the
   round together, so a round's whole trusted crowd trains one model. When it wins, its points
   go to the round's contributors by the campaign's rule with the whole crowd as one group
@@ -41,7 +41,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from crowd.rounds.bundle import ADAPTER_FILES, Candidate, Example
-from crowd.rounds.data import GroupData, training_material
+from crowd.rounds.material import GroupData, training_material
 from crowd.training.merge import DENSITY
 from storage import rounds as store
 

@@ -40,7 +40,7 @@ from crowd.rounds.judge import CROWN_Z
 from crowd.rounds.record import close_into_bundle
 from crowd.rounds.results import Results, read_results
 from crowd.rounds.runners import JobFailed, Runner, RunState, ThreadRunner
-from crowd.rounds.scorers import ScorerCache
+from crowd.rounds.scorer_cache import ScorerCache
 from crowd.rounds.state import advance
 from crowd.training.data import TrainingCancelled
 from storage import records
@@ -246,7 +246,7 @@ def _kit_builder(settings) -> Callable[[Bundle | None], Kit]:
             trainer = TRLTrainer(base_path, settings.training, device=judge.device)
             remote = None
             if settings.model.serving == "vllm":  # the judges' samples come from the same server
-                from crowd.vllm_engine import VLLMGeneration
+                from crowd.serving.vllm_engine import VLLMGeneration
 
                 remote = VLLMGeneration(settings.model)
             kit.append(Kit(trainer, Evaluator(judge, remote=remote), settings.model.base_model))

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from crowd.evaluation import EvalSet, Evaluator
-from crowd.generation import Sampling
 from crowd.rounds.bundle import ADAPTER_FILES, Bundle, BundleError, Candidate
 from crowd.rounds.judge import SequentialJudge
 from crowd.rounds.results import (
@@ -44,6 +43,7 @@ from crowd.rounds.results import (
     write_results,
 )
 from crowd.rounds.showcase import before_after_rows
+from crowd.serving.protocol import Sampling
 from crowd.training.base import LoraHost, Progress, TrainResult
 from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
 

@@ -1,7 +1,7 @@
 """Closing a round into its bundle and its record, in one transaction.
 
 What trains and judges is decided here, once, by `training_material` and `judging_material`
-(crowd.rounds.data, with crowd.trust's rules): the bundle carries the examples to the job, and
+(crowd.rounds.material, with crowd.trust's rules): the bundle carries the examples to the job, and
 the record (storage.records) keeps which corrections trained, were set aside and judged, with
 the round's review verdicts as they stood. Reviews that arrive later change neither: points,
 the export's `used` flag and the model card read the record.
@@ -24,7 +24,7 @@ from crowd.evaluation import split_heldout
 from crowd.rounds import candidates as plans
 from crowd.rounds.awards import verdicts_of
 from crowd.rounds.bundle import Bundle, Example, JudgingSettings, write_bundle
-from crowd.rounds.data import GroupData, heldout_items, judging_material, training_material
+from crowd.rounds.material import GroupData, heldout_items, judging_material, training_material
 from crowd.rounds.state import advance
 from crowd.scoring.scorers import target_vector
 from crowd.training.data import PairExample

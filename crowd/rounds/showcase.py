@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from crowd.evaluation import Evaluator
-from crowd.generation import Sampling, generate_texts
-from crowd.replies import end_cleanly
+from crowd.serving.protocol import Sampling
+from crowd.serving.static import generate_texts
+from crowd.serving.trimming import end_cleanly
 
 SAMPLING = Sampling(max_new_tokens=64, temperature=0.0)  # greedy: one reply per prompt, stable
 

@@ -3,7 +3,7 @@
 Nothing here stores a correction or a review itself.
 
 Replies are not decoded: `ScriptedReplies` is a generation service (the same protocol as
-`crowd.generation.GenerationService`) that answers with a text the crowd drew from the data file
+`crowd.serving`'s `Generation`) that answers with a text the crowd drew from the data file
 (any emotion's neighbourhood), so that labels, A/B picks and reviews of them mean something
 and both arms see the same replies. SFT trains on rewrites, picked replies and on-target labels
 (crowd.lessons), so the replies matter only as material for those.
@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from crowd.emotions import GOEMOTIONS_LABELS
-from crowd.generation import BASE
 from crowd.limits import Refused
 from crowd.review import Reviews
 from crowd.service import CrowdService
+from crowd.serving.protocol import BASE, Progress, Sampling
 from storage.vocabulary import VERDICTS, Verdict
 
 PROMPT = "write a reddit comment."
@@ -123,19 +123,57 @@ class Behaviour:
 class _Names:
     """The adapter registry's protocol: every adapter name is usable as it is."""
 
+    names: list[str] = []
+
     def ensure(self, name: str, path: Path | None) -> str:
         return BASE if path is None else name
 
+    def load(self, name: str, path: Path) -> None:
+        """Nothing to load: the replies are scripted."""
+
+    def unload(self, name: str) -> None:
+        """Nothing to unload."""
+
 
 class ScriptedReplies:
-    """A generation service whose next reply is the text the crowd scripted for it."""
+    """A generation engine (crowd.serving.protocol.Generation) whose next reply is the text
+    the crowd scripted for it, whatever the adapter."""
+
+    ready = True
 
     def __init__(self) -> None:
         self.adapters = _Names()
         self.next: list[str] = []
 
-    def stream(self, chat: list[dict], adapter: str = BASE) -> Iterator[str]:
-        yield self.next.pop(0) if self.next else "…"
+    def default_sampling(self) -> Sampling:
+        return Sampling()
+
+    def stream(
+        self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
+    ) -> Iterator[str]:
+        yield self.reply(chat, adapter, sampling)
+
+    def reply(
+        self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
+    ) -> str:
+        return self.next.pop(0) if self.next else "…"
+
+    def replies(
+        self,
+        chats: Sequence[Sequence[dict]],
+        adapters: Sequence[str],
+        sampling: Sampling,
+        seeds: Sequence[int | None] | None = None,
+        max_batch: int = 16,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        return [self.reply(chat, name) for chat, name in zip(chats, adapters, strict=True)]
+
+    def at_cap(self, text: str) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Nothing runs."""
 
 
 def assign_roles(volunteers: int, adversaries: float, mix: dict[str, float]) -> list[Volunteer]:

@@ -239,7 +239,7 @@ class Study:
         return out_dir
 
     def _everything(self, source: str, campaign_id: int) -> list:
-        from crowd.rounds.data import group_data
+        from crowd.rounds.material import group_data
         from storage import rounds as store
         from storage.db import connect
 
@@ -344,7 +344,7 @@ def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
 def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
     """Per participant, how many SFT examples the arm's rounds trained on came from them
     (in groups that trained: enough corrections and at least one example)."""
-    from crowd.rounds.data import training_material
+    from crowd.rounds.material import training_material
     from storage import rounds as store
     from storage.db import connect
 

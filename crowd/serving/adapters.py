@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from crowd.batching import BASE
 from crowd.models import LoadedModel, ModelError
+from crowd.serving.protocol import BASE
 
 
 class InUse:

@@ -12,30 +12,19 @@ Left padding keeps every row's tokens at the right end of the cache, so one new 
 is one new column; rotary positions are counted from each row's attention mask, so padding
 never shifts them. Greedy replies are token-identical to one-at-a-time decoding (tested).
 
-With a `PrefixCache` (crowd/prefix_cache.py), a finished row leaves its keys and values behind,
-and new rows whose prompts continue them prefill only their new tokens.
+With a `PrefixCache` (crowd/serving/prefix_cache.py), a finished row leaves its keys and values
+behind, and new rows whose prompts continue them prefill only their new tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from crowd.models import LoadedModel, ModelError
-from crowd.prefix_cache import PrefixCache
-
-BASE = "__base__"
-"""peft's name for 'no adapter' inside a mixed-adapter batch."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one request decodes. temperature 0 means greedy."""
-
-    max_new_tokens: int = 96
-    temperature: float = 0.8
-    top_p: float = 0.95
+from crowd.serving.prefix_cache import PrefixCache
+from crowd.serving.protocol import BASE, Progress, Sampling
 
 
 @dataclass(eq=False)
@@ -59,6 +48,16 @@ class Row:
 
     def close(self, error: BaseException | None = None) -> None:
         self.finished, self.error = True, error
+
+
+def encode_chats(tokenizer: Any, chats: Sequence[Sequence[dict]], device: str) -> dict:
+    """Left-padded input ids and attention mask for a batch of chats, ready to generate."""
+    texts = [
+        tokenizer.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
+        for chat in chats
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def prompt_ids(tokenizer: Any, chat: Sequence[dict]) -> list[int]:
@@ -312,7 +311,7 @@ def decode_all(
     sampling: Sampling,
     seeds: Sequence[int | None] | None = None,
     max_batch: int = 16,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Replies to `chats` (row i with adapter `adapters[i]`, seed `seeds[i]`), decoded by
     continuous batching with at most `max_batch` rows at a time: the evaluator's path.

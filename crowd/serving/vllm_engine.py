@@ -5,8 +5,8 @@
     for text_so_far in engine.stream(messages, adapter="v7"):
         ...
 
-The server is the operator's (docs/deploy.md); the app only talks to it. It offers what the
-in-process `GenerationService` offers (`adapters`, `stream`, `reply`, `close`), so the service
+The server is the operator's (docs/deploy.md); the app only talks to it. It is a `Generation`
+(crowd/serving/protocol.py), as the in-process `GenerationService` is, so the service
 and the evaluator do not know which one serves them. Anything that goes wrong on the way (the
 server down, slow, or having forgotten an adapter after a restart) ends as `ModelUnavailable`
 before the caller stores anything; the next request tries again, so the app recovers when the
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import httpx
 
-from crowd.adapters import AdapterSet, check_adapter_folder
-from crowd.batching import BASE, Sampling
 from crowd.config import ModelSettings
 from crowd.models import ModelError, ModelUnavailable
+from crowd.serving.adapters import AdapterSet, check_adapter_folder
+from crowd.serving.protocol import BASE, Sampling
 
 ZERO = "crowd-zero"  # the server-side name of the all-zero adapter that serves the bare base
 
@@ -91,9 +91,18 @@ class VLLMGeneration:
         self._zero: Path | None = None  # the zero adapter's folder, once loaded
         self._zero_lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """Always: the server is the operator's, and each request finds out whether it answers."""
+        return True
+
     def default_sampling(self) -> Sampling:
         s = self.settings
         return Sampling(s.max_new_tokens, s.temperature, s.top_p)
+
+    def at_cap(self, text: str) -> bool:
+        """Never known here (no local tokenizer to count with): a reply ends as it streamed."""
+        return False
 
     def base_model(self) -> str:
         """The server's base model name: the one listed without a parent adapter."""

@@ -9,12 +9,12 @@ of groups, in one forward pass per token (peft mixed-adapter batches), and strea
 Two schedulers (`CROWD_SCHEDULER`):
 - `continuous` (the default): a request joins the running batch at the next decoding step and
   leaves it the step it ends (requests that wait are prefilled before the next step); each
-  row keeps its own adapter, sampling settings and budget (crowd/batching.py). An idle
+  row keeps its own adapter, sampling settings and budget (crowd/serving/batching.py). An idle
   scheduler waits `batch_window_ms` for company. bench/serve.py (8 requests over 4 groups,
   quiet machine) measured it at 3.9x one at a time, static 3.7x (docs/results/serving.md).
 - `static`: the first request waits `batch_window_ms` for company, then the batch decodes to
-  its longest row with `model.generate`; a request that arrives meanwhile waits for the whole
-  batch. The benchmarks' baseline.
+  its longest row with `model.generate` (crowd/serving/static.py); a request that arrives
+  meanwhile waits for the whole batch. The benchmarks' baseline.
 
 The scheduler thread ends after `IDLE_EXIT_S` without work and the next request starts a new
 one: its torch thread pool goes with it, so a round that trains while nobody chats is not slowed
@@ -29,66 +29,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
-from crowd.adapters import AdapterRegistry
-from crowd.batching import BASE, Row, RunningBatch, Sampling, prompt_ids
 from crowd.config import ModelSettings
 from crowd.models import LoadedModel, ModelError
-from crowd.prefix_cache import PrefixCache
+from crowd.serving.adapters import AdapterRegistry
+from crowd.serving.batching import Row, RunningBatch, prompt_ids
+from crowd.serving.prefix_cache import PrefixCache
+from crowd.serving.protocol import BASE, Progress, Sampling
+from crowd.serving.static import BatchStreamer, generate_texts
 from crowd.threads import share_the_gil
-
-__all__ = ["BASE", "GenerationService", "Sampling", "encode_chats", "generate_texts"]
 
 _DONE = object()
 IDLE_EXIT_S = 2.0
 """Seconds a scheduler thread waits without work before it ends."""
-
-
-def encode_chats(tokenizer: Any, chats: Sequence[Sequence[dict]], device: str) -> dict:
-    """Left-padded input ids and attention mask for a batch of chats, ready to generate."""
-    texts = [
-        tokenizer.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
-        for chat in chats
-    ]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    return {key: value.to(device) for key, value in batch.items()}
-
-
-def generate_texts(
-    loaded: LoadedModel,
-    chats: Sequence[Sequence[dict]],
-    adapters: Sequence[str],
-    sampling: Sampling,
-    streamer: Any = None,
-) -> list[str]:
-    """Replies to `chats`, row i decoded with adapter `adapters[i]`, in one batched generate."""
-    import torch
-
-    tokenizer = loaded.tokenizer
-    batch = encode_chats(tokenizer, chats, loaded.device)
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=sampling.max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        streamer=streamer,
-    )
-    if sampling.temperature > 0:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if _is_peft(loaded.model):
-        kwargs["adapter_names"] = list(adapters)
-    elif any(name != BASE for name in adapters):
-        raise ModelError(f"adapters {sorted(set(adapters))} are not loaded")
-    with torch.inference_mode():
-        out = loaded.model.generate(**batch, **kwargs)
-    new_tokens = out[:, batch["input_ids"].shape[1] :]
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
-
-
-def _is_peft(model: Any) -> bool:
-    return hasattr(model, "peft_config")
 
 
 def newest_texts(out: queue.Queue) -> Iterator[str]:
@@ -109,6 +62,14 @@ def newest_texts(out: queue.Queue) -> Iterator[str]:
         if not isinstance(newer, str):  # the end or an error: the last text goes out first
             yield item
         item = newer
+
+
+def whole(texts: Iterator[str]) -> str:
+    """The last of a stream's texts so far (the whole reply), stripped."""
+    text = ""
+    for text in texts:  # noqa: B007
+        pass
+    return text.strip()
 
 
 @dataclass(eq=False)
@@ -132,35 +93,6 @@ class _Request(Row):
         if self.release is not None:
             self.release()
         self.out.put(error if error is not None else _DONE)
-
-
-class _BatchStreamer:
-    """The static scheduler's transformers streamer for a whole batch: routes each row's new
-    token to its request. Rows stop at EOS or their own token budget."""
-
-    def __init__(self, requests: list[_Request], tokenizer: Any):
-        self.requests = requests
-        self.stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first pushes the prompt
-            self._prompt_seen = True
-            return
-        for request, token in zip(self.requests, value.reshape(-1).tolist()):
-            if request.finished:
-                continue
-            if token in self.stop_ids:
-                request.close()
-                continue
-            request.tokens.append(token)
-            request.push(token)
-            if len(request.tokens) >= request.sampling.max_new_tokens:
-                request.close()
-
-    def end(self) -> None:
-        for request in self.requests:
-            request.close()
 
 
 class GenerationService:
@@ -197,34 +129,79 @@ class GenerationService:
         s = self.settings
         return Sampling(s.max_new_tokens, s.temperature, s.top_p)
 
+    @property
+    def ready(self) -> bool:
+        """Always: this engine is built once its model is loaded (crowd.serving.warmup waits)."""
+        return True
+
     def stream(
         self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
     ) -> Iterator[str]:
         """Yield the reply's text so far after each new token (the last value is the reply)."""
-        if adapter != BASE and adapter not in self.adapters.paths:
-            raise ModelError(f"no adapter named {adapter!r} is loaded")
-        tokenizer = self.loaded.tokenizer
-        request = _Request(
-            prompt=prompt_ids(tokenizer, chat) if self.continuous else [],
-            adapter=adapter,
-            sampling=sampling or self.default_sampling(),
-            chat=list(chat),
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-        )
+        request = self._request(chat, adapter, sampling or self.default_sampling())
         self._submit(request)
         try:
             yield from newest_texts(request.out)
         finally:
             request.cancelled = True  # a caller that stops reading frees its row
 
+    def replies(
+        self,
+        chats: Sequence[Sequence[dict]],
+        adapters: Sequence[str],
+        sampling: Sampling,
+        seeds: Sequence[int | None] | None = None,
+        max_batch: int = 16,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        """Whole replies to `chats` (row i with `adapters[i]`, `seeds[i]`), at most `max_batch`
+        waiting or decoding at a time beside the chats. A seed holds under the continuous
+        scheduler (the static one samples with `model.generate`, unseeded)."""
+        seeds = list(seeds) if seeds is not None else [None] * len(chats)
+        rows = zip(chats, adapters, seeds, strict=True)
+        requests = [self._request(chat, name, sampling, seed) for chat, name, seed in rows]
+        later = iter(requests[max_batch:])
+        texts: list[str] = []
+        try:
+            for request in requests[:max_batch]:
+                self._submit(request)
+            for request in requests:
+                texts.append(whole(newest_texts(request.out)))
+                if (following := next(later, None)) is not None:
+                    self._submit(following)
+                if progress is not None:
+                    progress(len(texts), len(requests))
+        finally:
+            for request in requests:
+                request.cancelled = True  # an error ends the rows still decoding
+        return texts
+
+    def at_cap(self, text: str) -> bool:
+        """Counted with the model's tokenizer; re-encoding a reply can differ from the sampled
+        tokens by one."""
+        tokens = self.loaded.tokenizer.encode(text, add_special_tokens=False)
+        return len(tokens) >= self.settings.max_new_tokens - 1
+
+    def _request(
+        self, chat: Sequence[dict], adapter: str, sampling: Sampling, seed: int | None = None
+    ) -> _Request:
+        if adapter != BASE and adapter not in self.adapters.paths:
+            raise ModelError(f"no adapter named {adapter!r} is loaded")
+        tokenizer = self.loaded.tokenizer
+        return _Request(
+            prompt=prompt_ids(tokenizer, chat) if self.continuous else [],
+            adapter=adapter,
+            sampling=sampling,
+            seed=seed,
+            chat=list(chat),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
+
     def reply(
         self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
     ) -> str:
         """The whole reply, for callers that do not stream."""
-        text = ""
-        for text in self.stream(chat, adapter, sampling):  # noqa: B007
-            pass
-        return text.strip()
+        return whole(self.stream(chat, adapter, sampling))
 
     def close(self) -> None:
         self._stop.set()
@@ -348,7 +325,7 @@ class GenerationService:
     def _decode(self, batch: list[_Request]) -> None:
         budget = max(r.sampling.max_new_tokens for r in batch)
         sampling = Sampling(budget, batch[0].sampling.temperature, batch[0].sampling.top_p)
-        streamer = _BatchStreamer(batch, self.loaded.tokenizer)
+        streamer = BatchStreamer(batch, self.loaded.tokenizer)
         self.batches_run += 1
         self.rows_run += len(batch)
         try:

@@ -9,21 +9,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from crowd.generation import BASE, GenerationService, Sampling
 from crowd.limits import Refused
+from crowd.serving.protocol import BASE, Adapters, Generation, Progress, Sampling
 
-log = logging.getLogger("crowd.warmup")
+log = logging.getLogger("crowd.serving.warmup")
 
 WAIT_S = 600.0  # the longest a chat waits for the model before it is refused
 
 
 class WarmingGeneration:
-    """Stands in for the GenerationService that `load` builds in a background thread: every use
-    waits for it, then goes to it. A failed load is logged and refuses every chat, saying why."""
+    """Stands in for the engine that `load` builds in a background thread: every use waits
+    for it, then goes to it. A failed load is logged and refuses every chat, saying why."""
 
-    def __init__(self, load: Callable[[], GenerationService], wait_s: float = WAIT_S):
+    def __init__(self, load: Callable[[], Generation], wait_s: float = WAIT_S):
         self.wait_s = wait_s
-        self._service: GenerationService | None = None
+        self._service: Generation | None = None
         self._error: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -36,7 +36,7 @@ class WarmingGeneration:
         """The model is loaded and serving."""
         return self._service is not None
 
-    def _load(self, load: Callable[[], GenerationService]) -> None:
+    def _load(self, load: Callable[[], Generation]) -> None:
         started = time.monotonic()
         try:
             self._service = load()
@@ -47,7 +47,7 @@ class WarmingGeneration:
         finally:
             self._done.set()
 
-    def service(self) -> GenerationService:
+    def service(self) -> Generation:
         """The loaded service, once it is; Refused when it failed or takes too long."""
         if not self._done.wait(self.wait_s):
             raise Refused("The model is still warming up; please try again in a minute.")
@@ -56,12 +56,8 @@ class WarmingGeneration:
         return self._service
 
     @property
-    def adapters(self):
+    def adapters(self) -> Adapters:
         return self.service().adapters
-
-    @property
-    def loaded(self):
-        return self.service().loaded
 
     def default_sampling(self) -> Sampling:
         return self.service().default_sampling()
@@ -75,6 +71,20 @@ class WarmingGeneration:
         self, chat: Sequence[dict], adapter: str = BASE, sampling: Sampling | None = None
     ) -> str:
         return self.service().reply(chat, adapter, sampling)
+
+    def replies(
+        self,
+        chats: Sequence[Sequence[dict]],
+        adapters: Sequence[str],
+        sampling: Sampling,
+        seeds: Sequence[int | None] | None = None,
+        max_batch: int = 16,
+        progress: Progress | None = None,
+    ) -> list[str]:
+        return self.service().replies(chats, adapters, sampling, seeds, max_batch, progress)
+
+    def at_cap(self, text: str) -> bool:
+        return self.service().at_cap(text)
 
     def close(self) -> None:
         if self._service is not None:
