@@ -91,7 +91,7 @@ def finished(tmp_path_factory, tiny_model_dir):
     )  # fmt: skip
     job = close_into_bundle(service, organizer, worker)
     bundle = recorded_bundle(service)
-    kit = build_kit(bundle, settings.models_dir, "cpu")
+    kit = build_kit(bundle.base_model, bundle.training, settings.models_dir, "cpu", bundle.judging)
     out = tmp / "out"
     results = run_round_job(bundle, out, kit, Reporter(out))
     return SimpleNamespace(settings=settings, service=service, worker=worker, job=job,
