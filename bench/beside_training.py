@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     service.adapters.load("g0", make_adapters(base, work, 1, 16)[0])
     replies(service, 1, args.sampling)  # warm up
     bundle = round_bundle(base, work / "bundles")
-    kit = build_kit(bundle, cache, "cpu")  # the thread runner's models, loaded once as the app's
+    # the thread runner's models, loaded once as the app's
+    kit = build_kit(bundle.base_model, bundle.training, cache, "cpu", bundle.judging)
     env = {
         "CROWD_THREADS": str(args.threads),
         "HF_HUB_OFFLINE": "1",

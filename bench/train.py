@@ -158,7 +158,7 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
     from trl.trainer.utils import add_fused_lm_head
 
     from crowd.training.data import collate_sft, encode_sft, sft_rows
-    from crowd.training.trainer import _plain_lm_head
+    from crowd.training.lm_head import plain_lm_head
 
     host = TRLTrainer(base_path, TrainingSettings(), device="cpu")
     model, base = host.attach(None), host.base
@@ -170,7 +170,7 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
         for name, (head, checkpointing) in ABLATIONS.items():
             base.__dict__.pop("forward", None)
             if head.startswith("plain"):
-                _plain_lm_head(base, reply_only=head == "plain")
+                plain_lm_head(base, reply_only=head == "plain")
             else:  # what SFTTrainer patches in, with or without its metric outputs
                 extra = ("entropy", "is_top1") if head == "chunked+metrics" else ()
                 add_fused_lm_head(base, outputs=("log_probs", *extra))

@@ -16,22 +16,14 @@ import socket
 import httpx
 import pytest
 
-from crowd.config import ModelSettings
 from crowd.limits import Limits
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from crowd.ui import build_app, launch_options
 from storage.db import connect
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 BAD = [10**30, "abc", None, [1, 2], {"id": 1}, 1.5, "9" * 400]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir, tmp_path_factory):
-    return load_base(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu")
 
 
 def free_port() -> int:
@@ -41,8 +33,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def app(settings, db_path, loaded):
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+def app(settings, db_path, new_generation):
+    generation = new_generation(max_new_tokens=4)
     service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000))
     demo = build_app(service, Organizer(service), oauth=False)
     demo.queue(default_concurrency_limit=None).launch(

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from test_generation import CHATS, make_adapter
 
-from crowd.config import ModelSettings
-from crowd.models import ModelError, load_base
+from crowd.models import ModelError
 from crowd.serving.batching import Row, RunningBatch, decode_all, prompt_ids
 from crowd.serving.generation import GenerationService
 from crowd.serving.protocol import BASE, Sampling
@@ -34,10 +33,9 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture
-def service(tiny_model_dir: Path, tmp_path: Path, adapters, request):
+def service(adapters, request, new_generation):
     scheduler = getattr(request, "param", "continuous")
-    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
-    svc = GenerationService(loaded, ModelSettings(max_new_tokens=10, scheduler=scheduler))
+    svc = new_generation(max_new_tokens=10, scheduler=scheduler, temperature=0.8)
     svc.adapters.load("a0", adapters[0])
     svc.adapters.load("a1", adapters[1])
     yield svc

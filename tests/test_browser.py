@@ -21,6 +21,7 @@ from loopback import Forwarder, network_address
 from crowd.config import load_settings
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
+from tests.apps import KEY
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,6 @@ ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
 
 

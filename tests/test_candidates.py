@@ -15,17 +15,8 @@ from crowd.rounds.awards import as_one_group, ledger_rows
 from crowd.rounds.bundle import Bundle, read_bundle
 from storage import records
 from storage import rounds as store
-from tests.test_rounds import (
-    HAPPY,
-    KEY,
-    ONE_PER_GROUP,
-    crowd_submits,
-    round_row,
-    run_round,
-    world,
-)
+from tests.rounds import HAPPY, KEY, ONE_PER_GROUP, crowd_submits, round_row, run_round
 
-__all__ = ["world"]  # the fixture, used by name
 PREFERENCE = dict(task="preference", min_corrections=2, heldout_share=0.34)
 
 
@@ -49,8 +40,8 @@ def ids(examples) -> list[int]:
     return [e.correction_id for e in examples]
 
 
-def test_a_round_trains_the_union_and_the_merge_and_judges_them_all(world):
-    service, organizer, worker = world
+def test_a_round_trains_the_union_and_the_merge_and_judges_them_all(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, **PREFERENCE, union_candidate=True, merge_method="ties_svd", judge="sequential"
     )
@@ -74,8 +65,8 @@ def test_a_round_trains_the_union_and_the_merge_and_judges_them_all(world):
     assert notes(service, 1) == []
 
 
-def test_memory_trains_on_earlier_rounds_and_says_when_the_window_is_longer(world):
-    service, organizer, worker = world
+def test_memory_trains_on_earlier_rounds_and_says_when_the_window_is_longer(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, **PREFERENCE, union_candidate=True, memory_rounds=5, memory_groups=True
     )
@@ -110,11 +101,11 @@ def test_memory_trains_on_earlier_rounds_and_says_when_the_window_is_longer(worl
     assert "window is 5 earlier rounds" in " ".join(notes(service, 2))
 
 
-def test_a_union_win_pays_the_whole_crowd_as_one_group(world, tmp_path):
+def test_a_union_win_pays_the_whole_crowd_as_one_group(round_world, tmp_path):
     """Every group is below min_corrections, so the union (all groups' corrections) is the
     only candidate; learning the chosen replies beats the untrained champion. The model card
     names it."""
-    service, organizer, worker = world
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
         **{**PREFERENCE, "min_corrections": 7},
@@ -174,8 +165,8 @@ def test_one_group_points_are_the_rules_own_over_everyone():
     assert {r["amount"] for r in paper} == {3.0}  # everyone ranked first of 3
 
 
-def test_candidates_that_cannot_be_built_are_noted_and_the_round_goes_on(world):
-    service, organizer, worker = world
+def test_candidates_that_cannot_be_built_are_noted_and_the_round_goes_on(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(KEY, **PREFERENCE, union_candidate=True, merge_method="ties")
     sessions = crowd_submits(service, people=3, each=3)  # one person per group
     # Every correction but one group's is hidden: one group candidate, nothing to merge with.
@@ -206,14 +197,14 @@ def test_candidates_that_cannot_be_built_are_noted_and_the_round_goes_on(world):
     assert round_row(service, 2)["state"] == "done"
 
 
-def test_the_union_goes_on_from_its_last_round_while_nothing_is_crowned(world):
+def test_the_union_goes_on_from_its_last_round_while_nothing_is_crowned(round_world):
     """No candidate can be crowned (a win margin past any accuracy): round 2's union starts
     from round 1's (its bundle carries that adapter), and it trains as many example-passes as
     the group candidates together."""
     from crowd.config import TrainingSettings
     from crowd.rounds.bundle import ADAPTER_FILES
 
-    service, organizer, worker = world
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, **PREFERENCE, union_candidate=True, union_continues=True, win_margin=100
     )
@@ -254,11 +245,11 @@ def test_the_union_goes_on_from_its_last_round_while_nothing_is_crowned(world):
     assert not next(c for c in third.candidates if c.kind == "union").start
 
 
-def test_an_emotion_round_is_judged_in_looks_inside_the_job(world):
+def test_an_emotion_round_is_judged_in_looks_inside_the_job(round_world):
     """The sequential judge in the round job on the tiny model: the champion gets the most
     replies, a candidate dropped early fewer; the worker reaches the job's decision from the
     stored scores alone (else the round would not be done)."""
-    service, organizer, worker = world
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
         task="emotion",

@@ -73,24 +73,20 @@ def test_when_the_ring_outnumbers_the_crowd_gold_weights_tell_them_apart():
 SPAM = "Buy cheap followers now"
 
 
-def test_a_ring_spread_over_three_networks_through_dealt_reviews(settings):
+def test_a_ring_spread_over_three_networks_through_dealt_reviews(settings, new_generation):
     """Three networks of four puppets each write spam, endorse each other's spam whenever they
     are dealt it, and reject everything else; nine honest volunteers on nine networks write
     good rewrites and review what they are dealt. The ring is found as one cluster, its
     verdicts weigh nothing, and it owns at most 10 % of any group's training (0 % when this
     was written, with all 27 honest rewrites training)."""
     from crowd.assess import assess
-    from crowd.config import ModelSettings
     from crowd.limits import Limits
-    from crowd.models import load_base
     from crowd.review import Reviews
     from crowd.rounds.material import training_material
     from crowd.service import CrowdService, context_of
-    from crowd.serving.generation import GenerationService
     from storage.db import connect
 
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=2, temperature=0.0))
+    generation = new_generation(max_new_tokens=2)
     limits = Limits(chats_per_minute=10**4, submissions_per_minute=10**4, reviews_per_minute=10**4)
     service = CrowdService(settings, generation, limits=limits)
     reviews = Reviews(service)

@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 from crowd.config import TrainingSettings
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.evaluation import EvalSet, Evaluator, Score, repeats_itself, worst_distance
-from crowd.models import load_base
 from crowd.serving.protocol import BASE
 from crowd.training.trainer import create_initial_adapter
 
@@ -54,10 +53,9 @@ def adapters(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def evaluator(tiny_model_dir, settings) -> Evaluator:
+def evaluator(fresh_model) -> Evaluator:
     torch.set_num_threads(1)
-    loaded = load_base(str(tiny_model_dir), settings.models_dir, "cpu")
-    return Evaluator(loaded, LengthScorer(), samples=6, max_new_tokens=8, batch_size=8)
+    return Evaluator(fresh_model, LengthScorer(), samples=6, max_new_tokens=8, batch_size=8)
 
 
 def test_a_model_judged_again_on_the_same_items_decodes_nothing(evaluator, adapters):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crowd.config import ModelSettings
-from crowd.models import ModelError, load_base
-from crowd.serving.generation import GenerationService, _Request, newest_texts
+from crowd.models import ModelError
+from crowd.serving.generation import _Request, newest_texts
 from crowd.serving.protocol import BASE, Sampling
 from crowd.serving.static import generate_texts
 
@@ -50,9 +49,8 @@ def adapters(tiny_model_dir: Path, tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture
-def service(tiny_model_dir: Path, tmp_path: Path):
-    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
-    svc = GenerationService(loaded, ModelSettings(max_new_tokens=8, batch_window_ms=200))
+def service(new_generation):
+    svc = new_generation(max_new_tokens=8, batch_window_ms=200, temperature=0.8)
     yield svc
     svc.close()
 
@@ -129,14 +127,12 @@ def test_a_reader_that_keeps_up_gets_every_text_and_then_the_error():
 
 
 @pytest.mark.parametrize("scheduler", ["continuous", "static"])
-def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(
-    tiny_model_dir, tmp_path, scheduler
-):
+def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(new_generation, scheduler):
     """The scheduler thread (and the torch thread pool it holds) ends when idle, so that it
     cannot slow other torch work (crowd/threads.py); a later request gets the same reply."""
-    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
-    settings = ModelSettings(max_new_tokens=8, batch_window_ms=10, scheduler=scheduler)
-    service = GenerationService(loaded, settings, idle_exit_s=0.2)
+    service = new_generation(
+        idle_exit_s=0.2, max_new_tokens=8, batch_window_ms=10, scheduler=scheduler
+    )
     try:
         assert not service.running
         first = service.reply(CHATS[0], BASE, GREEDY)
@@ -154,15 +150,14 @@ def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(
         service.reply(CHATS[0], BASE, GREEDY)
 
 
-def test_a_generation_service_shortens_the_gil_switch_interval(tiny_model_dir, tmp_path):
+def test_a_generation_service_shortens_the_gil_switch_interval(new_generation):
     """Rule 3 of crowd/threads.py: the scheduler takes the GIL back within 0.5 ms."""
     import sys
 
     from crowd.threads import SWITCH_INTERVAL_S
 
     sys.setswitchinterval(0.005)
-    loaded = load_base(str(tiny_model_dir), tmp_path, device="cpu")
-    GenerationService(loaded, ModelSettings()).close()
+    new_generation().close()
     assert SWITCH_INTERVAL_S < 0.005
     assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
 

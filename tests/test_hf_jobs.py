@@ -14,7 +14,6 @@ from dataclasses import replace
 import pytest
 from fake_jobs import FakeJobs
 from test_round_job import PLAIN_LOOP, make_world
-from test_rounds import KEY, round_row
 
 from crowd.campaigns import utcnow
 from crowd.rounds.engine import build_engine
@@ -22,6 +21,7 @@ from crowd.rounds.hf_jobs import HFJobsRunner
 from crowd.rounds.worker import Worker
 from crowd.ui.organizer import runner_text
 from storage import rounds as store
+from tests.rounds import KEY, round_row
 
 BUCKET = "organizer/crowd-sft-jobs"
 
@@ -74,11 +74,12 @@ class AppDies(HFJobsRunner):
         raise KeyboardInterrupt("the app was killed")
 
 
-def test_a_round_runs_on_hugging_face_jobs_and_is_picked_up_after_a_restart(hub):
+def test_a_round_runs_on_hugging_face_jobs_and_is_picked_up_after_a_restart(hub, new_generation):
     settings, fake = hub
     service, organizer, _, _ = make_world(
-        settings, 6, 2, task="preference", min_corrections=2, heldout_share=0.34, **PLAIN_LOOP
-    )
+        new_generation, settings, 6, 2, task="preference", min_corrections=2,
+        heldout_share=0.34, **PLAIN_LOOP,
+    )  # fmt: skip
     job_id = organizer.close_round(KEY)
     with pytest.raises(KeyboardInterrupt):
         hf_worker(settings, fake, AppDies).step()
@@ -100,9 +101,11 @@ def test_a_round_runs_on_hugging_face_jobs_and_is_picked_up_after_a_restart(hub)
     assert f"round job** {job_id}: finished" in text and "$0.01 so far" in text
 
 
-def test_no_token_or_a_refused_flavor_is_left_for_the_organizer(hub):
+def test_no_token_or_a_refused_flavor_is_left_for_the_organizer(hub, new_generation):
     settings, fake = hub
-    service, organizer, _, _ = make_world(settings, 3, 1, task="preference", **PLAIN_LOOP)
+    service, organizer, _, _ = make_world(
+        new_generation, settings, 3, 1, task="preference", **PLAIN_LOOP
+    )
     job_id = organizer.close_round(KEY)
     assert hf_worker(replace(settings, hf_token=None), fake).step()
     failed = job_row(service, job_id)
@@ -116,9 +119,11 @@ def test_no_token_or_a_refused_flavor_is_left_for_the_organizer(hub):
     assert "flavor 'a100-large'" in runner_text(organizer.runner_status(KEY))
 
 
-def test_a_job_that_times_out_or_vanishes_is_retried_then_left_with_its_logs(hub):
+def test_a_job_that_times_out_or_vanishes_is_retried_then_left_with_its_logs(hub, new_generation):
     settings, fake = hub
-    service, organizer, _, _ = make_world(settings, 3, 1, task="preference", **PLAIN_LOOP)
+    service, organizer, _, _ = make_world(
+        new_generation, settings, 3, 1, task="preference", **PLAIN_LOOP
+    )
     job_id = organizer.close_round(KEY)
     # Stopped by the service after 5 s: it has said which bundle it runs, not trained yet.
     assert hf_worker(replace(settings, job_timeout_s=5), fake).step()
@@ -153,9 +158,11 @@ def fake_vanishes_a_job(fake: FakeJobs, nth: int) -> None:
     fake.vanish(list(fake.jobs)[-1])
 
 
-def test_cancelling_the_round_cancels_its_job_on_the_hub(hub):
+def test_cancelling_the_round_cancels_its_job_on_the_hub(hub, new_generation):
     settings, fake = hub
-    service, organizer, _, _ = make_world(settings, 3, 1, task="preference", **PLAIN_LOOP)
+    service, organizer, _, _ = make_world(
+        new_generation, settings, 3, 1, task="preference", **PLAIN_LOOP
+    )
     job_id = organizer.close_round(KEY)
     thread = threading.Thread(target=hf_worker(settings, fake).step)
     thread.start()

@@ -14,17 +14,14 @@ import pytest
 
 from crowd import guide, views
 from crowd.campaigns import utcnow
-from crowd.config import ModelSettings
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.limits import Limits
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.rounds import showcase
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.scoring.scorers import one_hot
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from crowd.ui.journey import (
     JourneyHandlers,
     before_after_html,
@@ -35,10 +32,8 @@ from crowd.ui.journey import (
 )
 from storage import before_after as before_after_store
 from storage.db import connect
-from tests.test_rounds import ONE_PER_GROUP
-
-KEY = "organizer-test-secret"
-HAPPY = "I am so happy today, what a wonderful day!"
+from tests.apps import KEY
+from tests.rounds import ONE_PER_GROUP, crowd_submits
 
 
 def test_every_label_has_a_definition_where_it_is_picked():
@@ -77,10 +72,9 @@ def test_the_howto_has_its_steps_and_an_example_for_the_task():
 
 
 @pytest.fixture
-def world(settings):
+def world(settings, new_generation):
     settings = replace(settings, eval_samples=2)
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    generation = new_generation(max_new_tokens=6)
     limits = Limits(chats_per_minute=1000, submissions_per_minute=1000)
     service = CrowdService(settings, generation, limits=limits)
     organizer = Organizer(service)
@@ -99,18 +93,9 @@ def world(settings):
     generation.close()
 
 
-def crowd_submits(service, people: int = 6, each: int = 4) -> list:
-    sessions = [service.join(f"Volunteer {i}", consent=True) for i in range(people)]
-    for session in sessions:
-        for turn in range(each):
-            reply = list(service.send(session.token, None, f"Question {turn}?"))[-1]
-            service.rewrite(session.token, reply.message_id, HAPPY)
-    return sessions
-
-
 def test_progress_then_notice_then_before_after_stored_once(world):
     service, organizer, worker, engine = world
-    sessions = crowd_submits(service)
+    sessions = crowd_submits(service, each=4)
     journey = JourneyHandlers(service)
     campaign, _ = service.context()
     db_path = service.settings.db_path

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from crowd.evaluation import EvalSet, Evaluator, Score
-from crowd.models import load_base
 from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, looks
 from tests.test_evaluation import CHAT, LengthScorer, adapter
 
@@ -134,13 +133,12 @@ def test_a_collapsed_candidate_never_leads():
 
 
 @pytest.fixture
-def real_evaluator(tiny_model_dir, settings, tmp_path):
+def real_evaluator(tiny_model_dir, fresh_model, tmp_path):
     from crowd.config import TrainingSettings
     from crowd.training.trainer import create_initial_adapter
 
     torch.set_num_threads(1)
-    loaded = load_base(str(tiny_model_dir), settings.models_dir, "cpu")
-    evaluator = Evaluator(loaded, LengthScorer(), samples=8, max_new_tokens=6, batch_size=8)
+    evaluator = Evaluator(fresh_model, LengthScorer(), samples=8, max_new_tokens=6, batch_size=8)
     initial = create_initial_adapter(
         str(tiny_model_dir), TrainingSettings(lora_r=4, max_length=64), tmp_path / "init"
     )

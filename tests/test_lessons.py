@@ -12,20 +12,17 @@ from pathlib import Path
 import pytest
 
 from crowd.campaigns import utcnow
-from crowd.config import ModelSettings
 from crowd.export import export_dataset
 from crowd.lessons import MalformedCorrection, lesson
 from crowd.limits import Limits
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
-from tests.test_rounds import ONE_PER_GROUP
+from tests.apps import KEY
+from tests.rounds import ONE_PER_GROUP
 
 PROMPT = json.dumps([{"role": "user", "content": "Hi"}])
-KEY = "organizer-test-secret"
 
 
 def row(kind: str, **fields) -> dict:
@@ -105,10 +102,9 @@ class RecordingTrainer:
         return self.inner.train(**kwargs)
 
 
-def test_the_export_train_split_is_exactly_what_the_round_trained_on(settings):
+def test_the_export_train_split_is_exactly_what_the_round_trained_on(settings, new_generation):
     settings = replace(settings, eval_samples=2)
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    generation = new_generation(max_new_tokens=4)
     service = CrowdService(settings, generation, limits=Limits(submissions_per_minute=1000))
     organizer = Organizer(service)
     organizer.update_campaign(

@@ -20,18 +20,17 @@ from crowd.config import PACKAGED_MODEL, ModelSettings, Settings, TrainingSettin
 from crowd.limits import Limits
 from crowd.model_export.card import front_matter, render_model_card
 from crowd.model_export.folder import export_model, export_model_zip
-from crowd.models import build_tiny_model, load_base
+from crowd.models import build_tiny_model
 from crowd.organizer import Organizer
 from crowd.rounds.engine import build_engine
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from crowd.serving.protocol import Sampling
 from storage import rounds as store
 from storage.db import connect
-from tests.test_rounds import ONE_PER_GROUP
+from tests.apps import KEY
+from tests.rounds import ONE_PER_GROUP
 
-KEY = "organizer-test-secret"
 HAPPY = "I am so happy today, what a wonderful day!"
 CHATS = [
     [{"role": "user", "content": "Question 0?"}],
@@ -72,12 +71,11 @@ def play_round(settings: Settings, service: CrowdService, people: int, each: int
 
 
 @pytest.fixture(scope="module")
-def crowned(tmp_path_factory, tiny_model_dir):
+def crowned(tmp_path_factory, tiny_model_dir, new_generation):
     """A data dir whose round 1 crowned a group's candidate (round 2 is open), and the app's
     generation service serving it."""
     settings = make_settings(tmp_path_factory.mktemp("crowned") / "data", tiny_model_dir)
-    loaded = load_base(str(tiny_model_dir), settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=12, temperature=0.0))
+    generation = new_generation(max_new_tokens=12)
     service = CrowdService(
         settings, generation, limits=Limits(chats_per_minute=1000, submissions_per_minute=1000)
     )
@@ -301,15 +299,14 @@ def test_bad_input_is_refused_with_a_message_and_nothing_written(
 
 
 def test_no_finished_round_and_a_bare_base_champion_are_refused(
-    tmp_path, tiny_model_dir, capsys, monkeypatch
+    tmp_path, tiny_model_dir, capsys, monkeypatch, new_generation
 ):
     settings = make_settings(tmp_path / "data", tiny_model_dir)
     monkeypatch.setenv("CROWD_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("CROWD_BASE_MODEL", str(tiny_model_dir))
     out = tmp_path / "out"
     refused(["--out", str(out)], "there is no database", capsys)
-    loaded = load_base(str(tiny_model_dir), settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    generation = new_generation(max_new_tokens=4)
     try:
         service = CrowdService(
             settings, generation, limits=Limits(chats_per_minute=1000, submissions_per_minute=1000)

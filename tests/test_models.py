@@ -1,8 +1,7 @@
 import pytest
 
-from crowd.config import PACKAGED_MODEL, ModelSettings
+from crowd.config import PACKAGED_MODEL
 from crowd.models import ModelError, convert_packaged_model, load_base, resolve_base_model
-from crowd.serving.generation import GenerationService
 from crowd.serving.protocol import BASE, Sampling
 
 
@@ -24,15 +23,16 @@ def test_the_tiny_model_loads_in_eval_mode_without_gradients(tiny_model_dir, tmp
 
 
 @pytest.mark.slow
-def test_the_default_model_is_converted_once_and_generates(default_model_dir, tmp_path):
+def test_the_default_model_is_converted_once_and_generates(
+    default_model_dir, default_model, new_generation
+):
     weights = default_model_dir / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     assert convert_packaged_model(default_model_dir.parent) == default_model_dir
     assert weights.stat().st_mtime_ns == stamp, "the second start converted again"
     config = (default_model_dir / "config.json").read_text()
     assert "quantization_config" not in config, "fp32 weights must not be marked quantized"
-    loaded = load_base(str(default_model_dir), tmp_path, device="cpu")
-    service = GenerationService(loaded, ModelSettings())
+    service = new_generation(default_model, temperature=0.8)  # ModelSettings' sampling
     try:
         reply = service.reply(
             [{"role": "user", "content": "What is the capital of France?"}],

@@ -12,8 +12,7 @@ from crowd.organizer import Organizer
 from crowd.service import CrowdService
 from storage import queries
 from storage.db import connect
-
-KEY = "organizer-test-secret"
+from tests.apps import KEY
 
 
 @pytest.fixture

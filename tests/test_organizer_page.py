@@ -20,8 +20,8 @@ from crowd.ui import build_app, launch_options
 from crowd.ui.organizer import WIRED
 from crowd.ui.replication_view import replication_text
 from storage.replica_health import iso, utc_now, write_status
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 KEYLESS = {"lambda_1", "text_1"}  # the page's own Markdown loads (by their API names)
 KEYLESS_FUNCTIONS = {"pick", "hide_row"}  # row clicks, a confirmation's Cancel
 

@@ -16,6 +16,7 @@ from storage import queries
 from storage import rounds as store
 from storage.db import connect
 from storage.reviews import add_review
+from tests.apps import KEY
 
 
 class Tiny:
@@ -224,8 +225,6 @@ def test_trolls_top_the_suspicion_queue(db_path):
 
 
 # -- the organizer's actions --------------------------------------------------------------------
-
-KEY = "organizer-test-secret"
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from crowd.service import CrowdService
 from crowd.ui import build_app
 from crowd.ui.organizer import OrganizerHandlers
 from storage.db import connect
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 SKIP = gr.skip()
 JOY = ["What a wonderful day, I am so happy!", "Thank you, this made me so happy."]
 PAIR = {

@@ -38,15 +38,11 @@ def test_a_cut_reply_already_at_a_boundary_is_kept():
     assert end_cleanly("", cut=True) == ""
 
 
-def test_the_service_stores_a_capped_reply_ending_at_a_boundary(settings):
-    from crowd.config import ModelSettings
-    from crowd.models import load_base
+def test_the_service_stores_a_capped_reply_ending_at_a_boundary(settings, new_generation):
     from crowd.service import CrowdService
-    from crowd.serving.generation import GenerationService
 
     torch.manual_seed(0)  # sampled, so the tiny model writes words, not only line breaks
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=24, temperature=1.0))
+    generation = new_generation(max_new_tokens=24, temperature=1.0)
     try:
         service = CrowdService(settings, generation)
         token = service.join("Ada", consent=True).token

@@ -9,25 +9,20 @@ import random
 
 import pytest
 
-from crowd.config import ModelSettings
 from crowd.limits import Limits, Refused
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.review import Reviews
 from crowd.rounds.material import judging_material, training_material
 from crowd.service import CrowdService, context_of
-from crowd.serving.generation import GenerationService
 from storage import deals, queries
 from storage import rounds as store
 from storage.db import connect
-
-KEY = "organizer-test-secret"
+from tests.apps import KEY
 
 
 @pytest.fixture
-def world(settings):
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=3, temperature=0.0))
+def world(settings, new_generation):
+    generation = new_generation(max_new_tokens=3)
     limits = Limits(chats_per_minute=1000, submissions_per_minute=1000)
     service = CrowdService(settings, generation, limits=limits)
     yield service, Reviews(service), Organizer(service)

@@ -20,13 +20,11 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import tiny_settings
-from test_rounds import KEY, crowd_submits, round_row
 
 from crowd.campaigns import utcnow
-from crowd.config import ModelSettings, Settings
+from crowd.config import Settings
 from crowd.export import export_dataset
 from crowd.limits import Limits
-from crowd.models import load_base
 from crowd.organizer import Organizer
 from crowd.rounds.bundle import BundleError, check_owner, read_bundle
 from crowd.rounds.engine import build_engine
@@ -36,19 +34,18 @@ from crowd.rounds.results import RESULTS, ResultsMismatch, read_results
 from crowd.rounds.runners import ThreadRunner
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService, context_of
-from crowd.serving.generation import GenerationService
 from storage import records, reviews
 from storage import rounds as store
+from tests.rounds import KEY, crowd_submits, round_row
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_LOOP = dict(reviews_on=False, person_cap=1.0)  # the round's mechanics, as test_rounds
 
 
-def make_world(settings: Settings, people: int, each: int, **campaign) -> tuple:
+def make_world(new_generation, settings: Settings, people: int, each: int, **campaign) -> tuple:
     """(service, organizer, worker, their ids) after `people` volunteers rewrote `each`
-    replies."""
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+    replies (on a generation service from tests/conftest.py's `new_generation`)."""
+    generation = new_generation(max_new_tokens=6)
     limits = Limits(chats_per_minute=1000, submissions_per_minute=1000)
     service = CrowdService(settings, generation, limits=limits)
     organizer = Organizer(service)
@@ -80,18 +77,18 @@ def recorded_bundle(service):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model_dir):
+def finished(tmp_path_factory, tiny_model_dir, new_generation):
     """A preference round closed into its bundle, and the OUT of its job run to the end in this
     process (the round itself not yet crowned)."""
     tmp = tmp_path_factory.mktemp("finished")
     settings = tiny_settings(tmp / "data", tiny_model_dir, eval_samples=2)
     service, organizer, worker, _ = make_world(
-        settings, 6, 3, task="preference", min_corrections=2, heldout_share=0.34,
-        points_rule="shapley", **PLAIN_LOOP,
+        new_generation, settings, 6, 3, task="preference", min_corrections=2,
+        heldout_share=0.34, points_rule="shapley", **PLAIN_LOOP,
     )  # fmt: skip
     job = close_into_bundle(service, organizer, worker)
     bundle = recorded_bundle(service)
-    kit = build_kit(bundle, settings.models_dir, "cpu")
+    kit = build_kit(bundle.base_model, bundle.training, settings.models_dir, "cpu", bundle.judging)
     out = tmp / "out"
     results = run_round_job(bundle, out, kit, Reporter(out))
     return SimpleNamespace(settings=settings, service=service, worker=worker, job=job,
@@ -106,10 +103,12 @@ def copy_of(folder: Path, to: Path) -> Path:
 # --- the record ----------------------------------------------------------------------------
 
 
-def test_reviews_after_the_bundle_change_nothing_about_that_rounds_record_and_points(settings):
+def test_reviews_after_the_bundle_change_nothing_about_that_rounds_record_and_points(
+    settings, new_generation
+):
     service, organizer, worker, ids = make_world(
-        replace(settings, eval_samples=2), 6, 1, task="preference", reviews_on=True,
-        min_reviews=2, person_cap=1.0, min_corrections=1, heldout_share=0.0,
+        new_generation, replace(settings, eval_samples=2), 6, 1, task="preference",
+        reviews_on=True, min_reviews=2, person_cap=1.0, min_corrections=1, heldout_share=0.0,
     )  # fmt: skip
     with service.db() as db:
         _, round_ = context_of(db)
@@ -223,8 +222,12 @@ def test_out_of_another_bundle_and_results_that_do_not_match_are_refused(finishe
         read_results(empty, bundle)
 
 
-def test_a_damaged_bundle_fails_the_job_for_the_organizer_and_crowns_nothing(settings):
-    service, organizer, worker, _ = make_world(settings, 3, 1, task="preference", **PLAIN_LOOP)
+def test_a_damaged_bundle_fails_the_job_for_the_organizer_and_crowns_nothing(
+    settings, new_generation
+):
+    service, organizer, worker, _ = make_world(
+        new_generation, settings, 3, 1, task="preference", **PLAIN_LOOP
+    )
     job = close_into_bundle(service, organizer, worker)
     bundle = recorded_bundle(service)
     (bundle.root / "judging.json").write_text("{}")
@@ -296,14 +299,21 @@ def outcome(db_path: Path) -> dict:
         }  # fmt: skip
 
 
-def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings):
+def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings, new_generation):
     """While it trains, the child and every thread it started are in the idle scheduling class
     (CROWD_JOB_IDLE_CLASS), so the replies preempt it; killed, it fails visibly, and the
     retry resumes from what OUT holds."""
     settings = replace(settings, round_runner="process", eval_samples=2,
                        training=replace(settings.training, epochs=10, batch_size=1))  # fmt: skip
     service, organizer, worker, _ = make_world(
-        settings, 3, 2, task="preference", min_corrections=1, heldout_share=0.0, **PLAIN_LOOP
+        new_generation,
+        settings,
+        3,
+        2,
+        task="preference",
+        min_corrections=1,
+        heldout_share=0.0,
+        **PLAIN_LOOP,
     )
     job_id = organizer.close_round(KEY)
     thread = threading.Thread(target=worker.step)

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file
 
 from crowd.campaigns import utcnow
-from crowd.config import ModelSettings
 from crowd.limits import Limits
 from crowd.models import load_base
 from crowd.organizer import Organizer
@@ -28,62 +27,12 @@ from crowd.rounds.engine import build_engine
 from crowd.rounds.state import IllegalTransition, advance, check_auto_close
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from storage import rounds as store
-
-KEY = "organizer-test-secret"
-ONE_PER_GROUP = dict(union_candidate=False, memory_rounds=0, merge_method="off", judge="fixed")
-ALL_KINDS = dict(  # every candidate kind of issue 28, and the judge in stages
-    union_candidate=True, union_continues=True, memory_rounds=3, merge_method="ties_svd",
-    judge="sequential",
-)  # fmt: skip
-HAPPY = "I am so happy today, what a wonderful day!"
+from tests.rounds import ALL_KINDS, KEY, crowd_submits, round_row, run_round
 
 
-@pytest.fixture
-def world(settings):
-    """Service, organizer and worker over one data dir, on the tiny model (greedy replies)."""
-    settings = replace(settings, eval_samples=4)
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
-    service = CrowdService(
-        settings, generation, limits=Limits(chats_per_minute=1000, submissions_per_minute=1000)
-    )
-    organizer = Organizer(service)
-    # These tests are about the round's mechanics: the loop as it was before peer review (no
-    # reviews, no per-person cap) and before issue 28's candidates and judge (one candidate
-    # per group, the fixed judge); tests/test_review.py and tests/test_candidates.py cover
-    # what those change.
-    organizer.update_campaign(KEY, reviews_on=False, person_cap=1.0, **ONE_PER_GROUP)
-    worker = Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow)
-    yield service, organizer, worker
-    generation.close()
-
-
-def crowd_submits(service, people: int = 6, each: int = 3, text: str = HAPPY) -> list:
-    """`people` volunteers each rewrite `each` replies into `text`; returns their sessions."""
-    sessions = [service.join(f"Volunteer {i}", consent=True) for i in range(people)]
-    for session in sessions:
-        for turn in range(each):
-            reply = list(service.send(session.token, None, f"Question {turn}?"))[-1]
-            service.rewrite(session.token, reply.message_id, text)
-    return sessions
-
-
-def round_row(service, number: int) -> dict:
-    campaign, _ = service.context()
-    with service.db() as db:
-        return next(r for r in store.rounds_of(db, campaign["id"]) if r["number"] == number)
-
-
-def run_round(organizer, worker) -> dict:
-    job_id = organizer.close_round(KEY)
-    assert worker.step()
-    return next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
-
-
-def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_dir):
-    service, organizer, worker = world
+def test_a_preference_round_trains_judges_crowns_and_awards(round_world, tiny_model_dir):
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, task="preference", min_corrections=2, heldout_share=0.34, points_rule="paper"
     )
@@ -124,8 +73,8 @@ def test_a_preference_round_trains_judges_crowns_and_awards(world, tiny_model_di
     assert ledger and all(row["amount"] == expected[row["group_index"]] for row in ledger)
 
 
-def test_a_round_that_beats_nobody_keeps_the_champion(world):
-    service, organizer, worker = world
+def test_a_round_that_beats_nobody_keeps_the_champion(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
         task="emotion",
@@ -150,8 +99,8 @@ def test_a_round_that_beats_nobody_keeps_the_champion(world):
     assert round_row(service, 2)["champion_id"] == done["champion_id"]
 
 
-def test_a_group_with_too_few_corrections_sits_out(world):
-    service, organizer, worker = world
+def test_a_group_with_too_few_corrections_sits_out(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(KEY, task="preference", min_corrections=5, heldout_share=0.0)
     crowd_submits(service, people=3, each=2)  # one person per group, two corrections each
     assert run_round(organizer, worker)["status"] == "finished"
@@ -161,8 +110,8 @@ def test_a_group_with_too_few_corrections_sits_out(world):
     assert done["improved"] == 0
 
 
-def test_a_failed_training_fails_its_candidate_and_the_round_goes_on(world):
-    service, organizer, worker = world
+def test_a_failed_training_fails_its_candidate_and_the_round_goes_on(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     # A huge step size makes the second step's loss NaN.
@@ -176,8 +125,8 @@ def test_a_failed_training_fails_its_candidate_and_the_round_goes_on(world):
     assert done["state"] == "done" and done["improved"] == 0
 
 
-def test_cancel_stops_between_steps_and_retry_resumes(world):
-    service, organizer, worker = world
+def test_cancel_stops_between_steps_and_retry_resumes(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     job_id = organizer.close_round(KEY)
@@ -193,15 +142,15 @@ def test_cancel_stops_between_steps_and_retry_resumes(world):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
-def test_the_worker_trains_below_the_replies_priority(world):
+def test_the_worker_trains_below_the_replies_priority(round_world):
     """CROWD_WORKER_NICE lowers the round's CPU priority, not the app's: a started worker runs
     its round at nice 5, in a thread that ends with the round (crowd/threads.py), while the
     thread that serves replies stays where it was."""
-    service, organizer, _ = world
+    service, organizer, _ = round_world
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    worker = Worker(service.settings.db_path, world[2]._engine_factory, utcnow, nice=5)
+    worker = Worker(service.settings.db_path, round_world[2]._engine_factory, utcnow, nice=5)
     worker.start()
     try:
         organizer.close_round(KEY)
@@ -223,8 +172,8 @@ def test_the_worker_trains_below_the_replies_priority(world):
         worker.stop()
 
 
-def test_only_legal_transitions(world):
-    service, _, _ = world
+def test_only_legal_transitions(round_world):
+    service, _, _ = round_world
     _, round_ = service.context()
     with service.db() as db:
         with pytest.raises(IllegalTransition):
@@ -234,8 +183,8 @@ def test_only_legal_transitions(world):
             advance(db, round_["id"], "closing")
 
 
-def test_rounds_close_on_count_and_timer(world):
-    service, organizer, _ = world
+def test_rounds_close_on_count_and_timer(round_world):
+    service, organizer, _ = round_world
     organizer.update_campaign(KEY, round_policy="count", round_corrections=2)
     crowd_submits(service, people=3, each=1)
     with service.db() as db:
@@ -267,8 +216,8 @@ Worker(settings.db_path, lambda: build_engine(settings, utcnow), utcnow).step()
 """
 
 
-def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_dir):
-    service, organizer, worker = world
+def test_a_worker_killed_mid_training_resumes_after_restart(round_world, tiny_model_dir):
+    service, organizer, worker = round_world
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     with service.db() as db:
@@ -297,14 +246,15 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
 
 
 @pytest.mark.slow
-def test_a_short_round_on_the_default_model(settings, default_model_dir):
+def test_a_short_round_on_the_default_model(
+    settings, default_model_dir, default_model, new_generation
+):
     """The real SmolLM2-135M-Instruct with every candidate kind on: chat, correct, train three
     group candidates and the union, merge the groups', judge them all in looks, finish."""
     settings = replace(
         settings, eval_samples=3, model=replace(settings.model, base_model=str(default_model_dir))
     )
-    loaded = load_base(str(default_model_dir), settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=8, temperature=0.0))
+    generation = new_generation(default_model, max_new_tokens=8)
     service = CrowdService(settings, generation, limits=Limits(chats_per_minute=1000))
     organizer = Organizer(service)
     organizer.update_campaign(
@@ -330,8 +280,8 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     assert done["state"] == "done" and n_evaluations == 6
 
 
-def test_the_shapley_rule_writes_shares_into_the_ledger(world):
-    service, organizer, worker = world
+def test_the_shapley_rule_writes_shares_into_the_ledger(round_world):
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, task="preference", min_corrections=2, heldout_share=0.34, points_rule="shapley"
     )
@@ -346,10 +296,10 @@ def test_the_shapley_rule_writes_shares_into_the_ledger(world):
     assert all("share_of_group" in r and "group_rank" in r for r in reasons)
 
 
-def test_an_emotion_round_crowns_only_beyond_the_standard_errors(world):
+def test_an_emotion_round_crowns_only_beyond_the_standard_errors(round_world):
     """A candidate leads the champion on mean distance (the old rule crowned it), but with a
     huge crown_z no lead is significant and the champion is kept."""
-    service, organizer, worker = world
+    service, organizer, worker = round_world
     organizer.update_campaign(
         KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
     )

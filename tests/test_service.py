@@ -6,19 +6,15 @@ import json
 
 import pytest
 
-from crowd.config import ModelSettings
 from crowd.limits import Limits, Refused
-from crowd.models import load_base
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from storage import queries
 from storage.db import connect
 
 
 @pytest.fixture
-def service(settings):
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+def service(settings, new_generation):
+    generation = new_generation(max_new_tokens=6)
     svc = CrowdService(settings, generation, limits=Limits(chats_per_minute=100))
     yield svc
     generation.close()
@@ -198,7 +194,9 @@ def test_rate_limits_say_when_to_retry(settings):
     assert info.value.retry_after_s > 0
 
 
-def test_a_correction_is_refused_when_the_round_closes_between_check_and_insert(settings):
+def test_a_correction_is_refused_when_the_round_closes_between_check_and_insert(
+    settings, new_generation
+):
     """The round's state is checked by the INSERT itself, inside the action's transaction: a
     close that lands right after the service's own checks still refuses the correction."""
     from crowd.rounds.state import close_round
@@ -211,8 +209,7 @@ def test_a_correction_is_refused_when_the_round_closes_between_check_and_insert(
             close_round(db, campaign, round_, "organizer", self.now(), self.rng)
             return checked
 
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    generation = new_generation(max_new_tokens=4)
     service = OrganizerClosesMidway(settings, generation)
     session = service.join("Ada", consent=True)
     reply = chat(service, session)
@@ -241,10 +238,9 @@ def test_one_voice_per_kind_a_flood_of_rewrites_leaves_one_live(service):
         )
 
 
-def test_a_changed_rating_replaces_the_old_one_even_after_the_undo_window(settings):
+def test_a_changed_rating_replaces_the_old_one_even_after_the_undo_window(settings, new_generation):
     clock = iter(f"2026-01-01T00:{m:02d}:00+00:00" for m in range(60))
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+    generation = new_generation(max_new_tokens=4)
     service = CrowdService(settings, generation, now=lambda: next(clock))
     session = service.join("Ada", consent=True)
     reply = chat(service, session)

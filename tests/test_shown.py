@@ -27,8 +27,8 @@ from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.session import SessionHandlers
 from storage import queries
 from storage.db import connect
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 REWRITE = "A kinder reply, rewritten by hand."
 ACTIONS = ("rewrite", "pick", "label", "thumbs", "undo")
 

@@ -24,8 +24,7 @@ from crowd.ui.organizer import OrganizerHandlers
 from crowd.ui.session import SessionHandlers
 from storage import rounds as store
 from storage.db import connect
-
-KEY = "organizer-test-secret"
+from tests.apps import KEY
 
 
 @pytest.fixture

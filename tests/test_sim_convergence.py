@@ -211,7 +211,7 @@ BAD_LINE = '{"target": "anger", "role": "neighbor", "text": "fine"}\n{"target": 
         ("bad role", "'role' must be"),
         ("pool too small", "generation 2 needs 2 x 2"),
         ("other settings in the run folder", "holds a run with other settings"),
-        ("negative --min-examples", "--min-examples must be 0 or more"),
+        ("negative --min-examples", "--min-examples -1: must be an integer from 0"),
         ("no final samples", "--final-samples must be at least 1"),
     ],
 )

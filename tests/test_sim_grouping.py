@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from crowd.__main__ import main as crowd_main
-from crowd.sim.grouping import Config, Setting, draw_world, load_users, simulate
+from crowd.sim.grouping import Config, Setting, simulate
+from crowd.sim.grouping_world import draw_world, load_users
 
 
 def write_users(path: Path, n: int = 40, d: int = 5, seed: int = 0) -> Path:

@@ -248,6 +248,10 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         (["--points-rule", "owen"], "--points-rule must be one of shapley, paper"),
         (["--merge", "average"], "--merge must be one of off, ties_svd"),
         (["--memory", "-1"], "--memory must be 0 or more"),
+        # the app's settings' declared ranges (crowd.options), not restated by the study
+        (["--epochs", "0"], "--epochs 0: must be an integer from 1 to 100"),
+        (["--learning-rate", "2"], "--learning-rate 2.0: must be a number from 1e-07 to 1"),
+        (["--batch-size", "0"], "--batch-size 0: must be an integer from 1 to 256"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, capsys, extra, message):

@@ -28,10 +28,9 @@ import pytest
 from gradio_http import call, serve
 from loopback import Forwarder, network_address
 
-from crowd.config import ModelSettings
 from crowd.limits import Limits
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 SPAM = "Buy cheap followers now at spam dot example, offer"
 GOOD = [
     "What a wonderful surprise, thank you so much!",
@@ -64,16 +63,13 @@ class Api:
 
 
 @pytest.fixture
-def app(settings):
+def app(settings, new_generation):
     """The real app on the tiny model on a free port: (url, service, organizer)."""
-    from crowd.models import load_base
     from crowd.organizer import Organizer
     from crowd.service import CrowdService
-    from crowd.serving.generation import GenerationService
     from crowd.ui import build_app
 
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=3, temperature=0.0))
+    generation = new_generation(max_new_tokens=3)
     limits = Limits(
         chats_per_minute=10**4,
         submissions_per_minute=10**4,

@@ -17,11 +17,9 @@ import gradio as gr
 import pytest
 
 from crowd import views
-from crowd.config import ModelSettings
 from crowd.limits import Limits
 from crowd.organizer import Organizer
 from crowd.service import CrowdService
-from crowd.serving.generation import GenerationService
 from crowd.ui import build_app, launch_options
 from crowd.ui.api import VolunteerApi
 from crowd.ui.campaign_form import FORM_FIELDS, form_values
@@ -31,15 +29,15 @@ from crowd.ui.organizer import OrganizerHandlers
 from crowd.ui.session import SessionHandlers
 from storage import queries
 from storage.db import connect
+from tests.apps import KEY
 
-KEY = "organizer-test-secret"
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = gr.skip()
 
 
 @pytest.fixture
-def service(settings, loaded):
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=6, temperature=0.0))
+def service(settings, new_generation):
+    generation = new_generation(max_new_tokens=6)
     yield CrowdService(settings, generation, limits=Limits(chats_per_minute=100))
     generation.close()
 

@@ -9,8 +9,7 @@ import pytest
 
 from crowd.limits import Refused
 from crowd.voices import network_source, parse_venues, voices_of
-
-KEY = "organizer-test-secret"
+from tests.apps import KEY
 
 
 def test_an_address_becomes_its_network():
@@ -114,18 +113,16 @@ def test_every_action_records_its_source_and_the_account(settings):
     )
 
 
-def test_a_classroom_of_30_behind_one_address_declared_a_venue_keeps_working(settings):
-    from crowd.config import ModelSettings
-    from crowd.models import load_base
+def test_a_classroom_of_30_behind_one_address_declared_a_venue_keeps_working(
+    settings, new_generation
+):
     from crowd.organizer import Organizer
     from crowd.review import Reviews
     from crowd.rounds.material import training_material
     from crowd.service import CrowdService, context_of
-    from crowd.serving.generation import GenerationService
     from storage.db import connect
 
-    loaded = load_base(settings.model.base_model, settings.models_dir, device="cpu")
-    generation = GenerationService(loaded, ModelSettings(max_new_tokens=2, temperature=0.0))
+    generation = new_generation(max_new_tokens=2)
     service = CrowdService(settings, generation)  # the default limits: 120 actions a minute
     organizer, reviews, school = Organizer(service), Reviews(service), {"address": "192.0.2.7"}
     try:

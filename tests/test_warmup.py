@@ -7,22 +7,20 @@ import time
 
 import pytest
 
-from crowd.config import ModelSettings
 from crowd.limits import Refused
-from crowd.models import ModelError, load_base
+from crowd.models import ModelError
 from crowd.serving.generation import GenerationService
 from crowd.serving.warmup import WarmingGeneration
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
 
-def test_a_chat_sent_while_the_model_warms_up_waits_for_it(settings, tiny_model_dir):
+def test_a_chat_sent_while_the_model_warms_up_waits_for_it(new_generation):
     gate = threading.Event()
 
     def load() -> GenerationService:
         gate.wait(30)  # the slow part of a real start: converting and loading the model
-        loaded = load_base(str(tiny_model_dir), settings.models_dir, "cpu")
-        return GenerationService(loaded, ModelSettings(max_new_tokens=4, temperature=0.0))
+        return new_generation(max_new_tokens=4)
 
     warming = WarmingGeneration(load)
     replies: list[str] = []

@@ -50,7 +50,13 @@ def main(argv: list[str]) -> int:
         f"{bundle.campaign['name']!r}, {len(bundle.candidates)} candidate(s)",
         flush=True,
     )
-    kit = build_kit(bundle, settings.models_dir, settings.model.device)
+    kit = build_kit(
+        bundle.base_model,
+        bundle.training,
+        settings.models_dir,
+        settings.model.device,
+        bundle.judging,
+    )
     try:
         results = run_round_job(bundle, args.out, kit, Reporter(args.out))
     except BundleError as exc:

@@ -35,7 +35,7 @@ from crowd.config import TrainingSettings
 from crowd.evaluation import Evaluator
 from crowd.rounds.bundle import Bundle, BundleError, JudgingSettings, check_owner, read_bundle
 from crowd.rounds.crown import crown, install_adapters
-from crowd.rounds.job import Kit
+from crowd.rounds.job import Kit, build_kit
 from crowd.rounds.judge import CROWN_Z
 from crowd.rounds.record import close_into_bundle
 from crowd.rounds.results import Results, read_results
@@ -66,34 +66,6 @@ class RoundEngine:
     training: TrainingSettings
     judging: JudgingSettings = field(default_factory=JudgingSettings)
     timeout_s: float | None = None  # a job running longer fails (and is retried)
-
-    @classmethod
-    def in_process(
-        cls,
-        db_path: Path,
-        data_dir: Path,
-        trainer,
-        evaluator: Evaluator,
-        scorer_for: Callable[[int], object],
-        now: Callable[[], str],
-        crown_z: float = CROWN_Z,
-    ) -> RoundEngine:
-        """The `thread` runner on models already loaded (the studies in crowd.sim)."""
-        kit = Kit(trainer, evaluator, str(evaluator.loaded.path))
-        s = evaluator.sampling
-        judging = JudgingSettings(
-            evaluator.samples,
-            s.max_new_tokens,
-            evaluator.batch_size,
-            evaluator.seed,
-            s.temperature,
-            s.top_p,
-            crown_z=crown_z,
-        )
-        runner = ThreadRunner(lambda _bundle: kit)
-        return cls(
-            db_path, data_dir, runner, scorer_for, now, kit.base_model, trainer.settings, judging
-        )
 
     @property
     def evaluator(self) -> Evaluator:
@@ -192,31 +164,47 @@ class RoundEngine:
             return store.get_round(db, round_id)["state"]
 
 
-def build_engine(settings, now: Callable[[], str], jobs_api=None) -> RoundEngine:
-    """The worker's engine for `CROWD_ROUND_RUNNER`. `thread` keeps its own copies of the base
-    model (for training and for judging) in the app, so the serving model never enters train
-    mode; `process` and `hf-jobs` load none in the app. `jobs_api`: the Jobs service for
-    `hf-jobs` (default: huggingface_hub's, with the settings' token)."""
+def build_engine(
+    settings,
+    now: Callable[[], str],
+    jobs_api=None,
+    *,
+    kit: Kit | None = None,
+    judging: JudgingSettings | None = None,
+    scorer_for: Callable[[int], object] | None = None,
+) -> RoundEngine:
+    """The one way a round engine is built: the app's worker, the demo and the studies.
+
+    Without `kit`, the runner is `CROWD_ROUND_RUNNER`'s: `thread` keeps its own copies of the
+    base model (for training and for judging, built by crowd.rounds.job.build_kit) in the app,
+    so the serving model never enters train mode; `process` and `hf-jobs` load none in the app.
+    With `kit` (models already loaded, the studies'), the `thread` runner runs on it. `jobs_api`:
+    the Jobs service for `hf-jobs` (default: huggingface_hub's, with the settings' token);
+    `judging`: default the settings' `eval_samples` and the fixed judge's CROWN_Z; `scorer_for`:
+    campaign id -> emotion scorer, default the settings' scorer (retrained on labels)."""
     from crowd.rounds.hf_jobs import hf_jobs_runner
     from crowd.rounds.runners import ProcessRunner
 
+    judging = judging or JudgingSettings(samples=settings.eval_samples, crown_z=CROWN_Z)
     runner: Runner
-    if settings.round_runner == "process":
+    if kit is not None:
+        runner = ThreadRunner(lambda _bundle: kit)
+    elif settings.round_runner == "process":
         runner = ProcessRunner(idle_class=settings.job_idle_class)
     elif settings.round_runner == "hf-jobs":
         runner = hf_jobs_runner(settings, jobs_api)
     else:
-        runner = ThreadRunner(_kit_builder(settings))
+        runner = ThreadRunner(_kit_builder(settings, judging))
     return RoundEngine(
         settings.db_path,
         settings.data_dir,
         runner,
-        ScorerCache(settings.scorer, settings.data_dir, settings.db_path),
+        scorer_for or ScorerCache(settings.scorer, settings.data_dir, settings.db_path),
         now,
-        settings.model.base_model,
-        settings.training,
-        JudgingSettings(samples=settings.eval_samples, crown_z=CROWN_Z),
-        timeout_s=_backstop(settings),
+        kit.base_model if kit is not None else settings.model.base_model,
+        kit.trainer.settings if kit is not None else settings.training,
+        judging,
+        timeout_s=None if kit is not None else _backstop(settings),
     )
 
 
@@ -231,25 +219,24 @@ def _backstop(settings) -> float | None:
     return None
 
 
-def _kit_builder(settings) -> Callable[[Bundle | None], Kit]:
+def _kit_builder(settings, judging: JudgingSettings) -> Callable[[Bundle | None], Kit]:
     """The thread runner's models, loaded on the first job and kept (in the job's thread, so
     torch's threads start at the worker's priority)."""
     kit: list[Kit] = []
 
     def kit_for(bundle: Bundle | None) -> Kit:
         if not kit:
-            from crowd.models import load_base, resolve_base_model
-            from crowd.training.trainer import TRLTrainer
-
-            base_path = resolve_base_model(settings.model.base_model, settings.models_dir)
-            judge = load_base(base_path, settings.models_dir, settings.model.device)
-            trainer = TRLTrainer(base_path, settings.training, device=judge.device)
-            remote = None
-            if settings.model.serving == "vllm":  # the judges' samples come from the same server
-                from crowd.serving.vllm_engine import VLLMGeneration
-
-                remote = VLLMGeneration(settings.model)
-            kit.append(Kit(trainer, Evaluator(judge, remote=remote), settings.model.base_model))
+            m = settings.model
+            remote = m if m.serving == "vllm" else None
+            built = build_kit(
+                m.base_model,
+                settings.training,
+                settings.models_dir,
+                m.device,
+                judging,
+                remote=remote,
+            )
+            kit.append(built)
         return kit[0]
 
     return kit_for

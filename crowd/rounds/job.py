@@ -26,8 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from crowd.config import ModelSettings, TrainingSettings
 from crowd.evaluation import EvalSet, Evaluator
-from crowd.rounds.bundle import ADAPTER_FILES, Bundle, BundleError, Candidate
+from crowd.rounds.bundle import (
+    ADAPTER_FILES,
+    Bundle,
+    BundleError,
+    Candidate,
+    JudgingSettings,
+)
 from crowd.rounds.judge import SequentialJudge
 from crowd.rounds.results import (
     CANDIDATES,
@@ -62,15 +69,43 @@ class Kit:
     scorers: dict[str, Any] = field(default_factory=dict)  # by the scorer file's hash
 
 
-def build_kit(bundle: Bundle, models_dir: Path, device: str) -> Kit:
-    """The trainer and the judge for the bundle's base model, on `device`."""
+def build_kit(
+    base_model: str,
+    training: TrainingSettings,
+    models_dir: Path,
+    device: str,
+    judging: JudgingSettings | None = None,
+    *,
+    remote: ModelSettings | None = None,
+    trainer_class: type[LoraHost] | None = None,
+    evaluator_class: type[Evaluator] | None = None,
+) -> Kit:
+    """The trainer and the judge, each on its own copy of `base_model` on `device`: the one way
+    a round's models are built (the worker's thread runner, a round job's process, the studies).
+    `judging` sets the judge's replies until a bundle sets them; `remote`: the judge samples
+    from that vLLM server (CROWD_SERVING=vllm); `trainer_class`, `evaluator_class`: subclasses
+    of the real ones (the poisoning study times them)."""
     from crowd.models import load_base, resolve_base_model
     from crowd.training.trainer import TRLTrainer
 
-    base_path = resolve_base_model(bundle.base_model, models_dir)
+    j = judging or JudgingSettings()
+    base_path = resolve_base_model(base_model, models_dir)
     judge = load_base(base_path, models_dir, device)
-    trainer = TRLTrainer(base_path, bundle.training, device=judge.device)
-    return Kit(trainer, Evaluator(judge), bundle.base_model)
+    trainer = (trainer_class or TRLTrainer)(base_path, training, device=judge.device)
+    vllm = None
+    if remote is not None:  # the judges' samples come from the same server as the replies
+        from crowd.serving.vllm_engine import VLLMGeneration
+
+        vllm = VLLMGeneration(remote)
+    evaluator = (evaluator_class or Evaluator)(
+        judge,
+        samples=j.samples,
+        max_new_tokens=j.max_new_tokens,
+        batch_size=j.batch_size,
+        seed=j.seed,
+        remote=vllm,
+    )
+    return Kit(trainer, evaluator, base_model)
 
 
 class Reporter:

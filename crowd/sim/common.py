@@ -1,12 +1,116 @@
-"""What the simulation studies (convergence, poisoning) share: the run's emotion scorer, the
-CPU threads torch may use, and the check that a run folder holds one configuration."""
+"""What the simulation studies (convergence, poisoning) share: their models and round engines
+(built as the app builds its own), the run's emotion scorer, the CPU threads torch may use, and
+the check that a run folder holds one configuration."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's scores
+PAPER_SAMPLES = 50  # replies per model per judgement in the paper
+PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or more items ...
+PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
+
+
+def add_model_options(options) -> None:
+    """The options both studies take from the app's settings (crowd.options: type, range and
+    help from each setting's declaration), with the paper's recipe as their defaults: the base
+    model, each fine-tune's epochs, examples and learning rate, and how a round judges."""
+    from crowd.config import ModelSettings, Settings, TrainingSettings
+
+    options.add(
+        TrainingSettings,
+        "epochs",
+        default=PAPER_EPOCHS,
+        help="epochs per fine-tune (default 3, the OpenAI fine-tuning API's)",
+    )
+    options.add(
+        TrainingSettings,
+        "min_examples",
+        default=PAPER_MIN_EXAMPLES,
+        help="train each model on at least this many examples in all, with more "
+        "epochs for small segments: the OpenAI fine-tuning API's rule, which the "
+        "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
+        "0 = always --epochs",
+    )
+    options.add(
+        TrainingSettings,
+        "learning_rate",
+        default=None,
+        help="learning rate of each fine-tune (default: the app's, CROWD_LEARNING_RATE)",
+    )
+    options.add(ModelSettings, "base_model", default=None, help="default: the app's base model")
+    options.add(
+        Settings,
+        "eval_samples",
+        "--samples",
+        default=PAPER_SAMPLES,
+        help="replies per model when a round picks its winner (the paper: 50)",
+    )
+    options.add(ModelSettings, "max_new_tokens", default=48)
+    options.add(
+        ModelSettings, "max_batch", "--batch-size", default=32, help="replies decoded together"
+    )
+    options.add(
+        Settings,
+        "scorer",
+        default=None,
+        help="'default', 'hub:<id>' or a saved head; default: a head trained on "
+        "--data's reference scores (OUT/scorer.npz), or the app's scorer when "
+        "the file has none",
+    )
+
+
+def study_kit(settings, config, trainer_class=None, evaluator_class=None):
+    """The run's trainer and judge, loaded once for every round of every arm: the app's
+    builder (crowd.rounds.job.build_kit) with the run's base model, training and judging."""
+    from crowd.rounds.job import build_kit
+
+    training = replace(
+        settings.training,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        min_examples=config.min_examples,
+    )
+    return build_kit(
+        config.base_model,
+        training,
+        settings.models_dir,
+        settings.model.device,
+        study_judging(config),
+        trainer_class=trainer_class,
+        evaluator_class=evaluator_class,
+    )
+
+
+def study_engine(settings, config, kit, scorer_for: Callable[[int], Any]):
+    """A round engine over `settings.data_dir` on the run's `kit`: the app's builder
+    (crowd.rounds.engine.build_engine), the `thread` runner, the run's judging."""
+    from crowd.campaigns import utcnow
+    from crowd.rounds.engine import build_engine
+
+    return build_engine(
+        settings, utcnow, kit=kit, judging=study_judging(config), scorer_for=scorer_for
+    )
+
+
+def study_judging(config):
+    """How a run's rounds judge their candidates: its samples, reply length, batch and seed,
+    with the app's crowning rule (crowd.rounds.judge.CROWN_Z)."""
+    from crowd.rounds.bundle import JudgingSettings
+    from crowd.rounds.judge import CROWN_Z
+
+    return JudgingSettings(
+        samples=config.samples,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        crown_z=CROWN_Z,
+    )
 
 
 def scorer_spec(scorer: str | None, data: Path, out: Path, settings) -> str:

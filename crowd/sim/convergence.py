@@ -38,8 +38,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from crowd.config import ConfigError, ModelSettings
+from crowd.options import Declared, OptionError
 from crowd.sim.common import (
+    PAPER_SAMPLES,
     TRAINED_SCORER,
+    add_model_options,
     check_resume,
     scorer_spec,
     set_threads,
@@ -53,22 +57,21 @@ from crowd.sim.convergence_data import (
     read_neighbourhoods,
 )
 from crowd.sim.convergence_rounds import SimulationError
-from crowd.sim.convergence_study import JUDGING_ONLY, PAPER_SAMPLES, Study, StudyConfig
+from crowd.sim.convergence_study import JUDGING_ONLY, Study, StudyConfig
 from storage.vocabulary import MERGE_METHODS
 
 SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
-PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or more items ...
-PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
 
 
 # --- the command line --------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _options() -> Declared:
     p = argparse.ArgumentParser(
         prog="python -m crowd simulate convergence", description=__doc__.split("\n\n")[0]
     )
+    options = Declared(p)
     p.add_argument("--data", type=Path, required=True, help="neighbourhoods JSONL")
     p.add_argument("--emotions", required=True, help="comma-separated, or 'all'")
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
@@ -83,24 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "--segments", default=None, help="items per group, per generation (default 33,22,15)"
     )
     p.add_argument(
-        "--samples",
-        type=int,
-        default=PAPER_SAMPLES,
-        help="replies per model when a round picks its winner (the paper: 50)",
-    )
-    p.add_argument(
         "--final-samples",
         type=int,
         default=None,
         help="replies per final model in the single-vs-multi judgement (default: "
         "--samples); changing it on a rerun re-judges, training nothing",
-    )
-    p.add_argument(
-        "--scorer",
-        default=None,
-        help="'default', 'hub:<id>' or a saved head; default: a head trained on "
-        "--data's reference scores (OUT/scorer.npz), or the app's scorer when "
-        "the file has none",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -109,21 +99,6 @@ def _parser() -> argparse.ArgumentParser:
         default="best",
         help="best: always move to the best sub-model (the paper); improve: only "
         "when it beats the champion (the app)",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=PAPER_EPOCHS,
-        help="epochs per fine-tune (default 3, the OpenAI fine-tuning API's)",
-    )
-    p.add_argument(
-        "--min-examples",
-        type=int,
-        default=PAPER_MIN_EXAMPLES,
-        help="train each model on at least this many examples in all, with more "
-        "epochs for small segments: the OpenAI fine-tuning API's rule, which the "
-        "paper used (default 100: 33 items get 4 epochs, 22 get 5, 15 get 7); "
-        "0 = always --epochs",
     )
     p.add_argument(
         "--union",
@@ -136,17 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         default="off",
         help=f"the multi arm's merged candidate: {', '.join(MERGE_METHODS)}",
     )
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--base-model", default=None, help="default: the app's base model")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=32, help="replies decoded together")
-    p.add_argument(
-        "--threads",
-        type=int,
+    add_model_options(options)
+    options.add(
+        ModelSettings,
+        "threads",
         default=None,
         help="torch CPU threads (1 is fastest on a busy machine)",
     )
-    return p
+    return options
 
 
 def _segments(args: argparse.Namespace) -> tuple[int, ...]:
@@ -167,15 +139,9 @@ def _segments(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
-    for name in ("groups", "samples", "final_samples", "max_new_tokens", "batch_size"):
+    for name in ("groups", "final_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.epochs < 1:
-        raise StudyInputError("--epochs must be at least 1")
-    if args.min_examples < 0:
-        raise StudyInputError("--min-examples must be 0 or more")
-    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
-        raise StudyInputError("--learning-rate must lie in (0, 1)")
     if args.merge not in MERGE_METHODS:
         raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
     return StudyConfig(
@@ -215,11 +181,13 @@ def _show(line: str, final: bool) -> None:
 def main(argv: list[str]) -> int:
     """argv[0] is 'convergence'. Exit 0 on success, 2 on bad input (nothing written), 1 if a
     round fails (rerun to resume)."""
-    from crowd.config import ConfigError, load_settings
+    from crowd.config import load_settings
     from crowd.sim.convergence_report import summary, write_outputs
 
-    args = _parser().parse_args(argv[1:])
+    options = _options()
+    args = options.parser.parse_args(argv[1:])
     try:
+        options.check(args)
         settings = load_settings()
         hoods = pick_emotions(
             read_neighbourhoods(args.data),
@@ -230,10 +198,8 @@ def main(argv: list[str]) -> int:
         for hood in hoods:
             check_protocol(hood, config.groups, config.segments)
         check_resume(args.out, config, "convergence", JUDGING_ONLY)
-        if args.threads is not None and args.threads < 1:
-            raise StudyInputError("--threads must be at least 1")
         (args.out / "emotions").mkdir(parents=True, exist_ok=True)  # the first write
-    except (StudyInputError, ConfigError, OSError) as exc:
+    except (StudyInputError, OptionError, ConfigError, OSError) as exc:
         print(f"simulate convergence: {exc}", file=sys.stderr)
         return 2
     _write_json(args.out / "run.json", asdict(config))
@@ -263,9 +229,7 @@ def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) ->
             results.append(before)
             continue
         if study is None:  # models load only when there is work
-            study = Study(
-                config, out, _show, settings.model.device, settings.models_dir, settings.training
-            )
+            study = Study(config, out, _show, settings)
         result = study.run_emotion(hood)
         if before:  # re-judged: the rounds' time is the first run's
             result.update(wall_s=before["wall_s"], cpu_s=before["cpu_s"], judge_s=result["wall_s"])

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from crowd.sim.common import PAPER_SAMPLES, study_engine, study_kit
 from crowd.sim.convergence_data import Neighbourhood, deal, generation_rng
 from crowd.sim.convergence_rounds import (
     ALWAYS_MOVE,
@@ -22,8 +23,6 @@ from crowd.sim.convergence_rounds import (
     trained_candidate,
     version,
 )
-
-PAPER_SAMPLES = 50  # replies per model per judgement in the paper
 
 
 @dataclass(frozen=True)
@@ -55,24 +54,11 @@ JUDGING_ONLY = {"final_samples"}
 class Study:
     """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
 
-    def __init__(
-        self,
-        config: StudyConfig,
-        out: Path,
-        show,
-        device: str = "auto",
-        models_dir: Path = Path("data/models"),
-        training=None,
-    ):
+    def __init__(self, config: StudyConfig, out: Path, show, settings):
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
-        from crowd.config import TrainingSettings
-        from crowd.evaluation import Evaluator
-        from crowd.models import load_base, resolve_base_model
-        from crowd.rounds.engine import RoundEngine
         from crowd.scoring.scorers import load_scorer
-        from crowd.training.trainer import TRLTrainer
         from storage.db import migrate
 
         disable_progress_bars()  # TRL maps every small dataset with a bar: noise in the log
@@ -81,27 +67,10 @@ class Study:
         self.db_path = self.data_dir / "crowd.db"
         migrate(self.db_path)
         show("loading the base model, the trainer's copy and the scorer ...", True)
-        base_path = resolve_base_model(config.base_model, models_dir)
-        judge = load_base(base_path, models_dir, device)
-        training = replace(
-            training or TrainingSettings(),
-            epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-            min_examples=config.min_examples,
-        )
-        trainer = TRLTrainer(base_path, training, device=judge.device)
         self.scorer = load_scorer(config.scorer, self.data_dir)
-        evaluator = Evaluator(
-            judge,
-            self.scorer,
-            samples=config.samples,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            seed=config.seed,
-        )
-        self.engine = RoundEngine.in_process(
-            self.db_path, self.data_dir, trainer, evaluator, lambda _campaign: self.scorer, utcnow
+        self.kit = study_kit(settings, config)
+        self.engine = study_engine(
+            replace(settings, data_dir=self.data_dir), config, self.kit, lambda _: self.scorer
         )
         self.driver = RoundDriver(self.db_path, self.engine, utcnow, show)
 
@@ -190,7 +159,7 @@ class Study:
         from crowd.scoring.scorers import target_vector
 
         self.show(f"[{hood.emotion}] judging both final models against the pool's centroid", True)
-        evaluator = self.engine.evaluator
+        evaluator = self.kit.evaluator
         names = [
             evaluator.load(
                 f"v{v['id']}", self.data_dir / v["adapter_path"] if v["adapter_path"] else None

@@ -38,6 +38,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from crowd.config import ModelSettings
+from crowd.options import Declared, OptionError
+from crowd.sim.common import add_model_options
 from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
 from storage.vocabulary import MERGE_METHODS
@@ -46,10 +49,11 @@ DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
 POINTS_RULES = ("shapley", "paper")  # crowd.points.RULES, without importing numpy here
 
 
-def _parser() -> argparse.ArgumentParser:
+def _options() -> Declared:
     p = argparse.ArgumentParser(
         prog="python -m crowd simulate poisoning", description=__doc__.split("\n\n")[0]
     )
+    options = Declared(p)
     p.add_argument("--data", type=Path, required=True, help="neighbourhoods JSONL")
     p.add_argument("--emotion", required=True, help="the target emotion")
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
@@ -59,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adversaries", type=float, default=0.3, help="share of the crowd, [0, 1)")
     p.add_argument("--mix", default=DEFAULT_MIX, help=f"adversary weights (default {DEFAULT_MIX})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads",
-        type=int,
+    options.add(
+        ModelSettings,
+        "threads",
         default=None,
         help="torch CPU threads; 2 or more: two lanes (processes) of half as many each",
     )
@@ -82,13 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="defended arm: only corrections trusted by independent reviews train",
     )
-    p.add_argument("--samples", type=int, default=50, help="replies per model per round")
     p.add_argument("--final-samples", type=int, default=200, help="replies on the reference")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--min-examples", type=int, default=100)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--base-model", default=None, help="default: the app's base model")
-    p.add_argument("--scorer", default=None, help="default: trained on --data's scores")
+    add_model_options(options)
     p.add_argument(
         "--union", choices=("on", "off"), default="off", help="the union candidate (both arms)"
     )
@@ -107,9 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--merge", default="off", help=f"merged candidate: {', '.join(MERGE_METHODS)}")
     p.add_argument("--judge", choices=("fixed", "sequential"), default="fixed")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=32)
-    return p
+    return options
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -130,14 +127,11 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def _check_numbers(a: argparse.Namespace) -> None:
-    for name in ("volunteers", "groups", "rounds", "samples", "final_samples", "epochs"):
+    for name in ("volunteers", "groups", "rounds", "final_samples", "min_reviews", "flood"):
         if getattr(a, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("max_new_tokens", "batch_size", "min_reviews", "flood"):
-        if getattr(a, name) < 1:
-            raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
-    if a.reviews < 0 or a.min_examples < 0:
-        raise StudyInputError("--reviews and --min-examples must be 0 or more")
+    if a.reviews < 0:
+        raise StudyInputError("--reviews must be 0 or more")
     if a.volunteers < a.groups:
         raise StudyInputError(f"--volunteers {a.volunteers} cannot fill {a.groups} groups")
     if not 0 <= a.adversaries < 1:
@@ -146,12 +140,8 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError("--noise must lie in [0, 0.5]")
     if not 0 < a.person_cap <= 1:
         raise StudyInputError("--person-cap must lie in (0, 1]")
-    if a.learning_rate is not None and not 0 < a.learning_rate < 1:
-        raise StudyInputError("--learning-rate must lie in (0, 1)")
     if a.points_rule not in POINTS_RULES:
         raise StudyInputError(f"--points-rule must be one of {', '.join(POINTS_RULES)}")
-    if a.threads is not None and a.threads < 1:
-        raise StudyInputError("--threads must be at least 1")
     if a.ring_accounts < 1:
         raise StudyInputError("--ring-accounts must be at least 1")
     if a.memory < 0:
@@ -225,13 +215,15 @@ def main(argv: list[str]) -> int:
     from crowd.sim.convergence_rounds import SimulationError
     from crowd.sim.poisoning_run import run
 
-    args = _parser().parse_args(argv[1:])
+    options = _options()
+    args = options.parser.parse_args(argv[1:])
     try:
+        options.check(args)
         settings = load_settings()
         hoods, config = _config(args, settings)
         check_resume(args.out, config, "poisoning", {"final_samples"})
         args.out.mkdir(parents=True, exist_ok=True)  # the first write
-    except (StudyInputError, ConfigError, OSError) as exc:
+    except (StudyInputError, OptionError, ConfigError, OSError) as exc:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
         return 2
     (args.out / "run.json").write_text(json.dumps(asdict(config), indent=1))

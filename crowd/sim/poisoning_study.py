@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+from crowd.sim.common import study_engine, study_kit
 from crowd.sim.convergence_rounds import CHAT, WITHOUT_CANDIDATES, RoundDriver, round_number
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
 from crowd.threads import run_in_own_thread
@@ -66,38 +67,20 @@ class Study:
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
-        from crowd.models import load_base, resolve_base_model
         from crowd.scoring.scorers import load_scorer
 
         disable_progress_bars()
-        self.config, self.out, self.show, self.now, self.settings = (
-            config,
-            out,
-            show,
-            utcnow,
-            settings,
-        )
+        self.config, self.out, self.show, self.now = config, out, show, utcnow
+        self.settings = settings
         show("loading the base model, the trainer's copy and the scorer ...", True)
-        base_path = resolve_base_model(config.base_model, settings.models_dir)
-        judge = load_base(base_path, settings.models_dir, settings.model.device)
-        self.training = replace(
-            settings.training,
-            epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-            min_examples=config.min_examples,
-        )
         self.times = {"train_s": 0.0, "judge_s": 0.0}
-        self.trainer = _timed_trainer(self.times)(base_path, self.training, device=judge.device)
-        self.scorer = load_scorer(config.scorer, out)
-        self.evaluator = _timed_evaluator(self.times)(
-            judge,
-            self.scorer,
-            samples=config.samples,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size,
-            seed=config.seed,
+        self.kit = study_kit(
+            settings, config, _timed_trainer(self.times), _timed_evaluator(self.times)
         )
+        self.trainer, self.evaluator = self.kit.trainer, self.kit.evaluator
+        self.training = self.trainer.settings  # the run's epochs, learning rate and seed
+        self.scorer = load_scorer(config.scorer, out)
+        self.evaluator.scorer = self.scorer
 
     # -- the two loops ------------------------------------------------------------------
 
@@ -105,7 +88,6 @@ class Study:
         """Every round of one arm, resuming from its database; returns its record."""
         from crowd.limits import Limits
         from crowd.organizer import Organizer
-        from crowd.rounds.engine import RoundEngine
         from crowd.service import CrowdService
 
         c, data_dir = self.config, self.out / arm
@@ -133,9 +115,7 @@ class Study:
         organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
         behaviour = Behaviour(c.reviews, c.flood, c.noise)
         players = CrowdRound(service, replies, crowd, material, behaviour, data_dir, c.seed)
-        engine = RoundEngine.in_process(
-            settings.db_path, data_dir, self.trainer, self.evaluator, self._scorer_for, self.now
-        )
+        engine = study_engine(settings, c, self.kit, self._scorer_for)
         driver = RoundDriver(settings.db_path, engine, self.now, self.show)
         campaign_id, _ = self._campaign(service)
         for number in range(1, c.rounds + 1):
