@@ -245,7 +245,7 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         (["--emotion", "joy"], "has no neighbourhood for 'joy'"),
         (["--final-samples", "0"], "--final-samples must be at least 1"),
         (["--person-cap", "0"], "--person-cap must lie in"),
-        (["--points-rule", "owen"], "--points-rule must be one of shapley, paper"),
+        (["--points-rule", "owen"], "--points-rule must be one of paper, shapley"),
         (["--merge", "average"], "--merge must be one of off, ties_svd"),
         (["--memory", "-1"], "--memory must be 0 or more"),
         # the app's settings' declared ranges (crowd.options), not restated by the study

@@ -43,10 +43,9 @@ from crowd.options import Declared, OptionError
 from crowd.sim.common import add_model_options
 from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
-from storage.vocabulary import MERGE_METHODS
+from storage.vocabulary import MERGE_METHODS, POINTS_RULES
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
-POINTS_RULES = ("shapley", "paper")  # crowd.points.RULES, without importing numpy here
 
 
 def _options() -> Declared:
