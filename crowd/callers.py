@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crowd.config import Settings
+from crowd.corrections import active_campaign
 from crowd.identity import Identities
 from crowd.limits import Limits, RateLimiter, Refused
 from crowd.voices import account_source, network_source, parse_venues, venue_of
 from storage import queries, sources
-from storage import rounds as store
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Callers:
         network = network_source(address)
         if network is None:
             return Origin(None)
-        campaign = store.active_campaign(db)
+        campaign = active_campaign(db)
         return Origin(network, venue_of(network, parse_venues(campaign["venues"])))
 
     def who(self, db, token: str | None, address: str | None = None) -> dict:
@@ -72,7 +72,7 @@ class Callers:
     def seen(self, db, person: dict, origin: Origin) -> None:
         """Record one action of `person` from `origin` (and from their account) in the active
         campaign."""
-        campaign = store.active_campaign(db)
+        campaign = active_campaign(db)
         for source in (origin.network, account_source(person.get("hf_username"))):
             if source:
                 sources.record(db, campaign["id"], person["id"], source, self.now())

@@ -40,11 +40,7 @@ class CorrectionActions:
     ) -> tuple[dict, dict]:
         """The reply, if it is the caller's, a model reply, from the current round, and (when
         the page says what it shows, `shown`) still showing that text."""
-        try:
-            message_id = int(message_id)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise Refused("That reply does not exist.") from None
-        message = queries.get_message(db, message_id)  # type: ignore[arg-type]
+        message = queries.get_message(db, row_id(message_id, "That reply does not exist."))
         if message is None or message["participant_id"] != person["id"]:
             raise Refused("That reply does not exist.")
         if message["role"] != "assistant":
@@ -58,7 +54,7 @@ class CorrectionActions:
 
     def _submit(
         self,
-        token: str,
+        token: str | None,
         message_id: object,
         address: str | None,
         shown: str | None,
@@ -118,7 +114,7 @@ class CorrectionActions:
 
     def rewrite(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         text: str,
         address: str | None = None,
@@ -132,7 +128,7 @@ class CorrectionActions:
 
     def rate_reply(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         value: int,
         address: str | None = None,
@@ -147,7 +143,7 @@ class CorrectionActions:
 
     def label(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         emotion: str,
         address: str | None = None,
@@ -161,7 +157,7 @@ class CorrectionActions:
 
     def choose(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         other_id: int,
         choice: str,
@@ -178,11 +174,11 @@ class CorrectionActions:
             token, message_id, address, a_text, (other_id, b_text), kind="choice", choice=choice
         )
 
-    def undo(self, token: str, correction_id: int) -> None:
+    def undo(self, token: str | None, correction_id: int) -> None:
         """Withdraw one's own correction within the undo window (kept, marked undone)."""
         with self.action() as db:
             person = self.who(db, token)
-            correction = queries.get_correction(db, _as_int(correction_id))
+            correction = queries.get_correction(db, row_id(correction_id, NO_ITEM))
             if correction is None or correction["participant_id"] != person["id"]:
                 raise Refused("That correction does not exist.")
             if correction["replaced_at"]:
@@ -209,14 +205,36 @@ NOT_IN_CHAT = (
 )
 
 
-def context_of(db) -> tuple[dict, dict]:
-    """(active campaign, its current round) as `db` sees them."""
+NO_CAMPAIGN = "No campaign is open on this server yet; try again in a moment."
+
+
+def active_campaign(db: Database) -> dict:
+    """The active campaign. `CrowdService` creates one (with its first round) before it serves
+    anyone, so none means a database that was not set up: Refused, and nothing is stored."""
     campaign = store.active_campaign(db)
-    return campaign, store.current_round(db, campaign["id"])
+    if campaign is None:
+        raise Refused(NO_CAMPAIGN)
+    return campaign
 
 
-def _as_int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise Refused("That item does not exist.") from None
+def context_of(db: Database) -> tuple[dict, dict]:
+    """(active campaign, its current round) as `db` sees them (`active_campaign`)."""
+    campaign = active_campaign(db)
+    round_ = store.current_round(db, campaign["id"])
+    if round_ is None:  # a campaign is created with its first round, in one transaction
+        raise Refused(NO_CAMPAIGN)
+    return campaign, round_
+
+
+NO_ITEM = "That item does not exist."
+
+
+def row_id(value: object, refusal: str) -> int:
+    """An id the page or an API caller sent, as `int` reads it (12, "12", 12.0), or Refused
+    with `refusal`: the same message as for an id that matches no row."""
+    if isinstance(value, (int, float, str, bytes)):
+        try:
+            return int(value)
+        except (ValueError, OverflowError):  # "twelve", inf
+            pass
+    raise Refused(refusal)

@@ -23,7 +23,7 @@ from crowd.dealing import DEAL_TTL_S, QUEUE_MAX, deal
 from crowd.identity import load_secret
 from crowd.lessons import about, parse_prompt
 from crowd.limits import Refused
-from crowd.service import CrowdService, context_of
+from crowd.service import CrowdService, context_of, row_id
 from crowd.trust import GOLD_EVERY
 from crowd.voices import network_source
 from storage import deals, queries, reviews
@@ -103,10 +103,7 @@ class Reviews:
         return person
 
     def _dealt(self, db, item_id: object, person: dict) -> dict:
-        try:
-            found = deals.get_deal(db, int(item_id))  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            found = None
+        found = deals.get_deal(db, row_id(item_id, NOT_DEALT))
         if found is None or found["participant_id"] != person["id"]:
             raise Refused(NOT_DEALT)
         if found["answered_at"]:
@@ -117,6 +114,7 @@ class Reviews:
 
     def _reviewable(self, db, correction_id: int, person: dict) -> dict:
         correction = queries.get_correction(db, correction_id)
+        assert correction is not None  # a deal names a stored correction; none is ever deleted
         if correction["participant_id"] == person["id"]:
             raise Refused("You cannot review your own corrections.")
         if not queries.is_live(db, correction["id"]):
@@ -194,8 +192,12 @@ class Reviews:
             if gold and (before + len(plan)) % GOLD_EVERY == slot:
                 plan.append({"gold_id": gold.pop(self.service.rng.randrange(len(gold)))["id"]})
             plan.append({"correction_id": cid})
-        made = [deals.add_deal(db, person["id"], round_["id"], now, **p) for p in plan[:n]]
-        return [deals.get_deal(db, d) for d in made]
+        made = []
+        for p in plan[:n]:
+            row = deals.get_deal(db, deals.add_deal(db, person["id"], round_["id"], now, **p))
+            assert row is not None  # added just above, in this transaction
+            made.append(row)
+        return made
 
     def _gold_slot(self, campaign: dict, voice: str) -> int:
         """Which of every GOLD_EVERY items dealt to `voice` is gold: one in each run of
@@ -237,7 +239,10 @@ class Reviews:
         gold = deals.get_gold(db, dealt["gold_id"]) if dealt["gold_id"] else None
         cid = dealt["correction_id"] or (gold and gold["correction_id"])
         if cid:
-            return _item(dealt["id"], reviews.item(db, cid))
+            row = reviews.item(db, cid)
+            assert row is not None  # deals and gold name stored corrections; none is deleted
+            return _item(dealt["id"], row)
+        assert gold is not None  # a deal names a correction or a gold item (its table's CHECK)
         campaign, _ = context_of(db)
         return {
             "item_id": dealt["id"],

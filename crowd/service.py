@@ -21,11 +21,12 @@ from crowd import campaigns
 from crowd.callers import Callers
 from crowd.campaigns import CampaignSpec, parse_time, utcnow
 from crowd.config import Settings
-from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: imported from here)
+from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of, row_id: imported from here)
     NOT_IN_CHAT,
     ROUND_CLOSED,
     CorrectionActions,
     context_of,
+    row_id,
 )
 from crowd.generation import BASE, GenerationService
 from crowd.groups import assign_arrival, group_colour, group_name
@@ -137,12 +138,13 @@ class CrowdService(CorrectionActions):
         with self.action() as db:
             origin = self.callers.origin(db, address)
             self.callers.hit(origin, "addr", self.limits.address_per_minute, "requests")
-            known = hf_username and queries.participant_by_hf(db, hf_username)
-            if not known:
+            known = queries.participant_by_hf(db, hf_username) if hf_username else None
+            if known is None:
                 self.callers.hit_joins(origin)
                 participant_id = self.identities.new_id()
                 queries.add_participant(db, participant_id, name, self.now(), hf_username)
                 known = queries.get_participant(db, participant_id)
+                assert known is not None  # inserted just above, in this transaction
             if hf_username:
                 queries.set_hf_orgs(db, known["id"], hf_orgs or [])
             self.callers.seen(db, known, origin)
@@ -179,7 +181,7 @@ class CrowdService(CorrectionActions):
     # -- chat ------------------------------------------------------------------------------
 
     def send(
-        self, token: str, conversation_id: int | None, text: str, address: str | None = None
+        self, token: str | None, conversation_id: int | None, text: str, address: str | None = None
     ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
         text = clean_text(text, "message", self.limits.max_message_chars)
@@ -222,12 +224,11 @@ class CrowdService(CorrectionActions):
         version_id: int,
         alternative_of: int | None = None,
     ) -> Iterator[Reply]:
-        if self.generation is None:
-            raise Refused("The model is not loaded on this server.")
+        generation = self._generation()
         text = ""
         try:
             adapter = self.adapter_for(version_id)
-            for text in self.generation.stream(chat, adapter):
+            for text in generation.stream(chat, adapter):
                 yield Reply(conversation_id, text)
         except ModelUnavailable as exc:  # the vLLM server is down or slow: nothing is stored
             raise Refused(str(exc)) from None
@@ -252,24 +253,39 @@ class CrowdService(CorrectionActions):
     def _at_cap(self, text: str) -> bool:
         """Whether a reply ran into the token cap rather than ending on its own (re-encoding
         its text can differ from the sampled tokens by one)."""
-        loaded = getattr(self.generation, "loaded", None)
+        generation = self._generation()
+        loaded = getattr(generation, "loaded", None)
         if loaded is None:  # a remote engine (vLLM): no local tokenizer; end as streamed
             return False
         tokenizer = loaded.tokenizer
-        cap = self.generation.default_sampling().max_new_tokens
+        cap = generation.default_sampling().max_new_tokens
         return len(tokenizer.encode(text, add_special_tokens=False)) >= cap - 1
+
+    def _generation(self) -> GenerationService:
+        """The model that replies, or Refused on a server started without one."""
+        if self.generation is None:
+            raise Refused("The model is not loaded on this server.")
+        return self.generation
 
     def adapter_for(self, version_id: int) -> str:
         """The generation service's adapter name for a model version, loading it on first use."""
+        generation = self._generation()
         with self.db() as db:
             version = store.get_version(db, version_id)
+        if version is None:  # a round's champion is a stored version: a database gone wrong
+            raise ModelError(f"model version {version_id} is not stored")
         path = version["adapter_path"]
-        return self.generation.adapters.ensure(
+        return generation.adapters.ensure(
             f"v{version_id}", self.settings.data_dir / path if path else None
         )
 
     def another(
-        self, token: str, message_id: int, address: str | None = None, *, shown: str | None = None
+        self,
+        token: str | None,
+        message_id: int,
+        address: str | None = None,
+        *,
+        shown: str | None = None,
     ) -> Iterator[Reply]:
         """A second reply (B) to the same turn as reply A (`message_id`), for an A/B pick: from
         the conversation before A, as the volunteer sees it. `shown`: A's text on the page."""
@@ -284,7 +300,7 @@ class CrowdService(CorrectionActions):
             message["conversation_id"], chat, round_["champion_id"], alternative_of=message["id"]
         )
 
-    def conversation(self, token: str, conversation_id: int | None) -> list[Shown]:
+    def conversation(self, token: str | None, conversation_id: int | None) -> list[Shown]:
         """The caller's conversation as their page shows it (nothing for someone else's)."""
         with self.db() as db:
             person = self.who(db, token)
@@ -298,7 +314,7 @@ class CrowdService(CorrectionActions):
 
     # -- what a volunteer sees ---------------------------------------------------------------
 
-    def banner(self, token: str) -> dict:
+    def banner(self, token: str | None) -> dict:
         """Task, target, round, time left (s, or None), my group and its corrections."""
         with self.action() as db:
             person = self.who(db, token)

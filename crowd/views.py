@@ -187,7 +187,9 @@ def sign_in_needed(db_path, participant_id: str) -> bool:
     with connect(db_path) as db:
         campaign = store.active_campaign(db)
         person = queries.get_participant(db, participant_id)
-    return bool(campaign and person) and not may_correct(campaign, person)
+    if campaign is None or person is None:
+        return False
+    return not may_correct(campaign, person)
 
 
 @dataclass(frozen=True)

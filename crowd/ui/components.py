@@ -178,9 +178,11 @@ def reason_text(reason: object) -> str:
             for k, v in reason.items()
             if not isinstance(v, (list, dict)) and k != "rule"
         ]
-    rule = {"paper": "Paper rule", "shapley": "Shapley rule"}.get(reason.get("rule"), "")
+    rule = RULE_NAMES.get(str(reason.get("rule")), "")
     return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
+
+RULE_NAMES = {"paper": "Paper rule", "shapley": "Shapley rule"}  # the ledger's `rule`s
 
 REVIEWS = "(reviews)"  # the ledger's group column for review points, which have no group
 

@@ -257,7 +257,7 @@ def _rounds_section() -> dict[str, Any]:
         r["job_id"] = gr.Textbox(label="Job id", placeholder="e.g. 12", max_length=12, scale=2)
         r["cancel"] = gr.Button("Cancel job", scale=1)
         r["retry"] = gr.Button("Retry job", scale=1)
-    r["notes"] = gr.Markdown(elem_id="org-notes")  # type: ignore[assignment]
+    r["notes"] = gr.Markdown(elem_id="org-notes")
     return r
 
 

@@ -29,7 +29,7 @@ class ReviewHandlers:
         self.proxies = proxies  # whose X-Forwarded-For counts
 
     def show(
-        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+        self, token: str | None, tab: ReviewTab, request: gr.Request | None = None
     ) -> tuple[ReviewTab, str]:
         """The next item the server deals (or the one dealt and not yet answered)."""
         try:
@@ -41,7 +41,7 @@ class ReviewHandlers:
 
     def verdict(self, verdict: str):
         def handler(
-            token: str | None, tab: ReviewTab, request: gr.Request = None
+            token: str | None, tab: ReviewTab, request: gr.Request | None = None
         ) -> tuple[ReviewTab, str]:
             if tab.item is not None:
                 try:
@@ -56,7 +56,7 @@ class ReviewHandlers:
         return handler
 
     def skip(
-        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+        self, token: str | None, tab: ReviewTab, request: gr.Request | None = None
     ) -> tuple[ReviewTab, str]:
         if tab.item is not None:
             try:

@@ -108,7 +108,7 @@ class SessionHandlers:
         consent: bool,
         profile: gr.OAuthProfile | None = None,
         oauth_token: gr.OAuthToken | None = None,
-        request: gr.Request = None,
+        request: gr.Request | None = None,
     ) -> tuple:
         """Consent and join; a signed-in person's organisations are kept for campaigns open to
         one organisation only. Returns (token, tab, join screen, main screen)."""
@@ -267,7 +267,7 @@ def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
     values = {r["series"]: r["value"] for r in history if r["round"] == last.number}
     direction = "lower is better" if last.lower_is_better else "higher is better"
     metric = f"{last.metric} ({direction})" if last.metric else "the metric"
-    if not last.improved:
+    if not last.improved or last.winner_group is None:  # no winner recorded: it stayed
         return (
             f"### Round {last.number}: the champion stayed\nNo group's model beat the "
             f"current one on {metric}, so no points this round."

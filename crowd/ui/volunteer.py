@@ -79,7 +79,7 @@ def volunteer_page(
     join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(
         **tick
     ).then(**gate).then(**starters)
-    timer.tick(**tick)  # type: ignore[arg-type]
+    timer.tick(**tick)
     timer.tick(chat.expire, [tab], [c["ack"], c["undo"]], **quiet)
     leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
