@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import html.entities
 import re
-from typing import Any
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
@@ -256,16 +256,25 @@ def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
     return gr.update(value=frame, visible=bool(rows))
 
 
-def confirm_row(elem_id: str, yes: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConfirmRow:
+    """A question and two buttons (`confirm_row`)."""
+
+    row: gr.Row
+    text: gr.Markdown  # the question
+    yes: gr.Button
+    no: gr.Button
+
+
+def confirm_row(elem_id: str, yes: str) -> ConfirmRow:
     """A question and two buttons, hidden until a first click asks (close, hide, ban act on a
     second click, never on one). Cancel only hides it."""
-    c: dict[str, Any] = {}
-    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as c["row"]:
-        c["text"] = gr.Markdown()
-        c["yes"] = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
-        c["no"] = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
-    c["no"].click(hide_row, None, [c["row"]], api_visibility="private")
-    return c
+    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as row:
+        text = gr.Markdown()
+        yes_button = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
+        no = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
+    no.click(hide_row, None, [row], api_visibility="private")
+    return ConfirmRow(row, text, yes_button, no)
 
 
 def hide_row() -> dict:

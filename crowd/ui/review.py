@@ -11,7 +11,7 @@ import gradio as gr
 from crowd.limits import Refused
 from crowd.review import Reviews
 from crowd.ui.components import ack, address_of, inert, warn
-from storage.vocabulary import CHOICE_WORDS, VERDICTS
+from storage.vocabulary import CHOICE_WORDS, Verdict
 
 EMPTY = "Nothing to review right now: come back after others have corrected a few replies."
 
@@ -93,29 +93,40 @@ def _quote(text: str) -> str:
     return inert(text)
 
 
-def review_tab() -> dict:
+@dataclass(frozen=True)
+class ReviewPanel:
+    """The tab's components (`review_tab`)."""
+
+    item: gr.Markdown
+    verdicts: dict[Verdict, gr.Button]  # one per verdict (storage.vocabulary.VERDICTS)
+    skip: gr.Button
+
+
+def review_tab() -> ReviewPanel:
     """The tab's components (built inside a gr.Tab)."""
-    r: dict[str, gr.components.Component] = {"item": gr.Markdown(EMPTY, elem_id="review-item")}
+    item = gr.Markdown(EMPTY, elem_id="review-item")
     with gr.Row(elem_id="review-actions"):
-        r["endorse"] = gr.Button("Endorse", variant="primary", elem_id="review-endorse")
-        r["reject"] = gr.Button("Reject", variant="stop", elem_id="review-reject")
-        r["skip"] = gr.Button("Skip", variant="secondary", elem_id="review-skip")
+        verdicts: dict[Verdict, gr.Button] = {
+            "endorse": gr.Button("Endorse", variant="primary", elem_id="review-endorse"),
+            "reject": gr.Button("Reject", variant="stop", elem_id="review-reject"),
+        }
+        skip = gr.Button("Skip", variant="secondary", elem_id="review-skip")
     gr.Markdown(
         "Endorse what makes the model better at the campaign's task; reject spam, off-task or "
         "wrong corrections. The server deals the items, one at a time; your own corrections "
         "never show here.",
         elem_classes=["crowd-help"],
     )
-    return r
+    return ReviewPanel(item, verdicts, skip)
 
 
-def wire_review(handlers: ReviewHandlers, token, r: dict, opened) -> gr.State:
+def wire_review(handlers: ReviewHandlers, token, r: ReviewPanel, opened) -> gr.State:
     """Wire the tab; `opened` is the event (the tab's select) that loads the first item."""
     state = gr.State(ReviewTab())
-    opened(handlers.show, [token, state], [state, r["item"]], api_visibility="private")
-    for verdict in VERDICTS:
-        r[verdict].click(
-            handlers.verdict(verdict), [token, state], [state, r["item"]], api_visibility="private"
+    opened(handlers.show, [token, state], [state, r.item], api_visibility="private")
+    for verdict, button in r.verdicts.items():
+        button.click(
+            handlers.verdict(verdict), [token, state], [state, r.item], api_visibility="private"
         )
-    r["skip"].click(handlers.skip, [token, state], [state, r["item"]], api_visibility="private")
+    r.skip.click(handlers.skip, [token, state], [state, r.item], api_visibility="private")
     return state
