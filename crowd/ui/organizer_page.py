@@ -75,21 +75,12 @@ def organizer_page(handlers: OrganizerHandlers, oauth: bool) -> None:
             api_visibility="private",
         )
 
+    unlocked = [key, panel, status, *form]
     show_references(
-        unlock.click(
-            handlers.wired(handlers.unlock),
-            [key],
-            [key, panel, status, *form],
-            api_name="organizer_unlock",
-        )
+        unlock.click(handlers.wired(handlers.unlock), [key], unlocked, api_name="organizer_unlock")
     )
     show_references(
-        key.submit(
-            handlers.wired(handlers.unlock),
-            [key],
-            [key, panel, status, *form],
-            api_visibility="private",
-        )
+        key.submit(handlers.wired(handlers.unlock), [key], unlocked, api_visibility="private")
     )
     show_references(
         save.click(

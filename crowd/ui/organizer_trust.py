@@ -69,18 +69,14 @@ def rings_section() -> Rings:
         ban_group,
         confirm_row("org-q-confirm-hide-group", "Yes, hide the whole group"),
         confirm_row("org-q-confirm-ban-group", "Yes, ban the whole group"),
-        gr.Dataframe(
-            headers=SOURCE_COLUMNS,
-            interactive=False,
-            label="Pseudonyms per source (groups of two or more, or in a cluster)",
-            elem_id="org-sources",
-            wrap=True,
+        _table(
+            SOURCE_COLUMNS,
+            "Pseudonyms per source (groups of two or more, or in a cluster)",
+            "org-sources",
         ),
-        gr.Dataframe(
-            headers=CLUSTER_COLUMNS,
-            interactive=False,
-            label="Collusion clusters",
-            elem_id="org-clusters",
-            wrap=True,
-        ),
+        _table(CLUSTER_COLUMNS, "Collusion clusters", "org-clusters"),
     )
+
+
+def _table(headers: list[str], label: str, elem_id: str) -> gr.Dataframe:
+    return gr.Dataframe(headers=headers, interactive=False, label=label, elem_id=elem_id, wrap=True)
