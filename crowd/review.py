@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any
+from typing import TypedDict
 
 from crowd.assess import assess, voices
 from crowd.campaigns import may_correct, not_a_contributor, parse_time
 from crowd.dealing import DEAL_TTL_S, QUEUE_MAX, deal
 from crowd.identity import load_secret
-from crowd.lessons import about, parse_prompt
+from crowd.lessons import Message, about, parse_prompt
 from crowd.limits import Refused
 from crowd.service import CrowdService, context_of, row_id
 from crowd.trust import GOLD_EVERY
@@ -40,13 +40,28 @@ SAME_VOICE = (
 SET_ASIDE = "The organizers have set your contributions aside, so your reviews are not accepted."
 
 
+class Item(TypedDict):
+    """One item as a reviewer sees it, on the Review tab and through the API. A gold item looks
+    like any other (a rewrite, its id its deal's)."""
+
+    item_id: int  # the deal's id
+    kind: str  # one of REVIEWED_KINDS
+    group: int
+    prompt: list[Message]  # the chat before the reply
+    original: str  # the reply, as the correction's author saw it
+    edited: bool  # whether that was their own rewrite of the model's text
+    rewrite: str | None
+    choice: str | None
+    other_reply: str | None  # reply B of a pick, as its author saw it
+    emotion: str | None
+    reviews: int  # how many reviews it has so far
+
+
 class Reviews:
     def __init__(self, service: CrowdService):
         self.service = service
 
-    def queue(
-        self, token: str | None, limit: int = 10, address: str | None = None
-    ) -> list[dict[str, Any]]:
+    def queue(self, token: str | None, limit: int = 10, address: str | None = None) -> list[Item]:
         """Up to `limit` items dealt to the caller, as plain items: the ones dealt earlier and
         not yet answered or skipped first, then new ones (at most QUEUE_MAX open at a time)."""
         limit = max(1, min(int(limit), QUEUE_MAX))
@@ -233,7 +248,7 @@ class Reviews:
             )  # fmt: skip
         return [g for g in deals.gold_items(db, campaign["id"]) if g["live"]]
 
-    def _item(self, db, dealt: dict) -> dict[str, Any]:
+    def _item(self, db, dealt: dict) -> Item:
         """What a reviewer sees of a dealt item: the prompt, the reply and what was done to it.
         A gold item looks like the others."""
         gold = deals.get_gold(db, dealt["gold_id"]) if dealt["gold_id"] else None
@@ -259,7 +274,7 @@ class Reviews:
         }
 
 
-def _item(item_id: int, row: dict) -> dict[str, Any]:
+def _item(item_id: int, row: dict) -> Item:
     """What a reviewer sees of a correction: the prompt, the reply as its author saw it
     (crowd.lessons.about) and what was done to it."""
     return {

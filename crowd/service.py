@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from crowd import campaigns
 from crowd.callers import Callers
@@ -72,6 +73,23 @@ class Shown:
     @property
     def edited(self) -> bool:
         return self.text != self.written
+
+
+class Banner(TypedDict):
+    """What the task banner tells one volunteer (`CrowdService.banner`)."""
+
+    task: str  # 'emotion' or 'preference'
+    target_emotion: str | None
+    round: int  # the current round's number
+    state: str
+    seconds_left: int | None  # None: the round has no timer
+    group: int
+    group_name: str
+    group_colour: str
+    group_corrections: int  # this round's, of my group
+    points: float  # mine, over the campaign
+    prompts: list[str]  # the organizer's suggested prompts
+    require_login: bool
 
 
 class CrowdService(CorrectionActions):
@@ -314,7 +332,7 @@ class CrowdService(CorrectionActions):
 
     # -- what a volunteer sees ---------------------------------------------------------------
 
-    def banner(self, token: str | None) -> dict:
+    def banner(self, token: str | None) -> Banner:
         """Task, target, round, time left (s, or None), my group and its corrections."""
         with self.action() as db:
             person = self.who(db, token)

@@ -17,6 +17,7 @@ from crowd.config import ASSETS
 from crowd.groups import GROUP_NAMES, group_colour, group_name
 from crowd.limits import Refused
 from crowd.network import Network, client_address
+from crowd.service import Banner
 
 CSS_FILE = ASSETS / "style.css"
 TERMS_FILE = ASSETS / "terms.md"
@@ -118,7 +119,7 @@ def duration(seconds: int | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d} left" if hours else f"{minutes}:{secs:02d} left"
 
 
-def banner_html(name: str, banner: dict) -> str:
+def banner_html(name: str, banner: Banner) -> str:
     """The task banner: who I am, my group, the task, the round, time left, my group's work."""
     e = html.escape
     if banner["task"] == "emotion":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd.limits import Refused
-from crowd.review import Reviews
+from crowd.review import Item, Reviews
 from crowd.ui.components import ack, address_of, inert, warn
 from storage.vocabulary import CHOICE_WORDS, Verdict
 
@@ -20,7 +20,7 @@ EMPTY = "Nothing to review right now: come back after others have corrected a fe
 class ReviewTab:
     """Per-tab scratch: the item shown (the server remembers what was dealt and skipped)."""
 
-    item: dict | None = None
+    item: Item | None = None
 
 
 class ReviewHandlers:
@@ -66,7 +66,7 @@ class ReviewHandlers:
         return self.show(token, tab, request)
 
 
-def render(item: dict | None) -> str:
+def render(item: Item | None) -> str:
     """The item as Markdown: the question, the model's reply and what the volunteer did."""
     if item is None:
         return EMPTY
@@ -81,7 +81,7 @@ def render(item: dict | None) -> str:
         question = "Is the rewrite a better reply?"
     elif item["kind"] == "choice":
         lines.append(f"**A second reply (B):** {_quote(item['other_reply'] or '')}")
-        lines.append(f"**They picked:** {CHOICE_WORDS.get(item['choice'], item['choice'])}")
+        lines.append(f"**They picked:** {pick_words(item['choice'])}")
         question = "Do you agree with their pick?"
     else:
         lines.append(f"**They labelled its emotion:** {inert(item['emotion'])}")
@@ -89,7 +89,15 @@ def render(item: dict | None) -> str:
     return "\n\n".join([*lines, f"*{question}* (reviews so far: {item['reviews']})"])
 
 
-def _quote(text: str) -> str:
+def pick_words(choice: str | None) -> str:
+    """A stored A/B pick as it reads in a sentence ('reply A'); anything else as stored."""
+    for known, words in CHOICE_WORDS.items():
+        if choice == known:
+            return words
+    return str(choice)
+
+
+def _quote(text: str | None) -> str:
     return inert(text)
 
 
