@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from typing import Required, TypedDict, Unpack
 
 from sqlite_utils import Database
 
@@ -23,7 +24,18 @@ from crowd.limits import Limits, RateLimiter, Refused, clean_text
 from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
-from storage.vocabulary import CHOICES, RATINGS
+from storage.rows import Campaign, NewCorrection, Participant, Round, ShownMessage, must
+from storage.vocabulary import CHOICES, RATINGS, Kind
+
+
+class Lesson(TypedDict, total=False):
+    """What one correction says: its kind and that kind's field (`_submit` adds the rest)."""
+
+    kind: Required[Kind]
+    rewrite: str
+    rating: int
+    emotion: str
+    choice: str
 
 
 class CorrectionActions:
@@ -32,12 +44,12 @@ class CorrectionActions:
     limits: Limits
     rate: RateLimiter
     now: Callable[[], str]
-    who: Callable[..., dict]
+    who: Callable[..., Participant]
     action: Callable[[], AbstractContextManager[Database]]
 
     def _own_reply(
-        self, db, person: dict, message_id: object, shown: str | None = None
-    ) -> tuple[dict, dict]:
+        self, db: Database, person: Participant, message_id: object, shown: str | None = None
+    ) -> tuple[ShownMessage, Round]:
         """The reply, if it is the caller's, a model reply, from the current round, and (when
         the page says what it shows, `shown`) still showing that text."""
         message = queries.get_message(db, row_id(message_id, "That reply does not exist."))
@@ -59,7 +71,7 @@ class CorrectionActions:
         address: str | None,
         shown: str | None,
         pair: tuple[object, str | None] | None = None,
-        **fields,
+        **lesson: Unpack[Lesson],
     ) -> int:
         """Store one correction of the caller's own reply, about the texts their page shows
         (crowd/lessons.py): `shown` is reply A's text there (None: as stored, for API callers),
@@ -68,16 +80,14 @@ class CorrectionActions:
         with self.action() as db:
             person = self.who(db, token, address)
             message, round_ = self._own_reply(db, person, message_id, shown)
-            if pair is not None:
-                other = self._second_reply(db, person, message, *pair)
-                fields.update(other_message_id=other["id"], other_reply=other["content"])
+            other = None if pair is None else self._second_reply(db, person, message, *pair)
             campaign, _ = context_of(db)
             if not may_correct(campaign, person):
                 raise Refused(not_a_contributor(campaign))
             self.rate.hit(
                 f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
-            correction = {
+            correction: NewCorrection = {
                 "participant_id": person["id"],
                 "round_id": message["round_id"],
                 "group_index": message["group_index"],
@@ -88,17 +98,26 @@ class CorrectionActions:
                 "shown": message["shown"],
                 "source": network_source(address),
                 "created_at": self.now(),
-                **fields,
+                **lesson,
             }
-            correction["id"] = queries.add_correction(db, **correction)
-            if correction["id"] is None:
+            if other is not None:
+                correction["other_message_id"] = other["id"]
+                correction["other_reply"] = other["content"]
+            correction_id = queries.add_correction(db, **correction)
+            if correction_id is None:
                 raise Refused(ROUND_CLOSED)
-            queries.replace_earlier(db, correction, self.now())
-            return correction["id"]
+            stored = must(queries.get_correction(db, correction_id), f"correction {correction_id}")
+            queries.replace_earlier(db, stored, self.now())
+            return correction_id
 
     def _second_reply(
-        self, db, person: dict, message: dict, other_id: object, shown: str | None
-    ) -> dict:
+        self,
+        db: Database,
+        person: Participant,
+        message: ShownMessage,
+        other_id: object,
+        shown: str | None,
+    ) -> ShownMessage:
         """Reply B of a pick: the newest second reply to reply A, as the page shows it."""
         if message["alternative_of"] is not None:
             raise Refused(NOT_IN_CHAT)
@@ -208,7 +227,7 @@ NOT_IN_CHAT = (
 NO_CAMPAIGN = "No campaign is open on this server yet; try again in a moment."
 
 
-def active_campaign(db: Database) -> dict:
+def active_campaign(db: Database) -> Campaign:
     """The active campaign. `CrowdService` creates one (with its first round) before it serves
     anyone, so none means a database that was not set up: Refused, and nothing is stored."""
     campaign = store.active_campaign(db)
@@ -217,7 +236,7 @@ def active_campaign(db: Database) -> dict:
     return campaign
 
 
-def context_of(db: Database) -> tuple[dict, dict]:
+def context_of(db: Database) -> tuple[Campaign, Round]:
     """(active campaign, its current round) as `db` sees them (`active_campaign`)."""
     campaign = active_campaign(db)
     round_ = store.current_round(db, campaign["id"])

@@ -17,6 +17,8 @@ import json
 from datetime import timedelta
 from typing import TypedDict
 
+from sqlite_utils import Database
+
 from crowd.assess import assess, voices
 from crowd.campaigns import may_correct, not_a_contributor, parse_time
 from crowd.dealing import DEAL_TTL_S, QUEUE_MAX, deal
@@ -28,6 +30,7 @@ from crowd.trust import GOLD_EVERY
 from crowd.voices import network_source
 from storage import deals, queries, reviews
 from storage import rounds as store
+from storage.rows import Campaign, Correction, Participant, ReviewItem, must
 from storage.vocabulary import VERDICTS, Kind
 
 REVIEWED_KINDS: tuple[Kind, ...] = ("rewrite", "choice", "emotion")
@@ -106,7 +109,7 @@ class Reviews:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def _reviewer(self, db, token: str | None, address: str | None) -> dict:
+    def _reviewer(self, db: Database, token: str | None, address: str | None) -> Participant:
         """The caller, if they may review: not banned (`who`), not hidden, signed in where the
         campaign asks for it."""
         person = self.service.who(db, token, address)
@@ -117,7 +120,7 @@ class Reviews:
             raise Refused(not_a_contributor(campaign))
         return person
 
-    def _dealt(self, db, item_id: object, person: dict) -> dict:
+    def _dealt(self, db: Database, item_id: object, person: Participant) -> dict:
         found = deals.get_deal(db, row_id(item_id, NOT_DEALT))
         if found is None or found["participant_id"] != person["id"]:
             raise Refused(NOT_DEALT)
@@ -127,9 +130,9 @@ class Reviews:
             raise Refused("You skipped that item; ask your queue for the next one.")
         return found
 
-    def _reviewable(self, db, correction_id: int, person: dict) -> dict:
-        correction = queries.get_correction(db, correction_id)
-        assert correction is not None  # a deal names a stored correction; none is ever deleted
+    def _reviewable(self, db: Database, correction_id: int, person: Participant) -> Correction:
+        # a deal names a stored correction, and none is ever deleted
+        correction = must(queries.get_correction(db, correction_id), f"correction {correction_id}")
         if correction["participant_id"] == person["id"]:
             raise Refused("You cannot review your own corrections.")
         if not queries.is_live(db, correction["id"]):
@@ -157,7 +160,7 @@ class Reviews:
 
     # -- dealing --------------------------------------------------------------------------
 
-    def _still_open(self, db, person: dict) -> list[dict]:
+    def _still_open(self, db: Database, person: Participant) -> list[dict]:
         """The caller's open deals whose items can still be reviewed; the others are closed as
         skipped (withdrawn, hidden, or their round is over)."""
         window, kept = set(self._window(db)), []
@@ -169,7 +172,7 @@ class Reviews:
                 deals.skip_deal(db, d["id"], self.service.now())
         return kept
 
-    def _deal(self, db, person: dict, n: int) -> list[dict]:
+    def _deal(self, db: Database, person: Participant, n: int) -> list[dict]:
         """Deal up to `n` new items (`crowd.dealing`), about one in GOLD_EVERY of them gold."""
         campaign, round_ = context_of(db)
         window, now = self._window(db), self.service.now()
@@ -209,19 +212,18 @@ class Reviews:
             plan.append({"correction_id": cid})
         made = []
         for p in plan[:n]:
-            row = deals.get_deal(db, deals.add_deal(db, person["id"], round_["id"], now, **p))
-            assert row is not None  # added just above, in this transaction
-            made.append(row)
+            deal_id = deals.add_deal(db, person["id"], round_["id"], now, **p)
+            made.append(must(deals.get_deal(db, deal_id), f"deal {deal_id}"))  # just added
         return made
 
-    def _gold_slot(self, campaign: dict, voice: str) -> int:
+    def _gold_slot(self, campaign: Campaign, voice: str) -> int:
         """Which of every GOLD_EVERY items dealt to `voice` is gold: one in each run of
         GOLD_EVERY, at a place no reviewer can predict (keyed by the server's secret)."""
         secret = load_secret(self.service.settings.data_dir, self.service.settings.identity_secret)
         digest = hashlib.sha256(f"{secret}:gold:{campaign['id']}:{voice}".encode()).digest()
         return int.from_bytes(digest[:4], "big") % GOLD_EVERY
 
-    def _gold(self, db, campaign: dict) -> list[dict]:
+    def _gold(self, db: Database, campaign: Campaign) -> list[dict]:
         """The campaign's live gold items, turning reference examples not yet gold into gold:
         an emotion text as a rewrite of one of the campaign's replies (good); a preference pair
         as its chosen reply rewriting the rejected one (good) and the reverse (bad)."""
@@ -254,9 +256,8 @@ class Reviews:
         gold = deals.get_gold(db, dealt["gold_id"]) if dealt["gold_id"] else None
         cid = dealt["correction_id"] or (gold and gold["correction_id"])
         if cid:
-            row = reviews.item(db, cid)
-            assert row is not None  # deals and gold name stored corrections; none is deleted
-            return _item(dealt["id"], row)
+            # deals and gold name stored corrections, and none is ever deleted
+            return _item(dealt["id"], must(reviews.item(db, cid), f"correction {cid}"))
         assert gold is not None  # a deal names a correction or a gold item (its table's CHECK)
         campaign, _ = context_of(db)
         return {
@@ -274,7 +275,7 @@ class Reviews:
         }
 
 
-def _item(item_id: int, row: dict) -> Item:
+def _item(item_id: int, row: ReviewItem) -> Item:
     """What a reviewer sees of a correction: the prompt, the reply as its author saw it
     (crowd.lessons.about) and what was done to it."""
     return {

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from sqlite_utils import Database
+
 from crowd import campaigns
 from crowd.callers import Callers
 from crowd.campaigns import CampaignSpec, parse_time, utcnow
@@ -38,6 +40,7 @@ from crowd.replies import end_cleanly
 from storage import queries
 from storage import rounds as store
 from storage.db import connect, migrate, transaction
+from storage.rows import Campaign, Participant, Round, must
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class CrowdService(CorrectionActions):
                 db, spec, initial_adapter, self.settings.data_dir, self.now()
             )
 
-    def context(self) -> tuple[dict, dict]:
+    def context(self) -> tuple[Campaign, Round]:
         """(active campaign, its current round)."""
         with self.db() as db:
             return context_of(db)
@@ -161,8 +164,7 @@ class CrowdService(CorrectionActions):
                 self.callers.hit_joins(origin)
                 participant_id = self.identities.new_id()
                 queries.add_participant(db, participant_id, name, self.now(), hf_username)
-                known = queries.get_participant(db, participant_id)
-                assert known is not None  # inserted just above, in this transaction
+                known = must(queries.get_participant(db, participant_id), participant_id)
             if hf_username:
                 queries.set_hf_orgs(db, known["id"], hf_orgs or [])
             self.callers.seen(db, known, origin)
@@ -173,20 +175,22 @@ class CrowdService(CorrectionActions):
         with self.action() as db:
             return self._session(db, self.who(db, token))
 
-    def who(self, db, token: str | None, address: str | None = None) -> dict:
+    def who(self, db: Database, token: str | None, address: str | None = None) -> Participant:
         """The participant behind `token`, or Refused (forged, unknown or banned); with the
         caller's address, the action is counted and recorded against its source
         (`crowd.callers`)."""
         return self.callers.who(db, token, address)
 
-    def _session(self, db, person: dict) -> Session:
+    def _session(self, db: Database, person: Participant) -> Session:
         campaign, round_ = context_of(db)
         group = self._group_of(db, person["id"], campaign, round_)
         return Session(
             self.identities.sign(person["id"]), person["id"], person["display_name"], group
         )
 
-    def _group_of(self, db, participant_id: str, campaign: dict, round_: dict) -> int:
+    def _group_of(
+        self, db: Database, participant_id: str, campaign: Campaign, round_: Round
+    ) -> int:
         """The participant's group this round; assigned (balanced) on first sight, then sticky.
         The caller's write transaction makes the read-then-write of group sizes safe."""
         group = queries.membership(db, round_["id"], participant_id)
@@ -222,7 +226,12 @@ class CrowdService(CorrectionActions):
         yield from self._reply(conversation_id, chat, round_["champion_id"])
 
     def _conversation(
-        self, db, participant_id: str, conversation_id: int | None, round_: dict, group: int
+        self,
+        db: Database,
+        participant_id: str,
+        conversation_id: int | None,
+        round_: Round,
+        group: int,
     ) -> int:
         if conversation_id is not None:
             conversation = queries.get_conversation(db, int(conversation_id))

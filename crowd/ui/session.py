@@ -28,6 +28,7 @@ from crowd.ui.components import (
     warn,
 )
 from crowd.ui.journey import JourneyHandlers
+from storage.rows import Campaign
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class SessionHandlers:
         prompts = json.loads(campaign["prompts"] or "[]")
         return gr.update(examples=[{"text": p} for p in prompts[:MAX_STARTERS]] or None)
 
-    def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
+    def boards(self, participant_id: str, total: float, campaign: Campaign) -> Boards:
         db_path = self.service.settings.db_path
         ledger = views.points_history(db_path, participant_id)
         reviewed = review_text(views.review_record(db_path, participant_id, campaign))
