@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlite_utils import Database
+
 from crowd.config import Settings
+from crowd.corrections import active_campaign
 from crowd.identity import Identities
 from crowd.limits import Limits, RateLimiter, Refused
 from crowd.voices import account_source, network_source, parse_venues, venue_of
 from storage import queries, sources
-from storage import rounds as store
+from storage.rows import Participant
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,10 @@ class Callers:
         network = network_source(address)
         if network is None:
             return Origin(None)
-        campaign = store.active_campaign(db)
+        campaign = active_campaign(db)
         return Origin(network, venue_of(network, parse_venues(campaign["venues"])))
 
-    def who(self, db, token: str | None, address: str | None = None) -> dict:
+    def who(self, db: Database, token: str | None, address: str | None = None) -> Participant:
         """The participant behind `token`, or Refused (forged, unknown or banned). With the
         caller's `address`, the action counts against its source's budget and is recorded."""
         participant_id = self.identities.verify(token)
@@ -69,10 +72,10 @@ class Callers:
             self.seen(db, person, origin)
         return person
 
-    def seen(self, db, person: dict, origin: Origin) -> None:
+    def seen(self, db: Database, person: Participant, origin: Origin) -> None:
         """Record one action of `person` from `origin` (and from their account) in the active
         campaign."""
-        campaign = store.active_campaign(db)
+        campaign = active_campaign(db)
         for source in (origin.network, account_source(person.get("hf_username"))):
             if source:
                 sources.record(db, campaign["id"], person["id"], source, self.now())

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from typing import Required, TypedDict, Unpack
 
 from sqlite_utils import Database
 
@@ -23,7 +24,18 @@ from crowd.limits import Limits, RateLimiter, Refused, clean_text
 from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
-from storage.vocabulary import CHOICES, RATINGS
+from storage.rows import Campaign, NewCorrection, Participant, Round, ShownMessage, must
+from storage.vocabulary import CHOICES, RATINGS, Kind
+
+
+class Lesson(TypedDict, total=False):
+    """What one correction says: its kind and that kind's field (`_submit` adds the rest)."""
+
+    kind: Required[Kind]
+    rewrite: str
+    rating: int
+    emotion: str
+    choice: str
 
 
 class CorrectionActions:
@@ -32,19 +44,15 @@ class CorrectionActions:
     limits: Limits
     rate: RateLimiter
     now: Callable[[], str]
-    who: Callable[..., dict]
+    who: Callable[..., Participant]
     action: Callable[[], AbstractContextManager[Database]]
 
     def _own_reply(
-        self, db, person: dict, message_id: object, shown: str | None = None
-    ) -> tuple[dict, dict]:
+        self, db: Database, person: Participant, message_id: object, shown: str | None = None
+    ) -> tuple[ShownMessage, Round]:
         """The reply, if it is the caller's, a model reply, from the current round, and (when
         the page says what it shows, `shown`) still showing that text."""
-        try:
-            message_id = int(message_id)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise Refused("That reply does not exist.") from None
-        message = queries.get_message(db, message_id)  # type: ignore[arg-type]
+        message = queries.get_message(db, row_id(message_id, "That reply does not exist."))
         if message is None or message["participant_id"] != person["id"]:
             raise Refused("That reply does not exist.")
         if message["role"] != "assistant":
@@ -58,12 +66,12 @@ class CorrectionActions:
 
     def _submit(
         self,
-        token: str,
+        token: str | None,
         message_id: object,
         address: str | None,
         shown: str | None,
         pair: tuple[object, str | None] | None = None,
-        **fields,
+        **lesson: Unpack[Lesson],
     ) -> int:
         """Store one correction of the caller's own reply, about the texts their page shows
         (crowd/lessons.py): `shown` is reply A's text there (None: as stored, for API callers),
@@ -72,16 +80,14 @@ class CorrectionActions:
         with self.action() as db:
             person = self.who(db, token, address)
             message, round_ = self._own_reply(db, person, message_id, shown)
-            if pair is not None:
-                other = self._second_reply(db, person, message, *pair)
-                fields.update(other_message_id=other["id"], other_reply=other["content"])
+            other = None if pair is None else self._second_reply(db, person, message, *pair)
             campaign, _ = context_of(db)
             if not may_correct(campaign, person):
                 raise Refused(not_a_contributor(campaign))
             self.rate.hit(
                 f"submit:{person['id']}", self.limits.submissions_per_minute, "corrections"
             )
-            correction = {
+            correction: NewCorrection = {
                 "participant_id": person["id"],
                 "round_id": message["round_id"],
                 "group_index": message["group_index"],
@@ -92,17 +98,26 @@ class CorrectionActions:
                 "shown": message["shown"],
                 "source": network_source(address),
                 "created_at": self.now(),
-                **fields,
+                **lesson,
             }
-            correction["id"] = queries.add_correction(db, **correction)
-            if correction["id"] is None:
+            if other is not None:
+                correction["other_message_id"] = other["id"]
+                correction["other_reply"] = other["content"]
+            correction_id = queries.add_correction(db, **correction)
+            if correction_id is None:
                 raise Refused(ROUND_CLOSED)
-            queries.replace_earlier(db, correction, self.now())
-            return correction["id"]
+            stored = must(queries.get_correction(db, correction_id), f"correction {correction_id}")
+            queries.replace_earlier(db, stored, self.now())
+            return correction_id
 
     def _second_reply(
-        self, db, person: dict, message: dict, other_id: object, shown: str | None
-    ) -> dict:
+        self,
+        db: Database,
+        person: Participant,
+        message: ShownMessage,
+        other_id: object,
+        shown: str | None,
+    ) -> ShownMessage:
         """Reply B of a pick: the newest second reply to reply A, as the page shows it."""
         if message["alternative_of"] is not None:
             raise Refused(NOT_IN_CHAT)
@@ -118,7 +133,7 @@ class CorrectionActions:
 
     def rewrite(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         text: str,
         address: str | None = None,
@@ -132,7 +147,7 @@ class CorrectionActions:
 
     def rate_reply(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         value: int,
         address: str | None = None,
@@ -147,7 +162,7 @@ class CorrectionActions:
 
     def label(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         emotion: str,
         address: str | None = None,
@@ -161,7 +176,7 @@ class CorrectionActions:
 
     def choose(
         self,
-        token: str,
+        token: str | None,
         message_id: int,
         other_id: int,
         choice: str,
@@ -178,11 +193,11 @@ class CorrectionActions:
             token, message_id, address, a_text, (other_id, b_text), kind="choice", choice=choice
         )
 
-    def undo(self, token: str, correction_id: int) -> None:
+    def undo(self, token: str | None, correction_id: int) -> None:
         """Withdraw one's own correction within the undo window (kept, marked undone)."""
         with self.action() as db:
             person = self.who(db, token)
-            correction = queries.get_correction(db, _as_int(correction_id))
+            correction = queries.get_correction(db, row_id(correction_id, NO_ITEM))
             if correction is None or correction["participant_id"] != person["id"]:
                 raise Refused("That correction does not exist.")
             if correction["replaced_at"]:
@@ -209,14 +224,36 @@ NOT_IN_CHAT = (
 )
 
 
-def context_of(db) -> tuple[dict, dict]:
-    """(active campaign, its current round) as `db` sees them."""
+NO_CAMPAIGN = "No campaign is open on this server yet; try again in a moment."
+
+
+def active_campaign(db: Database) -> Campaign:
+    """The active campaign. `CrowdService` creates one (with its first round) before it serves
+    anyone, so none means a database that was not set up: Refused, and nothing is stored."""
     campaign = store.active_campaign(db)
-    return campaign, store.current_round(db, campaign["id"])
+    if campaign is None:
+        raise Refused(NO_CAMPAIGN)
+    return campaign
 
 
-def _as_int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise Refused("That item does not exist.") from None
+def context_of(db: Database) -> tuple[Campaign, Round]:
+    """(active campaign, its current round) as `db` sees them (`active_campaign`)."""
+    campaign = active_campaign(db)
+    round_ = store.current_round(db, campaign["id"])
+    if round_ is None:  # a campaign is created with its first round, in one transaction
+        raise Refused(NO_CAMPAIGN)
+    return campaign, round_
+
+
+NO_ITEM = "That item does not exist."
+
+
+def row_id(value: object, refusal: str) -> int:
+    """An id the page or an API caller sent, as `int` reads it (12, "12", 12.0), or Refused
+    with `refusal`: the same message as for an id that matches no row."""
+    if isinstance(value, (int, float, str, bytes)):
+        try:
+            return int(value)
+        except (ValueError, OverflowError):  # "twelve", inf
+            pass
+    raise Refused(refusal)

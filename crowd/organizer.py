@@ -31,6 +31,7 @@ from crowd.suspicion import group_of
 from storage import deals, queries
 from storage import rounds as store
 from storage.quality import set_hidden
+from storage.rows import Campaign, RecentCorrection
 from storage.vocabulary import VERDICTS
 
 PASS_PREFIX = "hf-pass:"
@@ -101,7 +102,7 @@ class Organizer:
 
     # -- campaign ----------------------------------------------------------------------------
 
-    def update_campaign(self, key: str, **changes) -> dict:
+    def update_campaign(self, key: str | None, **changes) -> Campaign:
         """Validate and apply settings to the active campaign; returns the campaign.
         The group count applies from the next round on."""
         self.check_key(key)
@@ -109,10 +110,12 @@ class Organizer:
         with self.service.action() as db:
             campaign, _ = context_of(db)
             store.update_campaign(db, campaign["id"], **clean)
-            return store.get_campaign(db, campaign["id"])
+            updated = store.get_campaign(db, campaign["id"])
+            assert updated is not None  # the campaign just updated, in this transaction
+            return updated
 
     def add_references(
-        self, key: str, rows: Sequence[object], places: Sequence[str] | None = None
+        self, key: str | None, rows: Sequence[object], places: Sequence[str] | None = None
     ) -> int:
         """Load reference rows into the held-out set, all or nothing (formats in
         `crowd.references`). Every row is checked first; a refusal names the first bad one by
@@ -137,7 +140,7 @@ class Organizer:
                     new.append(row)
             return store.add_reference_texts(db, campaign["id"], new, self.service.now())
 
-    def reference_counts(self, key: str) -> dict[str, dict[str, int]]:
+    def reference_counts(self, key: str | None) -> dict[str, dict[str, int]]:
         """How many reference rows the active campaign has: kind -> label ('' when none) -> n."""
         self.check_key(key)
         campaign, _ = self.service.context()
@@ -149,7 +152,7 @@ class Organizer:
 
     # -- rounds and jobs ---------------------------------------------------------------------
 
-    def close_round(self, key: str, expected: int | None = None) -> int:
+    def close_round(self, key: str | None, expected: int | None = None) -> int:
         """Close the current round now; the worker trains and judges it. Returns the job id.
         `expected`: the round number the organizer confirmed closing; another round is refused
         (a confirmation left open while the round changed closes nothing)."""
@@ -166,13 +169,13 @@ class Organizer:
             except IllegalTransition:
                 raise Refused("The round is already closed.") from None
 
-    def round_results(self, key: str) -> list[views.RoundResult]:
+    def round_results(self, key: str | None) -> list[views.RoundResult]:
         """Every round of the campaign so far: its state, winner, metric per model and points."""
         self.check_key(key)
         campaign, _ = self.service.context()
         return views.round_results(self.service.settings.db_path, campaign)
 
-    def round_status(self, key: str) -> dict:
+    def round_status(self, key: str | None) -> dict:
         """The current round: number, state, closing time, and per group its members and live
         corrections."""
         self.check_key(key)
@@ -190,7 +193,7 @@ class Organizer:
             "group_members": sizes,
         }
 
-    def jobs(self, key: str, limit: int = 10) -> list[dict]:
+    def jobs(self, key: str | None, limit: int = 10) -> list[dict]:
         self.check_key(key)
         with self.service.db() as db:
             rows = store.recent_jobs(db, limit)
@@ -203,7 +206,7 @@ class Organizer:
             for row in rows
         ]
 
-    def runner_status(self, key: str) -> dict:
+    def runner_status(self, key: str | None) -> dict:
         """Where round jobs run (CROWD_ROUND_RUNNER, and on Hugging Face Jobs the flavor and its
         price), and the latest round job as its runner last saw it: its stage, billed minutes,
         cost so far, error and the tail of its log."""
@@ -224,28 +227,30 @@ class Organizer:
             "job": job,
         }
 
-    def cancel_job(self, key: str, job_id: int) -> bool:
+    def cancel_job(self, key: str | None, job_id: int) -> bool:
         self.check_key(key)
         with self.service.action() as db:
             return store.cancel_job(db, int(job_id), self.service.now())
 
-    def retry_job(self, key: str, job_id: int) -> int:
+    def retry_job(self, key: str | None, job_id: int) -> int:
         """Queue a cancelled or failed round again; it resumes where it stopped."""
         self.check_key(key)
         with self.service.action() as db:
             job = store.get_job(db, int(job_id))
             if job is None or job["status"] not in ("cancelled", "failed"):
                 raise Refused("Only a cancelled or failed job can be retried.")
+            if job["round_id"] is None:
+                raise Refused("That job belongs to no round; there is nothing to retry.")
             return store.add_job(db, job["kind"], job["round_id"], self.service.now())
 
     # -- moderation --------------------------------------------------------------------------
 
-    def recent_corrections(self, key: str, limit: int = 50) -> list[dict]:
+    def recent_corrections(self, key: str | None, limit: int = 50) -> list[RecentCorrection]:
         self.check_key(key)
         with self.service.db() as db:
             return queries.recent_corrections(db, limit)
 
-    def hide(self, key: str, correction_id: int) -> bool:
+    def hide(self, key: str | None, correction_id: int) -> bool:
         """Hide a correction: it leaves training, evaluation, points and export."""
         self.check_key(key)
         with self.service.action() as db:
@@ -253,7 +258,7 @@ class Organizer:
                 raise Refused(f"There is no correction {correction_id}.")
             return queries.hide_correction(db, int(correction_id), self.service.now())
 
-    def ban(self, key: str, participant_id: str, reason: str = "") -> bool:
+    def ban(self, key: str | None, participant_id: str, reason: str = "") -> bool:
         """Ban a participant: their data leaves training and export; they cannot act."""
         self.check_key(key)
         with self.service.action() as db:
@@ -265,7 +270,7 @@ class Organizer:
 
     # -- data quality ------------------------------------------------------------------------
 
-    def quality(self, key: str) -> QualityReport:
+    def quality(self, key: str | None) -> QualityReport:
         """The active campaign's Data quality view: agreement, review coverage, and everyone
         who acted, most suspicious first (see `crowd.quality`)."""
         self.check_key(key)
@@ -274,7 +279,7 @@ class Organizer:
             data = load_quality(db, campaign["id"])
         return quality_report(data)
 
-    def hide_person(self, key: str, participant_id: str, hidden: bool = True) -> bool:
+    def hide_person(self, key: str | None, participant_id: str, hidden: bool = True) -> bool:
         """Hide all of a person's data (it leaves training, evaluation, points and export;
         they can still act), or with `hidden=False` show it again. False when nothing changed."""
         self.check_key(key)
@@ -284,24 +289,24 @@ class Organizer:
             now = self.service.now() if hidden else None
             return set_hidden(db, str(participant_id), now)
 
-    def unhide_person(self, key: str, participant_id: str) -> bool:
+    def unhide_person(self, key: str | None, participant_id: str) -> bool:
         """Show a hidden person's data again."""
         return self.hide_person(key, participant_id, hidden=False)
 
-    def hide_group(self, key: str, participant_id: str, reason: str = "") -> int:
+    def hide_group(self, key: str | None, participant_id: str, reason: str = "") -> int:
         """Hide, in one action, everyone who shares the person's source group and, when it is
         in a collusion cluster, the whole cluster (`crowd.suspicion.group_of`). Returns how
         many were hidden now."""
         return self._group_action(key, participant_id, lambda db, p, now: set_hidden(db, p, now))
 
-    def ban_group(self, key: str, participant_id: str, reason: str = "") -> int:
+    def ban_group(self, key: str | None, participant_id: str, reason: str = "") -> int:
         """Ban, in one action, the person's source group and collusion cluster."""
         why = (reason or "data quality")[:200]
         return self._group_action(
             key, participant_id, lambda db, p, now: queries.ban_participant(db, p, why, now)
         )
 
-    def _group_action(self, key: str, participant_id: str, act) -> int:
+    def _group_action(self, key: str | None, participant_id: str, act) -> int:
         self.check_key(key)
         with self.service.action() as db:
             if queries.get_participant(db, str(participant_id)) is None:
@@ -311,7 +316,7 @@ class Organizer:
             now = self.service.now()
             return sum(bool(act(db, person, now)) for person in people)
 
-    def confirm(self, key: str, correction_id: int, verdict: str) -> int:
+    def confirm(self, key: str | None, correction_id: int, verdict: str) -> int:
         """The organizer's own verdict on a correction ('endorse' or 'reject'): it decides the
         correction's status, and the correction becomes a gold item, dealt unmarked to weigh
         reviewers (`crowd.trust`). Returns the gold item's id."""
@@ -341,7 +346,7 @@ class Organizer:
             yield export_zip(self.service.settings.db_path, Path(tmp) / "crowd-export.zip")
 
     def export_model_zip(
-        self, key: str, out_dir: Path, round_number: int | None = None, merged: bool = False
+        self, key: str | None, out_dir: Path, round_number: int | None = None, merged: bool = False
     ) -> Path:
         """The champion after a finished round (default: the last) as one zip: what
         `python -m crowd export-model` writes. ModelExportError (a ValueError) says why not."""

@@ -138,7 +138,7 @@ def agreement_table(labels: list[Label], rounds: dict[int, int]) -> list[Agreeme
     for family in FAMILIES:
         mine = {key: values for key, values in items.items() if key[0] == family}
         scopes: list[tuple[int | None, set[int] | None]] = [(None, None)]
-        scopes += [(rounds[r], {r}) for r in sorted(rounds, key=rounds.get)]
+        scopes += [(rounds[r], {r}) for r in sorted(rounds, key=rounds.__getitem__)]
         for number, ids in scopes:
             chosen = {k[2]: v for k, v in mine.items() if ids is None or k[1] in ids}
             found = nominal_alpha(chosen)
@@ -189,7 +189,7 @@ def coverage_table(
         live[row["round_id"]] += 1
         covered[row["round_id"]] += int(trust.tally(row["id"]).reviews >= trust.rule.min_reviews)
     rows = [Coverage(None, sum(live.values()), sum(covered.values()))]
-    for round_id in sorted(rounds, key=rounds.get):
+    for round_id in sorted(rounds, key=rounds.__getitem__):
         rows.append(Coverage(rounds[round_id], live[round_id], covered[round_id]))
     return rows
 
@@ -198,6 +198,8 @@ def load(db: Database, campaign_id: int) -> QualityData:
     """Read what the report needs for one campaign (one unit of work)."""
     corrections = quality_store.kept_corrections(db, campaign_id)
     campaign = store.get_campaign(db, campaign_id)
+    if campaign is None:
+        raise LookupError(f"no campaign {campaign_id}")
     return QualityData(
         rounds={r["id"]: r["number"] for r in store.rounds_of(db, campaign_id)},
         people=quality_store.people(db, campaign_id),

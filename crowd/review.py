@@ -15,19 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any
+from typing import TypedDict
+
+from sqlite_utils import Database
 
 from crowd.assess import assess, voices
 from crowd.campaigns import may_correct, not_a_contributor, parse_time
 from crowd.dealing import DEAL_TTL_S, QUEUE_MAX, deal
 from crowd.identity import load_secret
-from crowd.lessons import about, parse_prompt
+from crowd.lessons import Message, about, parse_prompt
 from crowd.limits import Refused
-from crowd.service import CrowdService, context_of
+from crowd.service import CrowdService, context_of, row_id
 from crowd.trust import GOLD_EVERY
 from crowd.voices import network_source
 from storage import deals, queries, reviews
 from storage import rounds as store
+from storage.rows import Campaign, Correction, Participant, ReviewItem, must
 from storage.vocabulary import VERDICTS, Kind
 
 REVIEWED_KINDS: tuple[Kind, ...] = ("rewrite", "choice", "emotion")
@@ -40,13 +43,28 @@ SAME_VOICE = (
 SET_ASIDE = "The organizers have set your contributions aside, so your reviews are not accepted."
 
 
+class Item(TypedDict):
+    """One item as a reviewer sees it, on the Review tab and through the API. A gold item looks
+    like any other (a rewrite, its id its deal's)."""
+
+    item_id: int  # the deal's id
+    kind: str  # one of REVIEWED_KINDS
+    group: int
+    prompt: list[Message]  # the chat before the reply
+    original: str  # the reply, as the correction's author saw it
+    edited: bool  # whether that was their own rewrite of the model's text
+    rewrite: str | None
+    choice: str | None
+    other_reply: str | None  # reply B of a pick, as its author saw it
+    emotion: str | None
+    reviews: int  # how many reviews it has so far
+
+
 class Reviews:
     def __init__(self, service: CrowdService):
         self.service = service
 
-    def queue(
-        self, token: str | None, limit: int = 10, address: str | None = None
-    ) -> list[dict[str, Any]]:
+    def queue(self, token: str | None, limit: int = 10, address: str | None = None) -> list[Item]:
         """Up to `limit` items dealt to the caller, as plain items: the ones dealt earlier and
         not yet answered or skipped first, then new ones (at most QUEUE_MAX open at a time)."""
         limit = max(1, min(int(limit), QUEUE_MAX))
@@ -91,7 +109,7 @@ class Reviews:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def _reviewer(self, db, token: str | None, address: str | None) -> dict:
+    def _reviewer(self, db: Database, token: str | None, address: str | None) -> Participant:
         """The caller, if they may review: not banned (`who`), not hidden, signed in where the
         campaign asks for it."""
         person = self.service.who(db, token, address)
@@ -102,11 +120,8 @@ class Reviews:
             raise Refused(not_a_contributor(campaign))
         return person
 
-    def _dealt(self, db, item_id: object, person: dict) -> dict:
-        try:
-            found = deals.get_deal(db, int(item_id))  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            found = None
+    def _dealt(self, db: Database, item_id: object, person: Participant) -> dict:
+        found = deals.get_deal(db, row_id(item_id, NOT_DEALT))
         if found is None or found["participant_id"] != person["id"]:
             raise Refused(NOT_DEALT)
         if found["answered_at"]:
@@ -115,8 +130,9 @@ class Reviews:
             raise Refused("You skipped that item; ask your queue for the next one.")
         return found
 
-    def _reviewable(self, db, correction_id: int, person: dict) -> dict:
-        correction = queries.get_correction(db, correction_id)
+    def _reviewable(self, db: Database, correction_id: int, person: Participant) -> Correction:
+        # a deal names a stored correction, and none is ever deleted
+        correction = must(queries.get_correction(db, correction_id), f"correction {correction_id}")
         if correction["participant_id"] == person["id"]:
             raise Refused("You cannot review your own corrections.")
         if not queries.is_live(db, correction["id"]):
@@ -144,7 +160,7 @@ class Reviews:
 
     # -- dealing --------------------------------------------------------------------------
 
-    def _still_open(self, db, person: dict) -> list[dict]:
+    def _still_open(self, db: Database, person: Participant) -> list[dict]:
         """The caller's open deals whose items can still be reviewed; the others are closed as
         skipped (withdrawn, hidden, or their round is over)."""
         window, kept = set(self._window(db)), []
@@ -156,7 +172,7 @@ class Reviews:
                 deals.skip_deal(db, d["id"], self.service.now())
         return kept
 
-    def _deal(self, db, person: dict, n: int) -> list[dict]:
+    def _deal(self, db: Database, person: Participant, n: int) -> list[dict]:
         """Deal up to `n` new items (`crowd.dealing`), about one in GOLD_EVERY of them gold."""
         campaign, round_ = context_of(db)
         window, now = self._window(db), self.service.now()
@@ -194,17 +210,20 @@ class Reviews:
             if gold and (before + len(plan)) % GOLD_EVERY == slot:
                 plan.append({"gold_id": gold.pop(self.service.rng.randrange(len(gold)))["id"]})
             plan.append({"correction_id": cid})
-        made = [deals.add_deal(db, person["id"], round_["id"], now, **p) for p in plan[:n]]
-        return [deals.get_deal(db, d) for d in made]
+        made = []
+        for p in plan[:n]:
+            deal_id = deals.add_deal(db, person["id"], round_["id"], now, **p)
+            made.append(must(deals.get_deal(db, deal_id), f"deal {deal_id}"))  # just added
+        return made
 
-    def _gold_slot(self, campaign: dict, voice: str) -> int:
+    def _gold_slot(self, campaign: Campaign, voice: str) -> int:
         """Which of every GOLD_EVERY items dealt to `voice` is gold: one in each run of
         GOLD_EVERY, at a place no reviewer can predict (keyed by the server's secret)."""
         secret = load_secret(self.service.settings.data_dir, self.service.settings.identity_secret)
         digest = hashlib.sha256(f"{secret}:gold:{campaign['id']}:{voice}".encode()).digest()
         return int.from_bytes(digest[:4], "big") % GOLD_EVERY
 
-    def _gold(self, db, campaign: dict) -> list[dict]:
+    def _gold(self, db: Database, campaign: Campaign) -> list[dict]:
         """The campaign's live gold items, turning reference examples not yet gold into gold:
         an emotion text as a rewrite of one of the campaign's replies (good); a preference pair
         as its chosen reply rewriting the rejected one (good) and the reverse (bad)."""
@@ -231,13 +250,15 @@ class Reviews:
             )  # fmt: skip
         return [g for g in deals.gold_items(db, campaign["id"]) if g["live"]]
 
-    def _item(self, db, dealt: dict) -> dict[str, Any]:
+    def _item(self, db, dealt: dict) -> Item:
         """What a reviewer sees of a dealt item: the prompt, the reply and what was done to it.
         A gold item looks like the others."""
         gold = deals.get_gold(db, dealt["gold_id"]) if dealt["gold_id"] else None
         cid = dealt["correction_id"] or (gold and gold["correction_id"])
         if cid:
-            return _item(dealt["id"], reviews.item(db, cid))
+            # deals and gold name stored corrections, and none is ever deleted
+            return _item(dealt["id"], must(reviews.item(db, cid), f"correction {cid}"))
+        assert gold is not None  # a deal names a correction or a gold item (its table's CHECK)
         campaign, _ = context_of(db)
         return {
             "item_id": dealt["id"],
@@ -254,7 +275,7 @@ class Reviews:
         }
 
 
-def _item(item_id: int, row: dict) -> dict[str, Any]:
+def _item(item_id: int, row: ReviewItem) -> Item:
     """What a reviewer sees of a correction: the prompt, the reply as its author saw it
     (crowd.lessons.about) and what was done to it."""
     return {

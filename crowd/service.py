@@ -16,16 +16,20 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
+
+from sqlite_utils import Database
 
 from crowd import campaigns
 from crowd.callers import Callers
 from crowd.campaigns import CampaignSpec, parse_time, utcnow
 from crowd.config import Settings
-from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of: imported from here)
+from crowd.corrections import (  # noqa: F401 (ROUND_CLOSED, context_of, row_id: imported from here)
     NOT_IN_CHAT,
     ROUND_CLOSED,
     CorrectionActions,
     context_of,
+    row_id,
 )
 from crowd.groups import assign_arrival, group_colour, group_name
 from crowd.identity import Identities, load_secret
@@ -36,6 +40,7 @@ from crowd.serving.trimming import end_cleanly
 from storage import queries
 from storage import rounds as store
 from storage.db import connect, migrate, transaction
+from storage.rows import Campaign, Participant, Round, must
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,23 @@ class Shown:
     @property
     def edited(self) -> bool:
         return self.text != self.written
+
+
+class Banner(TypedDict):
+    """What the task banner tells one volunteer (`CrowdService.banner`)."""
+
+    task: str  # 'emotion' or 'preference'
+    target_emotion: str | None
+    round: int  # the current round's number
+    state: str
+    seconds_left: int | None  # None: the round has no timer
+    group: int
+    group_name: str
+    group_colour: str
+    group_corrections: int  # this round's, of my group
+    points: float  # mine, over the campaign
+    prompts: list[str]  # the organizer's suggested prompts
+    require_login: bool
 
 
 class CrowdService(CorrectionActions):
@@ -114,7 +136,7 @@ class CrowdService(CorrectionActions):
                 db, spec, initial_adapter, self.settings.data_dir, self.now()
             )
 
-    def context(self) -> tuple[dict, dict]:
+    def context(self) -> tuple[Campaign, Round]:
         """(active campaign, its current round)."""
         with self.db() as db:
             return context_of(db)
@@ -137,12 +159,12 @@ class CrowdService(CorrectionActions):
         with self.action() as db:
             origin = self.callers.origin(db, address)
             self.callers.hit(origin, "addr", self.limits.address_per_minute, "requests")
-            known = hf_username and queries.participant_by_hf(db, hf_username)
-            if not known:
+            known = queries.participant_by_hf(db, hf_username) if hf_username else None
+            if known is None:
                 self.callers.hit_joins(origin)
                 participant_id = self.identities.new_id()
                 queries.add_participant(db, participant_id, name, self.now(), hf_username)
-                known = queries.get_participant(db, participant_id)
+                known = must(queries.get_participant(db, participant_id), participant_id)
             if hf_username:
                 queries.set_hf_orgs(db, known["id"], hf_orgs or [])
             self.callers.seen(db, known, origin)
@@ -153,20 +175,22 @@ class CrowdService(CorrectionActions):
         with self.action() as db:
             return self._session(db, self.who(db, token))
 
-    def who(self, db, token: str | None, address: str | None = None) -> dict:
+    def who(self, db: Database, token: str | None, address: str | None = None) -> Participant:
         """The participant behind `token`, or Refused (forged, unknown or banned); with the
         caller's address, the action is counted and recorded against its source
         (`crowd.callers`)."""
         return self.callers.who(db, token, address)
 
-    def _session(self, db, person: dict) -> Session:
+    def _session(self, db: Database, person: Participant) -> Session:
         campaign, round_ = context_of(db)
         group = self._group_of(db, person["id"], campaign, round_)
         return Session(
             self.identities.sign(person["id"]), person["id"], person["display_name"], group
         )
 
-    def _group_of(self, db, participant_id: str, campaign: dict, round_: dict) -> int:
+    def _group_of(
+        self, db: Database, participant_id: str, campaign: Campaign, round_: Round
+    ) -> int:
         """The participant's group this round; assigned (balanced) on first sight, then sticky.
         The caller's write transaction makes the read-then-write of group sizes safe."""
         group = queries.membership(db, round_["id"], participant_id)
@@ -179,7 +203,7 @@ class CrowdService(CorrectionActions):
     # -- chat ------------------------------------------------------------------------------
 
     def send(
-        self, token: str, conversation_id: int | None, text: str, address: str | None = None
+        self, token: str | None, conversation_id: int | None, text: str, address: str | None = None
     ) -> Iterator[Reply]:
         """Store the message, stream the group's model's reply, store the reply."""
         text = clean_text(text, "message", self.limits.max_message_chars)
@@ -202,7 +226,12 @@ class CrowdService(CorrectionActions):
         yield from self._reply(conversation_id, chat, round_["champion_id"])
 
     def _conversation(
-        self, db, participant_id: str, conversation_id: int | None, round_: dict, group: int
+        self,
+        db: Database,
+        participant_id: str,
+        conversation_id: int | None,
+        round_: Round,
+        group: int,
     ) -> int:
         if conversation_id is not None:
             conversation = queries.get_conversation(db, int(conversation_id))
@@ -222,12 +251,11 @@ class CrowdService(CorrectionActions):
         version_id: int,
         alternative_of: int | None = None,
     ) -> Iterator[Reply]:
-        if self.generation is None:
-            raise Refused("The model is not loaded on this server.")
+        generation = self._generation()
         text = ""
         try:
             adapter = self.adapter_for(version_id)
-            for text in self.generation.stream(chat, adapter):
+            for text in generation.stream(chat, adapter):
                 yield Reply(conversation_id, text)
         except ModelUnavailable as exc:  # the vLLM server is down or slow: nothing is stored
             raise Refused(str(exc)) from None
@@ -236,7 +264,7 @@ class CrowdService(CorrectionActions):
             raise Refused(
                 "This group's model cannot be loaded right now; try again later."
             ) from None
-        text = end_cleanly(text, cut=self.generation.at_cap(text)).strip() or "…"
+        text = end_cleanly(text, cut=generation.at_cap(text)).strip() or "…"
         with self.action() as db:
             message_id = queries.add_message(
                 db,
@@ -249,17 +277,31 @@ class CrowdService(CorrectionActions):
             )
         yield Reply(conversation_id, text, message_id)
 
+    def _generation(self) -> Generation:
+        """The model that replies, or Refused on a server started without one."""
+        if self.generation is None:
+            raise Refused("The model is not loaded on this server.")
+        return self.generation
+
     def adapter_for(self, version_id: int) -> str:
         """The generation service's adapter name for a model version, loading it on first use."""
+        generation = self._generation()
         with self.db() as db:
             version = store.get_version(db, version_id)
+        if version is None:  # a round's champion is a stored version: a database gone wrong
+            raise ModelError(f"model version {version_id} is not stored")
         path = version["adapter_path"]
-        return self.generation.adapters.ensure(
+        return generation.adapters.ensure(
             f"v{version_id}", self.settings.data_dir / path if path else None
         )
 
     def another(
-        self, token: str, message_id: int, address: str | None = None, *, shown: str | None = None
+        self,
+        token: str | None,
+        message_id: int,
+        address: str | None = None,
+        *,
+        shown: str | None = None,
     ) -> Iterator[Reply]:
         """A second reply (B) to the same turn as reply A (`message_id`), for an A/B pick: from
         the conversation before A, as the volunteer sees it. `shown`: A's text on the page."""
@@ -274,7 +316,7 @@ class CrowdService(CorrectionActions):
             message["conversation_id"], chat, round_["champion_id"], alternative_of=message["id"]
         )
 
-    def conversation(self, token: str, conversation_id: int | None) -> list[Shown]:
+    def conversation(self, token: str | None, conversation_id: int | None) -> list[Shown]:
         """The caller's conversation as their page shows it (nothing for someone else's)."""
         with self.db() as db:
             person = self.who(db, token)
@@ -288,7 +330,7 @@ class CrowdService(CorrectionActions):
 
     # -- what a volunteer sees ---------------------------------------------------------------
 
-    def banner(self, token: str) -> dict:
+    def banner(self, token: str | None) -> Banner:
         """Task, target, round, time left (s, or None), my group and its corrections."""
         with self.action() as db:
             person = self.who(db, token)

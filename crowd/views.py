@@ -17,6 +17,7 @@ from storage import boards, queries
 from storage import quality as quality_store
 from storage import rounds as store
 from storage.db import connect
+from storage.rows import Campaign
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ReviewRecord:
     agreed: int  # of those, the ones matching that verdict
 
 
-def review_record(db_path, participant_id: str, campaign: dict) -> ReviewRecord:
+def review_record(db_path, participant_id: str, campaign: Campaign) -> ReviewRecord:
     """My corrections in the campaign by trust status under its rule, and my reviews against the
     final consensus (`crowd.trust.consensus`; my own review counts towards it, as for points)."""
     with connect(db_path) as db:
@@ -147,7 +148,7 @@ def _winner(round_: dict) -> str | None:
     return candidate_name(round_["winner_kind"], round_["winner_group"])
 
 
-def round_results(db_path, campaign: dict) -> list[RoundResult]:
+def round_results(db_path, campaign: Campaign) -> list[RoundResult]:
     """Every round of the campaign, oldest first: state, winner, metric per model, points."""
     history = metric_history(db_path, campaign["id"])
     with connect(db_path) as db:
@@ -187,7 +188,9 @@ def sign_in_needed(db_path, participant_id: str) -> bool:
     with connect(db_path) as db:
         campaign = store.active_campaign(db)
         person = queries.get_participant(db, participant_id)
-    return bool(campaign and person) and not may_correct(campaign, person)
+    if campaign is None or person is None:
+        return False
+    return not may_correct(campaign, person)
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,7 @@ STAGES = {
 }
 
 
-def round_progress(db_path, campaign: dict) -> RoundProgress | None:
+def round_progress(db_path, campaign: Campaign) -> RoundProgress | None:
     """The round being trained or judged now, from its latest job (the organizer's jobs table
     reads the same record); None when no round is between closing and done."""
     with connect(db_path) as db:
@@ -286,7 +289,7 @@ class BeforeAfter:
     preparing: bool = False  # no rows yet, and the round's job is still making them
 
 
-def before_after(db_path, participant_id: str, campaign: dict) -> BeforeAfter | None:
+def before_after(db_path, participant_id: str, campaign: Campaign) -> BeforeAfter | None:
     """For the last finished round, when it crowned a new champion: my prompts' replies as
     stored after the crowning (crowd.rounds.showcase); None otherwise. The round is done before
     they are made, so while its job still runs, no rows means "being prepared"."""

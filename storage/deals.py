@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from storage.db import insert
+from storage.rows import Message, first
+
 OPEN = "d.answered_at IS NULL AND d.skipped_at IS NULL"
 
 
@@ -17,18 +20,16 @@ def add_deal(
     correction_id: int | None = None,
     gold_id: int | None = None,
 ) -> int:
-    return (
-        db.table("deals")
-        .insert(
-            {
-                "participant_id": participant_id,
-                "correction_id": correction_id,
-                "gold_id": gold_id,
-                "round_id": round_id,
-                "dealt_at": now,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "deals",
+        {
+            "participant_id": participant_id,
+            "correction_id": correction_id,
+            "gold_id": gold_id,
+            "round_id": round_id,
+            "dealt_at": now,
+        },
     )
 
 
@@ -107,7 +108,7 @@ def add_gold(db: Database, campaign_id: int, verdict: str, now: str, **fields) -
         if existing:
             db.execute("UPDATE gold SET verdict = ? WHERE id = ?", [verdict, existing["id"]])
             return existing["id"]
-    return db.table("gold").insert(row).last_pk
+    return insert(db, "gold", row)
 
 
 def gold_of_correction(db: Database, correction_id: int) -> dict | None:
@@ -172,7 +173,7 @@ def references_without_gold(db: Database, campaign_id: int) -> list[dict]:
     )
 
 
-def some_reply(db: Database, campaign_id: int, k: int) -> dict | None:
+def some_reply(db: Database, campaign_id: int, k: int) -> Message | None:
     """The k-th (modulo their number) model reply of the campaign that follows a user message:
     the reply a reference text is shown as rewriting. None before any reply exists."""
     n = db.execute(
@@ -183,16 +184,16 @@ def some_reply(db: Database, campaign_id: int, k: int) -> dict | None:
     ).fetchone()[0]
     if not n:
         return None
-    rows = list(
+    return first(
+        Message,
         db.query(
             """SELECT m.* FROM messages m JOIN conversations v ON v.id = m.conversation_id
                WHERE v.round_id IN (SELECT id FROM rounds WHERE campaign_id = ?)
                  AND m.role = 'assistant' AND m.alternative_of IS NULL
                ORDER BY m.id LIMIT 1 OFFSET ?""",
             [campaign_id, k % n],
-        )
+        ),
     )
-    return rows[0] if rows else None
 
 
 def gold_answered(db: Database, gold_id: int) -> int:

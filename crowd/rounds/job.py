@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,8 +51,11 @@ from crowd.rounds.results import (
 )
 from crowd.rounds.showcase import before_after_rows
 from crowd.serving.protocol import Sampling
-from crowd.training.base import LoraHost, Progress, TrainResult
+from crowd.training.base import Progress, TrainResult
 from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
+
+if TYPE_CHECKING:  # heavy (TRL): the kit is built in build_kit, on demand
+    from crowd.training.trainer import TRLTrainer
 
 REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
 Report = Callable[[dict], bool]  # a progress record -> False to cancel
@@ -63,7 +66,7 @@ class Kit:
     """The models a job runs on: the trainer's and the judge's private copies of the base,
     loaded once and kept by the thread runner from round to round."""
 
-    trainer: LoraHost
+    trainer: TRLTrainer
     evaluator: Evaluator
     base_model: str
     scorers: dict[str, Any] = field(default_factory=dict)  # by the scorer file's hash
@@ -77,7 +80,7 @@ def build_kit(
     judging: JudgingSettings | None = None,
     *,
     remote: ModelSettings | None = None,
-    trainer_class: type[LoraHost] | None = None,
+    trainer_class: type[TRLTrainer] | None = None,
     evaluator_class: type[Evaluator] | None = None,
 ) -> Kit:
     """The trainer and the judge, each on its own copy of `base_model` on `device`: the one way
@@ -246,7 +249,7 @@ def train_group(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, p
     the examples of the candidate's groups and its memory of earlier rounds."""
     examples = bundle.examples_of(candidate)
     kit.trainer.settings = bundle.training  # the round's settings, whatever the kit was built with
-    return kit.trainer.train(  # type: ignore[attr-defined]
+    return kit.trainer.train(
         init_adapter=bundle.start_dir(candidate),
         sft=[SFTExample(e.sft) for e in examples if e.sft],
         pairs=[e.pair for e in examples if e.pair],
@@ -270,7 +273,7 @@ def merge_inputs(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, 
         and json.loads((done / f"{name}.json").read_text()).get("status") == "trained"
     ]
     started = time.monotonic()
-    kit.trainer.merge(  # type: ignore[attr-defined]
+    kit.trainer.merge(
         [done / name for name in trained],
         out_dir,
         candidate.method,

@@ -82,6 +82,7 @@ class _Request(Row):
     release: Callable[[], None] | None = None
 
     def push(self, token: int) -> None:
+        assert self.decode is not None  # every request is made with its tokenizer's decode
         text = self.decode(self.tokens)
         if not text.endswith("\ufffd"):  # hold back a half-decoded multi-byte character
             self.out.put(text)

@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.limits import Refused
-from crowd.review import Reviews
+from crowd.review import Item, Reviews
 from crowd.service import CrowdService
 from crowd.serving.protocol import BASE, Progress, Sampling
 from storage.vocabulary import VERDICTS, Verdict
@@ -331,7 +332,7 @@ class CrowdRound:
             except Refused:
                 continue  # withdrawn or replaced since the queue was read
 
-    def _verdict(self, v: Volunteer, item: dict, rng: random.Random, work: set) -> Verdict:
+    def _verdict(self, v: Volunteer, item: Item, rng: random.Random, work: set) -> Verdict:
         if v.role in RINGS:  # the ring knows its own work when it sees it
             return "endorse" if _work(item) in work else "reject"
         if v.role != "honest":
@@ -341,7 +342,7 @@ class CrowdRound:
             good = not good
         return "endorse" if good else "reject"
 
-    def _looks_good(self, item: dict) -> bool:
+    def _looks_good(self, item: Item) -> bool:
         if item["kind"] == "rewrite":
             return self.m.distance(item["rewrite"]) <= self.m.near
         if item["kind"] == "emotion":
@@ -359,6 +360,6 @@ class CrowdRound:
         return {_work(row) for row in rows}
 
 
-def _work(item: dict) -> tuple:
+def _work(item: Mapping[str, Any]) -> tuple:
     """A correction as anyone who sees it can tell it apart: its kind, reply and value."""
     return (item["kind"], item["original"], item["rewrite"], item["choice"], item["emotion"])

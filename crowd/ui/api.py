@@ -29,7 +29,7 @@ class VolunteerApi:
         self.reviews = Reviews(service)
         self.proxies = service.settings.trusted_proxies  # whose X-Forwarded-For counts
 
-    def api_join(self, display_name: str, consent: bool, request: gr.Request = None) -> str:
+    def api_join(self, display_name: str, consent: bool, request: gr.Request | None = None) -> str:
         """Join (consent required); returns the signed token to pass to every other call."""
         return self._call(
             lambda: (
@@ -40,15 +40,15 @@ class VolunteerApi:
         )
 
     def api_chat(
-        self, token: str, conversation_id: int | None, text: str, request: gr.Request = None
+        self, token: str, conversation_id: int | None, text: str, request: gr.Request | None = None
     ) -> dict:
         """Send a message; returns the stored reply (conversation_id, message_id, text)."""
 
         def run() -> dict:
-            last, address = None, address_of(request, self.proxies)
+            address = address_of(request, self.proxies)
             conversation = optional_id(conversation_id, "conversation")
-            for last in self.service.send(token, conversation, text, address):  # noqa: B007
-                pass
+            # the service's last step is the stored reply (or it refuses)
+            *_, last = self.service.send(token, conversation, text, address)
             return {
                 "conversation_id": last.conversation_id,
                 "message_id": last.message_id,
@@ -58,7 +58,7 @@ class VolunteerApi:
         return self._call(run)
 
     def api_chat_stream(
-        self, token: str, conversation_id: int | None, text: str, request: gr.Request = None
+        self, token: str, conversation_id: int | None, text: str, request: gr.Request | None = None
     ) -> Iterator[dict]:
         """Send a message; yields the reply as it grows (message_id None), then the stored
         reply (with its message_id). What a volunteer's page sees, for timing the first token."""
@@ -78,7 +78,7 @@ class VolunteerApi:
             raise gr.Error(str(exc), print_exception=False) from None
 
     def api_rewrite(
-        self, token: str, message_id: int, text: str, request: gr.Request = None
+        self, token: str, message_id: int, text: str, request: gr.Request | None = None
     ) -> int:
         """Rewrite a reply; returns the correction id."""
         return self._call(
@@ -87,7 +87,9 @@ class VolunteerApi:
             )
         )
 
-    def api_rate(self, token: str, message_id: int, value: int, request: gr.Request = None) -> int:
+    def api_rate(
+        self, token: str, message_id: int, value: int, request: gr.Request | None = None
+    ) -> int:
         """Thumbs up (1) or down (-1); returns the correction id."""
         return self._call(
             lambda: self.service.rate_reply(
@@ -96,7 +98,7 @@ class VolunteerApi:
         )
 
     def api_label(
-        self, token: str, message_id: int, emotion: str, request: gr.Request = None
+        self, token: str, message_id: int, emotion: str, request: gr.Request | None = None
     ) -> int:
         """Label a reply with one of the 28 emotions; returns the correction id."""
         return self._call(
@@ -114,14 +116,16 @@ class VolunteerApi:
 
         return self._call(run)
 
-    def api_review_queue(self, token: str, request: gr.Request = None) -> list[dict]:
+    def api_review_queue(self, token: str, request: gr.Request | None = None) -> list[dict]:
         """Items the server deals the caller to review (never their own voice's): item_id,
         kind, prompt, original, rewrite / other_reply and choice / emotion, and how many
         reviews each has. Items dealt earlier and not yet answered come first."""
         address = address_of(request, self.proxies)
         return self._call(lambda: self.reviews.queue(token, address=address))
 
-    def api_review(self, token: str, item_id: int, verdict: str, request: gr.Request = None) -> int:
+    def api_review(
+        self, token: str, item_id: int, verdict: str, request: gr.Request | None = None
+    ) -> int:
         """Endorse or reject an item dealt to the caller ('endorse' / 'reject'); returns the
         item id. Refused for an item not dealt to them, one reviewed already, or one another
         pseudonym of their network has reviewed."""
@@ -130,7 +134,7 @@ class VolunteerApi:
             lambda: self.reviews.review(token, as_id(item_id, "item"), verdict, address)
         )
 
-    def api_review_skip(self, token: str, item_id: int, request: gr.Request = None) -> bool:
+    def api_review_skip(self, token: str, item_id: int, request: gr.Request | None = None) -> bool:
         """Pass on an item dealt to the caller; it is not dealt to them again."""
         address = address_of(request, self.proxies)
 

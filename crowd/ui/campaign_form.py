@@ -12,6 +12,7 @@ import gradio as gr
 
 from crowd.campaign_fields import PARTS, Declared
 from crowd.campaigns import campaign_settings
+from storage.rows import Campaign
 
 SETTINGS = campaign_settings()
 FORM_FIELDS = tuple(name for part in PARTS for name, d in SETTINGS.items() if d.part == part)
@@ -100,7 +101,7 @@ def widget(name: str, d: Declared) -> Any:
     return gr.Textbox(max_length=d.max_chars, lines=d.max_lines, **common)
 
 
-def form_values(campaign: dict) -> list:
+def form_values(campaign: Campaign) -> list:
     """The stored campaign's settings as the form's values, in FORM_FIELDS order: flags (0/1)
     as booleans, prompts (JSON) one per line, an unset optional choice or text as ''."""
     return [_shown(SETTINGS[name], campaign.get(name)) for name in FORM_FIELDS]

@@ -70,7 +70,7 @@ class ChatHandlers:
     # -- chat ------------------------------------------------------------------------------
 
     def send(
-        self, token: str | None, tab: ChatTab, text: str, request: gr.Request = None
+        self, token: str | None, tab: ChatTab, text: str, request: gr.Request | None = None
     ) -> Iterator[tuple]:
         """Stream the group model's reply. While it streams, the buttons that act on "the last
         reply" (send, rewrite, another, label) wait: they would act on the one before it.
@@ -99,14 +99,18 @@ class ChatHandlers:
             yield self.chat(token, tab), tab, text, HIDDEN, *READY
 
     def starter(
-        self, token: str | None, tab: ChatTab, data: gr.SelectData, request: gr.Request = None
+        self,
+        token: str | None,
+        tab: ChatTab,
+        data: gr.SelectData,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple]:
         """One of the organizer's suggested prompts, clicked in the empty chat: sent as is."""
         value = data.value if isinstance(data.value, dict) else {}
         yield from self.send(token, tab, str(value.get("text") or ""), request)
 
     def another(
-        self, token: str | None, tab: ChatTab, request: gr.Request = None
+        self, token: str | None, tab: ChatTab, request: gr.Request | None = None
     ) -> Iterator[tuple]:
         """A second reply (B) to the last reply in the chat (A), from the conversation before A,
         shown beside A for a pick. Yields (tab, A/B panel, the pair's HTML)."""
@@ -166,7 +170,7 @@ class ChatHandlers:
     # -- corrections -------------------------------------------------------------------------
 
     def save_edit(
-        self, token: str | None, tab: ChatTab, text: str, request: gr.Request = None
+        self, token: str | None, tab: ChatTab, text: str, request: gr.Request | None = None
     ) -> tuple:
         """Save the editor's text as the rewrite of the reply in it; from then on the chat shows
         the rewrite (marked edited), and so does the A/B panel when the reply is its A.
@@ -193,7 +197,7 @@ class ChatHandlers:
         return chat, tab, line, undo, HIDDEN, pair_html(tab.pair)
 
     def like(
-        self, token: str | None, tab: ChatTab, data: gr.LikeData, request: gr.Request = None
+        self, token: str | None, tab: ChatTab, data: gr.LikeData, request: gr.Request | None = None
     ) -> tuple:
         """Thumbs up or down on a reply as shown; the other thumb replaces the rating (the
         service keeps one per reply), a second click on the same thumb withdraws it.
@@ -229,7 +233,11 @@ class ChatHandlers:
         return next((m.rating_id for m in view if m.message_id == message_id), None)
 
     def label(
-        self, token: str | None, tab: ChatTab, emotion: str | None, request: gr.Request = None
+        self,
+        token: str | None,
+        tab: ChatTab,
+        emotion: str | None,
+        request: gr.Request | None = None,
     ) -> tuple:
         """Label the last reply, as the chat shows it, with one of the 28 emotions.
         Returns (tab, ack, undo)."""
@@ -255,7 +263,7 @@ class ChatHandlers:
         )
 
     def choose(
-        self, token: str | None, tab: ChatTab, choice: str, request: gr.Request = None
+        self, token: str | None, tab: ChatTab, choice: str, request: gr.Request | None = None
     ) -> tuple:
         """A / B / tie / both bad between the two replies the A/B panel shows.
         Returns (tab, ack, undo, A/B panel)."""
@@ -284,7 +292,7 @@ class ChatHandlers:
     def chooser(self, choice: str):
         """The handler of one choice button (Gradio needs a function per button)."""
 
-        def choose(token: str | None, tab: ChatTab, request: gr.Request = None) -> tuple:
+        def choose(token: str | None, tab: ChatTab, request: gr.Request | None = None) -> tuple:
             return self.choose(token, tab, choice, request)
 
         return choose

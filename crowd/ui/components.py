@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import html.entities
 import re
-from typing import Any
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
@@ -17,6 +17,7 @@ from crowd.config import ASSETS
 from crowd.groups import GROUP_NAMES, group_colour, group_name
 from crowd.limits import Refused
 from crowd.network import Network, client_address
+from crowd.service import Banner
 
 CSS_FILE = ASSETS / "style.css"
 TERMS_FILE = ASSETS / "terms.md"
@@ -118,7 +119,7 @@ def duration(seconds: int | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d} left" if hours else f"{minutes}:{secs:02d} left"
 
 
-def banner_html(name: str, banner: dict) -> str:
+def banner_html(name: str, banner: Banner) -> str:
     """The task banner: who I am, my group, the task, the round, time left, my group's work."""
     e = html.escape
     if banner["task"] == "emotion":
@@ -178,9 +179,11 @@ def reason_text(reason: object) -> str:
             for k, v in reason.items()
             if not isinstance(v, (list, dict)) and k != "rule"
         ]
-    rule = {"paper": "Paper rule", "shapley": "Shapley rule"}.get(reason.get("rule"), "")
+    rule = RULE_NAMES.get(str(reason.get("rule")), "")
     return f"{rule}: {', '.join(parts)}" if rule else ", ".join(parts)
 
+
+RULE_NAMES = {"paper": "Paper rule", "shapley": "Shapley rule"}  # the ledger's `rule`s
 
 REVIEWS = "(reviews)"  # the ledger's group column for review points, which have no group
 
@@ -254,16 +257,25 @@ def samples_table(before: list[str], after: list[str], limit: int = 3) -> dict:
     return gr.update(value=frame, visible=bool(rows))
 
 
-def confirm_row(elem_id: str, yes: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConfirmRow:
+    """A question and two buttons (`confirm_row`)."""
+
+    row: gr.Row
+    text: gr.Markdown  # the question
+    yes: gr.Button
+    no: gr.Button
+
+
+def confirm_row(elem_id: str, yes: str) -> ConfirmRow:
     """A question and two buttons, hidden until a first click asks (close, hide, ban act on a
     second click, never on one). Cancel only hides it."""
-    c: dict[str, Any] = {}
-    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as c["row"]:
-        c["text"] = gr.Markdown()
-        c["yes"] = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
-        c["no"] = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
-    c["no"].click(hide_row, None, [c["row"]], api_visibility="private")
-    return c
+    with gr.Row(visible=False, elem_id=elem_id, elem_classes=["crowd-confirm"]) as row:
+        text = gr.Markdown()
+        yes_button = gr.Button(yes, variant="stop", scale=0, elem_id=f"{elem_id}-yes")
+        no = gr.Button("Cancel", scale=0, elem_id=f"{elem_id}-no")
+    no.click(hide_row, None, [row], api_visibility="private")
+    return ConfirmRow(row, text, yes_button, no)
 
 
 def hide_row() -> dict:

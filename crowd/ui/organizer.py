@@ -21,9 +21,8 @@ from crowd.organizer import Organizer
 from crowd.references import read_reference_path
 from crowd.ui.campaign_form import FORM_FIELDS, form_changes, form_values
 from crowd.ui.components import ack, address_of, hub_orgs, warn
-from crowd.ui.organizer_tables import (  # noqa: F401 (the columns: imported from here too)
+from crowd.ui.organizer_tables import (
     CORRECTION_COLUMNS,
-    JOB_COLUMNS,
     corrections_frame,
     jobs_frame,
     notes_text,
@@ -81,7 +80,7 @@ def from_address(handler: Callable, trusted: tuple = ()) -> Callable:
 
     first = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = [first, *inspect.signature(handler).parameters.values()]
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # inspect reads it
     wrapper.__annotations__ = {**handler.__annotations__, "request": "gr.Request"}
     setattr(wrapper, WIRED, True)
     del wrapper.__wrapped__  # Gradio and typing must see the wrapper's own signature

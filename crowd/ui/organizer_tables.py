@@ -12,6 +12,7 @@ from crowd.groups import GROUP_NAMES, MERGED_NAME, UNION_NAME, group_name
 from crowd.lessons import about
 from crowd.ui.components import points, table
 from crowd.views import RoundResult
+from storage.rows import Campaign, RecentCorrection
 
 JOB_COLUMNS = ["id", "round", "status", "stage", "step", "loss", "eta_s", "attempts", "error"]
 CORRECTION_COLUMNS = [
@@ -63,7 +64,7 @@ def notes_text(jobs: list[dict]) -> str:
     return "### Round notes\n" + "\n".join(dict.fromkeys(lines)) if lines else ""
 
 
-def corrections_frame(rows: list[dict]) -> pd.DataFrame:
+def corrections_frame(rows: list[RecentCorrection]) -> pd.DataFrame:
     def short(text: object) -> str:
         text = "" if text is None else str(text)
         return text if len(text) <= 120 else text[:119] + "…"
@@ -141,7 +142,7 @@ def _value(value: float | None) -> object:
     return "—" if value is None else round(value, 3)
 
 
-def references_text(counts: dict[str, dict[str, int]], campaign: dict) -> str:
+def references_text(counts: dict[str, dict[str, int]], campaign: Campaign) -> str:
     """What reference data the campaign has and what the current task does with it."""
     emotion, pairs = counts.get("emotion", {}), sum(counts.get("pair", {}).values())
     labels = ", ".join(f"{label or 'no label'}: {n}" for label, n in emotion.items())

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
@@ -16,7 +17,10 @@ from crowd.limits import Refused
 from crowd.organizer import Organizer
 from crowd.quality import Agreement, Coverage, QualityReport
 from crowd.suspicion import WEIGHTS, ClusterRow, SourceGroup, Suspect
-from crowd.ui.components import ack, confirm_row, table, warn
+from crowd.ui.components import ConfirmRow, ack, confirm_row, table, warn
+
+if TYPE_CHECKING:  # organizer_trust lays the rings out with this module's columns
+    from crowd.ui.organizer_trust import Rings
 
 FAMILY_NAMES = {"emotion": "emotion labels", "choice": "A/B picks", "review": "review verdicts"}
 ALPHA_COLUMNS = ["labels", "round", "alpha", "items", "labels given", "note"]
@@ -247,67 +251,105 @@ class QualityHandlers:
         return "Banned: their data leaves training, evaluation, points and export."
 
 
-def quality_tab() -> dict:
-    q: dict[str, Any] = {}
+@dataclass(frozen=True)
+class QualityTab:
+    """The Data quality tab's components (`quality_tab`); its rings are
+    `crowd.ui.organizer_trust.rings_section`'s."""
+
+    refresh: gr.Button
+    summary: gr.Markdown
+    alpha: gr.Dataframe
+    queue: gr.Dataframe
+    participant_id: gr.Textbox
+    hide: gr.Button
+    unhide: gr.Button
+    reason: gr.Textbox
+    ban: gr.Button
+    confirm_hide: ConfirmRow
+    confirm_ban: ConfirmRow
+
+
+def quality_tab() -> QualityTab:
     gr.Markdown(
         "How far volunteers agree (Krippendorff's alpha: 1 perfect, 0 chance, below 0 "
         "systematic disagreement), how much of their work was reviewed, and who looks like a "
         "troll. Hiding a person takes all of their data out of training, evaluation, points "
         "and export, and can be undone; a ban also stops them from acting."
     )
-    q["refresh"] = gr.Button("Compute the quality view", elem_id="org-quality")
-    q["summary"] = gr.Markdown(elem_id="org-quality-summary")
-    q["alpha"] = gr.Dataframe(
+    refresh = gr.Button("Compute the quality view", elem_id="org-quality")
+    summary = gr.Markdown(elem_id="org-quality-summary")
+    alpha = gr.Dataframe(
         headers=ALPHA_COLUMNS,
         interactive=False,
         label="Agreement per round (all rounds first)",
         elem_id="org-alpha",
     )
-    q["queue"] = gr.Dataframe(
+    queue = gr.Dataframe(
         headers=QUEUE_COLUMNS,
         interactive=False,
         label="People, most suspicious first",
         elem_id="org-suspects",
     )
     with gr.Row(equal_height=True):
-        q["participant_id"] = gr.Textbox(label="Participant id", scale=2, elem_id="org-q-person")
-        q["hide"] = gr.Button("Hide their data", scale=1, elem_id="org-q-hide")
-        q["unhide"] = gr.Button("Show it again", scale=1, elem_id="org-q-unhide")
+        participant_id = gr.Textbox(label="Participant id", scale=2, elem_id="org-q-person")
+        hide = gr.Button("Hide their data", scale=1, elem_id="org-q-hide")
+        unhide = gr.Button("Show it again", scale=1, elem_id="org-q-unhide")
     with gr.Row(equal_height=True):
-        q["reason"] = gr.Textbox(label="Reason (kept with the ban)", scale=3)
-        q["ban"] = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
-    q["confirm_hide"] = confirm_row("org-q-confirm-hide", "Yes, hide their data")
-    q["confirm_ban"] = confirm_row("org-q-confirm-ban", "Yes, ban them")
-    return q
+        reason = gr.Textbox(label="Reason (kept with the ban)", scale=3)
+        ban = gr.Button("Ban", variant="stop", scale=1, elem_id="org-q-ban")
+    return QualityTab(
+        refresh,
+        summary,
+        alpha,
+        queue,
+        participant_id,
+        hide,
+        unhide,
+        reason,
+        ban,
+        confirm_row("org-q-confirm-hide", "Yes, hide their data"),
+        confirm_row("org-q-confirm-ban", "Yes, ban them"),
+    )
 
 
 def wire_quality(
-    handlers: QualityHandlers, key: gr.Textbox, q: dict, wired: Callable[[Callable], Callable]
+    handlers: QualityHandlers,
+    key: gr.Textbox,
+    q: QualityTab,
+    rings: Rings,
+    wired: Callable[[Callable], Callable],
 ) -> None:
-    """Wire the tab (with `crowd.ui.organizer_trust.rings_section` added to `q`); every handler that takes the key goes through `wired` (the organizer
-    page's one wrapper: the caller's address for the key's back-off)."""
-    view = [q["summary"], q["alpha"], q["queue"], q["sources"], q["clusters"]]
-    q["refresh"].click(wired(handlers.view), [key], view, api_name="organizer_quality")
-    q["queue"].select(handlers.pick, None, [q["participant_id"]], api_visibility="private")
-    person = [key, q["participant_id"], q["reason"]]
-    apis = {  # the Moderation tab's organizer_ban is the API for one person's ban
-        "hide": {"api_name": "organizer_hide_person"},
-        "ban": {"api_visibility": "private"},
-        "hide_group": {"api_name": "organizer_hide_group"},
-        "ban_group": {"api_name": "organizer_ban_group"},
+    """Wire the tab and its rings; every handler that takes the key goes through `wired` (the
+    organizer page's one wrapper: the caller's address for the key's back-off)."""
+    view = [q.summary, q.alpha, q.queue, rings.sources, rings.clusters]
+    q.refresh.click(wired(handlers.view), [key], view, api_name="organizer_quality")
+    q.queue.select(handlers.pick, None, [q.participant_id], api_visibility="private")
+    person = [key, q.participant_id, q.reason]
+    # (first click, its confirmation, the confirmed action's API name); the Moderation tab's
+    # organizer_ban is the API for one person's ban, so this one has none
+    actions: dict[str, tuple[gr.Button, ConfirmRow, str | None]] = {
+        "hide": (q.hide, q.confirm_hide, "organizer_hide_person"),
+        "ban": (q.ban, q.confirm_ban, None),
+        "hide_group": (rings.hide_group, rings.confirm_hide_group, "organizer_hide_group"),
+        "ban_group": (rings.ban_group, rings.confirm_ban_group, "organizer_ban_group"),
     }
-    for action, api in apis.items():  # asked first, done on confirmation
-        confirm = q[f"confirm_{action}"]
-        q[action].click(
+    for action, (button, confirm, api_name) in actions.items():  # asked, done on confirmation
+        button.click(
             wired(handlers.ask(action)),
             person,
-            [confirm["row"], confirm["text"]],
+            [confirm.row, confirm.text],
             api_visibility="private",
         )
-        confirm["yes"].click(wired(handlers.act(action)), person, [*view, confirm["row"]], **api)
-    q["unhide"].click(
+        confirm.yes.click(
+            wired(handlers.act(action)),
+            person,
+            [*view, confirm.row],
+            api_name=api_name,
+            api_visibility="public" if api_name else "private",
+        )
+    q.unhide.click(
         wired(handlers.act("unhide")),
-        [key, q["participant_id"]],
-        [*view, q["confirm_hide"]["row"]],
+        [key, q.participant_id],
+        [*view, q.confirm_hide.row],
         api_name="organizer_unhide_person",
     )

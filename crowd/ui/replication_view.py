@@ -46,9 +46,8 @@ def replication_text(health: Health, now: datetime | None = None) -> str:
             f"- Lag: {s['lag_s']} s (newest transaction here {s.get('local_txid')}, in the "
             f"replica {s.get('replica_txid')}; measured {ago(s.get('probed_at'), now)})"
         )
-    running = {True: "running", False: "NOT running"}.get(
-        s.get("litestream_running"), "not started"
-    )
+    alive = s.get("litestream_running")  # None until Litestream was first started
+    running = "not started" if alive is None else "running" if alive else "NOT running"
     lines.append(f"- Litestream: {running}, restarted {s.get('restarts', 0)} time(s)")
     if s.get("last_error"):
         lines.append(

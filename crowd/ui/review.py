@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from crowd.limits import Refused
-from crowd.review import Reviews
+from crowd.review import Item, Reviews
 from crowd.ui.components import ack, address_of, inert, warn
-from storage.vocabulary import CHOICE_WORDS, VERDICTS
+from storage.vocabulary import CHOICE_WORDS, Verdict
 
 EMPTY = "Nothing to review right now: come back after others have corrected a few replies."
 
@@ -20,7 +20,7 @@ EMPTY = "Nothing to review right now: come back after others have corrected a fe
 class ReviewTab:
     """Per-tab scratch: the item shown (the server remembers what was dealt and skipped)."""
 
-    item: dict | None = None
+    item: Item | None = None
 
 
 class ReviewHandlers:
@@ -29,7 +29,7 @@ class ReviewHandlers:
         self.proxies = proxies  # whose X-Forwarded-For counts
 
     def show(
-        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+        self, token: str | None, tab: ReviewTab, request: gr.Request | None = None
     ) -> tuple[ReviewTab, str]:
         """The next item the server deals (or the one dealt and not yet answered)."""
         try:
@@ -41,7 +41,7 @@ class ReviewHandlers:
 
     def verdict(self, verdict: str):
         def handler(
-            token: str | None, tab: ReviewTab, request: gr.Request = None
+            token: str | None, tab: ReviewTab, request: gr.Request | None = None
         ) -> tuple[ReviewTab, str]:
             if tab.item is not None:
                 try:
@@ -56,7 +56,7 @@ class ReviewHandlers:
         return handler
 
     def skip(
-        self, token: str | None, tab: ReviewTab, request: gr.Request = None
+        self, token: str | None, tab: ReviewTab, request: gr.Request | None = None
     ) -> tuple[ReviewTab, str]:
         if tab.item is not None:
             try:
@@ -66,7 +66,7 @@ class ReviewHandlers:
         return self.show(token, tab, request)
 
 
-def render(item: dict | None) -> str:
+def render(item: Item | None) -> str:
     """The item as Markdown: the question, the model's reply and what the volunteer did."""
     if item is None:
         return EMPTY
@@ -81,7 +81,7 @@ def render(item: dict | None) -> str:
         question = "Is the rewrite a better reply?"
     elif item["kind"] == "choice":
         lines.append(f"**A second reply (B):** {_quote(item['other_reply'] or '')}")
-        lines.append(f"**They picked:** {CHOICE_WORDS.get(item['choice'], item['choice'])}")
+        lines.append(f"**They picked:** {pick_words(item['choice'])}")
         question = "Do you agree with their pick?"
     else:
         lines.append(f"**They labelled its emotion:** {inert(item['emotion'])}")
@@ -89,33 +89,52 @@ def render(item: dict | None) -> str:
     return "\n\n".join([*lines, f"*{question}* (reviews so far: {item['reviews']})"])
 
 
-def _quote(text: str) -> str:
+def pick_words(choice: str | None) -> str:
+    """A stored A/B pick as it reads in a sentence ('reply A'); anything else as stored."""
+    for known, words in CHOICE_WORDS.items():
+        if choice == known:
+            return words
+    return str(choice)
+
+
+def _quote(text: str | None) -> str:
     return inert(text)
 
 
-def review_tab() -> dict:
+@dataclass(frozen=True)
+class ReviewPanel:
+    """The tab's components (`review_tab`)."""
+
+    item: gr.Markdown
+    verdicts: dict[Verdict, gr.Button]  # one per verdict (storage.vocabulary.VERDICTS)
+    skip: gr.Button
+
+
+def review_tab() -> ReviewPanel:
     """The tab's components (built inside a gr.Tab)."""
-    r: dict[str, gr.components.Component] = {"item": gr.Markdown(EMPTY, elem_id="review-item")}
+    item = gr.Markdown(EMPTY, elem_id="review-item")
     with gr.Row(elem_id="review-actions"):
-        r["endorse"] = gr.Button("Endorse", variant="primary", elem_id="review-endorse")
-        r["reject"] = gr.Button("Reject", variant="stop", elem_id="review-reject")
-        r["skip"] = gr.Button("Skip", variant="secondary", elem_id="review-skip")
+        verdicts: dict[Verdict, gr.Button] = {
+            "endorse": gr.Button("Endorse", variant="primary", elem_id="review-endorse"),
+            "reject": gr.Button("Reject", variant="stop", elem_id="review-reject"),
+        }
+        skip = gr.Button("Skip", variant="secondary", elem_id="review-skip")
     gr.Markdown(
         "Endorse what makes the model better at the campaign's task; reject spam, off-task or "
         "wrong corrections. The server deals the items, one at a time; your own corrections "
         "never show here.",
         elem_classes=["crowd-help"],
     )
-    return r
+    return ReviewPanel(item, verdicts, skip)
 
 
-def wire_review(handlers: ReviewHandlers, token, r: dict, opened) -> gr.State:
+def wire_review(handlers: ReviewHandlers, token, r: ReviewPanel, opened) -> gr.State:
     """Wire the tab; `opened` is the event (the tab's select) that loads the first item."""
     state = gr.State(ReviewTab())
-    opened(handlers.show, [token, state], [state, r["item"]], api_visibility="private")
-    for verdict in VERDICTS:
-        r[verdict].click(
-            handlers.verdict(verdict), [token, state], [state, r["item"]], api_visibility="private"
+    opened(handlers.show, [token, state], [state, r.item], api_visibility="private")
+    for verdict, button in r.verdicts.items():
+        button.click(
+            handlers.verdict(verdict), [token, state], [state, r.item], api_visibility="private"
         )
-    r["skip"].click(handlers.skip, [token, state], [state, r["item"]], api_visibility="private")
+    r.skip.click(handlers.skip, [token, state], [state, r.item], api_visibility="private")
     return state

@@ -28,6 +28,7 @@ from crowd.ui.components import (
     warn,
 )
 from crowd.ui.journey import JourneyHandlers
+from storage.rows import Campaign
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class SessionHandlers:
         consent: bool,
         profile: gr.OAuthProfile | None = None,
         oauth_token: gr.OAuthToken | None = None,
-        request: gr.Request = None,
+        request: gr.Request | None = None,
     ) -> tuple:
         """Consent and join; a signed-in person's organisations are kept for campaigns open to
         one organisation only. Returns (token, tab, join screen, main screen)."""
@@ -202,7 +203,7 @@ class SessionHandlers:
         prompts = json.loads(campaign["prompts"] or "[]")
         return gr.update(examples=[{"text": p} for p in prompts[:MAX_STARTERS]] or None)
 
-    def boards(self, participant_id: str, total: float, campaign: dict) -> Boards:
+    def boards(self, participant_id: str, total: float, campaign: Campaign) -> Boards:
         db_path = self.service.settings.db_path
         ledger = views.points_history(db_path, participant_id)
         reviewed = review_text(views.review_record(db_path, participant_id, campaign))
@@ -267,7 +268,7 @@ def last_round_text(last: views.LastRound | None, history: list[dict]) -> str:
     values = {r["series"]: r["value"] for r in history if r["round"] == last.number}
     direction = "lower is better" if last.lower_is_better else "higher is better"
     metric = f"{last.metric} ({direction})" if last.metric else "the metric"
-    if not last.improved:
+    if not last.improved or last.winner_group is None:  # no winner recorded: it stayed
         return (
             f"### Round {last.number}: the champion stayed\nNo group's model beat the "
             f"current one on {metric}, so no points this round."

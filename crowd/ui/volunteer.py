@@ -3,6 +3,9 @@ Layout and wiring only; the handlers live in `chat.py` and `session.py`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import gradio as gr
 
 from crowd.review import Reviews
@@ -12,7 +15,7 @@ from crowd.ui.chat import ChatHandlers, ChatTab
 from crowd.ui.components import terms
 from crowd.ui.journey import definition_of, emotion_choices, howto_panel
 from crowd.ui.session import SessionHandlers
-from storage.vocabulary import CHOICE_BUTTONS
+from storage.vocabulary import CHOICE_BUTTONS, Choice
 
 TICK_S = 4.0  # how often an open page polls for a new round, points and results
 IDENTITY_KEY = "crowd-sft-identity"  # the browser's localStorage key for the signed token
@@ -66,22 +69,20 @@ def volunteer_page(
     round_now.change(
         session.new_round,
         [tab, round_now],
-        [c["chatbot"], tab, c["ack"], c["undo"], c["ab"], c["editor"]],
+        [c.chatbot, tab, c.ack, c.undo, c.ab.column, c.editor.column],
         **quiet,
     )
-    gate = dict(
-        fn=session.sign_in_gate, inputs=[token], outputs=[c["sign_in"], c["label"]], **quiet
-    )
-    starters = dict(fn=session.starters, inputs=None, outputs=[c["chatbot"]], **quiet)
+    gate = dict(fn=session.sign_in_gate, inputs=[token], outputs=[c.sign_in, c.label], **quiet)
+    starters = dict(fn=session.starters, inputs=None, outputs=[c.chatbot], **quiet)
     demo.load(session.enter, [token], [token, tab, *screens, name], api_visibility="private").then(
         **tick
     ).then(**gate).then(**starters)
     join.click(session.join, [name, consent], [token, tab, *screens], api_name="join").then(
         **tick
     ).then(**gate).then(**starters)
-    timer.tick(**tick)  # type: ignore[arg-type]
-    timer.tick(chat.expire, [tab], [c["ack"], c["undo"]], **quiet)
-    leave.click(session.leave, None, [token, tab, c["chatbot"], *screens], api_visibility="private")
+    timer.tick(**tick)
+    timer.tick(chat.expire, [tab], [c.ack, c.undo], **quiet)
+    leave.click(session.leave, None, [token, tab, c.chatbot, *screens], api_visibility="private")
     _wire_chat(chat, token, tab, c, tick)
     handlers = ui_review.ReviewHandlers(Reviews(service), service.settings.trusted_proxies)
     ui_review.wire_review(handlers, token, r, review_tab.select)
@@ -111,10 +112,49 @@ def _licence_and_name(service: CrowdService) -> tuple[str, str]:
     return campaign["licence"], campaign["name"]
 
 
-def _chat_tab() -> dict:
-    c: dict = {}
-    c["sign_in"] = gr.Markdown(visible=False, elem_id="sign-in-notice")  # see sign_in_gate
-    c["chatbot"] = gr.Chatbot(
+@dataclass(frozen=True)
+class Editor:
+    """The rewrite editor (`_editor`)."""
+
+    column: gr.Column
+    original: gr.HTML  # the reply as the page shows it
+    text: gr.Textbox
+    save: gr.Button
+    cancel: gr.Button
+
+
+@dataclass(frozen=True)
+class ABPanel:
+    """Replies A and B and the pick buttons (`_ab_panel`)."""
+
+    column: gr.Column
+    pair: gr.HTML
+    choose: dict[Choice, gr.Button]  # one per A/B choice (storage.vocabulary.CHOICE_BUTTONS)
+
+
+@dataclass(frozen=True)
+class ChatPanel:
+    """The Chat and correct tab's components (`_chat_tab`)."""
+
+    sign_in: gr.Markdown  # see SessionHandlers.sign_in_gate
+    chatbot: gr.Chatbot
+    editor: Editor
+    ab: ABPanel
+    message: gr.Textbox
+    send: gr.Button
+    rewrite: gr.Button
+    another: gr.Button
+    emotion: gr.Dropdown
+    label: gr.Button
+    new: gr.Button
+    definition: gr.Markdown
+    ack: gr.Markdown
+    undo: gr.Button
+
+
+def _chat_tab() -> ChatPanel:
+    sign_in = gr.Markdown(visible=False, elem_id="sign-in-notice")
+    chatbot = gr.Chatbot(
         elem_id="chat",
         render_markdown=False,
         group_consecutive_messages=True,  # a rewritten reply and its "edited" marker: one bubble
@@ -124,10 +164,9 @@ def _chat_tab() -> dict:
         placeholder="Say hello to your group's model, or start with a suggestion. "
         "Then make its replies better.",
     )
-    _editor(c)
-    _ab_panel(c)
+    editor, ab = _editor(), _ab_panel()
     with gr.Row(equal_height=True, elem_id="message-row"):
-        c["message"] = gr.Textbox(
+        message = gr.Textbox(
             show_label=False,
             placeholder="Write to your group's model…",
             max_lines=6,
@@ -135,35 +174,38 @@ def _chat_tab() -> dict:
             elem_id="message",
             max_length=2000,
         )
-        c["send"] = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
     gr.Markdown(HELP, elem_classes=["crowd-help"])
     with gr.Row(elem_id="actions"):
-        c["rewrite"] = gr.Button("Rewrite the last reply", scale=1, elem_id="rewrite")
-        c["another"] = gr.Button("Another reply", scale=1, elem_id="another")
-        c["emotion"] = gr.Dropdown(
+        rewrite = gr.Button("Rewrite the last reply", scale=1, elem_id="rewrite")
+        another = gr.Button("Another reply", scale=1, elem_id="another")
+        emotion = gr.Dropdown(
             emotion_choices(),  # each label with its one-line definition
             value=None,
             label="Emotion of the last reply",
             scale=3,
             elem_id="emotion",
         )
-        c["label"] = gr.Button("Label it", scale=1, elem_id="label")
-        c["new"] = gr.Button("New conversation", scale=1, variant="secondary", elem_id="new")
-    c["definition"] = gr.Markdown(elem_id="emotion-definition")
+        label = gr.Button("Label it", scale=1, elem_id="label")
+        new = gr.Button("New conversation", scale=1, variant="secondary", elem_id="new")
+    definition = gr.Markdown(elem_id="emotion-definition")
     with gr.Row(equal_height=True, elem_id="ack-row"):
-        c["ack"] = gr.Markdown(elem_id="ack")
-        c["undo"] = gr.Button(
+        ack = gr.Markdown(elem_id="ack")
+        undo = gr.Button(
             "Undo", size="sm", variant="secondary", scale=0, visible=False, elem_id="undo"
         )
-    return c
+    return ChatPanel(
+        sign_in, chatbot, editor, ab, message, send, rewrite, another, emotion, label, new,
+        definition, ack, undo,
+    )  # fmt: skip
 
 
-def _editor(c: dict) -> None:
+def _editor() -> Editor:
     """The rewrite editor: full width, the model's text above the box, labelled buttons."""
-    with gr.Column(visible=False, elem_id="editor") as c["editor"]:
+    with gr.Column(visible=False, elem_id="editor") as column:
         gr.Markdown("**Rewrite this reply**: your version teaches the model.")
-        c["editor_original"] = gr.HTML(elem_id="editor-original")
-        c["editor_text"] = gr.Textbox(
+        original = gr.HTML(elem_id="editor-original")
+        text = gr.Textbox(
             label="Your version (Enter saves; Shift+Enter starts a new line)",
             lines=1,
             max_lines=14,
@@ -171,20 +213,22 @@ def _editor(c: dict) -> None:
             elem_id="editor-text",
         )
         with gr.Row(elem_id="editor-buttons"):
-            c["editor_save"] = gr.Button(
-                "Save my rewrite", variant="primary", scale=0, elem_id="editor-save"
-            )
-            c["editor_cancel"] = gr.Button("Cancel", scale=0, elem_id="editor-cancel")
+            save = gr.Button("Save my rewrite", variant="primary", scale=0, elem_id="editor-save")
+            cancel = gr.Button("Cancel", scale=0, elem_id="editor-cancel")
+    return Editor(column, original, text, save, cancel)
 
 
-def _ab_panel(c: dict) -> None:
+def _ab_panel() -> ABPanel:
     """Replies A and B side by side (stacked on a phone), the pick buttons right under them."""
-    with gr.Column(visible=False, elem_id="ab") as c["ab"]:
+    with gr.Column(visible=False, elem_id="ab") as column:
         gr.Markdown("**Which reply is better?** Your chat goes on with reply A.")
-        c["ab_pair"] = gr.HTML(elem_id="ab-pair")
+        pair = gr.HTML(elem_id="ab-pair")
         with gr.Row(elem_id="choice-row", equal_height=True):
-            for choice, text in CHOICE_BUTTONS.items():
-                c[f"choose_{choice}"] = gr.Button(text, size="sm", elem_id=f"choose-{choice}")
+            choose = {
+                choice: gr.Button(text, size="sm", elem_id=f"choose-{choice}")
+                for choice, text in CHOICE_BUTTONS.items()
+            }
+    return ABPanel(column, pair, choose)
 
 
 def _points_tab() -> list:
@@ -229,56 +273,50 @@ def scroll_to(elem_id: str) -> str:
     return f"() => document.getElementById('{elem_id}')?.scrollIntoView({{block: 'nearest'}})"
 
 
-def _wire_chat(chat: ChatHandlers, token, tab, c: dict, tick: dict) -> None:
-    chatbot, ack_md, undo = c["chatbot"], c["ack"], c["undo"]
+def _wire_chat(chat: ChatHandlers, token, tab, c: ChatPanel, tick: dict) -> None:
+    chatbot, ack_md, undo, ab, editor = c.chatbot, c.ack, c.undo, c.ab, c.editor
     quiet: dict = dict(show_progress="hidden", api_visibility="private")
-    send = dict(
+    send: dict[str, Any] = dict(  # an event's arguments, for two triggers
         fn=chat.send,
-        inputs=[token, tab, c["message"]],
-        outputs=[
-            chatbot,
-            tab,
-            c["message"],
-            c["ab"],
-            *(c[name] for name in ("send", "rewrite", "another", "label")),
-        ],
+        inputs=[token, tab, c.message],
+        outputs=[chatbot, tab, c.message, ab.column, c.send, c.rewrite, c.another, c.label],
     )
-    c["message"].submit(**send, api_visibility="private")
-    c["send"].click(**send, api_name="send")
+    c.message.submit(**send, api_visibility="private")
+    c.send.click(**send, api_name="send")
     chatbot.example_select(chat.starter, [token, tab], send["outputs"], api_visibility="private")
-    editor = [tab, c["editor"], c["editor_original"], c["editor_text"]]
-    chatbot.select(chat.open_editor, [tab], editor, **quiet).then(None, js=scroll_to("editor"))
-    c["rewrite"].click(chat.edit_last, [tab], editor, **quiet).then(None, js=scroll_to("editor"))
-    save = dict(
+    opened = [tab, editor.column, editor.original, editor.text]
+    chatbot.select(chat.open_editor, [tab], opened, **quiet).then(None, js=scroll_to("editor"))
+    c.rewrite.click(chat.edit_last, [tab], opened, **quiet).then(None, js=scroll_to("editor"))
+    save: dict[str, Any] = dict(
         fn=chat.save_edit,
-        inputs=[token, tab, c["editor_text"]],
-        outputs=[chatbot, tab, ack_md, undo, c["editor"], c["ab_pair"]],
+        inputs=[token, tab, editor.text],
+        outputs=[chatbot, tab, ack_md, undo, editor.column, ab.pair],
     )
-    c["editor_save"].click(**save, api_visibility="private").then(**tick)
-    c["editor_text"].submit(**save, api_visibility="private").then(**tick)
-    c["editor_cancel"].click(chat.cancel_edit, [tab], [tab, c["editor"]], **quiet)
+    editor.save.click(**save, api_visibility="private").then(**tick)
+    editor.text.submit(**save, api_visibility="private").then(**tick)
+    editor.cancel.click(chat.cancel_edit, [tab], [tab, editor.column], **quiet)
     chatbot.like(
         chat.like, [token, tab], [chatbot, tab, ack_md, undo], api_visibility="private"
     ).then(**tick)
-    c["label"].click(
-        chat.label, [token, tab, c["emotion"]], [tab, ack_md, undo], api_name="label"
-    ).then(**tick)
-    c["another"].click(
-        chat.another, [token, tab], [tab, c["ab"], c["ab_pair"]], api_name="another"
-    ).then(None, js=scroll_to("ab"))
-    for choice in CHOICE_BUTTONS:
-        c[f"choose_{choice}"].click(
+    c.label.click(chat.label, [token, tab, c.emotion], [tab, ack_md, undo], api_name="label").then(
+        **tick
+    )
+    c.another.click(chat.another, [token, tab], [tab, ab.column, ab.pair], api_name="another").then(
+        None, js=scroll_to("ab")
+    )
+    for choice, button in ab.choose.items():
+        button.click(
             chat.chooser(choice),
             [token, tab],
-            [tab, ack_md, undo, c["ab"]],
+            [tab, ack_md, undo, ab.column],
             api_name=f"choose_{choice}",
         ).then(**tick)
-    c["undo"].click(
-        chat.undo, [token, tab], [chatbot, tab, ack_md, undo, c["ab_pair"]], api_name="undo"
+    undo.click(
+        chat.undo, [token, tab], [chatbot, tab, ack_md, undo, ab.pair], api_name="undo"
     ).then(**tick)
-    c["emotion"].change(definition_of, [c["emotion"]], [c["definition"]], **quiet)
-    fresh = dict(
-        fn=chat.new_conversation, inputs=[tab], outputs=[chatbot, tab, c["ab"], c["editor"]]
+    c.emotion.change(definition_of, [c.emotion], [c.definition], **quiet)
+    fresh: dict[str, Any] = dict(
+        fn=chat.new_conversation, inputs=[tab], outputs=[chatbot, tab, ab.column, editor.column]
     )
-    c["new"].click(**fresh, **quiet)
+    c.new.click(**fresh, **quiet)
     chatbot.clear(**fresh, **quiet)
