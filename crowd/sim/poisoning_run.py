@@ -36,6 +36,7 @@ from crowd.sim.poisoning_study import (
     write_json,
 )
 from crowd.threads import run_in_own_thread
+from storage.rows import must
 
 
 def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
@@ -142,7 +143,7 @@ class Lane:
         defended = self._record("defended", other_alive)["campaign"]
         self._wait(lambda: crowd_done(self.out, self.config), other_alive, "the undefended crowd")
         passes = study.passes("defended", defended)
-        source = campaign_id(self.out, "undefended", self.config)
+        source = must(campaign_id(self.out, "undefended", self.config), "the undefended campaign")
         study.pooled("undefended", source, passes)
         done.parent.mkdir(parents=True, exist_ok=True)
         write_json(done, {"passes": passes})

@@ -16,9 +16,16 @@ from functools import partial
 from pathlib import Path
 
 from crowd.sim.common import study_engine, study_kit
-from crowd.sim.convergence_rounds import CHAT, WITHOUT_CANDIDATES, RoundDriver, round_number
+from crowd.sim.convergence_rounds import (
+    CHAT,
+    WITHOUT_CANDIDATES,
+    RoundDriver,
+    round_number,
+    version_of,
+)
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
 from crowd.threads import run_in_own_thread
+from storage.rows import Correction, Round, must
 
 ARMS = ("defended", "undefended")
 ORGANIZER_KEY = "poisoning-study-organizer"
@@ -111,7 +118,7 @@ class Study:
             reviews_per_minute=10**6,
         )
         rng = random.Random(f"poisoning/{c.seed}/service")
-        service = CrowdService(settings, replies, limits, self.now, rng)  # type: ignore[arg-type]
+        service = CrowdService(settings, replies, limits, self.now, rng)
         organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
         behaviour = Behaviour(c.reviews, c.flood, c.noise)
         players = CrowdRound(service, replies, crowd, material, behaviour, data_dir, c.seed)
@@ -226,7 +233,7 @@ class Study:
         sft: list = []
         with connect(self.out / source / "crowd.db") as db:
             for round_ in store.rounds_of(db, campaign_id):
-                live = [dict(c, split="train") for c in store.round_corrections(db, round_["id"])]
+                live = [_for_training(c) for c in store.round_corrections(db, round_["id"])]
                 for group in group_data(live, "emotion", self.config.emotion).values():
                     sft += group.sft
         return sft
@@ -284,6 +291,13 @@ def _timed_evaluator(times: dict):
     return TimedEvaluator
 
 
+def _for_training(correction: Correction) -> Correction:
+    """`correction` as a training row, whatever its split: the pooled model learns from all."""
+    row = correction.copy()
+    row["split"] = "train"
+    return row
+
+
 def _rows_for(passes: int, epochs_for) -> int:
     """The number of rows whose epochs bring them closest to `passes` example-passes."""
     best, best_gap = 1, passes
@@ -292,6 +306,11 @@ def _rows_for(passes: int, epochs_for) -> int:
         if gap < best_gap:
             best, best_gap = rows, gap
     return best
+
+
+def _winner(round_: Round) -> int:
+    """The version a done round crowned or kept (crowd.rounds.crown sets it)."""
+    return must(round_["winner_id"], f"round {round_['number']}'s winner")
 
 
 def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str | None]]:
@@ -303,8 +322,8 @@ def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str
     with connect(out / arm / "crowd.db") as db:
         rounds = [r for r in store.rounds_of(db, campaign_id) if r["state"] == "done"]
         path = [(0, rounds[0]["champion_id"])] if rounds else []
-        path += [(r["number"], r["winner_id"]) for r in rounds]
-        return [(n, v, store.get_version(db, v)["adapter_path"]) for n, v in path]
+        path += [(r["number"], _winner(r)) for r in rounds]
+        return [(n, v, version_of(db, v)["adapter_path"]) for n, v in path]
 
 
 def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
@@ -315,7 +334,7 @@ def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
 
     with connect(out / arm / "crowd.db") as db:
         return [
-            store.get_version(db, r["winner_id"])["kind"]
+            version_of(db, _winner(r))["kind"]
             for r in store.rounds_of(db, campaign_id)
             if r["state"] == "done" and r["improved"]
         ]
@@ -330,7 +349,7 @@ def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
 
     used: dict[str, int] = {}
     with connect(out / arm / "crowd.db") as db:
-        campaign = store.get_campaign(db, campaign_id)
+        campaign = must(store.get_campaign(db, campaign_id), f"campaign {campaign_id}")
         for round_ in store.rounds_of(db, campaign_id):
             if round_["state"] != "done":
                 continue
