@@ -37,13 +37,22 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crowd.config import ModelSettings
+from crowd.config import ModelSettings, Settings
 from crowd.options import Declared, OptionError
 from crowd.sim.common import add_model_options
-from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
+from crowd.sim.convergence_data import (
+    Neighbourhood,
+    StudyInputError,
+    pick_emotions,
+    read_neighbourhoods,
+)
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
 from storage.vocabulary import MERGE_METHODS, POINTS_RULES
+
+if TYPE_CHECKING:
+    from crowd.sim.poisoning_study import PoisonConfig
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
 
@@ -149,7 +158,9 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
 
 
-def _config(a: argparse.Namespace, settings):
+def _config(
+    a: argparse.Namespace, settings: Settings
+) -> tuple[dict[str, Neighbourhood], PoisonConfig]:
     from crowd.sim.common import scorer_spec
     from crowd.sim.poisoning_study import PoisonConfig
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from crowd.sim.poisoning_report import (
 )
 from crowd.sim.poisoning_study import (
     ARMS,
+    PoisonConfig,
     Study,
     champions,
     crowned_kinds,
@@ -38,8 +40,14 @@ from crowd.sim.poisoning_study import (
 from crowd.threads import run_in_own_thread
 from storage.rows import must
 
+if TYPE_CHECKING:
+    from crowd.config import Settings
+    from crowd.scoring.scorers import EmotionScorer
 
-def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
+Show = Callable[[str, bool], None]  # (line, final): a progress line; final lines end a stage
+
+
+def material(hoods: dict[str, Neighbourhood], emotion: str, scorer: EmotionScorer) -> Material:
     """The crowd's texts and the scorer's view of them; `near` is the 90th percentile of the
     target neighbours' distances to their centroid."""
     hood = hoods[emotion]
@@ -59,7 +67,15 @@ def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
     )
 
 
-def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show, threads: int) -> dict:
+def run(
+    config: PoisonConfig,
+    hoods: dict[str, Neighbourhood],
+    crowd: list[Volunteer],
+    out: Path,
+    settings: Settings,
+    show: Show,
+    threads: int,
+) -> dict:
     """The study on `threads` CPU threads. With two or more, it runs in two lanes, processes of
     their own that each load the models and use half the threads: the defended arm, then the
     pooled model and its judgement; beside it, the undefended arm, then the judgement of both
@@ -97,7 +113,16 @@ class Lane:
     the jobs it reads (written by this lane or the other), and every job's result is kept in
     OUT, so an interrupted study resumes where it stopped."""
 
-    def __init__(self, config, hoods, crowd, out: Path, settings, show, threads: int):
+    def __init__(
+        self,
+        config: PoisonConfig,
+        hoods: dict[str, Neighbourhood],
+        crowd: list[Volunteer],
+        out: Path,
+        settings: Settings,
+        show: Show,
+        threads: int,
+    ):
         self.config, self.hoods, self.crowd, self.out = config, hoods, crowd, out
         self.settings, self.show, self.threads = settings, show, threads
 
@@ -134,7 +159,7 @@ class Lane:
             "cpu_s": time.process_time() - cpu,
         }
 
-    def _pooled(self, study: Study, other_alive) -> None:
+    def _pooled(self, study: Study, other_alive: Callable[[], bool]) -> None:
         """The pooled model, at the defended arm's example-passes; OUT/pooled/done says it is
         settled (trained, or nothing to train on) and holds the passes."""
         done = self.out / "pooled" / "done"
@@ -148,12 +173,12 @@ class Lane:
         done.parent.mkdir(parents=True, exist_ok=True)
         write_json(done, {"passes": passes})
 
-    def _record(self, arm: str, other_alive) -> dict:
+    def _record(self, arm: str, other_alive: Callable[[], bool]) -> dict:
         path = self.out / arm / "record.json"
         self._wait(path.exists, other_alive, f"the {arm} arm")
         return json.loads(path.read_text())
 
-    def _models(self, name: str, other_alive) -> dict[str, Path | None]:
+    def _models(self, name: str, other_alive: Callable[[], bool]) -> dict[str, Path | None]:
         """The models a judge job judges: an arm's champions after each round, or the pooled
         model (none when it had nothing to train on)."""
         if name == "pooled":
@@ -175,7 +200,7 @@ class Lane:
             time.sleep(1)
 
 
-def campaign_id(out: Path, arm: str, config) -> int | None:
+def campaign_id(out: Path, arm: str, config: PoisonConfig) -> int | None:
     from storage import rounds as store
     from storage.db import connect
 
@@ -190,7 +215,7 @@ def campaign_id(out: Path, arm: str, config) -> int | None:
         return campaign["id"] if campaign else None
 
 
-def crowd_done(out: Path, config) -> bool:
+def crowd_done(out: Path, config: PoisonConfig) -> bool:
     """Whether the undefended crowd has acted in every round (its last round is closed): all
     the pooled model trains on is in; the arm's last training need not have ended."""
     from storage import rounds as store
@@ -216,7 +241,7 @@ def judge(study: Study, out: Path, name: str, models: dict, m: Material) -> None
     write_json(path, {"final_samples": study.config.final_samples, "models": judged})
 
 
-def summary(config, out: Path, stats: list[dict], wall: float, cpu: float) -> dict:
+def summary(config: PoisonConfig, out: Path, stats: list[dict], wall: float, cpu: float) -> dict:
     """The study's last line, from what its jobs kept in OUT and the lanes' `stats`."""
     records = {arm: json.loads((out / arm / "record.json").read_text()) for arm in ARMS}
     judged = {

@@ -11,9 +11,11 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crowd.sim.common import study_engine, study_kit
 from crowd.sim.convergence_rounds import (
@@ -26,6 +28,15 @@ from crowd.sim.convergence_rounds import (
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
 from crowd.threads import run_in_own_thread
 from storage.rows import Correction, Round, must
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from crowd.config import Settings
+    from crowd.evaluation import Evaluator
+    from crowd.scoring.scorers import EmotionScorer
+    from crowd.service import CrowdService
+    from crowd.training.trainer import TRLTrainer
 
 ARMS = ("defended", "undefended")
 ORGANIZER_KEY = "poisoning-study-organizer"
@@ -70,7 +81,13 @@ class Study:
     """One loaded base, trainer, evaluator and scorer: what one lane's jobs (both arms, the
     pooled model, the judgements, or a share of them: crowd.sim.poisoning_run) work with."""
 
-    def __init__(self, config: PoisonConfig, out: Path, show, settings):
+    def __init__(
+        self,
+        config: PoisonConfig,
+        out: Path,
+        show: Callable[[str, bool], None],
+        settings: Settings,
+    ):
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
@@ -143,10 +160,10 @@ class Study:
             "action_share": action_share(settings.db_path, players.participants()),
         }
 
-    def _scorer_for(self, _campaign_id: int):
+    def _scorer_for(self, _campaign_id: int) -> EmotionScorer:
         return self.scorer
 
-    def _open_campaign(self, settings, arm: str, target: str) -> None:
+    def _open_campaign(self, settings: Settings, arm: str, target: str) -> None:
         """The arm's campaign (before the service starts, so it is the active one)."""
         from crowd.campaigns import CampaignSpec, create_campaign
         from storage import rounds as store
@@ -177,7 +194,7 @@ class Study:
             store.add_reference_texts(db, campaign_id, [row], self.now())
 
     @staticmethod
-    def _campaign(service) -> tuple[int, dict]:
+    def _campaign(service: CrowdService) -> tuple[int, Round]:
         campaign, round_ = service.context()
         return campaign["id"], round_
 
@@ -240,7 +257,7 @@ class Study:
 
     # -- the clean reference ---------------------------------------------------------------
 
-    def judge(self, adapters: dict[str, Path | None], centroid) -> dict[str, dict]:
+    def judge(self, adapters: dict[str, Path | None], centroid: np.ndarray) -> dict[str, dict]:
         """Every named model's mean L2 distance (and its standard error) over final_samples
         replies to the centroid, all on the same seed and batches."""
         from crowd.evaluation import EvalSet
@@ -261,7 +278,7 @@ class Study:
         }
 
 
-def _timed_trainer(times: dict):
+def _timed_trainer(times: dict[str, float]) -> type[TRLTrainer]:
     """The real trainer, adding the seconds each training takes to times['train_s']."""
     from crowd.training.trainer import TRLTrainer
 
@@ -276,7 +293,7 @@ def _timed_trainer(times: dict):
     return TimedTrainer
 
 
-def _timed_evaluator(times: dict):
+def _timed_evaluator(times: dict[str, float]) -> type[Evaluator]:
     """The real evaluator, adding the seconds each judgement takes to times['judge_s']."""
     from crowd.evaluation import Evaluator
 
@@ -298,7 +315,7 @@ def _for_training(correction: Correction) -> Correction:
     return row
 
 
-def _rows_for(passes: int, epochs_for) -> int:
+def _rows_for(passes: int, epochs_for: Callable[[int], int]) -> int:
     """The number of rows whose epochs bring them closest to `passes` example-passes."""
     best, best_gap = 1, passes
     for rows in range(1, passes + 1):
