@@ -223,7 +223,7 @@ def main(argv: list[str]) -> int:
     from crowd.config import ConfigError, load_settings
     from crowd.sim.common import TRAINED_SCORER, check_resume, set_threads, train_scorer
     from crowd.sim.convergence_rounds import SimulationError
-    from crowd.sim.poisoning_run import run
+    from crowd.sim.poisoning_run import Lane, run
 
     options = _options()
     args = options.parser.parse_args(argv[1:])
@@ -247,7 +247,8 @@ def main(argv: list[str]) -> int:
         config.ring_accounts,
     )
     try:
-        summary = run(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
+        whole = Lane(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
+        summary = run(whole)
     except SimulationError as exc:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
         return 1

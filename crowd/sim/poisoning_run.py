@@ -9,6 +9,7 @@ import multiprocessing
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,25 +68,18 @@ def material(hoods: dict[str, Neighbourhood], emotion: str, scorer: EmotionScore
     )
 
 
-def run(
-    config: PoisonConfig,
-    hoods: dict[str, Neighbourhood],
-    crowd: list[Volunteer],
-    out: Path,
-    settings: Settings,
-    show: Show,
-    threads: int,
-) -> dict:
-    """The study on `threads` CPU threads. With two or more, it runs in two lanes, processes of
-    their own that each load the models and use half the threads: the defended arm, then the
-    pooled model and its judgement; beside it, the undefended arm, then the judgement of both
-    arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
+def run(whole: Lane) -> dict:
+    """The study (`whole`: all its jobs) on `whole.threads` CPU threads. With two or more, it
+    runs in two lanes, processes of their own that each load the models and use half the
+    threads: the defended arm, then the pooled model and its judgement; beside it, the
+    undefended arm, then the judgement of both arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
     (torch gains about 1.5x from a second thread on these small models, a second process 2x),
     and separate processes share no GIL. Each lane's torch work runs in threads that end with
     each stage (crowd/threads.py, rule 1). The numbers are those of one lane."""
     started, cpu = time.monotonic(), time.process_time()
-    lanes = [LANE_A, LANE_B] if threads >= 2 else [ONE_LANE]
-    job = Lane(config, hoods, crowd, out, settings, show, max(1, threads // len(lanes)))
+    config, out = whole.config, whole.out
+    lanes = [LANE_A, LANE_B] if whole.threads >= 2 else [ONE_LANE]
+    job = replace(whole, threads=max(1, whole.threads // len(lanes)))
     if len(lanes) == 1:
         stats = [job.run(ONE_LANE, lambda: False)]
     else:
@@ -108,23 +102,19 @@ LANE_B = ("arm:undefended", "judge:undefended", "judge:defended")
 ONE_LANE = ("arm:defended", "arm:undefended", "pooled", *LANE_B[1:], "judge:pooled")
 
 
+@dataclass(frozen=True)
 class Lane:
     """One process's share of the study's jobs, done in order; a job waits for the files of
     the jobs it reads (written by this lane or the other), and every job's result is kept in
     OUT, so an interrupted study resumes where it stopped."""
 
-    def __init__(
-        self,
-        config: PoisonConfig,
-        hoods: dict[str, Neighbourhood],
-        crowd: list[Volunteer],
-        out: Path,
-        settings: Settings,
-        show: Show,
-        threads: int,
-    ):
-        self.config, self.hoods, self.crowd, self.out = config, hoods, crowd, out
-        self.settings, self.show, self.threads = settings, show, threads
+    config: PoisonConfig
+    hoods: dict[str, Neighbourhood]
+    crowd: list[Volunteer]
+    out: Path
+    settings: Settings
+    show: Show
+    threads: int
 
     def run_alone(self, jobs: tuple[str, ...]) -> None:
         """The second lane, in a process of its own: stops when its parent is gone."""
