@@ -26,6 +26,7 @@ from pathlib import Path
 from storage import queries
 from storage import rounds as store
 from storage.db import connect
+from storage.rows import must
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-organizer-key"
@@ -236,8 +237,8 @@ def worker_state(db_path: Path) -> tuple[bool, bool]:
     """(a round job is pending or running, the open round has enough data for some group)."""
     with connect(db_path) as db:
         busy = any(j["status"] in ("pending", "running") for j in store.recent_jobs(db, 5))
-        campaign = store.active_campaign(db)
-        round_ = store.current_round(db, campaign["id"])
+        campaign = must(store.active_campaign(db), "the benchmark's campaign")
+        round_ = must(store.current_round(db, campaign["id"]), "its open round")
         counts = queries.group_correction_counts(db, round_["id"], campaign["n_groups"])
     return busy, max(counts) >= campaign["min_corrections"]
 

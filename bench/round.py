@@ -37,6 +37,7 @@ from crowd.rounds.judge import FixedJudge, Judge, SequentialJudge  # noqa: E402
 from crowd.rounds.worker import Worker  # noqa: E402
 from crowd.service import CrowdService  # noqa: E402
 from storage import rounds as store  # noqa: E402
+from storage.rows import must  # noqa: E402
 
 KEY = "bench"
 REWRITES = (ROOT / "assets" / "demo_rewrites.txt").read_text().splitlines()
@@ -54,6 +55,7 @@ def submit(service: CrowdService, people: int, per_group: int) -> int:
             reply = list(service.send(session.token, None, f"Tell me something, please ({turn})."))[
                 -1
             ]
+            assert reply.message_id is not None  # a finished reply is stored
             service.rewrite(
                 session.token,
                 reply.message_id,
@@ -77,6 +79,7 @@ def chat_latency(
     service: CrowdService, adapter: str, stop: threading.Event | None = None, n: int = 5
 ) -> list[float]:
     """Seconds for a whole 40-token reply, repeated n times or until `stop` is set."""
+    assert service.generation is not None  # the benchmark's service serves its model
     times: list[float] = []
     while (stop is None and len(times) < n) or (stop is not None and not stop.is_set()):
         start = time.perf_counter()
@@ -92,11 +95,11 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
     probe chat latency meanwhile."""
     job_id = organizer.close_round(KEY)
     with service.db() as db:
-        job = store.claim_job(db, utcnow())
-        round_ = store.get_round(db, job["round_id"])
-        campaign = store.get_campaign(db, round_["campaign_id"])
+        job = must(store.claim_job(db, utcnow()), f"job {job_id}")
+        round_ = must(store.get_round(db, must(job["round_id"], "the job's round")), "its round")
+        campaign = must(store.get_campaign(db, round_["campaign_id"]), "its campaign")
     started = time.perf_counter()
-    worker.engine._close(campaign, round_)  # draw, material, scorer, bundle, record: one commit
+    worker.engine._close(campaign, round_)  # type: ignore[arg-type]  # a dict until 31e lands; draw, material, scorer, bundle, record: one commit
     closing_s = time.perf_counter() - started
     marks: dict[str, float] = {}
     thread = threading.Thread(target=worker.run_job, args=(job,))
@@ -115,11 +118,11 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
     stop.set()
     prober.join()
     total = time.monotonic() - start
-    job = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
+    finished = next(j for j in organizer.jobs(KEY) if j["id"] == job_id)
     evaluating = marks.get("evaluating", total)
     return {
-        "job": job["status"],
-        "error": job["error"],
+        "job": finished["status"],
+        "error": finished["error"],
         "closing_s": closing_s,
         "round_s": total,
         "training_s": evaluating - marks.get("training", 0.0),
@@ -139,7 +142,7 @@ def bundle_figures(service: CrowdService, scorer_for) -> dict:
     data_dir = service.settings.data_dir
     with service.db() as db:
         first = store.rounds_of(db, campaign["id"])[0]
-        record = records.bundle_of(db, first["id"])
+        record = must(records.bundle_of(db, first["id"]), "round 1's record")
         trained = [v for g in range(3) if (v := store.candidate_for(db, first["id"], g))]
     root = data_dir / record["path"]
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -153,9 +156,9 @@ def bundle_figures(service: CrowdService, scorer_for) -> dict:
     written = write_bundle(bundle, again, adapter, scorer)
     write_s = time.perf_counter() - started
     started = time.perf_counter()
-    read_bundle(written.root)  # type: ignore[arg-type]
+    read_bundle(written.folder)
     read_again_s = time.perf_counter() - started
-    with_adapter = sum(p.stat().st_size for p in written.root.rglob("*") if p.is_file())  # type: ignore[union-attr]
+    with_adapter = sum(p.stat().st_size for p in written.folder.rglob("*") if p.is_file())
     figures = {
         "bundle_bytes": sum(p.stat().st_size for p in files),
         "bundle_files": len(files),
@@ -190,8 +193,8 @@ def compare_judges(engine: RoundEngine, service: CrowdService, repeats: int) -> 
     with service.db() as db:
         first = store.rounds_of(db, campaign["id"])[0]
         made = [v for v in store.round_versions(db, first["id"]) if v["adapter_path"]]
-        champion = store.get_version(db, first["champion_id"])
-        record = records.bundle_of(db, first["id"])
+        champion = must(store.get_version(db, first["champion_id"]), "round 1's champion")
+        record = must(records.bundle_of(db, first["id"]), "round 1's record")
     bundle = read_bundle(data_dir / record["path"])
     evaluator = engine.evaluator
     evaluator.scorer = engine.scorer_for(campaign["id"])

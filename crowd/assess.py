@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from crowd.collusion import Cluster, cluster_of, clusters
 from crowd.trust import (
     NO_REVIEWS,
+    C,
     Tally,
     TrustRule,
     gold_weight,
@@ -23,6 +24,7 @@ from crowd.trust import (
 )
 from crowd.voices import Voices, parse_venues, voices_of
 from storage import deals, reviews, sources
+from storage.rows import Campaign
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,16 @@ class Assessment:
     def status(self, correction_id: int) -> str:
         return self.rule.status(self.tally(correction_id))
 
-    def training(self, corrections: list[dict]) -> list[dict]:
+    def training(self, corrections: list[C]) -> list[C]:
         """One round's train-split corrections that train (`crowd.trust.training_corrections`)."""
         return training_corrections(corrections, self.verdicts, self.rule, self.share, self.voice)
 
-    def judging(self, heldout: list[dict]) -> list[dict]:
+    def judging(self, heldout: list[C]) -> list[C]:
         """The held-out corrections that judge (`crowd.trust.judging_corrections`)."""
         return judging_corrections(heldout, self.verdicts, self.rule, self.share, self.voice)
 
 
-def voices(db: Database, campaign: dict) -> Voices:
+def voices(db: Database, campaign: Campaign) -> Voices:
     """The campaign's voices from its sightings (`crowd.voices`)."""
     return voices_of(
         sources.sightings(db, campaign["id"]),
@@ -84,7 +86,7 @@ def voices(db: Database, campaign: dict) -> Voices:
     )
 
 
-def assess(db: Database, campaign: dict) -> Assessment:
+def assess(db: Database, campaign: Campaign) -> Assessment:
     """Everything trust needs for `campaign`, read in one go (one unit of work)."""
     found = voices(db, campaign)
     # 1. each voice's gold record, hence its weight

@@ -19,6 +19,7 @@ from crowd.limits import Refused
 from crowd.voices import parse_venues, venue_text
 from storage import queries
 from storage import rounds as store
+from storage.rows import Campaign, Round
 from storage.vocabulary import (
     JUDGES,
     MAX_GROUPS,
@@ -238,13 +239,13 @@ ORG_ONLY = (
 )
 
 
-def not_a_contributor(campaign: dict) -> str:
+def not_a_contributor(campaign: Campaign) -> str:
     """Why someone `may_correct` refuses cannot correct or review in `campaign`."""
     org = campaign.get("hf_org")
     return ORG_ONLY.format(org=org) if org else SIGN_IN_FIRST
 
 
-def may_correct(campaign: dict, participant: dict) -> bool:
+def may_correct(campaign: Campaign, participant: dict) -> bool:
     """Whether `participant` may correct and review in `campaign`: anyone, unless the campaign
     requires a Hugging Face login and they joined without one, or requires membership of an
     organisation they did not belong to when they last joined (they may still chat)."""
@@ -265,20 +266,26 @@ def create_campaign(
         campaign_id = store.add_campaign(db, now, **spec.__dict__)
         adapter = str(initial_adapter.relative_to(data_dir)) if initial_adapter else None
         champion = store.add_version(db, campaign_id, now, adapter_path=adapter, status="champion")
-        store.add_round(db, campaign_id, 1, champion, now, _closes_at(spec.__dict__, now))
+        store.add_round(
+            db,
+            campaign_id,
+            1,
+            champion,
+            now,
+            _closes_at(spec.round_policy, spec.round_seconds, now),
+        )
     return campaign_id
 
 
-def _closes_at(campaign: dict, now: str) -> str | None:
-    if campaign["round_policy"] == "timer" and campaign.get("round_seconds"):
-        return (parse_time(now) + timedelta(seconds=campaign["round_seconds"])).isoformat(
-            timespec="seconds"
-        )
+def _closes_at(policy: str, seconds: int | None, now: str) -> str | None:
+    """When a round opened at `now` closes: `seconds` later on a timer, else never by itself."""
+    if policy == "timer" and seconds:
+        return (parse_time(now) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
     return None
 
 
 def open_next_round(
-    db: Database, campaign: dict, previous: dict, now: str, rng: random.Random
+    db: Database, campaign: Campaign, previous: Round, now: str, rng: random.Random
 ) -> int:
     """Open round n+1 serving the previous round's champion, regrouping its members by the
     campaign's method. Returns the new round's id. Call inside a transaction."""
@@ -288,7 +295,7 @@ def open_next_round(
         previous["number"] + 1,
         previous["champion_id"],
         now,
-        _closes_at(campaign, now),
+        _closes_at(campaign["round_policy"], campaign["round_seconds"], now),
     )
     people = sorted(queries.members(db, previous["id"]))
     if people:

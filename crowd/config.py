@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from crowd.model_settings import MAX_AUTO_EPOCHS, PACKAGED_MODEL, ModelSettings, TrainingSettings
-from crowd.network import SPACES, Network, parse_proxies
+from crowd.network import PROXIES_RANGE, SPACES, Network, parse_proxies
 from crowd.setting_fields import (
     ConfigError,
+    Parse,
     declared_in,
     folder_path,
     from_env,
@@ -80,7 +81,7 @@ class Settings:
         (),
         "reverse proxies whose `X-Forwarded-For` hop is believed, comma-separated; `spaces` = "
         "the Hugging Face Spaces proxy; unset = the socket's peer is the client",
-        parse_proxies,
+        Parse(parse_proxies, PROXIES_RANGE),
         shown="unset; `spaces` on a Space",
     )
     joins_per_hour: int = setting(

@@ -23,6 +23,7 @@ from crowd.limits import Limits, RateLimiter, Refused, clean_text
 from crowd.voices import network_source
 from storage import queries
 from storage import rounds as store
+from storage.rows import Campaign, Round
 from storage.vocabulary import CHOICES, RATINGS
 
 
@@ -209,7 +210,7 @@ NOT_IN_CHAT = (
 )
 
 
-def context_of(db) -> tuple[dict, dict]:
+def context_of(db) -> tuple[Campaign, Round]:
     """(active campaign, its current round) as `db` sees them."""
     campaign = store.active_campaign(db)
     return campaign, store.current_round(db, campaign["id"])

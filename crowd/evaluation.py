@@ -118,6 +118,9 @@ class Evaluator:
     def _emotion(
         self, eval_set: EvalSet, adapters: Sequence[str], samples: int, progress: Progress
     ) -> list[Score]:
+        target = eval_set.target
+        if target is None:
+            raise ValueError("an emotion evaluation needs its target vector (EvalSet.target)")
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
         # Prompt j gets the same sampling noise under every model and in every round, whatever
@@ -125,9 +128,9 @@ class Evaluator:
         seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
         replies = self._sample(rows, seeds, progress)
         vectors = self.scorer.score([r or " " for r in replies])
-        distances = np.linalg.norm(vectors - eval_set.target[None, :], axis=1)
+        distances = np.linalg.norm(vectors - target[None, :], axis=1)
         degenerate = np.array([repeats_itself(r) for r in replies], dtype=bool)
-        distances[degenerate] = worst_distance(eval_set.target)
+        distances[degenerate] = worst_distance(target)
         scores = []
         for i, _ in enumerate(adapters):
             part = slice(i * len(prompts), (i + 1) * len(prompts))

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from sqlite_utils import Database
 
@@ -29,6 +30,7 @@ from crowd.lessons import Lesson, MalformedCorrection, lesson
 from storage.card import render_card
 from storage.export_io import JSONL_FILES, Sinks, write_points_csv, write_rounds_csv
 from storage.export_snapshot import ExportError, Scope, Snapshot, open_snapshot
+from storage.rows import ExportedCorrection
 
 __all__ = ["ExportError", "export_dataset", "export_zip"]
 
@@ -72,12 +74,25 @@ def export_dataset(
     return counts
 
 
-def export_zip(db_path: Path | str, zip_path: Path | str, **options: object) -> Path:
+class ExportOptions(TypedDict, total=False):
+    """`export_dataset`'s options, for the callers that pass them on (mypy holds the two to
+    each other at the call in `export_zip`)."""
+
+    campaign: int | None
+    rounds: list[int] | None
+    groups: list[int] | None
+    include_hidden: bool
+    include_banned: bool
+    salt: str | None
+    now: datetime | None
+
+
+def export_zip(db_path: Path | str, zip_path: Path | str, **options: Unpack[ExportOptions]) -> Path:
     """The same export as one zip file (the organizer's download button); returns its path."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory(prefix="crowd-export-") as tmp:
         folder = Path(tmp) / "export"
-        export_dataset(db_path, folder, **options)  # type: ignore[arg-type]
+        export_dataset(db_path, folder, **options)
         zip_path.parent.mkdir(parents=True, exist_ok=True)
         partial = zip_path.with_name(zip_path.name + ".partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -125,7 +140,7 @@ def _used_ids(snap: Snapshot, scope: Scope, trust: Assessment) -> set[int]:
     (or closed before records were kept) is read as it would use them (`crowd.assess`): the
     train split that trains, the held-out split that judges."""
     recorded, recorded_used = snap.recorded(scope)
-    by_round: dict[int, list[dict]] = {}
+    by_round: dict[int, list[ExportedCorrection]] = {}
     for row in snap.corrections(scope):
         if row["live"]:
             by_round.setdefault(row["round_id"], []).append(row)
@@ -143,7 +158,9 @@ def _assistant(text: str) -> list[Message]:
     return [{"role": "assistant", "content": text}]
 
 
-def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tuple[str, dict]]:
+def _training_records(
+    row: ExportedCorrection, taught: Lesson, annotator: str
+) -> Iterator[tuple[str, dict]]:
     """What one usable correction contributes to sft, dpo, kto and emotions (file, record):
     exactly its lesson (crowd.lessons), the same one a round trains on."""
     meta = {
@@ -177,7 +194,9 @@ def _training_records(row: dict, taught: Lesson, annotator: str) -> Iterator[tup
         yield "emotions", {"text": text, "label": emotion, "annotator": annotator, **meta}
 
 
-def _event(row: dict, prompt: list[Message], snap: Snapshot, used: bool, status: str) -> dict:
+def _event(
+    row: ExportedCorrection, prompt: list[Message], snap: Snapshot, used: bool, status: str
+) -> dict:
     """The raw correction with its provenance, its trust status (`crowd.trust.STATUSES`) and
     whether it is used; identity fields only for those who opted in."""
     shared = bool(row["share_identity"])

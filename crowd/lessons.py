@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
+from storage.rows import Correction
 from storage.vocabulary import CHAT_ROLES, RATINGS
 
 Message = dict[str, str]
@@ -71,7 +71,7 @@ def parse_prompt(raw: str, correction_id: object = "?") -> list[Message]:
     return prompt
 
 
-def lesson(correction: dict[str, Any], task: str, target_emotion: str | None) -> Lesson:
+def lesson(correction: Correction, task: str, target_emotion: str | None) -> Lesson:
     """What `correction` teaches in a campaign of `task` (and `target_emotion`)."""
     prompt = parse_prompt(correction["prompt"], correction.get("id"))
     kind = correction["kind"]
@@ -93,7 +93,7 @@ def lesson(correction: dict[str, Any], task: str, target_emotion: str | None) ->
     return Lesson(prompt)
 
 
-def about(correction: dict[str, Any]) -> str:
+def about(correction: Correction) -> str:
     """The reply text a correction is about (the table above): the model's text for a rewrite,
     the text shown for every other kind (`original` where a row predates `shown`)."""
     if correction["kind"] == "rewrite":
@@ -109,7 +109,7 @@ def _rewrite(prompt: list[Message], rewrite: str | None, original: str) -> Lesso
     return Lesson(prompt, rewrite, (rewrite, original), ((rewrite, True), (original, False)))
 
 
-def _choice(prompt: list[Message], choice: str, a: str, b: str | None) -> Lesson:
+def _choice(prompt: list[Message], choice: str | None, a: str, b: str | None) -> Lesson:
     if b is None:
         return Lesson(prompt)
     if choice == "both_bad":

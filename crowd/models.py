@@ -143,7 +143,7 @@ def load_base(name: str, cache_dir: Path, device: str = "auto") -> LoadedModel:
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the base model {name!r} ({path}): {exc}") from exc
-    model.to(device).eval()  # type: ignore[arg-type]
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers wraps `to`, hiding self from mypy
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, path=Path(path), device=device)
 

@@ -44,7 +44,8 @@ def parse_proxies(raw: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-parse_proxies.range = f"IPs, CIDRs, `{SPACES}`"  # type: ignore[attr-defined]
+PROXIES_RANGE = f"IPs, CIDRs, `{SPACES}`"
+"""What CROWD_TRUSTED_PROXIES accepts, as the README's settings table says it."""
 
 
 def parse_address(text: str) -> Address | None:

@@ -31,6 +31,7 @@ from crowd.suspicion import group_of
 from storage import deals, queries
 from storage import rounds as store
 from storage.quality import set_hidden
+from storage.rows import Campaign
 from storage.vocabulary import VERDICTS
 
 PASS_PREFIX = "hf-pass:"
@@ -101,7 +102,7 @@ class Organizer:
 
     # -- campaign ----------------------------------------------------------------------------
 
-    def update_campaign(self, key: str, **changes) -> dict:
+    def update_campaign(self, key: str, **changes) -> Campaign:
         """Validate and apply settings to the active campaign; returns the campaign.
         The group count applies from the next round on."""
         self.check_key(key)
@@ -109,7 +110,9 @@ class Organizer:
         with self.service.action() as db:
             campaign, _ = context_of(db)
             store.update_campaign(db, campaign["id"], **clean)
-            return store.get_campaign(db, campaign["id"])
+            updated = store.get_campaign(db, campaign["id"])
+            assert updated is not None  # the campaign just updated, in this transaction
+            return updated
 
     def add_references(
         self, key: str, rows: Sequence[object], places: Sequence[str] | None = None
@@ -236,6 +239,8 @@ class Organizer:
             job = store.get_job(db, int(job_id))
             if job is None or job["status"] not in ("cancelled", "failed"):
                 raise Refused("Only a cancelled or failed job can be retried.")
+            if job["round_id"] is None:
+                raise Refused("That job belongs to no round; there is nothing to retry.")
             return store.add_job(db, job["kind"], job["round_id"], self.service.now())
 
     # -- moderation --------------------------------------------------------------------------

@@ -184,7 +184,7 @@ class ShapleyRule:
             owner,
             len(players),
             np.asarray(outcome.target, float),
-            self.metric,  # type: ignore[arg-type]
+            self.metric,
         )
         rng = np.random.default_rng([self.seed, abs(outcome.round_id)])
         return owen(game, groups, rng, exact_limit=self.exact_limit, stopping=self.stopping)

@@ -339,7 +339,9 @@ def exact_owen(game: Game, groups: np.ndarray) -> np.ndarray:
         unions, n_groups = _subset_table([g for j, g in enumerate(group_mask) if j != k])
         union_w = _order_weight(n_groups, len(size))
         for i in np.flatnonzero(label == k):
-            mates, n_mates = _subset_table([1 << j for j in np.flatnonzero(label == k) if j != i])  # type: ignore[misc]
+            mates, n_mates = _subset_table(
+                [1 << int(j) for j in np.flatnonzero(label == k) if j != i]
+            )
             before = unions[:, None] | mates[None, :]
             weight = union_w[:, None] * _order_weight(n_mates, int(size[k]))[None, :]
             phi[i] = (weight * (table[before | (1 << int(i))] - table[before])).sum()

@@ -42,21 +42,22 @@ def share_the_gil() -> None:
 def run_in_own_thread(work: Callable[[], T], name: str, nice: int = 0) -> T:
     """`work()` in a new thread at `nice`, waited for; returns its result or raises its error.
     The thread, and the torch thread pool it made, end with the work (rule 1)."""
-    outcome: dict[str, object] = {}
+    value: list[T] = []
+    error: list[BaseException] = []
 
     def run() -> None:
         lower_priority(nice)
         try:
-            outcome["value"] = work()
+            value.append(work())
         except BaseException as exc:  # handed to the caller below
-            outcome["error"] = exc
+            error.append(exc)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     thread.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def lower_priority(nice: int) -> None:

@@ -41,8 +41,14 @@ campaign's `person_cap` of a group's training examples or of the judging set (`c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+from storage.rows import Campaign, Correction
+
+C = TypeVar("C", bound=Correction)
+"""A correction row, or a read that adds columns to one (the export's): what a filter returns."""
 
 STATUSES = ("unreviewed", "pending", "trusted", "rejected", "contested")
 
@@ -124,7 +130,7 @@ def consensus(status: str) -> str | None:
     return {"trusted": "endorse", "rejected": "reject"}.get(status)
 
 
-def rule_of(campaign: dict) -> TrustRule:
+def rule_of(campaign: Campaign) -> TrustRule:
     """The trust rule a campaign row sets."""
     return TrustRule(
         on=bool(campaign.get("reviews_on")),
@@ -204,12 +210,12 @@ def _allowance(owner: str, counts: dict[str, int], share: float) -> int:
     return max(1, by_share, median)
 
 
-def _who(correction: dict) -> str:
+def _who(correction: Correction) -> str:
     return correction["participant_id"]
 
 
 def bad_standing(
-    corrections: list[dict],
+    corrections: Sequence[Correction],
     verdicts: dict[int, Tally],
     rule: TrustRule,
     voice: Callable[[str], str] = str,
@@ -225,12 +231,12 @@ def bad_standing(
 
 
 def training_corrections(
-    corrections: list[dict],
+    corrections: list[C],
     verdicts: dict[int, Tally],
     rule: TrustRule,
     share: float,
     voice: Callable[[str], str] = str,
-) -> list[dict]:
+) -> list[C]:
     """The train-split corrections a round trains on and pays points for: those the rule lets
     train, by voices in good standing, within each group's per-voice cap. `corrections` are
     one round's, oldest first in, oldest first out; `voice` maps a pseudonym to its voice."""
@@ -242,7 +248,7 @@ def training_corrections(
         and voice(_who(c)) not in barred
         and rule.trains(verdicts.get(c["id"], NO_REVIEWS))
     ]
-    by_group: dict[int, list[dict]] = {}
+    by_group: dict[int, list[C]] = {}
     for correction in allowed:
         by_group.setdefault(correction["group_index"], []).append(correction)
     used = {
@@ -255,12 +261,12 @@ def training_corrections(
 
 
 def judging_corrections(
-    heldout: list[dict],
+    heldout: list[C],
     verdicts: dict[int, Tally],
     rule: TrustRule,
     share: float,
     voice: Callable[[str], str] = str,
-) -> list[dict]:
+) -> list[C]:
     """The held-out corrections that judge every group: trusted ones (all, with reviews off),
     no voice supplying more than `share` of them."""
     allowed = [c for c in heldout if rule.judges(verdicts.get(c["id"], NO_REVIEWS))]

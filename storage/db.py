@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -118,3 +119,13 @@ def database_id(path: Path) -> str | None:
     finally:
         conn.close()
     return row[0] if row else None
+
+
+def insert(db: Database, table: str, row: dict[str, Any]) -> int:
+    """Insert `row` into `table` and return the id SQLite gave it. sqlite-utils types `last_pk`
+    Optional because an `insert(ignore=True)` may insert nothing; a plain insert either stores
+    the row or raises, so a missing id here is a broken invariant, not a refusal."""
+    pk = db.table(table).insert(row).last_pk
+    if pk is None:
+        raise StorageError(f"inserting into {table} gave no row id")
+    return int(pk)

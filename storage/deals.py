@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from storage.db import insert
+
 OPEN = "d.answered_at IS NULL AND d.skipped_at IS NULL"
 
 
@@ -17,18 +19,16 @@ def add_deal(
     correction_id: int | None = None,
     gold_id: int | None = None,
 ) -> int:
-    return (
-        db.table("deals")
-        .insert(
-            {
-                "participant_id": participant_id,
-                "correction_id": correction_id,
-                "gold_id": gold_id,
-                "round_id": round_id,
-                "dealt_at": now,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "deals",
+        {
+            "participant_id": participant_id,
+            "correction_id": correction_id,
+            "gold_id": gold_id,
+            "round_id": round_id,
+            "dealt_at": now,
+        },
     )
 
 
@@ -107,7 +107,7 @@ def add_gold(db: Database, campaign_id: int, verdict: str, now: str, **fields) -
         if existing:
             db.execute("UPDATE gold SET verdict = ? WHERE id = ?", [verdict, existing["id"]])
             return existing["id"]
-    return db.table("gold").insert(row).last_pk
+    return insert(db, "gold", row)
 
 
 def gold_of_correction(db: Database, correction_id: int) -> dict | None:

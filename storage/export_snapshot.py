@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +16,7 @@ from typing import Any
 
 from storage import reviews
 from storage.queries import LIVE
+from storage.rows import Campaign, ExportedCorrection, each, first
 
 
 class ExportError(ValueError):
@@ -26,7 +27,7 @@ class ExportError(ValueError):
 class Scope:
     """What one export covers: a campaign, some of its rounds and groups, moderated data or not."""
 
-    campaign: dict[str, Any]
+    campaign: Campaign
     round_ids: dict[int, int]  # round id -> round number
     groups: tuple[int, ...] | None  # None = every group
     include_hidden: bool
@@ -47,7 +48,7 @@ class Snapshot:
         for values in cursor:
             yield dict(zip(names, values))
 
-    def pseudonym(self, row: dict[str, Any]) -> str:
+    def pseudonym(self, row: Mapping[str, Any]) -> str:
         """A stable-within-this-export pseudonym for `row['participant_id']`."""
         pid = row["participant_id"]
         if pid not in self._pseudonyms:
@@ -91,7 +92,7 @@ class Snapshot:
             include_banned=include_banned,
         )
 
-    def corrections(self, scope: Scope) -> Iterator[dict[str, Any]]:
+    def corrections(self, scope: Scope) -> Iterator[ExportedCorrection]:
         """Corrections in scope with their participant, round number, reply B, counted reviews
         (storage.reviews.COUNTS) and whether they are `live` (storage.queries.LIVE), by id."""
         where, params = _where(scope, "c")
@@ -99,7 +100,7 @@ class Snapshot:
             where += " AND c.hidden_at IS NULL"
         if not scope.include_banned:  # a hidden person's data is out like a banned one's
             where += " AND p.banned_at IS NULL AND p.hidden_at IS NULL"
-        return self.rows(
+        rows = self.rows(
             "SELECT c.*, r.number AS round, r.campaign_id, p.display_name, p.hf_username,"
             " p.share_identity, p.banned_at, p.hidden_at AS person_hidden_at,"
             " coalesce(v.endorsements, 0) AS endorsements, coalesce(v.rejections, 0) AS rejections,"
@@ -110,6 +111,7 @@ class Snapshot:
             f" WHERE {where} ORDER BY c.id",
             params,
         )
+        return each(ExportedCorrection, rows)
 
     def recorded(self, scope: Scope) -> tuple[set[int], set[int]]:
         """(ids of the rounds in scope whose record is written, ids of the corrections any
@@ -188,16 +190,17 @@ class Snapshot:
         )
 
 
-def _campaign(snap: Snapshot, campaign: int | None) -> dict[str, Any]:
+def _campaign(snap: Snapshot, campaign: int | None) -> Campaign:
     if campaign is None:
-        found = list(snap.rows("SELECT * FROM campaigns ORDER BY active DESC, id DESC LIMIT 1"))
-        if not found:
+        latest = "SELECT * FROM campaigns ORDER BY active DESC, id DESC LIMIT 1"
+        found = first(Campaign, snap.rows(latest))
+        if found is None:
             raise ExportError("the database holds no campaign yet: nothing to export")
-        return found[0]
-    found = list(snap.rows("SELECT * FROM campaigns WHERE id = ?", [campaign]))
-    if not found:
+        return found
+    found = first(Campaign, snap.rows("SELECT * FROM campaigns WHERE id = ?", [campaign]))
+    if found is None:
         raise ExportError(f"unknown campaign {campaign}")
-    return found[0]
+    return found
 
 
 def _where(scope: Scope, alias: str, keep_no_group: bool = False) -> tuple[str, list[Any]]:

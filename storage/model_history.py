@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from storage.rows import Version, every
 
-def versions_of(db: Database, campaign_id: int) -> list[dict]:
+
+def versions_of(db: Database, campaign_id: int) -> list[Version]:
     """Every model version of the campaign (the initial one, candidates, failed ones), by id."""
-    return list(
-        db.query("SELECT * FROM model_versions WHERE campaign_id = ? ORDER BY id", [campaign_id])
+    return every(
+        Version,
+        db.query("SELECT * FROM model_versions WHERE campaign_id = ? ORDER BY id", [campaign_id]),
     )
 
 

@@ -5,19 +5,30 @@ dicts or values; times are ISO-8601 UTC strings passed in by the caller."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Unpack
 
 from sqlite_utils import Database
 
+from storage.db import insert
+from storage.rows import (
+    ChatLine,
+    Conversation,
+    Correction,
+    Message,
+    NewCorrection,
+    Participant,
+    ShownMessage,
+    every,
+    first,
+)
 
-def get_participant(db: Database, participant_id: str) -> dict | None:
-    rows = list(db["participants"].rows_where("id = ?", [participant_id]))
-    return rows[0] if rows else None
+
+def get_participant(db: Database, participant_id: str) -> Participant | None:
+    return first(Participant, db.table("participants").rows_where("id = ?", [participant_id]))
 
 
-def participant_by_hf(db: Database, hf_username: str) -> dict | None:
-    rows = list(db["participants"].rows_where("hf_username = ?", [hf_username]))
-    return rows[0] if rows else None
+def participant_by_hf(db: Database, hf_username: str) -> Participant | None:
+    return first(Participant, db.table("participants").rows_where("hf_username = ?", [hf_username]))
 
 
 def add_participant(
@@ -86,23 +97,20 @@ def members(db: Database, round_id: int) -> dict[str, int]:
 
 
 def add_conversation(db: Database, participant_id: str, round_id: int, group: int, now: str) -> int:
-    return (
-        db["conversations"]  # type: ignore[union-attr]
-        .insert(
-            {
-                "participant_id": participant_id,
-                "round_id": round_id,
-                "group_index": group,
-                "created_at": now,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "conversations",
+        {
+            "participant_id": participant_id,
+            "round_id": round_id,
+            "group_index": group,
+            "created_at": now,
+        },
     )
 
 
-def get_conversation(db: Database, conversation_id: int) -> dict | None:
-    rows = list(db["conversations"].rows_where("id = ?", [conversation_id]))
-    return rows[0] if rows else None
+def get_conversation(db: Database, conversation_id: int) -> Conversation | None:
+    return first(Conversation, db.table("conversations").rows_where("id = ?", [conversation_id]))
 
 
 SHOWN = """coalesce((SELECT r.rewrite FROM corrections r
@@ -114,7 +122,7 @@ A reply they rewrote shows their live rewrite (not undone, not replaced by a new
 stands for the reply from then on (crowd/lessons.py); anything else shows what was written."""
 
 
-def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
+def conversation_messages(db: Database, conversation_id: int) -> list[ChatLine]:
     """The main line of a conversation (second replies left out), in order, as its owner sees
     it: `content` is the text shown (SHOWN), `written` what the model or person wrote, and
     `rating_id`, `rating` the owner's live thumbs on the text shown now (a rating given before
@@ -123,7 +131,8 @@ def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
                    AND r.kind = 'rating' AND r.participant_id = c.participant_id
                    AND r.undone_at IS NULL AND r.replaced_at IS NULL AND r.shown = {SHOWN}
                  ORDER BY r.id DESC LIMIT 1)"""
-    return list(
+    return every(
+        ChatLine,
         db.query(
             f"""SELECT m.id, m.position, m.role, {SHOWN} AS content, m.content AS written,
                    m.model_version_id, {rating.format("id")} AS rating_id,
@@ -131,7 +140,7 @@ def conversation_messages(db: Database, conversation_id: int) -> list[dict]:
                 FROM messages m JOIN conversations c ON c.id = m.conversation_id
                 WHERE m.conversation_id = ? AND m.alternative_of IS NULL ORDER BY m.position""",
             [conversation_id],
-        )
+        ),
     )
 
 
@@ -148,24 +157,22 @@ def add_message(
         "SELECT coalesce(max(position), -1) + 1 FROM messages WHERE conversation_id = ?",
         [conversation_id],
     ).fetchone()[0]
-    return (
-        db["messages"]  # type: ignore[union-attr]
-        .insert(
-            {
-                "conversation_id": conversation_id,
-                "position": position,
-                "role": role,
-                "content": content,
-                "model_version_id": model_version_id,
-                "alternative_of": alternative_of,
-                "created_at": now,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "messages",
+        {
+            "conversation_id": conversation_id,
+            "position": position,
+            "role": role,
+            "content": content,
+            "model_version_id": model_version_id,
+            "alternative_of": alternative_of,
+            "created_at": now,
+        },
     )
 
 
-def get_message(db: Database, message_id: int) -> dict | None:
+def get_message(db: Database, message_id: int) -> ShownMessage | None:
     """A message with its conversation's owner, round and group, and the text it shows its
     owner (`shown`, see SHOWN)."""
     rows = db.query(
@@ -174,7 +181,7 @@ def get_message(db: Database, message_id: int) -> dict | None:
            FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ?""",
         [message_id],
     )
-    return next(iter(rows), None)
+    return first(ShownMessage, rows)
 
 
 def latest_alternative(db: Database, message_id: int) -> int | None:
@@ -185,7 +192,7 @@ def latest_alternative(db: Database, message_id: int) -> int | None:
     return row[0]
 
 
-def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
+def prompt_before(db: Database, message: Message) -> list[dict[str, str]]:
     """The chat (role, content) up to, not including, `message`, as its owner sees it (SHOWN).
     A second reply (B) answers the same turn as the reply it is an alternative of (A), so its
     prompt stops before A."""
@@ -203,7 +210,7 @@ def prompt_before(db: Database, message: dict) -> list[dict[str, str]]:
     return [{"role": role, "content": content} for role, content in rows]
 
 
-def add_correction(db: Database, **fields: Any) -> int | None:
+def add_correction(db: Database, **fields: Unpack[NewCorrection]) -> int | None:
     """Insert a correction, but only while its round is open (checked by the INSERT itself, so
     a round closed a moment earlier refuses it); returns its id, or None when refused."""
     if isinstance(fields.get("prompt"), list):
@@ -219,7 +226,7 @@ def add_correction(db: Database, **fields: Any) -> int | None:
     return cursor.lastrowid if cursor.rowcount == 1 else None
 
 
-def replace_earlier(db: Database, correction: dict, now: str) -> int:
+def replace_earlier(db: Database, correction: Correction, now: str) -> int:
     """Mark the person's earlier live correction of the same kind of the same reply as replaced
     by `correction` (kept, never deleted); returns how many were replaced (0 or 1)."""
     cursor = db.execute(
@@ -238,9 +245,8 @@ def replace_earlier(db: Database, correction: dict, now: str) -> int:
     return cursor.rowcount
 
 
-def get_correction(db: Database, correction_id: int) -> dict | None:
-    rows = list(db["corrections"].rows_where("id = ?", [correction_id]))
-    return rows[0] if rows else None
+def get_correction(db: Database, correction_id: int) -> Correction | None:
+    return first(Correction, db.table("corrections").rows_where("id = ?", [correction_id]))
 
 
 def mark_undone(db: Database, correction_id: int, now: str) -> bool:

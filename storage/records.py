@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from storage.rows import RoundRecord
+
 ROLES = ("train", "set_aside", "judge")
 
 
@@ -38,14 +40,22 @@ def add_record(
     db.table("round_material").insert_all({**row, "round_id": round_id} for row in rows)
 
 
-def bundle_of(db: Database, round_id: int) -> dict | None:
+def bundle_of(db: Database, round_id: int) -> RoundRecord | None:
     """The round's bundle row (hash, path, verdicts as a list, settings as a dict), or None
     before it is written."""
-    rows = list(db.query("SELECT * FROM round_bundles WHERE round_id = ?", [round_id]))
-    if not rows:
+    row = next(iter(db.query("SELECT * FROM round_bundles WHERE round_id = ?", [round_id])), None)
+    if row is None:
         return None
-    verdicts = [tuple(v) for v in json.loads(rows[0]["verdicts"])]
-    return {**rows[0], "verdicts": verdicts, "settings": json.loads(rows[0]["settings"])}
+    return RoundRecord(
+        round_id=row["round_id"],
+        hash=row["hash"],
+        path=row["path"],
+        verdicts=[
+            (who, verdict, consensus) for who, verdict, consensus in json.loads(row["verdicts"])
+        ],
+        settings=json.loads(row["settings"]),
+        created_at=row["created_at"],
+    )
 
 
 def material(db: Database, round_id: int, role: str) -> list[dict]:

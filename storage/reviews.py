@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from storage.db import insert
 from storage.queries import IN_STANDING, LIVE
+from storage.rows import Review, ReviewItem, every, first
 from storage.vocabulary import VERDICTS
 
 COUNTED = f"SELECT * FROM reviews WHERE participant_id IN ({IN_STANDING})"
@@ -31,29 +33,27 @@ def add_review(
     deal_id: int | None = None,
 ) -> int:
     """Store one review; the UNIQUE (correction, reviewer) constraint refuses a second one."""
-    return (
-        db.table("reviews")
-        .insert(
-            {
-                "correction_id": correction_id,
-                "participant_id": participant_id,
-                "verdict": verdict,
-                "round_id": round_id,
-                "created_at": now,
-                "source": source,
-                "deal_id": deal_id,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "reviews",
+        {
+            "correction_id": correction_id,
+            "participant_id": participant_id,
+            "verdict": verdict,
+            "round_id": round_id,
+            "created_at": now,
+            "source": source,
+            "deal_id": deal_id,
+        },
     )
 
 
-def get_review(db: Database, correction_id: int, participant_id: str) -> dict | None:
+def get_review(db: Database, correction_id: int, participant_id: str) -> Review | None:
     rows = db.query(
         "SELECT * FROM reviews WHERE correction_id = ? AND participant_id = ?",
         [correction_id, participant_id],
     )
-    return next(iter(rows), None)
+    return first(Review, rows)
 
 
 def campaign_reviews(db: Database, campaign_id: int) -> list[tuple[int, str, str, str]]:
@@ -95,11 +95,11 @@ def reviewers_of(db: Database, round_ids: list[int]) -> list[tuple[int, str, str
     ).fetchall()
 
 
-def reviews_of(db: Database, correction_id: int) -> list[dict]:
-    return list(db.query("SELECT * FROM reviews WHERE correction_id = ?", [correction_id]))
+def reviews_of(db: Database, correction_id: int) -> list[Review]:
+    return every(Review, db.query("SELECT * FROM reviews WHERE correction_id = ?", [correction_id]))
 
 
-def item(db: Database, correction_id: int) -> dict | None:
+def item(db: Database, correction_id: int) -> ReviewItem | None:
     """A correction as a reviewer sees it (reply B is `other_reply`, as its author saw it), with
     its number of reviews."""
     rows = db.query(
@@ -107,14 +107,15 @@ def item(db: Database, correction_id: int) -> dict | None:
            FROM corrections c WHERE c.id = ?""",
         [correction_id],
     )
-    return next(iter(rows), None)
+    return first(ReviewItem, rows)
 
 
-def reviews_given_in(db: Database, round_id: int) -> list[dict]:
+def reviews_given_in(db: Database, round_id: int) -> list[Review]:
     """Reviews given while `round_id` was the current round, by reviewers still in good standing."""
-    return list(
+    return every(
+        Review,
         db.query(
             f"SELECT * FROM ({COUNTED}) WHERE round_id = ? ORDER BY id",
             [round_id],
-        )
+        ),
     )

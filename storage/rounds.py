@@ -8,31 +8,32 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from storage.db import insert
 from storage.queries import LIVE
+from storage.rows import Campaign, Correction, Job, RecentJob, Round, Version, every, first
 
 
-def _one(db: Database, sql: str, params: list) -> dict | None:
-    rows = list(db.query(sql, params))
-    return rows[0] if rows else None
+def active_campaign(db: Database) -> Campaign | None:
+    return first(
+        Campaign, db.query("SELECT * FROM campaigns WHERE active = 1 ORDER BY id DESC LIMIT 1")
+    )
 
 
-def active_campaign(db: Database) -> dict | None:
-    return _one(db, "SELECT * FROM campaigns WHERE active = 1 ORDER BY id DESC LIMIT 1", [])
+def campaign_named(db: Database, name: str) -> Campaign | None:
+    return first(
+        Campaign, db.query("SELECT * FROM campaigns WHERE name = ? ORDER BY id LIMIT 1", [name])
+    )
 
 
-def campaign_named(db: Database, name: str) -> dict | None:
-    return _one(db, "SELECT * FROM campaigns WHERE name = ? ORDER BY id LIMIT 1", [name])
-
-
-def get_campaign(db: Database, campaign_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM campaigns WHERE id = ?", [campaign_id])
+def get_campaign(db: Database, campaign_id: int) -> Campaign | None:
+    return first(Campaign, db.query("SELECT * FROM campaigns WHERE id = ?", [campaign_id]))
 
 
 def add_campaign(db: Database, now: str, **fields: Any) -> int:
     if isinstance(fields.get("prompts"), list):
         fields["prompts"] = json.dumps(fields["prompts"], ensure_ascii=False)
     db.execute("UPDATE campaigns SET active = 0")
-    return db.table("campaigns").insert({**fields, "active": 1, "created_at": now}).last_pk
+    return insert(db, "campaigns", {**fields, "active": 1, "created_at": now})
 
 
 def update_campaign(db: Database, campaign_id: int, **fields: Any) -> None:
@@ -54,58 +55,66 @@ def add_version(
     kind: str = "group",
     sources: list[int] | None = None,
 ) -> int:
-    return (
-        db["model_versions"]  # type: ignore[union-attr]
-        .insert(
-            {
-                "campaign_id": campaign_id,
-                "round_id": round_id,
-                "group_index": group_index,
-                "parent_id": parent_id,
-                "adapter_path": adapter_path,
-                "status": status,
-                "kind": kind,
-                "sources": None if sources is None else json.dumps(sources),
-                "created_at": now,
-            }
-        )
-        .last_pk
-    )
-
-
-def get_version(db: Database, version_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM model_versions WHERE id = ?", [version_id])
-
-
-def candidate_for(db: Database, round_id: int, group: int) -> dict | None:
-    return _one(
+    return insert(
         db,
-        "SELECT * FROM model_versions WHERE round_id = ? AND group_index = ? "
-        "AND kind = 'group' ORDER BY id DESC LIMIT 1",
-        [round_id, group],
+        "model_versions",
+        {
+            "campaign_id": campaign_id,
+            "round_id": round_id,
+            "group_index": group_index,
+            "parent_id": parent_id,
+            "adapter_path": adapter_path,
+            "status": status,
+            "kind": kind,
+            "sources": None if sources is None else json.dumps(sources),
+            "created_at": now,
+        },
     )
 
 
-def candidate_of(db: Database, round_id: int, kind: str, group: int | None = None) -> dict | None:
+def get_version(db: Database, version_id: int) -> Version | None:
+    return first(Version, db.query("SELECT * FROM model_versions WHERE id = ?", [version_id]))
+
+
+def candidate_for(db: Database, round_id: int, group: int) -> Version | None:
+    return first(
+        Version,
+        db.query(
+            "SELECT * FROM model_versions WHERE round_id = ? AND group_index = ? "
+            "AND kind = 'group' ORDER BY id DESC LIMIT 1",
+            [round_id, group],
+        ),
+    )
+
+
+def candidate_of(
+    db: Database, round_id: int, kind: str, group: int | None = None
+) -> Version | None:
     """The round's latest candidate of `kind` ('group' with its `group`, 'union', 'merged')."""
     if kind == "group":
         return candidate_for(db, round_id, group if group is not None else -1)
-    return _one(
-        db,
-        "SELECT * FROM model_versions WHERE round_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
-        [round_id, kind],
+    return first(
+        Version,
+        db.query(
+            "SELECT * FROM model_versions WHERE round_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            [round_id, kind],
+        ),
     )
 
 
-def round_versions(db: Database, round_id: int) -> list[dict]:
+def round_versions(db: Database, round_id: int) -> list[Version]:
     """Every model version a round made (its candidates of every kind), oldest first."""
-    return list(db.query("SELECT * FROM model_versions WHERE round_id = ? ORDER BY id", [round_id]))
+    return every(
+        Version, db.query("SELECT * FROM model_versions WHERE round_id = ? ORDER BY id", [round_id])
+    )
 
 
 def add_round_notes(db: Database, round_id: int, notes: list[str]) -> None:
     """Append `notes` to the round's notes, each once (a resumed job says them again)."""
-    row = get_round(db, round_id)
-    known = json.loads(row["notes"] or "[]")
+    row = db.execute("SELECT notes FROM rounds WHERE id = ?", [round_id]).fetchone()
+    if row is None:
+        raise ValueError(f"no round {round_id} to add notes to")
+    known = json.loads(row[0] or "[]")
     new = [n for n in notes if n not in known]
     if new:
         db.execute(
@@ -120,32 +129,33 @@ def set_version_status(
     db.table("model_versions").update(version_id, {"status": status, "error": error})
 
 
-def current_round(db: Database, campaign_id: int) -> dict | None:
-    return _one(
-        db, "SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number DESC LIMIT 1", [campaign_id]
+def current_round(db: Database, campaign_id: int) -> Round | None:
+    return first(
+        Round,
+        db.query(
+            "SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number DESC LIMIT 1", [campaign_id]
+        ),
     )
 
 
-def get_round(db: Database, round_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM rounds WHERE id = ?", [round_id])
+def get_round(db: Database, round_id: int) -> Round | None:
+    return first(Round, db.query("SELECT * FROM rounds WHERE id = ?", [round_id]))
 
 
 def add_round(
     db: Database, campaign_id: int, number: int, champion_id: int, now: str, closes_at: str | None
 ) -> int:
-    return (
-        db["rounds"]  # type: ignore[union-attr]
-        .insert(
-            {
-                "campaign_id": campaign_id,
-                "number": number,
-                "state": "open",
-                "champion_id": champion_id,
-                "opened_at": now,
-                "closes_at": closes_at,
-            }
-        )
-        .last_pk
+    return insert(
+        db,
+        "rounds",
+        {
+            "campaign_id": campaign_id,
+            "number": number,
+            "state": "open",
+            "champion_id": champion_id,
+            "opened_at": now,
+            "closes_at": closes_at,
+        },
     )
 
 
@@ -163,20 +173,21 @@ def set_round_champion(db: Database, round_id: int, version_id: int) -> None:
     db.execute("UPDATE rounds SET champion_id = ? WHERE id = ?", [version_id, round_id])
 
 
-def rounds_of(db: Database, campaign_id: int) -> list[dict]:
-    return list(
-        db.query("SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number", [campaign_id])
+def rounds_of(db: Database, campaign_id: int) -> list[Round]:
+    return every(
+        Round, db.query("SELECT * FROM rounds WHERE campaign_id = ? ORDER BY number", [campaign_id])
     )
 
 
-def round_corrections(db: Database, round_id: int) -> list[dict]:
+def round_corrections(db: Database, round_id: int) -> list[Correction]:
     """Live corrections of a round, oldest first."""
-    return list(
+    return every(
+        Correction,
         db.query(
             f"""SELECT c.* FROM corrections c
             WHERE c.round_id = ? AND {LIVE} ORDER BY c.id""",
             [round_id],
-        )
+        ),
     )
 
 
@@ -187,15 +198,16 @@ def set_split(db: Database, correction_ids: list[int], split: str) -> None:
         db.execute(f"UPDATE corrections SET split = ? WHERE id IN ({marks})", [split, *chunk])
 
 
-def heldout_corrections(db: Database, campaign_id: int, up_to_round: int) -> list[dict]:
+def heldout_corrections(db: Database, campaign_id: int, up_to_round: int) -> list[Correction]:
     """Every live held-out correction of the campaign up to and including `up_to_round`."""
-    return list(
+    return every(
+        Correction,
         db.query(
             f"""SELECT c.* FROM corrections c JOIN rounds r ON r.id = c.round_id
             WHERE r.campaign_id = ? AND r.number <= ? AND c.split = 'heldout' AND {LIVE}
             ORDER BY c.id""",
             [campaign_id, up_to_round],
-        )
+        ),
     )
 
 
@@ -225,12 +237,12 @@ def reference_counts(db: Database, campaign_id: int) -> list[dict]:
     )
 
 
-def evaluation(db: Database, round_id: int, version_id: int) -> dict | None:
-    return _one(
-        db,
+def evaluation(db: Database, round_id: int, version_id: int) -> dict[str, Any] | None:
+    rows = db.query(
         "SELECT * FROM evaluations WHERE round_id = ? AND model_version_id = ?",
         [round_id, version_id],
     )
+    return next(iter(rows), None)
 
 
 def round_evaluations(db: Database, round_id: int) -> list[dict]:
@@ -281,33 +293,35 @@ def points_totals(db: Database, campaign_id: int) -> dict[str, float]:
 
 
 def add_job(db: Database, kind: str, round_id: int, now: str) -> int:
-    return (
-        db["jobs"]  # type: ignore[union-attr]
-        .insert({"kind": kind, "round_id": round_id, "status": "pending", "created_at": now})
-        .last_pk
+    return insert(
+        db, "jobs", {"kind": kind, "round_id": round_id, "status": "pending", "created_at": now}
     )
 
 
-def claim_job(db: Database, now: str) -> dict | None:
+def claim_job(db: Database, now: str) -> Job | None:
     """Take the oldest pending job and mark it running, atomically."""
     with db.atomic():
-        job = _one(db, "SELECT * FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1", [])
-        if job is None:
+        pending = db.execute(
+            "SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1"
+        ).fetchone()
+        if pending is None:
             return None
         db.execute(
             "UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, "
             "attempts = attempts + 1 WHERE id = ?",
-            [now, now, job["id"]],
+            [now, now, pending[0]],
         )
-    return get_job(db, job["id"])
+    return get_job(db, pending[0])
 
 
-def get_job(db: Database, job_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM jobs WHERE id = ?", [job_id])
+def get_job(db: Database, job_id: int) -> Job | None:
+    return first(Job, db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
 
 
-def last_job_of_round(db: Database, round_id: int) -> dict | None:
-    return _one(db, "SELECT * FROM jobs WHERE round_id = ? ORDER BY id DESC LIMIT 1", [round_id])
+def last_job_of_round(db: Database, round_id: int) -> Job | None:
+    return first(
+        Job, db.query("SELECT * FROM jobs WHERE round_id = ? ORDER BY id DESC LIMIT 1", [round_id])
+    )
 
 
 def job_status(db: Database, job_id: int) -> str | None:
@@ -335,15 +349,16 @@ def cancel_job(db: Database, job_id: int, now: str) -> bool:
     return cursor.rowcount == 1
 
 
-def recent_jobs(db: Database, limit: int = 20) -> list[dict]:
+def recent_jobs(db: Database, limit: int = 20) -> list[RecentJob]:
     """The latest jobs, newest first, each with its round's number and notes (JSON list)."""
-    return list(
+    return every(
+        RecentJob,
         db.query(
             "SELECT j.*, r.notes AS notes, r.number AS round_number FROM jobs j "
             "LEFT JOIN rounds r ON r.id = j.round_id "
             "ORDER BY j.id DESC LIMIT ?",
             [limit],
-        )
+        ),
     )
 
 

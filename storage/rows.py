@@ -13,7 +13,7 @@ shape: storage functions pass their query through them and name the shape they r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
 from storage.vocabulary import Kind, Verdict
@@ -30,9 +30,22 @@ def first(shape: type[Row], rows: Iterable[dict[str, Any]]) -> Row | None:
     return None
 
 
+def must(row: Row | None, what: str) -> Row:
+    """`row`, read by an id the caller's own unit of work holds (it wrote the row, or a foreign
+    key points at it), so it exists; a missing one is a broken invariant, raised naming it."""
+    if row is None:
+        raise LookupError(f"{what} is missing from the database")
+    return row
+
+
 def every(shape: type[Row], rows: Iterable[dict[str, Any]]) -> list[Row]:
     """All of `rows` as `shape` rows, in order (see `first`)."""
     return cast(list[Row], list(rows))
+
+
+def each(shape: type[Row], rows: Iterator[dict[str, Any]]) -> Iterator[Row]:
+    """`rows` as `shape` rows, one at a time, for reads too large to hold (see `first`)."""
+    return cast(Iterator[Row], rows)
 
 
 class Participant(TypedDict):
@@ -155,6 +168,22 @@ class ReviewItem(Correction):
     n_reviews: int
 
 
+class ExportedCorrection(Correction):
+    """A correction as the export reads it (storage.export_snapshot.Snapshot.corrections): with
+    its author, its round's number and campaign, its counted reviews and whether it is live."""
+
+    round: int
+    campaign_id: int
+    display_name: str
+    hf_username: str | None
+    share_identity: int
+    banned_at: str | None
+    person_hidden_at: str | None
+    endorsements: int
+    rejections: int
+    live: int
+
+
 class Review(TypedDict):
     """One person's verdict on another's correction."""
 
@@ -200,6 +229,17 @@ class Version(TypedDict):
     created_at: str
     kind: str
     sources: str | None  # JSON list of the versions a merged candidate was made from
+
+
+class RoundRecord(TypedDict):
+    """A round's record of its bundle (storage.records.bundle_of), its JSON read."""
+
+    round_id: int
+    hash: str  # sha256 of the bundle's manifest (its folder's name)
+    path: str  # the bundle folder, relative to the data dir
+    verdicts: list[tuple[str, str, str | None]]  # (reviewer, verdict, consensus)
+    settings: dict[str, Any]  # what trained and judged the round (crowd.rounds.record)
+    created_at: str
 
 
 class Job(TypedDict):

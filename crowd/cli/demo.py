@@ -160,12 +160,13 @@ def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
 
 
 def summarize(service, job_id: int) -> dict:
-    from crowd.groups import group_name
+    from crowd.groups import candidate_name, group_name
     from storage import rounds as store
+    from storage.rows import must
 
     with service.db() as db:
-        job = store.get_job(db, job_id)
-        round_ = store.get_round(db, job["round_id"])
+        job = must(store.get_job(db, job_id), f"job {job_id}")
+        round_ = must(store.get_round(db, must(job["round_id"], "its round")), "its round")
         evaluations = store.round_evaluations(db, round_["id"])
         points = store.points_for_round(db, round_["id"])
         winner = store.get_version(db, round_["winner_id"]) if round_["winner_id"] else None
@@ -184,7 +185,10 @@ def summarize(service, job_id: int) -> dict:
     if champion is not None:
         print(f"  champion {champion:.4f}")
     improved = bool(round_["improved"])
-    winner_name = group_name(winner["group_index"]) if improved and winner else "champion kept"
+    kept = "champion kept"
+    winner_name = (
+        candidate_name(winner["kind"], winner["group_index"]) if improved and winner else kept
+    )
     print(
         f"winner: {winner_name}; {len(points)} ledger rows, {sum(p['amount'] for p in points):g} points"
     )

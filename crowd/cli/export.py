@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from crowd.config import ConfigError, load_settings
-from crowd.export import ExportError, export_dataset, export_zip
+from crowd.export import ExportError, ExportOptions, export_dataset, export_zip
 
 
 def _int_list(raw: str) -> list[int]:
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv[1:])
     except SystemExit as exc:  # argparse has printed the usage error
         return int(exc.code or 0)
-    options = dict(
+    options = ExportOptions(
         campaign=args.campaign,
         rounds=args.rounds,
         groups=args.groups,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.card import hf_license
+from storage.rows import Campaign
 
 CHART_NAME = "metric.svg"
 METRIC_TEXT = {
@@ -27,7 +28,7 @@ class CardFacts:
     with `number`, `improved`, `winner_id`, `champion_id` and `entries` (one per judged model:
     `version_id`, `group` (None for the incumbent champion), `value`, `status`)."""
 
-    campaign: dict[str, Any]
+    campaign: Campaign
     round_number: int
     version_id: int
     base_model: str  # what the adapter was trained on: a Hub id or a local folder
@@ -61,7 +62,7 @@ def front_matter(facts: CardFacts) -> str:
     return "\n".join(lines + ["---", ""])
 
 
-def _goal(campaign: dict[str, Any]) -> str:
+def _goal(campaign: Campaign) -> str:
     if campaign["task"] == "emotion":
         return f"replies that convey **{campaign['target_emotion'] or 'a target emotion'}**"
     return "replies that people prefer"

@@ -18,6 +18,7 @@ from crowd.model_export.card import CardFacts
 from storage import model_history, records
 from storage import rounds as store
 from storage.db import connect
+from storage.rows import Campaign, Round, Version, must
 
 PACKAGED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub id of the model the offline default (PACKAGED_MODEL) was converted from."""
@@ -33,9 +34,9 @@ class ModelExportError(ValueError):
 class Champion:
     """What one export is about: a finished round of a campaign and the model it crowned."""
 
-    campaign: dict
-    round: dict
-    version: dict
+    campaign: Campaign
+    round: Round
+    version: Version
     adapter_dir: Path
 
 
@@ -52,7 +53,8 @@ def find_champion(
     with connect(settings.db_path) as db:
         campaign = _campaign(db, campaign_id)
         round_ = _finished_round(store.rounds_of(db, campaign["id"]), round_number)
-        version = store.get_version(db, round_["winner_id"])
+        winner = round_["winner_id"]  # a finished round has one (the champion, kept or new)
+        version = must(store.get_version(db, must(winner, "its winner")), "its winner")
     if not version["adapter_path"]:
         raise ModelExportError(
             f"the champion after round {round_['number']} is the bare base model (no candidate "
@@ -65,7 +67,7 @@ def find_champion(
     return Champion(campaign, round_, version, adapter_dir)
 
 
-def _campaign(db: Any, campaign_id: int | None) -> dict:
+def _campaign(db: Any, campaign_id: int | None) -> Campaign:
     campaign = (
         store.active_campaign(db) if campaign_id is None else store.get_campaign(db, campaign_id)
     )
@@ -76,7 +78,7 @@ def _campaign(db: Any, campaign_id: int | None) -> dict:
     return campaign
 
 
-def _finished_round(rounds: list[dict], number: int | None) -> dict:
+def _finished_round(rounds: list[Round], number: int | None) -> Round:
     if number is None:
         done = [r for r in rounds if r["state"] == "done"]
         if not done:
@@ -172,7 +174,7 @@ def _base_label(base_model: str) -> str:
     return PACKAGED_HUB_ID if base_model == PACKAGED_MODEL else base_model
 
 
-def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dict:
+def _round_entries(round_: Round, versions: dict[int, Version], values: dict) -> dict:
     """The incumbent champion, then each group's candidate, with their held-out metric."""
     judged = [versions[round_["champion_id"]]]
     judged += sorted(
@@ -196,14 +198,16 @@ def _round_entries(round_: dict, versions: dict[int, dict], values: dict) -> dic
     return {**round_, "entries": entries}
 
 
-def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) -> list[dict]:
+def _lineage(
+    db: Any, campaign: Campaign, versions: dict[int, Version], version: Version
+) -> list[dict]:
     """The crowned versions the export descends from, oldest first, each with the people
     (`people`, a set of ids for counting only) and corrections that trained it."""
     chain: list[dict] = []
-    current: dict | None = version
+    current: Version | None = version
     while current is not None:
         if current["round_id"] is not None:  # the campaign's first version was not trained
-            round_ = store.get_round(db, current["round_id"])
+            round_ = must(store.get_round(db, current["round_id"]), "a version's round")
             people, corrections = _trained_by(db, campaign, round_, _groups_of(current, versions))
             chain.append(
                 {
@@ -219,23 +223,26 @@ def _lineage(db: Any, campaign: dict, versions: dict[int, dict], version: dict) 
     return chain[::-1]
 
 
-def _group(version: dict) -> int | str | None:
+def _group(version: Version) -> int | str | None:
     """A candidate's label in the card: its group, or 'union' / 'merged'."""
     return version["group_index"] if version["kind"] == "group" else version["kind"]
 
 
-def _groups_of(version: dict, versions: dict[int, dict]) -> set[int] | None:
+def _groups_of(version: Version, versions: dict[int, Version]) -> set[int] | None:
     """The groups whose round material trained a version: its own, the merged ones, or every
     group (None) for the union. The union's memory of earlier rounds is not counted again."""
     if version["kind"] == "union":
         return None
     if version["kind"] == "merged":
-        return {versions[i]["group_index"] for i in json.loads(version["sources"] or "[]")}
-    return {version["group_index"]}
+        merged = [versions[i] for i in json.loads(version["sources"] or "[]")]
+    else:
+        merged = [version]
+    # a group's candidate has its group; a merge's sources are group candidates
+    return {v["group_index"] for v in merged if v["group_index"] is not None}
 
 
 def _trained_by(
-    db: Any, campaign: dict, round_: dict, groups: set[int] | None
+    db: Any, campaign: Campaign, round_: Round, groups: set[int] | None
 ) -> tuple[set[str], int]:
     """(participant ids, number of corrections) behind a candidate of a round, from `groups`
     (None: all), as the round's record says (storage.records: the corrections that gave a group
@@ -258,7 +265,7 @@ def _trained_by(
     return {pid for pid, _, _ in taught}, len(taught)
 
 
-def _training(settings: Settings, campaign: dict, champion: Champion) -> dict[str, Any]:
+def _training(settings: Settings, campaign: Campaign, champion: Champion) -> dict[str, Any]:
     """The LoRA shape as saved in the adapter; the rest as the crowning round's record says
     (storage.records: the settings its bundle trained with), or, for a round closed before
     records were kept, as configured when exporting."""

@@ -9,6 +9,7 @@ import tempfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from crowd.config import PACKAGED_MODEL, Settings
 from crowd.model_export.card import CHART_NAME, CardFacts, metric_chart_svg, render_model_card
@@ -158,13 +159,26 @@ def save_merged(base_path: str, adapter_dir: Path, target: Path) -> None:
     save_tokenizer(base_path, target)
 
 
-def export_model_zip(settings: Settings, zip_path: Path | str, **options: object) -> Path:
+class ModelExportOptions(TypedDict, total=False):
+    """`export_model`'s options, for the callers that pass them on (mypy holds the two to each
+    other at the call in `export_model_zip`)."""
+
+    campaign: int | None
+    round_number: int | None
+    merged: bool
+    push: PushTarget | None
+    now: datetime | None
+
+
+def export_model_zip(
+    settings: Settings, zip_path: Path | str, **options: Unpack[ModelExportOptions]
+) -> Path:
     """The same export as one zip file (the organizer's download button); returns its path.
     Weights are stored as they are (deflating float tensors saves little and takes long)."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory(prefix="crowd-model-") as tmp:
         folder = Path(tmp) / "model"
-        export_model(settings, folder, **options)  # type: ignore[arg-type]
+        export_model(settings, folder, **options)
         zip_path.parent.mkdir(parents=True, exist_ok=True)
         partial = zip_path.with_name(zip_path.name + ".partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:

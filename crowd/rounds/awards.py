@@ -20,11 +20,12 @@ from crowd.assess import assess
 from crowd.points import Award, RoundOutcome, get_rule, review_awards
 from crowd.trust import consensus
 from storage import reviews
+from storage.rows import Campaign, Round
 
 
 def ledger_rows(
-    campaign: dict,
-    round_: dict,
+    campaign: Campaign,
+    round_: Round,
     outcome: RoundOutcome,
     usage: dict,
     verdicts: list[tuple[str, str, str | None]],
@@ -51,7 +52,9 @@ def ledger_rows(
     return [row for row in rows if row["amount"]]
 
 
-def verdicts_of(db: Database, campaign: dict, round_: dict) -> list[tuple[str, str, str | None]]:
+def verdicts_of(
+    db: Database, campaign: Campaign, round_: Round
+) -> list[tuple[str, str, str | None]]:
     """(reviewer, verdict, the crowd's consensus now) for each review given during `round_`
     that counts (a review of one's own voice, venue or cluster earns nothing): read when the
     round's bundle is written and kept in its record."""
@@ -64,7 +67,7 @@ def verdicts_of(db: Database, campaign: dict, round_: dict) -> list[tuple[str, s
     ]
 
 
-def _row(round_: dict, award: Award, rule: str, reason: dict) -> dict:
+def _row(round_: Round, award: Award, rule: str, reason: dict) -> dict:
     return {
         "round_id": round_["id"],
         "participant_id": award.participant_id,

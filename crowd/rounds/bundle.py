@@ -124,6 +124,13 @@ class Bundle:
     root: Path | None = None
 
     @property
+    def folder(self) -> Path:
+        """Where the bundle lies: only a written or read bundle has a folder."""
+        if self.root is None:
+            raise ValueError(f"the bundle of round {self.round.get('id')} is not written yet")
+        return self.root
+
+    @property
     def champion_dir(self) -> Path | None:
         return self.root / CHAMPION if self.root and self.has_champion_adapter else None
 

@@ -44,6 +44,7 @@ from crowd.rounds.bundle import ADAPTER_FILES, Candidate, Example
 from crowd.rounds.data import GroupData, training_material
 from crowd.training.merge import DENSITY
 from storage import rounds as store
+from storage.rows import Campaign, Round, Version
 
 MEMORY_STATES = ("training", "evaluating", "done")
 """Rounds whose held-out share is drawn: their train split is final, so memory may read it."""
@@ -65,8 +66,8 @@ class Plan:
 
 def plan(
     db: Database,
-    campaign: dict,
-    round_: dict,
+    campaign: Campaign,
+    round_: Round,
     groups: dict[int, list[Example]],
     sat_out: dict[int, str],
     data_dir: Path | None = None,
@@ -107,8 +108,8 @@ def plan(
 
 def _add_union(
     db: Database,
-    campaign: dict,
-    round_: dict,
+    campaign: Campaign,
+    round_: Round,
     examples: tuple[dict[int, list[Example]], list[Example]],
     data_dir: Path | None,
     result: Plan,
@@ -127,36 +128,33 @@ def _add_union(
         return
     scale = max(1, sum(c.kind == "group" for c in result.candidates))
     line = union_line(db, round_) if campaign.get("union_continues") else None
-    if (
-        line is not None
-        and data_dir is not None
-        and not _installed(data_dir / line["adapter_path"])
-    ):
+    start = None if line is None else line["adapter_path"]  # union_line's have an adapter
+    if start is not None and data_dir is not None and not _installed(data_dir / start):
         result.notes.append(
             "The union candidate starts from the champion: the last round's union adapter "
-            f"({line['adapter_path']}) is missing from the data folder."
+            f"({start}) is missing from the data folder."
         )
-        line = None
+        start = None
     result.candidates.append(
-        Candidate(UNION, UNION, None, sources, scale=scale, start=line is not None)
+        Candidate(UNION, UNION, None, sources, scale=scale, start=start is not None)
     )
     if remembered:
         result.memory[UNION] = remembered
-    if line is not None:
-        result.starts[UNION] = line["adapter_path"]
+    if start is not None:
+        result.starts[UNION] = start
 
 
 def _installed(adapter_dir: Path) -> bool:
     return all((adapter_dir / name).is_file() for name in ADAPTER_FILES)
 
 
-def usable(example: Example, campaign: dict) -> bool:
+def usable(example: Example, campaign: Campaign) -> bool:
     """Whether `example` teaches something in the campaign's training mode."""
     return example.pair is not None if campaign["training_mode"] == "dpo" else bool(example.sft)
 
 
 def memory(
-    db: Database, campaign: dict, round_: dict
+    db: Database, campaign: Campaign, round_: Round
 ) -> tuple[list[tuple[int, Example, str]], list[str]]:
     """(group, example, author) of the training material of the `memory_rounds` rounds before
     `round_` (those past their held-out draw), oldest round first, and a note when the window
@@ -188,11 +186,11 @@ def memory(
     return out, notes
 
 
-def _authors(db: Database, round_: dict) -> dict[int, str]:
+def _authors(db: Database, round_: Round) -> dict[int, str]:
     return {c["id"]: c["participant_id"] for c in store.round_corrections(db, round_["id"])}
 
 
-def union_line(db: Database, round_: dict) -> dict | None:
+def union_line(db: Database, round_: Round) -> Version | None:
     """The previous round's union candidate, when the union may continue from it: it trained,
     was not crowned, and the champion has not changed since (so it still builds on it)."""
     previous = next(

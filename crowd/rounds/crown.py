@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from sqlite_utils import Database
 
 from crowd.groups import group_name
 from crowd.points import ContributionItem, RoundOutcome
@@ -23,14 +24,15 @@ from crowd.rounds.state import advance
 from storage import before_after, records
 from storage import rounds as store
 from storage.db import transaction
+from storage.rows import Campaign, Round, Version, must
 
 
-def adapter_path(campaign: dict, round_: dict, name: str) -> Path:
+def adapter_path(campaign: Campaign, round_: Round, name: str) -> Path:
     """Where a candidate's adapter lives in the data dir (relative), as the app serves it."""
     return Path("adapters") / f"c{campaign['id']}" / f"r{round_['number']}" / name
 
 
-def install_adapters(data_dir: Path, campaign: dict, round_: dict, results: Results) -> None:
+def install_adapters(data_dir: Path, campaign: Campaign, round_: Round, results: Results) -> None:
     """Copy each trained candidate's adapter from OUT into the data dir (before the crowning
     commits: a crash in between leaves only files a retry writes again)."""
     for name in results.trained:
@@ -43,16 +45,17 @@ def install_adapters(data_dir: Path, campaign: dict, round_: dict, results: Resu
 
 
 def crown(
-    db_path: Path, campaign: dict, round_: dict, bundle: Bundle, results: Results, now: str
-) -> dict | None:
+    db_path: Path, campaign: Campaign, round_: Round, bundle: Bundle, results: Results, now: str
+) -> Version | None:
     """Write the round's outcome and finish it; returns the crowned version (None: the champion
     stays). Does nothing if the round is no longer being trained or judged."""
     with transaction(db_path) as db:
-        current = store.get_round(db, round_["id"])
+        current = must(store.get_round(db, round_["id"]), f"round {round_['id']}")
         if current["state"] not in ("training", "evaluating"):
             return None
         versions = _versions(db, campaign, round_, bundle, results, now)
-        judged = {CHAMPION: store.get_version(db, round_["champion_id"]), **versions}
+        champion = must(store.get_version(db, round_["champion_id"]), "the round's champion")
+        judged = {CHAMPION: champion, **versions}
         _evaluations(db, round_, judged, results, now)
         winner = versions[results.best] if results.improved and results.best else None
         if winner is not None:
@@ -61,7 +64,7 @@ def crown(
                 db, [{**row, "round_id": round_["id"]} for row in results.showcase], now
             )
         outcome = _outcome(db, campaign, round_, bundle, results, versions)
-        verdicts = records.bundle_of(db, round_["id"])["verdicts"]
+        verdicts = must(records.bundle_of(db, round_["id"]), "the round's bundle")["verdicts"]
         usage = records.usage(db, round_["id"])
         kind, merged = _won_by(bundle, results) if winner is not None else ("group", None)
         rows = ledger_rows(campaign, round_, outcome, usage, verdicts, kind, merged)
@@ -98,11 +101,13 @@ def not_built(bundle: Bundle, results: Results) -> list[str]:
     return notes
 
 
-def _versions(db, campaign, round_, bundle: Bundle, results: Results, now: str) -> dict:
+def _versions(
+    db: Database, campaign: Campaign, round_: Round, bundle: Bundle, results: Results, now: str
+) -> dict[str, Version]:
     """A model version per candidate: 'candidate' with its adapter, or 'failed' with why; a
     merge names the versions it merged, a union that went on from the last round's union has
     that one as its parent."""
-    versions: dict[str, dict] = {}
+    versions: dict[str, Version] = {}
     for candidate in bundle.candidates:
         trained = candidate.name in results.trained
         path = str(adapter_path(campaign, round_, candidate.name)) if trained else None
@@ -116,17 +121,19 @@ def _versions(db, campaign, round_, bundle: Bundle, results: Results, now: str) 
             status="candidate" if trained else "failed",
             round_id=round_["id"],
             group_index=candidate.group,
-            parent_id=(line or {}).get("id", round_["champion_id"]),
+            parent_id=round_["champion_id"] if line is None else line["id"],
             kind=candidate.kind,
             sources=sources,
         )
         if not trained:
             store.set_version_status(db, version_id, "failed", results.failed[candidate.name])
-        versions[candidate.name] = store.get_version(db, version_id)
+        versions[candidate.name] = must(store.get_version(db, version_id), "a new version")
     return versions
 
 
-def _evaluations(db, round_: dict, judged: dict, results: Results, now: str) -> None:
+def _evaluations(
+    db: Database, round_: Round, judged: dict[str, Version], results: Results, now: str
+) -> None:
     """Every score, with its per-sample detail, against the version it judged."""
     for name, score in results.scores.items():
         version = judged[name]
@@ -144,10 +151,10 @@ def _evaluations(db, round_: dict, judged: dict, results: Results, now: str) -> 
         )
 
 
-def _promote(db, campaign: dict, round_: dict, winner: dict) -> None:
+def _promote(db: Database, campaign: Campaign, round_: Round, winner: Version) -> None:
     store.set_version_status(db, round_["champion_id"], "retired")
     store.set_version_status(db, winner["id"], "champion")
-    following = store.current_round(db, campaign["id"])
+    following = must(store.current_round(db, campaign["id"]), "the campaign's current round")
     if following["number"] == round_["number"] + 1 and following["state"] == "open":
         store.set_round_champion(db, following["id"], winner["id"])
 

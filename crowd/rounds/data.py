@@ -14,6 +14,7 @@ from crowd.assess import assess
 from crowd.lessons import lesson
 from crowd.training.data import PairExample, SFTExample
 from storage import rounds as store
+from storage.rows import Campaign, Correction, Round
 
 
 @dataclass
@@ -31,7 +32,7 @@ class GroupData:
 
 
 def group_data(
-    corrections: list[dict], task: str, target_emotion: str | None
+    corrections: list[Correction], task: str, target_emotion: str | None
 ) -> dict[int, GroupData]:
     """Training material per group from a round's live, train-split corrections (rows from
     `storage.rounds.round_corrections`, which carry reply B as `other_reply`)."""
@@ -44,8 +45,9 @@ def group_data(
         data.ids.append(correction["id"])
         taught = lesson(correction, task, target_emotion)
         pair = PairExample(taught.prompt, *taught.pair) if taught.pair else None
-        if taught.sft_target is not None:
-            data.sft.append(SFTExample(taught.sft_messages()))
+        messages = taught.sft_messages()
+        if taught.sft_target is not None and messages is not None:
+            data.sft.append(SFTExample(messages))
             data.sft_ids.append(correction["id"])
             data.contributions.append((correction["participant_id"], taught.sft_target, pair))
         if pair is not None:
@@ -55,7 +57,7 @@ def group_data(
 
 
 def heldout_items(
-    corrections: list[dict], task: str, target_emotion: str | None
+    corrections: list[Correction], task: str, target_emotion: str | None
 ) -> tuple[list[list[dict]], list[PairExample]]:
     """Held-out prompts (for sampling) and pairs (for preference accuracy)."""
     prompts: dict[str, list[dict]] = {}
@@ -69,7 +71,7 @@ def heldout_items(
 
 
 def training_material(
-    db: Database, campaign: dict, round_: dict
+    db: Database, campaign: Campaign, round_: Round
 ) -> tuple[dict[int, GroupData], dict]:
     """Each group's training material for `round_` under the campaign's trust rule and cap,
     and per person (used, not used) counts of their train-split corrections, for the ledger."""
@@ -84,7 +86,7 @@ def training_material(
     return data, dict(usage)
 
 
-def judging_material(db: Database, campaign: dict, round_: dict) -> list[dict]:
+def judging_material(db: Database, campaign: Campaign, round_: Round) -> list[Correction]:
     """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
     history up to it, trusted ones only when reviews are on, capped per voice."""
     heldout = store.heldout_corrections(db, campaign["id"], round_["number"])

@@ -80,7 +80,18 @@ def cost_usd(flavor: str | None, running_s: float | None) -> float | None:
 class JobsApi(Protocol):
     """The part of `huggingface_hub.HfApi` (2.4.0) a round job uses."""
 
-    def run_job(self, *, image: str, command: list[str], **options: Any) -> Any: ...
+    def run_job(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        env: dict[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+        flavor: str | None = None,
+        timeout: int | None = None,
+        labels: dict[str, str] | None = None,
+        volumes: list[Any] | None = None,
+    ) -> Any: ...
 
     def inspect_job(self, *, job_id: str) -> Any: ...
 
@@ -125,7 +136,7 @@ class BucketFolder:
         except BundleError:
             partial = target.with_name(f".{bundle.hash}.partial")
             shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(bundle.root, partial)  # type: ignore[arg-type]
+            shutil.copytree(bundle.folder, partial)
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
         return f"{MOUNT}/bundles/{bundle.hash}"
@@ -174,20 +185,19 @@ class HFJobsRunner:
                 "picking up Hugging Face Job %s for round %s", previous, bundle.round["number"]
             )
             return previous
-        if self.problem or self.api is None or self.store is None:
-            raise JobFailed(f"hf-jobs cannot start: {self.problem}", retry=False)
-        command = ["python", "-m", "crowd", "round-job", self.store.put_bundle(bundle)]
-        command += [self.store.job_out(out.name), "--hash", bundle.hash]
+        api, store, image = self._ready()
+        command = ["python", "-m", "crowd", "round-job", store.put_bundle(bundle)]
+        command += [store.job_out(out.name), "--hash", bundle.hash]
         command += ["--wait-s", str(self.bundle_wait_s)]
         try:
-            info = self.api.run_job(
-                image=self.image,
+            info = api.run_job(
+                image=image,
                 command=command,
                 env={"PYTHONUNBUFFERED": "1", "CROWD_DEVICE": "auto"},
                 secrets={"HF_TOKEN": self.token},  # a gated base model needs it
                 flavor=self.flavor,
                 timeout=self.timeout_s,
-                volumes=self.store.volumes(),
+                volumes=store.volumes(),
                 labels={"crowd-sft": "round", "round": str(bundle.round["id"])},
             )
         except Exception as exc:
@@ -196,6 +206,13 @@ class HFJobsRunner:
             "Hugging Face Job %s runs round %s on %s", info.id, bundle.round["number"], self.flavor
         )
         return str(info.id)
+
+    def _ready(self) -> tuple[JobsApi, JobStore, str]:
+        """The Jobs API, the bucket and the image, or JobFailed saying what the settings lack
+        (a job that started has all three)."""
+        if self.problem or self.api is None or self.store is None or self.image is None:
+            raise JobFailed(f"hf-jobs cannot start: {self.problem or 'no image'}", retry=False)
+        return self.api, self.store, self.image
 
     def _still_usable(self, job_id: str) -> bool:
         """A job started before a restart that still runs (or finished well): keep it."""
@@ -208,8 +225,9 @@ class HFJobsRunner:
         return _stage(stage) in ("running", "finished")
 
     def poll(self, handle: str) -> RunState:
+        api, _, _ = self._ready()
         try:
-            info = self.api.inspect_job(job_id=handle)  # type: ignore[union-attr]
+            info = api.inspect_job(job_id=handle)
         except Exception as exc:
             if _status_code(exc) == 404:
                 return RunState("failed", "DELETED", f"the Hugging Face Job {handle} vanished")
@@ -231,17 +249,19 @@ class HFJobsRunner:
         return self.store.progress(out.name) if self.store else {}
 
     def results(self, handle: str, out: Path) -> Path:
-        return self.store.fetch(out.name)  # type: ignore[union-attr]
+        _, store, _ = self._ready()
+        return store.fetch(out.name)
 
     def cancel(self, handle: str) -> None:
         try:
-            self.api.cancel_job(job_id=handle)  # type: ignore[union-attr]
+            self._ready()[0].cancel_job(job_id=handle)
         except Exception as exc:  # it may have ended meanwhile; say so and go on
             log.warning("cancelling Hugging Face Job %s: %s", handle, exc)
 
     def logs(self, handle: str, out: Path) -> str:
         try:
-            lines = list(self.api.fetch_job_logs(job_id=handle, tail=LOG_LINES))  # type: ignore[union-attr]
+            api, _, _ = self._ready()
+            lines = list(api.fetch_job_logs(job_id=handle, tail=LOG_LINES))
         except Exception as exc:
             return f"(its logs could not be fetched: {exc})"
         return "\n".join(lines)[-LOG_TAIL_CHARS:]
@@ -294,7 +314,7 @@ def hf_jobs_runner(settings, api: JobsApi | None = None) -> HFJobsRunner:
     if api is None and token:
         from huggingface_hub import HfApi
 
-        api = HfApi(token=token)  # type: ignore[assignment]  # has the four calls of JobsApi
+        api = HfApi(token=token)
     store = BucketFolder(settings.job_bucket, folder) if settings.job_bucket and folder else None
     return HFJobsRunner(
         api,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,8 +44,11 @@ from crowd.rounds.results import (
     write_results,
 )
 from crowd.rounds.showcase import before_after_rows
-from crowd.training.base import LoraHost, Progress, TrainResult
+from crowd.training.base import Progress, TrainResult
 from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
+
+if TYPE_CHECKING:  # heavy (TRL): the kit is built in build_kit, on demand
+    from crowd.training.trainer import TRLTrainer
 
 REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
 Report = Callable[[dict], bool]  # a progress record -> False to cancel
@@ -56,7 +59,7 @@ class Kit:
     """The models a job runs on: the trainer's and the judge's private copies of the base,
     loaded once and kept by the thread runner from round to round."""
 
-    trainer: LoraHost
+    trainer: TRLTrainer
     evaluator: Evaluator
     base_model: str
     scorers: dict[str, Any] = field(default_factory=dict)  # by the scorer file's hash
@@ -211,7 +214,7 @@ def train_group(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, p
     the examples of the candidate's groups and its memory of earlier rounds."""
     examples = bundle.examples_of(candidate)
     kit.trainer.settings = bundle.training  # the round's settings, whatever the kit was built with
-    return kit.trainer.train(  # type: ignore[attr-defined]
+    return kit.trainer.train(
         init_adapter=bundle.start_dir(candidate),
         sft=[SFTExample(e.sft) for e in examples if e.sft],
         pairs=[e.pair for e in examples if e.pair],
@@ -235,7 +238,7 @@ def merge_inputs(kit: Kit, bundle: Bundle, candidate: Candidate, out_dir: Path, 
         and json.loads((done / f"{name}.json").read_text()).get("status") == "trained"
     ]
     started = time.monotonic()
-    kit.trainer.merge(  # type: ignore[attr-defined]
+    kit.trainer.merge(
         [done / name for name in trained],
         out_dir,
         candidate.method,

@@ -162,8 +162,8 @@ def t_ahead(a: Score, b: Score, margin: float = 0.0) -> float:
     """How far `a` is ahead of `b`, net of `margin`, in standard errors of their paired
     difference over the replies both have (the same prompts and seeds); +-inf when every
     paired difference is the same."""
-    mine, theirs = a.detail.get("distances"), b.detail.get("distances")
-    n = min(len(mine or ()), len(theirs or ()))
+    mine, theirs = a.detail.get("distances") or [], b.detail.get("distances") or []
+    n = min(len(mine), len(theirs))
     sign = -1.0 if LOWER_IS_BETTER[a.metric] else 1.0
     if n < 2:
         return (a.oriented - b.oriented - margin) / max(a.paired_se(b), 1e-12)

@@ -31,6 +31,7 @@ from crowd.training.data import PairExample
 from storage import before_after, records
 from storage import rounds as store
 from storage.db import database_id, transaction
+from storage.rows import Campaign, Correction, Round, must
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SHOWCASE_PER_PERSON = 3  # prompts per volunteer answered by the old and new cha
 SHOWCASE_PEOPLE = 64  # a large crowd: the most recent this many (bounds the job's extra time)
 
 
-def draw_heldout(db: Database, campaign: dict, round_: dict) -> None:
+def draw_heldout(db: Database, campaign: Campaign, round_: Round) -> None:
     """Mark a fixed share of each group's live corrections held out, the rest train. The same
     draw if redone (seeded by the round)."""
     by_group: dict[int, list[int]] = defaultdict(list)
@@ -67,9 +68,9 @@ def close_into_bundle(
     base_model, training, judging = settings
     with transaction(db_path) as db:
         round_ = store.get_round(db, round_id)
-        if round_["state"] != "closing":
+        if round_ is None or round_["state"] != "closing":
             return None
-        campaign = store.get_campaign(db, round_["campaign_id"])
+        campaign = must(store.get_campaign(db, round_["campaign_id"]), "the round's campaign")
         draw_heldout(db, campaign, round_)
         data, _ = training_material(db, campaign, round_)
         heldout = judging_material(db, campaign, round_)
@@ -79,13 +80,13 @@ def close_into_bundle(
         )
         if campaign["task"] == "emotion":
             bundle = _with_target(db, bundle, campaign, scorer)
-        champion = store.get_version(db, round_["champion_id"])
+        champion = must(store.get_version(db, round_["champion_id"]), "the round's champion")
         adapter = data_dir / champion["adapter_path"] if champion["adapter_path"] else None
         starts = {name: data_dir / path for name, path in plan.starts.items()}
         written = write_bundle(bundle, data_dir / BUNDLES, adapter, scorer, starts)
         note(db, round_, plan.notes)
         rows = _record_rows(db, round_, material, written)
-        path = str(written.root.relative_to(data_dir))  # type: ignore[union-attr]
+        path = str(written.folder.relative_to(data_dir))
         verdicts = verdicts_of(db, campaign, round_)
         records.add_record(
             db, round_["id"], written.hash, path, verdicts, recorded_settings(written), rows, now
@@ -94,7 +95,7 @@ def close_into_bundle(
     return written
 
 
-def note(db: Database, round_: dict, notes: list[str]) -> None:
+def note(db: Database, round_: Round, notes: list[str]) -> None:
     """Say in the round (shown on the organizer page) and the log what could not be built."""
     for text in notes:
         log.warning("round %s: %s", round_["id"], text)
@@ -122,9 +123,9 @@ def recorded_settings(bundle: Bundle) -> dict:
 def _bundle(
     db: Database,
     paths: tuple[Path, Path],
-    campaign: dict,
-    round_: dict,
-    material: tuple[dict[int, GroupData], list[dict]],
+    campaign: Campaign,
+    round_: Round,
+    material: tuple[dict[int, GroupData], list[Correction]],
     settings: tuple[str, TrainingSettings, JudgingSettings],
 ) -> tuple[Bundle, plans.Plan]:
     """The bundle's content from the round's training material and judging corrections, and
@@ -163,7 +164,7 @@ def _bundle(
     return bundle, plan
 
 
-def _sits_out(campaign: dict, data: GroupData) -> str | None:
+def _sits_out(campaign: Campaign, data: GroupData) -> str | None:
     """Why a group does not train this round, or None."""
     if data.corrections < campaign["min_corrections"]:
         return f"{data.corrections} corrections, fewer than {campaign['min_corrections']}"
@@ -185,7 +186,7 @@ def examples_of(data: GroupData) -> list[Example]:
 
 
 def _judging_set(
-    db: Database, campaign: dict, heldout: list[dict]
+    db: Database, campaign: Campaign, heldout: list[Correction]
 ) -> tuple[list[list[dict]], list[PairExample]]:
     """The held-out prompts (emotion task, topped up from the campaign's prompts) or pairs
     (preference task, with the organizer's reference pairs)."""
@@ -202,11 +203,11 @@ def _judging_set(
     return prompts or [DEFAULT_PROMPT], []
 
 
-def _with_target(db: Database, bundle: Bundle, campaign: dict, scorer) -> Bundle:
+def _with_target(db: Database, bundle: Bundle, campaign: Campaign, scorer) -> Bundle:
     return replace(bundle, target=[float(v) for v in emotion_target(db, campaign, scorer)])
 
 
-def emotion_target(db: Database, campaign: dict, scorer) -> np.ndarray:
+def emotion_target(db: Database, campaign: Campaign, scorer) -> np.ndarray:
     """The emotion target a round closed now is judged against: the mean scored vector of the
     organizer's reference texts labelled for this target (or unlabelled; texts labelled for an
     earlier target do not shape it), else the target's one-hot vector."""
@@ -215,7 +216,10 @@ def emotion_target(db: Database, campaign: dict, scorer) -> np.ndarray:
         for r in store.reference_texts(db, campaign["id"], "emotion")
         if r["text"] and r["label"] in (None, campaign["target_emotion"])
     ]
-    return target_vector(scorer, texts, campaign["target_emotion"])
+    target = campaign["target_emotion"]
+    if target is None:
+        raise ValueError(f"campaign {campaign['id']} judges an emotion but names none")
+    return target_vector(scorer, texts, target)
 
 
 def _showcase(db: Database, round_id: int) -> list[dict]:
@@ -226,8 +230,8 @@ def _showcase(db: Database, round_id: int) -> list[dict]:
 
 def _record_rows(
     db: Database,
-    round_: dict,
-    material: tuple[dict[int, GroupData], list[dict]],
+    round_: Round,
+    material: tuple[dict[int, GroupData], list[Correction]],
     bundle: Bundle,
 ) -> list[dict]:
     """The record: every train-split correction as trained or set aside, and the judging set."""

@@ -180,7 +180,7 @@ class ProcessRunner:
         self._children: dict[str, subprocess.Popen] = {}
 
     def command(self, bundle: Bundle, out: Path) -> list[str]:
-        return [sys.executable, "-m", "crowd", "round-job", str(bundle.root), str(out)]
+        return [sys.executable, "-m", "crowd", "round-job", str(bundle.folder), str(out)]
 
     def start(self, bundle: Bundle, out: Path, previous: str | None) -> str:
         """A new child: one started before a restart died with the app (PR_SET_PDEATHSIG)."""

@@ -16,6 +16,7 @@ from crowd.campaigns import open_next_round, parse_time
 from crowd.trust import capped
 from storage import queries
 from storage import rounds as store
+from storage.rows import Campaign, Round
 
 STATES = ("open", "closing", "training", "evaluating", "done")
 NEXT = {"open": "closing", "closing": "training", "training": "evaluating", "evaluating": "done"}
@@ -37,7 +38,7 @@ def advance(db: Database, round_id: int, to: str, **fields) -> None:
         raise IllegalTransition(f"round {round_id} cannot go from {current['state']} to {to}")
 
 
-def close_reason(campaign: dict, round_: dict, counts: list[int], now: str) -> str | None:
+def close_reason(campaign: Campaign, round_: Round, counts: list[int], now: str) -> str | None:
     """Why the round should close now by its policy ('timer', 'count'), or None."""
     if round_["state"] != "open":
         return None
@@ -55,7 +56,7 @@ def close_reason(campaign: dict, round_: dict, counts: list[int], now: str) -> s
 
 
 def close_round(
-    db: Database, campaign: dict, round_: dict, by: str, now: str, rng: random.Random
+    db: Database, campaign: Campaign, round_: Round, by: str, now: str, rng: random.Random
 ) -> int:
     """Close `round_`, open the next one, queue the round job. Returns the job id."""
     if by not in CLOSE_REASONS:
@@ -72,6 +73,8 @@ def check_auto_close(db: Database, now: str, rng: random.Random) -> int | None:
     if campaign is None:
         return None
     round_ = store.current_round(db, campaign["id"])
+    if round_ is None:
+        return None  # not reached: a campaign is created with its first round
     reason = close_reason(campaign, round_, capped_counts(db, campaign, round_), now)
     if reason is None:
         return None
@@ -81,7 +84,7 @@ def check_auto_close(db: Database, now: str, rng: random.Random) -> int | None:
         return None  # someone else closed it first
 
 
-def capped_counts(db: Database, campaign: dict, round_: dict) -> list[int]:
+def capped_counts(db: Database, campaign: Campaign, round_: Round) -> list[int]:
     """Live corrections per group that count towards the `count` policy: within the
     per-voice cap, so one flooder (or one network's puppets) cannot close a round alone."""
     voice = voices(db, campaign).of

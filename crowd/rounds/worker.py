@@ -32,6 +32,7 @@ from crowd.training.data import TrainingCancelled
 from storage import records
 from storage import rounds as store
 from storage.db import connect
+from storage.rows import Job, must
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,10 @@ class Worker:
         run_in_own_thread(lambda: self.run_job(job), name="round-job", nice=self.nice)
         return True
 
-    def run_job(self, job: dict) -> None:
+    def run_job(self, job: Job) -> None:
         status, error, tail = "finished", None, None
         try:
-            self.engine.run(job)
+            self.engine.run(job)  # type: ignore[arg-type]  # RoundEngine.run takes a dict until issue 31e's rewrite lands
         except TrainingCancelled:
             status = "cancelled"
         except (JobFailed, ResultsMismatch) as exc:
@@ -126,10 +127,10 @@ class Worker:
                 if tail is not None:
                     records.set_runner(db, job["id"], log_tail=tail)
 
-    def _after_failure(self, job: dict, message: str, retry: bool) -> tuple[str, str]:
+    def _after_failure(self, job: Job, message: str, retry: bool) -> tuple[str, str]:
         """(status, error) after a runner failure: queued again while it may help."""
         with connect(self.db_path) as db:
-            failures = (store.get_job(db, job["id"])["failures"] or 0) + 1
+            failures = (must(store.get_job(db, job["id"]), f"job {job['id']}")["failures"] or 0) + 1
             records.set_runner(db, job["id"], failures=failures)
         if retry and failures < MAX_FAILURES:
             log.warning(
@@ -143,7 +144,7 @@ class Worker:
         log.error("job %s failed, left for the organizer: %s", job["id"], message)
         return "failed", message
 
-    def _set_aside(self, job: dict, exc: ResultsMismatch) -> None:
+    def _set_aside(self, job: Job, exc: ResultsMismatch) -> None:
         """Move an OUT whose results do not match the bundle aside, and forget the job that
         wrote it, so that the retry starts clean."""
         if exc.out is not None and exc.out.exists():

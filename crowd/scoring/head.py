@@ -51,14 +51,14 @@ def embed(texts: Sequence[str]) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(texts), BATCH):
             idx = order[start : start + BATCH]
-            batch = tokenizer(  # type: ignore[operator]
+            batch = tokenizer(
                 [texts[i] for i in idx],
                 padding=True,
                 truncation=True,
                 max_length=MAX_TOKENS,
                 return_tensors="pt",
             )
-            hidden = model(**batch).last_hidden_state  # type: ignore[operator]
+            hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
@@ -198,7 +198,7 @@ def save_head(
     # Write beside, then rename: a reader never sees half a file.
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        np.savez(f, allow_pickle=False, **arrays)
     tmp.replace(path)
 
 

@@ -239,7 +239,8 @@ class HubScorer:
         self.model_id = model_id
         self.batch_size = batch_size
         self._pipe = pipeline("text-classification", model=model_id, device=device)
-        names = {str(name).lower() for name in self._pipe.model.config.id2label.values()}
+        id2label = self._pipe.model.config.id2label or {}
+        names = {str(name).lower() for name in id2label.values()}
         missing = [label for label in GOEMOTIONS_LABELS if label not in names]
         if missing:
             raise ValueError(
@@ -260,11 +261,18 @@ class HubScorer:
             truncation=True,
         )
         for row, result in enumerate(results):
-            for item in result:
-                label = str(item["label"]).lower()  # type: ignore[index]
+            for label, value in _label_scores(result):
                 if label in GOEMOTIONS_LABELS:
-                    out[row, GOEMOTIONS_LABELS.index(label)] = item["score"]  # type: ignore[index]
+                    out[row, GOEMOTIONS_LABELS.index(label)] = value
         return out
+
+
+def _label_scores(result: object) -> list[tuple[str, float]]:
+    """(label, score) of one text's pipeline result: with top_k=None, a list of {label, score}
+    (transformers types a pipeline's result loosely, so this is where its shape is checked)."""
+    if not isinstance(result, list):
+        raise TypeError(f"a text-classification pipeline gave {type(result).__name__}, not a list")
+    return [(str(item["label"]).lower(), float(item["score"])) for item in result]
 
 
 def load_scorer(spec: str, data_dir: Path | None = None) -> EmotionScorer:

@@ -118,7 +118,7 @@ class LoraHost:
             # its weights are plain tensors; transformers' Trainer refuses "quantized" models.
             del config.quantization_config
         self.base = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=self.dtype)
-        self.base.to(self.device).requires_grad_(False)  # type: ignore[arg-type]
+        self.base.to(self.device).requires_grad_(False)  # type: ignore[arg-type]  # as in crowd.models.load_base
         self.scale = 1  # the running train() call's: see epochs_for
 
     def epochs_for(self, n_rows: int) -> int:

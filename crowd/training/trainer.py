@@ -147,25 +147,28 @@ class TRLTrainer(LoraHost):
         from transformers import PrinterCallback, ProgressCallback
         from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+        trainer: SFTTrainer | DPOTrainer
         if stage == "sft":
             # prompt-completion rows: the loss falls on the last (assistant) message only
             rows = sft_rows(data)
-            args = SFTConfig(
-                **self._trl_args(work, len(rows)), completion_only_loss=True, packing=False
+            trainer = SFTTrainer(
+                model=model,
+                args=SFTConfig(
+                    **self._trl_args(work, len(rows)), completion_only_loss=True, packing=False
+                ),
+                train_dataset=Dataset.from_list(rows),
+                processing_class=self.tokenizer,
             )
-            trainer_cls = SFTTrainer
         else:
             rows = pair_rows(data)
-            args = DPOConfig(  # type: ignore[assignment]
-                **self._trl_args(work, len(rows)), beta=DPO_BETA, loss_type=["sigmoid"]
+            trainer = DPOTrainer(
+                model=model,
+                args=DPOConfig(
+                    **self._trl_args(work, len(rows)), beta=DPO_BETA, loss_type=["sigmoid"]
+                ),
+                train_dataset=Dataset.from_list(rows),
+                processing_class=self.tokenizer,
             )
-            trainer_cls = DPOTrainer  # type: ignore[assignment]
-        trainer = trainer_cls(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=self.tokenizer,
-        )
         trainer.remove_callback(PrinterCallback)  # prints every log line
         trainer.remove_callback(ProgressCallback)
         self._replace_lm_head(model)
