@@ -247,7 +247,7 @@ def test_rounds_close_on_count_and_timer(world):
     organizer.update_campaign(KEY, round_policy="timer", round_seconds=60)
     _, current = service.context()
     with service.db() as db:
-        db["rounds"].update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
+        db.table("rounds").update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
         assert check_auto_close(db, utcnow(), random.Random(0)) is not None
     assert round_row(service, 2)["closed_by"] == "timer"
 
@@ -272,7 +272,7 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     with service.db() as db:
-        before = db["corrections"].count
+        before = db.table("corrections").count
     job_id = organizer.close_round(KEY)
     child = subprocess.Popen(
         [sys.executable, "-c", KILLED_WORKER, str(service.settings.data_dir), str(tiny_model_dir)],
@@ -292,7 +292,7 @@ def test_a_worker_killed_mid_training_resumes_after_restart(world, tiny_model_di
     assert restarted.step()
     assert round_row(service, 1)["state"] == "done"
     with service.db() as db:
-        assert db["corrections"].count == before
+        assert db.table("corrections").count == before
         assert store.get_job(db, job_id)["status"] == "finished"
 
 
@@ -324,7 +324,7 @@ def test_a_short_round_on_the_default_model(settings, default_model_dir):
     assert job["status"] == "finished", job["error"]
     done = round_row(service, 1)
     with service.db() as db:
-        n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
+        n_evaluations = db.table("evaluations").count_where("round_id = ?", [done["id"]])
         kinds = sorted(v["kind"] for v in store.round_versions(db, done["id"]))
     assert kinds == ["group", "group", "group", "merged", "union"]
     assert done["state"] == "done" and n_evaluations == 6
