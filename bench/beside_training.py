@@ -76,7 +76,7 @@ def round_bundle(base: Path, parent: Path) -> Bundle:
         groups={g: examples for g in range(3)},
         candidates=[Candidate(f"g{g}", "group", g, (g,)) for g in range(3)],
         sat_out={},
-        pairs=[e.pair for e in examples[:4]],  # type: ignore[misc]
+        pairs=[e.pair for e in examples[:4] if e.pair is not None],
     )
     return write_bundle(bundle, parent, None)
 

@@ -125,7 +125,7 @@ def restore_time(replica: Replica, out: Path) -> tuple[float, int]:
     replica.restore_into(out)
     seconds = time.monotonic() - started
     with connect(out / "crowd.db") as db:
-        return seconds, db["participants"].count
+        return seconds, db.table("participants").count
 
 
 def moto_server(port: int) -> subprocess.Popen:

@@ -48,7 +48,7 @@ def child(rows: int, settle_s: float) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         with connect(settings.db_path) as db:
-            base = db["participants"].count
+            base = db.table("participants").count
             for i in range(rows):
                 pid = f"p{os.getpid()}-{base + i}"
                 db.execute(

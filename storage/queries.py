@@ -1,6 +1,7 @@
 """Reads and writes for the volunteer-facing side: participants, groups, conversations,
-corrections. Every function takes an open `Database` (one unit of work) and returns plain
-dicts or values; times are ISO-8601 UTC strings passed in by the caller."""
+corrections. Every function takes an open `Database` (one unit of work) and returns rows of
+the shapes in storage/rows.py, or values; times are ISO-8601 UTC strings passed in by the
+caller."""
 
 from __future__ import annotations
 

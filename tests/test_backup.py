@@ -29,7 +29,7 @@ T0 = "2026-11-02T10:00:00+00:00"
 def seed_versions(db_path: Path, data_dir: Path) -> None:
     """A campaign whose round 1 crowned adapters/r1-g1; adapters/r1-g0 lost (retired)."""
     with connect(db_path) as db:
-        db["campaigns"].insert(
+        db.table("campaigns").insert(
             {"id": 1, "name": "c", "task": "emotion", "n_groups": 2, "created_at": T0}
         )
         for mv, path, status in (
@@ -37,7 +37,7 @@ def seed_versions(db_path: Path, data_dir: Path) -> None:
             (2, "adapters/r1-g0", "retired"),
             (3, "adapters/r1-g1", "champion"),
         ):
-            db["model_versions"].insert(
+            db.table("model_versions").insert(
                 {
                     "id": mv,
                     "campaign_id": 1,
@@ -46,7 +46,7 @@ def seed_versions(db_path: Path, data_dir: Path) -> None:
                     "created_at": T0,
                 }
             )
-        db["rounds"].insert(
+        db.table("rounds").insert(
             {
                 "id": 1,
                 "campaign_id": 1,
@@ -157,9 +157,9 @@ def test_restore_refuses_to_replace_a_live_database_without_force(settings, db_p
     result = restore(tmp_path / "b.tar.gz", settings.data_dir, settings, force=True)
     kept = Path(result["kept_in"])
     with connect(db_path) as db:
-        assert db["rounds"].count == 1
+        assert db.table("rounds").count == 1
     with connect(kept / "crowd.db") as db:
-        assert db["rounds"].count == 0  # the replaced database is kept, not lost
+        assert db.table("rounds").count == 0  # the replaced database is kept, not lost
     assert not list(settings.data_dir.glob(".restore-*"))
 
 
@@ -324,10 +324,10 @@ def database_bytes(tmp_path: Path, adapter_path: str | None = "adapters/r1-g1") 
     path = tmp_path / f"forged-{uuid.uuid4().hex}.db"
     migrate(path)
     with connect(path) as db:
-        db["campaigns"].insert(
+        db.table("campaigns").insert(
             {"id": 1, "name": "c", "task": "emotion", "n_groups": 2, "created_at": T0}
         )
-        db["model_versions"].insert(
+        db.table("model_versions").insert(
             {
                 "id": 1,
                 "campaign_id": 1,

@@ -99,7 +99,7 @@ def test_every_public_endpoint_refuses_malformed_input_clearly(app):
         event, reply = call(client, "api_chat", [token, None, "Hello"])
         assert event == "complete", reply
         with connect(service.settings.db_path) as db:
-            before = db["corrections"].count
+            before = db.table("corrections").count
         for name, components in sorted(endpoints.items()):
             first = KEY if name.startswith("organizer") else token
             for data in attempts(first, components):
@@ -109,7 +109,7 @@ def test_every_public_endpoint_refuses_malformed_input_clearly(app):
                     bare.append((name, data, payload))
                 assert not event.startswith("http 5"), (name, data, payload)
         with connect(service.settings.db_path) as db:
-            assert db["corrections"].count == before  # nothing malformed was stored
+            assert db.table("corrections").count == before  # nothing malformed was stored
     assert not bare, "bare errors:\n" + "\n".join(map(repr, bare[:20]))
 
 

@@ -173,7 +173,7 @@ def test_candidates_that_cannot_be_built_are_noted_and_the_round_goes_on(round_w
     with service.db() as db:
         hidden = [
             c["id"]
-            for c in db["corrections"].rows
+            for c in db.table("corrections").rows
             if c["participant_id"] != sessions[0].participant_id
         ]
     for correction in hidden:
@@ -190,7 +190,7 @@ def test_candidates_that_cannot_be_built_are_noted_and_the_round_goes_on(round_w
     organizer.update_campaign(KEY, **{**ONE_PER_GROUP, "union_candidate": True})
     more = crowd_submits(service, people=3, each=2)
     with service.db() as db:
-        for c in db["corrections"].rows_where("round_id = ?", [round_row(service, 2)["id"]]):
+        for c in db.table("corrections").rows_where("round_id = ?", [round_row(service, 2)["id"]]):
             organizer.hide(KEY, c["id"])
     assert more and run_round(organizer, worker)["status"] == "finished"
     assert any("union candidate was not trained" in n for n in notes(service, 2))

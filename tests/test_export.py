@@ -26,7 +26,7 @@ class Seed:
     def __init__(self, db_path: Path) -> None:
         self.db = Database(db_path)
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db["campaigns"].insert(
+        self.db.table("campaigns").insert(
             {
                 "id": 1,
                 "name": "Joyful replies",
@@ -37,14 +37,14 @@ class Seed:
                 "created_at": T0,
             }
         )
-        self.db["model_versions"].insert(
+        self.db.table("model_versions").insert(
             {"id": 1, "campaign_id": 1, "status": "champion", "created_at": T0}
         )
         self.round(1, state="done")
         self.round(2, state="open")
 
     def round(self, number: int, state: str) -> None:
-        self.db["rounds"].insert(
+        self.db.table("rounds").insert(
             {
                 "id": number,
                 "campaign_id": 1,
@@ -56,7 +56,7 @@ class Seed:
         )
 
     def person(self, pid: str, name: str, hf: str | None, share: int = 0, banned: bool = False):
-        self.db["participants"].insert(
+        self.db.table("participants").insert(
             {
                 "id": pid,
                 "display_name": name,
@@ -71,7 +71,7 @@ class Seed:
     def correction(self, kind: str, pid: str, round_id: int = 1, group: int = 0, **fields) -> int:
         """A conversation with a user turn, reply A and reply B, and one correction of reply A."""
         conv = (
-            self.db["conversations"]
+            self.db.table("conversations")
             .insert(
                 {
                     "participant_id": pid,
@@ -85,7 +85,7 @@ class Seed:
         user = fields.pop("user", f"Say something, {kind}")
         reply_a = fields.pop("original", f"Reply A to {user}")
         reply_b = fields.pop("reply_b", f"Reply B to {user}")
-        messages = self.db["messages"]
+        messages = self.db.table("messages")
         messages.insert(
             {
                 "conversation_id": conv,
@@ -134,7 +134,7 @@ class Seed:
             "created_at": T0,
             **fields,
         }
-        return self.db["corrections"].insert(row).last_pk
+        return self.db.table("corrections").insert(row).last_pk
 
 
 @pytest.fixture
@@ -156,10 +156,10 @@ def seeded(db_path: Path) -> Seed:
     s.correction("rewrite", "bob", rewrite="spam spam", hidden_at=T0)  # left out
     s.correction("rewrite", "carol", rewrite="banned person's text")  # left out
     s.correction("rewrite", "alice", round_id=2, group=2, rewrite="Round two joy", split="heldout")
-    evaluations = s.db["evaluations"]
+    evaluations = s.db.table("evaluations")
     for mv, group, value in ((1, None, 0.9), (2, 0, 0.7), (3, 1, 0.5)):
         if mv > 1:
-            s.db["model_versions"].insert(
+            s.db.table("model_versions").insert(
                 {
                     "id": mv,
                     "campaign_id": 1,
@@ -183,7 +183,7 @@ def seeded(db_path: Path) -> Seed:
         )
     s.db.execute("UPDATE rounds SET winner_id = 3, improved = 1 WHERE id = 1")
     for pid, amount in (("alice", 2.0), ("bob", 1.0), ("carol", 1.0)):
-        s.db["points"].insert(
+        s.db.table("points").insert(
             {
                 "round_id": 1,
                 "participant_id": pid,

@@ -95,7 +95,7 @@ def test_a_round_runs_on_hugging_face_jobs_and_is_picked_up_after_a_restart(hub,
     round_1 = round_row(service, 1)
     assert round_1["state"] == "done"
     with service.db() as db:
-        assert db["evaluations"].count_where("round_id = ?", [round_1["id"]]) >= 2
+        assert db.table("evaluations").count_where("round_id = ?", [round_1["id"]]) >= 2
     text = runner_text(organizer.runner_status(KEY))
     assert "on Hugging Face Jobs" in text and "`t4-small` ($0.40 an hour" in text
     assert f"round job** {job_id}: finished" in text and "$0.01 so far" in text
@@ -146,7 +146,9 @@ def test_a_job_that_times_out_or_vanishes_is_retried_then_left_with_its_logs(hub
     # (the round's 'evaluating') before its timeout. Nothing is crowned either way.
     assert round_row(service, 1)["state"] in ("training", "evaluating")
     with service.db() as db:
-        assert db["evaluations"].count == 0 and db["model_versions"].count == 1  # nothing crowned
+        assert (
+            db.table("evaluations").count == 0 and db.table("model_versions").count == 1
+        )  # nothing crowned
 
 
 def fake_vanishes_a_job(fake: FakeJobs, nth: int) -> None:

@@ -22,7 +22,7 @@ MESSAGE = "Too many new volunteers from your network"
 
 def participants(settings) -> int:
     with connect(settings.db_path) as db:
-        return db["participants"].count
+        return db.table("participants").count
 
 
 def test_the_21st_new_volunteer_from_one_address_in_an_hour_is_refused_storing_nothing(settings):

@@ -83,7 +83,7 @@ def test_hide_and_ban_keep_the_rows(organizer):
     with pytest.raises(Refused, match="suspended"):
         service.resume(session.token)
     with connect(service.settings.db_path) as db:
-        assert db["corrections"].count == 1
+        assert db.table("corrections").count == 1
         assert queries.group_correction_counts(db, round_["id"], 3) == [0, 0, 0]
 
 

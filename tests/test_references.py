@@ -64,7 +64,7 @@ def jsonl(tmp_path: Path, rows: list, name: str = "refs.jsonl") -> str:
 
 def stored(handlers: OrganizerHandlers) -> list[dict]:
     with connect(handlers.organizer.service.settings.db_path) as db:
-        return list(db["reference_texts"].rows)
+        return list(db.table("reference_texts").rows)
 
 
 def engine_target(handlers: OrganizerHandlers, scorer: LexiconScorer) -> np.ndarray:

@@ -169,11 +169,11 @@ def test_a_local_database_is_never_replaced_by_an_older_replica(replicated):
 def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
     secret = load_secret(replicated.data_dir)
     with connect(replicated.db_path) as db:
-        db["campaigns"].insert(
+        db.table("campaigns").insert(
             {"id": 1, "name": "c", "task": "emotion", "n_groups": 2, "created_at": "t"}
         )
         for mv, path in ((1, "adapters/r1-g0"), (2, "/etc"), (3, "adapters/../../x")):
-            db["model_versions"].insert(
+            db.table("model_versions").insert(
                 {
                     "id": mv,
                     "campaign_id": 1,
@@ -184,11 +184,11 @@ def test_adapters_and_the_key_file_follow_the_database(replicated, tmp_path):
             )
         # a round being trained keeps its bundle (issue 30); a finished one's is not needed
         for number, state, bundle in ((1, "training", "a" * 64), (2, "done", "b" * 64)):
-            db["rounds"].insert(
+            db.table("rounds").insert(
                 {"id": number, "campaign_id": 1, "number": number, "state": state,
                  "champion_id": 1, "opened_at": "t"}
             )  # fmt: skip
-            db["round_bundles"].insert(
+            db.table("round_bundles").insert(
                 {"round_id": number, "hash": bundle, "path": f"bundles/{bundle}", "created_at": "t"}
             )
             (replicated.data_dir / "bundles" / bundle).mkdir(parents=True)

@@ -40,7 +40,7 @@ def rewrite(service, token: str, text: str = "A joyful reply!", **kw) -> int:
 
 def stored_reviews(service) -> int:
     with connect(service.settings.db_path) as db:
-        return db["reviews"].count
+        return db.table("reviews").count
 
 
 def dealt(service, item_id: int) -> dict:

@@ -234,7 +234,7 @@ def test_a_damaged_bundle_fails_the_job_for_the_organizer_and_crowns_nothing(
     worker.run_job(job)
     with service.db() as db:
         failed = store.get_job(db, job["id"])
-        assert db["evaluations"].count == 0 and db["points"].count == 0
+        assert db.table("evaluations").count == 0 and db.table("points").count == 0
     assert (
         failed["status"] == "failed" and "judging.json does not match its hash" in failed["error"]
     )
@@ -256,7 +256,7 @@ def test_results_that_do_not_match_the_bundle_crown_nothing_and_the_job_is_retri
     Worker(finished.settings.db_path, lambda: engine, utcnow).run_job(finished.job)
     with finished.service.db() as db:
         job = store.get_job(db, finished.job["id"])
-        assert db["evaluations"].count == 0 and db["points"].count == 0
+        assert db.table("evaluations").count == 0 and db.table("points").count == 0
     assert job["status"] == "pending" and job["failures"] == 1
     assert "g0's adapter file adapter_model.safetensors is missing" in job["error"]
     assert round_row(finished.service, 1)["state"] != "done" and not out.exists()

@@ -196,7 +196,7 @@ def test_rounds_close_on_count_and_timer(round_world):
     organizer.update_campaign(KEY, round_policy="timer", round_seconds=60)
     _, current = service.context()
     with service.db() as db:
-        db["rounds"].update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
+        db.table("rounds").update(current["id"], {"closes_at": "2000-01-01T00:00:00+00:00"})
         assert check_auto_close(db, utcnow(), random.Random(0)) is not None
     assert round_row(service, 2)["closed_by"] == "timer"
 
@@ -221,7 +221,7 @@ def test_a_worker_killed_mid_training_resumes_after_restart(round_world, tiny_mo
     organizer.update_campaign(KEY, task="preference", min_corrections=2, heldout_share=0.34)
     crowd_submits(service)
     with service.db() as db:
-        before = db["corrections"].count
+        before = db.table("corrections").count
     job_id = organizer.close_round(KEY)
     child = subprocess.Popen(
         [sys.executable, "-c", KILLED_WORKER, str(service.settings.data_dir), str(tiny_model_dir)],
@@ -241,7 +241,7 @@ def test_a_worker_killed_mid_training_resumes_after_restart(round_world, tiny_mo
     assert restarted.step()
     assert round_row(service, 1)["state"] == "done"
     with service.db() as db:
-        assert db["corrections"].count == before
+        assert db.table("corrections").count == before
         assert store.get_job(db, job_id)["status"] == "finished"
 
 
@@ -274,7 +274,7 @@ def test_a_short_round_on_the_default_model(
     assert job["status"] == "finished", job["error"]
     done = round_row(service, 1)
     with service.db() as db:
-        n_evaluations = db["evaluations"].count_where("round_id = ?", [done["id"]])
+        n_evaluations = db.table("evaluations").count_where("round_id = ?", [done["id"]])
         kinds = sorted(v["kind"] for v in store.round_versions(db, done["id"]))
     assert kinds == ["group", "group", "group", "merged", "union"]
     assert done["state"] == "done" and n_evaluations == 6

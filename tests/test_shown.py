@@ -209,7 +209,7 @@ def test_after_the_round_ends_a_correction_is_refused_and_nothing_stored(service
 
 def count(service: CrowdService) -> int:
     with connect(service.settings.db_path) as db:
-        return db["corrections"].count
+        return db.table("corrections").count
 
 
 def test_a_pick_of_a_pair_not_shown_is_refused_and_stores_nothing(service):

@@ -79,7 +79,7 @@ def last_json(capsys) -> dict:
 
 def versions(out: Path) -> int:
     with connect(out / "data" / "crowd.db") as db:
-        return db["model_versions"].count
+        return db.table("model_versions").count
 
 
 def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir, capsys):
@@ -95,7 +95,7 @@ def test_the_study_runs_through_the_engine_and_resumes(tmp_path, tiny_model_dir,
     assert (out / "convergence.png").stat().st_size > 0
 
     with connect(out / "data" / "crowd.db") as db:
-        multi = next(db["campaigns"].rows_where("name = ?", ["anger/multi"]))
+        multi = next(db.table("campaigns").rows_where("name = ?", ["anger/multi"]))
         first, second = store.rounds_of(db, multi["id"])[:2]
         # The engine crowned generation 1's best candidate; generation 2 trained from it ...
         assert first["state"] == second["state"] == "done" and first["improved"] == 1
@@ -165,7 +165,7 @@ def test_a_job_left_queued_for_another_emotion_runs_first(tmp_path, tiny_model_d
     assert main(simulate(data, out, tiny_model_dir, "--emotions", "anger,fear")) == 0
     assert set(last_json(capsys)["reduction_pct"]) == {"anger", "fear"}
     with connect(out / "data" / "crowd.db") as db:
-        assert {j["status"] for j in db["jobs"].rows} == {"finished"}
+        assert {j["status"] for j in db.table("jobs").rows} == {"finished"}
 
 
 def test_a_file_with_reference_scores_trains_the_runs_scorer(tmp_path, tiny_model_dir, capsys):
@@ -274,7 +274,7 @@ def test_the_union_candidate_competes_in_every_generation(tmp_path, tiny_model_d
     assert all(set(g["candidates"]) == {"0", "1", "union"} for g in generations)
     assert all(g["winner"] in g["candidates"] for g in generations)  # 'best': always moves
     with connect(out / "data" / "crowd.db") as db:
-        single = next(db["campaigns"].rows_where("name = ?", ["anger/single"]))
+        single = next(db.table("campaigns").rows_where("name = ?", ["anger/single"]))
         assert single["union_candidate"] == 0  # one model on everything needs no union
 
 

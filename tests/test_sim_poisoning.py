@@ -113,7 +113,11 @@ def last_json(capsys) -> dict:
 
 def counts(out: Path) -> tuple[int, int, int]:
     with connect(out / "defended" / "crowd.db") as db:
-        return db["model_versions"].count, db["corrections"].count, db["reviews"].count
+        return (
+            db.table("model_versions").count,
+            db.table("corrections").count,
+            db.table("reviews").count,
+        )
 
 
 def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_dir, capsys):
@@ -153,24 +157,26 @@ def test_the_study_runs_through_the_real_loop_and_resumes(tmp_path, tiny_model_d
     roles = {f"sim-{v.name}": v.role for v in assign_roles(8, 0.5, MIX)}
     with connect(out / "defended" / "crowd.db") as db:
         # Every volunteer joined through the service and the rounds ran in the real engine.
-        assert db["participants"].count == 8
-        assert [r["state"] for r in db["rounds"].rows][:2] == ["done", "done"]
-        assert db["reviews"].count > 0
+        assert db.table("participants").count == 8
+        assert [r["state"] for r in db.table("rounds").rows][:2] == ["done", "done"]
+        assert db.table("reviews").count > 0
         # Points follow the --points-rule (shapley by default) and reviews.
-        assert {r["rule"] for r in db["points"].rows} <= {"shapley", "review"}
+        assert {r["rule"] for r in db.table("points").rows} <= {"shapley", "review"}
         # Honest people answer 'both_bad' when neither reply is near the target; nobody else.
         both_bad = {
-            r["participant_id"] for r in db["corrections"].rows_where("choice = 'both_bad'")
+            r["participant_id"] for r in db.table("corrections").rows_where("choice = 'both_bad'")
         }
         assert all(roles[p] == "honest" for p in both_bad)
     with connect(out / "undefended" / "crowd.db") as db:
-        undefended = db["corrections"].count
+        undefended = db.table("corrections").count
         groups = sorted(
-            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+            (m["round_id"], m["participant_id"], m["group_index"])
+            for m in db.table("memberships").rows
         )
     with connect(out / "defended" / "crowd.db") as db:
         assert groups == sorted(
-            (m["round_id"], m["participant_id"], m["group_index"]) for m in db["memberships"].rows
+            (m["round_id"], m["participant_id"], m["group_index"])
+            for m in db.table("memberships").rows
         )
     assert counts(out)[1] == undefended  # identical crowds: the same corrections in both arms
     # Rerun: nothing trains, nothing is submitted or judged again, the same numbers come out.
@@ -224,7 +230,7 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         "judge": "sequential",
     }
     with connect(tmp_path / "threads-2" / "defended" / "crowd.db") as db:
-        kinds = {v["kind"] for v in db["model_versions"].rows}
+        kinds = {v["kind"] for v in db.table("model_versions").rows}
     assert kinds == {"group", "union", "merged"}
     # The same replies; the scorer embeds them in other batches, so the last digits may move.
     for a, b in zip(one["rows"], two["rows"], strict=True):
@@ -329,7 +335,7 @@ def test_with_sign_in_the_rings_pseudonyms_fold_into_its_accounts(settings, tmp_
     assert sorted(roles.values()).count("many-sources") == 1, "six pseudonyms, one account"
     assert len(roles) == 5
     with connect(settings.db_path) as db:
-        assert db["participants"].count == 5
+        assert db.table("participants").count == 5
 
 
 def test_a_sybil_ring_beyond_the_join_limit_loses_the_slots_the_service_refuses(settings, tmp_path):

@@ -23,32 +23,32 @@ def test_migrate_is_idempotent_and_uses_wal(db_path):
 
 def test_foreign_keys_are_enforced(db_path):
     with connect(db_path) as db, pytest.raises(sqlite3.IntegrityError):
-        db["memberships"].insert(
+        db.table("memberships").insert(
             {"round_id": 99, "participant_id": "ghost", "group_index": 0, "assigned_at": NOW}
         )
 
 
 def test_points_ledger_is_append_only(db_path):
     with connect(db_path) as db:
-        db["participants"].insert(
+        db.table("participants").insert(
             {"id": "p1", "display_name": "Ada", "consented_at": NOW, "created_at": NOW}
         )
         cid = (
-            db["campaigns"]
+            db.table("campaigns")
             .insert({"name": "c", "task": "emotion", "n_groups": 2, "created_at": NOW})
             .last_pk
         )
         vid = (
-            db["model_versions"]
+            db.table("model_versions")
             .insert({"campaign_id": cid, "status": "champion", "created_at": NOW})
             .last_pk
         )
         rid = (
-            db["rounds"]
+            db.table("rounds")
             .insert({"campaign_id": cid, "number": 1, "champion_id": vid, "opened_at": NOW})
             .last_pk
         )
-        db["points"].insert(
+        db.table("points").insert(
             {
                 "round_id": rid,
                 "participant_id": "p1",
@@ -67,7 +67,9 @@ def test_points_ledger_is_append_only(db_path):
 
 def test_round_state_is_checked(db_path):
     with connect(db_path) as db, pytest.raises(sqlite3.IntegrityError):
-        db["campaigns"].insert({"name": "c", "task": "jokes", "n_groups": 2, "created_at": NOW})
+        db.table("campaigns").insert(
+            {"name": "c", "task": "jokes", "n_groups": 2, "created_at": NOW}
+        )
 
 
 def test_a_file_that_is_not_a_database_is_refused_and_kept(tmp_path):
@@ -110,17 +112,17 @@ def test_rows_stored_before_the_fix_are_repaired_from_the_history(tmp_path):
     db = Database(tmp_path / "old.db")
     MIGRATIONS.apply(db, stop_before="m027_shown_texts")
     t = "2026-01-01T00:00:0{}Z".format
-    db["participants"].insert(
+    db.table("participants").insert(
         {"id": "ada", "display_name": "Ada", "consented_at": t(0), "created_at": t(0)}
     )
-    db["campaigns"].insert(
+    db.table("campaigns").insert(
         {"id": 1, "name": "c", "task": "emotion", "n_groups": 1, "created_at": t(0)}
     )
-    db["model_versions"].insert({"id": 1, "campaign_id": 1, "created_at": t(0)})
-    db["rounds"].insert(
+    db.table("model_versions").insert({"id": 1, "campaign_id": 1, "created_at": t(0)})
+    db.table("rounds").insert(
         {"id": 1, "campaign_id": 1, "number": 1, "champion_id": 1, "opened_at": t(0)}
     )
-    db["conversations"].insert(
+    db.table("conversations").insert(
         {"id": 1, "participant_id": "ada", "round_id": 1, "group_index": 0, "created_at": t(0)}
     )
     for mid, position, role, content, alt in [
@@ -130,7 +132,7 @@ def test_rows_stored_before_the_fix_are_repaired_from_the_history(tmp_path):
         (4, 3, "assistant", "Model two.", None),
         (5, 4, "assistant", "Second reply.", 4),
     ]:
-        db["messages"].insert(
+        db.table("messages").insert(
             {
                 "id": mid,
                 "conversation_id": 1,
@@ -157,7 +159,7 @@ def test_rows_stored_before_the_fix_are_repaired_from_the_history(tmp_path):
         (4, "rewrite", 4, second, "Model two.", {"rewrite": "Mine two.", "undone_at": t(5)}, t(4)),
         (5, "rating", 4, second, "Model two.", {"rating": 1}, t(6)),
     ]:
-        db["corrections"].insert(
+        db.table("corrections").insert(
             {
                 "id": cid,
                 "kind": kind,
@@ -170,7 +172,7 @@ def test_rows_stored_before_the_fix_are_repaired_from_the_history(tmp_path):
             }
         )
     MIGRATIONS.apply(db)
-    rows = {r["id"]: r for r in db["corrections"].rows}
+    rows = {r["id"]: r for r in db.table("corrections").rows}
     assert [rows[i]["shown"] for i in range(1, 6)] == [
         "Model one.",  # the rewrite was made on the model's text
         "Mine one.",  # the label, on the rewrite the page showed

@@ -49,17 +49,17 @@ class FolderHub:
 
 def add_volunteer(db_path: Path, pid: str) -> None:
     with connect(db_path) as db:
-        if not db["campaigns"].count:
-            db["campaigns"].insert(
+        if not db.table("campaigns").count:
+            db.table("campaigns").insert(
                 {"id": 1, "name": "c", "task": "preference", "n_groups": 2, "created_at": T0}
             )
-            db["model_versions"].insert(
+            db.table("model_versions").insert(
                 {"id": 1, "campaign_id": 1, "status": "champion", "created_at": T0}
             )
-            db["rounds"].insert(
+            db.table("rounds").insert(
                 {"id": 1, "campaign_id": 1, "number": 1, "champion_id": 1, "opened_at": T0}
             )
-        db["participants"].insert(
+        db.table("participants").insert(
             {"id": pid, "display_name": pid, "consented_at": T0, "created_at": T0}
         )
 
@@ -85,7 +85,7 @@ def test_a_push_uploads_the_export_and_a_restorable_backup_to_a_private_repo(
     assert (repo / "sft.parquet").is_file()
     restore_backup(repo / ARCHIVE, tmp_path / "restored", keys=backup_keys(settings))
     with connect(tmp_path / "restored" / "crowd.db") as db:
-        assert [row["id"] for row in db["participants"].rows] == ["alice"]
+        assert [row["id"] for row in db.table("participants").rows] == ["alice"]
 
     assert push_once(settings, "me/backup", hub, last_db_sha=sha) is None  # unchanged
     add_volunteer(db_path, "bob")

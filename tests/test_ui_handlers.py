@@ -181,7 +181,7 @@ def test_thumbs_keep_one_rating_per_reply_and_their_highlight(page):
     rows, tab, _ = chat(handlers, token, tab, "More?")
     assert handlers.chat(token, tab)["feedback_value"] == ["Dislike", None]  # kept on redraw
     with connect(session.service.settings.db_path) as db:
-        live = [r for r in db["corrections"].rows if not (r["undone_at"] or r["replaced_at"])]
+        live = [r for r in db.table("corrections").rows if not (r["undone_at"] or r["replaced_at"])]
     assert [(r["kind"], r["rating"]) for r in live] == [("rating", -1)]
     shown, tab, _, undo = handlers.like(
         token, tab, gr.LikeData(None, {"index": 1, "value": "x", "liked": ""})
@@ -205,7 +205,7 @@ def test_labels_and_ab_choices(page):
     tab, _, _, panel = handlers.chooser("b")(token, tab)
     assert panel == gr.update(visible=False)
     with connect(session.service.settings.db_path) as db:
-        kinds = {r["kind"]: r for r in db["corrections"].rows}
+        kinds = {r["kind"]: r for r in db.table("corrections").rows}
     assert kinds["emotion"]["emotion"] == "joy" and kinds["choice"]["choice"] == "b"
 
 

@@ -297,7 +297,7 @@ def test_down_or_slow_server_refuses_stores_nothing_and_recovers(settings, vllm_
 
     def replies() -> int:
         with connect(settings.db_path) as db:
-            return sum(1 for m in db["messages"].rows_where("role = 'assistant'"))
+            return sum(1 for m in db.table("messages").rows_where("role = 'assistant'"))
 
     before = replies()
     for broken in ("down", "slow"):
