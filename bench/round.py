@@ -99,7 +99,7 @@ def run_round(organizer: Organizer, worker: Worker, service: CrowdService, adapt
         round_ = must(store.get_round(db, must(job["round_id"], "the job's round")), "its round")
         campaign = must(store.get_campaign(db, round_["campaign_id"]), "its campaign")
     started = time.perf_counter()
-    worker.engine._close(campaign, round_)  # type: ignore[arg-type]  # a dict until 31e lands; draw, material, scorer, bundle, record: one commit
+    worker.engine._close(campaign, round_)  # draw, material, scorer, bundle, record: one commit
     closing_s = time.perf_counter() - started
     marks: dict[str, float] = {}
     thread = threading.Thread(target=worker.run_job, args=(job,))

@@ -33,7 +33,7 @@ from crowd.config import TrainingSettings  # noqa: E402
 from crowd.training.base import Progress  # noqa: E402
 from crowd.training.data import PairExample, SFTExample  # noqa: E402
 from crowd.training.loop import TorchLoopTrainer  # noqa: E402
-from crowd.training.trainer import TRLTrainer  # noqa: E402
+from crowd.training.trainer import Trainer, TRLTrainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOEMOTIONS = Path("/work/shared/data/goemotions/goemotions_neighborhoods.jsonl")
@@ -59,7 +59,14 @@ def _repeat_to(items: Sequence, count: int) -> list:
     return [items[i % len(items)] for i in range(count)]
 
 
-def _timed_run(trainer, mode: str, sft, pairs, work: Path, name: str) -> dict:
+def _timed_run(
+    trainer: Trainer,
+    mode: str,
+    sft: Sequence[SFTExample],
+    pairs: Sequence[PairExample],
+    work: Path,
+    name: str,
+) -> dict:
     """One train() call: its wall and CPU seconds (all threads of this process), and the wall
     time between consecutive progress reports (steady-state steps)."""
     marks: list[float] = []
@@ -99,7 +106,7 @@ def compare(
     data = _repeat_to(list(examples), steps * settings.batch_size)
     sft, pairs = (data, []) if mode == "sft" else ([], data)
     warm_sft, warm_pairs = sft[: settings.batch_size], pairs[: settings.batch_size]
-    trainers = {
+    trainers: dict[str, Trainer] = {
         "trl": TRLTrainer(base_path, settings, device="cpu"),
         "loop": TorchLoopTrainer(base_path, settings, device="cpu"),
     }

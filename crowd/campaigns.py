@@ -258,13 +258,21 @@ def may_correct(campaign: Campaign, participant: Participant) -> bool:
 
 
 def create_campaign(
-    db: Database, spec: CampaignSpec, initial_adapter: Path | None, data_dir: Path, now: str
+    db: Database,
+    spec: CampaignSpec,
+    initial_adapter: Path | None,
+    data_dir: Path | None,
+    now: str,
 ) -> int:
-    """A new active campaign with its first champion (the base, or `initial_adapter`) and
-    round 1 open. Returns the campaign id."""
+    """A new active campaign with its first champion (the base, or `initial_adapter`, which
+    lies in `data_dir`: None without one) and round 1 open. Returns the campaign id."""
+    adapter = None
+    if initial_adapter is not None:
+        if data_dir is None:
+            raise ValueError(f"{initial_adapter} must lie in the data dir, and none was given")
+        adapter = str(initial_adapter.relative_to(data_dir))
     with db.atomic():
         campaign_id = store.add_campaign(db, now, **spec.__dict__)
-        adapter = str(initial_adapter.relative_to(data_dir)) if initial_adapter else None
         champion = store.add_version(db, campaign_id, now, adapter_path=adapter, status="champion")
         store.add_round(
             db,

@@ -30,8 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crowd.config import TrainingSettings
+from sqlite_utils import Database
+
+from crowd.config import Settings, TrainingSettings
 from crowd.evaluation import Evaluator
 from crowd.rounds.bundle import Bundle, BundleError, JudgingSettings, check_owner, read_bundle
 from crowd.rounds.crown import crown, install_adapters
@@ -46,6 +49,10 @@ from crowd.training.data import TrainingCancelled
 from storage import records
 from storage import rounds as store
 from storage.db import connect, database_id, transaction
+from storage.rows import Campaign, Job, Round, must
+
+if TYPE_CHECKING:
+    from crowd.rounds.hf_jobs import JobsApi
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +77,17 @@ class RoundEngine:
     @property
     def evaluator(self) -> Evaluator:
         """The in-process judge (the `thread` runner's), for studies and tests."""
-        return self.runner.kit_for(None).evaluator  # type: ignore[attr-defined]
+        if not isinstance(self.runner, ThreadRunner):
+            raise TypeError(f"the {self.runner.name} runner judges outside this process")
+        return self.runner.kit_for(None).evaluator
 
-    def run(self, job: dict) -> None:
+    def run(self, job: Job) -> None:
         """Drive the job's round to 'done'. Raises TrainingCancelled if the job is cancelled,
         JobFailed if its runner failed, BundleError / ResultsMismatch on a bad bundle or results."""
+        round_id = must(job["round_id"], f"job {job['id']}'s round")  # a round job has one
         with connect(self.db_path) as db:
-            round_ = store.get_round(db, job["round_id"])
-            campaign = store.get_campaign(db, round_["campaign_id"])
+            round_ = must(store.get_round(db, round_id), f"round {round_id}")
+            campaign = must(store.get_campaign(db, round_["campaign_id"]), "the round's campaign")
         if round_["state"] == "closing":
             self._close(campaign, round_)
         if self._state(round_["id"]) in ("training", "evaluating"):
@@ -87,17 +97,17 @@ class RoundEngine:
             crown(self.db_path, campaign, round_, bundle, results, self.now())
             shutil.rmtree(self.out_dir(round_), ignore_errors=True)  # crowned: the data dir has it
 
-    def out_dir(self, round_: dict) -> Path:
+    def out_dir(self, round_: Round) -> Path:
         return self.data_dir / JOBS / f"r{round_['id']}"
 
     # 1. closing -----------------------------------------------------------------------------
 
-    def _close(self, campaign: dict, round_: dict) -> None:
+    def _close(self, campaign: Campaign, round_: Round) -> None:
         scorer = self.scorer_for(campaign["id"]) if campaign["task"] == "emotion" else None
         settings = (self.base_model, self.training, self.judging)
         close_into_bundle(self.db_path, self.data_dir, round_["id"], settings, scorer, self.now())
 
-    def _bundle(self, campaign: dict, round_: dict) -> Bundle:
+    def _bundle(self, campaign: Campaign, round_: Round) -> Bundle:
         """The round's bundle as its record names it, checked file by file and for whose it is."""
         with connect(self.db_path) as db:
             record = records.bundle_of(db, round_["id"])
@@ -109,7 +119,7 @@ class RoundEngine:
 
     # 2. the job -----------------------------------------------------------------------------
 
-    def _drive(self, job: dict, bundle: Bundle, out: Path) -> Results:
+    def _drive(self, job: Job, bundle: Bundle, out: Path) -> Results:
         """Start (or pick up) the job, relay its progress, cancel it when the organizer does,
         and return its checked results."""
         runner = self.runner
@@ -145,7 +155,7 @@ class RoundEngine:
         with connect(self.db_path) as db:
             return store.job_status(db, job_id) == "cancelled"
 
-    def _relay(self, job: dict, progress: dict, state: RunState) -> None:
+    def _relay(self, job: Job, progress: dict, state: RunState) -> None:
         """The job's progress and the runner's word into the jobs table; the round moves to
         'evaluating' when the job starts judging."""
         with transaction(self.db_path) as db:
@@ -153,21 +163,23 @@ class RoundEngine:
                 return
             store.update_job(db, job["id"], self.now(), progress=progress)
             records.set_runner(db, job["id"], runner_stage=state.stage, running_s=state.running_s)
-            if (
-                progress.get("judging")
-                and store.get_round(db, job["round_id"])["state"] == "training"
-            ):
-                advance(db, job["round_id"], "evaluating")
+            round_id = must(job["round_id"], f"job {job['id']}'s round")
+            if progress.get("judging") and _state_of(db, round_id) == "training":
+                advance(db, round_id, "evaluating")
 
     def _state(self, round_id: int) -> str:
         with connect(self.db_path) as db:
-            return store.get_round(db, round_id)["state"]
+            return _state_of(db, round_id)
+
+
+def _state_of(db: Database, round_id: int) -> str:
+    return must(store.get_round(db, round_id), f"round {round_id}")["state"]
 
 
 def build_engine(
-    settings,
+    settings: Settings,
     now: Callable[[], str],
-    jobs_api=None,
+    jobs_api: JobsApi | None = None,
     *,
     kit: Kit | None = None,
     judging: JudgingSettings | None = None,
@@ -208,7 +220,7 @@ def build_engine(
     )
 
 
-def _backstop(settings) -> float | None:
+def _backstop(settings: Settings) -> float | None:
     """When the worker gives a job up: `process` after CROWD_JOB_TIMEOUT_S; `hf-jobs` stops
     its jobs itself after that long running, so the worker waits that plus a margin for the
     job's scheduling and image pull; a thread cannot be stopped from outside."""
@@ -219,7 +231,7 @@ def _backstop(settings) -> float | None:
     return None
 
 
-def _kit_builder(settings, judging: JudgingSettings) -> Callable[[Bundle | None], Kit]:
+def _kit_builder(settings: Settings, judging: JudgingSettings) -> Callable[[Bundle | None], Kit]:
     """The thread runner's models, loaded on the first job and kept (in the job's thread, so
     torch's threads start at the worker's priority)."""
     kit: list[Kit] = []

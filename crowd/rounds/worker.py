@@ -104,7 +104,7 @@ class Worker:
     def run_job(self, job: Job) -> None:
         status, error, tail = "finished", None, None
         try:
-            self.engine.run(job)  # type: ignore[arg-type]  # RoundEngine.run takes a dict until issue 31e's rewrite lands
+            self.engine.run(job)
         except TrainingCancelled:
             status = "cancelled"
         except (JobFailed, ResultsMismatch) as exc:

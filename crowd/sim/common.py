@@ -7,7 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from crowd.config import Settings
+    from crowd.evaluation import Evaluator
+    from crowd.options import Declared
+    from crowd.rounds.bundle import JudgingSettings
+    from crowd.rounds.engine import RoundEngine
+    from crowd.rounds.job import Kit
+    from crowd.training.trainer import TRLTrainer
 
 TRAINED_SCORER = "scorer.npz"  # in the run folder: the head trained on --data's scores
 PAPER_SAMPLES = 50  # replies per model per judgement in the paper
@@ -15,7 +24,28 @@ PAPER_EPOCHS = 3  # the OpenAI fine-tuning API's default for a set of 100 or mor
 PAPER_MIN_EXAMPLES = 100  # ... and its rule for smaller sets (TrainingSettings.min_examples)
 
 
-def add_model_options(options) -> None:
+class Recipe(Protocol):
+    """What a study's configuration says about its models (both studies' configs have it)."""
+
+    @property
+    def base_model(self) -> str: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def min_examples(self) -> int: ...
+    @property
+    def samples(self) -> int: ...  # replies per model when a round judges its candidates
+    @property
+    def max_new_tokens(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+
+
+def add_model_options(options: Declared) -> None:
     """The options both studies take from the app's settings (crowd.options: type, range and
     help from each setting's declaration), with the paper's recipe as their defaults: the base
     model, each fine-tune's epochs, examples and learning rate, and how a round judges."""
@@ -64,7 +94,12 @@ def add_model_options(options) -> None:
     )
 
 
-def study_kit(settings, config, trainer_class=None, evaluator_class=None):
+def study_kit(
+    settings: Settings,
+    config: Recipe,
+    trainer_class: type[TRLTrainer] | None = None,
+    evaluator_class: type[Evaluator] | None = None,
+) -> Kit:
     """The run's trainer and judge, loaded once for every round of every arm: the app's
     builder (crowd.rounds.job.build_kit) with the run's base model, training and judging."""
     from crowd.rounds.job import build_kit
@@ -87,7 +122,9 @@ def study_kit(settings, config, trainer_class=None, evaluator_class=None):
     )
 
 
-def study_engine(settings, config, kit, scorer_for: Callable[[int], Any]):
+def study_engine(
+    settings: Settings, config: Recipe, kit: Kit, scorer_for: Callable[[int], Any]
+) -> RoundEngine:
     """A round engine over `settings.data_dir` on the run's `kit`: the app's builder
     (crowd.rounds.engine.build_engine), the `thread` runner, the run's judging."""
     from crowd.campaigns import utcnow
@@ -98,7 +135,7 @@ def study_engine(settings, config, kit, scorer_for: Callable[[int], Any]):
     )
 
 
-def study_judging(config):
+def study_judging(config: Recipe) -> JudgingSettings:
     """How a run's rounds judge their candidates: its samples, reply length, batch and seed,
     with the app's crowning rule (crowd.rounds.judge.CROWN_Z)."""
     from crowd.rounds.bundle import JudgingSettings
@@ -113,7 +150,7 @@ def study_judging(config):
     )
 
 
-def scorer_spec(scorer: str | None, data: Path, out: Path, settings) -> str:
+def scorer_spec(scorer: str | None, data: Path, out: Path, settings: Settings) -> str:
     """`scorer` if given; else a head trained on `data`'s reference `scores` (OUT/scorer.npz),
     which ranks candidates as the paper's scorer does (docs/results/convergence.md); else, for
     a file without scores, the app's scorer."""

@@ -38,7 +38,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from crowd.config import ConfigError, ModelSettings
+from crowd.config import ConfigError, ModelSettings, Settings
 from crowd.options import Declared, OptionError
 from crowd.sim.common import (
     PAPER_SAMPLES,
@@ -138,7 +138,7 @@ def _segments(args: argparse.Namespace) -> tuple[int, ...]:
     return sizes
 
 
-def _checked_config(args: argparse.Namespace, settings) -> StudyConfig:
+def _checked_config(args: argparse.Namespace, settings: Settings) -> StudyConfig:
     for name in ("groups", "final_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
@@ -217,7 +217,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run(config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings) -> list[dict]:
+def run(
+    config: StudyConfig, hoods: list[Neighbourhood], out: Path, settings: Settings
+) -> list[dict]:
     """Every emotion's result record, running only those not finished before."""
     study: Study | None = None
     results = []

@@ -7,12 +7,12 @@ import math
 import statistics
 from pathlib import Path
 
-from crowd.sim.convergence_study import PAPER_SAMPLES
+from crowd.sim.convergence_study import PAPER_SAMPLES, StudyConfig
 
 PAPER_MEDIAN_PCT = 21.5  # the paper's median reduction over 28 emotions (mean 28.5 %)
 
 
-def write_outputs(out: Path, results: list[dict], config) -> None:
+def write_outputs(out: Path, results: list[dict], config: StudyConfig) -> None:
     """OUT/results.csv (emotion, single, multi, reduction in %, its standard error, replies
     per final model) and OUT/convergence.png."""
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
@@ -52,7 +52,7 @@ def summary(out: Path, results: list[dict]) -> dict:
     }
 
 
-def plot(path: Path, results: list[dict], config) -> None:
+def plot(path: Path, results: list[dict], config: StudyConfig) -> None:
     """One panel per emotion: every sub-model's mean L2 to the target vector per generation,
     the champion's path, and the single model's distance as a dashed line."""
     import matplotlib

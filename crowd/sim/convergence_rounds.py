@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlite_utils import Database
+
 from crowd.campaigns import CampaignSpec, create_campaign
 from crowd.rounds.engine import RoundEngine
 from crowd.rounds.state import close_round
@@ -25,6 +27,7 @@ from crowd.rounds.worker import Worker
 from storage import queries
 from storage import rounds as store
 from storage.db import connect
+from storage.rows import Job, Round, Version, must
 
 PROMPT = "write a reddit comment."
 CHAT = [{"role": "user", "content": PROMPT}]
@@ -98,7 +101,7 @@ def open_campaign(
         return campaign_id
 
 
-def round_number(db_path: Path, campaign_id: int, number: int) -> dict:
+def round_number(db_path: Path, campaign_id: int, number: int) -> Round:
     with connect(db_path) as db:
         return next(r for r in store.rounds_of(db, campaign_id) if r["number"] == number)
 
@@ -116,7 +119,7 @@ def submit_and_close(
     closes round `number` (which queues its job): one transaction, so a crash leaves the round
     either untouched or closed with all its corrections."""
     with connect(db_path) as db, db.atomic():
-        campaign = store.get_campaign(db, campaign_id)
+        campaign = must(store.get_campaign(db, campaign_id), f"campaign {campaign_id}")
         round_ = next(r for r in store.rounds_of(db, campaign_id) if r["number"] == number)
         for group, items in sorted(segments.items()):
             for item in items:
@@ -125,7 +128,7 @@ def submit_and_close(
 
 
 def _rewrite(
-    db, campaign_id: int, round_: dict, group: int, item: int, text: str, now: str
+    db: Database, campaign_id: int, round_: Round, group: int, item: int, text: str, now: str
 ) -> None:
     participant = f"sim-c{campaign_id}-n{item:03d}"
     if queries.get_participant(db, participant) is None:
@@ -166,7 +169,7 @@ class RoundDriver:
         # The worker re-queues jobs a killed run left 'running'; the engine then resumes them.
         self.worker = Worker(db_path, lambda: engine, now)
 
-    def finish(self, round_id: int, label: str) -> dict:
+    def finish(self, round_id: int, label: str) -> Round:
         """Run round `round_id` to 'done' (re-queueing a job an earlier run left failed or
         cancelled); returns the done round. SimulationError if its job fails now."""
         round_ = self._round(round_id)
@@ -177,7 +180,8 @@ class RoundDriver:
             with connect(self.db_path) as db:
                 store.add_job(db, "round", round_id, self.now())
         self._step_with_progress(round_id, label)
-        job, round_ = self._last_job(round_id), self._round(round_id)
+        job = must(self._last_job(round_id), f"round {round_id}'s job")  # added above, or earlier
+        round_ = self._round(round_id)
         if job["status"] != "finished" or round_["state"] != "done":
             raise SimulationError(
                 f"{label}: the round job {job['status']} in state "
@@ -225,11 +229,11 @@ class RoundDriver:
         job = self._last_job(round_id)
         return job is not None and job["status"] in ("pending", "running")
 
-    def _round(self, round_id: int) -> dict:
+    def _round(self, round_id: int) -> Round:
         with connect(self.db_path) as db:
-            return store.get_round(db, round_id)
+            return must(store.get_round(db, round_id), f"round {round_id}")
 
-    def _last_job(self, round_id: int) -> dict | None:
+    def _last_job(self, round_id: int) -> Job | None:
         with connect(self.db_path) as db:
             return store.last_job_of_round(db, round_id)
 
@@ -238,14 +242,14 @@ def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
     """What the engine decided in a done round: the champion's and each group's candidate's
     metric (mean L2 to the target vector), the winner and whether it was crowned."""
     with connect(db_path) as db:
-        round_ = store.get_round(db, round_id)
+        round_ = must(store.get_round(db, round_id), f"round {round_id}")
         champion = store.evaluation(db, round_id, round_["champion_id"])
         candidates = {}
         for version in store.round_versions(db, round_id):
             scored = store.evaluation(db, round_id, version["id"])
             if scored:  # str keys: the same after a JSON trip; 'union', 'merged' by kind
                 candidates[_key(version)] = scored["value"]
-        winner = store.get_version(db, round_["winner_id"])
+        winner = version_of(db, must(round_["winner_id"], "a done round's winner"))
     return {
         "round": round_["number"],
         "champion": champion["value"] if champion else None,
@@ -257,17 +261,22 @@ def round_result(db_path: Path, round_id: int, n_groups: int) -> dict:
     }
 
 
-def _key(version: dict) -> str:
+def _key(version: Version) -> str:
     """A candidate's key in a round's result: its group ('0', '1', ...), or its kind."""
     return str(version["group_index"]) if version["kind"] == "group" else version["kind"]
 
 
-def version(db_path: Path, version_id: int) -> dict:
+def version(db_path: Path, version_id: int) -> Version:
     with connect(db_path) as db:
-        return store.get_version(db, version_id)
+        return version_of(db, version_id)
 
 
-def trained_candidate(db_path: Path, round_id: int, group: int, label: str) -> dict:
+def version_of(db: Database, version_id: int) -> Version:
+    """Version `version_id`, which a round names (as its champion or winner), so it exists."""
+    return must(store.get_version(db, version_id), f"version {version_id}")
+
+
+def trained_candidate(db_path: Path, round_id: int, group: int, label: str) -> Version:
     """Group `group`'s candidate of a done round; SimulationError if it failed to train."""
     with connect(db_path) as db:
         found = store.candidate_for(db, round_id, group)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crowd.sim.common import PAPER_SAMPLES, study_engine, study_kit
 from crowd.sim.convergence_data import Neighbourhood, deal, generation_rng
@@ -23,6 +25,9 @@ from crowd.sim.convergence_rounds import (
     trained_candidate,
     version,
 )
+
+if TYPE_CHECKING:
+    from crowd.config import Settings
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,13 @@ JUDGING_ONLY = {"final_samples"}
 class Study:
     """One loaded engine (base model, trainer, evaluator, scorer) for every emotion of a run."""
 
-    def __init__(self, config: StudyConfig, out: Path, show, settings):
+    def __init__(
+        self,
+        config: StudyConfig,
+        out: Path,
+        show: Callable[[str, bool], None],
+        settings: Settings,
+    ):
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow

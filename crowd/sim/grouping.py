@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -373,6 +374,6 @@ def _last_line(summaries: list[dict], ref_error: float) -> dict:
     return {"settings": len(summaries), "by_rule": by_rule, "reference_error": round(ref_error, 5)}
 
 
-def _mean(values) -> float | None:
+def _mean(values: Iterable[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return round(float(np.mean(kept)), 4) if kept else None

@@ -73,11 +73,10 @@ def _plot(out: Path, summaries: list[dict], curves: dict[Any, np.ndarray]) -> No
     fig, ax = plt.subplots(figsize=(6, 4))
     for rule in sorted({s["points"] for s in summaries}):
         for grouping in groupings:
-            picked = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]  # type: ignore[misc]
-            sizes = sorted({s["n_users"] for s in picked})
+            settings = [s for s in summaries if s["points"] == rule and s["grouping"] == grouping]
+            sizes = sorted({s["n_users"] for s in settings})
             means = [
-                _mean_or_nan([s["pearson"] for s in picked if s["n_users"] == n])  # type: ignore[misc]
-                for n in sizes
+                _mean_or_nan([s["pearson"] for s in settings if s["n_users"] == n]) for n in sizes
             ]
             ax.plot(sizes, means, "o-" if rule == "shapley" else "s--", label=f"{rule}, {grouping}")
     ax.set(xlabel="users", ylabel="Pearson(points, Shapley)", ylim=(None, 1.02))

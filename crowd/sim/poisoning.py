@@ -37,13 +37,22 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crowd.config import ModelSettings
+from crowd.config import ModelSettings, Settings
 from crowd.options import Declared, OptionError
 from crowd.sim.common import add_model_options
-from crowd.sim.convergence_data import StudyInputError, pick_emotions, read_neighbourhoods
+from crowd.sim.convergence_data import (
+    Neighbourhood,
+    StudyInputError,
+    pick_emotions,
+    read_neighbourhoods,
+)
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
 from storage.vocabulary import MERGE_METHODS, POINTS_RULES
+
+if TYPE_CHECKING:
+    from crowd.sim.poisoning_study import PoisonConfig
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
 
@@ -149,7 +158,9 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
 
 
-def _config(a: argparse.Namespace, settings):
+def _config(
+    a: argparse.Namespace, settings: Settings
+) -> tuple[dict[str, Neighbourhood], PoisonConfig]:
     from crowd.sim.common import scorer_spec
     from crowd.sim.poisoning_study import PoisonConfig
 
@@ -212,7 +223,7 @@ def main(argv: list[str]) -> int:
     from crowd.config import ConfigError, load_settings
     from crowd.sim.common import TRAINED_SCORER, check_resume, set_threads, train_scorer
     from crowd.sim.convergence_rounds import SimulationError
-    from crowd.sim.poisoning_run import run
+    from crowd.sim.poisoning_run import Lane, run
 
     options = _options()
     args = options.parser.parse_args(argv[1:])
@@ -236,7 +247,8 @@ def main(argv: list[str]) -> int:
         config.ring_accounts,
     )
     try:
-        summary = run(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
+        whole = Lane(config, hoods, crowd, args.out, settings, show, torch.get_num_threads())
+        summary = run(whole)
     except SimulationError as exc:
         print(f"simulate poisoning: {exc}", file=sys.stderr)
         return 1

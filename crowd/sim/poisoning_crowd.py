@@ -39,24 +39,26 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from crowd.emotions import GOEMOTIONS_LABELS
 from crowd.limits import Refused
 from crowd.review import Item, Reviews
-from crowd.service import CrowdService
+from crowd.service import CrowdService, Reply
 from crowd.serving.protocol import BASE, Progress, Sampling
+from storage.rows import Correction, Participant, must
 from storage.vocabulary import VERDICTS, Verdict
 
 PROMPT = "write a reddit comment."
 ROLES = ("honest", "flooder", "saboteur", "random", "ring", "sybil-ring", "many-sources")
 ADVERSARIES = ROLES[1:]
 RINGS = ("ring", "sybil-ring", "many-sources")  # one coalition: they endorse each other
+Work = tuple[str, str, str | None, str | None, str | None]
+"""A correction as anyone who sees it can tell it apart: its kind, reply and value."""
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,7 @@ class CrowdRound:
         self.crowd, self.m, self.b, self.seed = crowd, material, behaviour, seed
         self.state = state  # folder holding tokens.json and journal.jsonl
         self.tokens = self._tokens()
-        self.ring = {
-            self.tokens[v.name][1] for v in crowd if v.role in RINGS and self.tokens[v.name]
-        }
+        self.ring = {t[1] for v in crowd if v.role in RINGS and (t := self.tokens[v.name])}
 
     def _tokens(self) -> dict[str, list[str] | None]:
         """name -> [token, participant id], or None when the service refused the join (the
@@ -244,7 +244,7 @@ class CrowdRound:
             path.write_text(json.dumps(tokens))
         return tokens
 
-    def _known(self, v: Volunteer) -> dict | None:
+    def _known(self, v: Volunteer) -> Participant | None:
         """The participant `v` already is (joined before a crash that lost tokens.json, or an
         account another of the ring's pseudonyms signed in with)."""
         from storage import queries
@@ -272,20 +272,25 @@ class CrowdRound:
         path = self.state / "journal.jsonl"
         return {json.loads(x) for x in path.read_text().splitlines()} if path.exists() else set()
 
+    def _token(self, v: Volunteer) -> str:
+        """`v`'s session token: only those who joined act (`play`)."""
+        joined = self.tokens[v.name]
+        if joined is None:
+            raise LookupError(f"volunteer {v.name} never joined")
+        return joined[0]
+
     # -- acting -------------------------------------------------------------------------
 
     def _send(self, v: Volunteer, rng: random.Random) -> int:
         self.replies.next.append(rng.choice(self.m.replies))
-        token = self.tokens[v.name][0]
-        return list(self.service.send(token, None, PROMPT, v.address))[-1].message_id
+        return _stored(self.service.send(self._token(v), None, PROMPT, v.address))
 
     def _another(self, v: Volunteer, message: int, rng: random.Random) -> int:
         self.replies.next.append(rng.choice(self.m.replies))
-        token = self.tokens[v.name][0]
-        return list(self.service.another(token, message, v.address))[-1].message_id
+        return _stored(self.service.another(self._token(v), message, v.address))
 
     def _act(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
-        token, at = self.tokens[v.name][0], v.address
+        token, at = self._token(v), v.address
         if v.role == "flooder":
             text = rng.choice(self.m.off_target)
             for message in [self._send(v, rng) for _ in range(self.b.flood)]:
@@ -318,12 +323,12 @@ class CrowdRound:
         from storage import queries
 
         with self.service.db() as db:
-            return queries.get_message(db, message_id)["content"]
+            return must(queries.get_message(db, message_id), f"message {message_id}")["content"]
 
     # -- reviewing ----------------------------------------------------------------------
 
     def _review(self, v: Volunteer, index: int, number: int, rng: random.Random) -> None:
-        token = self.tokens[v.name][0]
+        token = self._token(v)
         work = self._ring_work() if v.role in RINGS else set()
         for item in self.reviews.queue(token, self.b.reviews, v.address):
             verdict = self._verdict(v, item, rng, work)
@@ -332,7 +337,7 @@ class CrowdRound:
             except Refused:
                 continue  # withdrawn or replaced since the queue was read
 
-    def _verdict(self, v: Volunteer, item: Item, rng: random.Random, work: set) -> Verdict:
+    def _verdict(self, v: Volunteer, item: Item, rng: random.Random, work: set[Work]) -> Verdict:
         if v.role in RINGS:  # the ring knows its own work when it sees it
             return "endorse" if _work(item) in work else "reject"
         if v.role != "honest":
@@ -344,22 +349,27 @@ class CrowdRound:
 
     def _looks_good(self, item: Item) -> bool:
         if item["kind"] == "rewrite":
-            return self.m.distance(item["rewrite"]) <= self.m.near
+            return self.m.distance(must(item["rewrite"], "a rewrite's text")) <= self.m.near
         if item["kind"] == "emotion":
             return item["emotion"] == self.m.top_emotion(item["original"])
         return item["choice"] == self.m.honest_pick(item["original"], item["other_reply"] or "…")
 
-    def _ring_work(self) -> set[tuple]:
+    def _ring_work(self) -> set[Work]:
         """What the ring's members wrote (from the database: the ring's shared memory)."""
         from storage import queries
 
         with self.service.db() as db:
             rows = [
-                queries.get_correction(db, cid) for cid in queries.corrections_of(db, self.ring)
+                must(queries.get_correction(db, cid), f"correction {cid}")
+                for cid in queries.corrections_of(db, self.ring)
             ]
         return {_work(row) for row in rows}
 
 
-def _work(item: Mapping[str, Any]) -> tuple:
-    """A correction as anyone who sees it can tell it apart: its kind, reply and value."""
+def _work(item: Item | Correction) -> Work:
     return (item["kind"], item["original"], item["rewrite"], item["choice"], item["emotion"])
+
+
+def _stored(steps: Iterator[Reply]) -> int:
+    """The id of the reply `steps` streamed: their last step carries it, once stored."""
+    return must(list(steps)[-1].message_id, "the streamed reply")

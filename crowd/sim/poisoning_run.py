@@ -9,8 +9,10 @@ import multiprocessing
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from crowd.sim.poisoning_report import (
 )
 from crowd.sim.poisoning_study import (
     ARMS,
+    PoisonConfig,
     Study,
     champions,
     crowned_kinds,
@@ -36,9 +39,16 @@ from crowd.sim.poisoning_study import (
     write_json,
 )
 from crowd.threads import run_in_own_thread
+from storage.rows import must
+
+if TYPE_CHECKING:
+    from crowd.config import Settings
+    from crowd.scoring.scorers import EmotionScorer
+
+Show = Callable[[str, bool], None]  # (line, final): a progress line; final lines end a stage
 
 
-def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
+def material(hoods: dict[str, Neighbourhood], emotion: str, scorer: EmotionScorer) -> Material:
     """The crowd's texts and the scorer's view of them; `near` is the 90th percentile of the
     target neighbours' distances to their centroid."""
     hood = hoods[emotion]
@@ -58,17 +68,18 @@ def material(hoods: dict[str, Neighbourhood], emotion: str, scorer) -> Material:
     )
 
 
-def run(config, hoods, crowd: list[Volunteer], out: Path, settings, show, threads: int) -> dict:
-    """The study on `threads` CPU threads. With two or more, it runs in two lanes, processes of
-    their own that each load the models and use half the threads: the defended arm, then the
-    pooled model and its judgement; beside it, the undefended arm, then the judgement of both
-    arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
+def run(whole: Lane) -> dict:
+    """The study (`whole`: all its jobs) on `whole.threads` CPU threads. With two or more, it
+    runs in two lanes, processes of their own that each load the models and use half the
+    threads: the defended arm, then the pooled model and its judgement; beside it, the
+    undefended arm, then the judgement of both arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
     (torch gains about 1.5x from a second thread on these small models, a second process 2x),
     and separate processes share no GIL. Each lane's torch work runs in threads that end with
     each stage (crowd/threads.py, rule 1). The numbers are those of one lane."""
     started, cpu = time.monotonic(), time.process_time()
-    lanes = [LANE_A, LANE_B] if threads >= 2 else [ONE_LANE]
-    job = Lane(config, hoods, crowd, out, settings, show, max(1, threads // len(lanes)))
+    config, out = whole.config, whole.out
+    lanes = [LANE_A, LANE_B] if whole.threads >= 2 else [ONE_LANE]
+    job = replace(whole, threads=max(1, whole.threads // len(lanes)))
     if len(lanes) == 1:
         stats = [job.run(ONE_LANE, lambda: False)]
     else:
@@ -91,14 +102,19 @@ LANE_B = ("arm:undefended", "judge:undefended", "judge:defended")
 ONE_LANE = ("arm:defended", "arm:undefended", "pooled", *LANE_B[1:], "judge:pooled")
 
 
+@dataclass(frozen=True)
 class Lane:
     """One process's share of the study's jobs, done in order; a job waits for the files of
     the jobs it reads (written by this lane or the other), and every job's result is kept in
     OUT, so an interrupted study resumes where it stopped."""
 
-    def __init__(self, config, hoods, crowd, out: Path, settings, show, threads: int):
-        self.config, self.hoods, self.crowd, self.out = config, hoods, crowd, out
-        self.settings, self.show, self.threads = settings, show, threads
+    config: PoisonConfig
+    hoods: dict[str, Neighbourhood]
+    crowd: list[Volunteer]
+    out: Path
+    settings: Settings
+    show: Show
+    threads: int
 
     def run_alone(self, jobs: tuple[str, ...]) -> None:
         """The second lane, in a process of its own: stops when its parent is gone."""
@@ -133,7 +149,7 @@ class Lane:
             "cpu_s": time.process_time() - cpu,
         }
 
-    def _pooled(self, study: Study, other_alive) -> None:
+    def _pooled(self, study: Study, other_alive: Callable[[], bool]) -> None:
         """The pooled model, at the defended arm's example-passes; OUT/pooled/done says it is
         settled (trained, or nothing to train on) and holds the passes."""
         done = self.out / "pooled" / "done"
@@ -142,17 +158,17 @@ class Lane:
         defended = self._record("defended", other_alive)["campaign"]
         self._wait(lambda: crowd_done(self.out, self.config), other_alive, "the undefended crowd")
         passes = study.passes("defended", defended)
-        source = campaign_id(self.out, "undefended", self.config)
+        source = must(campaign_id(self.out, "undefended", self.config), "the undefended campaign")
         study.pooled("undefended", source, passes)
         done.parent.mkdir(parents=True, exist_ok=True)
         write_json(done, {"passes": passes})
 
-    def _record(self, arm: str, other_alive) -> dict:
+    def _record(self, arm: str, other_alive: Callable[[], bool]) -> dict:
         path = self.out / arm / "record.json"
         self._wait(path.exists, other_alive, f"the {arm} arm")
         return json.loads(path.read_text())
 
-    def _models(self, name: str, other_alive) -> dict[str, Path | None]:
+    def _models(self, name: str, other_alive: Callable[[], bool]) -> dict[str, Path | None]:
         """The models a judge job judges: an arm's champions after each round, or the pooled
         model (none when it had nothing to train on)."""
         if name == "pooled":
@@ -174,7 +190,7 @@ class Lane:
             time.sleep(1)
 
 
-def campaign_id(out: Path, arm: str, config) -> int | None:
+def campaign_id(out: Path, arm: str, config: PoisonConfig) -> int | None:
     from storage import rounds as store
     from storage.db import connect
 
@@ -189,7 +205,7 @@ def campaign_id(out: Path, arm: str, config) -> int | None:
         return campaign["id"] if campaign else None
 
 
-def crowd_done(out: Path, config) -> bool:
+def crowd_done(out: Path, config: PoisonConfig) -> bool:
     """Whether the undefended crowd has acted in every round (its last round is closed): all
     the pooled model trains on is in; the arm's last training need not have ended."""
     from storage import rounds as store
@@ -215,7 +231,7 @@ def judge(study: Study, out: Path, name: str, models: dict, m: Material) -> None
     write_json(path, {"final_samples": study.config.final_samples, "models": judged})
 
 
-def summary(config, out: Path, stats: list[dict], wall: float, cpu: float) -> dict:
+def summary(config: PoisonConfig, out: Path, stats: list[dict], wall: float, cpu: float) -> dict:
     """The study's last line, from what its jobs kept in OUT and the lanes' `stats`."""
     records = {arm: json.loads((out / arm / "record.json").read_text()) for arm in ARMS}
     judged = {

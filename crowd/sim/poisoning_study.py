@@ -11,14 +11,32 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crowd.sim.common import study_engine, study_kit
-from crowd.sim.convergence_rounds import CHAT, WITHOUT_CANDIDATES, RoundDriver, round_number
+from crowd.sim.convergence_rounds import (
+    CHAT,
+    WITHOUT_CANDIDATES,
+    RoundDriver,
+    round_number,
+    version_of,
+)
 from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, Material, ScriptedReplies, Volunteer
 from crowd.threads import run_in_own_thread
+from storage.rows import Correction, Round, must
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from crowd.config import Settings
+    from crowd.evaluation import Evaluator
+    from crowd.scoring.scorers import EmotionScorer
+    from crowd.service import CrowdService
+    from crowd.training.trainer import TRLTrainer
 
 ARMS = ("defended", "undefended")
 ORGANIZER_KEY = "poisoning-study-organizer"
@@ -63,7 +81,13 @@ class Study:
     """One loaded base, trainer, evaluator and scorer: what one lane's jobs (both arms, the
     pooled model, the judgements, or a share of them: crowd.sim.poisoning_run) work with."""
 
-    def __init__(self, config: PoisonConfig, out: Path, show, settings):
+    def __init__(
+        self,
+        config: PoisonConfig,
+        out: Path,
+        show: Callable[[str, bool], None],
+        settings: Settings,
+    ):
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
@@ -111,7 +135,7 @@ class Study:
             reviews_per_minute=10**6,
         )
         rng = random.Random(f"poisoning/{c.seed}/service")
-        service = CrowdService(settings, replies, limits, self.now, rng)  # type: ignore[arg-type]
+        service = CrowdService(settings, replies, limits, self.now, rng)
         organizer = Organizer(service, random.Random(f"poisoning/{c.seed}/organizer"))
         behaviour = Behaviour(c.reviews, c.flood, c.noise)
         players = CrowdRound(service, replies, crowd, material, behaviour, data_dir, c.seed)
@@ -136,10 +160,10 @@ class Study:
             "action_share": action_share(settings.db_path, players.participants()),
         }
 
-    def _scorer_for(self, _campaign_id: int):
+    def _scorer_for(self, _campaign_id: int) -> EmotionScorer:
         return self.scorer
 
-    def _open_campaign(self, settings, arm: str, target: str) -> None:
+    def _open_campaign(self, settings: Settings, arm: str, target: str) -> None:
         """The arm's campaign (before the service starts, so it is the active one)."""
         from crowd.campaigns import CampaignSpec, create_campaign
         from storage import rounds as store
@@ -170,7 +194,7 @@ class Study:
             store.add_reference_texts(db, campaign_id, [row], self.now())
 
     @staticmethod
-    def _campaign(service) -> tuple[int, dict]:
+    def _campaign(service: CrowdService) -> tuple[int, Round]:
         campaign, round_ = service.context()
         return campaign["id"], round_
 
@@ -226,14 +250,14 @@ class Study:
         sft: list = []
         with connect(self.out / source / "crowd.db") as db:
             for round_ in store.rounds_of(db, campaign_id):
-                live = [dict(c, split="train") for c in store.round_corrections(db, round_["id"])]
+                live = [_for_training(c) for c in store.round_corrections(db, round_["id"])]
                 for group in group_data(live, "emotion", self.config.emotion).values():
                     sft += group.sft
         return sft
 
     # -- the clean reference ---------------------------------------------------------------
 
-    def judge(self, adapters: dict[str, Path | None], centroid) -> dict[str, dict]:
+    def judge(self, adapters: dict[str, Path | None], centroid: np.ndarray) -> dict[str, dict]:
         """Every named model's mean L2 distance (and its standard error) over final_samples
         replies to the centroid, all on the same seed and batches."""
         from crowd.evaluation import EvalSet
@@ -254,7 +278,7 @@ class Study:
         }
 
 
-def _timed_trainer(times: dict):
+def _timed_trainer(times: dict[str, float]) -> type[TRLTrainer]:
     """The real trainer, adding the seconds each training takes to times['train_s']."""
     from crowd.training.trainer import TRLTrainer
 
@@ -269,7 +293,7 @@ def _timed_trainer(times: dict):
     return TimedTrainer
 
 
-def _timed_evaluator(times: dict):
+def _timed_evaluator(times: dict[str, float]) -> type[Evaluator]:
     """The real evaluator, adding the seconds each judgement takes to times['judge_s']."""
     from crowd.evaluation import Evaluator
 
@@ -284,7 +308,14 @@ def _timed_evaluator(times: dict):
     return TimedEvaluator
 
 
-def _rows_for(passes: int, epochs_for) -> int:
+def _for_training(correction: Correction) -> Correction:
+    """`correction` as a training row, whatever its split: the pooled model learns from all."""
+    row = correction.copy()
+    row["split"] = "train"
+    return row
+
+
+def _rows_for(passes: int, epochs_for: Callable[[int], int]) -> int:
     """The number of rows whose epochs bring them closest to `passes` example-passes."""
     best, best_gap = 1, passes
     for rows in range(1, passes + 1):
@@ -292,6 +323,11 @@ def _rows_for(passes: int, epochs_for) -> int:
         if gap < best_gap:
             best, best_gap = rows, gap
     return best
+
+
+def _winner(round_: Round) -> int:
+    """The version a done round crowned or kept (crowd.rounds.crown sets it)."""
+    return must(round_["winner_id"], f"round {round_['number']}'s winner")
 
 
 def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str | None]]:
@@ -303,8 +339,8 @@ def champions(out: Path, arm: str, campaign_id: int) -> list[tuple[int, int, str
     with connect(out / arm / "crowd.db") as db:
         rounds = [r for r in store.rounds_of(db, campaign_id) if r["state"] == "done"]
         path = [(0, rounds[0]["champion_id"])] if rounds else []
-        path += [(r["number"], r["winner_id"]) for r in rounds]
-        return [(n, v, store.get_version(db, v)["adapter_path"]) for n, v in path]
+        path += [(r["number"], _winner(r)) for r in rounds]
+        return [(n, v, version_of(db, v)["adapter_path"]) for n, v in path]
 
 
 def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
@@ -315,7 +351,7 @@ def crowned_kinds(out: Path, arm: str, campaign_id: int) -> list[str]:
 
     with connect(out / arm / "crowd.db") as db:
         return [
-            store.get_version(db, r["winner_id"])["kind"]
+            version_of(db, _winner(r))["kind"]
             for r in store.rounds_of(db, campaign_id)
             if r["state"] == "done" and r["improved"]
         ]
@@ -330,7 +366,7 @@ def used_by(out: Path, arm: str, campaign_id: int) -> dict[str, int]:
 
     used: dict[str, int] = {}
     with connect(out / arm / "crowd.db") as db:
-        campaign = store.get_campaign(db, campaign_id)
+        campaign = must(store.get_campaign(db, campaign_id), f"campaign {campaign_id}")
         for round_ in store.rounds_of(db, campaign_id):
             if round_["state"] != "done":
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, Unpack
 
 from sqlite_utils import Database
 
@@ -20,6 +21,8 @@ from crowd.emotions import GOEMOTIONS_LABELS
 from storage import queries
 from storage import rounds as store
 from storage.reviews import add_review
+from storage.rows import must
+from storage.vocabulary import Kind
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 WORDS = (
@@ -63,7 +66,7 @@ def seed_crowd(
     """A campaign (reviews on, 2 reviews needed) with `rounds` rounds and about `corrections`
     corrections (emotion labels, A/B picks and rewrites) plus reviews of the rewrites."""
     spec = CampaignSpec(name="Synthetic crowd", n_groups=3)
-    campaign_id = create_campaign(db, spec, None, None, START.isoformat())  # type: ignore[arg-type]
+    campaign_id = create_campaign(db, spec, None, None, START.isoformat())
     store.update_campaign(db, campaign_id, reviews_on=1, min_reviews=2)
     round_ids = _rounds(db, campaign_id, rounds)
     honest = [f"honest-{i:03d}" for i in range(n_honest)]
@@ -82,7 +85,7 @@ def seed_crowd(
 
 
 def _rounds(db: Database, campaign_id: int, rounds: int) -> list[int]:
-    first = store.current_round(db, campaign_id)
+    first = must(store.current_round(db, campaign_id), "the new campaign's round")
     ids = [first["id"]]
     for number in range(2, rounds + 1):
         ids.append(
@@ -91,7 +94,15 @@ def _rounds(db: Database, campaign_id: int, rounds: int) -> list[int]:
     return ids
 
 
-def _item(db, round_id, pool, trolls, clock, rng, counts) -> None:
+def _item(
+    db: Database,
+    round_id: int,
+    pool: list[str],
+    trolls: set[str],
+    clock: _Clock,
+    rng: random.Random,
+    counts: list[int],
+) -> None:
     """One reply with an alternative: 3 emotion labels, 2 A/B picks, 1 rewrite, 2-3 reviews."""
     owner = rng.choice(pool)
     conversation = queries.add_conversation(db, owner, round_id, 0, START.isoformat())
@@ -101,7 +112,7 @@ def _item(db, round_id, pool, trolls, clock, rng, counts) -> None:
         db, conversation, "assistant", "Lovely!", START.isoformat(), alternative_of=reply
     )
     truth, better = rng.choice(GOEMOTIONS_LABELS[:6]), rng.choice("ab")
-    base = dict(round_id=round_id, group_index=0, message_id=reply, prompt="[]", original="Fine.")
+    base = Base(round_id=round_id, group_index=0, message_id=reply, prompt="[]", original="Fine.")
     labellers = _distinct(pool, 5, rng)
     for person in labellers[:3]:
         honest = person not in trolls and rng.random() < 0.8
@@ -122,11 +133,39 @@ def _item(db, round_id, pool, trolls, clock, rng, counts) -> None:
         counts[1] += 1
 
 
-def _add(db, counts, base, clock, person, **fields) -> int:
+class Base(TypedDict):
+    """What every correction of one `_item` shares (storage.rows.NewCorrection's columns)."""
+
+    round_id: int
+    group_index: int
+    message_id: int
+    prompt: str
+    original: str
+
+
+class Value(TypedDict, total=False):
+    """The field of a correction's kind (storage.rows.NewCorrection's columns)."""
+
+    emotion: str
+    choice: str
+    other_message_id: int
+    rewrite: str
+
+
+def _add(
+    db: Database,
+    counts: list[int],
+    base: Base,
+    clock: _Clock,
+    person: str,
+    kind: Kind,
+    **value: Unpack[Value],
+) -> int:
     counts[0] += 1
-    return queries.add_correction(
-        db, **base, **fields, participant_id=person, created_at=clock.tick(person)
+    added = queries.add_correction(
+        db, **base, **value, kind=kind, participant_id=person, created_at=clock.tick(person)
     )
+    return must(added, "a correction to an open round")  # seed_crowd's rounds are all open
 
 
 def _distinct(pool: list[str], k: int, rng: random.Random) -> list[str]:
