@@ -71,7 +71,7 @@ def warming_notice(demo: gr.Blocks, service: CrowdService) -> None:
     and then stops."""
 
     def check() -> tuple:
-        ready = getattr(service.generation, "ready", True)
+        ready = service.generation is None or service.generation.ready
         return gr.update(visible=not ready), gr.Timer(active=not ready)
 
     notice = gr.Markdown(WARMING, elem_id="warming")
