@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ def convert_packaged_model(cache_dir: Path) -> Path:
     """Convert the packaged GGUF to a safetensors folder under `cache_dir`, once.
 
     A second call finds the finished folder and converts nothing. The conversion writes to a
-    temporary folder and renames it, so an interrupted start never leaves a half-written model.
+    temporary folder of its own and renames it, so an interrupted start never leaves a
+    half-written model, and two processes converting at once (a study's lanes, the app and a
+    round-job child on a fresh data dir) do not write into each other's folder: the first
+    rename wins and the other copy is dropped.
     """
     target = cache_dir / CONVERTED_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
@@ -77,13 +81,21 @@ def convert_packaged_model(cache_dir: Path) -> Path:
         del config.quantization_config  # the weights are de-quantized fp32 now
     fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(loaded.state_dict())
-    partial = cache_dir / (CONVERTED_NAME + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    fresh.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / "crowd-source.json").write_text(json.dumps({"gguf": str(gguf)}))
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=CONVERTED_NAME + ".partial-", dir=cache_dir))
+    try:
+        fresh.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        (partial / "crowd-source.json").write_text(json.dumps({"gguf": str(gguf)}))
+        if target.exists() and not (target / "model.safetensors").is_file():
+            shutil.rmtree(target, ignore_errors=True)  # a folder left by an older version
+        try:
+            partial.rename(target)
+        except OSError:  # another process renamed its copy first: the same weights
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from crowd.config import PACKAGED_MODEL
@@ -46,3 +48,23 @@ def test_the_default_model_is_converted_once_and_generates(
 
 def test_the_packaged_name_resolves_to_the_converted_folder(default_model_dir):
     assert resolve_base_model(PACKAGED_MODEL, default_model_dir.parent) == str(default_model_dir)
+
+
+def test_processes_converting_the_default_model_at_once_all_get_it(tmp_path):
+    """A poisoning study's lanes on a fresh data dir convert at the same time; with one shared
+    temporary folder one lane deleted the other's mid-write (SafetensorError: No such file)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from crowd.models import convert_packaged_model;"
+    code += "print(convert_packaged_model(Path(sys.argv[1])))"
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    outputs = [child.communicate(timeout=600)[0].decode().strip() for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0]
+    assert len(set(outputs)) == 1
+    converted = load_base(outputs[0], tmp_path, device="cpu")
+    assert converted.model.config.model_type == "llama"
+    assert [p.name for p in tmp_path.iterdir()] == [Path(outputs[0]).name]  # no partial left
