@@ -17,7 +17,7 @@ tokens, a group's adapter) once the round is training, and the time to the first
 and to the whole reply are recorded; the job's optimizer steps per second are read from its
 progress file. Prints p50 and p95 of each, the ratios to idle and the load average; the last line
 is one JSON object (`ttft_p95_thread_over_idle`, `ttft_p95_process_over_idle`, ...).
-Results: docs/results/round-job.md.
+Results: docs/results/serving.md, "The round as a job".
 """
 
 from __future__ import annotations
