@@ -20,6 +20,7 @@ from crowd.sim.common import set_threads
 from crowd.sim.convergence_data import Neighbourhood
 from crowd.sim.convergence_rounds import SimulationError
 from crowd.sim.poisoning_crowd import Material, Volunteer
+from crowd.sim.poisoning_record import champions, crowned_kinds, points, used_by, write_json
 from crowd.sim.poisoning_report import (
     auroc,
     by_role,
@@ -28,16 +29,7 @@ from crowd.sim.poisoning_report import (
     regressions,
     write_csv,
 )
-from crowd.sim.poisoning_study import (
-    ARMS,
-    PoisonConfig,
-    Study,
-    champions,
-    crowned_kinds,
-    points,
-    used_by,
-    write_json,
-)
+from crowd.sim.poisoning_study import ARMS, PoisonConfig, Study
 from crowd.threads import run_in_own_thread
 from storage.rows import must
 
