@@ -164,8 +164,9 @@ class CampaignSpec:
         0.25,
         0.05,
         1.0,
-        "Most of a group's training one voice may supply",
-        "a voice is a network or an account; 1 = no cap",
+        "Share cap per voice",
+        "the most of a group's training one voice may supply (a voice is a network or an "
+        "account); 1 = no cap",
         "trust",
         step=0.05,
     )
