@@ -47,7 +47,7 @@ class MixtureEvaluator:
         self.distances = dict(zip(ps, table))
         self.given: dict[str, int] = {}
 
-    def evaluate(self, eval_set, adapters, samples=None):
+    def evaluate(self, eval_set, adapters, samples=None, progress=None):
         n = samples or self.samples
         out = []
         for name in adapters:

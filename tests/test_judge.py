@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crowd.evaluation import EvalSet, Evaluator, Score
-from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, looks
+from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, crowning_looks, looks
 from tests.test_evaluation import CHAT, LengthScorer, adapter
 
 TARGET = EvalSet("emotion", prompts=[CHAT], target=np.linspace(0, 0.1, 28))  # graded: replies
@@ -45,17 +45,43 @@ def noisy(mean: float, seed: int, n: int = 100) -> list[float]:
 
 def test_looks_and_bounds():
     assert looks(24) == [6, 12, 24, 48] and looks(50) == [13, 25, 50, 100] and looks(4) == [4, 8]
-    # Bonferroni over the looks at the fixed rule's level; Student's t, wider with few replies
-    assert crown_bound(2.0, 4, 48) > 2.0 and crown_bound(2.0, 4, 6) > crown_bound(2.0, 4, 48)
+    assert crowning_looks(24) == crowning_looks(50) == 2  # S and 2S
+    # Bonferroni over the crowning looks at the fixed rule's level; Student's t
+    assert crown_bound(2.0, 2, 48) > 2.0 and crown_bound(2.0, 2, 24) > crown_bound(2.0, 2, 48)
 
 
-def test_a_clear_winner_is_crowned_at_the_first_look():
+def test_a_clear_winner_is_crowned_on_s_replies_and_the_rest_dropped_early():
+    """Early looks save (the candidate far behind stops at 6 replies) but never crown: the new
+    champion is judged on the fixed judge's S replies, as many as the collapse rule saw."""
     scripted = ScriptedEvaluator(
         {"champ": noisy(1.0, 0), "good": noisy(0.2, 1), "meh": noisy(1.0, 2)}, samples=24
     )
     verdict = SequentialJudge().judge(scripted, TARGET, "champ", ["good", "meh"], 0.0)
     assert verdict.crowned and verdict.leader == "good"
-    assert len(verdict.looks) == 1 and scripted.given == {"champ": 6, "good": 6, "meh": 6}
+    assert [look["replies"] for look in verdict.looks] == [6, 12, 24]
+    assert "bound" not in verdict.looks[0] and verdict.looks[-1]["t"] >= verdict.looks[-1]["bound"]
+    assert scripted.given == {"champ": 24, "good": 24, "meh": 6}  # the fixed judge: 72
+
+
+def test_a_leader_that_collapses_by_s_replies_is_not_crowned():
+    """Distinct at the first look, one phrase by S replies (the fear study's union candidate):
+    the collapse rule, seeing all S, keeps the champion."""
+    scripted = ScriptedEvaluator({"champ": noisy(1.0, 0), "phrase": [0.0] * 100}, samples=24)
+    evaluate = scripted.evaluate
+
+    def narrowing(eval_set, adapters, samples=None, progress=None):
+        scores = evaluate(eval_set, adapters, samples, progress)
+        distinct = 1.0 if (samples or 24) < 24 else 0.4
+        return [
+            Score(s.metric, s.value, s.loss, s.n_items, {**s.detail, "distinct": distinct})
+            if name == "phrase"
+            else s
+            for name, s in zip(adapters, scores)
+        ]
+
+    scripted.evaluate = narrowing  # type: ignore[method-assign]
+    verdict = SequentialJudge().judge(scripted, TARGET, "champ", ["phrase"], 0.0)
+    assert not verdict.crowned and verdict.leader is None
 
 
 def test_candidates_no_better_than_the_champion_stop_at_the_first_look():
@@ -95,7 +121,7 @@ def test_the_margin_is_part_of_the_test():
 @pytest.mark.parametrize(
     "means, margin",
     [
-        ((0.2, 1.0), 0.0),  # clear: crowned at the first look
+        ((0.2, 1.0), 0.0),  # clear: crowned at the first look of S replies
         ((1.2, 1.3), 0.0),  # no better: stops at once
         ((0.9, 1.3), 0.0),  # unclear: looks again, the leader alone
         ((0.2, 1.0), 2.0),  # a margin no lead reaches

@@ -15,16 +15,20 @@ and seeds of the same sequence, so replies decoded at one look are reused at the
   2. the leader is the best candidate that has not collapsed; a candidate whose paired t
      statistic behind the leader exceeds DROP_T is dropped, as are collapsed ones;
   3. the leader's paired t statistic over the champion, net of the margin, t = (gain - margin)
-     / SE, decides: at or above the crown boundary, crown it; at or below FUTILITY_T (the
-     leader is not clearly ahead even in its point estimate), keep the champion; at the last
-     look, keep it; else the leader, the champion and the candidates not dropped get the
-     next look's replies, and 2-3 repeat.
+     / SE, decides: at a look of S replies or more, at or above the crown boundary, crown it;
+     at or below FUTILITY_T (the leader is not clearly ahead even in its point estimate), keep
+     the champion; at the last look, keep it; else the leader, the champion and the candidates
+     not dropped get the next look's replies, and 2-3 repeat.
 
-The crown boundary at each look is the Student-t quantile (n - 1 degrees of freedom) at the
-fixed rule's one-sided level, Phi(-crown_z) = 2.3 % for crown_z = 2, divided by the number of
-looks (Bonferroni): however often it looks, the chance of crowning a leader no better than
-the champion stays at most the fixed test's. The futility stop only ever keeps the champion, so
-it cannot add false crowns. Error rates, replies per round and the fixed rule's, simulated on
+Early looks only save: they drop candidates and stop for futility, never crown. A new champion
+is judged on at least the fixed judge's S replies, so the collapse rule (MIN_DISTINCT of its
+replies distinct) sees as many of them as before: in the fear study a union candidate that said
+"This is terrifying" to 6 of 13 prompts passed the rule at a first look of 13 (docs/results/
+candidates.md). The crown boundary at each crowning look (S and 2S) is the Student-t quantile
+(n - 1 degrees of freedom) at the fixed rule's one-sided level, Phi(-crown_z) = 2.3 % for
+crown_z = 2, divided by the number of crowning looks (Bonferroni): however often it looks, the
+chance of crowning a leader no better than the champion stays at most the fixed test's. The
+futility stop only ever keeps the champion, so it cannot add false crowns. Error rates, replies per round and the fixed rule's, simulated on
 replies that are on or off target as the real ones are: `bench/judge_rule.py`, in
 docs/results/candidates.md. Its summary: fewer false crowns than the fixed rule (2-6 % against
 6-9 %), as many true ones for the same S, and fewer replies on average; when every candidate is
@@ -124,11 +128,13 @@ class SequentialJudge:
                 break
             active = self._survivors(verdict.scores, active, verdict.leader)
             t = t_ahead(verdict.scores[verdict.leader], verdict.scores[champion], margin)
-            bound = crown_bound(self.crown_z, len(plan), n)
-            look.update(leader=verdict.leader, t=_round(t), bound=round(bound, 3))
-            if t >= bound:
-                verdict.crowned = True
-                break
+            look.update(leader=verdict.leader, t=_round(t))
+            if n >= evaluator.samples:
+                bound = crown_bound(self.crown_z, crowning_looks(evaluator.samples), n)
+                look.update(bound=round(bound, 3))
+                if t >= bound:
+                    verdict.crowned = True
+                    break
             if t <= self.futility_t:
                 break
         return verdict
@@ -147,6 +153,11 @@ def looks(samples: int) -> list[int]:
     """Replies per model at each look, for an evaluator of `samples` replies."""
     sizes = {max(MIN_LOOK, math.ceil(samples * share)) for share in LOOK_SHARES}
     return sorted(sizes)
+
+
+def crowning_looks(samples: int) -> int:
+    """How many of the looks may crown: those of `samples` replies (S) or more."""
+    return sum(n >= samples for n in looks(samples))
 
 
 def crown_bound(crown_z: float, n_looks: int, replies: int) -> float:
@@ -184,13 +195,14 @@ def sequential_decision(
 ) -> tuple[str | None, bool]:
     """(leader, crowned) as `SequentialJudge` ended, from its final scores alone: the models of
     its last look are those with as many replies as the champion; its leader is crowned when
-    its t statistic reaches that look's bound (every earlier look stopped short of it, or the
-    judge would have ended there). So the worker checks the job's decision (crowd.rounds.
-    results.decide) without the looks. `judging`: the bundle's JudgingSettings."""
+    its t statistic reaches that look's bound, and the look may crown (S replies or more; every
+    earlier look stopped short of it, or the judge would have ended there). So the worker
+    checks the job's decision (crowd.rounds.results.decide) without the looks. `judging`: the
+    bundle's JudgingSettings."""
     last = scores[champion].n_items
     judged = [c for c in candidates if c in scores and scores[c].n_items == last]
     leader = leader_of(scores, judged)
-    if leader is None:
-        return None, False
-    bound = crown_bound(judging.crown_z, len(looks(judging.samples)), last)
+    if leader is None or last < judging.samples:
+        return leader, False
+    bound = crown_bound(judging.crown_z, crowning_looks(judging.samples), last)
     return leader, t_ahead(scores[leader], scores[champion], judging.win_margin) >= bound
