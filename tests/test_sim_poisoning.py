@@ -252,8 +252,10 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
         (["--final-samples", "0"], "--final-samples must be at least 1"),
         (["--person-cap", "0"], "--person-cap must lie in"),
         (["--points-rule", "owen"], "--points-rule must be one of paper, shapley"),
-        (["--merge", "average"], "--merge must be one of off, ties_svd"),
-        (["--memory", "-1"], "--memory must be 0 or more"),
+        # campaign settings' declarations (crowd.campaigns), not restated by the study
+        (["--merge", "average"], "--merge average: must be one of off, ties_svd"),
+        (["--memory", "-1"], "--memory -1: must be a whole number from 0 to"),
+        (["--judge", "bayes"], "--judge bayes: must be one of fixed, sequential"),
         # the app's settings' declared ranges (crowd.options), not restated by the study
         (["--epochs", "0"], "--epochs 0: must be an integer from 1 to 100"),
         (["--learning-rate", "2"], "--learning-rate 2.0: must be a number from 1e-07 to 1"),

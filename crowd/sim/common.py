@@ -1,13 +1,21 @@
 """What the simulation studies (convergence, poisoning) share: their models and round engines
 (built as the app builds its own), the run's emotion scorer, the CPU threads torch may use, and
-the check that a run folder holds one configuration."""
+the check that a run folder holds one configuration, and the options a study takes for campaign
+settings."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import Field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from crowd.campaign_fields import Declared as Setting
+from crowd.campaign_fields import declared
+from crowd.campaigns import CampaignSpec
+from crowd.limits import Refused
+from crowd.options import KIND, OptionError
 
 if TYPE_CHECKING:
     from crowd.config import Settings
@@ -215,3 +223,42 @@ def check_resume(
             f"{out} holds a run with other settings ({', '.join(changed)}); "
             "use a new --out or the same settings"
         )
+
+
+def campaign_options(parser: argparse.ArgumentParser, flags: dict[str, str], **help: str) -> None:
+    """A study's options for campaign settings (crowd.campaigns.CampaignSpec): `flags` maps
+    each setting to its option. Type, default and help come from the setting's one declaration
+    (a flag is on/off); `help` may say more for a setting. Read the parsed values back with
+    `campaign_values`, which checks them against the same declaration."""
+    for name, flag in flags.items():
+        field, setting = _campaign_field(name)
+        text = help.get(name) or f"{setting.label.strip('…. ')}: {setting.help}".rstrip(": ")
+        if setting.kind == "flag":
+            default = "on" if field.default else "off"
+            text += f" (the campaign setting {name})"
+            parser.add_argument(flag, choices=("on", "off"), default=default, help=text)
+        else:
+            text += f"; {setting.allowed} (the campaign setting {name})"
+            kind = KIND.get(str(field.type), str)
+            parser.add_argument(flag, type=kind, default=field.default, help=text)
+
+
+def campaign_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """The settings `campaign_options` added, as a campaign stores them; OptionError names the
+    option and what its setting accepts when a value is outside the declaration."""
+    values = {}
+    for name, flag in flags.items():
+        _, setting = _campaign_field(name)
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if setting.kind == "flag":
+            value = value == "on"
+        try:
+            values[name] = setting.clean(name, value)
+        except Refused:
+            raise OptionError(f"{flag} {value}: must be {setting.allowed}") from None
+    return values
+
+
+def _campaign_field(name: str) -> tuple[Field, Setting]:
+    field = next(f for f in fields(CampaignSpec) if f.name == name)
+    return field, declared(field)

@@ -44,6 +44,8 @@ from crowd.sim.common import (
     PAPER_SAMPLES,
     TRAINED_SCORER,
     add_model_options,
+    campaign_options,
+    campaign_values,
     check_resume,
     scorer_spec,
     set_threads,
@@ -58,7 +60,8 @@ from crowd.sim.convergence_data import (
 )
 from crowd.sim.convergence_rounds import SimulationError
 from crowd.sim.convergence_study import JUDGING_ONLY, Study, StudyConfig
-from storage.vocabulary import MERGE_METHODS
+
+MULTI_FLAGS = {"union_candidate": "--union", "merge_method": "--merge"}
 
 SELECTIONS = ("best", "improve")
 PAPER_SEGMENTS = (33, 22, 15)
@@ -100,16 +103,11 @@ def _options() -> Declared:
         help="best: always move to the best sub-model (the paper); improve: only "
         "when it beats the champion (the app)",
     )
-    p.add_argument(
-        "--union",
-        choices=("on", "off"),
-        default="off",
-        help="the multi arm's union candidate, trained on all of a generation's segments",
-    )
-    p.add_argument(
-        "--merge",
-        default="off",
-        help=f"the multi arm's merged candidate: {', '.join(MERGE_METHODS)}",
+    campaign_options(
+        p,
+        MULTI_FLAGS,
+        union_candidate="the multi arm's union candidate, trained on all of a generation's segments",
+        merge_method="the multi arm's merged candidate",
     )
     add_model_options(options)
     options.add(
@@ -142,8 +140,7 @@ def _checked_config(args: argparse.Namespace, settings: Settings) -> StudyConfig
     for name in ("groups", "final_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise StudyInputError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.merge not in MERGE_METHODS:
-        raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
+    multi = campaign_values(args, MULTI_FLAGS)
     return StudyConfig(
         data_sha256=hashlib.sha256(args.data.read_bytes()).hexdigest(),
         groups=args.groups,
@@ -159,8 +156,8 @@ def _checked_config(args: argparse.Namespace, settings: Settings) -> StudyConfig
         batch_size=args.batch_size,
         min_examples=args.min_examples,
         final_samples=args.final_samples or args.samples,
-        union=args.union == "on",
-        merge=args.merge,
+        union=multi["union_candidate"],
+        merge=multi["merge_method"],
     )
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from crowd.config import ModelSettings, Settings
 from crowd.options import Declared, OptionError
-from crowd.sim.common import add_model_options
+from crowd.sim.common import add_model_options, campaign_options, campaign_values
 from crowd.sim.convergence_data import (
     Neighbourhood,
     StudyInputError,
@@ -49,12 +49,20 @@ from crowd.sim.convergence_data import (
     read_neighbourhoods,
 )
 from crowd.sim.poisoning_crowd import ADVERSARIES, assign_roles, place
-from storage.vocabulary import MERGE_METHODS, POINTS_RULES
+from storage.vocabulary import POINTS_RULES
 
 if TYPE_CHECKING:
     from crowd.sim.poisoning_study import PoisonConfig
 
 DEFAULT_MIX = "flooder=1,saboteur=1,random=1,ring=1"
+CANDIDATE_FLAGS = {  # issue 28's campaign settings, in both arms
+    "union_candidate": "--union",
+    "union_continues": "--union-continues",
+    "memory_rounds": "--memory",
+    "memory_groups": "--memory-groups",
+    "merge_method": "--merge",
+    "judge": "--judge",
+}
 
 
 def _options() -> Declared:
@@ -96,24 +104,7 @@ def _options() -> Declared:
     )
     p.add_argument("--final-samples", type=int, default=200, help="replies on the reference")
     add_model_options(options)
-    p.add_argument(
-        "--union", choices=("on", "off"), default="off", help="the union candidate (both arms)"
-    )
-    p.add_argument(
-        "--union-continues",
-        choices=("on", "off"),
-        default="off",
-        help="while nothing is crowned, the union goes on from the last round's union",
-    )
-    p.add_argument("--memory", type=int, default=0, help="earlier rounds the union trains on")
-    p.add_argument(
-        "--memory-groups",
-        choices=("on", "off"),
-        default="off",
-        help="each group's candidate also trains on its members' earlier corrections",
-    )
-    p.add_argument("--merge", default="off", help=f"merged candidate: {', '.join(MERGE_METHODS)}")
-    p.add_argument("--judge", choices=("fixed", "sequential"), default="fixed")
+    campaign_options(p, CANDIDATE_FLAGS)
     return options
 
 
@@ -152,10 +143,6 @@ def _check_numbers(a: argparse.Namespace) -> None:
         raise StudyInputError(f"--points-rule must be one of {', '.join(POINTS_RULES)}")
     if a.ring_accounts < 1:
         raise StudyInputError("--ring-accounts must be at least 1")
-    if a.memory < 0:
-        raise StudyInputError("--memory must be 0 or more")
-    if a.merge not in MERGE_METHODS:
-        raise StudyInputError(f"--merge must be one of {', '.join(MERGE_METHODS)}")
 
 
 def _config(
@@ -198,14 +185,7 @@ def _config(
         sign_in=a.sign_in,
         ring_accounts=a.ring_accounts,
         hold_unreviewed=a.hold_unreviewed,
-        candidates={
-            "union_candidate": a.union == "on",
-            "union_continues": a.union_continues == "on",
-            "memory_rounds": a.memory,
-            "memory_groups": a.memory_groups == "on",
-            "merge_method": a.merge,
-            "judge": a.judge,
-        },
+        candidates=campaign_values(a, CANDIDATE_FLAGS),
     )
 
 
