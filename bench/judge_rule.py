@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crowd.evaluation import EvalSet, Score  # noqa: E402
-from crowd.rounds.judge import FixedJudge, SequentialJudge, looks  # noqa: E402
+from crowd.rounds.judge import FixedJudge, SequentialJudge, most_replies  # noqa: E402
 
 ON, OFF, P0 = 0.15, 1.2, 0.2
 SCENARIOS = {"null": 0.0, "better 0.1": 0.1, "better 0.2": 0.2, "better 0.3": 0.3, "worse": -0.1}
@@ -37,7 +37,7 @@ class MixtureEvaluator:
 
     def __init__(self, ps: dict[str, float], samples: int, rng: np.random.Generator):
         self.samples, self.replies = samples, 0
-        cap = max(looks(samples))
+        cap = most_replies(samples)
         shared, own = rng.random(cap), rng.random((len(ps), cap))
         pick = rng.random((len(ps), cap)) < 0.5
         u = np.where(pick, shared[None], own)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crowd.evaluation import EvalSet, Evaluator, Score
-from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, crowning_looks, looks
+from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, extension, looks
 from tests.test_evaluation import CHAT, LengthScorer, adapter
 
 TARGET = EvalSet("emotion", prompts=[CHAT], target=np.linspace(0, 0.1, 28))  # graded: replies
@@ -44,9 +44,10 @@ def noisy(mean: float, seed: int, n: int = 100) -> list[float]:
 
 
 def test_looks_and_bounds():
-    assert looks(24) == [6, 12, 24, 48] and looks(50) == [13, 25, 50, 100] and looks(4) == [4, 8]
-    assert crowning_looks(24) == crowning_looks(50) == 2  # S and 2S
-    # Bonferroni over the crowning looks at the fixed rule's level; Student's t
+    assert looks(24) == [6, 12, 24] and looks(50) == [13, 25, 50] and looks(4) == [4]
+    # the extension: S plus half the replies saved within the fixed judge's budget, up to 2S
+    assert extension(24, 0) == 24 and extension(24, 18) == 33 and extension(24, 500) == 48
+    # Bonferroni over the two crowning looks at the fixed rule's level; Student's t
     assert crown_bound(2.0, 2, 48) > 2.0 and crown_bound(2.0, 2, 24) > crown_bound(2.0, 2, 48)
 
 
@@ -93,22 +94,24 @@ def test_candidates_no_better_than_the_champion_stop_at_the_first_look():
     assert sum(scripted.given.values()) == 18  # the fixed judge: 72 replies
 
 
-def test_an_unclear_lead_goes_on_with_the_leader_alone_up_to_the_cap():
-    """A small true gain: the leader and the champion get more replies look after look; the
-    candidate far behind the leader is dropped after the first."""
+def test_an_unclear_lead_goes_on_with_the_leader_alone_within_the_fixed_budget():
+    """A small true gain: the leader and the champion get more replies look after look, past S
+    with what dropping the candidate far behind saved; never more replies in all than the
+    fixed judge (3 models x 24)."""
     champion = noisy(0.60, 0)
     close = [d - 0.07 for d in champion]  # ahead by 0.07, with some noise of its own
     close = [c + e for c, e in zip(close, np.random.default_rng(5).normal(0, 0.12, 100))]
     scripted = ScriptedEvaluator(
         {"champ": champion, "close": close, "far": noisy(1.6, 2)}, samples=24
     )
-    verdict = SequentialJudge().judge(scripted, TARGET, "champ", ["close", "far"], 0.0)
-    assert verdict.leader == "close"
-    assert scripted.given["far"] == 6 and scripted.given["champ"] == scripted.given["close"] > 6
-    assert [look["replies"] for look in verdict.looks] == looks(24)[: len(verdict.looks)]
-    # It crowns only past the boundary of its last look, which is stricter than the fixed 2 SE.
-    last = verdict.looks[-1]
-    assert verdict.crowned == (last["t"] >= last["bound"]) and last["bound"] > 2.0
+    judge = SequentialJudge(crown_z=4.0)  # short of the boundary at S, past it at 33
+    verdict = judge.judge(scripted, TARGET, "champ", ["close", "far"], 0.0)
+    assert verdict.leader == "close" and verdict.crowned
+    assert [look["replies"] for look in verdict.looks] == [6, 12, 24, 33]
+    assert scripted.given == {"champ": 33, "close": 33, "far": 6}
+    assert sum(scripted.given.values()) <= 3 * 24
+    at_s, last = verdict.looks[2], verdict.looks[-1]
+    assert at_s["t"] < at_s["bound"] and last["t"] >= last["bound"] > 4.0
 
 
 def test_the_margin_is_part_of_the_test():
@@ -124,6 +127,7 @@ def test_the_margin_is_part_of_the_test():
         ((0.2, 1.0), 0.0),  # clear: crowned at the first look of S replies
         ((1.2, 1.3), 0.0),  # no better: stops at once
         ((0.9, 1.3), 0.0),  # unclear: looks again, the leader alone
+        ((0.85, 2.0), 0.0),  # the extension: past S with what the drop saved
         ((0.2, 1.0), 2.0),  # a margin no lead reaches
     ],
 )
@@ -178,9 +182,9 @@ def test_each_look_extends_the_same_prompts_and_seeds(real_evaluator):
     evaluator, (champion, candidate) = real_evaluator
     judge = SequentialJudge(futility_t=-1e9, crown_z=50.0)  # never stops early: every look
     verdict = judge.judge(evaluator, TARGET, champion, [candidate], 0.0)
-    assert [look["replies"] for look in verdict.looks] == looks(8) == [4, 8, 16]
-    assert evaluator.decoded == 2 * 16 and evaluator.reused == 2 * (4 + 8)
-    fixed = evaluator.evaluate(TARGET, [champion, candidate], samples=16)
+    assert [look["replies"] for look in verdict.looks] == looks(8) == [4, 8]  # nothing saved
+    assert evaluator.decoded == 2 * 8 and evaluator.reused == 2 * 4
+    fixed = evaluator.evaluate(TARGET, [champion, candidate], samples=8)
     assert fixed[0].detail["distances"] == verdict.scores[champion].detail["distances"]
     assert (
         FixedJudge().judge(evaluator, TARGET, champion, [candidate], 0.0).looks[0]["replies"] == 8

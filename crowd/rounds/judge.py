@@ -7,32 +7,34 @@ crowned when it beats the champion by the campaign's margin plus `crown_z` stand
 the paired difference (`Score.better_than`).
 
 `SequentialJudge` spends replies where the lead is uncertain (emotion task; the preference
-task's log-likelihoods are cheap and exact, and keep the fixed rule). Looks at S/4, S/2, S and
-2S replies per model (`looks`; never fewer than MIN_LOOK), every look on the first n prompts
-and seeds of the same sequence, so replies decoded at one look are reused at the next:
+task's log-likelihoods are cheap and exact, and keep the fixed rule), and never more than the
+fixed judge: its budget is the fixed judge's (K + 1) x S replies for K candidates. Looks at S/4,
+S/2 and S replies per model (`looks`; never fewer than MIN_LOOK), every look on the first n
+prompts and seeds of the same sequence, so replies decoded at one look are reused at the next:
 
   1. every model gets the first look's replies;
   2. the leader is the best candidate that has not collapsed; a candidate whose paired t
      statistic behind the leader exceeds DROP_T is dropped, as are collapsed ones;
   3. the leader's paired t statistic over the champion, net of the margin, t = (gain - margin)
-     / SE, decides: at a look of S replies or more, at or above the crown boundary, crown it;
-     at or below FUTILITY_T (the leader is not clearly ahead even in its point estimate), keep
-     the champion; at the last look, keep it; else the leader, the champion and the candidates
-     not dropped get the next look's replies, and 2-3 repeat.
+     / SE, decides: at or below FUTILITY_T (the leader is not ahead of the champion even in its
+     point estimate), keep the champion; at the look of S replies, at or above the crown boundary,
+     crown it; else the leader, the champion and the candidates not dropped get the next
+     look's replies, and 2-3 repeat;
+  4. past S, a lead still short of the boundary gets one more look for the leader and the
+     champion alone, with the replies the drops and stops saved (`extension`: up to 2S each,
+     within the budget), and is crowned there at or above that look's boundary.
 
 Early looks only save: they drop candidates and stop for futility, never crown. A new champion
 is judged on at least the fixed judge's S replies, so the collapse rule (MIN_DISTINCT of its
 replies distinct) sees as many of them as before: in the fear study a union candidate that said
 "This is terrifying" to 6 of 13 prompts passed the rule at a first look of 13 (docs/results/
-candidates.md). The crown boundary at each crowning look (S and 2S) is the Student-t quantile
-(n - 1 degrees of freedom) at the fixed rule's one-sided level, Phi(-crown_z) = 2.3 % for
-crown_z = 2, divided by the number of crowning looks (Bonferroni): however often it looks, the
+candidates.md). The crown boundary at the two crowning looks (S and the extension) is the
+Student-t quantile (n - 1 degrees of freedom) at the fixed rule's one-sided level,
+Phi(-crown_z) = 2.3 % for crown_z = 2, divided by the two (Bonferroni): looking twice, the
 chance of crowning a leader no better than the champion stays at most the fixed test's. The
-futility stop only ever keeps the champion, so it cannot add false crowns. Error rates, replies per round and the fixed rule's, simulated on
-replies that are on or off target as the real ones are: `bench/judge_rule.py`, in
-docs/results/candidates.md. Its summary: fewer false crowns than the fixed rule (2-6 % against
-6-9 %), as many true ones for the same S, and fewer replies on average; when every candidate is
-worse than the champion it stops at the first look.
+futility stop only ever keeps the champion, so it cannot add false crowns. Error rates, replies
+per round and the fixed rule's, simulated on replies that are on or off target as the real ones
+are: `bench/judge_rule.py`, in docs/results/candidates.md.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ from crowd.metrics import LOWER_IS_BETTER, Score
 CROWN_Z = 2.0
 """Standard errors a candidate must beat the champion by: with 3 candidates and no real gain, a
 one-sided 2-sigma test crowns one in about 15 rounds instead of one in two."""
-LOOK_SHARES = (0.25, 0.5, 1.0, 2.0)  # the sequential judge's looks, as shares of S
+LOOK_SHARES = (0.25, 0.5, 1.0)  # the sequential judge's looks, as shares of S
+MAX_SHARE = 2.0  # the extension: at most this many times S replies for the leader and champion
+CROWNING_LOOKS = 2  # S and the extension
 MIN_LOOK = 4  # replies: fewer give no standard error worth the name
 DROP_T = 2.0  # a candidate this many paired SEs behind the leader is out
-FUTILITY_T = 0.5  # a leader no further ahead of the champion than this stops the judging
+FUTILITY_T = 0.0  # a leader not ahead of the champion (net of the margin) stops the judging
 
 
 @dataclass
@@ -114,30 +118,49 @@ class SequentialJudge:
         if eval_set.task != "emotion" or not candidates:
             fixed = FixedJudge(self.crown_z)
             return fixed.judge(evaluator, eval_set, champion, candidates, margin, progress)
-        plan = looks(evaluator.samples)
+        samples = evaluator.samples
+        budget = (1 + len(candidates)) * samples  # the fixed judge's replies
+        given: dict[str, int] = {}
         verdict = Verdict({}, None, False)
         active = list(candidates)
-        for n in plan:
+        for n in looks(samples):
             models = [champion, *active]
-            scores = evaluator.evaluate(eval_set, models, samples=n, progress=progress)
-            verdict.scores.update(zip(models, scores))
-            verdict.leader = leader_of(verdict.scores, active)
-            look: dict[str, object] = {"replies": n, "models": len(models), "leader": None}
-            verdict.looks.append(look)
+            self._look(evaluator, eval_set, models, n, given, verdict, progress)
             if verdict.leader is None:
-                break
+                return verdict
             active = self._survivors(verdict.scores, active, verdict.leader)
-            t = t_ahead(verdict.scores[verdict.leader], verdict.scores[champion], margin)
-            look.update(leader=verdict.leader, t=_round(t))
-            if n >= evaluator.samples:
-                bound = crown_bound(self.crown_z, crowning_looks(evaluator.samples), n)
-                look.update(bound=round(bound, 3))
-                if t >= bound:
-                    verdict.crowned = True
-                    break
-            if t <= self.futility_t:
-                break
+            t = self._decide(verdict, champion, margin, n, samples)
+            if verdict.crowned or t <= self.futility_t:
+                return verdict
+        more = extension(samples, budget - sum(given.values()))
+        if more > samples:
+            self._look(
+                evaluator, eval_set, [champion, verdict.leader], more, given, verdict, progress
+            )
+            if verdict.leader is not None:  # not collapsed over its further replies
+                self._decide(verdict, champion, margin, more, samples)
         return verdict
+
+    def _look(self, evaluator, eval_set, models, n, given, verdict, progress) -> None:
+        """`models` judged on the first `n` replies; the leader among them."""
+        scores = evaluator.evaluate(eval_set, models, samples=n, progress=progress)
+        verdict.scores.update(zip(models, scores))
+        given.update({m: max(n, given.get(m, 0)) for m in models})
+        verdict.leader = leader_of(verdict.scores, models[1:])
+        verdict.looks.append({"replies": n, "models": len(models), "leader": verdict.leader})
+
+    def _decide(self, verdict: Verdict, champion: str, margin: float, n: int, samples: int):
+        """The leader's t over the champion at this look, kept in the look; crowned at a
+        crowning look (S replies or more) when it reaches the boundary."""
+        assert verdict.leader is not None
+        t = t_ahead(verdict.scores[verdict.leader], verdict.scores[champion], margin)
+        look = verdict.looks[-1]
+        look["t"] = _round(t)
+        if n >= samples:
+            bound = crown_bound(self.crown_z, CROWNING_LOOKS, n)
+            look["bound"] = round(bound, 3)
+            verdict.crowned = t >= bound
+        return t
 
     def _survivors(self, scores: dict[str, Score], active: list[str], leader: str) -> list[str]:
         """The leader and the candidates neither collapsed nor clearly behind it."""
@@ -155,9 +178,15 @@ def looks(samples: int) -> list[int]:
     return sorted(sizes)
 
 
-def crowning_looks(samples: int) -> int:
-    """How many of the looks may crown: those of `samples` replies (S) or more."""
-    return sum(n >= samples for n in looks(samples))
+def extension(samples: int, saved: int) -> int:
+    """Replies per model at the extension look for the leader and the champion, given the
+    replies `saved` within the budget: S plus half of them, at most `most_replies` (S: none)."""
+    return min(most_replies(samples), samples + max(0, saved) // 2)
+
+
+def most_replies(samples: int) -> int:
+    """The most replies the sequential judge gives one model: MAX_SHARE x S."""
+    return int(MAX_SHARE * samples)
 
 
 def crown_bound(crown_z: float, n_looks: int, replies: int) -> float:
@@ -204,5 +233,5 @@ def sequential_decision(
     leader = leader_of(scores, judged)
     if leader is None or last < judging.samples:
         return leader, False
-    bound = crown_bound(judging.crown_z, crowning_looks(judging.samples), last)
+    bound = crown_bound(judging.crown_z, CROWNING_LOOKS, last)
     return leader, t_ahead(scores[leader], scores[champion], judging.win_margin) >= bound

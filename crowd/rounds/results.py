@@ -24,7 +24,7 @@ from typing import Any
 
 from crowd.metrics import Score
 from crowd.rounds.bundle import ADAPTER_FILES, Bundle, JudgingSettings, file_hash
-from crowd.rounds.judge import looks, sequential_decision
+from crowd.rounds.judge import looks, most_replies, sequential_decision
 
 FORMAT = "crowd-round-results/1"
 RESULTS = "results.json"
@@ -148,11 +148,12 @@ def _parse(raw: dict, out: Path) -> Results:
 
 def _same_items(scores: dict[str, Score], judging: JudgingSettings) -> bool:
     """Every model judged on the same items; judged in looks, each on one of the looks'
-    (crowd.rounds.judge.looks), the champion on the most."""
+    (crowd.rounds.judge.looks) or the extension's (S to 2S), the champion on the most."""
     counts = {s.n_items for s in scores.values()}
     if judging.judge != "sequential" or scores[CHAMPION].metric != "emotion_l2":
         return len(counts) == 1
-    allowed = {*looks(judging.samples), judging.samples}  # the champion alone: the fixed rule
+    extended = range(judging.samples, most_replies(judging.samples) + 1)
+    allowed = {*looks(judging.samples), *extended}
     return counts <= allowed and scores[CHAMPION].n_items == max(counts)
 
 
