@@ -177,19 +177,20 @@ class CampaignSpec:
         "trust",
     )
     # More and stronger candidates per round (crowd.rounds.candidates, docs/results/
-    # candidates.md). Off until the studies there show on the dev grid that they help: the
-    # union alone doubles a round's training.
+    # candidates.md): on for a new campaign since the fear and love studies there (fear at 0 %
+    # crowned for the first time and ended closer than the pooled model). The union doubles a
+    # round's training; the sequential judge never decodes more replies than the fixed one.
     union_candidate: bool = flag(
-        False, "Union candidate", "one more, trained on every group's trusted data", "candidates"
+        True, "Union candidate", "one more, trained on every group's trusted data", "candidates"
     )
     union_continues: bool = flag(
-        False,
+        True,
         "…which goes on from the last round's union",
         "while nothing is crowned",
         "candidates",
     )
     memory_rounds: int = number(
-        0,
+        3,
         0,
         MAX_MEMORY_ROUNDS,
         "Memory",
@@ -203,14 +204,14 @@ class CampaignSpec:
         "candidates",
     )
     merge_method: str = choice(
-        "off",
+        "ties_svd",
         MERGE_METHODS,
         "Merged candidate",
         "the group adapters merged by PEFT: off, or how",
         "candidates",
     )
     judge: str = choice(
-        "fixed",
+        "sequential",
         JUDGES,
         "Judge",
         "emotion task: fixed replies per model, or in stages",

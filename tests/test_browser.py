@@ -486,8 +486,8 @@ def test_the_organizer_sets_the_candidates_and_reads_the_rounds_notes(app_url):
         page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
         unlock(page, app_url, expect)
         open_tab(page, "Campaign settings")
-        expect(page.locator("#org-union-candidate input")).not_to_be_checked()  # off by default
-        expect(page.locator("#org-memory-rounds input")).to_have_value("0")
+        expect(page.locator("#org-union-candidate input")).to_be_checked()  # on by default
+        expect(page.locator("#org-memory-rounds input")).to_have_value("3")
         page.locator("#org-union-candidate input").check()
         page.locator("#org-union-continues input").check()
         page.locator("#org-memory-rounds input").fill("7")

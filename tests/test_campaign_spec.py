@@ -31,6 +31,10 @@ OLD_ROWS_DEFAULT = {
     "reviews_on": "m002 kept campaigns that existed then as they were: review off",
     "person_cap": "m002 kept campaigns that existed then as they were: no cap",
     "prompts": "m001's empty list; create_campaign always writes the spec's prompts",
+    **dict.fromkeys(
+        ("union_candidate", "union_continues", "memory_rounds", "merge_method", "judge"),
+        "m028 kept campaigns that existed then as they were: one candidate per group, fixed judge",
+    ),
 }
 """Columns whose SQL DEFAULT differs from the spec's: it filled the rows that existed when the
 column was added. A new campaign never uses it: `create_campaign` writes every spec field."""
