@@ -225,22 +225,29 @@ def check_resume(
         )
 
 
-def campaign_options(parser: argparse.ArgumentParser, flags: dict[str, str], **help: str) -> None:
+def campaign_options(
+    parser: argparse.ArgumentParser,
+    flags: dict[str, str],
+    defaults: dict[str, Any] | None = None,
+    **help: str,
+) -> None:
     """A study's options for campaign settings (crowd.campaigns.CampaignSpec): `flags` maps
     each setting to its option. Type, default and help come from the setting's one declaration
-    (a flag is on/off); `help` may say more for a setting. Read the parsed values back with
-    `campaign_values`, which checks them against the same declaration."""
+    (a flag is on/off); `defaults` may differ for a study that follows another protocol, and
+    `help` may say more for a setting. Read the parsed values back with `campaign_values`,
+    which checks them against the same declaration."""
     for name, flag in flags.items():
         field, setting = _campaign_field(name)
+        default = (defaults or {}).get(name, field.default)
         text = help.get(name) or f"{setting.label.strip('…. ')}: {setting.help}".rstrip(": ")
         if setting.kind == "flag":
-            default = "on" if field.default else "off"
             text += f" (the campaign setting {name})"
-            parser.add_argument(flag, choices=("on", "off"), default=default, help=text)
+            on = "on" if default else "off"
+            parser.add_argument(flag, choices=("on", "off"), default=on, help=text)
         else:
             text += f"; {setting.allowed} (the campaign setting {name})"
             kind = KIND.get(str(field.type), str)
-            parser.add_argument(flag, type=kind, default=field.default, help=text)
+            parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def campaign_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def _options() -> Declared:
     campaign_options(
         p,
         MULTI_FLAGS,
+        {"union_candidate": False, "merge_method": "off"},  # the paper's loop, by default
         union_candidate="the multi arm's union candidate, trained on all of a generation's segments",
         merge_method="the multi arm's merged candidate",
     )
