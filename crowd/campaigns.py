@@ -177,9 +177,9 @@ class CampaignSpec:
         "trust",
     )
     # More and stronger candidates per round (crowd.rounds.candidates, docs/results/
-    # candidates.md): on for a new campaign since the fear and love studies there (fear at 0 %
-    # crowned for the first time and ended closer than the pooled model). The union doubles a
-    # round's training; the sequential judge never decodes more replies than the fixed one.
+    # candidates.md): on for a new campaign since the studies there (fear and anger at 0 %,
+    # where one pooled model had won, now end closer than it). The union doubles a round's
+    # training; the sequential judge never decodes more replies than the fixed one.
     union_candidate: bool = flag(
         True, "Union candidate", "one more, trained on every group's trusted data", "candidates"
     )
