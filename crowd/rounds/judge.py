@@ -120,36 +120,35 @@ class SequentialJudge:
             return fixed.judge(evaluator, eval_set, champion, candidates, margin, progress)
         samples = evaluator.samples
         budget = (1 + len(candidates)) * samples  # the fixed judge's replies
-        given: dict[str, int] = {}
         verdict = Verdict({}, None, False)
         active = list(candidates)
         for n in looks(samples):
             models = [champion, *active]
-            self._look(evaluator, eval_set, models, n, given, verdict, progress)
+            self._look(evaluator, eval_set, models, n, verdict, progress)
             if verdict.leader is None:
                 return verdict
             active = self._survivors(verdict.scores, active, verdict.leader)
             t = self._decide(verdict, champion, margin, n, samples)
             if verdict.crowned or t <= self.futility_t:
                 return verdict
-        more = extension(samples, budget - sum(given.values()))
+        given = sum(score.n_items for score in verdict.scores.values())  # each model's last look
+        more = extension(samples, budget - given)
         if more > samples:
-            self._look(
-                evaluator, eval_set, [champion, verdict.leader], more, given, verdict, progress
-            )
+            self._look(evaluator, eval_set, [champion, verdict.leader], more, verdict, progress)
             if verdict.leader is not None:  # not collapsed over its further replies
                 self._decide(verdict, champion, margin, more, samples)
         return verdict
 
-    def _look(self, evaluator, eval_set, models, n, given, verdict, progress) -> None:
+    def _look(self, evaluator, eval_set, models, n, verdict, progress) -> None:
         """`models` judged on the first `n` replies; the leader among them."""
         scores = evaluator.evaluate(eval_set, models, samples=n, progress=progress)
         verdict.scores.update(zip(models, scores))
-        given.update({m: max(n, given.get(m, 0)) for m in models})
         verdict.leader = leader_of(verdict.scores, models[1:])
         verdict.looks.append({"replies": n, "models": len(models), "leader": verdict.leader})
 
-    def _decide(self, verdict: Verdict, champion: str, margin: float, n: int, samples: int):
+    def _decide(
+        self, verdict: Verdict, champion: str, margin: float, n: int, samples: int
+    ) -> float:
         """The leader's t over the champion at this look, kept in the look; crowned at a
         crowning look (S replies or more) when it reaches the boundary."""
         assert verdict.leader is not None
