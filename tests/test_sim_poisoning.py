@@ -374,3 +374,47 @@ def test_the_study_runs_with_a_sybil_ring(tmp_path, tiny_model_dir, capsys):
             ring + ring,
         ).fetchone()[0]
         assert dealt_own == 0, "the ring is never dealt its own work"
+
+
+def material() -> Material:
+    """Anger is the target; the model's replies read as love, the saboteurs' texts as fear."""
+    axes = {"anger": np.eye(28)[GOEMOTIONS_LABELS.index("anger")]}
+    axes |= {e: np.eye(28)[GOEMOTIONS_LABELS.index(e)] for e in ("fear", "love")}
+    replies = ["I love this so much.", "What a lovely thing to say."]
+
+    def vector(text: str) -> np.ndarray:
+        for emotion in ("anger", "fear"):
+            if text in HOODS[emotion]:
+                return axes[emotion]
+        return axes["love"]
+
+    return Material(
+        "anger", HOODS["anger"], HOODS["fear"], replies, vector, axes["anger"], near=0.5
+    )
+
+
+def test_what_each_volunteer_labels_and_picks_is_the_reply_their_page_shows(settings, tmp_path):
+    """After a rewrite the page shows the rewrite in place of the model's reply, so the label
+    and the pick that follow are about it (`crowd.lessons.about`). Honest volunteers label and
+    pick what they see; noise-free honest reviewers, seeing the same, endorse every honest
+    correction and reject every ring correction; the ring recognises all of its own work."""
+    from crowd.service import CrowdService
+    from crowd.sim.poisoning_crowd import Behaviour, CrowdRound, ScriptedReplies
+
+    crowd = place(assign_roles(8, 0.25, {"ring": 1}))
+    replies = ScriptedReplies()
+    service = CrowdService(settings, replies)
+    players = CrowdRound(
+        service, replies, crowd, material(), Behaviour(reviews=8, noise=0), tmp_path, 0
+    )
+    roles = players.participants()
+    players.play(1)
+    with connect(settings.db_path) as db:
+        rows = db.query(
+            "SELECT r.participant_id AS reviewer, r.verdict, c.participant_id AS author, c.kind"
+            " FROM reviews r JOIN corrections c ON c.id = r.correction_id"
+        )
+        seen = {(roles[r["reviewer"]], roles[r["author"]], r["kind"], r["verdict"]) for r in rows}
+    assert {kind for _, _, kind, _ in seen} == {"rewrite", "emotion", "choice"}
+    wrong = {s for s in seen if (s[3] == "endorse") != ((s[0] == "honest") == (s[1] == "honest"))}
+    assert not wrong, f"verdicts that contradict what the reviewer was shown: {sorted(wrong)}"

@@ -9,8 +9,9 @@ and both arms see the same replies. SFT trains on rewrites, picked replies and o
 (crowd.lessons), so the replies matter only as material for those.
 
 Roles (see ROLES):
-  honest    rewrites a reply into one of the target's neighbour texts, labels the reply with the
-            scorer's top emotion, picks the A/B reply nearer the target ('both_bad' when neither
+  honest    rewrites a reply into one of the target's neighbour texts, labels the reply as the
+            page then shows it (their rewrite) with the scorer's top emotion, picks the A/B
+            reply nearer the target (reply A as shown) ('both_bad' when neither
             is near it: replies are drawn from every emotion, and teaching the less wrong one
             would teach an off-target reply), reviews by the scorer (endorse a text near the
             target, a label the scorer agrees with, the same pick), each verdict or pick
@@ -19,7 +20,8 @@ Roles (see ROLES):
             rewriting its first reply again and again (the service keeps one live correction
             per person, kind and reply); reviews at random
   saboteur  rewrites into another emotion's neighbour text (fluent, plausible, off-target),
-            labels the reply with the target emotion, picks the farther reply; reviews at random
+            labels the reply (their rewrite) with the target emotion, picks the farther reply;
+            reviews at random
   random    labels with a random emotion and picks at random; reviews at random
   ring      a saboteur that endorses every ring member's correction and rejects the rest
   sybil-ring    the same ring, as one person on one network: as many pseudonyms as the join
@@ -46,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.lessons import about
 from crowd.limits import Refused
 from crowd.review import Item, Reviews
 from crowd.service import CrowdService, Reply
@@ -300,19 +303,23 @@ class CrowdRound:
             return
         a = self._send(v, rng)
         b = self._another(v, a, rng)
-        texts = {a: self.replies_text(a), b: self.replies_text(b)}
-        nearer = "a" if self.m.distance(texts[a]) <= self.m.distance(texts[b]) else "b"
-        farther = "b" if nearer == "a" else "a"
+        shown = self.replies_text(a)  # reply A as the page shows it: a live rewrite replaces it
         if v.role == "honest":
             item = (number - 1) * len(self.crowd) + index
-            self.service.rewrite(token, a, self.m.neighbours[item % len(self.m.neighbours)], at)
-            label = self.m.top_emotion(texts[a])
+            shown = self.m.neighbours[item % len(self.m.neighbours)]
+            self.service.rewrite(token, a, shown, at)
+        elif v.role == "saboteur" or v.role in RINGS:
+            shown = rng.choice(self.m.off_target)
+            self.service.rewrite(token, a, shown, at)
+        other = self.replies_text(b)
+        farther = "a" if self.m.distance(shown) > self.m.distance(other) else "b"
+        if v.role == "honest":
+            label = self.m.top_emotion(shown)
             wrong = rng.random() < self.b.noise
             self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label, at)
-            pick = self.m.honest_pick(texts[a], texts[b])
+            pick = self.m.honest_pick(shown, other)
             self.service.choose(token, a, b, farther if rng.random() < self.b.noise else pick, at)
         elif v.role == "saboteur" or v.role in RINGS:
-            self.service.rewrite(token, a, rng.choice(self.m.off_target), at)
             self.service.label(token, a, self.m.emotion, at)
             self.service.choose(token, a, b, farther, at)
         else:  # random labeller and picker
@@ -363,11 +370,13 @@ class CrowdRound:
                 must(queries.get_correction(db, cid), f"correction {cid}")
                 for cid in queries.corrections_of(db, self.ring)
             ]
-        return {_work(row) for row in rows}
+        return {_work(row, about(row)) for row in rows}
 
 
-def _work(item: Item | Correction) -> Work:
-    return (item["kind"], item["original"], item["rewrite"], item["choice"], item["emotion"])
+def _work(item: Item | Correction, text: str | None = None) -> Work:
+    """`text`: the reply the correction is about (a review item's `original` already is)."""
+    reply = item["original"] if text is None else text
+    return (item["kind"], reply, item["rewrite"], item["choice"], item["emotion"])
 
 
 def _stored(steps: Iterator[Reply]) -> int:
