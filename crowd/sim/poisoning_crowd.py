@@ -118,6 +118,10 @@ class Material:
             return "both_bad"
         return "a" if da <= db else "b"
 
+    def farther(self, a: str, b: str) -> str:
+        """The reply farther from the target ('b' on a tie): a saboteur's pick."""
+        return "a" if self.distance(a) > self.distance(b) else "b"
+
 
 @dataclass(frozen=True)
 class Behaviour:
@@ -303,25 +307,23 @@ class CrowdRound:
             return
         a = self._send(v, rng)
         b = self._another(v, a, rng)
-        shown = self.replies_text(a)  # reply A as the page shows it: a live rewrite replaces it
+        other = self.replies_text(b)
+        # After a rewrite the page shows it in place of reply A: the label and pick are about it.
         if v.role == "honest":
             item = (number - 1) * len(self.crowd) + index
             shown = self.m.neighbours[item % len(self.m.neighbours)]
             self.service.rewrite(token, a, shown, at)
-        elif v.role == "saboteur" or v.role in RINGS:
-            shown = rng.choice(self.m.off_target)
-            self.service.rewrite(token, a, shown, at)
-        other = self.replies_text(b)
-        farther = "a" if self.m.distance(shown) > self.m.distance(other) else "b"
-        if v.role == "honest":
             label = self.m.top_emotion(shown)
             wrong = rng.random() < self.b.noise
             self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS) if wrong else label, at)
             pick = self.m.honest_pick(shown, other)
-            self.service.choose(token, a, b, farther if rng.random() < self.b.noise else pick, at)
+            flip = rng.random() < self.b.noise
+            self.service.choose(token, a, b, self.m.farther(shown, other) if flip else pick, at)
         elif v.role == "saboteur" or v.role in RINGS:
+            shown = rng.choice(self.m.off_target)
+            self.service.rewrite(token, a, shown, at)
             self.service.label(token, a, self.m.emotion, at)
-            self.service.choose(token, a, b, farther, at)
+            self.service.choose(token, a, b, self.m.farther(shown, other), at)
         else:  # random labeller and picker
             self.service.label(token, a, rng.choice(GOEMOTIONS_LABELS), at)
             self.service.choose(token, a, b, rng.choice(("a", "b")), at)
@@ -346,7 +348,7 @@ class CrowdRound:
 
     def _verdict(self, v: Volunteer, item: Item, rng: random.Random, work: set[Work]) -> Verdict:
         if v.role in RINGS:  # the ring knows its own work when it sees it
-            return "endorse" if _work(item) in work else "reject"
+            return "endorse" if _work(item, item["original"]) in work else "reject"
         if v.role != "honest":
             return rng.choice(VERDICTS)
         good = self._looks_good(item)
@@ -373,9 +375,8 @@ class CrowdRound:
         return {_work(row, about(row)) for row in rows}
 
 
-def _work(item: Item | Correction, text: str | None = None) -> Work:
-    """`text`: the reply the correction is about (a review item's `original` already is)."""
-    reply = item["original"] if text is None else text
+def _work(item: Item | Correction, reply: str) -> Work:
+    """`reply`: the text the correction is about (a review item's `original`; `about(row)`)."""
     return (item["kind"], reply, item["rewrite"], item["choice"], item["emotion"])
 
 
