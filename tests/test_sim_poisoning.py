@@ -241,6 +241,38 @@ def test_two_lanes_run_the_same_study_as_one(tmp_path, tiny_model_dir, capsys):
     ).exists()
 
 
+def test_the_lane_left_alone_takes_every_thread(tmp_path):
+    # Two lanes of one thread on two cores: once the second has ended, the first (the pooled
+    # model, trained last) takes both, from its next training step on, in the thread training.
+    import threading
+
+    import torch
+
+    from crowd.sim.poisoning_run import Lane
+
+    lane = Lane(None, {}, [], tmp_path, None, print, threads=1, alone=2)  # type: ignore[arg-type]
+    before, seen, widened = torch.get_num_threads(), {}, []
+
+    def training() -> None:
+        torch.set_num_threads(1)
+        lane.widen(lambda: True, widened)  # the other lane still runs
+        seen["beside"] = torch.get_num_threads()
+        lane.widen(lambda: False, widened)
+        seen["alone"] = torch.get_num_threads()
+
+    try:
+        thread = threading.Thread(target=training)
+        thread.start()
+        thread.join()
+        later = threading.Thread(target=lambda: seen.update(later=torch.get_num_threads()))
+        later.start()
+        later.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"beside": 1, "alone": 2, "later": 2}
+    assert len(widened) == 1
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

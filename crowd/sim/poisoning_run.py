@@ -67,11 +67,12 @@ def run(whole: Lane) -> dict:
     undefended arm, then the judgement of both arms' champions. Two single-threaded lanes on 2 cores do more than one lane on both
     (torch gains about 1.5x from a second thread on these small models, a second process 2x),
     and separate processes share no GIL. Each lane's torch work runs in threads that end with
-    each stage (crowd/threads.py, rule 1). The numbers are those of one lane."""
+    each stage (crowd/threads.py, rule 1). Once the second lane has ended, the first takes all
+    the threads (`Lane.widen`). The numbers are those of one lane."""
     started, cpu = time.monotonic(), time.process_time()
     config, out = whole.config, whole.out
     lanes = [LANE_A, LANE_B] if whole.threads >= 2 else [ONE_LANE]
-    job = replace(whole, threads=max(1, whole.threads // len(lanes)))
+    job = replace(whole, threads=max(1, whole.threads // len(lanes)), alone=whole.threads)
     if len(lanes) == 1:
         stats = [job.run(ONE_LANE, lambda: False)]
     else:
@@ -107,6 +108,7 @@ class Lane:
     settings: Settings
     show: Show
     threads: int
+    alone: int = 0  # the threads this lane takes once the other has ended (0: its own)
 
     def run_alone(self, jobs: tuple[str, ...]) -> None:
         """The second lane, in a process of its own: stops when its parent is gone."""
@@ -124,7 +126,10 @@ class Lane:
             lambda: Study(c, self.out, self.show, self.settings), name="study-setup"
         )
         m = run_in_own_thread(lambda: material(self.hoods, c.emotion, study.scorer), "material")
+        widened: list[float] = []  # when this lane took every thread
+        study.each_step = partial(self.widen, other_alive, widened)
         for job in jobs:
+            study.each_step()
             kind, _, name = job.partition(":")
             if kind == "arm":
                 record = study.run_arm(name, self.crowd, m, self.hoods[c.emotion].target)
@@ -139,7 +144,17 @@ class Lane:
             "replies_decoded": study.evaluator.decoded,
             "replies_reused": study.evaluator.reused,
             "cpu_s": time.process_time() - cpu,
+            "alone_s": time.monotonic() - widened[0] if widened else 0.0,
         }
+
+    def widen(self, other_alive: Callable[[], bool], widened: list[float]) -> None:
+        """Once the other lane has ended, this lane's torch work takes `alone` threads (the
+        pooled model, trained last, ran its last minutes alone on one of two cores), and
+        `widened` gets the time. Called before each job and after each training step, in the
+        thread doing the work: torch's count then holds for it and every thread started later."""
+        if not widened and self.alone > self.threads and not other_alive():
+            set_threads(self.alone)
+            widened.append(time.monotonic())
 
     def _pooled(self, study: Study, other_alive: Callable[[], bool]) -> None:
         """The pooled model, at the defended arm's example-passes; OUT/pooled/done says it is
@@ -255,7 +270,7 @@ def summary(config: PoisonConfig, out: Path, stats: list[dict], wall: float, cpu
         arm: honest_share(used_by(out, arm, records[arm]["campaign"]), records[arm]["participants"])
         for arm in ARMS
     }
-    total = {key: sum(s[key] for s in stats) for key in stats[0]}
+    total = {key: sum(s.get(key, 0) for s in stats) for key in stats[0]}
     return {
         "emotion": config.emotion,
         "adversaries": config.adversaries,
@@ -284,6 +299,7 @@ def summary(config: PoisonConfig, out: Path, stats: list[dict], wall: float, cpu
         "replies_decoded": total["replies_decoded"],
         "replies_reused": total["replies_reused"],
         "lanes": len(stats),
+        "alone_s": round(total["alone_s"], 1),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu + sum(s["cpu_s"] for s in stats[1:]), 1),
         "results": str(out / "results.csv"),

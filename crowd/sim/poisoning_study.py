@@ -97,9 +97,9 @@ class Study:
         self.settings = settings
         show("loading the base model, the trainer's copy and the scorer ...", True)
         self.times = {"train_s": 0.0, "judge_s": 0.0}
-        self.kit = study_kit(
-            settings, config, _timed_trainer(self.times), _timed_evaluator(self.times)
-        )
+        self.each_step: Callable[[], None] = lambda: None  # after every training step
+        trainer = _timed_trainer(self.times, lambda: self.each_step())
+        self.kit = study_kit(settings, config, trainer, _timed_evaluator(self.times))
         self.trainer, self.evaluator = self.kit.trainer, self.kit.evaluator
         self.training = self.trainer.settings  # the run's epochs, learning rate and seed
         self.scorer = load_scorer(config.scorer, out)
@@ -277,15 +277,20 @@ class Study:
         }
 
 
-def _timed_trainer(times: dict[str, float]) -> type[TRLTrainer]:
-    """The real trainer, adding the seconds each training takes to times['train_s']."""
+def _timed_trainer(times: dict[str, float], each_step: Callable[[], None]) -> type[TRLTrainer]:
+    """The real trainer, adding the seconds each training takes to times['train_s'] and
+    calling `each_step()` after every optimizer step, in the training thread."""
     from crowd.training.trainer import TRLTrainer
 
     class TimedTrainer(TRLTrainer):
-        def train(self, *args, **kwargs):
+        def train(self, *args, progress=None, **kwargs):
+            def step(p):
+                each_step()
+                return progress(p) if progress else True
+
             started = time.monotonic()
             try:
-                return super().train(*args, **kwargs)
+                return super().train(*args, progress=step, **kwargs)
             finally:
                 times["train_s"] += time.monotonic() - started
 
