@@ -150,18 +150,20 @@ def _summary(runs: dict[str, list[dict]]) -> dict:
     }
 
 
-ABLATIONS = {  # name: (LM head, gradient checkpointing)
-    "ours (plain head)": ("plain", False),
-    "plain head, logits at every position": ("plain-every", False),
-    "TRL chunked head + metrics": ("chunked+metrics", False),
-    "TRL chunked head": ("chunked", False),
-    "gradient checkpointing": ("plain", True),
+ABLATIONS = {  # name: (LM head, gradient checkpointing, bf16 autocast)
+    "ours (plain head)": ("plain", False, False),
+    "plain head, logits at every position": ("plain-every", False, False),
+    "TRL chunked head + metrics": ("chunked+metrics", False, False),
+    "TRL chunked head": ("chunked", False, False),
+    "gradient checkpointing": ("plain", True, False),
+    "bf16 autocast (TRL's default; off on the CPU)": ("plain", False, True),
 }
 
 
 def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> dict[str, float]:
     """CPU seconds of one forward+backward step (batch of 4) with each of the TRL defaults that
     TRLTrainer turns off put back, relative to ours; variants alternate, medians over `rounds`."""
+    import torch
     from trl.trainer.utils import add_fused_lm_head
 
     from crowd.training.data import collate_sft, encode_sft, sft_rows
@@ -174,7 +176,7 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
     seconds: dict[str, list[float]] = {name: [] for name in ABLATIONS}
     model.train()
     for _ in range(rounds):
-        for name, (head, checkpointing) in ABLATIONS.items():
+        for name, (head, checkpointing, bf16) in ABLATIONS.items():
             base.__dict__.pop("forward", None)
             if head.startswith("plain"):
                 plain_lm_head(base, reply_only=head == "plain")
@@ -185,8 +187,10 @@ def ablate(base_path: str, examples: Sequence[SFTExample], rounds: int = 5) -> d
                 base.gradient_checkpointing_enable()
                 model.enable_input_require_grads()
             started = time.process_time()
-            out = model(**batch, use_cache=False, fused_lm_head=True)
-            (-out.log_probs.sum() / out.label_mask.sum()).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(**batch, use_cache=False, fused_lm_head=True)
+                loss = -out.log_probs.sum() / out.label_mask.sum()
+            loss.backward()
             seconds[name].append(time.process_time() - started)
             model.zero_grad()
             if checkpointing:
