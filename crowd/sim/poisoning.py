@@ -6,8 +6,10 @@ For one emotion of a neighbourhoods file (crowd.sim.convergence_data's format), 
   1. the crowd: --volunteers people, round(volunteers x --adversaries) of them adversaries
      split over --mix (flooder, saboteur, random, ring, sybil-ring, many-sources;
      crowd.sim.poisoning_crowd says what each does), the rest honest; each adversary slot
-     acts as much as a person, so --adversaries is also the adversaries' share of the crowd's
-     actions (the summary measures it). Every volunteer acts through the real CrowdService
+     acts as much as a person, so --adversaries is also about the adversaries' share of the
+     crowd's actions, except for a ring on one network, which is dealt fewer review items
+     (never its own voice's: 50 % of the crowd is 36 % of the actions); the summary's
+     adversary_action_share measures it. Every volunteer acts through the real CrowdService
      (join, send, another, rewrite, label, choose) and reviews through the real Reviews (the
      queue the server deals, review), from an address of its own network (the sybil ring's
      pseudonyms share one) and, with --sign-in, a Hugging Face account of its own (the ring
