@@ -8,12 +8,12 @@ For one emotion of a neighbourhoods file (crowd.sim.convergence_data's format), 
      crowd.sim.poisoning_crowd says what each does), the rest honest; each adversary slot
      acts as much as a person, so --adversaries is also about the adversaries' share of the
      crowd's actions, except for a ring on one network, which is dealt fewer review items
-     (never its own voice's: 50 % of the crowd is 36 % of the actions); the summary's
-     adversary_action_share measures it. Every volunteer acts through the real CrowdService
-     (join, send, another, rewrite, label, choose) and reviews through the real Reviews (the
-     queue the server deals, review), from an address of its own network (the sybil ring's
-     pseudonyms share one) and, with --sign-in, a Hugging Face account of its own (the ring
-     has --ring-accounts); the same seed gives the same actions in every arm.
+     (never its own voice's: 50 % of the crowd made 36 % of the actions, 67 % made 46 %);
+     the summary's adversary_action_share measures it. Every volunteer acts through the real
+     CrowdService (join, send, another, rewrite, label, choose) and reviews through the real
+     Reviews (the queue the server deals, review), from an address of its own network (the
+     sybil ring's pseudonyms share one) and, with --sign-in, a Hugging Face account of its own
+     (the ring has --ring-accounts); the same seed gives the same actions in every arm.
   2. defended arm (OUT/defended): the campaign defaults: reviews on (--min-reviews), each
      person at most --person-cap of a group's training; undefended arm (OUT/undefended): reviews
      off, no cap (the loop before "Trustworthy crowd data"); --sign-in and --hold-unreviewed
