@@ -14,8 +14,10 @@ What TRLTrainer turns off in TRL 1.16, with the per-step cost measured on SmolLM
   pass (+15 %, half of a step on the tiny test model); replaced there by a plain cross-entropy
   over the logits of the reply's positions only (the prompt's need no vocabulary projection);
 - the full gc.collect() that Trainer.train() starts with (accelerate's free_memory);
-- bf16 on the CPU (TRL's default), checkpoint saving, evaluation, reporting integrations, the
-  tqdm and printer callbacks, and the NaN filter that would hide a NaN loss from us.
+- bf16 on the CPU (TRL's default): every result here is measured in fp32, and a CPU without
+  bf16 instructions runs it slower (one with them, avx512_bf16, ran a step at 0.69x);
+- checkpoint saving, evaluation, reporting integrations, the tqdm and printer callbacks, and
+  the NaN filter that would hide a NaN loss from us.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ class TRLTrainer(LoraHost):
             weight_decay=0.0,
             max_grad_norm=MAX_GRAD_NORM,
             optim="adamw_torch",
-            bf16=self.device == "cuda",  # TRL defaults to bf16, which the CPU must not use
+            bf16=self.device == "cuda",  # TRL's default; on the CPU fp32 (see above)
             fp16=False,
             use_cpu=self.device == "cpu",
             activation_checkpointing=False,  # TRL turns it on; it recomputes every activation
