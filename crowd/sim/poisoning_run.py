@@ -122,14 +122,14 @@ class Lane:
         cpu = time.process_time()
         set_threads(self.threads)
         c = self.config
+        widened: list[float] = []  # when this lane took every thread
+        widen = partial(self.widen, other_alive, widened)
         study = run_in_own_thread(
-            lambda: Study(c, self.out, self.show, self.settings), name="study-setup"
+            lambda: Study(c, self.out, self.show, self.settings, widen), name="study-setup"
         )
         m = run_in_own_thread(lambda: material(self.hoods, c.emotion, study.scorer), "material")
-        widened: list[float] = []  # when this lane took every thread
-        study.each_step = partial(self.widen, other_alive, widened)
         for job in jobs:
-            study.each_step()
+            widen()
             kind, _, name = job.partition(":")
             if kind == "arm":
                 record = study.run_arm(name, self.crowd, m, self.hoods[c.emotion].target)

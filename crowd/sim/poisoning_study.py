@@ -86,7 +86,9 @@ class Study:
         out: Path,
         show: Callable[[str, bool], None],
         settings: Settings,
+        each_step: Callable[[], None] = lambda: None,
     ):
+        """`each_step()` runs after every training step, in the training thread."""
         from datasets import disable_progress_bars
 
         from crowd.campaigns import utcnow
@@ -97,8 +99,7 @@ class Study:
         self.settings = settings
         show("loading the base model, the trainer's copy and the scorer ...", True)
         self.times = {"train_s": 0.0, "judge_s": 0.0}
-        self.each_step: Callable[[], None] = lambda: None  # after every training step
-        trainer = _timed_trainer(self.times, lambda: self.each_step())
+        trainer = _timed_trainer(self.times, each_step)
         self.kit = study_kit(settings, config, trainer, _timed_evaluator(self.times))
         self.trainer, self.evaluator = self.kit.trainer, self.kit.evaluator
         self.training = self.trainer.settings  # the run's epochs, learning rate and seed
