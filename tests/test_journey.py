@@ -73,7 +73,9 @@ def test_the_howto_has_its_steps_and_an_example_for_the_task():
 
 @pytest.fixture
 def world(settings, new_generation):
-    settings = replace(settings, eval_samples=2)
+    # Many epochs of a few examples: each group trains for a few seconds, so the worker's relay
+    # of the job's progress (every 0.5 s) reads its steps and their estimate on any machine.
+    settings = replace(settings, eval_samples=2, training=replace(settings.training, epochs=40))
     generation = new_generation(max_new_tokens=6)
     limits = Limits(chats_per_minute=1000, submissions_per_minute=1000)
     service = CrowdService(settings, generation, limits=limits)
@@ -109,7 +111,8 @@ def test_progress_then_notice_then_before_after_stored_once(world):
     assert "Round 1 is being trained and judged" in news["value"] and "0 of 3" in news["value"]
 
     stages = watch_progress(db_path, campaign, worker)
-    assert any(p.stage.startswith("training group") and p.eta_s is not None for p in stages)
+    trained = [p for p in stages if p.stage.startswith("training group") and p.eta_s is not None]
+    assert {p.stage for p in trained} == {f"training group {g}" for g in range(3)}
     judging = [p for p in stages if p.stage == "judging the models"]
     assert judging and all(p.groups_done == 3 and p.models in (None, 4) for p in judging)
     assert judging[-1].judged == 4 and "4 of 4 models judged" in progress_text(judging[-1])

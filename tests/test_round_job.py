@@ -340,3 +340,14 @@ def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings, new_g
     with service.db() as db:
         assert store.get_job(db, job_id)["status"] == "finished"
     assert round_row(service, 1)["state"] == "done"
+
+
+def test_a_new_stage_drops_the_last_stages_step_and_estimate(tmp_path):
+    report = Reporter(tmp_path)
+    report({"stage": "training group 0", "groups_done": 0}, force=True)
+    report({"group": 0, "step": 4, "steps": 4, "loss": 0.5, "eta_s": 0.0}, force=True)
+    report({"stage": "training group 1", "groups_done": 1}, force=True)
+    written = json.loads((tmp_path / "progress.json").read_text())
+    assert written == {"stage": "training group 1", "groups_done": 1}
+    report({"judged": 1, "models": 4, "eta_s": 3.0}, force=True)  # no new stage: merged
+    assert json.loads((tmp_path / "progress.json").read_text())["eta_s"] == 3.0

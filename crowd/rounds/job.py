@@ -57,6 +57,7 @@ from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
 if TYPE_CHECKING:  # heavy (TRL): the kit is built in build_kit, on demand
     from crowd.training.trainer import TRLTrainer
 
+STEP_FIELDS = ("group", "step", "steps", "loss", "eta_s")  # of the stage's latest step
 REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
 Report = Callable[[dict], bool]  # a progress record -> False to cancel
 
@@ -122,6 +123,10 @@ class Reporter:
 
     def __call__(self, update: dict, force: bool = False) -> bool:
         self.state = {**self.state, **update}
+        if "stage" in update:  # a new stage: the last one's step, loss and estimate are not its
+            self.state = {
+                k: v for k, v in self.state.items() if k not in STEP_FIELDS or k in update
+            }
         if force or time.monotonic() - self.last >= REPORT_EVERY_S:
             self.last = time.monotonic()
             write_json(self.path, self.state)
