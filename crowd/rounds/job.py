@@ -122,11 +122,10 @@ class Reporter:
         self.last = 0.0
 
     def __call__(self, update: dict, force: bool = False) -> bool:
-        self.state = {**self.state, **update}
+        kept = self.state
         if "stage" in update:  # a new stage: the last one's step, loss and estimate are not its
-            self.state = {
-                k: v for k, v in self.state.items() if k not in STEP_FIELDS or k in update
-            }
+            kept = {k: v for k, v in kept.items() if k not in STEP_FIELDS}
+        self.state = {**kept, **update}
         if force or time.monotonic() - self.last >= REPORT_EVERY_S:
             self.last = time.monotonic()
             write_json(self.path, self.state)
