@@ -10,7 +10,9 @@ nor gradio_client can choose the address they connect from; through a forwarder 
         client = Client(forwarder.url)      # the app sees 127.0.11.1
 
 Bytes are copied both ways as they come, so streaming replies, server-sent events and websockets
-pass through unchanged.
+pass through unchanged. Each way ends on its own, as through a real proxy: when one side stops
+sending (or its socket fails) the other is told no more is coming, and what it still sends back
+is passed on; both sockets close once both ways have ended.
 """
 
 from __future__ import annotations
@@ -57,25 +59,30 @@ class Forwarder:
                 continue
             with self._lock:
                 self._open.update((client, upstream))
+            ended = [0]  # how many of the two ways have ended, under the lock
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                threading.Thread(target=self._pump, args=(src, dst, ended), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        """Copy bytes from `src` to `dst` until either side closes, then close both."""
+    def _pump(self, src: socket.socket, dst: socket.socket, ended: list[int]) -> None:
+        """Copy bytes from `src` to `dst` until `src` stops sending or either socket fails, then
+        tell `dst` no more is coming; the way that ends second closes both sockets."""
         try:
             while data := src.recv(CHUNK):
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            with self._lock:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self._lock:
+            ended[0] += 1
+            last = ended[0] == 2
+            if last:
                 self._open.difference_update((src, dst))
+        if last:
+            src.close()
+            dst.close()
 
     def close(self) -> None:
         self._closed = True

@@ -6,6 +6,7 @@ sent; the client streams from one small buffer, so its own memory stays flat).""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -138,3 +139,41 @@ def test_uploads_are_throttled_per_source(app_url):
             and "uploads" in json.loads(refused.text)["detail"]
         )
         assert upload(two.url).status_code == 200  # another network is not affected
+
+
+def test_a_refused_upload_is_answered_after_its_body_so_the_answer_is_not_lost(app_url):
+    """A server that answers and closes with a body still to come resets the connection when the
+    body arrives, and the reset can reach the client (or a proxy in front of the app) before the
+    answer does. Here the body comes a moment after the head, as a slow client's or a proxy's
+    would: the answer must wait for it, and the connection must end cleanly, not with a reset."""
+    host, port = urlsplit(app_url).hostname, urlsplit(app_url).port
+    body = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\nhi\r\n--b--\r\n'
+    head = (
+        f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+    def upload() -> tuple[bool, bytes, bool]:
+        """One upload from network 5: whether an answer came before the body was sent, the
+        answer, and whether the connection ended in a reset."""
+        with socket.create_connection(
+            (host, port), timeout=30, source_address=(network_address(5), 0)
+        ) as sock:
+            sock.sendall(head)
+            early = bool(select.select([sock], [], [], 0.3)[0])
+            sock.sendall(body)
+            time.sleep(0.2)  # a reset for an unread body would have come back by now
+            answer = b""
+            try:
+                while data := sock.recv(65536):
+                    answer += data
+                    if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
+                        break  # kept alive: one read holds this small answer whole
+            except ConnectionResetError:
+                return early, answer, True
+            return early, answer, False
+
+    answers = [upload() for _ in range(7)]
+    assert [answer.split(b" ", 2)[1] for _, answer, _ in answers] == [b"200"] * 5 + [b"429"] * 2
+    for early, answer, reset in answers[5:]:
+        assert b"uploads" in answer and not early and not reset

@@ -8,7 +8,9 @@ before any route reads a body.
   `/gradio_api/upload`, which Gradio keeps checking per file.
 - Uploads are counted per source address (behind the trusted proxies, `crowd.network`):
   more than CROWD_UPLOADS_PER_MINUTE get HTTP 429 with Retry-After; an upload is kept on disk
-  for an hour, so an unthrottled one could fill it.
+  for an hour, so an unthrottled one could fill it. A refused upload's body (within the cap) is
+  read and dropped before the answer: a server that closes with a body still coming resets the
+  connection, and the reset can reach the client, or a proxy in front, before the answer.
 Responses are not touched, so streaming, server-sent events and websockets pass as they are.
 """
 
@@ -51,13 +53,15 @@ class RequestLimits:
             return await self.app(scope, receive, send)
         upload = scope.get("path", "").endswith(UPLOAD_PATH) and scope.get("method") == "POST"
         cap = self.max_upload if upload else self.max_body
+        declared = _content_length(scope)
         if upload:
             try:
                 self.rate.hit(f"upload:{self._source(scope)}", self.uploads_per_minute, "uploads")
             except Refused as exc:
+                if declared is None or declared <= cap:
+                    await _drain(receive, cap)
                 wait = str(math.ceil(exc.retry_after_s or 60))
                 return await _refuse(send, 429, str(exc), [(b"retry-after", wait.encode())])
-        declared = _content_length(scope)
         if declared is not None and declared > cap:
             return await _refuse(send, 413, _too_large(cap))
         await self._counted(scope, receive, send, cap)
@@ -111,6 +115,16 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def _drain(receive: Receive, cap: int) -> None:
+    """Read and drop a request's body, up to `cap` bytes or the client's going."""
+    received = 0
+    while received <= cap:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        received += len(message.get("body", b""))
 
 
 def _too_large(cap: int) -> str:
