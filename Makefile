@@ -14,8 +14,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) app.py
 
+# Two processes share the suite (pytest-xdist), then the tests marked `alone` run by themselves;
+# `make test PYTEST_ARGS="-k name"` narrows both (exit code 5: nothing selected in one of them).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not vllm and not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m "alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # vLLM's CPU build pins torch 2.13.0+cpu and transformers<5.20, so it gets its own virtualenv
 # (about 3.5 GB); its torchvision, torchaudio and torchcodec fail to load against that torch.

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,10 @@ def packaged_gguf() -> Path:
 def convert_packaged_model(cache_dir: Path) -> Path:
     """Convert the packaged GGUF to a safetensors folder under `cache_dir`, once.
 
-    A second call finds the finished folder and converts nothing. The conversion writes to a
-    temporary folder of its own and renames it, so an interrupted start never leaves a
-    half-written model, and two processes converting at once (a study's lanes, the app and a
-    round-job child on a fresh data dir) do not write into each other's folder: the first
-    rename wins and the other copy is dropped.
+    A second call finds the finished folder and converts nothing. The conversion is written in
+    place (`_write_in_place`), so an interrupted start never leaves a half-written model, and
+    two processes converting at once (a study's lanes, the app and a round-job child on a fresh
+    data dir) do not write into each other's folder.
     """
     target = cache_dir / CONVERTED_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
@@ -81,22 +81,35 @@ def convert_packaged_model(cache_dir: Path) -> Path:
         del config.quantization_config  # the weights are de-quantized fp32 now
     fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(loaded.state_dict())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=CONVERTED_NAME + ".partial-", dir=cache_dir))
-    try:
+    if target.exists() and not (target / "model.safetensors").is_file():
+        shutil.rmtree(target, ignore_errors=True)  # a folder left by an older version
+
+    def write(partial: Path) -> None:
         fresh.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         (partial / "crowd-source.json").write_text(json.dumps({"gguf": str(gguf)}))
-        if target.exists() and not (target / "model.safetensors").is_file():
-            shutil.rmtree(target, ignore_errors=True)  # a folder left by an older version
+
+    return _write_in_place(target, write)
+
+
+def _write_in_place(folder: Path, write: Callable[[Path], None]) -> Path:
+    """Have `write` fill a new folder beside `folder`, then rename it into place: a reader never
+    sees a half-written model, and processes writing it at once (a study's lanes, test workers)
+    do not write into each other's folder. The first rename wins; the other copies (the same
+    weights) are dropped."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))
+    partial.chmod(0o755)  # a folder like any other, not mkdtemp's private one
+    try:
+        write(partial)
         try:
-            partial.rename(target)
-        except OSError:  # another process renamed its copy first: the same weights
-            if not (target / "model.safetensors").is_file():
+            partial.rename(folder)
+        except OSError:  # another process renamed its copy first
+            if not (folder / "model.safetensors").is_file():
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return target
+    return folder
 
 
 def _drop_gguf_quantization(config_path: Path) -> None:
@@ -165,6 +178,7 @@ def build_tiny_model(folder: Path, tokenizer_source: str | None = None, seed: in
 
     For fast tests: same architecture and module names as the default model, a few MB.
     `tokenizer_source` is a folder with a saved tokenizer; default: read it from the GGUF.
+    Written in place (`_write_in_place`): processes building it at once each get a whole one.
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -193,6 +207,9 @@ def build_tiny_model(folder: Path, tokenizer_source: str | None = None, seed: in
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+
+    def write(partial: Path) -> None:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+
+    return _write_in_place(folder, write)

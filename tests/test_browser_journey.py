@@ -1,9 +1,9 @@
 """The whole sequence that broke (issue 27), in a real browser against the real app (`app.py`,
 its worker included) on the tiny model: a volunteer rewrites a reply, asks for another reply and
 picks A, labels the rewritten reply and rates it; two volunteers from other networks review her
-corrections; the organizer closes the round (confirming it); the worker crowns her group. The
-reviewer's page then stays up for 30 s with no traceback in the app's log, and its banner,
-Points tab and leaderboard agree. Every stored correction is compared with the texts read from
+corrections; the organizer closes the round (confirming it); the worker crowns her group. Both
+pages then stay up for 12 s (three of their polls) with no traceback in the app's log, and each
+page's banner, Points tab and leaderboard agree. Every stored correction is compared with the texts read from
 the page. Screenshots at 1400 x 900 and 390 x 844 (after joining, editing, A/B, after the
 round) go to the folder the test prints."""
 
@@ -35,7 +35,7 @@ SHOTS = ROOT / "artifacts" / "screenshots" / "issue-27"
 DESKTOP = {"viewport": {"width": 1400, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 STARTER = "Hello"  # the organizer's first suggested prompt, and the reference pair's
-AFTER_THE_RESULT_S = 30  # how long the reviewer's page must stay up after the round's result
+AFTER_THE_RESULT_S = 12  # how long both pages stay up after the round's result: 3 polls each
 
 
 @pytest.fixture

@@ -104,7 +104,9 @@ def test_the_readmes_first_section_says_how_to_open_the_organizer_view():
     load_settings({"CROWD_ORGANIZER_SECRET": "a-long-key-you-choose"})  # the example is valid
 
 
-@pytest.mark.parametrize("name,meta", [(n, m) for n, _, m in declared()], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "name,meta", [(n, m) for n, _, m in declared()], ids=[n for n, _, _ in declared()]
+)
 def test_every_ranged_setting_refuses_a_value_out_of_range(name, meta):
     allowed = getattr(meta["parse"], "range", "")
     if not allowed or allowed == "OWNER/NAME":

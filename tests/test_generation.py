@@ -141,8 +141,9 @@ def test_an_idle_scheduler_thread_ends_and_the_next_request_starts_one(new_gener
         deadline = time.monotonic() + 10
         while service.running and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not service.running
-        assert thread is not None and not thread.is_alive()
+        assert not service.running and thread is not None
+        thread.join(timeout=10)  # it says it is stopping just before it returns
+        assert not thread.is_alive()
         assert service.reply(CHATS[0], BASE, GREEDY) == first
     finally:
         service.close()

@@ -60,10 +60,10 @@ def test_processes_converting_the_default_model_at_once_all_get_it(tmp_path):
     code += "print(convert_packaged_model(Path(sys.argv[1])))"
     children = [
         subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
-        for _ in range(3)
+        for _ in range(2)
     ]
     outputs = [child.communicate(timeout=600)[0].decode().strip() for child in children]
-    assert [child.returncode for child in children] == [0, 0, 0]
+    assert [child.returncode for child in children] == [0, 0]
     assert len(set(outputs)) == 1
     converted = load_base(outputs[0], tmp_path, device="cpu")
     assert converted.model.config.model_type == "llama"

@@ -301,6 +301,7 @@ def outcome(db_path: Path) -> dict:
         }  # fmt: skip
 
 
+@pytest.mark.alone  # an idle-class child waits for every busy core: beside another test it starves
 def test_a_killed_round_job_process_fails_visibly_and_is_retried(settings, new_generation):
     """While it trains, the child and every thread it started are in the idle scheduling class
     (CROWD_JOB_IDLE_CLASS), so the replies preempt it; killed, it fails visibly, and the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,8 +196,8 @@ def save_head(
     arrays["train_x"] = train_embeddings.astype(np.float16)
     arrays["train_y"] = train_targets.astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside, then rename: a reader never sees half a file.
-    tmp = path.with_name(path.name + ".part")
+    # Write beside, then rename: a reader never sees half a file, nor two writers' bytes mixed.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     with open(tmp, "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)
     tmp.replace(path)
