@@ -28,7 +28,7 @@ from crowd.limits import Limits
 from crowd.organizer import Organizer
 from crowd.rounds.bundle import BundleError, check_owner, read_bundle
 from crowd.rounds.engine import build_engine
-from crowd.rounds.job import Reporter, build_kit, run_round_job
+from crowd.rounds.job import Reporter, build_kit, run_round_job, step_text
 from crowd.rounds.material import training_material
 from crowd.rounds.results import RESULTS, ResultsMismatch, read_results
 from crowd.rounds.runners import ThreadRunner
@@ -347,8 +347,10 @@ def test_a_new_stage_drops_the_last_stages_step_and_estimate(tmp_path):
     report = Reporter(tmp_path)
     report({"stage": "training group 0", "groups_done": 0}, force=True)
     report({"group": 0, "step": 4, "steps": 4, "loss": 0.5, "eta_s": 0.0}, force=True)
+    stepped = json.loads((tmp_path / "progress.json").read_text())
+    assert step_text(stepped) == "step 4/4 loss 0.500"  # the demo's and the studies' lines
     report({"stage": "training group 1", "groups_done": 1}, force=True)
     written = json.loads((tmp_path / "progress.json").read_text())
-    assert written == {"stage": "training group 1", "groups_done": 1}
+    assert written == {"stage": "training group 1", "groups_done": 1} and step_text(written) == ""
     report({"judged": 1, "models": 4, "eta_s": 3.0}, force=True)  # no new stage: merged
     assert json.loads((tmp_path / "progress.json").read_text())["eta_s"] == 3.0

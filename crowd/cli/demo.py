@@ -142,14 +142,14 @@ def service_participants(service) -> list[str]:
 
 
 def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
+    from crowd.rounds.job import step_text
+
     job = next(j for j in organizer.jobs(key) if j["id"] == job_id)
     p = job["progress"]
     bar = ""
     if p.get("steps"):
         filled = int(20 * p["step"] / p["steps"])
-        bar = f"[{'#' * filled}{'.' * (20 - filled)}] step {p['step']}/{p['steps']}"
-        if p.get("loss") is not None:
-            bar += f" loss {p['loss']:.3f}"
+        bar = f"[{'#' * filled}{'.' * (20 - filled)}] {step_text(p)}"
         if p.get("eta_s") is not None:
             bar += f" eta {p['eta_s']:.0f}s"
     print(

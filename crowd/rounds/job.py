@@ -58,6 +58,19 @@ if TYPE_CHECKING:  # heavy (TRL): the kit is built in build_kit, on demand
     from crowd.training.trainer import TRLTrainer
 
 STEP_FIELDS = ("group", "step", "steps", "loss", "eta_s")  # of the stage's latest step
+
+
+def step_text(progress: dict[str, Any]) -> str:
+    """The stage's latest step as a progress line says it, "step 12/30 loss 3.284" (empty
+    before the stage's first step): the demo's bar and the convergence study's line."""
+    if not progress.get("steps"):
+        return ""
+    text = f"step {progress['step']}/{progress['steps']}"
+    if progress.get("loss") is not None:
+        text += f" loss {progress['loss']:.3f}"
+    return text
+
+
 REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
 Report = Callable[[dict], bool]  # a progress record -> False to cancel
 

@@ -22,6 +22,7 @@ from sqlite_utils import Database
 
 from crowd.campaigns import CampaignSpec, create_campaign
 from crowd.rounds.engine import RoundEngine
+from crowd.rounds.job import step_text
 from crowd.rounds.state import close_round
 from crowd.rounds.worker import Worker
 from storage import queries
@@ -218,12 +219,7 @@ class RoundDriver:
         if job is None:
             return "queued"
         p = json.loads(job["progress"] or "{}")
-        text = p.get("stage", job["status"])
-        if p.get("steps"):
-            text += f" step {p['step']}/{p['steps']}"
-            if p.get("loss") is not None:
-                text += f" loss {p['loss']:.3f}"
-        return text
+        return " ".join(filter(None, (p.get("stage", job["status"]), step_text(p))))
 
     def _waiting(self, round_id: int) -> bool:
         job = self._last_job(round_id)
