@@ -2,12 +2,15 @@
 crown past 2 SE) against the sequential judge (crowd.rounds.judge), the real classes, on
 replies that are on target (distance about 0.15) or off it (about 1.2), as a round's are.
 
-    .venv/bin/python bench/judge_rule.py [--trials 2000] [--seed 0]
+    .venv/bin/python bench/judge_rule.py [--trials 2000] [--seed 0] [--p0 0.2]
 
 A model is its chance p of an on-target reply; reply j of every model shares its sampling
 noise half of the time (the same prompt and seed), so their distances are paired. Scenarios:
 every candidate as good as the champion (p = 0.2: a crown is false), one better by dp, or
-every candidate worse (the fear rounds of docs/results/poisoning.md). Prints, per S and
+every candidate worse (the fear rounds of docs/results/poisoning.md). `--p0` is the champion's
+chance of an on-target reply (0.2: an early round's; 0.9: a champion that misses rarely, as
+love 0 %'s union did in docs/results/candidates.md). Beside the two judges, the sequential one
+without its futility stop (`futility_t` -inf), to show what that stop costs. Prints, per S and
 number of candidates K, the share of rounds that crown (a false crown when none is better,
 the better one otherwise) and the mean replies decoded per round; the last line is JSON.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from crowd.rounds.judge import FixedJudge, SequentialJudge, most_replies  # noqa
 
 ON, OFF, P0 = 0.15, 1.2, 0.2
 SCENARIOS = {"null": 0.0, "better 0.1": 0.1, "better 0.2": 0.2, "better 0.3": 0.3, "worse": -0.1}
+# For a champion that misses rarely (p0 above 0.5) "better" is a few points fewer misses.
+STRONG = {"null": 0.0, "better 0.03": 0.03, "better 0.05": 0.05, "better 0.08": 0.08, "worse": -0.1}
 EVAL_SET = EvalSet("emotion", prompts=[[{"role": "user", "content": "-"}]], target=np.zeros(28))
 
 
@@ -59,13 +65,15 @@ class MixtureEvaluator:
         return out
 
 
-def trial(judge, samples: int, k: int, dp: float, rng: np.random.Generator) -> tuple[bool, int]:
+def trial(
+    judge, samples: int, k: int, dp: float, rng: np.random.Generator, p0: float = P0
+) -> tuple[bool, int]:
     """(crowned the right model, replies decoded) for one simulated round."""
-    ps = {"champion": P0, **{f"c{i}": P0 for i in range(k)}}
+    ps = {"champion": p0, **{f"c{i}": p0 for i in range(k)}}
     if dp > 0:
-        ps["c0"] = P0 + dp
+        ps["c0"] = min(1.0, p0 + dp)
     elif dp < 0:
-        ps = {name: (P0 if name == "champion" else P0 + dp) for name in ps}
+        ps = {name: (p0 if name == "champion" else p0 + dp) for name in ps}
     evaluator = MixtureEvaluator(ps, samples, rng)
     verdict = judge.judge(evaluator, EVAL_SET, "champion", list(ps)[1:], 0.0)
     right = verdict.crowned and (dp <= 0 or verdict.leader == "c0")
@@ -76,17 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--p0", type=float, default=P0, help="the champion's on-target chance")
     args = parser.parse_args(argv)
-    judges = {"fixed": FixedJudge(), "sequential": SequentialJudge()}
+    if not 0.0 < args.p0 < 1.0:
+        parser.error(f"--p0 must be between 0 and 1, not {args.p0}")
+    judges = {
+        "fixed": FixedJudge(),
+        "sequential": SequentialJudge(),
+        "no futility": SequentialJudge(futility_t=-math.inf),
+    }
     result: dict[str, dict] = {}
     for samples in (24, 50):
         for k in (3, 5):
             print(f"S = {samples}, K = {k} candidates: crowned / replies per round")
             for name, judge in judges.items():
                 cells = {}
-                for scenario, dp in SCENARIOS.items():
+                for scenario, dp in (STRONG if args.p0 > 0.5 else SCENARIOS).items():
                     rng = np.random.default_rng([args.seed, samples, k, int(dp * 100) + 50])
-                    runs = [trial(judge, samples, k, dp, rng) for _ in range(args.trials)]
+                    runs = [trial(judge, samples, k, dp, rng, args.p0) for _ in range(args.trials)]
                     cells[scenario] = {
                         "crowned": round(float(np.mean([r for r, _ in runs])), 3),
                         "replies": round(float(np.mean([n for _, n in runs])), 1),
@@ -95,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = "  ".join(
                     f"{s}: {c['crowned']:.3f} / {c['replies']:.0f}" for s, c in cells.items()
                 )
-                print(f"  {name:10s} {row}")
-    print(json.dumps({"trials": args.trials, **result}))
+                print(f"  {name:11s} {row}")
+    print(json.dumps({"trials": args.trials, "p0": args.p0, **result}))
     return 0
 
 
