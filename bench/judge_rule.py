@@ -10,7 +10,9 @@ every candidate as good as the champion (p = 0.2: a crown is false), one better 
 every candidate worse (the fear rounds of docs/results/poisoning.md). `--p0` is the champion's
 chance of an on-target reply (0.2: an early round's; 0.9: a champion that misses rarely, as
 love 0 %'s union did in docs/results/candidates.md). Beside the two judges, the sequential one
-without its futility stop (`futility_t` -inf), to show what that stop costs. Prints, per S and
+without its futility stop (`futility_t` -inf), to show what that stop costs. `--curse`: two
+rounds, the second judged either on the first's prompts with the new champion's replies kept
+(what the app does: the held-out history, oldest first) or on fresh prompts. Prints, per S and
 number of candidates K, the share of rounds that crown (a false crown when none is better,
 the better one otherwise) and the mean replies decoded per round; the last line is JSON.
 """
@@ -41,16 +43,26 @@ class MixtureEvaluator:
     """The judging protocol over simulated replies: reply j of model i is on target when a
     uniform draw is below p_i; the draw is shared by all models for half of the j."""
 
-    def __init__(self, ps: dict[str, float], samples: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        ps: dict[str, float],
+        samples: int,
+        rng: np.random.Generator,
+        shared: np.ndarray | None = None,
+        kept: dict[str, np.ndarray] | None = None,
+    ):
+        """`shared`: the prompts' draws of an earlier round (the same prompts again); `kept`:
+        models whose replies to them are kept from that round, as the app reuses replies."""
         self.samples, self.replies = samples, 0
         cap = most_replies(samples)
-        shared, own = rng.random(cap), rng.random((len(ps), cap))
+        self.shared = rng.random(cap) if shared is None else shared
+        own = rng.random((len(ps), cap))
         pick = rng.random((len(ps), cap)) < 0.5
-        u = np.where(pick, shared[None], own)
+        u = np.where(pick, self.shared[None], own)
         noise = rng.normal(0, 0.12, (len(ps), cap))
         p = np.array(list(ps.values()))[:, None]
         table = np.where(u < p, ON, OFF) + noise
-        self.distances = dict(zip(ps, table))
+        self.distances = {**dict(zip(ps, table)), **(kept or {})}
         self.given: dict[str, int] = {}
 
     def evaluate(self, eval_set, adapters, samples=None, progress=None):
@@ -80,11 +92,63 @@ def trial(
     return right, evaluator.replies
 
 
+def curse_trial(
+    judge, samples: int, k: int, dp: float, rng: np.random.Generator, p0: float, keep: bool
+) -> bool | None:
+    """Two rounds: round 1 crowns c0 (better by LIFT) or not (None); round 2 judges the new
+    champion against candidates, one better than it by dp, either on round 1's prompts with the
+    champion's replies kept (keep: what the app does, oldest prompts first) or on fresh ones.
+    Whether round 2 crowned the right model."""
+    lift = 0.3 if p0 <= 0.5 else 0.08
+    first = {"champion": p0, "c0": min(1.0, p0 + lift), **{f"c{i}": p0 for i in range(1, k)}}
+    before = MixtureEvaluator(first, samples, rng)
+    crowned = judge.judge(before, EVAL_SET, "champion", list(first)[1:], 0.0)
+    if not crowned.crowned:
+        return None
+    p1 = first[crowned.leader]
+    second = {"champion": p1, "c0": min(1.0, p1 + max(dp, 0.0))}
+    second.update({f"c{i}": p1 if dp >= 0 else p1 + dp for i in range(1, k)})
+    if dp < 0:
+        second["c0"] = p1 + dp
+    kept = {"champion": before.distances[crowned.leader]} if keep else None
+    after = MixtureEvaluator(second, samples, rng, before.shared if keep else None, kept)
+    verdict = judge.judge(after, EVAL_SET, "champion", list(second)[1:], 0.0)
+    return verdict.crowned and (dp <= 0 or verdict.leader == "c0")
+
+
+def curse(args, judges: dict) -> dict:
+    """Round 2's crowns on round 1's prompts (the champion's replies kept) against fresh ones."""
+    result: dict[str, dict] = {}
+    samples = 50
+    for k in (3, 5):
+        print(
+            f"Round 2 after a crown, S = {samples}, K = {k}: crowned on round 1's prompts / fresh"
+        )
+        for name, judge in judges.items():
+            cells = {}
+            for scenario, dp in (STRONG if args.p0 > 0.5 else SCENARIOS).items():
+                share = {}
+                for keep in (True, False):
+                    rng = np.random.default_rng([args.seed, k, int(dp * 100) + 50, keep])
+                    runs = [curse_trial(judge, samples, k, dp, rng, args.p0, keep)
+                            for _ in range(args.trials)]  # fmt: skip
+                    done = [r for r in runs if r is not None]
+                    share["kept" if keep else "fresh"] = round(float(np.mean(done)), 3)
+                cells[scenario] = share
+            result[f"curse-K{k}-{name}"] = cells
+            row = "  ".join(f"{s}: {c['kept']:.3f} / {c['fresh']:.3f}" for s, c in cells.items())
+            print(f"  {name:11s} {row}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--p0", type=float, default=P0, help="the champion's on-target chance")
+    parser.add_argument(
+        "--curse", action="store_true", help="round 2 on round 1's prompts against fresh ones"
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.p0 < 1.0:
         parser.error(f"--p0 must be between 0 and 1, not {args.p0}")
@@ -93,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "sequential": SequentialJudge(),
         "no futility": SequentialJudge(futility_t=-math.inf),
     }
+    if args.curse:
+        print(json.dumps({"trials": args.trials, "p0": args.p0, **curse(args, judges)}))
+        return 0
     result: dict[str, dict] = {}
     for samples in (24, 50):
         for k in (3, 5):
