@@ -112,7 +112,8 @@ def test_a_round_jobs_merge_of_unlike_adapters_fails_that_candidate_with_why(hos
     (naming the groups), which the crowning turns into the round's note; nothing is written."""
     from crowd.rounds.bundle import Bundle, Candidate, JudgingSettings
     from crowd.rounds.crown import not_built
-    from crowd.rounds.job import Kit, Reporter, make_candidate
+    from crowd.rounds.job import Kit, make_candidate
+    from crowd.rounds.progress import Reporter
     from crowd.rounds.results import CANDIDATES, Results
 
     out = tmp_path / "out"

@@ -28,8 +28,9 @@ from crowd.limits import Limits
 from crowd.organizer import Organizer
 from crowd.rounds.bundle import BundleError, check_owner, read_bundle
 from crowd.rounds.engine import build_engine
-from crowd.rounds.job import Reporter, build_kit, run_round_job, step_text
+from crowd.rounds.job import build_kit, run_round_job
 from crowd.rounds.material import training_material
+from crowd.rounds.progress import Reporter, step_text
 from crowd.rounds.results import RESULTS, ResultsMismatch, read_results
 from crowd.rounds.runners import ThreadRunner
 from crowd.rounds.worker import Worker

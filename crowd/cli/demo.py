@@ -142,7 +142,7 @@ def service_participants(service) -> list[str]:
 
 
 def show_progress(organizer, key: str, job_id: int, elapsed: float) -> None:
-    from crowd.rounds.job import step_text
+    from crowd.rounds.progress import step_text
 
     job = next(j for j in organizer.jobs(key) if j["id"] == job_id)
     p = job["progress"]

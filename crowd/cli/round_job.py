@@ -39,7 +39,8 @@ def main(argv: list[str]) -> int:
     except (ConfigError, BundleError) as exc:
         print(f"round-job: {exc}", file=sys.stderr)
         return 2
-    from crowd.rounds.job import Reporter, build_kit, run_round_job  # torch: after the checks
+    from crowd.rounds.job import build_kit, run_round_job  # torch: after the checks
+    from crowd.rounds.progress import Reporter
 
     if settings.model.threads:
         import torch

@@ -36,11 +36,11 @@ from crowd.rounds.bundle import (
     JudgingSettings,
 )
 from crowd.rounds.judge import SequentialJudge
+from crowd.rounds.progress import Reporter
 from crowd.rounds.results import (
     CANDIDATES,
     CHAMPION,
     OWNER,
-    PROGRESS,
     RESULTS,
     Results,
     ResultsMismatch,
@@ -56,23 +56,6 @@ from crowd.training.data import SFTExample, TrainingCancelled, TrainingFailed
 
 if TYPE_CHECKING:  # heavy (TRL): the kit is built in build_kit, on demand
     from crowd.training.trainer import TRLTrainer
-
-STEP_FIELDS = ("group", "step", "steps", "loss", "eta_s")  # of the stage's latest step
-
-
-def step_text(progress: dict[str, Any]) -> str:
-    """The stage's latest step as a progress line says it, "step 12/30 loss 3.284" (empty
-    before the stage's first step): the demo's bar and the convergence study's line."""
-    if not progress.get("steps"):
-        return ""
-    text = f"step {progress['step']}/{progress['steps']}"
-    if progress.get("loss") is not None:
-        text += f" loss {progress['loss']:.3f}"
-    return text
-
-
-REPORT_EVERY_S = 0.5  # progress.json is rewritten at most this often (and at every stage)
-Report = Callable[[dict], bool]  # a progress record -> False to cancel
 
 
 @dataclass
@@ -123,26 +106,6 @@ def build_kit(
         remote=vllm,
     )
     return Kit(trainer, evaluator, base_model)
-
-
-class Reporter:
-    """Writes the job's progress to OUT/progress.json (throttled) and asks `keep_going`
-    whether to go on; merges each update into the last."""
-
-    def __init__(self, out: Path, keep_going: Callable[[], bool] = lambda: True):
-        self.path, self.keep_going = out / PROGRESS, keep_going
-        self.state: dict = {}
-        self.last = 0.0
-
-    def __call__(self, update: dict, force: bool = False) -> bool:
-        kept = self.state
-        if "stage" in update:  # a new stage: the last one's step, loss and estimate are not its
-            kept = {k: v for k, v in kept.items() if k not in STEP_FIELDS}
-        self.state = {**kept, **update}
-        if force or time.monotonic() - self.last >= REPORT_EVERY_S:
-            self.last = time.monotonic()
-            write_json(self.path, self.state)
-        return self.keep_going()
 
 
 def run_round_job(bundle: Bundle, out: Path, kit: Kit, report: Reporter) -> Results:

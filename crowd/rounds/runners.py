@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Protocol
 
 from crowd.rounds.bundle import Bundle
-from crowd.rounds.job import Kit, Reporter, run_round_job
+from crowd.rounds.job import Kit, run_round_job
+from crowd.rounds.progress import Reporter
 from crowd.rounds.results import PROGRESS
 from crowd.training.data import TrainingCancelled
 

@@ -22,7 +22,7 @@ from sqlite_utils import Database
 
 from crowd.campaigns import CampaignSpec, create_campaign
 from crowd.rounds.engine import RoundEngine
-from crowd.rounds.job import step_text
+from crowd.rounds.progress import step_text
 from crowd.rounds.state import close_round
 from crowd.rounds.worker import Worker
 from storage import queries
