@@ -33,8 +33,8 @@ def people(service, n: int) -> list[str]:
     return [service.join(f"Person {i}", consent=True).token for i in range(n)]
 
 
-def rewrite(service, token: str, text: str = "A joyful reply!", **kw) -> int:
-    reply = list(service.send(token, None, "Hello?", **kw))[-1]
+def rewrite(service, token: str, text: str = "A joyful reply!", asked: str = "Hello?", **kw) -> int:
+    reply = list(service.send(token, None, asked, **kw))[-1]
     return service.rewrite(token, reply.message_id, text, **kw)
 
 
@@ -191,6 +191,38 @@ def test_unreviewed_corrections_train_but_only_trusted_ones_judge(world):
         assert sum(len(g.sft) for g in data.values()) == 1
         store.set_split(db, [cid], "heldout")
         assert judging_material(db, campaign, round_) == []
+
+
+def test_each_round_is_judged_first_on_its_own_heldout_prompts(world):
+    """A champion crowned on round 1's held-out prompts is judged in round 2 on round 2's first
+    (the judge's looks take the first prompts), then on round 1's: newest round first."""
+    from crowd.campaigns import utcnow
+    from crowd.rounds.material import heldout_items
+
+    service, _, _ = world
+    tokens = people(service, 3)
+
+    def heldout_in_round(asked: str) -> list[int]:
+        ids = [rewrite(service, t, "Glad!", asked=f"{asked} {i}?") for i, t in enumerate(tokens)]
+        with connect(service.settings.db_path) as db:
+            store.set_split(db, ids, "heldout")
+        return ids
+
+    first = heldout_in_round("First")
+    with connect(service.settings.db_path) as db:
+        campaign, one = context_of(db)
+        store.update_campaign(db, campaign["id"], reviews_on=0)
+        store.add_round(db, campaign["id"], 2, one["champion_id"], utcnow(), None)
+    second = heldout_in_round("Second")
+    with connect(service.settings.db_path) as db:
+        campaign, two = context_of(db)
+        assert two["number"] == 2
+        judging = judging_material(db, campaign, two)
+        assert [c["id"] for c in judging] == second + first
+        prompts, _ = heldout_items(judging, campaign["task"], campaign["target_emotion"])
+        asked = [p[-1]["content"] for p in prompts]
+        assert asked == ["Second 0?", "Second 1?", "Second 2?", "First 0?", "First 1?", "First 2?"]
+        assert [c["id"] for c in judging_material(db, campaign, one)] == first
 
 
 def test_no_person_supplies_more_than_the_cap_of_a_groups_training(world):

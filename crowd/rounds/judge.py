@@ -10,7 +10,9 @@ the paired difference (`Score.better_than`).
 task's log-likelihoods are cheap and exact, and keep the fixed rule), and never more than the
 fixed judge: its budget is the fixed judge's (K + 1) x S replies for K candidates. Looks at S/4,
 S/2 and S replies per model (`looks`; never fewer than MIN_LOOK), every look on the first n
-prompts and seeds of the same sequence, so replies decoded at one look are reused at the next:
+prompts and seeds of the same sequence (the round's own held-out prompts first, then earlier
+rounds', newest first: `crowd.rounds.material.judging_material`), so replies decoded at one look
+are reused at the next:
 
   1. every model gets the first look's replies;
   2. the leader is the best candidate that has not collapsed; a candidate whose paired t

@@ -88,6 +88,12 @@ def training_material(
 
 def judging_material(db: Database, campaign: Campaign, round_: Round) -> list[Correction]:
     """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
-    history up to it, trusted ones only when reviews are on, capped per voice."""
+    history up to it, trusted ones only when reviews are on, capped per voice (the cap keeps a
+    voice's oldest). Ordered newest round first, oldest first within a round: the judge's looks
+    take the first prompts, so each round is judged first on its own held-out prompts, which no
+    champion was crowned on, and a champion's lucky replies to the prompts that crowned it are
+    not what every later round measures first (`docs/results/candidates.md`, "Love at 0 %")."""
     heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-    return assess(db, campaign).judging(heldout)
+    kept = assess(db, campaign).judging(heldout)
+    number = {r["id"]: r["number"] for r in store.rounds_of(db, campaign["id"])}
+    return sorted(kept, key=lambda c: -number[c["round_id"]])  # stable: by id within a round
