@@ -119,8 +119,9 @@ class Evaluator:
             raise ValueError("an emotion evaluation needs its target vector (EvalSet.target)")
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
-        # Prompt j gets the same sampling noise under every model and in every round, whatever
-        # the batch it decodes in (each row samples from its own seeded generator).
+        # Prompt j gets the same sampling noise under every model, whatever the batch it decodes
+        # in (each row samples from its own seeded generator); a round judges with seeds of its
+        # own (JudgingSettings.for_round).
         seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
         replies = self._sample(rows, seeds, progress)
         vectors = self.scorer.score([r or " " for r in replies])

@@ -305,7 +305,9 @@ def test_an_emotion_round_crowns_only_beyond_the_standard_errors(round_world):
     )
     crowd_submits(service)
     engine = build_engine(service.settings, utcnow)
-    worker._engine_factory = lambda: replace(engine, judging=replace(engine.judging, crown_z=1e9))
+    # seed -1: round 1 samples on seed 0 (JudgingSettings.for_round), where a candidate leads
+    judging = replace(engine.judging, crown_z=1e9, seed=-1)
+    worker._engine_factory = lambda: replace(engine, judging=judging)
     assert run_round(organizer, worker)["status"] == "finished"
     done = round_row(service, 1)
     with service.db() as db:
@@ -321,3 +323,33 @@ def test_an_emotion_round_crowns_only_beyond_the_standard_errors(round_world):
     assert all(len(d["distances"]) == 4 for d in scored.values())  # every reply's distance
     assert min(values.values()) < values[champion], "no candidate led: the test shows nothing"
     assert done["improved"] == 0 and done["winner_id"] == champion
+
+
+def test_each_round_samples_the_champions_replies_afresh(round_world):
+    """The same champion on the same prompts in two rounds: round 2 draws replies of its own
+    (the round's seeds), not the ones round 1 drew, so a champion crowned on lucky replies is
+    not measured on them again in every later round (docs/results/candidates.md)."""
+    service, organizer, worker = round_world
+    organizer.update_campaign(
+        KEY,
+        task="emotion",
+        target_emotion="joy",
+        min_corrections=2,
+        heldout_share=0.34,
+        win_margin=100.0,  # nothing is crowned: both rounds judge the base
+    )
+    judged = []
+    for number in (1, 2):
+        crowd_submits(service, people=9, each=1)  # everyone asks "Question 0?"
+        assert run_round(organizer, worker)["status"] == "finished"
+        done = round_row(service, number)
+        with service.db() as db:
+            [champion] = db.query(
+                "SELECT * FROM evaluations WHERE round_id = ? AND model_version_id = ?",
+                [done["id"], done["champion_id"]],
+            )
+        judged.append(json.loads(champion["detail"]))
+    one, two = judged
+    assert round_row(service, 2)["champion_id"] == round_row(service, 1)["champion_id"]
+    assert len(one["distances"]) == len(two["distances"]) == 4
+    assert one["distances"] != two["distances"] and one["samples"] != two["samples"]

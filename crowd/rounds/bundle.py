@@ -29,7 +29,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,19 @@ class JudgingSettings:
     samples: int = 24  # replies sampled per model (emotion task)
     max_new_tokens: int = 48
     batch_size: int = 16
-    seed: int = 0  # prompt j's sampling seed is the same under every model
+    seed: int = 0  # prompt j's sampling seed is the same under every model of a round
     temperature: float = 0.8
     top_p: float = 0.95
     win_margin: float = 0.0  # the campaign's: a candidate must beat the champion by this
     crown_z: float = 2.0  # ... plus this many standard errors (crowd.rounds.judge.CROWN_Z)
     judge: str = "fixed"  # emotion task: 'fixed' replies per model, or 'sequential' (in looks)
+
+    def for_round(self, number: int, win_margin: float, judge: str) -> JudgingSettings:
+        """What judges round `number`: the campaign's margin and judge, and sampling seeds of the
+        round's own (seed + number), so a champion's replies are sampled afresh each round
+        rather than the lucky ones it was crowned on, which every later round would measure
+        again (docs/results/candidates.md, "Love at 0 %")."""
+        return replace(self, seed=self.seed + number, win_margin=win_margin, judge=judge)
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,8 @@ def _bundle(
         mode=campaign["training_mode"],
         seed=training.seed,
         training=training,
-        judging=replace(
-            judging, win_margin=float(campaign["win_margin"]), judge=campaign.get("judge", "fixed")
+        judging=judging.for_round(
+            round_["number"], float(campaign["win_margin"]), campaign.get("judge", "fixed")
         ),
         champion_version=round_["champion_id"],
         groups=groups,

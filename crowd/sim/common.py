@@ -20,6 +20,7 @@ from crowd.options import KIND, OptionError
 if TYPE_CHECKING:
     from crowd.config import Settings
     from crowd.evaluation import Evaluator
+    from crowd.metrics import Score
     from crowd.options import Declared
     from crowd.rounds.bundle import JudgingSettings
     from crowd.rounds.engine import RoundEngine
@@ -155,6 +156,21 @@ def study_judging(config: Recipe) -> JudgingSettings:
         batch_size=config.batch_size,
         seed=config.seed,
         crown_z=CROWN_Z,
+    )
+
+
+def on_the_reference(
+    evaluator: Evaluator, names: list[str], scorer: Any, target: Any, recipe: Recipe, samples: int
+) -> list[Score]:
+    """The named models' `samples` replies each to the study's one prompt, scored against
+    `target`, on the run's own seed: the same replies whichever round the evaluator judged
+    last (a round judges on seeds of its own, JudgingSettings.for_round)."""
+    from crowd.evaluation import EvalSet
+    from crowd.sim.convergence_rounds import CHAT
+
+    evaluator.scorer, evaluator.seed = scorer, recipe.seed
+    return evaluator.evaluate(
+        EvalSet("emotion", prompts=[CHAT], target=target), names, samples=samples
     )
 
 

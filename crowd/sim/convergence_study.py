@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crowd.sim.common import PAPER_SAMPLES, study_engine, study_kit
+from crowd.sim.common import PAPER_SAMPLES, on_the_reference, study_engine, study_kit
 from crowd.sim.convergence_data import Neighbourhood, deal, generation_rng
 from crowd.sim.convergence_rounds import (
     ALWAYS_MOVE,
-    CHAT,
     Arm,
     RoundDriver,
     open_campaign,
@@ -166,7 +165,6 @@ class Study:
     def _final(self, hood: Neighbourhood, single: dict, multi: dict) -> dict:
         """Both final models' mean L2 distance to the pool's centroid, on the same samples'
         seed, in the same batches."""
-        from crowd.evaluation import EvalSet
         from crowd.scoring.scorers import target_vector
 
         self.show(f"[{hood.emotion}] judging both final models against the pool's centroid", True)
@@ -177,12 +175,9 @@ class Study:
             )
             for v in (single, multi)
         ]
-        evaluator.scorer = self.scorer
         centroid = target_vector(self.scorer, hood.neighbours, hood.emotion)  # mean of the pool
-        scores = evaluator.evaluate(
-            EvalSet("emotion", prompts=[CHAT], target=centroid),
-            names,
-            samples=self.config.final_samples,
+        scores = on_the_reference(
+            evaluator, names, self.scorer, centroid, self.config, self.config.final_samples
         )
         s, m = scores[0].value, scores[1].value
         se_s, se_m = (x.detail["sd"] / math.sqrt(x.n_items) for x in scores)

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crowd.sim.common import study_engine, study_kit
+from crowd.sim.common import on_the_reference, study_engine, study_kit
 from crowd.sim.convergence_rounds import (
     CHAT,
     WITHOUT_CANDIDATES,
@@ -260,14 +260,9 @@ class Study:
     def judge(self, adapters: dict[str, Path | None], centroid: np.ndarray) -> dict[str, dict]:
         """Every named model's mean L2 distance (and its standard error) over final_samples
         replies to the centroid, all on the same seed and batches."""
-        from crowd.evaluation import EvalSet
-
         names = [self.evaluator.load(key, path) for key, path in adapters.items()]
-        self.evaluator.scorer = self.scorer
-        scores = self.evaluator.evaluate(
-            EvalSet("emotion", prompts=[CHAT], target=centroid),
-            names,
-            samples=self.config.final_samples,
+        scores = on_the_reference(
+            self.evaluator, names, self.scorer, centroid, self.config, self.config.final_samples
         )
         return {
             key: {
