@@ -7,6 +7,7 @@ from __future__ import annotations
 from storage import rounds as store
 from tests.apps import KEY
 
+JOY = dict(task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34)
 ONE_PER_GROUP = dict(union_candidate=False, memory_rounds=0, merge_method="off", judge="fixed")
 ALL_KINDS = dict(  # every candidate kind of issue 28, and the judge in stages
     union_candidate=True, union_continues=True, memory_rounds=3, merge_method="ties_svd",

@@ -15,7 +15,7 @@ from crowd.rounds.awards import as_one_group, ledger_rows
 from crowd.rounds.bundle import Bundle, read_bundle
 from storage import records
 from storage import rounds as store
-from tests.rounds import HAPPY, KEY, ONE_PER_GROUP, crowd_submits, round_row, run_round
+from tests.rounds import HAPPY, JOY, KEY, ONE_PER_GROUP, crowd_submits, round_row, run_round
 
 PREFERENCE = dict(task="preference", min_corrections=2, heldout_share=0.34)
 
@@ -252,10 +252,7 @@ def test_an_emotion_round_is_judged_in_looks_inside_the_job(round_world):
     service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
-        task="emotion",
-        target_emotion="joy",
-        min_corrections=2,
-        heldout_share=0.34,
+        **JOY,
         union_candidate=True,
         judge="sequential",
     )

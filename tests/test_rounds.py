@@ -28,7 +28,7 @@ from crowd.rounds.state import IllegalTransition, advance, check_auto_close
 from crowd.rounds.worker import Worker
 from crowd.service import CrowdService
 from storage import rounds as store
-from tests.rounds import ALL_KINDS, KEY, crowd_submits, round_row, run_round
+from tests.rounds import ALL_KINDS, JOY, KEY, crowd_submits, round_row, run_round
 
 
 def test_a_preference_round_trains_judges_crowns_and_awards(round_world, tiny_model_dir):
@@ -77,10 +77,7 @@ def test_a_round_that_beats_nobody_keeps_the_champion(round_world):
     service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
-        task="emotion",
-        target_emotion="joy",
-        min_corrections=2,
-        heldout_share=0.34,
+        **JOY,
         win_margin=100.0,
     )
     crowd_submits(service)
@@ -259,10 +256,7 @@ def test_a_short_round_on_the_default_model(
     organizer = Organizer(service)
     organizer.update_campaign(
         KEY,
-        task="emotion",
-        target_emotion="joy",
-        min_corrections=2,
-        heldout_share=0.34,
+        **JOY,
         **ALL_KINDS,
     )
     try:
@@ -300,9 +294,7 @@ def test_an_emotion_round_crowns_only_beyond_the_standard_errors(round_world):
     """A candidate leads the champion on mean distance (the old rule crowned it), but with a
     huge crown_z no lead is significant and the champion is kept."""
     service, organizer, worker = round_world
-    organizer.update_campaign(
-        KEY, task="emotion", target_emotion="joy", min_corrections=2, heldout_share=0.34
-    )
+    organizer.update_campaign(KEY, **JOY)
     crowd_submits(service)
     engine = build_engine(service.settings, utcnow)
     # seed -1: round 1 samples on seed 0 (JudgingSettings.for_round), where a candidate leads
@@ -332,10 +324,7 @@ def test_each_round_samples_the_champions_replies_afresh(round_world):
     service, organizer, worker = round_world
     organizer.update_campaign(
         KEY,
-        task="emotion",
-        target_emotion="joy",
-        min_corrections=2,
-        heldout_share=0.34,
+        **JOY,
         win_margin=100.0,  # nothing is crowned: both rounds judge the base
     )
     judged = []
