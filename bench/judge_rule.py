@@ -12,7 +12,8 @@ chance of an on-target reply (0.2: an early round's; 0.9: a champion that misses
 love 0 %'s union did in docs/results/candidates.md). Beside the two judges, the sequential one
 without its futility stop (`futility_t` -inf), to show what that stop costs. `--curse`: two
 rounds, the second judged either on the first's prompts with the new champion's replies kept
-(what the app does: the held-out history, oldest first) or on fresh prompts. Prints, per S and
+(what the app did before each round sampled on seeds of its own, JudgingSettings.for_round) or
+on fresh ones (what it does now). Prints, per S and
 number of candidates K, the share of rounds that crown (a false crown when none is better,
 the better one otherwise) and the mean replies decoded per round; the last line is JSON.
 """
@@ -77,15 +78,26 @@ class MixtureEvaluator:
         return out
 
 
-def trial(
-    judge, samples: int, k: int, dp: float, rng: np.random.Generator, p0: float = P0
-) -> tuple[bool, int]:
-    """(crowned the right model, replies decoded) for one simulated round."""
+def models(p0: float, k: int, dp: float) -> dict[str, float]:
+    """The champion's and k candidates' on-target chances: all p0, c0 better by dp (dp > 0),
+    or every candidate worse by -dp (dp < 0)."""
     ps = {"champion": p0, **{f"c{i}": p0 for i in range(k)}}
     if dp > 0:
         ps["c0"] = min(1.0, p0 + dp)
     elif dp < 0:
         ps = {name: (p0 if name == "champion" else p0 + dp) for name in ps}
+    return ps
+
+
+def scenarios(p0: float) -> dict[str, float]:
+    return STRONG if p0 > 0.5 else SCENARIOS
+
+
+def trial(
+    judge, samples: int, k: int, dp: float, rng: np.random.Generator, p0: float = P0
+) -> tuple[bool, int]:
+    """(crowned the right model, replies decoded) for one simulated round."""
+    ps = models(p0, k, dp)
     evaluator = MixtureEvaluator(ps, samples, rng)
     verdict = judge.judge(evaluator, EVAL_SET, "champion", list(ps)[1:], 0.0)
     right = verdict.crowned and (dp <= 0 or verdict.leader == "c0")
@@ -97,19 +109,15 @@ def curse_trial(
 ) -> bool | None:
     """Two rounds: round 1 crowns c0 (better by LIFT) or not (None); round 2 judges the new
     champion against candidates, one better than it by dp, either on round 1's prompts with the
-    champion's replies kept (keep: what the app does, oldest prompts first) or on fresh ones.
+    champion's replies kept (keep: what the app did before per-round seeds) or on fresh ones.
     Whether round 2 crowned the right model."""
     lift = 0.3 if p0 <= 0.5 else 0.08
-    first = {"champion": p0, "c0": min(1.0, p0 + lift), **{f"c{i}": p0 for i in range(1, k)}}
+    first = models(p0, k, lift)
     before = MixtureEvaluator(first, samples, rng)
     crowned = judge.judge(before, EVAL_SET, "champion", list(first)[1:], 0.0)
     if not crowned.crowned:
         return None
-    p1 = first[crowned.leader]
-    second = {"champion": p1, "c0": min(1.0, p1 + max(dp, 0.0))}
-    second.update({f"c{i}": p1 if dp >= 0 else p1 + dp for i in range(1, k)})
-    if dp < 0:
-        second["c0"] = p1 + dp
+    second = models(first[crowned.leader], k, dp)
     kept = {"champion": before.distances[crowned.leader]} if keep else None
     after = MixtureEvaluator(second, samples, rng, before.shared if keep else None, kept)
     verdict = judge.judge(after, EVAL_SET, "champion", list(second)[1:], 0.0)
@@ -126,7 +134,7 @@ def curse(args, judges: dict) -> dict:
         )
         for name, judge in judges.items():
             cells = {}
-            for scenario, dp in (STRONG if args.p0 > 0.5 else SCENARIOS).items():
+            for scenario, dp in scenarios(args.p0).items():
                 share = {}
                 for keep in (True, False):
                     rng = np.random.default_rng([args.seed, k, int(dp * 100) + 50, keep])
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"S = {samples}, K = {k} candidates: crowned / replies per round")
             for name, judge in judges.items():
                 cells = {}
-                for scenario, dp in (STRONG if args.p0 > 0.5 else SCENARIOS).items():
+                for scenario, dp in scenarios(args.p0).items():
                     rng = np.random.default_rng([args.seed, samples, k, int(dp * 100) + 50])
                     runs = [trial(judge, samples, k, dp, rng, args.p0) for _ in range(args.trials)]
                     cells[scenario] = {
