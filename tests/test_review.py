@@ -9,10 +9,11 @@ import random
 
 import pytest
 
+from crowd.campaigns import utcnow
 from crowd.limits import Limits, Refused
 from crowd.organizer import Organizer
 from crowd.review import Reviews
-from crowd.rounds.material import judging_material, training_material
+from crowd.rounds.material import heldout_items, judging_material, training_material
 from crowd.service import CrowdService, context_of
 from storage import deals, queries
 from storage import rounds as store
@@ -196,9 +197,6 @@ def test_unreviewed_corrections_train_but_only_trusted_ones_judge(world):
 def test_each_round_is_judged_first_on_its_own_heldout_prompts(world):
     """A champion crowned on round 1's held-out prompts is judged in round 2 on round 2's first
     (the judge's looks take the first prompts), then on round 1's: newest round first."""
-    from crowd.campaigns import utcnow
-    from crowd.rounds.material import heldout_items
-
     service, _, _ = world
     tokens = people(service, 3)
 
@@ -277,7 +275,6 @@ def test_points_follow_the_ledger_rule_used_corrections_and_agreeing_reviews(wor
     import json
     from dataclasses import replace
 
-    from crowd.campaigns import utcnow
     from crowd.points import review_awards
     from crowd.rounds.engine import build_engine
     from crowd.rounds.worker import Worker
