@@ -35,7 +35,9 @@ the organizer's reference data); points go to corrections that were used.
 MIN_DECIDED of its corrections that round decided, more rejected than trusted) has none of
 that round's corrections train, not even trusted ones; the dealing audits each voice's items in
 random order, so a ring's spam is what its decided items show. No voice supplies more than the
-campaign's `person_cap` of a group's training examples or of the judging set (`capped`).
+campaign's `person_cap` of a group's training examples or of the judging set (`capped`), and
+the judging set is dealt out one item per voice in turn (`in_turns`), so the cap holds, as
+nearly as the voices allow, in every first part of it that a judge's early look takes.
 """
 
 from __future__ import annotations
@@ -196,6 +198,20 @@ def capped(owners: list[str], share: float) -> list[bool]:
         seen[owner] = seen.get(owner, 0) + 1
         keep.append(seen[owner] <= allowed[owner])
     return keep
+
+
+def in_turns(owners: Sequence[str]) -> list[int]:
+    """An order of items (given by owner, in their order) that deals them out one per owner in
+    turn: every owner's first item, then every owner's second, and so on, each turn in the given
+    order. Any first n items of it hold at most ceil(n / owners) of one owner's while every
+    owner still has items, so a judge that stops after its first look (the sequential judge's
+    S/4 replies) sees no voice above its share there either."""
+    seen: dict[str, int] = {}
+    turn = []
+    for owner in owners:
+        turn.append(seen.get(owner, 0))
+        seen[owner] = turn[-1] + 1
+    return sorted(range(len(owners)), key=turn.__getitem__)
 
 
 def _allowance(owner: str, counts: dict[str, int], share: float) -> int:

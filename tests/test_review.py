@@ -5,6 +5,7 @@ make each pseudonym its own voice; the tests of voices give addresses."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from crowd.campaigns import utcnow
 from crowd.limits import Limits, Refused
 from crowd.organizer import Organizer
 from crowd.review import Reviews
+from crowd.rounds.judge import MIN_LOOK
 from crowd.rounds.material import heldout_items, judging_material, training_material
 from crowd.service import CrowdService, context_of
 from storage import deals, queries
@@ -221,6 +223,37 @@ def test_each_round_is_judged_first_on_its_own_heldout_prompts(world):
         asked = [p[-1]["content"] for p in prompts]
         assert asked == ["Second 0?", "Second 1?", "Second 2?", "First 0?", "First 1?", "First 2?"]
         assert [c["id"] for c in judging_material(db, campaign, one)] == first
+
+
+def test_a_ring_that_sends_its_heldout_items_first_does_not_own_the_judges_first_look(world):
+    """Three pseudonyms on one network send 12 held-out items before four honest volunteers
+    on four networks send 3 each. The cap keeps 4 of the ring's (a quarter of 16); dealt one
+    per voice in turn, no first part of the judging set the judge's looks can take (MIN_LOOK
+    replies and up) holds more of the ring's than its turn gives it. By id, the first 4 were
+    the ring's."""
+    service, _, _ = world
+    ring = [service.join(f"Puppet {i}", True, **net(0)).token for i in range(3)]
+    honest = [service.join(f"Honest {i}", True, **net(1 + i)).token for i in range(4)]
+    asked = {}
+    for i in range(12):
+        cid = rewrite(service, ring[i % 3], "Ring.", asked=f"Ring {i}?", **net(0))
+        asked[cid] = "ring"
+    for k, token in enumerate(honest):
+        for i in range(3):
+            asked[rewrite(service, token, "Glad!", asked=f"Honest {k}.{i}?", **net(1 + k))] = k
+    with connect(service.settings.db_path) as db:
+        store.set_split(db, list(asked), "heldout")
+        store.update_campaign(db, context_of(db)[0]["id"], reviews_on=0)
+        campaign, round_ = context_of(db)
+        judging = judging_material(db, campaign, round_)
+        prompts, _ = heldout_items(judging, campaign["task"], campaign["target_emotion"])
+    owners = [asked[c["id"]] for c in judging]
+    assert owners.count("ring") == 4 and len(owners) == 16  # the cap: a quarter
+    assert [asked[c] for c in sorted(asked)][:4] == ["ring"] * 4  # oldest first: all the ring's
+    for n in range(MIN_LOOK, len(owners) + 1):
+        assert owners[:n].count("ring") <= math.ceil(n / 5), (n, owners)  # 5 voices, in turn
+    assert owners[:5] == ["ring", 0, 1, 2, 3]  # each voice's oldest, in the order they came
+    assert [p[-1]["content"] for p in prompts[:2]] == ["Ring 0?", "Honest 0.0?"]
 
 
 def test_no_person_supplies_more_than_the_cap_of_a_groups_training(world):

@@ -56,6 +56,17 @@ def test_the_cap_spares_a_small_honest_group_and_does_nothing_at_one():
     assert sum(two[:30]) == 3 and all(two[30:])  # no more than the other member's count
 
 
+def test_items_dealt_in_turns_keep_each_owners_share_in_every_first_part():
+    from crowd.trust import in_turns
+
+    owners = ["ring"] * 4 + ["a", "b"] * 2 + ["c"]
+    order = in_turns(owners)
+    assert sorted(order) == list(range(len(owners)))  # a permutation: nothing lost or doubled
+    assert [owners[i] for i in order] == ["ring", "a", "b", "c", "ring", "a", "b", "ring", "ring"]
+    assert order[:2] == [0, 4] and order[4] == 1  # each owner's items stay oldest first
+    assert in_turns([]) == [] and in_turns(["x", "x"]) == [0, 1]
+
+
 def test_a_person_whose_reviewed_corrections_are_mostly_rejected_trains_nothing_that_round():
     from crowd.trust import bad_standing, training_corrections
 

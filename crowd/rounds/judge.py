@@ -11,8 +11,9 @@ task's log-likelihoods are cheap and exact, and keep the fixed rule), and never 
 fixed judge: its budget is the fixed judge's (K + 1) x S replies for K candidates. Looks at S/4,
 S/2 and S replies per model (`looks`; never fewer than MIN_LOOK), every look on the first n
 prompts and seeds of the same sequence (the round's own held-out prompts first, then earlier
-rounds', newest first: `crowd.rounds.material.judging_material`), so replies decoded at one look
-are reused at the next:
+rounds', newest first, each round's dealt one per voice in turn so that no voice owns an early
+look: `crowd.rounds.material.judging_material`), so replies decoded at one look are reused at
+the next:
 
   1. every model gets the first look's replies;
   2. the leader is the best candidate that has not collapsed; a candidate whose paired t

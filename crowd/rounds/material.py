@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from crowd.assess import assess
 from crowd.lessons import lesson
 from crowd.training.data import PairExample, SFTExample
+from crowd.trust import in_turns
 from storage import rounds as store
 from storage.rows import Campaign, Correction, Round
 
@@ -89,11 +90,22 @@ def training_material(
 def judging_material(db: Database, campaign: Campaign, round_: Round) -> list[Correction]:
     """The held-out corrections that judge `round_`'s candidates: the campaign's held-out
     history up to it, trusted ones only when reviews are on, capped per voice (the cap keeps a
-    voice's oldest). Ordered newest round first, oldest first within a round: the judge's looks
-    take the first prompts, so each round is judged first on its own held-out prompts, which no
-    champion was crowned on, and a champion's lucky replies to the prompts that crowned it are
-    not what every later round measures first (`docs/results/candidates.md`, "Love at 0 %")."""
+    voice's oldest). Ordered newest round first: the judge's looks take the first prompts, so
+    each round is judged first on its own held-out prompts, which no champion was crowned on,
+    and a champion's lucky replies to the prompts that crowned it are not what every later round
+    measures first (`docs/results/candidates.md`, "Love at 0 %"). Within a round the items are
+    dealt one per voice in turn (`crowd.trust.in_turns`, oldest first within a voice), so a
+    voice that sent its held-out items first does not own the judge's first look."""
     heldout = store.heldout_corrections(db, campaign["id"], round_["number"])
-    kept = assess(db, campaign).judging(heldout)
+    assessment = assess(db, campaign)
+    kept = assessment.judging(heldout)
     number = {r["id"]: r["number"] for r in store.rounds_of(db, campaign["id"])}
-    return sorted(kept, key=lambda c: -number[c["round_id"]])  # stable: by id within a round
+    by_round: dict[int, list[Correction]] = defaultdict(list)
+    for correction in kept:
+        by_round[number[correction["round_id"]]].append(correction)
+    ordered: list[Correction] = []
+    for n in sorted(by_round, reverse=True):
+        items = by_round[n]
+        voices = [assessment.voice(c["participant_id"]) for c in items]
+        ordered += [items[i] for i in in_turns(voices)]
+    return ordered
