@@ -212,10 +212,14 @@ def compare_judges(engine: RoundEngine, service: CrowdService, repeats: int) -> 
         order = list(judges) if repeat % 2 == 0 else list(judges)[::-1]
         for name in order:
             evaluator._replies.clear()  # a new round: nothing decoded before
-            evaluator.seed, before = 1000 + repeat, evaluator.decoded
+            before = evaluator.decoded
             start = time.monotonic()
             verdict = judges[name].judge(
-                evaluator, eval_set, names[0], names[1:], campaign["win_margin"]
+                evaluator,
+                replace(eval_set, seed=1000 + repeat),
+                names[0],
+                names[1:],
+                campaign["win_margin"],
             )
             seconds[name].append(time.monotonic() - start)
             replies[name].append(evaluator.decoded - before)

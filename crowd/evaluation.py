@@ -47,6 +47,9 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
+    seed: int = (
+        0  # emotion: reply j to prompt j is sampled on seed * 1_000_003 + j, for every model
+    )
 
 
 class Evaluator:
@@ -59,7 +62,6 @@ class Evaluator:
         samples: int = 24,
         max_new_tokens: int = 48,
         batch_size: int = 16,
-        seed: int = 0,
         remote: Generation | None = None,
     ):
         self.loaded = loaded
@@ -68,7 +70,6 @@ class Evaluator:
         self.samples = samples
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95)
         self.batch_size = batch_size
-        self.seed = seed
         self._files: dict[str, str] = {BASE: BASE}  # adapter name -> the files it holds
         self._replies: dict[tuple, str] = {}  # (files, prompt, seed, sampling) -> reply
         self.decoded = self.reused = 0  # replies decoded, and taken from the ones kept
@@ -121,8 +122,8 @@ class Evaluator:
         rows = [(name, chat) for name in adapters for chat in prompts]
         # Prompt j gets the same sampling noise under every model, whatever the batch it decodes
         # in (each row samples from its own seeded generator); a round judges with seeds of its
-        # own (JudgingSettings.for_round).
-        seeds = [self.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
+        # own (JudgingSettings.for_round, in the EvalSet).
+        seeds = [eval_set.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
         replies = self._sample(rows, seeds, progress)
         vectors = self.scorer.score([r or " " for r in replies])
         distances = np.linalg.norm(vectors - target[None, :], axis=1)

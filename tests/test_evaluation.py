@@ -160,7 +160,6 @@ def test_a_sample_that_repeats_itself_counts_as_collapsed(evaluator):
     evaluator.remote = ScriptedServer(
         {"half": [BREAKFAST, *fine[:3]], "most": [BREAKFAST, BREAKFAST, BREAKFAST, fine[0]]}
     )
-    evaluator.seed = 0
     seen = []
     half, most = evaluator.evaluate(
         EvalSet("emotion", prompts=[CHAT], target=target),

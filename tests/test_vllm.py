@@ -245,7 +245,7 @@ def test_the_evaluator_judges_on_the_servers_samples(
     first = evaluator.evaluate(eval_set, [BASE, name])
     assert [s.value for s in evaluator.evaluate(eval_set, [BASE, name])] == [s.value for s in first]
     assert first[0].detail["samples"] != first[1].detail["samples"]
-    seeds = [evaluator.seed * 1_000_003 + j for j in range(4)]
+    seeds = [eval_set.seed * 1_000_003 + j for j in range(4)]
     prompts = [chats[j % 2] for j in range(4)]
     # each model's samples are what it gives alone: the base's were decoded beside the
     # candidate's rows, and once came out as the candidate's

@@ -102,7 +102,6 @@ def build_kit(
         samples=j.samples,
         max_new_tokens=j.max_new_tokens,
         batch_size=j.batch_size,
-        seed=j.seed,
         remote=vllm,
     )
     return Kit(trainer, evaluator, base_model)
@@ -289,7 +288,7 @@ def _judge(kit: Kit, bundle: Bundle, out: Path, trained: list[str], report: Repo
     how many of the models are judged, with an estimate of the time left."""
     evaluator = kit.evaluator
     j = bundle.judging
-    evaluator.samples, evaluator.batch_size, evaluator.seed = j.samples, j.batch_size, j.seed
+    evaluator.samples, evaluator.batch_size = j.samples, j.batch_size
     evaluator.sampling = Sampling(
         max_new_tokens=j.max_new_tokens, temperature=j.temperature, top_p=j.top_p
     )
@@ -300,7 +299,7 @@ def _judge(kit: Kit, bundle: Bundle, out: Path, trained: list[str], report: Repo
     if bundle.task == "emotion":
         evaluator.scorer = _scorer(kit, bundle)
         target = np.asarray(bundle.target, dtype=np.float32)
-        eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target)
+        eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target, seed=j.seed)
     else:
         eval_set = EvalSet("preference", pairs=bundle.pairs)
     progress = _judging(report)

@@ -168,9 +168,9 @@ def on_the_reference(
     from crowd.evaluation import EvalSet
     from crowd.sim.convergence_rounds import CHAT
 
-    evaluator.scorer, evaluator.seed = scorer, recipe.seed
+    evaluator.scorer = scorer
     return evaluator.evaluate(
-        EvalSet("emotion", prompts=[CHAT], target=target), names, samples=samples
+        EvalSet("emotion", prompts=[CHAT], target=target, seed=recipe.seed), names, samples=samples
     )
 
 
