@@ -3,19 +3,25 @@ the loop behind the pooled model because its judge chose badly, or because no ca
 enough? (docs/results/candidates.md, "Admiration at 0 %".)
 
     .venv/bin/python bench/study_candidates.py RUN [--arm defended] [--samples 100] [--rounds 3 4]
+        [--from-base PASSES [--union-round 4]]
 
 RUN is a finished `python -m crowd simulate poisoning --out RUN`. The pooled model is judged
 first, then each kept candidate of the named rounds (RUN/ARM/adapters/c1/rN/KIND), on the first
 SAMPLES of the study's own reference replies (its seed, prompt and centroid, so the pooled
 model's number at the study's --final-samples is the study's). One JSON line per model as it
-goes; nothing in RUN is written.
+goes; nothing in RUN is written. `--from-base PASSES`: besides, a model trained once from the
+base on what round --union-round's union trained on (its bundle: every group's material and
+the memory), at PASSES example-passes as the pooled model is: is the union's line behind the
+pooled model for its passes or for training in short schedules, each from the last?
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+import random
 import sys
 import tempfile
 from dataclasses import replace
@@ -30,16 +36,20 @@ def main() -> int:
     p.add_argument("run", type=Path)
     p.add_argument("--arm", default="defended", choices=["defended", "undefended"])
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--rounds", type=int, nargs="+", default=[3, 4])
+    p.add_argument("--rounds", type=int, nargs="*", default=[3, 4], help="none: the pooled only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data", type=Path, default=DATA, help="the study's --data (checked)")
+    p.add_argument("--from-base", type=int, default=0, metavar="PASSES")
+    p.add_argument(
+        "--union-round", type=int, default=4, help="whose union material --from-base takes"
+    )
     a = p.parse_args()
     import torch
 
     from crowd.config import load_settings
     from crowd.sim.convergence_data import read_neighbourhoods
     from crowd.sim.poisoning_run import material
-    from crowd.sim.poisoning_study import PoisonConfig, Study
+    from crowd.sim.poisoning_study import PoisonConfig, Study, _rows_for
 
     torch.set_num_threads(a.threads)
     config = PoisonConfig(**json.loads((a.run / "run.json").read_text()))
@@ -58,7 +68,30 @@ def main() -> int:
         centroid = material(hoods, config.emotion, study.scorer).centroid
         for key, path in models.items():
             print(json.dumps({key: study.judge({key: path}, centroid)[key]}), flush=True)
+        if a.from_base:
+            sft = union_material(a.run / a.arm, a.union_round)
+            out = Path(scratch) / "from-base"
+            rows = _rows_for(a.from_base, study.training.epochs_for)
+            data = list(itertools.islice(itertools.cycle(sft), rows))
+            study.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=out)
+            key = f"r{a.union_round}/union material, from the base, {a.from_base} passes"
+            print(json.dumps({key: study.judge({key: out}, centroid)[key]}), flush=True)
     return 0
+
+
+def union_material(arm: Path, number: int) -> list:
+    """The SFT examples round `number`'s union candidate trained on, from its bundle."""
+    from crowd.rounds.bundle import read_bundle
+    from crowd.training.data import SFTExample
+
+    for manifest in (arm / "bundles").glob("*/manifest.json"):
+        if json.loads(manifest.read_text())["round"]["number"] == number:
+            bundle = read_bundle(manifest.parent)
+            union = next(c for c in bundle.candidates if c.kind == "union")
+            sft = [SFTExample(e.sft) for e in bundle.examples_of(union) if e.sft]
+            random.Random(f"poisoning/{number}/from-base").shuffle(sft)
+            return sft
+    raise SystemExit(f"{arm}: no bundle for round {number}")
 
 
 if __name__ == "__main__":
