@@ -21,7 +21,9 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import random
+import re
 import sys
 import tempfile
 from dataclasses import replace
@@ -67,7 +69,7 @@ def main() -> int:
         study = Study(config, Path(scratch), lambda line, final: None, load_settings())
         centroid = material(hoods, config.emotion, study.scorer).centroid
         for key, path in models.items():
-            print(json.dumps({key: study.judge({key: path}, centroid)[key]}), flush=True)
+            print(json.dumps({key: judged(study, key, path, centroid)}), flush=True)
         if a.from_base:
             sft = union_material(a.run / a.arm, a.union_round)
             out = Path(scratch) / "from-base"
@@ -75,8 +77,25 @@ def main() -> int:
             data = list(itertools.islice(itertools.cycle(sft), rows))
             study.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=out)
             key = f"r{a.union_round}/union material, from the base, {a.from_base} passes"
-            print(json.dumps({key: study.judge({key: out}, centroid)[key]}), flush=True)
+            print(json.dumps({key: judged(study, key, out, centroid)}), flush=True)
     return 0
+
+
+def judged(study, key: str, adapter: Path, centroid) -> dict:
+    """The study's judgement of one model on its reference (`Study.judge`), with the share of
+    its replies that are distinct: the centroid metric rewards a typical short line repeated."""
+    from crowd.sim.common import on_the_reference
+
+    name = study.evaluator.load(re.sub(r"\W", "_", key), adapter)
+    config = study.config
+    score = on_the_reference(
+        study.evaluator, [name], study.scorer, centroid, config, config.final_samples
+    )[0]
+    return {
+        "distance": round(score.value, 6),
+        "se": round(score.detail["sd"] / math.sqrt(max(1, score.n_items)), 6),
+        "distinct": score.detail["distinct"],
+    }
 
 
 def union_material(arm: Path, number: int) -> list:
