@@ -34,14 +34,16 @@ KINDS = ("union", "merged", "g0", "g1", "g2", "g3", "g4", "g5")
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("run", type=Path, help="a finished poisoning study's --out")
     p.add_argument("--arm", default="defended", choices=["defended", "undefended"])
-    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--samples", type=int, default=100, help="the first this many reference replies")
     p.add_argument("--rounds", type=int, nargs="*", default=[3, 4], help="none: the pooled only")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch's CPU threads")
     p.add_argument("--data", type=Path, default=DATA, help="the study's --data (checked)")
-    p.add_argument("--from-base", type=int, default=0, metavar="PASSES")
+    p.add_argument(
+        "--from-base", type=int, default=0, metavar="PASSES", help="train from the base, too"
+    )
     p.add_argument(
         "--union-round", type=int, default=4, help="whose union material --from-base takes"
     )
@@ -53,6 +55,8 @@ def main() -> int:
     from crowd.sim.poisoning_run import material
     from crowd.sim.poisoning_study import PoisonConfig, Study, _rows_for
 
+    if not (a.run / "run.json").exists():
+        p.error(f"{a.run} holds no run.json: not a poisoning study's --out")
     torch.set_num_threads(a.threads)
     config = PoisonConfig(**json.loads((a.run / "run.json").read_text()))
     if hashlib.sha256(a.data.read_bytes()).hexdigest() != config.data_sha256:
