@@ -47,9 +47,7 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
-    seed: int = (
-        0  # emotion: reply j to prompt j is sampled on seed * 1_000_003 + j, for every model
-    )
+    seed: int = 0  # emotion: reply j samples on seed * 1_000_003 + j, under every model
 
 
 class Evaluator:
