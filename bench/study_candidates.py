@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import random
 import re
 import sys
@@ -97,7 +96,7 @@ def judged(study, key: str, adapter: Path, centroid) -> dict:
     )[0]
     return {
         "distance": round(score.value, 6),
-        "se": round(score.detail["sd"] / math.sqrt(max(1, score.n_items)), 6),
+        "se": round(score.se, 6),
         "distinct": score.detail["distinct"],
     }
 

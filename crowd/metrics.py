@@ -72,10 +72,12 @@ class Score:
         mine, theirs = self.detail.get("distances"), other.detail.get("distances")
         if mine and theirs and len(mine) == len(theirs) and len(mine) > 1:
             return float(np.std(np.subtract(mine, theirs), ddof=1) / math.sqrt(len(mine)))
-        return math.hypot(
-            self.detail.get("sd", 0.0) / math.sqrt(max(1, self.n_items)),
-            other.detail.get("sd", 0.0) / math.sqrt(max(1, other.n_items)),
-        )
+        return math.hypot(self.se, other.se)
+
+    @property
+    def se(self) -> float:
+        """The standard error of the mean value, from the per-sample SD (0 without one)."""
+        return self.detail.get("sd", 0.0) / math.sqrt(max(1, self.n_items))
 
     @property
     def collapsed(self) -> bool:

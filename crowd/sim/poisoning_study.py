@@ -6,7 +6,6 @@ crowd.sim.poisoning for the protocol and the command line)."""
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import shutil
 import time
@@ -267,7 +266,7 @@ class Study:
         return {
             key: {
                 "distance": round(s.value, 6),
-                "se": round(s.detail["sd"] / math.sqrt(max(1, s.n_items)), 6),
+                "se": round(s.se, 6),
             }
             for key, s in zip(adapters, scores)
         }
