@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import random
 import re
@@ -52,7 +51,7 @@ def main() -> int:
     from crowd.config import load_settings
     from crowd.sim.convergence_data import read_neighbourhoods
     from crowd.sim.poisoning_run import material
-    from crowd.sim.poisoning_study import PoisonConfig, Study, _rows_for
+    from crowd.sim.poisoning_study import PoisonConfig, Study
 
     if not (a.run / "run.json").exists():
         p.error(f"{a.run} holds no run.json: not a poisoning study's --out")
@@ -76,9 +75,7 @@ def main() -> int:
         if a.from_base:
             sft = union_material(a.run / a.arm, a.union_round)
             out = Path(scratch) / "from-base"
-            rows = _rows_for(a.from_base, study.training.epochs_for)
-            data = list(itertools.islice(itertools.cycle(sft), rows))
-            study.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=out)
+            study.from_base(sft, a.from_base, out, "from the base")
             key = f"r{a.union_round}/union material, from the base, {a.from_base} passes"
             print(json.dumps({key: judged(study, key, out, centroid)}), flush=True)
     return 0

@@ -229,17 +229,22 @@ class Study:
         sft = self._everything(source, campaign_id)
         if not sft or passes < 1:
             return None
-        rows = _rows_for(passes, self.training.epochs_for)
         rng = random.Random(f"poisoning/{self.config.seed}/pooled")
         order = list(sft)
         rng.shuffle(order)
-        data = list(itertools.islice(itertools.cycle(order), rows))
-        self.show(f"[{self.config.emotion}] pooled model: {rows} rows from {len(sft)}", True)
         partial = out_dir.with_name("adapter.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        self.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=partial)
+        self.from_base(order, passes, partial, "pooled model")
         partial.replace(out_dir)
         return out_dir
+
+    def from_base(self, sft: list, passes: int, out_dir: Path, what: str) -> None:
+        """One model trained once from the base on `sft` (in its order), repeated or cut to
+        `passes` example-passes (rows x epochs), written to `out_dir`."""
+        rows = _rows_for(passes, self.training.epochs_for)
+        data = list(itertools.islice(itertools.cycle(sft), rows))
+        self.show(f"[{self.config.emotion}] {what}: {rows} rows from {len(sft)}", True)
+        self.trainer.train(init_adapter=None, sft=data, pairs=[], mode="sft", out_dir=out_dir)
 
     def _everything(self, source: str, campaign_id: int) -> list:
         from crowd.rounds.material import group_data
