@@ -197,13 +197,13 @@ def compare_judges(engine: RoundEngine, service: CrowdService, repeats: int) -> 
         record = must(records.bundle_of(db, first["id"]), "round 1's record")
     bundle = read_bundle(data_dir / record["path"])
     evaluator = engine.evaluator
-    evaluator.scorer = engine.scorer_for(campaign["id"])
     names = [
         evaluator.load(f"v{v['id']}", data_dir / v["adapter_path"] if v["adapter_path"] else None)
         for v in [champion, *made]
     ]
     target = np.asarray(bundle.target, dtype=np.float32)
-    eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target)
+    scorer = engine.scorer_for(campaign["id"])
+    eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target, scorer=scorer)
     judges: dict[str, Judge] = {"fixed": FixedJudge(), "sequential": SequentialJudge()}
     seconds: dict[str, list[float]] = {name: [] for name in judges}
     replies: dict[str, list[int]] = {name: [] for name in judges}
@@ -211,7 +211,7 @@ def compare_judges(engine: RoundEngine, service: CrowdService, repeats: int) -> 
     for repeat in range(repeats):
         order = list(judges) if repeat % 2 == 0 else list(judges)[::-1]
         for name in order:
-            evaluator._replies.clear()  # a new round: nothing decoded before
+            evaluator.forget_replies()  # a new round: nothing decoded before
             before = evaluator.decoded
             start = time.monotonic()
             verdict = judges[name].judge(

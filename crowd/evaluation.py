@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,20 @@ class EvalSet:
     prompts: list[list[dict]] = field(default_factory=list)  # emotion: chats to answer
     pairs: list[PairExample] = field(default_factory=list)  # preference: held-out pairs
     target: np.ndarray | None = None  # emotion: the target vector
+    scorer: Any = None  # emotion: maps replies into the target's space (it made the target)
     seed: int = 0  # emotion: reply j samples on seed * 1_000_003 + j, under every model
+
+    def emotion_target(self) -> np.ndarray:
+        """The target vector; raises ValueError unless it comes with its scorer."""
+        if self.target is None or self.scorer is None:
+            raise ValueError("an emotion evaluation needs its target and scorer (EvalSet)")
+        return self.target
+
+    def distances(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's Euclidean distance to the emotion target, through the scorer."""
+        target = self.emotion_target()
+        vectors = self.scorer.score([t or " " for t in texts])
+        return np.linalg.norm(vectors - target[None, :], axis=1)
 
 
 class Evaluator:
@@ -56,7 +70,6 @@ class Evaluator:
     def __init__(
         self,
         loaded: LoadedModel,
-        scorer=None,
         samples: int = 24,
         max_new_tokens: int = 48,
         batch_size: int = 16,
@@ -64,7 +77,6 @@ class Evaluator:
     ):
         self.loaded = loaded
         self.remote = remote  # when set, emotion samples come from this vLLM server
-        self.scorer = scorer
         self.samples = samples
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.8, top_p=0.95)
         self.batch_size = batch_size
@@ -95,6 +107,11 @@ class Evaluator:
         self._files[name] = files
         return name
 
+    def forget_replies(self) -> None:
+        """Drop the replies kept for re-judging: the next evaluation decodes every reply, as a
+        judge meeting these models for the first time would (bench/round.py's repeats)."""
+        self._replies.clear()
+
     def evaluate(
         self,
         eval_set: EvalSet,
@@ -113,9 +130,7 @@ class Evaluator:
     def _emotion(
         self, eval_set: EvalSet, adapters: Sequence[str], samples: int, progress: Progress
     ) -> list[Score]:
-        target = eval_set.target
-        if target is None:
-            raise ValueError("an emotion evaluation needs its target vector (EvalSet.target)")
+        target = eval_set.emotion_target()  # checked before anything is decoded
         prompts = [eval_set.prompts[i % len(eval_set.prompts)] for i in range(samples)]
         rows = [(name, chat) for name in adapters for chat in prompts]
         # Prompt j gets the same sampling noise under every model, whatever the batch it decodes
@@ -123,8 +138,7 @@ class Evaluator:
         # own (JudgingSettings.for_round, in the EvalSet).
         seeds = [eval_set.seed * 1_000_003 + j for _ in adapters for j in range(len(prompts))]
         replies = self._sample(rows, seeds, progress)
-        vectors = self.scorer.score([r or " " for r in replies])
-        distances = np.linalg.norm(vectors - target[None, :], axis=1)
+        distances = eval_set.distances(replies)
         degenerate = np.array([repeats_itself(r) for r in replies], dtype=bool)
         distances[degenerate] = worst_distance(target)
         scores = []
@@ -172,7 +186,7 @@ class Evaluator:
                 progress=lambda done, _: progress((kept + done) / per_model, models),
             )
             if len(self._replies) + len(todo) > REPLY_CACHE_MAX:
-                self._replies.clear()
+                self.forget_replies()
             self._replies.update({keys[i]: reply for i, reply in zip(todo, fresh)})
         return [self._replies[key] for key in keys]
 

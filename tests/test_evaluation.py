@@ -31,6 +31,9 @@ class LengthScorer:
         return vectors / vectors.sum(axis=1, keepdims=True)
 
 
+HELLO = LengthScorer().score(["hello"])[0]  # a target: the vector of a reply of five letters
+
+
 def adapter(folder: Path, initial: Path, seed: int) -> Path:
     """An adapter with random non-zero B matrices: a model that answers differently."""
     folder.mkdir(parents=True)
@@ -55,11 +58,11 @@ def adapters(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def evaluator(fresh_model) -> Evaluator:
     torch.set_num_threads(1)
-    return Evaluator(fresh_model, LengthScorer(), samples=6, max_new_tokens=8, batch_size=8)
+    return Evaluator(fresh_model, samples=6, max_new_tokens=8, batch_size=8)
 
 
 def test_a_model_judged_again_on_the_same_items_decodes_nothing(evaluator, adapters):
-    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=HELLO, scorer=LengthScorer())
     name = evaluator.load("v2", adapters[0])
     first = evaluator.evaluate(eval_set, [BASE, name])
     assert (evaluator.decoded, evaluator.reused) == (12, 0)
@@ -69,8 +72,20 @@ def test_a_model_judged_again_on_the_same_items_decodes_nothing(evaluator, adapt
     assert len(first[1].detail["distances"]) == first[1].n_items == 6
 
 
+def test_an_emotion_set_without_its_scorer_is_refused_before_anything_is_decoded(evaluator):
+    """The target is a vector in the scorer's space: the two come together in the EvalSet,
+    never from whatever scorer a caller last set on the shared evaluator."""
+    for half in (
+        EvalSet("emotion", prompts=[CHAT], target=HELLO),
+        EvalSet("emotion", prompts=[CHAT], scorer=LengthScorer()),
+    ):
+        with pytest.raises(ValueError, match="target and scorer"):
+            evaluator.evaluate(half, [BASE])
+    assert evaluator.decoded == 0
+
+
 def test_a_name_loaded_again_from_other_files_judges_those_files(evaluator, adapters):
-    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=HELLO, scorer=LengthScorer())
     one = evaluator.evaluate(eval_set, [evaluator.load("v2", adapters[0])])[0]
     two = evaluator.evaluate(eval_set, [evaluator.load("v2", adapters[1])])[0]
     assert evaluator.decoded == 12, "the second folder's replies were decoded, not reused"
@@ -107,7 +122,7 @@ def test_a_collapsed_model_never_wins(evaluator):
     varied = score([0.02, 0.03, 0.01, 0.02, 0.04, 0.02])
     varied.detail["distinct"] = 1.0
     assert varied.better_than(champion, z=2.0)
-    eval_set = EvalSet("emotion", prompts=[CHAT], target=LengthScorer().score(["hello"])[0])
+    eval_set = EvalSet("emotion", prompts=[CHAT], target=HELLO, scorer=LengthScorer())
     [found] = evaluator.evaluate(eval_set, [BASE], samples=5)  # detail keeps 5 samples
     assert found.detail["distinct"] == round(len(set(found.detail["samples"])) / 5, 4)
 
@@ -162,7 +177,7 @@ def test_a_sample_that_repeats_itself_counts_as_collapsed(evaluator):
     )
     seen = []
     half, most = evaluator.evaluate(
-        EvalSet("emotion", prompts=[CHAT], target=target),
+        EvalSet("emotion", prompts=[CHAT], target=target, scorer=LengthScorer()),
         ["half", "most"],
         samples=4,
         progress=lambda judged, models: seen.append((judged, models)),

@@ -15,6 +15,7 @@ import pytest
 from crowd import guide, views
 from crowd.campaigns import utcnow
 from crowd.emotions import GOEMOTIONS_LABELS
+from crowd.evaluation import EvalSet
 from crowd.limits import Limits
 from crowd.organizer import Organizer
 from crowd.rounds import showcase
@@ -173,11 +174,11 @@ def watch_progress(db_path, campaign: dict, worker) -> list:
 
 def test_emotion_distances_say_which_reply_is_closer_to_the_target(world):
     _, _, _, engine = world
-    engine.evaluator.scorer = engine.scorer_for(1)
     joyful, angry = "I am so happy, what a wonderful joyful day!", "I hate this, I am furious!"
-    near, far = showcase._distances(engine.evaluator, [joyful, angry], one_hot("joy"))
+    joy = EvalSet("emotion", target=one_hot("joy"), scorer=engine.scorer_for(1))
+    near, far = showcase._distances(joy, [joyful, angry])
     assert 0 <= near < far
-    assert showcase._distances(engine.evaluator, [joyful], None) == [None]
+    assert showcase._distances(EvalSet("preference"), [joyful]) == [None]
 
 
 def test_the_cards_escape_what_people_wrote():

@@ -13,8 +13,8 @@ from crowd.evaluation import EvalSet, Evaluator, Score
 from crowd.rounds.judge import FixedJudge, SequentialJudge, crown_bound, extension, looks
 from tests.test_evaluation import CHAT, LengthScorer, adapter
 
-TARGET = EvalSet("emotion", prompts=[CHAT], target=np.linspace(0, 0.1, 28))  # graded: replies
-# of different lengths land at different distances under LengthScorer
+# graded: replies of different lengths land at different distances under LengthScorer
+TARGET = EvalSet("emotion", prompts=[CHAT], target=np.linspace(0, 0.1, 28), scorer=LengthScorer())
 
 
 class ScriptedEvaluator:
@@ -168,7 +168,7 @@ def real_evaluator(tiny_model_dir, fresh_model, tmp_path):
     from crowd.training.trainer import create_initial_adapter
 
     torch.set_num_threads(1)
-    evaluator = Evaluator(fresh_model, LengthScorer(), samples=8, max_new_tokens=6, batch_size=8)
+    evaluator = Evaluator(fresh_model, samples=8, max_new_tokens=6, batch_size=8)
     initial = create_initial_adapter(
         str(tiny_model_dir), TrainingSettings(lora_r=4, max_length=64), tmp_path / "init"
     )

@@ -235,13 +235,12 @@ def test_the_evaluator_judges_on_the_servers_samples(
     from crowd.scoring.scorers import load_scorer, one_hot
 
     judge = load_base(str(default_model_dir), default_model_dir.parent, device="cpu")
-    evaluator = Evaluator(
-        judge, load_scorer("default", tmp_path), samples=4, max_new_tokens=12, remote=engine
-    )
+    evaluator = Evaluator(judge, samples=4, max_new_tokens=12, remote=engine)
     name = evaluator.load("v7", group_adapters[0])
     assert "v7" in served(vllm_url)
     chats = [[{"role": "user", "content": "Tell me about your day."}], HELLO]
-    eval_set = EvalSet("emotion", prompts=chats, target=one_hot("joy"))
+    scorer = load_scorer("default", tmp_path)
+    eval_set = EvalSet("emotion", prompts=chats, target=one_hot("joy"), scorer=scorer)
     first = evaluator.evaluate(eval_set, [BASE, name])
     assert [s.value for s in evaluator.evaluate(eval_set, [BASE, name])] == [s.value for s in first]
     assert first[0].detail["samples"] != first[1].detail["samples"]

@@ -124,15 +124,15 @@ def run_round_job(bundle: Bundle, out: Path, kit: Kit, report: Reporter) -> Resu
             failed[candidate.name] = outcome["error"]
     groups = sum(c.kind == "group" for c in bundle.candidates)
     _stage(report, {"stage": "evaluating", "groups_done": groups, "judging": True})
-    names, scores = _judge(kit, bundle, out, list(trained), report)
+    eval_set = _eval_set(kit, bundle)
+    names, scores = _judge(kit, bundle, eval_set, out, list(trained), report)
     best, improved = decide(scores, [c.name for c in bundle.candidates], bundle.judging)
-    contributions = _contributions(kit, bundle, names, best)
+    contributions = _contributions(kit, bundle, eval_set, names, best)
     showcase: list[dict] = []
     if improved:
         _stage(report, {"stage": "before/after replies"})
-        target = np.asarray(bundle.target, dtype=np.float32) if bundle.target else None
         showcase = before_after_rows(
-            kit.evaluator, bundle.showcase, names[CHAMPION], names[best], target
+            kit.evaluator, bundle.showcase, names[CHAMPION], names[best], eval_set
         )
     write_results(
         out,
@@ -283,7 +283,24 @@ A kind made from others ('merged') comes after them in the bundle's order."""
 # --- 3-4. judging, contributions -----------------------------------------------------------
 
 
-def _judge(kit: Kit, bundle: Bundle, out: Path, trained: list[str], report: Reporter) -> tuple:
+def _eval_set(kit: Kit, bundle: Bundle) -> EvalSet:
+    """What the round is judged on: the bundle's held-out prompts, target, scorer and seed, or
+    its held-out pairs."""
+    if bundle.task != "emotion":
+        return EvalSet("preference", pairs=bundle.pairs)
+    target = np.asarray(bundle.target, dtype=np.float32)
+    return EvalSet(
+        "emotion",
+        prompts=bundle.prompts,
+        target=target,
+        scorer=_scorer(kit, bundle),
+        seed=bundle.judging.seed,
+    )
+
+
+def _judge(
+    kit: Kit, bundle: Bundle, eval_set: EvalSet, out: Path, trained: list[str], report: Reporter
+) -> tuple:
     """({'champion' | candidate: adapter name in the evaluator}, {same keys: Score}); reports
     how many of the models are judged, with an estimate of the time left."""
     evaluator = kit.evaluator
@@ -296,12 +313,6 @@ def _judge(kit: Kit, bundle: Bundle, out: Path, trained: list[str], report: Repo
     names = {CHAMPION: evaluator.load(f"{tag}_champion", bundle.champion_dir)}
     for name in trained:
         names[name] = evaluator.load(f"{tag}_{name}", out / CANDIDATES / name)
-    if bundle.task == "emotion":
-        evaluator.scorer = _scorer(kit, bundle)
-        target = np.asarray(bundle.target, dtype=np.float32)
-        eval_set = EvalSet("emotion", prompts=bundle.prompts, target=target, seed=j.seed)
-    else:
-        eval_set = EvalSet("preference", pairs=bundle.pairs)
     progress = _judging(report)
     if j.judge == "sequential":  # in looks (crowd.rounds.judge); preference: as the fixed one
         adapters = list(names.values())
@@ -343,12 +354,14 @@ def _scorer(kit: Kit, bundle: Bundle) -> Any:
     return kit.scorers[key]
 
 
-def _contributions(kit: Kit, bundle: Bundle, names: dict, best: str | None) -> dict:
+def _contributions(
+    kit: Kit, bundle: Bundle, eval_set: EvalSet, names: dict, best: str | None
+) -> dict:
     """correction id -> {vector, margin} for every example that teaches a reply."""
     items = bundle.contributions()
     if bundle.task == "emotion":
         texts = [e.text for _, _, e in items]
-        vectors = kit.evaluator.scorer.score(texts) if texts else []
+        vectors = eval_set.scorer.score(texts) if texts else []
         return {
             cid: {"vector": [float(v) for v in vec], "margin": None}
             for (_, cid, _), vec in zip(items, vectors)

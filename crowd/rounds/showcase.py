@@ -6,9 +6,7 @@ the model per view. For the emotion task, each reply's distance to the round's t
 
 from __future__ import annotations
 
-import numpy as np
-
-from crowd.evaluation import Evaluator
+from crowd.evaluation import EvalSet, Evaluator
 from crowd.serving.protocol import Sampling
 from crowd.serving.static import generate_texts
 from crowd.serving.trimming import end_cleanly
@@ -21,17 +19,18 @@ def before_after_rows(
     items: list[dict],
     before: str,
     after: str,
-    target: np.ndarray | None,
+    eval_set: EvalSet,
 ) -> list[dict]:
     """Each item ({participant_id, prompt}: volunteers' own prompts, chosen when the round's
     bundle was written) answered by the adapters named `before` and `after` (loaded in
-    `evaluator`), with each reply's distance to the emotion `target` (None: preference task).
+    `evaluator`), with each reply's distance to the round's emotion target (`eval_set`, the
+    one the round was judged on; None per reply for the preference task).
     The round job makes them; the worker stores them with the crowning."""
     if not items:
         return []
     prompts = [item["prompt"] for item in items]
     old, new = _replies(evaluator, prompts, before), _replies(evaluator, prompts, after)
-    far_old, far_new = _distances(evaluator, old, target), _distances(evaluator, new, target)
+    far_old, far_new = _distances(eval_set, old), _distances(eval_set, new)
     return [
         {
             "participant_id": item["participant_id"],
@@ -61,10 +60,9 @@ def _replies(evaluator: Evaluator, prompts: list[str], adapter: str) -> list[str
     ]
 
 
-def _distances(evaluator: Evaluator, texts: list[str], target: np.ndarray | None) -> list:
+def _distances(eval_set: EvalSet, texts: list[str]) -> list:
     """Each text's Euclidean distance to the emotion target (as the round was judged), or
     None per text for the preference task."""
-    if target is None or evaluator.scorer is None:
+    if eval_set.task != "emotion":
         return [None] * len(texts)
-    vectors = evaluator.scorer.score(texts)
-    return [round(float(d), 4) for d in np.linalg.norm(vectors - target[None, :], axis=1)]
+    return [round(float(d), 4) for d in eval_set.distances(texts)]

@@ -168,10 +168,8 @@ def on_the_reference(
     from crowd.evaluation import EvalSet
     from crowd.sim.convergence_rounds import CHAT
 
-    evaluator.scorer = scorer
-    return evaluator.evaluate(
-        EvalSet("emotion", prompts=[CHAT], target=target, seed=recipe.seed), names, samples=samples
-    )
+    reference = EvalSet("emotion", prompts=[CHAT], target=target, scorer=scorer, seed=recipe.seed)
+    return evaluator.evaluate(reference, names, samples=samples)
 
 
 def scorer_spec(scorer: str | None, data: Path, out: Path, settings: Settings) -> str:

@@ -103,7 +103,6 @@ class Study:
         self.trainer, self.evaluator = self.kit.trainer, self.kit.evaluator
         self.training = self.trainer.settings  # the run's epochs, learning rate and seed
         self.scorer = load_scorer(config.scorer, out)
-        self.evaluator.scorer = self.scorer
 
     # -- the two loops ------------------------------------------------------------------
 
