@@ -46,6 +46,7 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+DEFAULT_MEMORY_ROUNDS = 3  # a new campaign's window: growing into it is no news
 MAX_MEMORY_ROUNDS = 100  # a window past the campaign's rounds is allowed: the round says so
 MAX_HELDOUT_SHARE = 0.85
 """The held-out share's upper end. Each group keeps at least one correction to train on
@@ -190,7 +191,7 @@ class CampaignSpec:
         "candidates",
     )
     memory_rounds: int = number(
-        3,
+        DEFAULT_MEMORY_ROUNDS,
         0,
         MAX_MEMORY_ROUNDS,
         "Memory",

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from crowd.campaigns import DEFAULT_MEMORY_ROUNDS
 from crowd.points import ContributionItem, RoundOutcome, ShapleyRule
 from crowd.rounds.awards import as_one_group, ledger_rows
 from crowd.rounds.bundle import Bundle, read_bundle
@@ -43,7 +44,12 @@ def ids(examples) -> list[int]:
 def test_a_round_trains_the_union_and_the_merge_and_judges_them_all(round_world):
     service, organizer, worker = round_world
     organizer.update_campaign(
-        KEY, **PREFERENCE, union_candidate=True, merge_method="ties_svd", judge="sequential"
+        KEY,
+        **PREFERENCE,
+        union_candidate=True,
+        merge_method="ties_svd",
+        judge="sequential",
+        memory_rounds=DEFAULT_MEMORY_ROUNDS,  # the default window: round 1 has no news of it
     )
     crowd_submits(service)
     assert run_round(organizer, worker)["status"] == "finished"

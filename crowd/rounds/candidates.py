@@ -29,8 +29,9 @@ by its kind (crowd.rounds.job.CANDIDATE_KINDS).
 
 A candidate that cannot be built leaves a note in the round (`storage.rounds.add_round_notes`,
 shown on the organizer page) and the round goes on with the others: a union with no trusted
-data and a memory window past the campaign's first round are noted here; a merge of adapters
-of different ranks or targets fails in the job and is noted at the crowning.
+data and a memory window set longer than the default that reaches past the campaign's first
+round are noted here; a merge of adapters of different ranks or targets fails in the job and is
+noted at the crowning.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from crowd.campaigns import DEFAULT_MEMORY_ROUNDS
 from crowd.rounds.bundle import ADAPTER_FILES, Candidate, Example
 from crowd.rounds.material import GroupData, training_material
 from crowd.training.merge import DENSITY
@@ -157,8 +159,9 @@ def memory(
     db: Database, campaign: Campaign, round_: Round
 ) -> tuple[list[tuple[int, Example, str]], list[str]]:
     """(group, example, author) of the training material of the `memory_rounds` rounds before
-    `round_` (those past their held-out draw), oldest round first, and a note when the window
-    reaches past the campaign's first round."""
+    `round_` (those past their held-out draw), oldest round first, and a note when a window
+    the organizer set longer than the default reaches past the campaign's first round (every
+    campaign grows into the default's window in its first rounds: that is no news)."""
     from crowd.rounds.record import examples_of
 
     window = int(campaign.get("memory_rounds") or 0)
@@ -171,7 +174,7 @@ def memory(
         if first <= r["number"] < round_["number"] and r["state"] in MEMORY_STATES
     ]
     notes = []
-    if first < 1:
+    if first < 1 and window > DEFAULT_MEMORY_ROUNDS:  # the default's first rounds: no news
         notes.append(
             f"The memory window is {window} earlier rounds, but round {round_['number']} has "
             f"{round_['number'] - 1} before it: the candidates train on "
